@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test bench chaos lint format venv clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "agentops: Python >= 3.11 is required (python3 is " + sys.version.split()[0] + ")")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "agentops: installing Python packages into $(VENV) ..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+run: venv ## the whole system with demo data and demo traffic on http://127.0.0.1:8000/
+	@$(PY) -m agentops.devtools.launch run
+
+test: venv ## ruff, then the whole pytest suite against real PostgreSQL, Redis, Celery and Chromium
+	@$(PY) -m agentops.devtools.launch test $(PYTEST_ARGS)
+
+bench: venv ## every benchmark in one table, written to .run/bench/results.json
+	@$(PY) -m agentops.devtools.launch bench $(BENCH_ARGS)
+
+lint: venv
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: venv
+	@$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean: ## stop project-local services and remove .run (demo data included)
+	-@$(PY) -m agentops.devtools.services down dev
+	-@$(PY) -m agentops.devtools.services down test
+	rm -rf .run

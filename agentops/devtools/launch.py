@@ -1,0 +1,179 @@
+"""What `make run`, `make test` and `make bench` do once the virtualenv exists (stdlib only).
+
+python -m agentops.devtools.launch run [--workers N]
+python -m agentops.devtools.launch test [pytest args...]
+python -m agentops.devtools.launch bench [bench args...]
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agentops.devtools import services
+from agentops.devtools.services import ROOT, RUN, ServiceError
+
+PY = sys.executable
+
+
+def step(message: str) -> None:
+    print(f"agentops: {message}", flush=True)
+
+
+def manage(env: dict, *args: str, log: Path, what: str) -> None:
+    """Run a manage.py command, its output in `log`; on failure stop with one line and the log's tail."""
+    with log.open("a") as out:
+        result = subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        raise ServiceError(f"{what} failed: {tail[0][:300]} (full log: {log})")
+
+
+def secret_key(profile_home: Path) -> str:
+    """A stable random SECRET_KEY per profile, so sessions survive restarts."""
+    path = profile_home / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def base_env(profile_name: str, service_env: dict) -> dict:
+    prof = services.profile(profile_name)
+    prom = prof.home / "prometheus"
+    shutil.rmtree(prom, ignore_errors=True)  # multiprocess files of dead processes would linger
+    prom.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        **service_env,
+        "DJANGO_SETTINGS_MODULE": "agentops.settings",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secret_key(prof.home),
+        "PROMETHEUS_MULTIPROC_DIR": str(prom),
+        "AGENTOPS_RUN_DIR": str(RUN),
+        "PYTHONUNBUFFERED": "1",
+        # Procfile commands (python, celery) must come from the project's virtualenv.
+        "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def wait_redis_ready(env: dict) -> None:
+    import urllib.parse
+
+    url = urllib.parse.urlparse(env["REDIS_URL"])
+    if not services.port_open(url.port or 6379) and url.hostname in {"127.0.0.1", "localhost"}:
+        raise ServiceError(f"Redis at {env['REDIS_URL']} is not answering; start it or unset REDIS_URL")
+
+
+def run(argv: list[str]) -> int:
+    port = int(os.environ.get("PORT", "8000"))
+    workers = int(os.environ.get("WORKERS", "1"))
+    if services.port_open(port):
+        raise ServiceError(f"port {port} is already in use; stop what holds it or run `make run PORT=8001`")
+    started = time.monotonic()
+    step("starting PostgreSQL and Redis under .run/dev ...")
+    env = base_env("dev", services.up("dev"))
+    env["PORT"] = str(port)
+    wait_redis_ready(env)
+    logs = services.profile("dev").home / "logs"
+    step("migrating ...")
+    manage(env, "migrate", "--noinput", log=logs / "migrate.log", what="migration")
+    manage(env, "seed_demo", "--quiet", log=logs / "seed.log", what="seeding demo data")
+    creds = (RUN / "demo-credentials.txt").read_text()
+    print("\nDemo logins (role username password), kept in .run/demo-credentials.txt:")
+    for line in creds.splitlines():
+        print("   ", line)
+    print(f"\n  agentops is starting on http://127.0.0.1:{port}/  (health: /healthz, /readyz; metrics: /metrics)")
+    print(
+        f"  Logs: this terminal (JSON lines), also written to {logs / 'agentops.log'}; "
+        f"services: {logs}/postgres.log, redis.log"
+    )
+    print(f"  Ctrl-C stops everything. Set up in {time.monotonic() - started:.1f} s.\n", flush=True)
+    procfile_env = {**env, "CELERY_WORKERS": str(workers)}
+    concurrency = [f"worker={workers}"] if workers > 1 else []
+    cmd = [str(Path(PY).parent / "honcho"), "start", "-f", "Procfile", "-p", str(port), "--no-prefix"]
+    if concurrency:
+        cmd += ["-c", ",".join(concurrency)]
+    with (logs / "agentops.log").open("a") as logfile:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=procfile_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        signal.signal(signal.SIGINT, lambda *_: None)  # honcho (same process group) handles Ctrl-C
+        try:
+            for raw in proc.stdout:
+                sys.stdout.buffer.write(raw)
+                sys.stdout.flush()
+                logfile.write(raw.decode(errors="replace"))
+        finally:
+            code = proc.wait()
+            step("stopping PostgreSQL and Redis ...")
+            services.down("dev")
+    return code
+
+
+def ensure_chromium() -> None:
+    if shutil.which("chromium") or Path("/usr/bin/chromium").exists():
+        return
+    if os.geteuid() != 0:
+        raise ServiceError("Chromium is missing: install it with `sudo apt-get install -y chromium`")
+    step("installing Chromium with apt-get (browser tests) ...")
+    log = RUN / "apt-get.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with log.open("a") as out:
+        ok = subprocess.run(["apt-get", "update"], stdout=out, stderr=out, env=env).returncode == 0
+        ok = (
+            ok
+            and subprocess.run(["apt-get", "install", "-y", "chromium"], stdout=out, stderr=out, env=env).returncode
+            == 0
+        )
+    if not ok:
+        raise ServiceError(f"apt-get could not install chromium; see {log}")
+
+
+def lint() -> None:
+    ruff = str(Path(PY).parent / "ruff")
+    step("ruff check + format check ...")
+    for cmd in ([ruff, "check", "."], [ruff, "format", "--check", "."]):
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            raise ServiceError(
+                f"`{' '.join(cmd[1:])}` failed; run `.venv/bin/ruff check --fix . && .venv/bin/ruff format .`"
+            )
+
+
+def test(argv: list[str]) -> int:
+    lint()
+    ensure_chromium()
+    step("starting test PostgreSQL and Redis under .run/test ...")
+    env = base_env("test", services.up("test"))
+    env["AGENTOPS_TEST_PROFILE"] = "test"
+    try:
+        return subprocess.run([PY, "-m", "pytest", *argv], cwd=ROOT, env=env).returncode
+    finally:
+        services.down("test")
+
+
+def bench(argv: list[str]) -> int:
+    step("starting PostgreSQL and Redis under .run/test for benchmarks ...")
+    env = base_env("test", services.up("test"))
+    env["AGENTOPS_BENCH_ENDPOINTS"] = "1"
+    try:
+        return subprocess.run([PY, "-m", "tests.bench", *argv], cwd=ROOT, env=env).returncode
+    finally:
+        services.down("test")
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "bench"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, rest = sys.argv[1], sys.argv[2:]
+    return {"run": run, "test": test, "bench": bench}[command](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

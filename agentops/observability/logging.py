@@ -1,0 +1,148 @@
+"""JSON logs through structlog for web and worker processes.
+
+Every line carries timestamp, level, event and whatever is bound in contextvars (request_id, run_id,
+session_id, trace_id, ...). Standard-library loggers (Django, Celery, uvicorn) are rendered by the same
+processor chain so a process writes one format only.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import time
+import uuid
+
+import structlog
+
+_configured = False
+
+
+def _add_trace_id(logger, method_name, event_dict):
+    """Stamp the current OpenTelemetry trace id on the line when a span is active."""
+    if "trace_id" not in event_dict:
+        try:
+            from opentelemetry import trace
+
+            context = trace.get_current_span().get_span_context()
+            if context.is_valid:
+                event_dict["trace_id"] = format(context.trace_id, "032x")
+        except Exception:  # noqa: S110  (logging must never fail because tracing is unavailable)
+            pass
+    return event_dict
+
+
+def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
+    """Idempotent: settings.py calls it once per process."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_id,
+    ]
+    renderer = structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {
+                "structured": {
+                    "()": structlog.stdlib.ProcessorFormatter,
+                    "processors": [
+                        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        structlog.processors.format_exc_info,
+                        renderer,
+                    ],
+                    "foreign_pre_chain": [*shared, structlog.stdlib.ExtraAdder()],
+                }
+            },
+            "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "structured"}},
+            "root": {"handlers": ["stdout"], "level": level},
+            "loggers": {
+                # Our middleware writes the one line per request; these would duplicate it.
+                "django.request": {"level": "ERROR"},
+                "django.server": {"level": "WARNING"},
+                # uvicorn installs its own handlers before the app loads; route it through ours.
+                "uvicorn": {"handlers": [], "propagate": True},
+                "uvicorn.error": {"handlers": [], "propagate": True},
+                "uvicorn.access": {"handlers": [], "propagate": True, "level": "WARNING"},
+                "httpx": {"level": "WARNING"},
+                "httpcore": {"level": "WARNING"},
+                "openai": {"level": "WARNING"},
+            },
+        }
+    )
+
+
+def new_request_id(incoming: str | None) -> str:
+    """Honour a sane incoming X-Request-ID (from a proxy) or make one."""
+    if incoming and len(incoming) <= 64 and incoming.replace("-", "").isalnum():
+        return incoming
+    return uuid.uuid4().hex
+
+
+class RequestLogMiddleware:
+    """Binds a request id for every log line of the request and writes one line when it ends.
+
+    Sync and async capable so async views (long-polls, the gateway) are not forced onto a thread.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+        self._is_async = iscoroutinefunction(get_response)
+        if self._is_async:
+            markcoroutinefunction(self)
+        self.log = structlog.get_logger("agentops.http")
+
+    def __call__(self, request):
+        if self._is_async:
+            return self.__acall__(request)
+        started = self._start(request)
+        response = self.get_response(request)
+        self._finish(request, response, started)
+        return response
+
+    async def __acall__(self, request):
+        started = self._start(request)
+        response = await self.get_response(request)
+        self._finish(request, response, started)
+        return response
+
+    def _start(self, request) -> float:
+        structlog.contextvars.clear_contextvars()
+        request.request_id = new_request_id(request.headers.get("X-Request-ID"))
+        structlog.contextvars.bind_contextvars(request_id=request.request_id)
+        return time.perf_counter()
+
+    def _finish(self, request, response, started: float) -> None:
+        from agentops.observability import metrics
+
+        elapsed = time.perf_counter() - started
+        response["X-Request-ID"] = request.request_id
+        metrics.HTTP_REQUESTS.labels(method=request.method, status=f"{response.status_code // 100}xx").inc()
+        metrics.HTTP_SECONDS.labels(method=request.method).observe(elapsed)
+        # Only a user some view already loaded: touching the lazy request.user here would query the
+        # database, which async requests must not do from this coroutine.
+        user = getattr(request, "_cached_user", None)
+        self.log.info(
+            "http.request",
+            method=request.method,
+            path=request.path,
+            status=response.status_code,
+            duration_ms=round(elapsed * 1000, 2),
+            user=user.get_username() if user is not None and user.is_authenticated else None,
+        )

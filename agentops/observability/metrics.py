@@ -1,0 +1,77 @@
+"""Every Prometheus metric agentops exports, defined once.
+
+Pure prometheus-client (no Django import) so the runtime, web and workers share the same objects.
+Multiprocess mode: PROMETHEUS_MULTIPROC_DIR must be set before this module is imported (settings.py
+and the process launchers do that); gauges therefore declare how processes are combined.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+# --- the seed's four metrics -------------------------------------------------------------------
+REQUESTS = Counter("agent_requests_total", "Agent requests by session type and outcome", ["session_type", "success"])
+RESPONSE_SECONDS = Histogram(
+    "agent_response_seconds",
+    "Agent response time by operation",
+    ["operation_type"],
+    buckets=LATENCY_BUCKETS,
+)
+ACTIVE_SESSIONS = Gauge("agent_active_sessions", "Agent sessions currently running", multiprocess_mode="livesum")
+MEMORY_BYTES = Gauge(
+    "agent_memory_usage_bytes", "Resident memory of each agentops process", multiprocess_mode="liveall"
+)
+
+# --- LLM calls ---------------------------------------------------------------------------------
+LLM_TOKENS = Counter("agentops_llm_tokens_total", "Tokens by model and kind", ["model", "kind"])
+LLM_COST = Counter("agentops_llm_cost_usd_total", "Priced cost in USD by model", ["model"])
+LLM_CALLS = Counter("agentops_llm_calls_total", "Guarded LLM calls by operation and outcome", ["operation", "outcome"])
+RETRIES = Counter("agentops_retries_total", "Retry attempts by error class", ["error_class"])
+ERRORS = Counter("agentops_provider_errors_total", "Provider errors by class", ["error_class"])
+FALLBACKS = Counter("agentops_fallbacks_total", "Fallback hops by handler and why", ["handler", "reason"])
+BREAKER_STATE = Gauge(
+    "agentops_breaker_state",
+    "Circuit breaker state (0 closed, 1 half-open, 2 open)",
+    ["breaker"],
+    multiprocess_mode="mostrecent",
+)
+BREAKER_TRANSITIONS = Counter("agentops_breaker_transitions_total", "Breaker state changes", ["breaker", "to_state"])
+CACHE_REQUESTS = Counter(
+    "agentops_cache_requests_total", "Cache look-ups by cache type and result", ["cache", "result"]
+)
+
+# --- escalations -------------------------------------------------------------------------------
+ESCALATIONS = Counter(
+    "agentops_escalations_total", "Escalations created by reason and priority", ["reason", "priority"]
+)
+ESCALATIONS_PENDING = Gauge(
+    "agentops_escalations_pending",
+    "Escalations waiting for a human",
+    ["queue"],
+    multiprocess_mode="mostrecent",
+)
+DECISION_SECONDS = Histogram(
+    "agentops_decision_seconds",
+    "Time from escalation to decision",
+    ["decision"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600),
+)
+
+# --- budgets -----------------------------------------------------------------------------------
+BUDGET_UTILIZATION = Gauge(
+    "agentops_budget_utilization_ratio",
+    "Spent / limit per budget",
+    ["budget"],
+    multiprocess_mode="mostrecent",
+)
+BUDGET_REJECTIONS = Counter("agentops_budget_rejections_total", "Reservations refused by budget scope", ["scope"])
+
+# --- platform ----------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "agentops_http_requests_total", "HTTP requests by method and status class", ["method", "status"]
+)
+HTTP_SECONDS = Histogram("agentops_http_request_seconds", "HTTP request duration", ["method"], buckets=LATENCY_BUCKETS)
+CELERY_TASKS = Counter("agentops_celery_tasks_total", "Celery tasks by name and outcome", ["task", "outcome"])
+LIVE_EVENTS = Counter("agentops_live_events_total", "Channels events published by group kind", ["group"])

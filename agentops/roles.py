@@ -1,0 +1,99 @@
+"""Who may open what. One table drives both the navigation and the view guards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import wraps
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.urls import NoReverseMatch, reverse
+
+REVIEWER, EXPERT, BUDGET_ADMIN = "reviewer", "expert", "budget_admin"
+ROLE_GROUPS = (REVIEWER, EXPERT, BUDGET_ADMIN)
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    label: str
+    url_name: str
+    roles: frozenset[str]  # superusers may open every section
+
+
+SECTIONS = (
+    Section("queue", "Queue", "review:queue", frozenset({REVIEWER, EXPERT})),
+    Section("runs", "Runs", "runs:list", frozenset({REVIEWER, EXPERT})),
+    Section("budgets", "Budgets", "budgets:list", frozenset({BUDGET_ADMIN})),
+    Section("costs", "Costs", "budgets:costs", frozenset({BUDGET_ADMIN})),
+    Section("ops", "Ops", "ops", frozenset()),
+)
+SECTIONS_BY_KEY = {section.key: section for section in SECTIONS}
+
+
+def user_roles(user) -> frozenset[str]:
+    if not user.is_authenticated:
+        return frozenset()
+    cached = getattr(user, "_agentops_roles", None)
+    if cached is None:
+        cached = frozenset(user.groups.filter(name__in=ROLE_GROUPS).values_list("name", flat=True))
+        user._agentops_roles = cached
+    return cached
+
+
+def can_open(user, section_key: str) -> bool:
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    return bool(SECTIONS_BY_KEY[section_key].roles & user_roles(user))
+
+
+def visible_sections(user) -> list[tuple[Section, str]]:
+    """Sections this user may open whose page is installed, with their URL."""
+    visible = []
+    for section in SECTIONS:
+        if not can_open(user, section.key):
+            continue
+        try:
+            visible.append((section, reverse(section.url_name)))
+        except NoReverseMatch:
+            continue
+    return visible
+
+
+def navigation(request):
+    """Template context processor: the nav entries for the signed-in user."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav_sections": []}
+    current = request.resolver_match.view_name if request.resolver_match else ""
+    return {
+        "nav_sections": [
+            {"label": s.label, "url": url, "active": current.split(":")[0] == s.url_name.split(":")[0]}
+            for s, url in visible_sections(user)
+        ]
+    }
+
+
+def section_required(section_key: str):
+    """View decorator: login required, then the section's roles; others get 403."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not can_open(request.user, section_key):
+                raise PermissionDenied(f"Your role cannot open {SECTIONS_BY_KEY[section_key].label}.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def home_url_for(user) -> str | None:
+    """The first section this user may open: where `/` sends them."""
+    sections = visible_sections(user)
+    return sections[0][1] if sections else None

@@ -1,0 +1,186 @@
+"""Two-level response cache: an in-process LRU in front of Redis.
+
+``get`` looks in this process's memory first (bounded LRU, TTL-aware), then in Redis, and a Redis hit is
+copied into memory with the *remaining* Redis TTL, so a memory entry never outlives the shared one. Values
+are stored as canonical JSON at both levels, so every hit returns a fresh object equal to the JSON round trip
+of what was stored (callers may mutate it freely; memory and Redis hits look the same).
+
+Redis is an optimisation here, never a dependency: any Redis error is a miss on read and a skipped store on
+write; after an error Redis is left alone for ``redis_retry_interval`` seconds so a dead Redis does not add a
+connection attempt to every call.
+
+Keys: ``cache_key(kind, request)`` = ``"<kind>:" + sha256(canonical JSON of the request)``. Whether a call is
+cacheable at all (side-effecting tools never are) is the caller's decision. Pure Python: no Django import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from agentops.observability.metrics import CACHE_REQUESTS
+
+logger = logging.getLogger(__name__)
+
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    name: str
+    ttl_seconds: float
+    max_entries: int
+
+
+CACHE_SPECS: dict[str, CacheSpec] = {
+    "llm": CacheSpec("llm", 3600, 1000),
+    "tool": CacheSpec("tool", 1800, 500),
+    "profile": CacheSpec("profile", 86400, 100),
+}
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    value: Any
+    source: Literal["memory", "redis"]
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 kept: the same request always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def cache_key(kind: str, request: Mapping[str, Any]) -> str:
+    """``"<kind>:<sha256 hex of the canonical JSON of request>"``."""
+    digest = hashlib.sha256(canonical_json(request).encode("utf-8")).hexdigest()
+    return f"{kind}:{digest}"
+
+
+class TwoLevelCache:
+    """Memory LRU (thread-safe, ``spec.max_entries``) then Redis (``EX spec.ttl_seconds``)."""
+
+    def __init__(
+        self,
+        redis_client: redis.Redis | None,
+        spec: CacheSpec,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        key_prefix: str = "agentops:cache:",
+        redis_retry_interval: float = 1.0,
+    ) -> None:
+        self.spec = spec
+        self._redis = redis_client
+        self._clock = clock
+        self._prefix = f"{key_prefix}{spec.name}:"
+        self._retry_interval = redis_retry_interval
+        self._redis_failed_at: float | None = None
+        self._memory: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+        # Bound once: .labels() takes a lock and a dict lookup on every call.
+        self._hit_memory = CACHE_REQUESTS.labels(cache=spec.name, result="hit_memory")
+        self._hit_redis = CACHE_REQUESTS.labels(cache=spec.name, result="hit_redis")
+        self._miss = CACHE_REQUESTS.labels(cache=spec.name, result="miss")
+
+    def redis_key(self, key: str) -> str:
+        return self._prefix + key
+
+    def get(self, key: str) -> CacheHit | None:
+        now = self._clock()
+        with self._lock:
+            entry = self._memory.get(key)
+            if entry is not None:
+                if entry[0] > now:
+                    self._memory.move_to_end(key)
+                else:
+                    del self._memory[key]
+                    entry = None
+        if entry is not None:
+            self._hit_memory.inc()
+            return CacheHit(json.loads(entry[1]), "memory")
+
+        raw, ttl_ms = self._redis_get(key)
+        if raw is None:
+            self._miss.inc()
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            logger.warning("cache %s: undecodable Redis entry for %s; ignored", self.spec.name, key)
+            self._miss.inc()
+            return None
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        ttl = self.spec.ttl_seconds if ttl_ms is None or ttl_ms < 0 else min(ttl_ms / 1000, self.spec.ttl_seconds)
+        self._memory_put(key, text, now + ttl)
+        self._hit_redis.inc()
+        return CacheHit(value, "redis")
+
+    def set(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value at both levels (raises TypeError for anything else)."""
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        self._memory_put(key, text, self._clock() + self.spec.ttl_seconds)
+        if self._redis_usable():
+            try:
+                self._redis.set(self.redis_key(key), text, px=max(1, int(self.spec.ttl_seconds * 1000)))
+            except REDIS_ERRORS as exc:
+                self._redis_failed(exc)
+            else:
+                self._redis_failed_at = None
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._memory.pop(key, None)
+        if self._redis_usable():
+            try:
+                self._redis.delete(self.redis_key(key))
+            except REDIS_ERRORS as exc:
+                self._redis_failed(exc)
+
+    def clear_memory(self) -> None:
+        with self._lock:
+            self._memory.clear()
+
+    def __len__(self) -> int:
+        """Entries in this process's memory level (expired ones included until touched)."""
+        return len(self._memory)
+
+    # --- internals -------------------------------------------------------------------------------
+    def _memory_put(self, key: str, text: str, expires_at: float) -> None:
+        with self._lock:
+            self._memory[key] = (expires_at, text)
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.spec.max_entries:
+                self._memory.popitem(last=False)
+
+    def _redis_get(self, key: str) -> tuple[Any, int | None]:
+        if not self._redis_usable():
+            return None, None
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(self.redis_key(key))
+            pipe.pttl(self.redis_key(key))
+            raw, ttl_ms = pipe.execute()
+        except REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return None, None
+        self._redis_failed_at = None
+        return raw, ttl_ms
+
+    def _redis_usable(self) -> bool:
+        if self._redis is None:
+            return False
+        failed = self._redis_failed_at
+        return failed is None or time.monotonic() - failed >= self._retry_interval
+
+    def _redis_failed(self, exc: Exception) -> None:
+        if self._redis_failed_at is None:
+            logger.warning("cache %s: Redis error (%s); memory only for now", self.spec.name, exc)
+        self._redis_failed_at = time.monotonic()

@@ -1,0 +1,90 @@
+"""The provider contract: one request shape in, one result shape out, classified errors on failure."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One chat completion request, provider-neutral.
+
+    ``model`` may be empty: the router then picks the models for ``operation``. ``extra`` carries any other
+    chat-completions parameter (``tools``, ``response_format``, ``stop``, ``seed``...) through unchanged.
+    ``metadata`` is for agentops itself (session, agent, run, step) and is never sent to a provider.
+    """
+
+    messages: Sequence[Message]
+    model: str = ""
+    operation: str = "default"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def with_model(self, model: str) -> LLMRequest:
+        return self if model == self.model else dataclasses.replace(self, model=model)
+
+    def last_user_text(self) -> str:
+        """The text of the last user message (parts of a multi-part content joined)."""
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return content_text(message.get("content"))
+        return ""
+
+
+@dataclass(frozen=True)
+class LLMResult:
+    """A provider's answer. ``tool_calls`` holds the OpenAI-shaped tool calls when the model made some."""
+
+    text: str
+    model: str
+    provider: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    raw: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Anything that answers an ``LLMRequest`` within ``timeout`` seconds or raises ``ProviderError``."""
+
+    name: str
+
+    def complete(self, request: LLMRequest, timeout: float) -> LLMResult: ...
+
+
+def content_text(content: Any) -> str:
+    """Text of an OpenAI message ``content`` (a string or a list of parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") == "text":
+            parts.append(str(part.get("text", "")))
+        elif isinstance(part, str):
+            parts.append(part)
+    return "\n".join(parts)
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap token estimate (≈ 4 characters per token), never 0 for non-empty text."""
+    return (len(text) + 3) // 4
+
+
+def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
+    """A cheap prompt-token estimate: ~4 chars per token plus the per-message framing OpenAI adds."""
+    total = 3
+    for message in messages:
+        total += 4 + estimate_tokens(content_text(message.get("content")))
+    return total

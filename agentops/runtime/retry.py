@@ -1,0 +1,168 @@
+"""Retries by error class: exponential curve with jitter, ``Retry-After`` honoured, deadline and budget aware.
+
+The loop is tenacity's ``Retrying`` with our own wait/stop/retry strategies:
+
+* **wait** — ``Retry-After`` when the server sent one, else ``base × multiplier^(n-1)`` capped at
+  ``max_delay``, with jitter (×0.5–1.5, still capped);
+* **stop** — a permanent error; the class's retry count used up; the wait would run past the request
+  deadline; the call's shared ``RetryBudget`` is spent;
+* **retry** — only classified ``ProviderError``\\ s; anything else propagates untouched.
+
+``sleep`` and ``rng`` are injectable so tests record the waits instead of sleeping them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from agentops.observability.metrics import RETRIES
+from agentops.runtime.errors import ErrorClass, ProviderError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently one error class is retried. ``max_retries`` excludes the first try."""
+
+    max_retries: int
+    base: float = 1.0
+    max_delay: float = 60.0
+    multiplier: float = 2.0
+    jitter: bool = True
+
+    def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """The wait before retry ``retry_number`` (1-based), jitter included."""
+        exponent = max(0, retry_number - 1)
+        delay = min(self.base * self.multiplier**exponent, self.max_delay)
+        if self.jitter:
+            delay = min(delay * (0.5 + (rng or random).random()), self.max_delay)
+        return max(0.0, delay)
+
+
+# The seed's defaults (DESIGN.md §11).
+DEFAULT_POLICY = RetryPolicy(max_retries=3, base=1.0, max_delay=60.0)
+DEFAULT_POLICIES: Mapping[ErrorClass, RetryPolicy] = {
+    ErrorClass.CONNECTION: RetryPolicy(max_retries=5, base=0.5),
+    ErrorClass.RATE_LIMIT: RetryPolicy(max_retries=3, base=10.0),
+    ErrorClass.SERVICE_UNAVAILABLE: RetryPolicy(max_retries=4, base=2.0),
+    ErrorClass.AUTHENTICATION: RetryPolicy(max_retries=0),
+    ErrorClass.BAD_REQUEST: RetryPolicy(max_retries=0),
+}
+DEFAULT_RETRY_BUDGET = 6
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Per-class policies (``default`` for classes not listed) and the per-call retry budget."""
+
+    default: RetryPolicy = DEFAULT_POLICY
+    by_class: Mapping[ErrorClass, RetryPolicy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    budget: int = DEFAULT_RETRY_BUDGET
+
+    def policy_for(self, error_class: ErrorClass) -> RetryPolicy:
+        return self.by_class.get(error_class, self.default)
+
+
+class RetryBudget:
+    """Retries left for one guarded call, shared by every handler of its fallback chain."""
+
+    __slots__ = ("total", "used")
+
+    def __init__(self, total: int = DEFAULT_RETRY_BUDGET) -> None:
+        self.total = total
+        self.used = 0
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.used)
+
+    def try_spend(self) -> bool:
+        if self.used >= self.total:
+            return False
+        self.used += 1
+        return True
+
+
+class SupportsRemaining(Protocol):
+    def remaining(self) -> float: ...
+
+
+@dataclass
+class RetryTrace:
+    """What one retry loop did: attempts made, waits slept, errors seen and why it stopped."""
+
+    attempts: int = 0
+    waits: list[float] = field(default_factory=list)
+    errors: list[ProviderError] = field(default_factory=list)
+    stop_reason: str | None = None  # permanent | max_retries | deadline | budget_exhausted
+
+
+def call_with_retries(
+    fn: Callable[[int], T],
+    *,
+    settings: RetrySettings,
+    budget: RetryBudget,
+    deadline: SupportsRemaining | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+    trace: RetryTrace | None = None,
+    on_error: Callable[[ProviderError, int], None] | None = None,
+) -> T:
+    """Call ``fn(attempt_number)`` until it returns, retrying ``ProviderError`` by its class's policy.
+
+    Raises the last ``ProviderError`` when retrying stops (``trace.stop_reason`` says why); any other
+    exception propagates at once. ``on_error(error, attempt)`` runs after every failed attempt.
+    """
+    trace = trace if trace is not None else RetryTrace()
+
+    def attempt() -> T:
+        trace.attempts += 1
+        try:
+            return fn(trace.attempts)
+        except ProviderError as err:
+            trace.errors.append(err)
+            if on_error is not None:
+                on_error(err, trace.attempts)
+            raise
+
+    def wait(state: RetryCallState) -> float:
+        err = state.outcome.exception()  # type: ignore[union-attr]
+        if not isinstance(err, ProviderError) or not err.transient:
+            return 0.0
+        if err.retry_after is not None:
+            return err.retry_after
+        return settings.policy_for(err.error_class).delay(state.attempt_number, rng)
+
+    def stop(state: RetryCallState) -> bool:
+        err = state.outcome.exception()  # type: ignore[union-attr]
+        reason = None
+        if not err.transient:
+            reason = "permanent"
+        elif state.attempt_number > settings.policy_for(err.error_class).max_retries:
+            reason = "max_retries"
+        elif deadline is not None and state.upcoming_sleep >= deadline.remaining():
+            reason = "deadline"
+        elif not budget.try_spend():
+            reason = "budget_exhausted"
+        if reason is not None:
+            trace.stop_reason = reason
+            return True
+        trace.waits.append(state.upcoming_sleep)
+        RETRIES.labels(err.error_class.value).inc()
+        return False
+
+    retrying = Retrying(
+        sleep=sleep,
+        stop=stop,
+        wait=wait,
+        retry=retry_if_exception_type(ProviderError),
+        reraise=True,
+    )
+    return retrying(attempt)

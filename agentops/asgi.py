@@ -1,4 +1,8 @@
-"""ASGI entry point: Django views over HTTP, Channels consumers over WebSocket (uvicorn serves both)."""
+"""ASGI entry point: Django views over HTTP, Channels consumers over WebSocket (uvicorn serves both).
+
+HTTP is split by path: machine endpoints (health, metrics, REST API, OpenAI gateway) go through a
+Django handler with a lean async-native middleware stack; browser pages through the full one.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,30 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
 
-from django.conf import settings
-from django.core.asgi import get_asgi_application
+import django  # noqa: E402
 
-django_http = get_asgi_application()  # sets Django up before consumers import models
+django.setup(set_prefix=False)
+
+from django.conf import settings  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+
+class MachineASGIHandler(ASGIHandler):
+    """The same URLconf and views, with settings.MACHINE_MIDDLEWARE instead of settings.MIDDLEWARE."""
+
+    def load_middleware(self, is_async=False):
+        # BaseHandler reads settings.MIDDLEWARE; swap it only while this handler builds its chain
+        # (once, at import, before any request is served).
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.MACHINE_MIDDLEWARE
+        try:
+            super().load_middleware(is_async=is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
+
+browser_http = ASGIHandler()
+machine_http = MachineASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -20,11 +44,17 @@ from agentops.routing import websocket_urlpatterns  # noqa: E402
 if settings.SERVE_STATIC:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-    django_http = ASGIStaticFilesHandler(django_http)
+    browser_http = ASGIStaticFilesHandler(browser_http)
+
+
+async def http_router(scope, receive, send):
+    handler = machine_http if scope["path"].startswith(settings.MACHINE_PATH_PREFIXES) else browser_http
+    await handler(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_http,
+        "http": http_router,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

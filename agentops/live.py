@@ -9,6 +9,7 @@ channels-redis 4: a new loop per call, and "Event loop is closed" on the next on
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from concurrent.futures import Future
 
@@ -44,28 +45,67 @@ def group_allowed(user, group: str) -> bool:
     return False
 
 
-class _LoopThread:
-    """A private event loop living for the whole process; coroutines are submitted to it."""
+class _Sender:
+    """A private event loop living for the whole process, draining one queue of events in order.
+
+    One coroutine sends one event at a time, so a burst of thousands of publishes uses one Redis
+    connection instead of exhausting the pool, and events reach a group in the order they were made.
+    """
+
+    MAX_BACKLOG = 10_000  # if Redis is down this long, older signals are useless: pages reconcile anyway
 
     def __init__(self):
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
         self._pid: int | None = None
 
-    def submit(self, coro) -> Future:
-        import os
-
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             # After a fork (Celery prefork) the parent's thread does not exist in the child.
             if self._loop is None or self._pid != os.getpid():
                 self._loop = asyncio.new_event_loop()
+                self._queue = asyncio.Queue()
                 self._pid = os.getpid()
-                threading.Thread(target=self._loop.run_forever, name="agentops-live", daemon=True).start()
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop)
+                threading.Thread(target=self._run, args=(self._loop, self._queue), name="agentops-live",
+                                 daemon=True).start()
+            return self._loop
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+        asyncio.set_event_loop(loop)
+        loop.create_task(_Sender._drain(queue))
+        loop.run_forever()
+
+    @staticmethod
+    async def _drain(queue: asyncio.Queue) -> None:
+        while True:
+            group, event, data, done = await queue.get()
+            try:
+                await _send(group, event, data)
+            except Exception as exc:
+                log.warning("live.send_failed", group=group, live_event=event, error=repr(exc))
+                if not done.done():
+                    done.set_exception(exc)
+            else:
+                if not done.done():
+                    done.set_result(None)
+
+    def _enqueue(self, item) -> None:
+        if self._queue.qsize() >= self.MAX_BACKLOG:
+            dropped = self._queue.get_nowait()
+            dropped[3].set_result(None)
+            log.warning("live.backlog_dropped", group=dropped[0], live_event=dropped[1])
+        self._queue.put_nowait(item)
+
+    def submit(self, group: str, event: str, data: dict) -> Future:
+        loop = self._ensure_started()
+        done: Future = Future()
+        loop.call_soon_threadsafe(self._enqueue, (group, event, data, done))
+        return done
 
 
-_loop_thread = _LoopThread()
+_sender = _Sender()
 
 
 def _layer():
@@ -80,21 +120,14 @@ async def _send(group: str, event: str, data: dict) -> None:
 
 def send_now(group: str, event: str, data: dict | None = None, *, wait: bool = False) -> None:
     """Send immediately (outside any transaction). Failures are logged, never raised: a lost event is
-    repaired by the page reconciling on reconnect."""
-    future = _loop_thread.submit(_send(group, event, data or {}))
+    repaired by the page reconciling on reconnect. `wait` blocks until this event was handed to Redis."""
+    done = _sender.submit(group, event, data or {})
     metrics.LIVE_EVENTS.labels(group=group_kind(group)).inc()
     if wait:
         try:
-            future.result(timeout=SEND_TIMEOUT)
+            done.result(timeout=SEND_TIMEOUT)
         except Exception as exc:
             log.warning("live.send_failed", group=group, live_event=event, error=repr(exc))
-    else:
-        future.add_done_callback(
-            lambda f: (
-                f.exception()
-                and log.warning("live.send_failed", group=group, live_event=event, error=repr(f.exception()))
-            )
-        )
 
 
 def publish(group: str, event: str, data: dict | None = None) -> None:

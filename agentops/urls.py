@@ -22,4 +22,8 @@ urlpatterns = [
 ]
 
 if settings.AGENTOPS_BENCH_ENDPOINTS:
-    urlpatterns.append(path("_bench/bare", views.bench_bare, name="bench-bare"))
+    urlpatterns += [
+        path("_bench/bare", views.bench_bare, name="bench-bare"),
+        # the same view through the full browser middleware stack, to keep the lean stack honest
+        path("bench-full-stack/bare", views.bench_bare, name="bench-bare-full-stack"),
+    ]

@@ -22,12 +22,15 @@ def home(request):
     target = roles.home_url_for(request.user)
     if target:
         return redirect(target)
-    return render(request, "agentops/no_role.html", status=403)
+    user_roles = sorted(roles.user_roles(request.user))
+    if not user_roles:
+        return render(request, "agentops/no_role.html", status=403)
+    return render(request, "agentops/home.html", {"roles": user_roles})
 
 
 @never_cache
 @require_GET
-def healthz(request):
+async def healthz(request):
     """Process alive. Touches nothing else, so a slow database never fails liveness."""
     return JsonResponse({"status": "ok"})
 
@@ -75,6 +78,6 @@ def _ops_context() -> dict:
     return {"checks": health.run_checks(), "workers": health.ping_workers(timeout=0.5)}
 
 
-def bench_bare(request):
+async def bench_bare(request):
     """Baseline for benchmarks: the cheapest JSON view Django can serve (enabled only for benches)."""
     return JsonResponse({"status": "ok"})

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import random
@@ -69,12 +70,11 @@ DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "mock-small", "mock-large")
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
 HANG_SECONDS = 600.0
 SLOW_BODY_PIECES = 10
-FILLER = (
-    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
-    "et dolore magna aliqua"
-).split()
-_FAULT_RE = re.compile(r"^(ok|reset|cut|malformed|empty|refusal|hang(:\d+(\.\d+)?)?|"
-                       r"(delay|slow_body):\d+(\.\d+)?|[45]\d\d(:\d+(\.\d+)?)?)$")
+FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".split()  # noqa: SIM905
+_FAULT_RE = re.compile(
+    r"^(ok|reset|cut|malformed|empty|refusal|hang(:\d+(\.\d+)?)?|"
+    r"(delay|slow_body):\d+(\.\d+)?|[45]\d\d(:\d+(\.\d+)?)?)$"
+)
 
 _ERRORS = {
     400: ("invalid_request_error", None, "Invalid request (mock fault 400)."),
@@ -83,7 +83,11 @@ _ERRORS = {
     404: ("invalid_request_error", "model_not_found", "The model does not exist (mock fault 404)."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests (mock fault 429)."),
     500: ("server_error", None, "The server had an error while processing your request (mock fault 500)."),
-    503: ("server_error", None, "The engine is currently overloaded, please try again later (mock fault 503)."),
+    503: (
+        "server_error",
+        None,
+        "The engine is currently overloaded, please try again later (mock fault 503).",
+    ),
 }
 
 
@@ -168,6 +172,7 @@ class MockState:
 
 
 STATE = MockState()
+_IDS = itertools.count(1)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -234,7 +239,7 @@ async def _sleep_unless_disconnected(receive, seconds: float) -> bool:
     """Sleep; return True early (and True) if the client went away meanwhile."""
     try:
         await asyncio.wait_for(_until_disconnect(receive), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     return True
 
@@ -284,7 +289,7 @@ async def _drop_connection(send, receive) -> None:
     await _sleep_unless_disconnected(receive, 1.0)
 
 
-def _completion(req: dict[str, Any], content: str, model: str) -> tuple[dict[str, Any], str, dict[str, int]]:
+def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]:
     finish = "stop"
     limit = req.get("max_completion_tokens") or req.get("max_tokens")
     if isinstance(limit, int) and limit > 0 and approx_tokens(content) > limit:
@@ -296,9 +301,8 @@ def _completion(req: dict[str, Any], content: str, model: str) -> tuple[dict[str
         "completion_tokens": usage_completion,
         "total_tokens": usage_prompt + usage_completion,
     }
-    STATE_IDS[0] += 1
     response = {
-        "id": f"chatcmpl-mock{STATE_IDS[0]:08d}",
+        "id": f"chatcmpl-mock{next(_IDS):08d}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -313,10 +317,7 @@ def _completion(req: dict[str, Any], content: str, model: str) -> tuple[dict[str
         ],
         "usage": usage,
     }
-    return response, finish, usage
-
-
-STATE_IDS = [0]
+    return response
 
 
 # --- endpoints ---------------------------------------------------------------------------------
@@ -353,8 +354,12 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
 
     content = {"empty": "", "refusal": REFUSAL_TEXT}.get(kind)
     if content is None:
-        content = answer_for(req, headers)
-    response, finish, usage = _completion(req, content, model)
+        try:
+            content = answer_for(req, headers)
+        except (TypeError, ValueError):
+            await _error(send, 400, message="mock_words must be an integer.")
+            return
+    response = _completion(req, content, model)
 
     if req.get("stream"):
         include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
@@ -369,7 +374,10 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
@@ -379,7 +387,10 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         step = math.ceil(len(body) / SLOW_BODY_PIECES)
@@ -427,7 +438,10 @@ async def _stream(send, receive, response: dict[str, Any], include_usage: bool, 
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")],
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+            ],
         }
     )
     if kind == "cut":

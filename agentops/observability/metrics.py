@@ -75,3 +75,17 @@ HTTP_REQUESTS = Counter(
 HTTP_SECONDS = Histogram("agentops_http_request_seconds", "HTTP request duration", ["method"], buckets=LATENCY_BUCKETS)
 CELERY_TASKS = Counter("agentops_celery_tasks_total", "Celery tasks by name and outcome", ["task", "outcome"])
 LIVE_EVENTS = Counter("agentops_live_events_total", "Channels events published by group kind", ["group"])
+
+
+def _touch_seed_series() -> None:
+    """In multiprocess mode a series appears only once some process writes it. Writing zeros for the
+    seed's label values makes the families visible to dashboards before the first agent runs."""
+    for session_type in ("run", "api", "gateway"):
+        for success in ("true", "false"):
+            REQUESTS.labels(session_type=session_type, success=success)
+    for operation in ("planning", "tool_calls", "response", "reflection"):
+        RESPONSE_SECONDS.labels(operation_type=operation)
+    ACTIVE_SESSIONS.inc(0)
+
+
+_touch_seed_series()

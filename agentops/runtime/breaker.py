@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 REDIS_DOWN_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-class BreakerState(str, Enum):
+class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -336,9 +336,7 @@ class CircuitBreaker:
 
     def _enter_fallback(self, exc: Exception) -> None:
         if self._redis_down_since is None:
-            logger.warning(
-                "breaker %s: Redis unreachable (%s); using a per-process in-memory breaker", self.name, exc
-            )
+            logger.warning("breaker %s: Redis unreachable (%s); using a per-process in-memory breaker", self.name, exc)
             self._local = _LocalBreakerState()
             self._local.seed(self._last)
         self._redis_down_since = time.monotonic()
@@ -347,7 +345,13 @@ class CircuitBreaker:
         s = self.settings
         raw = self._script(
             keys=[self.key],
-            args=[op, repr(float(now)), s.failure_threshold, repr(float(s.recovery_timeout)), s.half_open_max_probes],
+            args=[
+                op,
+                repr(float(now)),
+                s.failure_threshold,
+                repr(float(s.recovery_timeout)),
+                s.half_open_max_probes,
+            ],
         )
         return _Reply(
             allowed=bool(raw[0]),

@@ -19,11 +19,11 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ErrorCategory(str, Enum):
+class ErrorCategory(StrEnum):
     """Where a failure lives. ``kind`` groups the categories into ``system`` and ``business``."""
 
     NETWORK = "network"
@@ -41,7 +41,7 @@ class ErrorCategory(str, Enum):
 _SYSTEM = frozenset({ErrorCategory.NETWORK, ErrorCategory.RESOURCE, ErrorCategory.DEPENDENCY})
 
 
-class ErrorClass(str, Enum):
+class ErrorClass(StrEnum):
     """What went wrong; the values are the labels used by metrics, logs and admin-editable retry policies."""
 
     CONNECTION = "ConnectionError"
@@ -241,9 +241,7 @@ def _load_optional() -> tuple[tuple[type, ...], ...]:
 _OPTIONAL: tuple[tuple[type, ...], ...] | None = None
 
 
-def classify(
-    exc: BaseException | int, *, provider: str | None = None, model: str | None = None
-) -> ProviderError:
+def classify(exc: BaseException | int, *, provider: str | None = None, model: str | None = None) -> ProviderError:
     """Map a failure (exception or raw HTTP status) onto a ``ProviderError``.
 
     Unknown exceptions become a *permanent* ``ServiceUnavailable`` (reason ``"unexpected"``): the chain

@@ -4,8 +4,8 @@ The loop is tenacity's ``Retrying`` with our own wait/stop/retry strategies:
 
 * **wait** — ``Retry-After`` when the server sent one, else ``base × multiplier^(n-1)`` capped at
   ``max_delay``, with jitter (×0.5–1.5, still capped);
-* **stop** — a permanent error; the class's retry count used up; the wait would run past the request
-  deadline; the call's shared ``RetryBudget`` is spent;
+* **stop** — a permanent error; the caller's veto (an open breaker); the class's retry count used up; the
+  wait would run past the request deadline; the call's shared ``RetryBudget`` is spent;
 * **retry** — only classified ``ProviderError``\\ s; anything else propagates untouched.
 
 ``sleep`` and ``rng`` are injectable so tests record the waits instead of sleeping them.
@@ -114,11 +114,13 @@ def call_with_retries(
     rng: random.Random | None = None,
     trace: RetryTrace | None = None,
     on_error: Callable[[ProviderError, int], None] | None = None,
+    veto: Callable[[], str | None] | None = None,
 ) -> T:
     """Call ``fn(attempt_number)`` until it returns, retrying ``ProviderError`` by its class's policy.
 
     Raises the last ``ProviderError`` when retrying stops (``trace.stop_reason`` says why); any other
-    exception propagates at once. ``on_error(error, attempt)`` runs after every failed attempt.
+    exception propagates at once. ``on_error(error, attempt)`` runs after every failed attempt;
+    ``veto()`` is asked before each retry and may stop it by returning a reason (e.g. ``"breaker_open"``).
     """
     trace = trace if trace is not None else RetryTrace()
 
@@ -145,6 +147,8 @@ def call_with_retries(
         reason = None
         if not err.transient:
             reason = "permanent"
+        elif veto is not None and (vetoed := veto()) is not None:
+            reason = vetoed
         elif state.attempt_number > settings.policy_for(err.error_class).max_retries:
             reason = "max_retries"
         elif deadline is not None and state.upcoming_sleep >= deadline.remaining():

@@ -50,7 +50,7 @@ class TimeoutExceeded(Exception):
 class Deadline:
     """A point in monotonic time. ``Deadline.after(math.inf)`` never expires."""
 
-    __slots__ = ("expires_at", "_clock")
+    __slots__ = ("_clock", "expires_at")
 
     def __init__(self, expires_at: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.expires_at = expires_at
@@ -73,7 +73,7 @@ class Deadline:
         return min(seconds, self.remaining())
 
     def check(self, layer: str, seconds: float | None = None) -> None:
-        """Raise ``TimeoutExceeded(layer, seconds)`` if expired (``seconds`` defaults to the layer default)."""
+        """Raise ``TimeoutExceeded(layer, seconds)`` if expired (``seconds``: the layer default if None)."""
         if self.expired:
             raise TimeoutExceeded(layer, seconds if seconds is not None else LAYERED_DEFAULTS.get(layer, 0.0))
 

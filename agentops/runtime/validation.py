@@ -14,12 +14,14 @@ from functools import lru_cache
 
 from agentops.runtime.errors import ErrorClass, ProviderError
 
+# A refusal is the model declining in the first person ("I can't help with that"), not an answer that
+# mentions something that cannot happen ("I'm sorry your laptop can't boot; try this").
+_I_CANNOT = r"i\s+(?:can(?:no|'|’)?t|won(?:'|’)?t|will not|am unable to|am not able to)"
 DEFAULT_REFUSAL_PATTERNS: tuple[str, ...] = (
-    r"^\s*(?:i'?m|i am)\s+(?:sorry|afraid)\b.{0,80}\b(?:can(?:no|')t|cannot|unable|not able)\b",
-    r"^\s*i\s+(?:can(?:no|')t|cannot|won'?t|will not|am unable to|am not able to)\s+"
-    r"(?:help|assist|comply|do that|provide|answer|fulfil+)",
-    r"^\s*as an ai(?: language model)?\b",
-    r"^\s*(?:sorry|unfortunately),?\s+(?:but\s+)?i\s+(?:can(?:no|')t|cannot|am unable)",
+    rf"^\W*(?:i(?:'|’)?m|i am)\s+(?:sorry|afraid)\b[^.!?\n]{{0,40}}?\b{_I_CANNOT}\b",
+    rf"^\W*{_I_CANNOT}\s+(?:help|assist|comply|do that|provide|answer|fulfil+|support)",
+    r"^\W*as an ai(?: language model)?\b[^.!?\n]{0,60}\b(?:cannot|can't|unable|not able)\b",
+    rf"^\W*(?:sorry|unfortunately),?\s+(?:but\s+)?{_I_CANNOT}",
 )
 
 
@@ -32,7 +34,6 @@ class ValidationSettings:
     refusal_patterns: tuple[str, ...] = DEFAULT_REFUSAL_PATTERNS
     # Operations whose answers may legitimately be shorter (e.g. a one-letter label).
     min_chars_by_operation: Mapping[str, int] = field(default_factory=dict)
-
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,133 @@
+"""Everything an admin may change about the guard pipeline, as one immutable ``RuntimeConfig``.
+
+The runtime never reads settings itself: it asks a ``ConfigSource`` for the current ``RuntimeConfig`` on
+every guarded call. ``StaticConfigSource`` serves a fixed one (tests, scripts); the Django side implements
+the protocol from admin-editable models with a short cache and invalidation, so a changed retry policy,
+timeout, breaker threshold, route, rule or validation pattern reaches every running worker without a
+restart. ``get()`` is on the hot path: it must be a cheap in-memory read almost always.
+
+A config is rebuilt, never mutated; derived objects (router, rule engine) are built once per config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Protocol, runtime_checkable
+
+from agentops.runtime.breaker import BreakerSettings
+from agentops.runtime.providers.rules import Rule, RuleEngine
+from agentops.runtime.retry import RetrySettings
+from agentops.runtime.routing import Route, Router, Target
+from agentops.runtime.timeouts import LAYERED_DEFAULTS, STEP_DEFAULTS, AdaptiveSettings
+from agentops.runtime.validation import ValidationSettings
+
+# The seed's model choice by task complexity; the Django settings may name others.
+LARGE_MODEL = "gpt-4o"
+SMALL_MODEL = "gpt-4o-mini"
+DEFAULT_PROVIDER = "openai"
+
+
+@dataclass(frozen=True)
+class TimeoutSettings:
+    """Layered timeouts (seconds) and the per-step ones; ``adaptive`` turns latency learning on or off."""
+
+    llm: float = LAYERED_DEFAULTS["llm"]
+    tool: float = LAYERED_DEFAULTS["tool"]
+    request: float = LAYERED_DEFAULTS["request"]
+    human: float = LAYERED_DEFAULTS["human"]
+    steps: Mapping[str, float] = field(default_factory=lambda: dict(STEP_DEFAULTS))
+    adaptive: bool = True
+
+
+def seed_routes(
+    provider: str = DEFAULT_PROVIDER,
+    *,
+    large: str = LARGE_MODEL,
+    small: str = SMALL_MODEL,
+    backup_provider: str | None = None,
+) -> tuple[tuple[Route, ...], tuple[Target, ...]]:
+    """The seed's routes and default chain: planning → large (backup small), classify → small (backup
+    large), anything else → small (backup large). ``backup_provider`` serves the backups if given."""
+    backup = backup_provider or provider
+    routes = (
+        Route("planning", (Target(provider, large), Target(backup, small))),
+        Route("classify", (Target(provider, small), Target(backup, large))),
+    )
+    return routes, (Target(provider, small), Target(backup, large))
+
+
+_SEED_ROUTES, _SEED_DEFAULT_CHAIN = seed_routes()
+
+SEED_RULES: tuple[Rule, ...] = (
+    Rule(
+        r"\b(?:reset|forgot|change)\b.{0,20}\bpassword\b",
+        "To reset your password use 'Forgot password' on the sign-in page; the link is valid for 1 hour.",
+        name="password_reset",
+    ),
+    Rule(r"^\s*(?:hi|hello|hey)\b[\s!.]*$", "Hello! How can I help you today?", name="greeting"),
+)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """One consistent view of every tunable of the guard pipeline."""
+
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
+    adaptive: AdaptiveSettings = field(default_factory=AdaptiveSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    # Per breaker ("provider:model") overrides of ``breaker``.
+    breaker_overrides: Mapping[str, BreakerSettings] = field(default_factory=dict)
+    routes: tuple[Route, ...] = _SEED_ROUTES
+    default_chain: tuple[Target, ...] = _SEED_DEFAULT_CHAIN
+    use_rules: bool = True
+    use_human: bool = True
+    rules: tuple[Rule, ...] = SEED_RULES
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    cacheable_operations: frozenset[str] = frozenset({"classify"})
+    # Output tokens reserved for a request that names no max_tokens.
+    default_max_tokens: int = 1024
+    # Budget refused and no cheaper model: escalate (reason budget_exceeded) instead of failing.
+    escalate_budget_exceeded: bool = False
+    version: str = "seed"
+
+    def breaker_settings_for(self, name: str) -> BreakerSettings:
+        return self.breaker_overrides.get(name, self.breaker)
+
+    def replace(self, **changes) -> RuntimeConfig:
+        """A copy with ``changes`` (derived objects are rebuilt for the copy)."""
+        return dataclasses.replace(self, **changes)
+
+    @cached_property
+    def router(self) -> Router:
+        return Router(self.routes, self.default_chain, use_rules=self.use_rules, use_human=self.use_human)
+
+    @cached_property
+    def rule_engine(self) -> RuleEngine:
+        return RuleEngine(self.rules)
+
+
+DEFAULT_CONFIG = RuntimeConfig()
+
+
+@runtime_checkable
+class ConfigSource(Protocol):
+    """Where the guard reads its config; called once per guarded call, so keep it cheap."""
+
+    def get(self) -> RuntimeConfig: ...
+
+
+class StaticConfigSource:
+    """A config held in memory; ``set()`` swaps it (what an admin change looks like to a worker)."""
+
+    def __init__(self, config: RuntimeConfig = DEFAULT_CONFIG) -> None:
+        self._config = config
+
+    def get(self) -> RuntimeConfig:
+        return self._config
+
+    def set(self, config: RuntimeConfig) -> None:
+        self._config = config

@@ -1,0 +1,517 @@
+"""``guarded_llm``: one guarded LLM call through the whole pipeline of DESIGN.md §4.
+
+    journal replay → cache (cacheable operations only) → budget reserve → fallback chain (breaker, retry,
+    timeout, validation, rules, human) → settle / release → usage record → cache store
+
+with the Prometheus metrics of §10, one ``gen_ai.chat`` span and one JSON log line (``event="llm.call"``)
+per call. Everything the pipeline talks to arrives in ``GuardDeps``, so the Django side, the gateway, the
+Celery workers and the tests all assemble the same pipeline from their own parts.
+
+Hot path (breaker closed, cache miss or not cacheable, first attempt answers): one Redis round trip for
+the breaker check; the latency sample for adaptive timeouts is written by a background thread
+(``LatencyRecorder``); the adaptive timeout itself is cached in-process by ``AdaptiveTimeouts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+
+from agentops.observability.metrics import LLM_CALLS, LLM_TOKENS, RESPONSE_SECONDS
+from agentops.runtime.config import ConfigSource, RuntimeConfig
+from agentops.runtime.errors import FallbackExhausted
+from agentops.runtime.fallback import ChainContext, Hop, run_chain
+from agentops.runtime.protocols import (
+    ALLOW_ALL,
+    BudgetExceeded,
+    BudgetGate,
+    Escalator,
+    HandoffOutcome,
+    HumanPending,
+    HumanRejected,
+    Journal,
+    UsageSink,
+)
+from agentops.runtime.providers.base import LLMRequest, LLMResult, Provider, estimate_prompt_tokens
+from agentops.runtime.retry import RetryBudget
+from agentops.runtime.routing import Route
+from agentops.runtime.timeouts import Deadline
+
+logger = logging.getLogger(__name__)
+log = structlog.get_logger("agentops.llm")
+tracer = trace.get_tracer("agentops.runtime")
+
+MODEL_HANDLERS_PREFIXES = ("primary", "backup")
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    """The answer of a guarded call and how it was obtained."""
+
+    text: str
+    model: str
+    provider: str
+    handler: str  # primary | backup | backup_N | rules | human | cache | journal
+    operation: str = "default"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    attempts: int = 0
+    hops: tuple[Hop, ...] = ()
+    cache_hit: bool = False
+    duration_ms: float = 0.0
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    error_class: str | None = None  # the last error seen on the way, if any
+    replayed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "model": self.model,
+            "provider": self.provider,
+            "handler": self.handler,
+            "operation": self.operation,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "attempts": self.attempts,
+            "hops": [hop.to_dict() for hop in self.hops],
+            "cache_hit": self.cache_hit,
+            "duration_ms": round(self.duration_ms, 3),
+            "finish_reason": self.finish_reason,
+            "tool_calls": self.tool_calls,
+            "error_class": self.error_class,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> GuardResult:
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        values["hops"] = tuple(Hop.from_dict(h) for h in data.get("hops") or ())
+        values.update(overrides)
+        return cls(**values)
+
+
+class LatencyRecorder:
+    """Feeds call durations to ``AdaptiveTimeouts.record`` off the hot path.
+
+    ``background=True``: samples go through a bounded queue to one daemon thread per process (started
+    lazily, restarted after a fork), so a guarded call never waits on Redis for it; a full queue drops the
+    sample. ``background=False`` records inline (tests, scripts). ``flush()`` waits for queued samples.
+    """
+
+    def __init__(self, adaptive: Any, *, background: bool = True, maxsize: int = 10000) -> None:
+        self.adaptive = adaptive
+        self.background = background
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def record(self, operation: str, model: str, seconds: float) -> None:
+        if not self.background:
+            self.adaptive.record(operation, model, seconds)
+            return
+        if self._pid != os.getpid():
+            self._start()
+        try:
+            self._queue.put_nowait((operation, model, seconds))
+        except queue.Full:
+            pass
+
+    def flush(self, timeout: float = 5.0) -> None:
+        if not self.background or self._pid != os.getpid():
+            return
+        done = threading.Event()
+        try:
+            self._queue.put((None, None, done), timeout=timeout)
+        except queue.Full:
+            return
+        done.wait(timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._queue = queue.Queue(maxsize=self._queue.maxsize)  # a forked child must not share it
+            thread = threading.Thread(target=self._run, args=(self._queue,), name="agentops-latency", daemon=True)
+            thread.start()
+            self._pid = os.getpid()
+
+    def _run(self, q: queue.Queue) -> None:
+        while True:
+            operation, model, seconds = q.get()
+            if operation is None:
+                seconds.set()
+                continue
+            try:
+                self.adaptive.record(operation, model, seconds)
+            except Exception:  # never let the recorder thread die
+                logger.exception("latency recorder: record failed")
+
+
+@dataclass
+class GuardDeps:
+    """Everything ``guarded_llm`` talks to. Build once per process and reuse."""
+
+    config: ConfigSource
+    providers: Mapping[str, Provider]
+    breakers: Any = None  # agentops.runtime.breaker.BreakerRegistry
+    cache: Any = None  # agentops.runtime.cache.TwoLevelCache for the "llm" spec
+    adaptive: Any = None  # agentops.runtime.timeouts.AdaptiveTimeouts
+    budget: BudgetGate = ALLOW_ALL
+    escalator: Escalator | None = None
+    usage: UsageSink | None = None
+    journal: Journal | None = None
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random | None = None
+    record_latency_in_background: bool = True
+    latency: LatencyRecorder | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.latency is None and self.adaptive is not None:
+            self.latency = LatencyRecorder(self.adaptive, background=self.record_latency_in_background)
+
+
+def make_breaker_registry(redis_client: Any, config: ConfigSource, **kwargs: Any):
+    """A ``BreakerRegistry`` whose thresholds follow ``config`` (changes apply without a restart)."""
+    from agentops.runtime.breaker import BreakerRegistry
+
+    return BreakerRegistry(redis_client, lambda name: config.get().breaker_settings_for(name), **kwargs)
+
+
+def llm_cache_key(request: LLMRequest) -> str:
+    """The cache key of a request: everything that shapes the answer, nothing that does not (metadata)."""
+    from agentops.runtime.cache import cache_key
+
+    return cache_key(
+        "llm",
+        {
+            "operation": request.operation,
+            "model": request.model,
+            "messages": list(request.messages),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "extra": dict(request.extra),
+        },
+    )
+
+
+def guarded_llm(
+    request: LLMRequest,
+    *,
+    deps: GuardDeps,
+    deadline: Deadline | None = None,
+    cache: bool | None = None,
+    journal_key: str | None = None,
+) -> GuardResult:
+    """Answer ``request`` through the guard pipeline.
+
+    ``deadline`` bounds the whole call (default: the layered ``request`` timeout); ``cache`` overrides
+    whether this operation is cacheable; ``journal_key`` (``run:<id>:step:<seq>``) makes the call replay a
+    recorded result. Raises ``BudgetExceeded`` (refused, no escalation), ``HumanPending`` (handed to a
+    human, suspend), ``HumanRejected`` or ``FallbackExhausted`` (nothing answered, no handoff).
+    """
+    start = deps.clock()
+    cfg = deps.config.get()
+    if journal_key is not None and deps.journal is not None:
+        recorded = deps.journal.lookup(journal_key)
+        if recorded is not None:
+            return GuardResult.from_dict(recorded, replayed=True, handler="journal")
+
+    with tracer.start_as_current_span("gen_ai.chat") as span:
+        recording = span.is_recording()
+        if recording:
+            span.set_attribute("gen_ai.system", "openai")
+            span.set_attribute("gen_ai.operation.name", "chat")
+            span.set_attribute("agentops.operation", request.operation)
+            if request.model:
+                span.set_attribute("gen_ai.request.model", request.model)
+
+        cacheable = deps.cache is not None and (
+            cache if cache is not None else request.operation in cfg.cacheable_operations
+        )
+        key = None
+        if cacheable:
+            key = llm_cache_key(request)
+            hit = deps.cache.get(key)
+            if hit is not None:
+                result = _from_cache(hit.value, request, hit.source, _ms(deps, start))
+                _finish(deps, cfg, request, result, span, recording, outcome="cache_hit", reservation=None)
+                return _journaled(deps, journal_key, result)
+
+        route = cfg.router.route_for(request.operation, request.model or None)
+        if recording and not request.model and route.chain:
+            span.set_attribute("gen_ai.request.model", route.chain[0].model)
+        try:
+            reservation, route, escalated = _reserve(deps, cfg, request, route)
+        except BaseException as exc:
+            _failed(deps, request, exc, None, start, span, recording)
+            raise
+        if escalated is not None:
+            _finish(deps, cfg, request, escalated, span, recording, outcome="human", reservation=None)
+            return _journaled(deps, journal_key, escalated)
+
+        if deadline is None:
+            deadline = Deadline.after(cfg.timeouts.request, clock=deps.clock)
+        latency = deps.latency
+        ctx = ChainContext(
+            config=cfg,
+            providers=deps.providers,
+            deadline=deadline,
+            retry_budget=RetryBudget(cfg.retry.budget),
+            breakers=deps.breakers,
+            timeout_for=deps.adaptive.timeout_for if deps.adaptive is not None else None,
+            record_latency=latency.record if latency is not None else None,
+            escalator=deps.escalator if cfg.use_human else None,
+            sleep=deps.sleep,
+            clock=deps.clock,
+            rng=deps.rng,
+        )
+        try:
+            chain = run_chain(request, route, ctx)
+        except BaseException as exc:
+            deps.budget.release(reservation)
+            _failed(deps, request, exc, ctx, start, span, recording)
+            raise
+
+        llm: LLMResult = chain.result
+        last = ctx.errors_seen[-1].error_class.value if ctx.errors_seen else None
+        result = GuardResult(
+            text=llm.text,
+            model=llm.model,
+            provider=llm.provider,
+            handler=chain.handler,
+            operation=request.operation,
+            input_tokens=llm.input_tokens,
+            output_tokens=llm.output_tokens,
+            cached_tokens=llm.cached_tokens,
+            attempts=chain.attempts,
+            hops=tuple(chain.hops),
+            duration_ms=_ms(deps, start),
+            finish_reason=llm.finish_reason,
+            tool_calls=llm.tool_calls,
+            error_class=last,
+        )
+        if chain.handler == "primary":
+            outcome = "success"
+        elif chain.handler == "human":
+            outcome = "human"
+        else:
+            outcome = "fallback"
+        _finish(deps, cfg, request, result, span, recording, outcome=outcome, reservation=reservation)
+        if key is not None and chain.handler.startswith(MODEL_HANDLERS_PREFIXES):
+            deps.cache.set(key, _to_cache(result))
+        return _journaled(deps, journal_key, result)
+
+
+# --- pipeline steps ------------------------------------------------------------------------------
+
+
+def _reserve(
+    deps: GuardDeps, cfg: RuntimeConfig, request: LLMRequest, route: Route
+) -> tuple[Any, Route, GuardResult | None]:
+    """Reserve the estimate: ``(handle, route to run, None)``. Refused: try the policy's cheaper model
+    (its route is returned), then escalate (``(None, route, the human's result)``) or raise."""
+    if deps.budget is ALLOW_ALL:
+        return None, route, None
+    prompt = estimate_prompt_tokens(request.messages)
+    completion = request.max_tokens if request.max_tokens is not None else cfg.default_max_tokens
+    meta: dict[str, Any] = {
+        **request.metadata,
+        "operation": request.operation,
+        "model": route.chain[0].model if route.chain else request.model,
+        "estimated_input_tokens": prompt,
+        "estimated_output_tokens": completion,
+        "estimated_tokens": prompt + completion,
+    }
+    try:
+        return deps.budget.reserve(meta), route, None
+    except BudgetExceeded as exc:
+        refused = exc
+    if refused.cheaper_model and refused.cheaper_model != meta["model"]:
+        cheaper = cfg.router.route_for(request.operation, refused.cheaper_model)
+        try:
+            return deps.budget.reserve({**meta, "model": refused.cheaper_model}), cheaper, None
+        except BudgetExceeded as exc:
+            refused = exc
+    if cfg.escalate_budget_exceeded and deps.escalator is not None:
+        outcome: HandoffOutcome = deps.escalator.handoff(request, [], "budget_exceeded")
+        return (
+            None,
+            route,
+            GuardResult(
+                text=outcome.text,
+                model="human",
+                provider="human",
+                handler="human",
+                operation=request.operation,
+                attempts=1,
+                hops=(Hop("human", "answered", target=outcome.reviewer, attempts=1, reason="budget_exceeded"),),
+                finish_reason="human",
+            ),
+        )
+    raise refused
+
+
+def _finish(
+    deps: GuardDeps,
+    cfg: RuntimeConfig,
+    request: LLMRequest,
+    result: GuardResult,
+    span: Any,
+    recording: bool,
+    *,
+    outcome: str,
+    reservation: Any,
+) -> None:
+    """Settle, record usage, emit metrics, span attributes and the log line of a call that answered."""
+    usage = {
+        **request.metadata,
+        "operation": request.operation,
+        "model": result.model,
+        "provider": result.provider,
+        "handler": result.handler,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "cached_tokens": result.cached_tokens,
+        "cache_hit": result.cache_hit,
+        "attempts": result.attempts,
+        "duration_ms": result.duration_ms,
+    }
+    if reservation is not None:
+        deps.budget.settle(reservation, usage)
+    if deps.usage is not None:
+        deps.usage.record(usage)
+
+    LLM_CALLS.labels(request.operation, outcome).inc()
+    RESPONSE_SECONDS.labels(request.operation).observe(result.duration_ms / 1000.0)
+    if result.input_tokens:
+        LLM_TOKENS.labels(result.model, "input").inc(result.input_tokens)
+    if result.output_tokens:
+        LLM_TOKENS.labels(result.model, "output").inc(result.output_tokens)
+    if result.cached_tokens:
+        LLM_TOKENS.labels(result.model, "cached").inc(result.cached_tokens)
+    if recording:
+        span.set_attribute("gen_ai.response.model", result.model)
+        span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
+        span.set_attribute("agentops.handler", result.handler)
+        span.set_attribute("agentops.attempts", result.attempts)
+        span.set_attribute("agentops.cache_hit", result.cache_hit)
+        if result.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", (result.finish_reason,))
+    metadata = request.metadata
+    log.info(
+        "llm.call",
+        operation=request.operation,
+        model=result.model,
+        provider=result.provider,
+        handler=result.handler,
+        outcome=outcome,
+        attempts=result.attempts,
+        duration_ms=round(result.duration_ms, 3),
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        cache_hit=result.cache_hit,
+        error_class=result.error_class,
+        session_id=metadata.get("session_id"),
+        run_id=metadata.get("run_id"),
+        step=metadata.get("step"),
+        agent=metadata.get("agent"),
+    )
+
+
+def _failed(
+    deps: GuardDeps,
+    request: LLMRequest,
+    exc: BaseException,
+    ctx: ChainContext | None,
+    start: float,
+    span: Any,
+    recording: bool,
+) -> None:
+    """Metrics, span status and the log line of a call that did not answer."""
+    if isinstance(exc, BudgetExceeded):
+        outcome = "budget_exceeded"
+    elif isinstance(exc, HumanPending):
+        outcome = "pending"
+    elif isinstance(exc, HumanRejected):
+        outcome = "rejected"
+    elif isinstance(exc, FallbackExhausted):
+        outcome = "failed"
+    else:
+        outcome = "error"
+    duration_ms = _ms(deps, start)
+    hops = getattr(exc, "hops", None) or []
+    error_class = ctx.errors_seen[-1].error_class.value if ctx is not None and ctx.errors_seen else None
+    LLM_CALLS.labels(request.operation, outcome).inc()
+    RESPONSE_SECONDS.labels(request.operation).observe(duration_ms / 1000.0)
+    if recording and outcome in ("failed", "error"):
+        span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+        span.set_attribute("error.type", error_class or type(exc).__name__)
+    metadata = request.metadata
+    log.warning(
+        "llm.call",
+        operation=request.operation,
+        model=request.model or None,
+        handler=hops[-1].handler if hops else None,
+        outcome=outcome,
+        attempts=sum(h.attempts for h in hops),
+        duration_ms=round(duration_ms, 3),
+        error_class=error_class,
+        error=type(exc).__name__,
+        session_id=metadata.get("session_id"),
+        run_id=metadata.get("run_id"),
+        step=metadata.get("step"),
+        agent=metadata.get("agent"),
+    )
+
+
+def _to_cache(result: GuardResult) -> dict[str, Any]:
+    return {
+        "text": result.text,
+        "model": result.model,
+        "provider": result.provider,
+        "finish_reason": result.finish_reason,
+        "tool_calls": result.tool_calls,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+    }
+
+
+def _from_cache(value: Mapping[str, Any], request: LLMRequest, source: str, duration_ms: float) -> GuardResult:
+    # A hit costs nothing: zero tokens are reported and recorded (the original counts stay in the cache).
+    return GuardResult(
+        text=value["text"],
+        model=value["model"],
+        provider=value["provider"],
+        handler="cache",
+        operation=request.operation,
+        attempts=0,
+        hops=(Hop("cache", "ok", target=source),),
+        cache_hit=True,
+        duration_ms=duration_ms,
+        finish_reason=value.get("finish_reason"),
+        tool_calls=value.get("tool_calls"),
+    )
+
+
+def _journaled(deps: GuardDeps, key: str | None, result: GuardResult) -> GuardResult:
+    if key is not None and deps.journal is not None:
+        deps.journal.record(key, result.to_dict())
+    return result
+
+
+def _ms(deps: GuardDeps, start: float) -> float:
+    return round((deps.clock() - start) * 1000.0, 3)

@@ -1,0 +1,183 @@
+"""Two-level cache: memory LRU then a real Redis; TTLs, size bound, Redis down, key canonicalisation."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import pytest
+
+from agentops.observability.metrics import CACHE_REQUESTS
+from agentops.runtime.cache import CACHE_SPECS, CacheHit, CacheSpec, TwoLevelCache, cache_key
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counts(name: str) -> dict[str, float]:
+    return {r: CACHE_REQUESTS.labels(cache=name, result=r)._value.get() for r in ("hit_memory", "hit_redis", "miss")}
+
+
+def delta(after: dict, before: dict) -> dict:
+    return {k: after[k] - before[k] for k in after if after[k] != before[k]}
+
+
+ANSWER = {"content": "Mock answer to: hi — é", "usage": {"prompt_tokens": 3, "completion_tokens": 5}}
+
+
+def test_specs_follow_the_seed():
+    assert CACHE_SPECS["llm"] == CacheSpec("llm", 3600, 1000)
+    assert CACHE_SPECS["tool"] == CacheSpec("tool", 1800, 500)
+    assert CACHE_SPECS["profile"] == CacheSpec("profile", 86400, 100)
+
+
+def test_cache_key_is_canonical():
+    a = cache_key("llm", {"model": "m", "messages": [{"role": "user", "content": "é"}], "temperature": 0})
+    b = cache_key("llm", {"temperature": 0, "messages": [{"content": "é", "role": "user"}], "model": "m"})
+    assert a == b
+    expected = '{"messages":[{"content":"é","role":"user"}],"model":"m","temperature":0}'
+    assert a == "llm:" + hashlib.sha256(expected.encode()).hexdigest()
+    assert cache_key("tool", {"model": "m"}) != cache_key("llm", {"model": "m"})
+    assert cache_key("llm", {"model": "m", "temperature": 0}) != cache_key("llm", {"model": "m", "temperature": 1})
+
+
+def test_miss_then_set_then_memory_hit(redis_client):
+    cache = TwoLevelCache(redis_client, CacheSpec("t_basic", 60, 10))
+    key = cache_key("llm", {"q": 1})
+    before = counts("t_basic")
+    assert cache.get(key) is None
+    cache.set(key, ANSWER)
+    hit = cache.get(key)
+    assert hit == CacheHit(ANSWER, "memory")
+    assert delta(counts("t_basic"), before) == {"miss": 1, "hit_memory": 1}
+    assert redis_client.get(cache.redis_key(key)) is not None
+
+
+def test_another_process_hits_redis_and_backfills_memory(redis_client):
+    spec = CacheSpec("t_shared", 60, 10)
+    key = cache_key("llm", {"q": 2})
+    TwoLevelCache(redis_client, spec).set(key, ANSWER)
+    other = TwoLevelCache(redis_client, spec)  # a fresh process: empty memory
+    before = counts("t_shared")
+    assert other.get(key) == CacheHit(ANSWER, "redis")
+    assert other.get(key) == CacheHit(ANSWER, "memory")
+    assert delta(counts("t_shared"), before) == {"hit_redis": 1, "hit_memory": 1}
+
+
+def test_hits_are_fresh_copies(redis_client):
+    cache = TwoLevelCache(redis_client, CacheSpec("t_copy", 60, 10))
+    cache.set("k", {"list": [1, 2]})
+    cache.get("k").value["list"].append(3)
+    assert cache.get("k").value == {"list": [1, 2]}
+
+
+def test_ttl_memory_by_clock_and_redis_by_expiry(redis_client):
+    clock = FakeClock()
+    spec = CacheSpec("t_ttl", 10, 10)
+    cache = TwoLevelCache(redis_client, spec, clock=clock)
+    cache.set("k", "v")
+    assert 9_000 < redis_client.pttl(cache.redis_key("k")) <= 10_000
+    clock.now += 9.9
+    assert cache.get("k").source == "memory"
+    clock.now += 0.2  # memory entry expired; Redis (real time) still has it
+    assert cache.get("k").source == "redis"
+    # The backfilled memory entry lives only as long as the Redis entry has left (≈ 10 s, not a fresh 10 s
+    # from now on the fake clock plus the real time spent).
+    clock.now += 9.5
+    assert cache.get("k").source == "memory"
+    clock.now += 0.6
+    assert cache.get("k").source == "redis"
+
+
+def test_redis_entry_really_expires(redis_client):
+    spec = CacheSpec("t_expire", 0.2, 10)
+    cache = TwoLevelCache(redis_client, spec)
+    cache.set("k", "v")
+    time.sleep(0.25)
+    assert cache.get("k") is None
+    assert redis_client.exists(cache.redis_key("k")) == 0
+
+
+def test_memory_is_a_bounded_lru(redis_client):
+    cache = TwoLevelCache(redis_client, CacheSpec("t_lru", 60, 3))
+    for k in "abc":
+        cache.set(k, k)
+    assert cache.get("a").source == "memory"  # a is now the most recently used
+    cache.set("d", "d")  # evicts b, the least recently used
+    assert len(cache) == 3
+    assert cache.get("b") == CacheHit("b", "redis")  # still shared; comes back into memory, evicting c
+    assert cache.get("a").source == "memory"
+    assert cache.get("d").source == "memory"
+    assert cache.get("c").source == "redis"
+
+
+def test_delete_and_clear_memory(redis_client):
+    cache = TwoLevelCache(redis_client, CacheSpec("t_del", 60, 10))
+    cache.set("k", 1)
+    cache.clear_memory()
+    assert cache.get("k").source == "redis"
+    cache.delete("k")
+    assert cache.get("k") is None
+
+
+def test_redis_down_is_a_miss_and_never_raises(dead_redis_client):
+    cache = TwoLevelCache(dead_redis_client, CacheSpec("t_down", 60, 10))
+    before = counts("t_down")
+    assert cache.get("k") is None
+    cache.set("k", {"a": 1})  # stored in memory, Redis skipped
+    assert cache.get("k") == CacheHit({"a": 1}, "memory")
+    cache.delete("k")
+    assert cache.get("k") is None
+    assert delta(counts("t_down"), before) == {"miss": 2, "hit_memory": 1}
+
+
+def test_without_redis_at_all():
+    cache = TwoLevelCache(None, CacheSpec("t_none", 60, 10))
+    cache.set("k", [1])
+    assert cache.get("k") == CacheHit([1], "memory")
+
+
+def test_values_must_be_json(redis_client):
+    cache = TwoLevelCache(redis_client, CacheSpec("t_json", 60, 10))
+    with pytest.raises(TypeError):
+        cache.set("k", object())
+
+
+def test_thread_safe_under_contention(redis_client):
+    cache = TwoLevelCache(None, CacheSpec("t_threads", 60, 50))
+    errors = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(2000):
+                key = f"k{(i * 7 + n) % 120}"
+                if cache.get(key) is None:
+                    cache.set(key, i)
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(cache) <= 50
+
+
+def test_memory_hit_is_fast(redis_client):
+    cache = TwoLevelCache(redis_client, CACHE_SPECS["llm"])
+    key = cache_key("llm", {"model": "m", "messages": [{"role": "user", "content": "x" * 200}]})
+    cache.set(key, {**ANSWER, "content": "y" * 2000})
+    n = 5000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        cache.get(key)
+    per_call = (time.perf_counter() - t0) / n
+    assert per_call < 0.0001, f"{per_call * 1e6:.1f} µs per memory hit"

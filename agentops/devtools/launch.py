@@ -91,27 +91,25 @@ def run(argv: list[str]) -> int:
         print("   ", line)
     print(f"\n  agentops is starting on http://127.0.0.1:{port}/  (health: /healthz, /readyz; metrics: /metrics)")
     print(
-        f"  Logs: this terminal (JSON lines), also written to {logs / 'agentops.log'}; "
-        f"services: {logs}/postgres.log, redis.log"
+        "  Logs: JSON lines in this terminal (keep them with `make run | tee run.log`); "
+        f"PostgreSQL, Redis, migrate and seed logs in {logs}/"
     )
     print(f"  Ctrl-C stops everything. Set up in {time.monotonic() - started:.1f} s.\n", flush=True)
     procfile_env = {**env, "CELERY_WORKERS": str(workers)}
     concurrency = [f"worker={workers}"] if workers > 1 else []
-    cmd = [str(Path(PY).parent / "honcho"), "start", "-f", "Procfile", "-p", str(port), "--no-prefix"]
+    cmd = [str(Path(PY).parent / "honcho"), "start", "-f", "Procfile", "-p", str(port), "--no-prefix", "--no-colour"]
     if concurrency:
         cmd += ["-c", ",".join(concurrency)]
-    with (logs / "agentops.log").open("a") as logfile:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=procfile_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        signal.signal(signal.SIGINT, lambda *_: None)  # honcho (same process group) handles Ctrl-C
-        try:
-            for raw in proc.stdout:
-                sys.stdout.buffer.write(raw)
-                sys.stdout.flush()
-                logfile.write(raw.decode(errors="replace"))
-        finally:
-            code = proc.wait()
-            step("stopping PostgreSQL and Redis ...")
-            services.down("dev")
+    # honcho writes straight to this terminal (a pipe through us would wedge it if we died first).
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=procfile_env)
+    signal.signal(signal.SIGINT, lambda *_: None)  # honcho (same process group) handles Ctrl-C
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a `kill` of this launcher stops everything too
+        signal.signal(sig, lambda *_: proc.terminate())
+    try:
+        code = proc.wait()
+    finally:
+        step("stopping PostgreSQL and Redis ...")
+        services.down("dev")
     return code
 
 

@@ -3,7 +3,13 @@
 The names most callers need are re-exported here; everything else lives in its module.
 """
 
-from agentops.runtime.config import DEFAULT_CONFIG, ConfigSource, RuntimeConfig, StaticConfigSource
+from agentops.runtime.config import (
+    DEFAULT_CONFIG,
+    CachedConfigSource,
+    ConfigSource,
+    RuntimeConfig,
+    StaticConfigSource,
+)
 from agentops.runtime.errors import ErrorCategory, ErrorClass, FallbackExhausted, ProviderError, classify
 from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm
 from agentops.runtime.protocols import BudgetExceeded, HandoffOutcome, HumanPending, HumanRejected
@@ -12,6 +18,7 @@ from agentops.runtime.providers import LLMRequest, LLMResult, Provider
 __all__ = [
     "DEFAULT_CONFIG",
     "BudgetExceeded",
+    "CachedConfigSource",
     "ConfigSource",
     "ErrorCategory",
     "ErrorClass",

@@ -12,7 +12,10 @@ A config is rebuilt, never mutated; derived objects (router, rule engine) are bu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol, runtime_checkable
@@ -23,6 +26,8 @@ from agentops.runtime.retry import RetrySettings
 from agentops.runtime.routing import Route, Router, Target
 from agentops.runtime.timeouts import LAYERED_DEFAULTS, STEP_DEFAULTS, AdaptiveSettings
 from agentops.runtime.validation import ValidationSettings
+
+logger = logging.getLogger(__name__)
 
 # The seed's model choice by task complexity; the Django settings may name others.
 LARGE_MODEL = "gpt-4o"
@@ -131,3 +136,69 @@ class StaticConfigSource:
 
     def set(self, config: RuntimeConfig) -> None:
         self._config = config
+
+
+class CachedConfigSource:
+    """A ``ConfigSource`` over a slow loader (e.g. the database), cheap on the hot path.
+
+    ``get()`` serves the cached config; it reloads through ``load()`` when ``ttl`` seconds have passed, or
+    sooner when ``version()`` — a cheap probe, e.g. a Redis ``GET`` of a key every admin save bumps — has
+    changed (probed at most every ``check_interval`` seconds). ``invalidate()`` forces the next ``get()``
+    to reload (same process). A failing loader or probe never breaks a call: the last good config (or
+    ``fallback``) is served, the error logged, and the load is retried after ``check_interval``.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], RuntimeConfig],
+        *,
+        ttl: float = 30.0,
+        version: Callable[[], object] | None = None,
+        check_interval: float = 1.0,
+        fallback: RuntimeConfig = DEFAULT_CONFIG,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._version = version
+        self._check_interval = check_interval
+        self._clock = clock
+        self._config: RuntimeConfig | None = None
+        self._fallback = fallback
+        self._loaded_at = self._checked_at = float("-inf")
+        self._seen_version: object = None
+        self._lock = threading.Lock()
+
+    def get(self) -> RuntimeConfig:
+        now = self._clock()
+        config = self._config
+        if config is not None and now - self._loaded_at < self._ttl and now - self._checked_at < self._check_interval:
+            return config
+        with self._lock:
+            return self._refresh(now)
+
+    def invalidate(self) -> None:
+        self._loaded_at = self._checked_at = float("-inf")
+
+    def _refresh(self, now: float) -> RuntimeConfig:
+        stale = self._config is None or now - self._loaded_at >= self._ttl
+        if not stale and now - self._checked_at < self._check_interval:
+            return self._config  # another thread refreshed meanwhile
+        self._checked_at = now
+        version = self._seen_version
+        if self._version is not None:
+            try:
+                version = self._version()
+            except Exception:
+                logger.warning("config version probe failed; keeping the current config", exc_info=True)
+            else:
+                stale = stale or version != self._seen_version
+        if stale:
+            try:
+                self._config = self._load()
+            except Exception:
+                logger.exception("loading the runtime config failed; serving the last good one")
+            else:
+                self._loaded_at = now
+                self._seen_version = version
+        return self._config if self._config is not None else self._fallback

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentops.observability.metrics import ERRORS, FALLBACKS
-from agentops.runtime.config import RuntimeConfig
 from agentops.runtime.breaker import BreakerState
+from agentops.runtime.config import RuntimeConfig
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, NoRuleMatched, ProviderError, classify
 from agentops.runtime.protocols import Escalator, HumanPending, HumanRejected
 from agentops.runtime.providers.base import LLMRequest, LLMResult, Provider
 from agentops.runtime.retry import RetryBudget, RetryTrace, call_with_retries
-from agentops.runtime.routing import Route, handler_name
+from agentops.runtime.routing import Route, Target, handler_name
 from agentops.runtime.timeouts import Deadline
 from agentops.runtime.validation import validate_text
 
@@ -144,7 +144,7 @@ def run_chain(request: LLMRequest, route: Route, ctx: ChainContext) -> ChainOutc
             last_error = error
         reason_for_next = _fallback_reason(hop)
 
-    if route.use_rules and ctx.config.rules:
+    if route.use_rules and ctx.config.use_rules and ctx.config.rules:
         moved_on("rules")
         start = ctx.clock()
         try:
@@ -199,7 +199,7 @@ def _ms(ctx: ChainContext, start: float) -> float:
 
 
 def _run_model_handler(
-    request: LLMRequest, handler: str, target, ctx: ChainContext
+    request: LLMRequest, handler: str, target: Target, ctx: ChainContext
 ) -> tuple[Hop, LLMResult | None, ProviderError | None]:
     cfg = ctx.config
     start = ctx.clock()

@@ -22,12 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import trace
 
 from agentops.observability.metrics import LLM_CALLS, LLM_TOKENS, RESPONSE_SECONDS
+from agentops.runtime.breaker import BreakerRegistry
+from agentops.runtime.cache import cache_key
 from agentops.runtime.config import ConfigSource, RuntimeConfig
 from agentops.runtime.errors import FallbackExhausted
 from agentops.runtime.fallback import ChainContext, Hop, run_chain
@@ -47,6 +49,10 @@ from agentops.runtime.retry import RetryBudget
 from agentops.runtime.routing import Route
 from agentops.runtime.timeouts import Deadline
 
+if TYPE_CHECKING:
+    from agentops.runtime.cache import TwoLevelCache
+    from agentops.runtime.timeouts import AdaptiveTimeouts
+
 logger = logging.getLogger(__name__)
 log = structlog.get_logger("agentops.llm")
 tracer = trace.get_tracer("agentops.runtime")
@@ -61,7 +67,7 @@ class GuardResult:
     text: str
     model: str
     provider: str
-    handler: str  # primary | backup | backup_N | rules | human | cache | journal
+    handler: str  # primary | backup | backup_N | rules | human | cache
     operation: str = "default"
     input_tokens: int = 0
     output_tokens: int = 0
@@ -108,6 +114,7 @@ class LatencyRecorder:
     ``background=True``: samples go through a bounded queue to one daemon thread per process (started
     lazily, restarted after a fork), so a guarded call never waits on Redis for it; a full queue drops the
     sample. ``background=False`` records inline (tests, scripts). ``flush()`` waits for queued samples.
+    Samples that piled up are handed over together to ``adaptive.record_many(samples)`` when it exists.
     """
 
     def __init__(self, adaptive: Any, *, background: bool = True, maxsize: int = 10000) -> None:
@@ -148,15 +155,26 @@ class LatencyRecorder:
             self._pid = os.getpid()
 
     def _run(self, q: queue.Queue) -> None:
+        record_many = getattr(self.adaptive, "record_many", None)
         while True:
-            operation, model, seconds = q.get()
-            if operation is None:
-                seconds.set()
-                continue
+            batch = [q.get()]
+            while len(batch) < 500:  # drain what piled up, so a busy process writes in batches
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            samples = [item for item in batch if item[0] is not None]
             try:
-                self.adaptive.record(operation, model, seconds)
+                if record_many is not None and len(samples) > 1:
+                    record_many(samples)
+                else:
+                    for operation, model, seconds in samples:
+                        self.adaptive.record(operation, model, seconds)
             except Exception:  # never let the recorder thread die
                 logger.exception("latency recorder: record failed")
+            for item in batch:
+                if item[0] is None:
+                    item[2].set()
 
 
 @dataclass
@@ -165,9 +183,9 @@ class GuardDeps:
 
     config: ConfigSource
     providers: Mapping[str, Provider]
-    breakers: Any = None  # agentops.runtime.breaker.BreakerRegistry
-    cache: Any = None  # agentops.runtime.cache.TwoLevelCache for the "llm" spec
-    adaptive: Any = None  # agentops.runtime.timeouts.AdaptiveTimeouts
+    breakers: BreakerRegistry | None = None
+    cache: TwoLevelCache | None = None  # for the "llm" spec
+    adaptive: AdaptiveTimeouts | None = None
     budget: BudgetGate = ALLOW_ALL
     escalator: Escalator | None = None
     usage: UsageSink | None = None
@@ -183,17 +201,13 @@ class GuardDeps:
             self.latency = LatencyRecorder(self.adaptive, background=self.record_latency_in_background)
 
 
-def make_breaker_registry(redis_client: Any, config: ConfigSource, **kwargs: Any):
+def make_breaker_registry(redis_client: Any, config: ConfigSource, **kwargs: Any) -> BreakerRegistry:
     """A ``BreakerRegistry`` whose thresholds follow ``config`` (changes apply without a restart)."""
-    from agentops.runtime.breaker import BreakerRegistry
-
     return BreakerRegistry(redis_client, lambda name: config.get().breaker_settings_for(name), **kwargs)
 
 
 def llm_cache_key(request: LLMRequest) -> str:
     """The cache key of a request: everything that shapes the answer, nothing that does not (metadata)."""
-    from agentops.runtime.cache import cache_key
-
     return cache_key(
         "llm",
         {
@@ -227,7 +241,7 @@ def guarded_llm(
     if journal_key is not None and deps.journal is not None:
         recorded = deps.journal.lookup(journal_key)
         if recorded is not None:
-            return GuardResult.from_dict(recorded, replayed=True, handler="journal")
+            return GuardResult.from_dict(recorded, replayed=True)
 
     with tracer.start_as_current_span("gen_ai.chat") as span:
         recording = span.is_recording()
@@ -243,7 +257,11 @@ def guarded_llm(
         )
         key = None
         if cacheable:
-            key = llm_cache_key(request)
+            try:
+                key = llm_cache_key(request)
+            except (TypeError, ValueError):  # a message that is not JSON: simply not cacheable
+                logger.warning("request for %s is not JSON-serialisable; not cached", request.operation)
+        if key is not None:
             hit = deps.cache.get(key)
             if hit is not None:
                 result = _from_cache(hit.value, request, hit.source, _ms(deps, start))
@@ -281,7 +299,7 @@ def guarded_llm(
         try:
             chain = run_chain(request, route, ctx)
         except BaseException as exc:
-            deps.budget.release(reservation)
+            _quietly(deps.budget.release, reservation, what="releasing the reservation")
             _failed(deps, request, exc, ctx, start, span, recording)
             raise
 
@@ -311,7 +329,7 @@ def guarded_llm(
             outcome = "fallback"
         _finish(deps, cfg, request, result, span, recording, outcome=outcome, reservation=reservation)
         if key is not None and chain.handler.startswith(MODEL_HANDLERS_PREFIXES):
-            deps.cache.set(key, _to_cache(result))
+            _quietly(deps.cache.set, key, _to_cache(result), what="storing the answer in the cache")
         return _journaled(deps, journal_key, result)
 
 
@@ -389,10 +407,12 @@ def _finish(
         "attempts": result.attempts,
         "duration_ms": result.duration_ms,
     }
+    # The answer exists and was paid for: a failing ledger must not lose it. An unsettled reservation is a
+    # lease that the budgets side reclaims (DESIGN.md §7); the failure is logged.
     if reservation is not None:
-        deps.budget.settle(reservation, usage)
+        _quietly(deps.budget.settle, reservation, usage, what="settling the reservation")
     if deps.usage is not None:
-        deps.usage.record(usage)
+        _quietly(deps.usage.record, usage, what="recording usage")
 
     LLM_CALLS.labels(request.operation, outcome).inc()
     RESPONSE_SECONDS.labels(request.operation).observe(result.duration_ms / 1000.0)
@@ -476,6 +496,13 @@ def _failed(
         step=metadata.get("step"),
         agent=metadata.get("agent"),
     )
+
+
+def _quietly(fn: Callable[..., Any], *args: Any, what: str) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        logger.exception("guarded call: %s failed", what)
 
 
 def _to_cache(result: GuardResult) -> dict[str, Any]:

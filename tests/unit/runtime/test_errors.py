@@ -51,9 +51,9 @@ def test_classes_have_the_documented_nature():
         "BadRequest",
         "InvalidResponse",
     ]
-    assert {c.category.kind for c in (ErrorClass.CONNECTION, ErrorClass.RATE_LIMIT, ErrorClass.SERVICE_UNAVAILABLE)} == {
-        "system"
-    }
+    assert {
+        c.category.kind for c in (ErrorClass.CONNECTION, ErrorClass.RATE_LIMIT, ErrorClass.SERVICE_UNAVAILABLE)
+    } == {"system"}
     assert ErrorClass.BAD_REQUEST.category is ErrorCategory.INPUT
     assert ErrorClass.INVALID_RESPONSE.category is ErrorCategory.DATA
     assert {c.kind for c in ErrorCategory} == {"system", "business"}

@@ -210,7 +210,7 @@ def test_fallback_order_primary_backup_rules_human(h):
     assert result.handler == "human" and result.text == "answer written by a reviewer"
     assert [hop.handler for hop in result.hops] == ["primary", "backup", "rules", "human"]
     assert [hop.outcome for hop in result.hops][-2:] == ["no_rule", "answered"]
-    request, hops, reason = h.escalator.calls[-1]
+    _, hops, reason = h.escalator.calls[-1]
     assert reason == "all_fallbacks_failed" and [x.handler for x in hops] == ["primary", "backup", "rules"]
     assert calls("planning", "human") - before_human == 1
     assert h.usage.records[-1]["input_tokens"] == 0 and h.budget.open_reservations == 0
@@ -265,7 +265,10 @@ def test_the_retry_budget_is_shared_across_the_chain():
     h.provider.script("small", "forever")
     result = h.call("opening hours")
     # 503 allows 4 retries per model; the call's budget of 5 leaves the backup one.
-    assert outline(result)[:2] == [("primary", "failed", "ServiceUnavailable", 5), ("backup", "failed", "ServiceUnavailable", 2)]
+    assert outline(result)[:2] == [
+        ("primary", "failed", "ServiceUnavailable", 5),
+        ("backup", "failed", "ServiceUnavailable", 2),
+    ]
     assert result.hops[1].reason == "budget_exhausted"
     assert result.handler == "rules"
 
@@ -455,3 +458,42 @@ def test_result_round_trips_through_a_dict(h):
     h.provider.script("large", perr(ErrorClass.CONNECTION))
     result = h.call()
     assert GuardResult.from_dict(result.to_dict()).hops == result.hops
+
+
+class Broken:
+    def settle(self, handle, usage):
+        raise RuntimeError("ledger down")
+
+    def reserve(self, meta):
+        return 1
+
+    def release(self, handle):
+        raise RuntimeError("ledger down")
+
+    def record(self, usage):
+        raise RuntimeError("ledger down")
+
+
+def test_a_failing_ledger_does_not_lose_a_paid_answer():
+    h = Harness(budget=Broken(), usage=Broken())
+    assert h.call().text == "answer from large"
+    h.provider.script("large", perr(ErrorClass.AUTHENTICATION))
+    h.provider.script("small", perr(ErrorClass.AUTHENTICATION))
+    h.escalator.pending = True
+    with pytest.raises(HumanPending):  # the original outcome, not the release failure
+        h.call()
+
+
+def test_messages_that_are_not_json_are_simply_not_cached():
+    h = Harness(cache=TwoLevelCache(None, CacheSpec("llm", 3600, 10)))
+    request = LLMRequest([{"role": "user", "content": "hi", "when": object()}], operation="classify")
+    assert guarded_llm(request, deps=h.deps).cache_hit is False
+    assert guarded_llm(request, deps=h.deps).cache_hit is False
+
+
+def test_config_switch_turns_rules_off_everywhere(h):
+    h.source.set(CONFIG.replace(use_rules=False))
+    h.provider.script("large", perr(ErrorClass.BAD_REQUEST))
+    h.provider.script("small", perr(ErrorClass.BAD_REQUEST))
+    result = h.call("opening hours?")
+    assert [hop.handler for hop in result.hops] == ["primary", "backup", "human"]

@@ -111,8 +111,11 @@ def test_openai_compat_tool_calls_and_raw():
         (httpx2.Response(503, json={"error": {}}), ErrorClass.SERVICE_UNAVAILABLE, None),
         (httpx2.Response(401, json={"error": {}}), ErrorClass.AUTHENTICATION, None),
         (httpx2.Response(400, json={"error": {}}), ErrorClass.BAD_REQUEST, None),
-        (httpx2.Response(200, content=b'{"id": "x", "choi', headers={"content-type": "application/json"}),
-         ErrorClass.INVALID_RESPONSE, None),
+        (
+            httpx2.Response(200, content=b'{"id": "x", "choi', headers={"content-type": "application/json"}),
+            ErrorClass.INVALID_RESPONSE,
+            None,
+        ),
         (httpx2.Response(200, json=completion(choices=[])), ErrorClass.INVALID_RESPONSE, None),
         (httpx2.ConnectError("refused"), ErrorClass.CONNECTION, None),
         (httpx2.ReadTimeout("slow"), ErrorClass.TIMEOUT, None),
@@ -139,8 +142,9 @@ def test_simulated_is_deterministic_and_counts_tokens():
 
 def test_simulated_faults_follow_the_seeded_rates():
     def run(seed):
-        sim = SimulatedProvider(fault_rates={"RateLimitError": 0.3, ErrorClass.SERVICE_UNAVAILABLE: 0.2}, seed=seed,
-                                retry_after=1.5)
+        sim = SimulatedProvider(
+            fault_rates={"RateLimitError": 0.3, ErrorClass.SERVICE_UNAVAILABLE: 0.2}, seed=seed, retry_after=1.5
+        )
         out = []
         for _ in range(200):
             try:

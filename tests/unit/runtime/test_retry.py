@@ -73,7 +73,7 @@ def retries_metric(cls: ErrorClass) -> float:
 
 
 def test_seed_defaults():
-    assert DEFAULT_POLICY == RetryPolicy(3, 1.0, 60.0, 2.0, True)
+    assert RetryPolicy(3, 1.0, 60.0, 2.0, True) == DEFAULT_POLICY
     assert DEFAULT_POLICIES[ErrorClass.CONNECTION] == RetryPolicy(5, 0.5)
     assert DEFAULT_POLICIES[ErrorClass.RATE_LIMIT] == RetryPolicy(3, 10.0)
     assert DEFAULT_POLICIES[ErrorClass.SERVICE_UNAVAILABLE] == RetryPolicy(4, 2.0)
@@ -198,7 +198,11 @@ def test_on_error_sees_every_failed_attempt():
     seen = []
     fn = failing(err(ErrorClass.TIMEOUT), err(ErrorClass.CONNECTION))
     call_with_retries(
-        fn, settings=NO_JITTER, budget=RetryBudget(), sleep=Sleeper(), on_error=lambda e, n: seen.append((e.error_class, n))
+        fn,
+        settings=NO_JITTER,
+        budget=RetryBudget(),
+        sleep=Sleeper(),
+        on_error=lambda e, n: seen.append((e.error_class, n)),
     )
     assert seen == [(ErrorClass.TIMEOUT, 1), (ErrorClass.CONNECTION, 2)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentops.runtime.config import DEFAULT_CONFIG, LARGE_MODEL, SMALL_MODEL, seed_routes
+from agentops.runtime.config import DEFAULT_CONFIG, LARGE_MODEL, SMALL_MODEL, CachedConfigSource, seed_routes
 from agentops.runtime.routing import Route, Router, Target, handler_name
 
 
@@ -31,7 +31,11 @@ def test_an_explicit_model_goes_first_and_keeps_the_backups():
     )
     route = router.route_for("planning", "small")
     assert route.chain == (Target("b", "small"), Target("a", "big"))
-    assert router.route_for("planning", "unknown").chain == (Target("a", "unknown"), Target("a", "big"), Target("b", "small"))
+    assert router.route_for("planning", "unknown").chain == (
+        Target("a", "unknown"),
+        Target("a", "big"),
+        Target("b", "small"),
+    )
     assert router.route_for("other").use_rules is False
     assert router.route_for("planning", "small") is route  # memoised
     assert router.provider_for("big") == "a" and router.provider_for("nope") is None
@@ -46,3 +50,54 @@ def test_config_builds_derived_objects_once_and_rebuilds_on_replace():
     cfg = DEFAULT_CONFIG.replace(version="2")
     assert cfg.router is cfg.router and cfg.rule_engine is cfg.rule_engine
     assert cfg.router is not DEFAULT_CONFIG.router
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cached_config_source_reloads_on_ttl_and_on_a_version_change():
+    clock = Clock()
+    loads: list[int] = []
+    version = {"v": 1}
+
+    def load():
+        loads.append(version["v"])
+        return DEFAULT_CONFIG.replace(version=str(version["v"]))
+
+    source = CachedConfigSource(load, ttl=30, version=lambda: version["v"], check_interval=1.0, clock=clock)
+    assert source.get().version == "1" and source.get().version == "1" and loads == [1]
+    version["v"] = 2  # an admin saves: the probe sees it within check_interval
+    clock.now += 0.5
+    assert source.get().version == "1"
+    clock.now += 0.6
+    assert source.get().version == "2" and loads == [1, 2]
+    clock.now += 1.1  # probe unchanged: no reload
+    assert source.get().version == "2" and loads == [1, 2]
+    clock.now += 30  # ttl passed: reload even without a version change
+    source.get()
+    assert loads == [1, 2, 2]
+    source.invalidate()
+    source.get()
+    assert loads == [1, 2, 2, 2]
+
+
+def test_cached_config_source_survives_a_failing_loader():
+    clock = Clock()
+    calls = {"n": 0}
+
+    def load():
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("database down")
+        return DEFAULT_CONFIG.replace(version="good")
+
+    source = CachedConfigSource(load, ttl=1, clock=clock)
+    assert source.get().version == "good"
+    clock.now += 5
+    assert source.get().version == "good"  # last good config
+    broken = CachedConfigSource(lambda: 1 / 0, clock=clock)
+    assert broken.get() is DEFAULT_CONFIG

@@ -1,0 +1,139 @@
+"""The fallback chain on its own: order, hop records, flags per route, metrics, validation, handoff."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentops.observability.metrics import ERRORS, FALLBACKS
+from agentops.runtime.config import RuntimeConfig
+from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
+from agentops.runtime.fallback import ChainContext, Hop, run_chain
+from agentops.runtime.protocols import HumanPending, ScriptedEscalator
+from agentops.runtime.providers import LLMRequest, LLMResult, Rule
+from agentops.runtime.retry import RetryBudget, RetryPolicy, RetrySettings
+from agentops.runtime.routing import Route, Target
+from agentops.runtime.timeouts import Deadline
+from agentops.runtime.validation import ValidationSettings
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Provider:
+    def __init__(self, clock: Clock, outcomes: dict[str, list]) -> None:
+        self.name = "p"
+        self.clock = clock
+        self.outcomes = outcomes
+        self.calls: list[str] = []
+
+    def complete(self, request: LLMRequest, timeout: float) -> LLMResult:
+        self.calls.append(request.model)
+        self.clock.now += 0.002
+        queue = self.outcomes.get(request.model, [])
+        outcome = queue.pop(0) if queue else f"{request.model} says hi"
+        if isinstance(outcome, Exception):
+            raise outcome
+        return LLMResult(outcome, request.model, "p", input_tokens=3, output_tokens=4)
+
+
+ROUTE = Route("op", (Target("p", "a"), Target("p", "b"), Target("p", "c")))
+CONFIG = RuntimeConfig(
+    retry=RetrySettings(default=RetryPolicy(1, 0.5, jitter=False), by_class={}, budget=10),
+    rules=(Rule("weather", "It is sunny.", name="weather"),),
+)
+
+
+def run(outcomes, *, route=ROUTE, config=CONFIG, escalator=None, text="hello", deadline=60.0):
+    clock = Clock()
+    provider = Provider(clock, outcomes)
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock.now += s
+
+    ctx = ChainContext(
+        config=config,
+        providers={"p": provider},
+        deadline=Deadline.after(deadline, clock=clock),
+        retry_budget=RetryBudget(config.retry.budget),
+        escalator=escalator,
+        sleep=sleep,
+        clock=clock,
+    )
+    request = LLMRequest([{"role": "user", "content": text}], operation="op")
+    return run_chain(request, route, ctx), provider, slept, ctx
+
+
+def unavailable() -> ProviderError:
+    return ProviderError(ErrorClass.SERVICE_UNAVAILABLE, "down", status=503)
+
+
+def test_the_first_handler_that_answers_wins_and_every_hop_is_recorded():
+    before = FALLBACKS.labels("backup_2", "ServiceUnavailable")._value.get()
+    errors_before = ERRORS.labels("ServiceUnavailable")._value.get()
+    outcome, provider, slept, ctx = run({"a": [ProviderError(ErrorClass.BAD_REQUEST)], "b": [unavailable()] * 2})
+    assert outcome.handler == "backup_2" and outcome.result.text == "c says hi"
+    assert provider.calls == ["a", "b", "b", "c"]
+    assert [(h.handler, h.outcome, h.error_class, h.attempts, h.reason) for h in outcome.hops] == [
+        ("primary", "failed", "BadRequest", 1, "permanent"),
+        ("backup", "failed", "ServiceUnavailable", 2, "max_retries"),
+        ("backup_2", "ok", None, 1, None),
+    ]
+    assert outcome.hops[1].waits == (0.5,) and slept == [0.5]
+    assert outcome.hops[1].status == 503 and outcome.hops[1].target == "p:b"
+    assert outcome.hops[1].duration_ms == pytest.approx(504.0)
+    assert outcome.attempts == 4 and outcome.last_error.error_class is ErrorClass.SERVICE_UNAVAILABLE
+    assert [e.error_class for e in ctx.errors_seen] == [ErrorClass.BAD_REQUEST] + [ErrorClass.SERVICE_UNAVAILABLE] * 2
+    assert FALLBACKS.labels("backup_2", "ServiceUnavailable")._value.get() - before == 1
+    assert ERRORS.labels("ServiceUnavailable")._value.get() - errors_before == 2
+
+
+def test_validation_uses_the_configured_settings():
+    strict = CONFIG.replace(validation=ValidationSettings(min_chars=50))
+    outcome, *_ = run({}, config=strict, route=Route("op", (Target("p", "a"),)), text="weather?")
+    assert [(h.handler, h.outcome, h.reason) for h in outcome.hops] == [
+        ("primary", "invalid", "too_short"),
+        ("rules", "ok", None),
+    ]
+    assert outcome.result.text == "It is sunny." and outcome.result.provider == "rules"
+
+
+def test_route_flags_turn_rules_and_human_off():
+    escalator = ScriptedEscalator()
+    route = Route("op", (Target("p", "a"),), use_rules=False, use_human=False)
+    with pytest.raises(FallbackExhausted) as info:
+        run({"a": [ProviderError(ErrorClass.AUTHENTICATION)]}, route=route, escalator=escalator, text="weather")
+    assert [h.handler for h in info.value.hops] == ["primary"] and escalator.calls == []
+    assert "AuthenticationError" in str(info.value)
+
+
+def test_the_human_gets_the_hops_and_the_reason():
+    escalator = ScriptedEscalator(answer="done by hand")
+    route = Route("op", (Target("p", "a"),))
+    outcome, *_ = run({"a": [ProviderError(ErrorClass.AUTHENTICATION)]}, route=route, escalator=escalator)
+    assert outcome.handler == "human" and outcome.result.text == "done by hand"
+    assert outcome.result.raw == {"escalation_id": 1, "reviewer": "test-reviewer"}
+    _, hops, reason = escalator.calls[0]
+    assert reason == "all_fallbacks_failed" and [h.outcome for h in hops] == ["failed", "no_rule"]
+
+
+def test_human_pending_carries_the_hops():
+    route = Route("op", (Target("p", "a"),))
+    with pytest.raises(HumanPending) as info:
+        run({"a": [ProviderError(ErrorClass.AUTHENTICATION)]}, route=route, escalator=ScriptedEscalator(pending=True))
+    assert [h.outcome for h in info.value.hops] == ["failed", "no_rule", "pending"]
+
+
+def test_a_route_without_models_goes_straight_to_rules():
+    outcome, provider, *_ = run({}, route=Route("op", ()), text="weather today?")
+    assert outcome.handler == "rules" and provider.calls == []
+
+
+def test_hops_round_trip():
+    hop = Hop("backup", "failed", "p:b", "Timeout", 3, 12.5, "max_retries", (0.5, 1.0), None)
+    assert Hop.from_dict(hop.to_dict()) == hop

@@ -10,7 +10,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup(set_prefix=False)
 

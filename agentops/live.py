@@ -67,8 +67,9 @@ class _Sender:
                 self._loop = asyncio.new_event_loop()
                 self._queue = asyncio.Queue()
                 self._pid = os.getpid()
-                threading.Thread(target=self._run, args=(self._loop, self._queue), name="agentops-live",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._run, args=(self._loop, self._queue), name="agentops-live", daemon=True
+                ).start()
             return self._loop
 
     @staticmethod

@@ -26,7 +26,7 @@ def run() -> list[Result]:
             return one_round
 
         subject, baseline = interleaved(ROUNDS, measure("/healthz", "subject"), measure("/_bench/bare", "baseline"))
-        lean, full = interleaved(3, measure("/_bench/bare", "lean"), measure("/bench-full-stack/bare", "full"))
+        interleaved(3, measure("/_bench/bare", "lean"), measure("/bench-full-stack/bare", "full"))
     p50, base50 = median_of_rounds(subject), median_of_rounds(baseline)
     p95, base95 = median_of_rounds(subject, 95), median_of_rounds(baseline, 95)
     rps, base_rps = _median(throughput["subject"]), _median(throughput["baseline"])

@@ -12,3 +12,11 @@ from agentops.celery import app
 def ping(token: str) -> dict:
     """Round-trip probe used by the ops page and the tests: proves a worker process took the task."""
     return {"token": token, "hostname": socket.gethostname(), "pid": os.getpid()}
+
+
+@app.task(name="agentops.probe_route", soft_time_limit=330)
+def probe_route(operation: str, prompt: str) -> dict:
+    """One prompt through the guard pipeline on a worker; the result comes back through Celery."""
+    from agentops.guarding import probe_route as probe
+
+    return probe(operation, prompt)

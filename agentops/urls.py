@@ -12,6 +12,9 @@ urlpatterns = [
     path("metrics", views.metrics_view, name="metrics"),
     path("ops/", views.ops, name="ops"),
     path("ops/status", views.ops_status, name="ops-status"),
+    path("ops/breakers/<str:name>/<slug:operation>", views.ops_breaker, name="ops-breaker"),
+    path("ops/probe", views.ops_probe, name="ops-probe"),
+    path("ops/probe/<str:task_id>", views.ops_probe_result, name="ops-probe-result"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hmac
 
+from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-from agentops import health, roles
+from agentops import actions, health, roles
 from agentops.observability.process import update_memory_gauge
 
 
@@ -65,7 +66,7 @@ def metrics_view(request):
 
 @roles.section_required("ops")
 def ops(request):
-    return render(request, "agentops/ops.html", _ops_context())
+    return render(request, "agentops/ops.html", {**_ops_context(), "probe_form": ProbeForm()})
 
 
 @roles.section_required("ops")
@@ -75,7 +76,63 @@ def ops_status(request):
 
 
 def _ops_context() -> dict:
-    return {"checks": health.run_checks(), "workers": health.ping_workers(timeout=0.5)}
+    from agentops.guarding import breaker_registry
+    from agentops.models import ModelRoute
+
+    return {
+        "checks": health.run_checks(),
+        "workers": health.ping_workers(timeout=0.5),
+        "breakers": breaker_registry().snapshots(),
+        "operations": ["default", *ModelRoute.objects.values_list("operation", flat=True)],
+    }
+
+
+@roles.section_required("ops")
+@require_POST
+def ops_breaker(request, name: str, operation: str):
+    """Force a breaker open/closed or reset it; answers the refreshed status fragment."""
+    try:
+        actions.operate_breaker(name, operation, actor=request.user)
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc))
+    return render(request, "agentops/ops.html#status", _ops_context())
+
+
+@roles.section_required("ops")
+@require_POST
+def ops_probe(request):
+    """Queue one prompt through the guard pipeline on a worker; the answer polls for the result."""
+    form = ProbeForm(request.POST)
+    if not form.is_valid():
+        return render(request, "agentops/ops.html#probe-form", {"probe_form": form}, status=422)
+    from agentops.tasks import probe_route
+
+    task = probe_route.delay(form.cleaned_data["operation"], form.cleaned_data["prompt"])
+    return render(
+        request,
+        "agentops/ops.html#probe-result",
+        {"task_id": task.id, "result": None, "probe_form": ProbeForm(initial=form.cleaned_data)},
+    )
+
+
+@roles.section_required("ops")
+def ops_probe_result(request, task_id: str):
+    from celery.result import AsyncResult
+
+    outcome = AsyncResult(task_id)
+    result = None
+    if outcome.ready():
+        result = outcome.result if outcome.successful() else {"ok": False, "error": f"task failed: {outcome.result!r}"}
+    return render(request, "agentops/ops.html#probe-result", {"task_id": task_id, "result": result})
+
+
+class ProbeForm(forms.Form):
+    operation = forms.SlugField(max_length=50, initial="default")
+    prompt = forms.CharField(
+        max_length=4000,
+        initial="Summarise what a circuit breaker does in one sentence.",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
 
 
 async def bench_bare(request):

@@ -76,7 +76,7 @@ def _forked_worker(redis_url, name, action, count, settings, barrier, results) -
     client = redis.Redis.from_url(redis_url)  # never share a connection across fork
     events = []
     breaker = CircuitBreaker(client, name, settings, on_state_change=lambda n, old, new: events.append(new.value))
-    barrier.wait(timeout=15)
+    barrier.wait(timeout=60)
     admitted = 0
     for _ in range(count):
         if action == "fail":
@@ -87,8 +87,9 @@ def _forked_worker(redis_url, name, action, count, settings, barrier, results) -
 
 
 def run_forked(redis_url, name, action, count, settings, n=4, before_go=None) -> list[dict]:
-    """n forked processes act on the same breaker at the same moment (fork: no interpreter start-up cost)."""
-    ctx = multiprocessing.get_context("fork")
+    """n fresh processes act on the same breaker at the same moment. Spawned, not forked: the test
+    process has threads (Playwright, the live-event sender) and a forked copy of a locked lock hangs."""
+    ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(n + 1)
     results = ctx.Queue()
     procs = [
@@ -99,7 +100,7 @@ def run_forked(redis_url, name, action, count, settings, n=4, before_go=None) ->
         p.start()
     if before_go is not None:
         before_go()
-    barrier.wait(timeout=15)
+    barrier.wait(timeout=60)
     out = [results.get(timeout=15) for _ in procs]
     for p in procs:
         p.join(timeout=15)

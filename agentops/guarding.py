@@ -1,0 +1,112 @@
+"""Assemble the runtime's guard pipeline from Django-side parts, once per process.
+
+`guard_deps()` gives the GuardDeps every caller (Celery tasks, the gateway, the API) passes to
+`agentops.runtime.guard.guarded_llm`: config from admin-editable models, providers from the Provider
+table, breakers/cache/adaptive timeouts on Redis, breaker changes announced live on the `ops` group.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping
+
+from agentops.runtime.breaker import BreakerRegistry, BreakerState
+from agentops.runtime.cache import CACHE_SPECS, TwoLevelCache
+from agentops.runtime.guard import GuardDeps, make_breaker_registry
+from agentops.runtime.providers.base import Provider
+from agentops.runtime.providers.openai_compat import OpenAICompatProvider
+from agentops.runtime.providers.simulated import SimulatedProvider
+from agentops.runtime.timeouts import AdaptiveTimeouts
+from agentops.runtime_config import config_source
+
+
+def build_provider(row) -> Provider:
+    """A runtime provider from a Provider row."""
+    from agentops.models import Provider as ProviderRow
+
+    if row.kind == ProviderRow.Kind.OPENAI:
+        return OpenAICompatProvider(row.name, row.base_url, row.api_key or "unused")
+    rates = {"ServiceUnavailable": row.fault_rate} if row.fault_rate else None
+    return SimulatedProvider(row.name, latency=row.latency_ms / 1000, fault_rates=rates, seed=None)
+
+
+class ProviderDirectory(Mapping):
+    """Providers by name, rebuilt from the database whenever the runtime config version changes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._version: object = object()
+        self._providers: dict[str, Provider] = {}
+
+    def _current(self) -> dict[str, Provider]:
+        version = config_source().get().version
+        if version != self._version:
+            with self._lock:
+                if version != self._version:
+                    from agentops.models import Provider as ProviderRow
+
+                    self._providers = {
+                        row.name: build_provider(row) for row in ProviderRow.objects.filter(enabled=True)
+                    }
+                    self._version = version
+        return self._providers
+
+    def __getitem__(self, name: str) -> Provider:
+        return self._current()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+
+def announce_breaker_change(name: str, old: BreakerState, new: BreakerState) -> None:
+    """Breaker state lives in Redis, not in a transaction: tell the ops page at once."""
+    from agentops import live
+
+    live.send_now("ops", "breaker.changed", {"breaker": name, "from": str(old), "to": str(new)})
+
+
+_deps: GuardDeps | None = None
+_pid: int | None = None
+_lock = threading.Lock()
+
+
+def guard_deps() -> GuardDeps:
+    global _deps, _pid
+    with _lock:
+        if _deps is None or _pid != os.getpid():
+            from agentops.redis_client import runtime_redis
+
+            redis = runtime_redis()
+            source = config_source()
+            _deps = GuardDeps(
+                config=source,
+                providers=ProviderDirectory(),
+                breakers=make_breaker_registry(redis, source, on_state_change=announce_breaker_change),
+                cache=TwoLevelCache(redis, CACHE_SPECS["llm"]),
+                adaptive=AdaptiveTimeouts(redis, source.get().adaptive),
+            )
+            _pid = os.getpid()
+        return _deps
+
+
+def breaker_registry() -> BreakerRegistry:
+    return guard_deps().breakers
+
+
+def probe_route(operation: str, prompt: str) -> dict:
+    """Send one prompt through the whole guard pipeline (what an operator's "probe" button does).
+
+    Returns the result's dict, or {"error": ..., "hops": [...]} when every handler failed."""
+    from agentops.runtime.errors import FallbackExhausted
+    from agentops.runtime.guard import guarded_llm
+    from agentops.runtime.providers.base import LLMRequest
+
+    request = LLMRequest(messages=[{"role": "user", "content": prompt}], operation=operation, max_tokens=200)
+    try:
+        return {"ok": True, **guarded_llm(request, deps=guard_deps()).to_dict()}
+    except FallbackExhausted as exc:
+        return {"ok": False, "error": str(exc), "hops": [hop.to_dict() for hop in exc.hops]}

@@ -1,0 +1,37 @@
+"""Chromium: an operator probes the guard pipeline and forces a breaker open from the ops page."""
+
+from __future__ import annotations
+
+import pytest
+from django.apps import apps
+
+from agentops import actions
+from agentops.runtime_config import config_source
+from agentops.seed import seed_runtime_defaults
+from tests.fixtures.browser import login, screenshot
+
+PASSWORD = "browser-pass-123"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_operator_probes_and_forces_a_breaker_live(web, worker, page, redis_client):
+    seed_runtime_defaults(apps.get_model)
+    config_source().invalidate()
+    actions.ensure_user("op", PASSWORD, superuser=True)
+    login(page, web.extra["url"], "op", PASSWORD)
+    page.goto(web.extra["url"] + "/ops/")
+    page.fill("#id_operation", "planning")
+    page.fill("#id_prompt", "Plan a <b>bold</b> rollout")
+    page.click("#probe-form button[type=submit]")
+    page.wait_for_selector("#probe-result .badge.ok", timeout=20000)
+    assert "gpt-4o" in page.inner_text("#probe-result")
+    assert page.locator("#probe-result pre b").count() == 0  # echoed markup stays text
+    # the probe created the breaker; the ops page learns it over the socket (or its 15 s poll)
+    page.wait_for_selector("tr[data-breaker='simulated:gpt-4o']", timeout=20000)
+    page.click("tr[data-breaker='simulated:gpt-4o'] button:has-text('Force open')")
+    page.wait_for_selector("tr[data-breaker='simulated:gpt-4o'] .badge.bad", timeout=10000)
+    screenshot(page, "ops-breaker-forced-open")
+    page.click("tr[data-breaker='simulated:gpt-4o'] button:has-text('Reset')")
+    page.wait_for_selector("tr[data-breaker='simulated:gpt-4o'] .badge.ok", timeout=10000)
+    assert page.console_errors == []

@@ -1,0 +1,156 @@
+"""Admin-editable runtime settings reach running processes without a restart; operators drive breakers
+from the ops page; the ops probe runs the guard pipeline on a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from django.apps import apps
+from django.core.exceptions import ValidationError
+
+from agentops import actions
+from agentops.models import FallbackRule, ModelRoute, Provider, RetryPolicy
+from agentops.runtime.errors import ErrorClass
+from agentops.runtime_config import config_source
+from agentops.seed import seed_runtime_defaults
+from tests.integration.test_celery_and_live import _listen, _session_cookie
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def defaults(redis_client):
+    """Flushes between transactional tests remove the migration's seed rows; put them back."""
+    seed_runtime_defaults(apps.get_model)
+    config_source().invalidate()
+
+
+def wait_until(check, timeout=8.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    return check()
+
+
+def test_a_changed_retry_policy_reaches_this_process_within_a_second(defaults):
+    assert config_source().get().retry.policy_for(ErrorClass.RATE_LIMIT).max_retries == 3
+    policy = RetryPolicy.objects.get(error_class="RateLimitError")
+    policy.max_retries = 7
+    actions.save_runtime_object(policy)
+    started = time.monotonic()
+    assert wait_until(lambda: config_source().get().retry.policy_for(ErrorClass.RATE_LIMIT).max_retries == 7)
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_running_worker_uses_a_changed_route_without_restart(defaults, worker):
+    from agentops.tasks import probe_route
+
+    first = probe_route.delay("planning", "Plan a trip to Lisbon").get(timeout=30)
+    assert first["ok"] and first["model"] == "gpt-4o"
+
+    route = ModelRoute.objects.get(operation="planning")
+    route.primary_model = "gpt-4.1"
+    actions.save_runtime_object(route)
+
+    def worker_uses_new_model():
+        return probe_route.delay("planning", "Plan a trip to Lisbon").get(timeout=30)["model"] == "gpt-4.1"
+
+    assert wait_until(worker_uses_new_model, timeout=10, interval=0.3)
+    assert worker.popen.poll() is None  # the same worker process: it was never restarted
+
+
+def test_a_changed_rule_answers_when_every_model_fails(defaults):
+    from agentops.guarding import probe_route
+
+    simulated = Provider.objects.get(name="simulated")
+    simulated.fault_rate = 1.0  # every model call fails with ServiceUnavailable
+    actions.save_runtime_object(simulated)
+    for policy in RetryPolicy.objects.all():
+        policy.max_retries, policy.base_delay = 0, 0.0
+        actions.save_runtime_object(policy)
+    actions.save_runtime_object(
+        FallbackRule(name="refund-policy", pattern=r"\brefund\b", answer="Refunds take 5 days.", position=1)
+    )
+    result = wait_until(lambda: (r := probe_route("default", "Where is my refund?")).get("handler") == "rules" and r)
+    assert result["text"] == "Refunds take 5 days."
+    assert [hop["outcome"] for hop in result["hops"]][:2] == ["failed", "failed"]
+    assert result["hops"][-1]["handler"] == "rules"
+
+
+def test_invalid_runtime_settings_are_refused_with_a_clear_message(defaults):
+    with pytest.raises(ValidationError, match="needs a base URL"):
+        actions.save_runtime_object(Provider(name="upstream", kind=Provider.Kind.OPENAI))
+    with pytest.raises(ValidationError, match="Not a valid regular expression"):
+        actions.save_runtime_object(FallbackRule(name="broken", pattern="(unclosed", answer="x"))
+    assert not Provider.objects.filter(name="upstream").exists()
+
+
+def test_admin_edits_go_through_actions_and_reload_workers(defaults, client):
+    from agentops.runtime_config import current_version
+
+    _session_cookie(client, "root", superuser=True)
+    policy = RetryPolicy.objects.get(error_class="ConnectionError")
+    before = current_version()
+    response = client.post(
+        f"/admin/agentops/retrypolicy/{policy.pk}/change/",
+        {
+            "error_class": "ConnectionError",
+            "max_retries": 2,
+            "base_delay": 0.25,
+            "max_delay": 5,
+            "multiplier": 2,
+            "jitter": "on",
+        },
+    )
+    assert response.status_code == 302, response.content[:500]
+    assert current_version() != before
+    assert config_source().get().retry.policy_for(ErrorClass.CONNECTION).max_retries == 2 or wait_until(
+        lambda: config_source().get().retry.policy_for(ErrorClass.CONNECTION).max_retries == 2
+    )
+
+
+def test_operator_forces_a_breaker_open_from_the_ops_page_and_everyone_sees_it(defaults, client, web):
+    from agentops.guarding import breaker_registry, probe_route
+
+    cookie = _session_cookie(client, "operator", superuser=True)
+    assert probe_route("planning", "warm the breaker up")["handler"] == "primary"
+    ws_url = web.extra["url"].replace("http://", "ws://") + "/ws/live/ops/"
+
+    async def scenario():
+        listener = asyncio.create_task(_listen(ws_url, cookie, count=1))
+        await asyncio.sleep(0.5)
+        response = await asyncio.to_thread(client.post, "/ops/breakers/simulated:gpt-4o/force_open")
+        assert response.status_code == 200
+        assert b"forced open" in response.content
+        return await listener
+
+    [event] = asyncio.run(scenario())
+    assert event["data"]["breaker"] == "simulated:gpt-4o"
+    assert breaker_registry().get("simulated", "gpt-4o").state().value == "open"
+
+    result = probe_route("planning", "plan while the primary is blocked")
+    assert result["hops"][0]["outcome"] == "breaker_open"
+    assert result["handler"] == "backup" and result["model"] == "gpt-4o-mini"
+
+    assert client.post("/ops/breakers/simulated:gpt-4o/reset").status_code == 200
+    assert probe_route("planning", "and back again")["handler"] == "primary"
+    assert client.post("/ops/breakers/simulated:gpt-4o/explode").status_code == 400
+    assert client.post("/ops/breakers/no-colon/reset").status_code == 400
+
+
+def test_ops_probe_runs_on_a_worker_and_shows_hops(defaults, client, worker):
+    _session_cookie(client, "prober", superuser=True)
+    response = client.post("/ops/probe", {"operation": "planning", "prompt": "<script>alert(1)</script> plan"})
+    assert response.status_code == 200
+    task_id = response.content.decode().split("/ops/probe/")[1].split('"')[0]
+    page = wait_until(lambda: (r := client.get(f"/ops/probe/{task_id}").content.decode()) and "answered" in r and r)
+    assert "primary" in page and "gpt-4o" in page
+    assert "<script>alert(1)</script>" not in page  # the model echoes the prompt: escaped, inside hx-disable
+    assert "&lt;script&gt;" in page and "hx-disable" in page
+    bad = client.post("/ops/probe", {"operation": "no spaces allowed", "prompt": ""})
+    assert bad.status_code == 422 and b"field-error" in bad.content

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import structlog
 from django.contrib.auth.models import Group, User
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
+from agentops.models import Agent, Run, Step, ToolEffect
 from agentops.roles import ROLE_GROUPS
 
 log = structlog.get_logger(__name__)
@@ -82,3 +87,306 @@ def operate_breaker(name: str, operation: str, *, actor: User | None = None) -> 
     log.info("breaker.operated", breaker=name, operation=operation, actor=getattr(actor, "username", None))
     live.send_now("ops", "breaker.operated", {"breaker": name, "operation": operation})
     return breaker.snapshot()
+
+
+# --- agents and runs ---------------------------------------------------------------------------
+def _announce_run(run) -> None:
+    from agentops import live
+
+    live.publish(f"run.{run.pk}", "run.changed", {"run": run.pk, "status": run.status})
+    live.publish("runs", "run.changed", {"run": run.pk, "status": run.status})
+
+
+def _enqueue_execution(run_pk: int) -> None:
+    from agentops.tasks import execute_run
+
+    transaction.on_commit(lambda: execute_run.delay(run_pk))
+
+
+@transaction.atomic
+def ensure_agent(name: str, *, description: str = "", team: str = "") -> Agent:
+    agent, created = Agent.objects.get_or_create(name=name, defaults={"description": description, "team": team})
+    if not created and description and agent.description != description:
+        agent.description = description
+        agent.save(update_fields=["description"])
+    return agent
+
+
+def sync_registered_agents() -> list[Agent]:
+    """Make sure every registered agent function has its Agent row."""
+    from agentops.agents import load_agents
+
+    return [ensure_agent(spec.name, description=spec.description) for spec in load_agents().values()]
+
+
+@transaction.atomic
+def start_run(agent: Agent, input_data, *, session_id: str = "", idempotency_key: str = "") -> tuple[Run, bool]:
+    """Create a queued run and enqueue it after commit. With an idempotency key, a second call returns
+    the first run (created=False) instead of starting another."""
+    if idempotency_key:
+        existing = Run.objects.filter(agent=agent, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    run = Run.objects.create(agent=agent, input=input_data, session_id=session_id, idempotency_key=idempotency_key)
+    _enqueue_execution(run.pk)
+    _announce_run(run)
+    return run, True
+
+
+@transaction.atomic
+def claim_run(run_pk: int, worker: str, lease_seconds: float) -> Run | None:
+    """Take a queued run (or one whose lease expired) for this worker. None when another worker has it
+    or it moved on (a duplicate delivery exits quietly)."""
+    run = Run.objects.select_for_update().select_related("agent").filter(pk=run_pk).first()
+    if run is None:
+        return None
+    now = timezone.now()
+    lease_expired = run.status == Run.Status.RUNNING and (run.lease_expires_at is None or run.lease_expires_at < now)
+    if run.status != Run.Status.QUEUED and not lease_expired:
+        return None
+    if run.cancel_requested:
+        _finish(run, Run.Status.CANCELLED, error="cancelled before it started")
+        return None
+    run.status = Run.Status.RUNNING
+    run.lease_owner = worker
+    run.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    run.executions += 1
+    run.started_at = run.started_at or now
+    run.version += 1
+    run.save(
+        update_fields=["status", "lease_owner", "lease_expires_at", "executions", "started_at", "version", "updated_at"]
+    )
+    _announce_run(run)
+    return run
+
+
+def renew_lease(run_pk: int, worker: str, lease_seconds: float) -> tuple[bool, bool]:
+    """Heartbeat: (still ours, cancel requested)."""
+    updated = Run.objects.filter(pk=run_pk, lease_owner=worker, status=Run.Status.RUNNING).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
+    )
+    cancel = Run.objects.filter(pk=run_pk, cancel_requested=True).exists()
+    return updated == 1, cancel
+
+
+def _locked_own_run(run_pk: int, worker: str) -> Run:
+    from agentops.runtime.context import LeaseLost
+
+    run = Run.objects.select_for_update().filter(pk=run_pk).first()
+    if run is None or run.lease_owner != worker or run.status != Run.Status.RUNNING:
+        raise LeaseLost(f"run {run_pk} is no longer leased to {worker}")
+    return run
+
+
+@transaction.atomic
+def step_begin(run_pk: int, worker: str, seq: int, kind: str, name: str, phase: str | None, arguments: dict) -> Step:
+    run = _locked_own_run(run_pk, worker)
+    step, created = Step.objects.get_or_create(
+        run=run, seq=seq, defaults={"kind": kind, "name": name, "phase": phase or "", "arguments": arguments}
+    )
+    if not created:
+        step.kind, step.name, step.phase = kind, name, phase or ""
+        if arguments:
+            step.arguments = arguments
+        step.status, step.error, step.error_class, step.finished_at = Step.Status.RUNNING, "", "", None
+    step.executions += 1
+    if kind == "tool" and run.agent_id:
+        step.idempotency_key = f"run:{run.pk}:step:{seq}"
+    step.save()
+    _announce_step(run, step)
+    return step
+
+
+def _announce_step(run: Run, step: Step) -> None:
+    from agentops import live
+
+    live.publish(f"run.{run.pk}", "step.changed", {"run": run.pk, "seq": step.seq, "status": step.status})
+
+
+@transaction.atomic
+def step_finish(
+    run_pk: int,
+    worker: str,
+    seq: int,
+    status: str,
+    *,
+    result=None,
+    meta=None,
+    error_class: str = "",
+    error: str = "",
+    end_seq: int | None = None,
+) -> Step:
+    """Record a step's outcome (completed / skipped / failed) and add its tokens to the run."""
+    run = _locked_own_run(run_pk, worker)
+    step = Step.objects.get(run=run, seq=seq)
+    step.status = status
+    step.result = result
+    step.error_class = error_class or (meta.error_class if meta and meta.error_class else "")
+    step.error = error
+    step.end_seq = end_seq
+    step.finished_at = timezone.now()
+    if meta is not None:
+        step.attempts = meta.attempts
+        step.hops = meta.hops
+        step.cache_hit = meta.cache_hit
+        step.duration_ms = meta.duration_ms
+        step.input_tokens = meta.input_tokens
+        step.output_tokens = meta.output_tokens
+        step.model = meta.model or ""
+        step.handler = meta.handler or ""
+    step.save()
+    if meta is not None and (meta.input_tokens or meta.output_tokens):
+        Run.objects.filter(pk=run.pk).update(
+            input_tokens=F("input_tokens") + meta.input_tokens, output_tokens=F("output_tokens") + meta.output_tokens
+        )
+    _announce_step(run, step)
+    return step
+
+
+@transaction.atomic
+def step_wait_human(
+    run_pk: int, worker: str, seq: int, *, reason: str, priority: str, payload: dict, meta=None, step=None
+):
+    """The step needs a human: record what they must decide. Returns the escalation id (the review
+    queue creates a real escalation here). `step` = (kind, name, phase, arguments) for a step whose
+    work has not begun (a tool call held for review)."""
+    from agentops.escalation import open_escalation
+
+    run = _locked_own_run(run_pk, worker)
+    if step is not None:
+        kind, name, phase, arguments = step
+        step, _ = Step.objects.get_or_create(
+            run=run, seq=seq, defaults={"kind": kind, "name": name, "phase": phase or "", "arguments": arguments}
+        )
+    else:
+        step = Step.objects.get(run=run, seq=seq)
+    step.status = Step.Status.WAITING_HUMAN
+    if meta is not None and meta.hops:
+        step.hops = meta.hops
+    escalation_id = open_escalation(run, step, reason=reason, priority=priority, payload=payload)
+    step.escalation_id = escalation_id
+    step.save()
+    _announce_step(run, step)
+    return escalation_id
+
+
+def _finish(
+    run: Run, status: str, *, output=None, error: str = "", error_class: str = "", active_seconds: float | None = None
+) -> None:
+    run.status = status
+    run.output = output
+    run.error = error[:5000]
+    run.error_class = error_class
+    run.lease_owner = ""
+    run.lease_expires_at = None
+    if active_seconds is not None:
+        run.active_seconds = active_seconds
+    if status in Run.TERMINAL:
+        run.finished_at = timezone.now()
+    run.version += 1
+    run.save()
+    _announce_run(run)
+
+
+@transaction.atomic
+def suspend_run(run_pk: int, worker: str, active_seconds: float) -> None:
+    """Release the worker: the run waits for a human decision (which re-enqueues it)."""
+    run = _locked_own_run(run_pk, worker)
+    _finish(run, Run.Status.WAITING_HUMAN, active_seconds=active_seconds)
+
+
+@transaction.atomic
+def complete_run(run_pk: int, worker: str, output, active_seconds: float) -> None:
+    run = _locked_own_run(run_pk, worker)
+    _finish(run, Run.Status.SUCCEEDED, output=output, active_seconds=active_seconds)
+
+
+@transaction.atomic
+def fail_run(run_pk: int, worker: str, *, error_class: str, error: str, active_seconds: float) -> None:
+    run = _locked_own_run(run_pk, worker)
+    _finish(run, Run.Status.FAILED, error=error, error_class=error_class, active_seconds=active_seconds)
+
+
+@transaction.atomic
+def cancel_run(run_pk: int) -> Run:
+    """Cancel at once when no worker holds the run; otherwise ask the worker (it stops before its next step)."""
+    run = Run.objects.select_for_update().get(pk=run_pk)
+    if run.is_terminal:
+        return run
+    if run.status == Run.Status.RUNNING:
+        run.cancel_requested = True
+        run.save(update_fields=["cancel_requested", "updated_at"])
+        _announce_run(run)
+    else:
+        _finish(run, Run.Status.CANCELLED, error="cancelled")
+    return run
+
+
+@transaction.atomic
+def finish_cancelled(run_pk: int, worker: str, active_seconds: float) -> None:
+    run = _locked_own_run(run_pk, worker)
+    _finish(run, Run.Status.CANCELLED, error="cancelled while running", active_seconds=active_seconds)
+
+
+@transaction.atomic
+def decide_step(run_pk: int, seq: int, decision: dict) -> Step:
+    """A human decided a waiting step (approved / modified / taken_over / rejected); the run resumes."""
+    run = Run.objects.select_for_update().get(pk=run_pk)
+    step = Step.objects.select_for_update().get(run=run, seq=seq)
+    if step.status != Step.Status.WAITING_HUMAN:
+        raise ValueError(f"step {seq} of run {run_pk} is {step.status}, not waiting for a human")
+    step.status = Step.Status.DECIDED
+    step.decision = decision
+    step.save(update_fields=["status", "decision"])
+    if run.status == Run.Status.WAITING_HUMAN:
+        run.status = Run.Status.QUEUED
+        run.version += 1
+        run.save(update_fields=["status", "version", "updated_at"])
+        _enqueue_execution(run.pk)
+    _announce_step(run, step)
+    _announce_run(run)
+    return step
+
+
+@transaction.atomic
+def retry_run(run_pk: int) -> Run:
+    """Run a failed run again from its last checkpoint: completed steps replay, the failed one re-runs,
+    and the request timeout starts afresh."""
+    run = Run.objects.select_for_update().get(pk=run_pk)
+    if run.status != Run.Status.FAILED:
+        raise ValueError(f"only a failed run can be retried; run {run_pk} is {run.status}")
+    run.status = Run.Status.QUEUED
+    run.error, run.error_class, run.finished_at, run.active_seconds = "", "", None, 0.0
+    run.version += 1
+    run.save()
+    _enqueue_execution(run.pk)
+    _announce_run(run)
+    return run
+
+
+def reclaim_expired_runs() -> list[int]:
+    """Beat: re-enqueue runs whose worker stopped renewing its lease (it died or hung)."""
+    reclaimed = []
+    for run_pk in Run.objects.filter(status=Run.Status.RUNNING, lease_expires_at__lt=timezone.now()).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            run = Run.objects.select_for_update(skip_locked=True).filter(pk=run_pk).first()
+            if run is None or run.status != Run.Status.RUNNING or run.lease_expires_at >= timezone.now():
+                continue
+            log.warning("run.reclaimed", run_id=run.pk, dead_worker=run.lease_owner)
+            run.status, run.lease_owner, run.lease_expires_at = Run.Status.QUEUED, "", None
+            run.version += 1
+            run.save(update_fields=["status", "lease_owner", "lease_expires_at", "version", "updated_at"])
+            _enqueue_execution(run.pk)
+            _announce_run(run)
+            reclaimed.append(run.pk)
+    return reclaimed
+
+
+def record_effect(idempotency_key: str, tool: str, payload: dict) -> tuple[ToolEffect, bool]:
+    """Exactly-once side effect: the first call with a key records it; later calls find it."""
+    with transaction.atomic():
+        return ToolEffect.objects.get_or_create(
+            idempotency_key=idempotency_key, defaults={"tool": tool, "payload": payload}
+        )

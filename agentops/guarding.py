@@ -110,3 +110,17 @@ def probe_route(operation: str, prompt: str) -> dict:
         return {"ok": True, **guarded_llm(request, deps=guard_deps()).to_dict()}
     except FallbackExhausted as exc:
         return {"ok": False, "error": str(exc), "hops": [hop.to_dict() for hop in exc.hops]}
+
+
+_tool_cache: tuple[int, TwoLevelCache] | None = None
+
+
+def tool_cache() -> TwoLevelCache:
+    """The per-process cache for cacheable tools (30 min / 500 entries)."""
+    global _tool_cache
+    with _lock:
+        if _tool_cache is None or _tool_cache[0] != os.getpid():
+            from agentops.redis_client import runtime_redis
+
+            _tool_cache = (os.getpid(), TwoLevelCache(runtime_redis(), CACHE_SPECS["tool"]))
+        return _tool_cache[1]

@@ -134,7 +134,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBIL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "reclaim-expired-runs": {"task": "agentops.reclaim_runs", "schedule": env_float("RECLAIM_EVERY", 5.0, minimum=0.5)},
+}
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
 
 # --- auth, sessions, security ------------------------------------------------------------------
@@ -195,6 +197,9 @@ OTEL_ENABLED = bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or env_str("OTEL_
 AGENTOPS_AGENT_MODULES = env_list("AGENTOPS_AGENT_MODULES", [])
 AGENTOPS_BENCH_ENDPOINTS = env_bool("AGENTOPS_BENCH_ENDPOINTS", False)
 READYZ_TIMEOUT = env_float("READYZ_TIMEOUT", 2.0, minimum=0.1)
+# A worker holds a run's lease and renews it every RUN_LEASE_SECONDS / 3; beat re-enqueues runs whose
+# lease expired (the worker died), so a crashed run resumes after at most lease + reclaim interval.
+RUN_LEASE_SECONDS = env_float("RUN_LEASE_SECONDS", 30.0, minimum=1.0)
 
 from agentops.observability.logging import configure_logging  # noqa: E402  (needs LOG_* above)
 

@@ -20,3 +20,21 @@ def probe_route(operation: str, prompt: str) -> dict:
     from agentops.guarding import probe_route as probe
 
     return probe(operation, prompt)
+
+
+# The soft limit backstops runaway agent code that makes no ctx call (ctx itself enforces the 300 s
+# request timeout between steps); a suspended run frees the worker, so human waits never count.
+@app.task(name="agentops.execute_run", acks_late=True, reject_on_worker_lost=True, soft_time_limit=360)
+def execute_run(run_pk: int) -> str:
+    """Claim and execute one run (a duplicate delivery finds it claimed and exits quietly)."""
+    from agentops.execution import execute_run as execute
+
+    return execute(run_pk)
+
+
+@app.task(name="agentops.reclaim_runs")
+def reclaim_runs() -> list[int]:
+    """Beat: re-enqueue runs whose worker died (lease expired)."""
+    from agentops.actions import reclaim_expired_runs
+
+    return reclaim_expired_runs()

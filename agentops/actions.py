@@ -180,7 +180,11 @@ def _locked_own_run(run_pk: int, worker: str) -> Run:
 
 @transaction.atomic
 def step_begin(run_pk: int, worker: str, seq: int, kind: str, name: str, phase: str | None, arguments: dict) -> Step:
+    from agentops.runtime.context import RunCancelled
+
     run = _locked_own_run(run_pk, worker)
+    if run.cancel_requested:  # checked before every step: cancelling never waits for a heartbeat
+        raise RunCancelled(f"run {run_pk} was cancelled")
     step, created = Step.objects.get_or_create(
         run=run, seq=seq, defaults={"kind": kind, "name": name, "phase": phase or "", "arguments": arguments}
     )

@@ -146,9 +146,18 @@ def execute_run(run_pk: int) -> str:
     run = actions.claim_run(run_pk, worker, lease)
     if run is None:
         return "not-claimable"
-    agents = load_agents()
-    spec = agents.get(run.agent.name)
     structlog.contextvars.bind_contextvars(run_id=run.pk, agent=run.agent.name, session_id=run.session_id)
+    try:
+        spec = load_agents().get(run.agent.name)
+    except Exception as exc:  # a broken agent module fails the run clearly instead of leaving it leased
+        actions.fail_run(
+            run.pk,
+            worker,
+            error_class="AgentLoadError",
+            active_seconds=run.active_seconds,
+            error=f"loading agent modules failed: {exc!r}",
+        )
+        return "failed"
     if spec is None:
         actions.fail_run(
             run.pk,

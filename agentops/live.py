@@ -20,7 +20,6 @@ from agentops.observability import metrics
 
 log = structlog.get_logger(__name__)
 
-STATIC_GROUPS = {"review.queue", "review.experts", "alerts", "ops"}
 SEND_TIMEOUT = 5.0
 
 
@@ -40,7 +39,7 @@ def group_allowed(user, group: str) -> bool:
         return roles.can_open(user, "queue")
     if group == "review.experts":
         return user.is_superuser or roles.EXPERT in roles.user_roles(user)
-    if group.startswith("run.") and group[4:].isdigit():
+    if group == "runs" or (group.startswith("run.") and group[4:].isdigit()):
         return roles.can_open(user, "runs")
     return False
 

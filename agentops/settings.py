@@ -204,3 +204,7 @@ RUN_LEASE_SECONDS = env_float("RUN_LEASE_SECONDS", 30.0, minimum=1.0)
 from agentops.observability.logging import configure_logging  # noqa: E402  (needs LOG_* above)
 
 configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+
+from agentops.observability.tracing import configure_tracing  # noqa: E402
+
+configure_tracing(export=OTEL_ENABLED)

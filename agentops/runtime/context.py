@@ -335,6 +335,8 @@ class RunContext:
                 raise Suspend(seq, pending.escalation_id, pending.reason) from None
             except TimeoutExceeded as exc:
                 self._fail_step(seq, "Timeout", str(exc), started)
+                if self.request_deadline.expired:
+                    raise RequestTimeout(self.settings.request_timeout) from None
                 raise
             except Exception as exc:
                 error = classify(exc) if not isinstance(exc, ProviderError) else exc
@@ -345,6 +347,12 @@ class RunContext:
         self.tokens["output"] += result.output_tokens
         self.journal.complete(seq, result.to_dict(), _meta_of(result))
         return result
+
+    def _timeout(self, layer: str, started: float) -> BaseException:
+        """The whole request's timeout when that is what ran out, else this layer's."""
+        if self.request_deadline.expired:
+            return RequestTimeout(self.settings.request_timeout)
+        return TimeoutExceeded(layer, round(self._clock() - started, 3))
 
     def _fail_step(self, seq: int, error_class: Any, message: str, started: float, hops=None) -> None:
         meta = StepMeta(error_class=str(error_class), duration_ms=(self._clock() - started) * 1000, hops=hops or [])
@@ -430,7 +438,7 @@ class RunContext:
                 result = future.result(timeout=max(0.0, deadline.remaining()))
             except FutureTimeout:
                 # The thread cannot be killed; it finishes in the background and its result is dropped.
-                error = TimeoutExceeded("tool", round(self._clock() - started, 3))
+                error = self._timeout("tool", started)
                 self._fail_step(seq, "Timeout", str(error), started)
                 raise error from None
             except Exception as exc:

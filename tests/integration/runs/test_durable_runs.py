@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -143,7 +144,7 @@ def test_cancel_a_waiting_run_and_a_running_one(defaults, worker):
 def _kill_worker_holding(run_pk: int) -> int:
     """kill -9 the whole worker (parent and pool children) whose pool process holds the run's lease."""
     owner_pid = int(Run.objects.get(pk=run_pk).lease_owner.split(":")[1])
-    parent = int(open(f"/proc/{owner_pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    parent = int(Path(f"/proc/{owner_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
     for pid in [str(parent), *children]:
         try:

@@ -72,3 +72,42 @@ def ping_workers(timeout: float = 1.0) -> list[str]:
     except Exception:
         return []
     return sorted(name for reply in replies for name in reply)
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each Celery queue (the Redis broker keeps one list per queue)."""
+    from agentops.redis_client import runtime_redis
+
+    try:
+        return {"default": int(runtime_redis().llen("default"))}
+    except Exception:
+        return {}
+
+
+def adaptive_timeouts_in_force(limit: int = 50) -> list[dict]:
+    """Per operation and model: samples seen, their p95 and the timeout the guard uses now."""
+    from agentops.guarding import guard_deps
+    from agentops.redis_client import runtime_redis
+    from agentops.runtime.timeouts import p95
+
+    deps = guard_deps()
+    adaptive, config = deps.adaptive, deps.config.get()
+    rows = []
+    try:
+        keys = sorted(runtime_redis().scan_iter(match="agentops:latency:*", count=200))[:limit]
+    except Exception:
+        return rows
+    for raw in keys:
+        operation, _, model = raw.decode().removeprefix("agentops:latency:").partition(":")
+        samples = adaptive.samples(operation, model)
+        rows.append(
+            {
+                "operation": operation,
+                "model": model,
+                "samples": len(samples),
+                "p95": round(p95(samples), 3) if samples else None,
+                "timeout": round(adaptive.timeout_for(operation, model, config.timeouts.llm), 2),
+                "adaptive": len(samples) >= adaptive.settings.min_samples,
+            }
+        )
+    return rows

@@ -11,6 +11,7 @@ from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from agentops import actions, health, roles
@@ -76,13 +77,18 @@ def ops_status(request):
 
 
 def _ops_context() -> dict:
+    from django.db.models import Count
+
     from agentops.guarding import breaker_registry
-    from agentops.models import ModelRoute
+    from agentops.models import ModelRoute, Run
 
     return {
         "checks": health.run_checks(),
         "workers": health.ping_workers(timeout=0.5),
         "breakers": breaker_registry().snapshots(),
+        "queues": health.queue_depths(),
+        "timeouts": health.adaptive_timeouts_in_force(),
+        "runs_by_status": dict(Run.objects.values_list("status").annotate(n=Count("id")).order_by()),
         "operations": ["default", *ModelRoute.objects.values_list("operation", flat=True)],
     }
 
@@ -123,7 +129,10 @@ def ops_probe_result(request, task_id: str):
     result = None
     if outcome.ready():
         result = outcome.result if outcome.successful() else {"ok": False, "error": f"task failed: {outcome.result!r}"}
-    return render(request, "agentops/ops.html#probe-result", {"task_id": task_id, "result": result})
+    response = render(request, "agentops/ops.html#probe-result", {"task_id": task_id, "result": result})
+    if result is not None:  # the probe may have created a breaker or a latency sample: refresh the status
+        trigger_client_event(response, "live:ops")
+    return response
 
 
 class ProbeForm(forms.Form):

@@ -269,6 +269,10 @@ def step_wait_human(
         step.hops = meta.hops
     escalation_id = open_escalation(run, step, reason=reason, priority=priority, payload=payload)
     step.escalation_id = escalation_id
+    step.arguments = {
+        **(step.arguments or {}),
+        "escalation": {"id": escalation_id, "reason": reason, "priority": priority},
+    }
     step.save()
     _announce_step(run, step)
     return escalation_id

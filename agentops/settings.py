@@ -87,6 +87,9 @@ DATABASES = {
     )
 }
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5, minimum=1)
+# Lets concurrent test sessions on one server keep their own test database.
+if env_str("TEST_DB_NAME", ""):
+    DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DB_NAME", "")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:63790/0")
@@ -136,6 +139,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE: dict = {
     "reclaim-expired-runs": {"task": "agentops.reclaim_runs", "schedule": env_float("RECLAIM_EVERY", 5.0, minimum=0.5)},
+    "expire-escalations": {"task": "review.expire_overdue", "schedule": env_float("EXPIRE_EVERY", 5.0, minimum=0.5)},
 }
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
 

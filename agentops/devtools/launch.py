@@ -84,7 +84,12 @@ def run(argv: list[str]) -> int:
     logs = services.profile("dev").home / "logs"
     step("migrating ...")
     manage(env, "migrate", "--noinput", log=logs / "migrate.log", what="migration")
-    manage(env, "seed_demo", "--quiet", log=logs / "seed.log", what="seeding demo data")
+    mock_port = int(os.environ.get("MOCK_OPENAI_PORT", "8011"))
+    if services.port_open(mock_port):
+        raise ServiceError(f"port {mock_port} (the demo's OpenAI mock) is in use; set MOCK_OPENAI_PORT to a free port")
+    env["MOCK_OPENAI_PORT"] = str(mock_port)
+    manage(env, "seed_demo", "--quiet", f"--mock-url=http://127.0.0.1:{mock_port}/v1", log=logs / "seed.log",
+           what="seeding demo data")
     creds = (RUN / "demo-credentials.txt").read_text()
     print("\nDemo logins (role username password), kept in .run/demo-credentials.txt:")
     for line in creds.splitlines():

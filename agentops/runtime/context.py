@@ -368,8 +368,10 @@ class RunContext:
         confidence: float | None = None,
         side_effect: bool | None = None,
         retry_count: int = 0,
+        context: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Call a registered tool after the escalation policy allowed it (or a human approved it)."""
+        """Call a registered tool after the escalation policy allowed it (or a human approved it).
+        `context` (agent_analysis, suggestions, ...) is shown to the reviewer if the call escalates."""
         args = dict(args or {})
         spec = TOOLS.get(name)
         if spec is None:

@@ -1,7 +1,7 @@
 """Benchmark harness: every subject is measured against a baseline in the same run, interleaved in
 rounds on the same two cores, and reported as medians and a ratio (never one absolute time).
 
-A benchmark module `tests/bench/bench_*.py` defines `run(ctx) -> list[Result]`.
+A benchmark module `tests/bench/bench_*.py` defines `run() -> list[Result]`.
 """
 
 from __future__ import annotations

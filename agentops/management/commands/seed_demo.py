@@ -36,14 +36,46 @@ def read_credentials(path: Path) -> dict[str, str]:
     return found
 
 
+DEMO_ROUTES = (
+    # operation, primary model on the mock, backup model on the simulated provider
+    ("planning", "gpt-4o", "gpt-4o-mini"),
+    ("classify", "gpt-4o-mini", "gpt-4o"),
+    ("response", "gpt-4o-mini", "gpt-4o"),
+    ("summarize", "gpt-4o", "gpt-4o-mini"),
+)
+
+
+def route_demo_models_to_mock(mock_url: str) -> None:
+    """Primary models answer from the fault-injecting mock (its faults drive retries, breakers and
+    fallbacks the demo shows); backups answer from the offline simulated provider."""
+    from agentops.models import ModelRoute, Provider, RuntimeSettings
+
+    mock = Provider.objects.filter(name="mock").first() or Provider(name="mock")
+    mock.kind, mock.base_url, mock.api_key, mock.enabled = Provider.Kind.OPENAI, mock_url, "demo-key", True
+    actions.save_runtime_object(mock)
+    simulated = Provider.objects.get(name="simulated")
+    for operation, primary, backup in DEMO_ROUTES:
+        route = ModelRoute.objects.filter(operation=operation).first() or ModelRoute(operation=operation)
+        route.primary_provider, route.primary_model = mock, primary
+        route.backup_provider, route.backup_model = simulated, backup
+        actions.save_runtime_object(route)
+    row = RuntimeSettings.objects.get()
+    row.default_provider, row.default_model = mock, "gpt-4o-mini"
+    row.backup_provider, row.backup_model = simulated, "gpt-4o"
+    actions.save_runtime_object(row)
+
+
 class Command(BaseCommand):
     help = "Create demo users (admin, reviewer, expert, budget admin) and seed data; safe to re-run."
 
     def add_arguments(self, parser):
         parser.add_argument("--credentials-file", default=str(settings.RUN_DIR / "demo-credentials.txt"))
+        parser.add_argument(
+            "--mock-url", default="", help="route the demo models to this fault-injecting OpenAI mock (make run does)"
+        )
         parser.add_argument("--quiet", action="store_true", help="do not print the logins")
 
-    def handle(self, *args, credentials_file: str, quiet: bool, **options):
+    def handle(self, *args, credentials_file: str, quiet: bool, mock_url: str, **options):
         path = Path(credentials_file)
         known = read_credentials(path)
         actions.ensure_role_groups()
@@ -52,6 +84,9 @@ class Command(BaseCommand):
             password = known.get(username) or secrets.token_urlsafe(12)
             actions.ensure_user(username, password, roles=groups, superuser=superuser)
             lines.append(f"{role} {username} {password}")
+        actions.sync_registered_agents()
+        if mock_url:
+            route_demo_models_to_mock(mock_url)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
         path.chmod(0o600)

@@ -1,0 +1,271 @@
+"""The only code that changes escalations. Every event is audited and announced after commit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agentops import live
+from agentops.observability import metrics
+from review.models import PRIORITY_ORDER, AuditEvent, Escalation
+
+log = structlog.get_logger(__name__)
+
+CLAIM_SECONDS = 300
+D = Escalation.Decision
+
+
+class DecisionConflict(Exception):
+    """Someone else claimed or decided this escalation first (or it expired). The message says who/what."""
+
+
+def _audit(escalation: Escalation, event: str, actor=None, **data) -> None:
+    AuditEvent.objects.create(escalation=escalation, event=event, actor=actor, data=data)
+
+
+def _announce(escalation: Escalation, event: str) -> None:
+    data = {"escalation": escalation.pk, "state": escalation.state, "queue": escalation.queue}
+    live.publish("review.queue", event, data)
+    if escalation.queue == Escalation.Queue.EXPERTS or event == "escalation.to_experts":
+        live.publish("review.experts", event, data)
+
+
+def _pending_gauge() -> None:
+    for queue in Escalation.Queue.values:
+        count = Escalation.objects.filter(queue=queue, state__in=Escalation.OPEN_STATES).count()
+        metrics.ESCALATIONS_PENDING.labels(queue=queue).set(count)
+
+
+@transaction.atomic
+def create_escalation(
+    *,
+    operation: str,
+    reason: str,
+    priority: str,
+    deadline_seconds: int,
+    run=None,
+    step_seq: int | None = None,
+    agent=None,
+    session_id: str = "",
+    source: str = "run",
+    kind: str = "tool",
+    arguments: dict | None = None,
+    value: float | None = None,
+    confidence: float | None = None,
+    retry_count: int = 0,
+    context: dict | None = None,
+    rule: str = "",
+) -> Escalation:
+    escalation = Escalation.objects.create(
+        run=run,
+        step_seq=step_seq,
+        agent=agent,
+        session_id=session_id,
+        source=source,
+        kind=kind,
+        operation=operation,
+        arguments=arguments or {},
+        value=value,
+        confidence=confidence,
+        retry_count=retry_count,
+        context=context or {},
+        reason=reason,
+        priority=priority,
+        priority_rank=PRIORITY_ORDER.get(priority, 1),
+        rule=rule[:200],
+        deadline_at=timezone.now() + timedelta(seconds=deadline_seconds),
+    )
+    _audit(escalation, "created", reason=reason, priority=priority, rule=rule)
+    _announce(escalation, "escalation.created")
+    transaction.on_commit(lambda: metrics.ESCALATIONS.labels(reason=reason, priority=priority).inc())
+    transaction.on_commit(_pending_gauge)
+    log.info("escalation.created", escalation=escalation.pk, reason=reason, priority=priority, operation=operation)
+    return escalation
+
+
+def _claimable_by(user, now) -> Q:
+    return Q(claimed_by__isnull=True) | Q(claimed_by=user) | Q(claim_expires_at__lt=now)
+
+
+@transaction.atomic
+def claim(escalation_id: int, user) -> Escalation:
+    """Take the item for CLAIM_SECONDS so two reviewers do not work the same one (renews your own claim)."""
+    now = timezone.now()
+    updated = (
+        Escalation.objects.filter(pk=escalation_id, state__in=Escalation.OPEN_STATES)
+        .filter(_claimable_by(user, now))
+        .update(
+            state=Escalation.State.CLAIMED,
+            claimed_by=user,
+            claim_expires_at=now + timedelta(seconds=CLAIM_SECONDS),
+            version=F("version") + 1,
+        )
+    )
+    escalation = Escalation.objects.select_related("claimed_by").get(pk=escalation_id)
+    if not updated:
+        raise DecisionConflict(_why_not_open(escalation, user))
+    _audit(escalation, "claimed", user)
+    _announce(escalation, "escalation.claimed")
+    return escalation
+
+
+@transaction.atomic
+def release(escalation_id: int, user) -> Escalation:
+    updated = Escalation.objects.filter(pk=escalation_id, state=Escalation.State.CLAIMED, claimed_by=user).update(
+        state=Escalation.State.PENDING, claimed_by=None, claim_expires_at=None, version=F("version") + 1
+    )
+    escalation = Escalation.objects.get(pk=escalation_id)
+    if updated:
+        _audit(escalation, "released", user)
+        _announce(escalation, "escalation.released")
+    return escalation
+
+
+def _why_not_open(escalation: Escalation, user) -> str:
+    if escalation.state == Escalation.State.DECIDED:
+        who = escalation.decided_by.get_username() if escalation.decided_by else "someone"
+        return f"Already decided ({escalation.decision}) by {who}. Your input was not applied."
+    if escalation.state == Escalation.State.EXPIRED:
+        return "This escalation expired and the safe default (reject) was applied."
+    if escalation.claimed_by_id and escalation.claimed_by_id != getattr(user, "pk", None):
+        return f"{escalation.claimed_by.get_username()} is working on this item right now."
+    return "This item changed meanwhile; reload it to see its current state."
+
+
+@transaction.atomic
+def decide(
+    escalation_id: int,
+    user,
+    decision: str,
+    *,
+    arguments: dict | None = None,
+    result=None,
+    comment: str = "",
+    confidence: int | None = None,
+    version: int | None = None,
+) -> Escalation:
+    """Accept one decision, exactly once (conditional update on state, claim and version); the run resumes."""
+    if decision not in D.values:
+        raise ValueError(f"unknown decision {decision!r}")
+    if decision == D.MODIFIED and not isinstance(arguments, dict):
+        raise ValueError("a modification needs the new arguments as a JSON object")
+    now = timezone.now()
+    query = Escalation.objects.filter(pk=escalation_id, state__in=Escalation.OPEN_STATES).filter(
+        _claimable_by(user, now)
+    )
+    if version is not None:
+        query = query.filter(version=version)
+    updated = query.update(
+        state=Escalation.State.DECIDED,
+        decision=decision,
+        final_arguments=arguments if decision == D.MODIFIED else None,
+        result=result if decision == D.TAKEN_OVER else None,
+        comment=comment,
+        reviewer_confidence=confidence,
+        decided_by=user,
+        decided_at=now,
+        claimed_by=None,
+        claim_expires_at=None,
+        version=F("version") + 1,
+    )
+    escalation = Escalation.objects.select_related("decided_by", "claimed_by").get(pk=escalation_id)
+    if not updated:
+        raise DecisionConflict(_why_not_open(escalation, user))
+    _audit(
+        escalation,
+        "decided",
+        user,
+        decision=decision,
+        comment=comment,
+        confidence=confidence,
+        arguments=arguments if decision == D.MODIFIED else None,
+    )
+    _resume(escalation)
+    _announce(escalation, "escalation.decided")
+    waited = (now - escalation.created_at).total_seconds()
+    transaction.on_commit(lambda: metrics.DECISION_SECONDS.labels(decision=decision).observe(waited))
+    transaction.on_commit(_pending_gauge)
+    return escalation
+
+
+def _resume(escalation: Escalation) -> None:
+    """Hand the decision to the suspended run (its step replays with it when the run resumes)."""
+    if escalation.run_id is None or escalation.step_seq is None:
+        return
+    from agentops import actions as run_actions
+
+    run_actions.decide_step(
+        escalation.run_id,
+        escalation.step_seq,
+        {
+            "decision": escalation.decision,
+            "arguments": escalation.final_arguments,
+            "result": escalation.result,
+            "comment": escalation.comment,
+            "escalation": escalation.pk,
+        },
+    )
+
+
+@transaction.atomic
+def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: bool = False) -> Escalation:
+    """Move the item to the expert queue with a fresh deadline (once)."""
+    from review.policy import policy_for
+
+    now = timezone.now()
+    escalation = Escalation.objects.select_for_update().get(pk=escalation_id)
+    if not escalation.is_open or (
+        not system
+        and escalation.claimed_by_id not in (None, user.pk)
+        and escalation.claim_expires_at
+        and escalation.claim_expires_at > now
+    ):
+        raise DecisionConflict(_why_not_open(escalation, user))
+    deadline = policy_for(escalation.agent.name if escalation.agent_id else None, escalation.operation).deadline_seconds
+    escalation.queue = Escalation.Queue.EXPERTS
+    escalation.state = Escalation.State.PENDING
+    escalation.claimed_by, escalation.claim_expires_at = None, None
+    escalation.escalated_at = now
+    escalation.deadline_at = now + timedelta(seconds=deadline)
+    escalation.version += 1
+    escalation.save()
+    _audit(escalation, "escalated_to_expert", None if system else user, comment=comment, automatic=system)
+    _announce(escalation, "escalation.to_experts")
+    transaction.on_commit(_pending_gauge)
+    return escalation
+
+
+def expire_overdue() -> dict:
+    """Beat: an overdue item goes to the expert queue once; overdue again, the safe default (reject)
+    applies and the run resumes with it."""
+    moved, expired = [], []
+    now = timezone.now()
+    for pk in Escalation.objects.filter(state__in=Escalation.OPEN_STATES, deadline_at__lt=now).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            escalation = Escalation.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+            if escalation is None or not escalation.is_open or escalation.deadline_at >= timezone.now():
+                continue
+            if escalation.escalated_at is None:
+                escalate_to_expert(pk, None, comment="deadline passed", system=True)
+                moved.append(pk)
+                continue
+            escalation.state = Escalation.State.EXPIRED
+            escalation.decision = D.REJECTED
+            escalation.comment = "Expired twice without a decision: the safe default (reject) applied."
+            escalation.decided_at = timezone.now()
+            escalation.claimed_by, escalation.claim_expires_at = None, None
+            escalation.version += 1
+            escalation.save()
+            _audit(escalation, "expired", None, decision=D.REJECTED)
+            _resume(escalation)
+            _announce(escalation, "escalation.expired")
+            expired.append(pk)
+    if moved or expired:
+        _pending_gauge()
+    return {"to_experts": moved, "expired": expired}

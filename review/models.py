@@ -1,0 +1,141 @@
+"""Escalations: requests for a human decision, the policy that creates them, and their audit log."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from agentops.models import Agent, Run
+
+
+class Priority(models.TextChoices):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+PRIORITY_ORDER = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
+
+
+class Reason(models.TextChoices):
+    LOW_CONFIDENCE = "low_confidence"
+    SENSITIVE_OPERATION = "sensitive_operation"
+    HIGH_VALUE_DECISION = "high_value_decision"
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
+    ALL_FALLBACKS_FAILED = "all_fallbacks_failed"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+
+class EscalationPolicy(models.Model):
+    """Thresholds and priorities. The most specific enabled row applies: agent + operation, then agent,
+    then operation, then the global row (both blank)."""
+
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.CASCADE, help_text="blank = every agent")
+    operation = models.CharField(max_length=100, blank=True, help_text="tool or operation name; blank = every one")
+    enabled = models.BooleanField(default=True)
+    low_confidence_below = models.FloatField(default=0.7, validators=[MinValueValidator(0), MaxValueValidator(1)])
+    high_value_above = models.FloatField(default=1000.0, validators=[MinValueValidator(0)])
+    max_retries = models.PositiveSmallIntegerField(default=3)
+    sensitive_prefixes = models.CharField(
+        max_length=300, default="delete,modify,send", help_text="comma-separated name prefixes", blank=True
+    )
+    deadline_seconds = models.PositiveIntegerField(default=600, validators=[MinValueValidator(5)])
+    priority_sensitive_operation = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
+    priority_high_value_decision = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
+    priority_low_confidence = models.CharField(max_length=10, choices=Priority.choices, default=Priority.MEDIUM)
+    priority_max_retries_exceeded = models.CharField(max_length=10, choices=Priority.choices, default=Priority.LOW)
+    priority_all_fallbacks_failed = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
+    priority_budget_exceeded = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
+
+    class Meta:
+        verbose_name_plural = "escalation policies"
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "operation"], name="policy_scope", nulls_distinct=False)
+        ]
+
+    def __str__(self) -> str:
+        return f"policy for {self.agent or 'every agent'} / {self.operation or 'every operation'}"
+
+
+class Escalation(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending"
+        CLAIMED = "claimed"
+        DECIDED = "decided"
+        EXPIRED = "expired"
+
+    class Queue(models.TextChoices):
+        REVIEWERS = "reviewers"
+        EXPERTS = "experts"
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved"
+        MODIFIED = "modified"
+        TAKEN_OVER = "taken_over"
+        REJECTED = "rejected"
+
+    OPEN_STATES = (State.PENDING, State.CLAIMED)
+
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="escalations")
+    step_seq = models.PositiveIntegerField(null=True, blank=True)
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="escalations")
+    session_id = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=20, default="run")  # run | api | budget
+    kind = models.CharField(max_length=10, default="tool")  # tool | llm
+    operation = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict, blank=True)
+    value = models.FloatField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    retry_count = models.PositiveIntegerField(default=0)
+    context = models.JSONField(default=dict, blank=True, help_text="user_input, agent_analysis, suggestions, ...")
+    reason = models.CharField(max_length=40, choices=Reason.choices)
+    rule = models.CharField(max_length=200, blank=True)
+    priority = models.CharField(max_length=10, choices=Priority.choices, db_index=True)
+    priority_rank = models.PositiveSmallIntegerField(default=1, db_index=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    queue = models.CharField(max_length=10, choices=Queue.choices, default=Queue.REVIEWERS, db_index=True)
+    deadline_at = models.DateTimeField()
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    decision = models.CharField(max_length=12, choices=Decision.choices, blank=True)
+    final_arguments = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    reviewer_confidence = models.PositiveSmallIntegerField(null=True, blank=True, validators=[MaxValueValidator(100)])
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["priority_rank", "created_at"]
+        indexes = [models.Index(fields=["state", "queue", "priority_rank", "created_at"], name="queue_order")]
+
+    def __str__(self) -> str:
+        return f"escalation {self.pk} ({self.reason}, {self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+
+class AuditEvent(models.Model):
+    """Append-only: every event of every escalation, with who and when."""
+
+    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="events")
+    event = models.CharField(max_length=30)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.event} on escalation {self.escalation_id}"

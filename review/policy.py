@@ -1,0 +1,134 @@
+"""The escalation policy: does this action need a human, why, and how urgently.
+
+Rules (thresholds in EscalationPolicy rows, admin-editable, per agent and per operation):
+sensitive operation (name starts with delete/modify/send), high value (> 1000), low confidence (< 0.7),
+retry count (≥ 3); plus all_fallbacks_failed and budget_exceeded, raised by the guard and the budgets.
+When several rules fire, the most urgent wins (ties: the order above). Rows are cached per process and
+reloaded when the runtime config version changes (every policy save bumps it).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from review.models import PRIORITY_ORDER, EscalationPolicy, Reason
+
+DEFAULT = EscalationPolicy()  # unsaved: the seed's thresholds and priorities
+
+
+@dataclass(frozen=True)
+class PolicyVerdict:
+    escalate: bool
+    reason: str | None = None
+    priority: str | None = None
+    rule: str | None = None
+    deadline_seconds: int = 600
+
+
+ALLOW = PolicyVerdict(False)
+
+_lock = threading.Lock()
+_cache: tuple[object, list[EscalationPolicy]] | None = None
+
+
+def _policies() -> list[EscalationPolicy]:
+    from agentops.runtime_config import config_source
+
+    global _cache
+    version = config_source().get().version
+    with _lock:
+        if _cache is None or _cache[0] != version:
+            rows = list(EscalationPolicy.objects.filter(enabled=True).select_related("agent"))
+            _cache = (version, rows)
+        return _cache[1]
+
+
+def policy_for(agent_name: str | None, operation: str | None) -> EscalationPolicy:
+    """The most specific enabled policy for this agent and operation (else the seed's defaults)."""
+    best, best_score = DEFAULT, -1
+    for row in _policies():
+        if row.agent_id and (row.agent is None or row.agent.name != agent_name):
+            continue
+        if row.operation and row.operation != operation:
+            continue
+        score = (2 if row.agent_id else 0) + (1 if row.operation else 0)
+        if score > best_score:
+            best, best_score = row, score
+    return best
+
+
+def _scope(policy: EscalationPolicy) -> str:
+    if policy.pk is None:
+        return "default"
+    return f"policy #{policy.pk} ({policy.agent.name if policy.agent_id else 'any agent'}/{policy.operation or 'any'})"
+
+
+def evaluate(
+    agent_name: str | None,
+    operation: str,
+    *,
+    value: float | None = None,
+    confidence: float | None = None,
+    retry_count: int = 0,
+) -> PolicyVerdict:
+    """allow, or escalate(reason, priority) naming the rule that fired."""
+    policy = policy_for(agent_name, operation)
+    prefixes = tuple(p.strip().lower() for p in policy.sensitive_prefixes.split(",") if p.strip())
+    fired = []
+    if prefixes and operation.lower().startswith(prefixes):
+        fired.append(
+            (
+                Reason.SENSITIVE_OPERATION,
+                policy.priority_sensitive_operation,
+                f"operation starts with one of {', '.join(prefixes)}",
+            )
+        )
+    if value is not None and value > policy.high_value_above:
+        fired.append(
+            (
+                Reason.HIGH_VALUE_DECISION,
+                policy.priority_high_value_decision,
+                f"value {value:g} > {policy.high_value_above:g}",
+            )
+        )
+    if confidence is not None and confidence < policy.low_confidence_below:
+        fired.append(
+            (
+                Reason.LOW_CONFIDENCE,
+                policy.priority_low_confidence,
+                f"confidence {confidence:g} < {policy.low_confidence_below:g}",
+            )
+        )
+    if retry_count >= policy.max_retries:
+        fired.append(
+            (
+                Reason.MAX_RETRIES_EXCEEDED,
+                policy.priority_max_retries_exceeded,
+                f"retry count {retry_count} >= {policy.max_retries}",
+            )
+        )
+    if not fired:
+        return ALLOW
+    reason, priority, why = min(fired, key=lambda f: PRIORITY_ORDER[f[1]])
+    return PolicyVerdict(True, str(reason), str(priority), f"{why} · {_scope(policy)}", policy.deadline_seconds)
+
+
+def verdict_for_reason(agent_name: str | None, operation: str, reason: str) -> PolicyVerdict:
+    """For escalations raised outside the rules (all_fallbacks_failed, budget_exceeded)."""
+    policy = policy_for(agent_name, operation)
+    priority = getattr(policy, f"priority_{reason}", "high")
+    return PolicyVerdict(True, reason, str(priority), f"{reason} · {_scope(policy)}", policy.deadline_seconds)
+
+
+class ReviewToolPolicy:
+    """The runtime's ToolPolicy for one agent, backed by the rules above."""
+
+    def __init__(self, agent_name: str):
+        self.agent_name = agent_name
+
+    def evaluate(self, tool, args, *, value, confidence, retry_count):
+        from agentops.runtime.context import Verdict
+
+        verdict = evaluate(self.agent_name, tool, value=value, confidence=confidence, retry_count=retry_count)
+        return Verdict(verdict.escalate, verdict.reason, verdict.priority, verdict.rule)

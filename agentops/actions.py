@@ -326,7 +326,10 @@ def cancel_run(run_pk: int) -> Run:
         run.save(update_fields=["cancel_requested", "updated_at"])
         _announce_run(run)
     else:
+        from review.actions import withdraw_for_run
+
         _finish(run, Run.Status.CANCELLED, error="cancelled")
+        withdraw_for_run(run.pk, why="the run was cancelled")
     return run
 
 

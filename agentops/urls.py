@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from agentops import views
 
@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics_view, name="metrics"),
+    path("runs/", include("agentops.runs_urls")),
     path("ops/", views.ops, name="ops"),
     path("ops/status", views.ops_status, name="ops-status"),
     path("ops/breakers/<str:name>/<slug:operation>", views.ops_breaker, name="ops-breaker"),

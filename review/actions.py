@@ -269,3 +269,21 @@ def expire_overdue() -> dict:
     if moved or expired:
         _pending_gauge()
     return {"to_experts": moved, "expired": expired}
+
+
+@transaction.atomic
+def withdraw_for_run(run_pk: int, *, why: str) -> int:
+    """Close the open escalations of a run that will not resume (it was cancelled)."""
+    withdrawn = 0
+    for escalation in Escalation.objects.select_for_update().filter(run_id=run_pk, state__in=Escalation.OPEN_STATES):
+        escalation.state = Escalation.State.EXPIRED
+        escalation.comment = f"Withdrawn: {why}"
+        escalation.claimed_by, escalation.claim_expires_at = None, None
+        escalation.version += 1
+        escalation.save()
+        _audit(escalation, "withdrawn", None, why=why)
+        _announce(escalation, "escalation.withdrawn")
+        withdrawn += 1
+    if withdrawn:
+        transaction.on_commit(_pending_gauge)
+    return withdrawn

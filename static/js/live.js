@@ -1,7 +1,7 @@
 // Live updates: the WebSocket only says "something changed in <group>". We turn each message into a
 // `live:<group>` event on <body>; page regions listen with hx-trigger="live:<group> from:body" and
-// re-read their fragment from the server. On every (re)connect we fire the same event so a page
-// reconciles whatever it missed while disconnected (channel layers deliver at most once).
+// re-read their fragment from the server. On every connect and reconnect we fire the same event so a
+// page reconciles whatever it missed while disconnected (channel layers deliver at most once).
 (function () {
   "use strict";
   function announce(group, detail) {
@@ -22,7 +22,8 @@
     var data = groupOf(evt);
     if (!data || !data.liveGroup) { return; }
     document.body.classList.remove("live-offline");
-    if (seenOpen[data.liveGroup]) { announce(data.liveGroup, { event: "reconnected" }); }
+    // first open too: changes between rendering the page and the socket joining its group are re-read
+    announce(data.liveGroup, { event: seenOpen[data.liveGroup] ? "reconnected" : "connected" });
     seenOpen[data.liveGroup] = true;
   });
   document.addEventListener("htmx:wsClose", function () { document.body.classList.add("live-offline"); });

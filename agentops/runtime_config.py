@@ -79,8 +79,17 @@ def load_runtime_config() -> RuntimeConfig:
             refusal_patterns=refusals or ValidationSettings().refusal_patterns,
         ),
         cacheable_operations=frozenset(_csv(row.cacheable_operations)),
-        version=row.updated_at.isoformat(),
+        version=_version_label(row.updated_at.isoformat()),
     )
+
+
+def _version_label(suffix: str) -> str:
+    """The Redis counter every save bumps (so provider, rule and policy edits change it too)."""
+    try:
+        counter = current_version()
+    except Exception:  # Redis down: the TTL reload still happens
+        counter = None
+    return f"{(counter or b'0').decode()}:{suffix}"
 
 
 def current_version() -> bytes | None:

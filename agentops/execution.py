@@ -15,6 +15,7 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.db.models import Q
 from opentelemetry import trace
 
 from agentops import actions
@@ -51,9 +52,11 @@ class DbJournal:
         from agentops.models import Step
 
         self.run_pk, self.worker = run_pk, worker
+        # A phase still "running" was interrupted by a suspension or a crash: it resumes without a
+        # second begin (its inner steps replay on their own).
+        steps = Step.objects.filter(run_id=run_pk).filter(Q(status__in=REPLAYABLE) | Q(kind="phase", status="running"))
         self._recorded = {
-            s.seq: RecordedStep(s.seq, s.kind, s.name, s.status, s.result, s.decision, s.end_seq)
-            for s in Step.objects.filter(run_id=run_pk, status__in=REPLAYABLE)
+            s.seq: RecordedStep(s.seq, s.kind, s.name, s.status, s.result, s.decision, s.end_seq) for s in steps
         }
 
     def replay(self, seq: int) -> RecordedStep | None:

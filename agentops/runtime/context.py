@@ -381,6 +381,8 @@ class RunContext:
         recorded = self._replayed(seq, "tool", name)
         if recorded is not None:
             if recorded.status == "completed":
+                if (recorded.decision or {}).get("decision") == "rejected":  # replays as the same exception
+                    raise ToolRejected(name, str((recorded.decision or {}).get("comment") or ""))
                 return recorded.result
             if recorded.status == "waiting_human":
                 raise Suspend(seq, None, "waiting")
@@ -478,6 +480,8 @@ class RunContext:
         started = self._clock()
         try:
             result = fn()
+        except RunInterrupted:  # suspended / cancelled: the phase stays open and resumes with the run
+            raise
         except TimeoutExceeded:
             meta = StepMeta(error_class="Timeout", duration_ms=(self._clock() - started) * 1000)
             if critical:
@@ -485,6 +489,10 @@ class RunContext:
                 raise PhaseTimeout(name, seconds) from None
             self.journal.skip(seq, f"optional phase timed out after {seconds:g} s", meta, end_seq=self._seq)
             return default
+        except Exception as exc:  # the phase failed with its step; the agent may still handle the error
+            meta = StepMeta(error_class=type(exc).__name__, duration_ms=(self._clock() - started) * 1000)
+            self.journal.fail(seq, type(exc).__name__, str(exc)[:2000], meta)
+            raise
         finally:
             self._phase, self._phase_deadline = None, None
         if recorded is None or recorded.status != "completed":

@@ -1,0 +1,172 @@
+"""Durable runs vs bare Celery: 4-step simulated runs per second on ONE worker process (concurrency 1),
+against chains of 4 no-op Celery tasks on the same worker, interleaved in rounds.
+
+The run pays for what durability costs: the lease claim, a committed journal row per step (begin and
+finish), the guard pipeline for the two llm steps (simulated provider, latency 0), the tool thread pool,
+heartbeat thread, live events and the final commit. The chain pays for 4 broker round trips.
+
+This module is also the worker's agent module (AGENTOPS_AGENT_MODULES=tests.bench.bench_runs, and
+`-I tests.bench.bench_runs` so `bench.noop` is registered before the first chain arrives). The worker
+listens on a private queue, so no other worker on the same Redis takes these tasks (nor it theirs).
+Worker logs are at WARNING for both sides (no per-task or per-call INFO lines).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from agentops.celery import app
+from agentops.runtime.context import agent, tool
+from tests.bench.harness import Result, interleaved
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT = "bench-4step"
+OPERATION = "bench"
+PROVIDER = "bench-simulated"
+QUEUE = f"bench-runs-{os.getpid()}"  # the bench process's own queue (the worker gets it on its command line)
+ROUNDS, RUNS_PER_ROUND, WARMUP = 6, 60, 20
+
+
+@app.task(name="bench.noop")
+def noop(*args, **kwargs) -> None:
+    return None
+
+
+@tool("bench_lookup")
+def bench_lookup(args, idempotency_key=None):
+    return {"n": args.get("n", 0)}
+
+
+@agent(AGENT, description="Benchmark: 4 ctx steps (llm, tool, tool, llm) on a zero-latency simulated model.")
+def four_steps(ctx, data):
+    plan = ctx.llm(OPERATION, [{"role": "user", "content": f"plan item {data.get('n', 0)}"}])
+    first = ctx.tool("bench_lookup", {"n": 1})
+    second = ctx.tool("bench_lookup", {"n": 2})
+    answer = ctx.llm(OPERATION, [{"role": "user", "content": f"answer item {data.get('n', 0)}"}])
+    return {"plan": plan[:24], "answer": answer[:24], "n": first["n"] + second["n"]}
+
+
+# --- the benchmark (runs in the bench process) --------------------------------------------------
+def _migrate(env: dict) -> None:
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def _configure():
+    """A zero-latency simulated provider and a route for the bench operation; the bench agent's row."""
+    from agentops import actions
+    from agentops.models import ModelRoute, Provider
+
+    provider = Provider.objects.filter(name=PROVIDER).first() or Provider(name=PROVIDER)
+    provider.kind, provider.latency_ms, provider.fault_rate, provider.enabled = Provider.Kind.SIMULATED, 0, 0.0, True
+    actions.save_runtime_object(provider)
+    route = ModelRoute.objects.filter(operation=OPERATION).first() or ModelRoute(operation=OPERATION)
+    route.primary_provider, route.primary_model = provider, "gpt-4o-mini"
+    route.backup_provider, route.backup_model = None, ""
+    actions.save_runtime_object(route)
+    return actions.ensure_agent(AGENT, description="Benchmark: 4 ctx steps on a zero-latency simulated model")
+
+
+@contextmanager
+def _worker(env: dict):
+    """One Celery worker process (prefork, concurrency 1) on the bench's private queue."""
+    hostname = f"bench-runs-{uuid.uuid4().hex[:6]}@%h"
+    log = ROOT / ".run" / "bench" / "worker-runs.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    worker_env = {**env, "AGENTOPS_AGENT_MODULES": "tests.bench.bench_runs", "LOG_LEVEL": "WARNING"}
+    cmd = [sys.executable, "-m", "celery", "-A", "agentops.celery", "worker", "--concurrency", "1", "--pool"]
+    cmd += ["prefork", "-Q", QUEUE, "--hostname", hostname, "-I", "tests.bench.bench_runs", "--loglevel", "WARNING"]
+    cmd += ["--without-gossip", "--without-mingle"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        name = hostname.split("@")[0]
+        while not any(name in host for reply in app.control.ping(timeout=0.5) for host in reply):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the bench worker did not start; see {log}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _runs_round(bench_agent, count: int) -> float:
+    """Start `count` runs, wait until all succeeded; runs per second."""
+    from django.db.models import Count
+
+    from agentops import actions
+    from agentops.models import Run
+
+    started = time.perf_counter()
+    pks = [actions.start_run(bench_agent, {"n": n})[0].pk for n in range(count)]
+    deadline = time.monotonic() + 120
+    while True:
+        counts = dict(Run.objects.filter(pk__in=pks).values_list("status").order_by().annotate(n=Count("pk")))
+        if counts.get("succeeded", 0) == count:
+            return count / (time.perf_counter() - started)
+        if counts.get("failed") or time.monotonic() > deadline:
+            failed = Run.objects.filter(pk__in=pks, status="failed").values_list("error_class", "error").first()
+            raise RuntimeError(f"bench runs did not all succeed: {counts}; first failure: {failed}")
+        time.sleep(0.02)  # coarse enough to leave the CPU to the worker (2 cores), fine for 2–10 s rounds
+
+
+def _chains_round(count: int) -> float:
+    """Send `count` chains of 4 no-op tasks, wait for every chain's last result; chains per second."""
+    from celery import chain
+    from celery.result import ResultSet
+
+    started = time.perf_counter()
+    results = [chain(*(noop.si().set(queue=QUEUE) for _ in range(4))).apply_async() for _ in range(count)]
+    ResultSet(results).join(timeout=120, propagate=True)
+    return count / (time.perf_counter() - started)
+
+
+def run() -> list[Result]:
+    from agentops.models import Run
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    _migrate(env)
+    bench_agent = _configure()
+    previous_routes = app.conf.task_routes
+    app.conf.update(task_routes={"agentops.execute_run": {"queue": QUEUE}})  # our runs go to our worker
+    try:
+        with _worker(env):
+            _runs_round(bench_agent, WARMUP)
+            _chains_round(WARMUP)
+            subject, baseline = interleaved(
+                ROUNDS,
+                lambda: [_runs_round(bench_agent, RUNS_PER_ROUND)],
+                lambda: [_chains_round(RUNS_PER_ROUND)],
+            )
+    finally:
+        app.conf.update(task_routes=previous_routes)
+        Run.objects.filter(agent=bench_agent).delete()
+    runs_per_s = statistics.median(r[0] for r in subject)
+    chains_per_s = statistics.median(r[0] for r in baseline)
+    return [
+        Result(
+            "runs: 4-step simulated runs/s, 1 worker proc (vs chain of 4 no-op tasks)",
+            "runs/s",
+            runs_per_s,
+            chains_per_s,
+            "ratio >= 0.50",
+            runs_per_s / chains_per_s >= 0.50,
+            note=f"{ROUNDS} interleaved rounds of {RUNS_PER_ROUND}; medians; worst round "
+            f"{min(r[0] for r in subject):.1f} vs {min(r[0] for r in baseline):.1f}",
+        )
+    ]

@@ -88,8 +88,14 @@ def run(argv: list[str]) -> int:
     if services.port_open(mock_port):
         raise ServiceError(f"port {mock_port} (the demo's OpenAI mock) is in use; set MOCK_OPENAI_PORT to a free port")
     env["MOCK_OPENAI_PORT"] = str(mock_port)
-    manage(env, "seed_demo", "--quiet", f"--mock-url=http://127.0.0.1:{mock_port}/v1", log=logs / "seed.log",
-           what="seeding demo data")
+    manage(
+        env,
+        "seed_demo",
+        "--quiet",
+        f"--mock-url=http://127.0.0.1:{mock_port}/v1",
+        log=logs / "seed.log",
+        what="seeding demo data",
+    )
     creds = (RUN / "demo-credentials.txt").read_text()
     print("\nDemo logins (role username password), kept in .run/demo-credentials.txt:")
     for line in creds.splitlines():
@@ -105,6 +111,8 @@ def run(argv: list[str]) -> int:
     cmd = [str(Path(PY).parent / "honcho"), "start", "-f", "Procfile", "-p", str(port), "--no-prefix", "--no-colour"]
     if concurrency:
         cmd += ["-c", ",".join(concurrency)]
+    if os.environ.get("DEMO_TRAFFIC", "1") == "0":  # the Procfile's other processes, without the demo traffic
+        cmd += ["web", "worker", "beat", "mock"]
     # honcho writes straight to this terminal (a pipe through us would wedge it if we died first).
     proc = subprocess.Popen(cmd, cwd=ROOT, env=procfile_env)
     signal.signal(signal.SIGINT, lambda *_: None)  # honcho (same process group) handles Ctrl-C

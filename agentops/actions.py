@@ -298,8 +298,14 @@ def _finish(
 
 @transaction.atomic
 def suspend_run(run_pk: int, worker: str, active_seconds: float) -> None:
-    """Release the worker: the run waits for a human decision (which re-enqueues it)."""
+    """Release the worker: the run waits for a human decision (which re-enqueues it). A decision that
+    arrived while this execution was still suspending found the run running and did not re-enqueue
+    it, so in that case the run is queued again at once."""
     run = _locked_own_run(run_pk, worker)
+    if Step.objects.filter(run=run, status=Step.Status.DECIDED).exists():
+        _finish(run, Run.Status.QUEUED, active_seconds=active_seconds)
+        _enqueue_execution(run.pk)
+        return
     _finish(run, Run.Status.WAITING_HUMAN, active_seconds=active_seconds)
 
 

@@ -392,19 +392,14 @@ def run_notices(request, run_id: int):
 
 
 def _action_answer(request, run: Run, *, ok: bool, message: str) -> HttpResponse:
-    """Answer a cancel/retry. htmx: the notices fragment (200) or, when refused, 409 plus an
-    `HX-Trigger` that makes the page fetch the stored refusal. Without htmx: back to the run, or the
-    run page itself with the refusal and 409."""
-    trigger = f"live:run.{run.pk}"  # re-read header and timeline at once, without waiting for the socket
-    if request.htmx:
-        if ok:
-            messages.success(request, message)
-            response = render(request, "agentops/runs/detail.html#notices", {"run": run, "show_messages": True})
-        else:
-            messages.error(request, message)
-            response = HttpResponse(message, status=409, content_type="text/plain; charset=utf-8")
-            trigger = f"runs-notice, {trigger}"
-        response["HX-Trigger"] = trigger
+    """Answer a cancel/retry. htmx: the notices fragment (200, or 409 with the refusal). Without htmx:
+    back to the run, or the run page itself with the refusal and 409."""
+    if request.htmx:  # the notices fragment; htmx swaps 409 bodies too (responseHandling in base.html)
+        (messages.success if ok else messages.error)(request, message)
+        response = render(
+            request, "agentops/runs/detail.html#notices", {"run": run, "show_messages": True}, status=200 if ok else 409
+        )
+        response["HX-Trigger"] = f"live:run.{run.pk}"  # re-read header and timeline without waiting for the socket
         return response
     if ok:
         messages.success(request, message)

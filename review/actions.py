@@ -241,34 +241,41 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
 
 def expire_overdue() -> dict:
     """Beat: an overdue item goes to the expert queue once; overdue again, the safe default (reject)
-    applies and the run resumes with it."""
-    moved, expired = [], []
-    now = timezone.now()
-    for pk in Escalation.objects.filter(state__in=Escalation.OPEN_STATES, deadline_at__lt=now).values_list(
-        "pk", flat=True
-    ):
-        with transaction.atomic():
-            escalation = Escalation.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
-            if escalation is None or not escalation.is_open or escalation.deadline_at >= timezone.now():
-                continue
-            if escalation.escalated_at is None:
-                escalate_to_expert(pk, None, comment="deadline passed", system=True)
-                moved.append(pk)
-                continue
-            escalation.state = Escalation.State.EXPIRED
-            escalation.decision = D.REJECTED
-            escalation.comment = "Expired twice without a decision: the safe default (reject) applied."
-            escalation.decided_at = timezone.now()
-            escalation.claimed_by, escalation.claim_expires_at = None, None
-            escalation.version += 1
-            escalation.save()
-            _audit(escalation, "expired", None, decision=D.REJECTED)
-            _resume(escalation)
-            _announce(escalation, "escalation.expired")
-            expired.append(pk)
-    if moved or expired:
+    applies and the run resumes with it. One item failing never stops the others."""
+    outcomes: dict[str, list[int]] = {"to_experts": [], "expired": []}
+    overdue = Escalation.objects.filter(state__in=Escalation.OPEN_STATES, deadline_at__lt=timezone.now())
+    for pk in overdue.values_list("pk", flat=True):
+        try:
+            outcome = _expire_one(pk)
+        except Exception:
+            log.exception("escalation.expire_failed", escalation=pk)
+            continue
+        if outcome:
+            outcomes[outcome].append(pk)
+    if outcomes["to_experts"] or outcomes["expired"]:
         _pending_gauge()
-    return {"to_experts": moved, "expired": expired}
+    return outcomes
+
+
+@transaction.atomic
+def _expire_one(pk: int) -> str | None:
+    escalation = Escalation.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+    if escalation is None or not escalation.is_open or escalation.deadline_at >= timezone.now():
+        return None
+    if escalation.escalated_at is None:
+        escalate_to_expert(pk, None, comment="deadline passed", system=True)
+        return "to_experts"
+    escalation.state = Escalation.State.EXPIRED
+    escalation.decision = D.REJECTED
+    escalation.comment = "Expired twice without a decision: the safe default (reject) applied."
+    escalation.decided_at = timezone.now()
+    escalation.claimed_by, escalation.claim_expires_at = None, None
+    escalation.version += 1
+    escalation.save()
+    _audit(escalation, "expired", None, decision=D.REJECTED)
+    _resume(escalation)
+    _announce(escalation, "escalation.expired")
+    return "expired"
 
 
 @transaction.atomic

@@ -36,11 +36,11 @@ def _policies() -> list[EscalationPolicy]:
     from agentops.runtime_config import config_source
 
     global _cache
-    version = config_source().get().version
+    config = config_source().get()  # a new object after every reload (a policy save bumps the version)
     with _lock:
-        if _cache is None or _cache[0] != version:
+        if _cache is None or _cache[0] is not config:
             rows = list(EscalationPolicy.objects.filter(enabled=True).select_related("agent"))
-            _cache = (version, rows)
+            _cache = (config, rows)
         return _cache[1]
 
 

@@ -170,41 +170,51 @@ def renew_lease(run_pk: int, worker: str, lease_seconds: float) -> tuple[bool, b
 
 
 def _locked_own_run(run_pk: int, worker: str) -> Run:
+    """Lock the run row (only the columns a journal write checks) and make sure we still hold its lease."""
     from agentops.runtime.context import LeaseLost
 
-    run = Run.objects.select_for_update().filter(pk=run_pk).first()
+    run = (
+        Run.objects.select_for_update()
+        .only("id", "agent_id", "lease_owner", "status", "cancel_requested")
+        .filter(pk=run_pk)
+        .first()
+    )
     if run is None or run.lease_owner != worker or run.status != Run.Status.RUNNING:
         raise LeaseLost(f"run {run_pk} is no longer leased to {worker}")
     return run
 
 
 @transaction.atomic
-def step_begin(run_pk: int, worker: str, seq: int, kind: str, name: str, phase: str | None, arguments: dict) -> Step:
+def step_begin(run_pk: int, worker: str, seq: int, kind: str, name: str, phase: str | None, arguments: dict) -> None:
+    """Journal: the step's work starts now (committed first, so a crash mid-step is visible and counted).
+
+    Hot path of every run: one locking read and one or two writes, no savepoint."""
     from agentops.runtime.context import RunCancelled
 
     run = _locked_own_run(run_pk, worker)
     if run.cancel_requested:  # checked before every step: cancelling never waits for a heartbeat
         raise RunCancelled(f"run {run_pk} was cancelled")
-    step, created = Step.objects.get_or_create(
-        run=run, seq=seq, defaults={"kind": kind, "name": name, "phase": phase or "", "arguments": arguments}
-    )
-    if not created:
-        step.kind, step.name, step.phase = kind, name, phase or ""
-        if arguments:
-            step.arguments = arguments
-        step.status, step.error, step.error_class, step.finished_at = Step.Status.RUNNING, "", "", None
-    step.executions += 1
-    if kind == "tool" and run.agent_id:
-        step.idempotency_key = f"run:{run.pk}:step:{seq}"
-    step.save()
-    _announce_step(run, step)
-    return step
+    changes = {
+        "kind": kind,
+        "name": name,
+        "phase": phase or "",
+        "status": Step.Status.RUNNING,
+        "error": "",
+        "error_class": "",
+        "finished_at": None,
+        "idempotency_key": f"run:{run_pk}:step:{seq}",
+    }
+    if arguments:
+        changes["arguments"] = arguments
+    if not Step.objects.filter(run_id=run_pk, seq=seq).update(executions=F("executions") + 1, **changes):
+        Step.objects.create(run_id=run_pk, seq=seq, executions=1, **{"arguments": arguments or {}, **changes})
+    _announce_step(run_pk, seq, Step.Status.RUNNING)
 
 
-def _announce_step(run: Run, step: Step) -> None:
+def _announce_step(run_pk: int, seq: int, status: str) -> None:
     from agentops import live
 
-    live.publish(f"run.{run.pk}", "step.changed", {"run": run.pk, "seq": step.seq, "status": step.status})
+    live.publish(f"run.{run_pk}", "step.changed", {"run": run_pk, "seq": seq, "status": status})
 
 
 @transaction.atomic
@@ -219,32 +229,34 @@ def step_finish(
     error_class: str = "",
     error: str = "",
     end_seq: int | None = None,
-) -> Step:
-    """Record a step's outcome (completed / skipped / failed) and add its tokens to the run."""
-    run = _locked_own_run(run_pk, worker)
-    step = Step.objects.get(run=run, seq=seq)
-    step.status = status
-    step.result = result
-    step.error_class = error_class or (meta.error_class if meta and meta.error_class else "")
-    step.error = error
-    step.end_seq = end_seq
-    step.finished_at = timezone.now()
+) -> None:
+    """Journal: the step's outcome (completed / skipped / failed); its tokens are added to the run."""
+    _locked_own_run(run_pk, worker)
+    changes = {
+        "status": status,
+        "result": result,
+        "error": error,
+        "end_seq": end_seq,
+        "finished_at": timezone.now(),
+        "error_class": error_class or (meta.error_class if meta and meta.error_class else ""),
+    }
     if meta is not None:
-        step.attempts = meta.attempts
-        step.hops = meta.hops
-        step.cache_hit = meta.cache_hit
-        step.duration_ms = meta.duration_ms
-        step.input_tokens = meta.input_tokens
-        step.output_tokens = meta.output_tokens
-        step.model = meta.model or ""
-        step.handler = meta.handler or ""
-    step.save()
+        changes.update(
+            attempts=meta.attempts,
+            hops=meta.hops,
+            cache_hit=meta.cache_hit,
+            duration_ms=meta.duration_ms,
+            input_tokens=meta.input_tokens,
+            output_tokens=meta.output_tokens,
+            model=meta.model or "",
+            handler=meta.handler or "",
+        )
+    Step.objects.filter(run_id=run_pk, seq=seq).update(**changes)
     if meta is not None and (meta.input_tokens or meta.output_tokens):
-        Run.objects.filter(pk=run.pk).update(
+        Run.objects.filter(pk=run_pk).update(
             input_tokens=F("input_tokens") + meta.input_tokens, output_tokens=F("output_tokens") + meta.output_tokens
         )
-    _announce_step(run, step)
-    return step
+    _announce_step(run_pk, seq, status)
 
 
 @transaction.atomic
@@ -274,7 +286,7 @@ def step_wait_human(
         "escalation": {"id": escalation_id, "reason": reason, "priority": priority},
     }
     step.save()
-    _announce_step(run, step)
+    _announce_step(run.pk, step.seq, step.status)
     return escalation_id
 
 
@@ -360,7 +372,7 @@ def decide_step(run_pk: int, seq: int, decision: dict) -> Step:
         run.version += 1
         run.save(update_fields=["status", "version", "updated_at"])
         _enqueue_execution(run.pk)
-    _announce_step(run, step)
+    _announce_step(run.pk, step.seq, step.status)
     _announce_run(run)
     return step
 

@@ -77,6 +77,8 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
                 "uvicorn.access": {"handlers": [], "propagate": True, "level": "WARNING"},
                 "httpx": {"level": "WARNING"},
                 "httpcore": {"level": "WARNING"},
+                "httpx2": {"level": "WARNING"},
+                "httpcore2": {"level": "WARNING"},
                 "openai": {"level": "WARNING"},
             },
         }

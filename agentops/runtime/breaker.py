@@ -25,6 +25,19 @@ neither all blocked nor all admitted blindly, and nothing raises. Redis is tried
 dropped; Redis is the source of truth). Give the runtime a client that fails fast (one attempt, short socket
 timeouts): redis-py 8's default retries a dead connection 10 times with backoff, about 4 s per command.
 
+Hot-path shortcut: a recent "closed, no failures" observation
+---------------------------------------------------------------
+``allow()`` would be one Redis round trip per guarded call. Instead, when this process's last reply from the
+shared state (any operation) said *closed with zero failures*, ``allow()`` answers ``True`` from that
+observation for ``closed_cache_seconds`` (default 0.2 s) without asking Redis. That is the documented bound on
+staleness: **a process sees another process opening (or an operator force-opening) the breaker at most
+``closed_cache_seconds`` late**, i.e. it may still admit calls to a provider for that long after the
+breaker opened elsewhere. Anything this process does or learns drops the observation at once: its own
+``record_failure`` / ``force_*`` / ``reset``, or any reply showing failures or another state, so this process's
+own transitions are never late. An open or half-open breaker is never answered from memory (probe slots are
+always taken in Redis), nor a closed one with a failure streak; ``record_failure`` always runs in Redis, so
+failures are counted exactly. ``closed_cache_seconds=0`` restores one Redis round trip per ``allow()``.
+
 Timestamps come from the injected ``clock`` (wall clock by default, so processes on several machines agree to
 within their clock skew). Pure Python: no Django import.
 """
@@ -228,8 +241,16 @@ def _decode(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+DEFAULT_CLOSED_CACHE_SECONDS = 0.2
+
+# Operations that change the shared state: they drop this process's "closed" observation before running, so a
+# reply to an older ``allow()`` that lands after them cannot re-establish it.
+_MUTATING_OPS = frozenset({"success", "failure", "force_open", "force_close", "reset"})
+
+
 class CircuitBreaker:
-    """One shared breaker. Thread-safe; cheap to call (one Redis round trip per operation).
+    """One shared breaker. Thread-safe; cheap to call (one Redis round trip per operation, none for
+    ``allow()`` while a recent observation says closed with no failures — see ``closed_cache_seconds``).
 
     ``settings`` may be replaced at run time (the registry does so when an admin changes thresholds).
     """
@@ -244,6 +265,7 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.time,
         key_prefix: str = "agentops:breaker:",
         redis_retry_interval: float = 1.0,
+        closed_cache_seconds: float = DEFAULT_CLOSED_CACHE_SECONDS,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -257,10 +279,26 @@ class CircuitBreaker:
         self._redis_down_since: float | None = None if redis_client is not None else 0.0
         self._last: _Reply | None = None
         self._seen_state: BreakerState | None = None
+        self.closed_cache_seconds = closed_cache_seconds
+        # clock() reading taken just before the Redis call whose reply said "closed, no failures"; None when
+        # there is no such fresh observation. _epoch counts mutating operations (see _MUTATING_OPS), _mutating
+        # those in flight; both guard against an older reply overwriting what a newer one established.
+        self._closed_seen_at: float | None = None
+        self._epoch = 0
+        self._mutating = 0
+        self._cache_lock = threading.Lock()
 
     # --- public API ------------------------------------------------------------------------------
     def allow(self) -> bool:
-        """May a call go to this provider+model now? Reserves a probe slot when half-open."""
+        """May a call go to this provider+model now? Reserves a probe slot when half-open.
+
+        Answered without Redis while this process saw "closed, no failures" less than ``closed_cache_seconds``
+        ago (see the module docstring)."""
+        seen = self._closed_seen_at
+        if seen is not None:
+            age = self._clock() - seen
+            if 0.0 <= age < self.closed_cache_seconds:
+                return True
         return self._run("allow").allowed
 
     def record_success(self) -> None:
@@ -314,22 +352,46 @@ class CircuitBreaker:
 
     # --- internals -------------------------------------------------------------------------------
     def _run(self, op: str) -> _Reply:
-        now = self._clock()
-        reply = None
-        if self._script is not None and self._should_try_redis():
-            try:
-                reply = self._redis_apply(op, now)
-            except REDIS_DOWN_ERRORS as exc:
-                self._enter_fallback(exc)
-            else:
-                if self._redis_down_since is not None:
-                    logger.warning("breaker %s: Redis is back, using the shared state again", self.name)
-                    self._redis_down_since = None
-        if reply is None:
-            reply = self._local.apply(op, now, self.settings)
-        self._last = reply
+        mutating = op in _MUTATING_OPS
+        with self._cache_lock:
+            if mutating:
+                self._epoch += 1
+                self._mutating += 1
+                self._closed_seen_at = None
+            # This reply may become the cached observation only if no other mutating operation is in flight
+            # now (its script could run after ours) and none starts before we are done (checked in _remember).
+            epoch = self._epoch if self._mutating == (1 if mutating else 0) else None
+        try:
+            now = self._clock()
+            reply = None
+            if self._script is not None and self._should_try_redis():
+                try:
+                    reply = self._redis_apply(op, now)
+                except REDIS_DOWN_ERRORS as exc:
+                    self._enter_fallback(exc)
+                else:
+                    if self._redis_down_since is not None:
+                        logger.warning("breaker %s: Redis is back, using the shared state again", self.name)
+                        self._redis_down_since = None
+            if reply is None:
+                reply = self._local.apply(op, now, self.settings)
+            self._last = reply
+            self._remember(reply, now, epoch)
+        finally:
+            if mutating:
+                with self._cache_lock:
+                    self._mutating -= 1
         self._observe(reply)
         return reply
+
+    def _remember(self, reply: _Reply, now: float, epoch: int | None) -> None:
+        """Keep (or drop) the "closed, no failures" observation ``allow()`` may answer from."""
+        closed = reply.new is BreakerState.CLOSED and reply.failures == 0
+        with self._cache_lock:
+            if not closed:
+                self._closed_seen_at = None
+            elif epoch is not None and epoch == self._epoch and self.closed_cache_seconds > 0:
+                self._closed_seen_at = now
 
     def _should_try_redis(self) -> bool:
         down = self._redis_down_since
@@ -397,6 +459,7 @@ class BreakerRegistry:
         key_prefix: str = "agentops:breaker:",
         names_key: str = "agentops:breakers",
         redis_retry_interval: float = 1.0,
+        closed_cache_seconds: float = DEFAULT_CLOSED_CACHE_SECONDS,
     ) -> None:
         self._redis = redis_client
         self._settings_for = settings_for
@@ -405,6 +468,7 @@ class BreakerRegistry:
         self._key_prefix = key_prefix
         self._names_key = names_key
         self._retry_interval = redis_retry_interval
+        self._closed_cache_seconds = closed_cache_seconds
         self._breakers: dict[str, CircuitBreaker] = {}
         self._unregistered: set[str] = set()
         self._lock = threading.Lock()
@@ -425,6 +489,7 @@ class BreakerRegistry:
                         clock=self._clock,
                         key_prefix=self._key_prefix,
                         redis_retry_interval=self._retry_interval,
+                        closed_cache_seconds=self._closed_cache_seconds,
                     )
                     self._breakers[name] = breaker
                     self._unregistered.add(name)

@@ -9,6 +9,11 @@ Redis is an optimisation here, never a dependency: any Redis error is a miss on 
 write; after an error Redis is left alone for ``redis_retry_interval`` seconds so a dead Redis does not add a
 connection attempt to every call.
 
+``set(key, value, background=True)`` (what the guard uses after a miss) stores the memory level at once and
+hands the Redis SET to one writer thread per cache per process, which writes whatever piled up in one pipelined
+round trip: the caller never waits on Redis for a store, and other processes see the entry a moment later
+(``flush()`` waits for it). Writes still queued when the process dies are lost — it is a cache.
+
 Keys: ``cache_key(kind, request)`` = ``"<kind>:" + sha256(canonical JSON of the request)``. Whether a call is
 cacheable at all (side-effecting tools never are) is the caller's decision. Pure Python: no Django import.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -89,6 +96,9 @@ class TwoLevelCache:
         self._hit_memory = CACHE_REQUESTS.labels(cache=spec.name, result="hit_memory")
         self._hit_redis = CACHE_REQUESTS.labels(cache=spec.name, result="hit_redis")
         self._miss = CACHE_REQUESTS.labels(cache=spec.name, result="miss")
+        # Background Redis writes (set(..., background=True)): a queue and its thread, per process.
+        self._writes: queue.Queue = queue.Queue(maxsize=1000)
+        self._writer_pid: int | None = None
 
     def redis_key(self, key: str) -> str:
         return self._prefix + key
@@ -123,17 +133,41 @@ class TwoLevelCache:
         self._hit_redis.inc()
         return CacheHit(value, "redis")
 
-    def set(self, key: str, value: Any) -> None:
-        """Store a JSON-serialisable value at both levels (raises TypeError for anything else)."""
+    def set(self, key: str, value: Any, *, background: bool = False) -> None:
+        """Store a JSON-serialisable value at both levels (raises TypeError for anything else).
+
+        ``background=True``: the memory level now, the Redis level by this process's writer thread (the
+        caller does not wait for Redis; another process sees the entry shortly after). A full write queue
+        falls back to writing inline."""
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         self._memory_put(key, text, self._clock() + self.spec.ttl_seconds)
-        if self._redis_usable():
+        if not self._redis_usable():
+            return
+        if background:
+            if self._writer_pid != os.getpid():
+                self._start_writer()
             try:
-                self._redis.set(self.redis_key(key), text, px=max(1, int(self.spec.ttl_seconds * 1000)))
-            except REDIS_ERRORS as exc:
-                self._redis_failed(exc)
-            else:
-                self._redis_failed_at = None
+                self._writes.put_nowait((self.redis_key(key), text, None))
+                return
+            except queue.Full:
+                pass
+        try:
+            self._redis.set(self.redis_key(key), text, px=self._ttl_ms())
+        except REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+        else:
+            self._redis_failed_at = None
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the Redis writes queued by ``set(..., background=True)`` so far are done."""
+        if self._writer_pid != os.getpid():
+            return
+        done = threading.Event()
+        try:
+            self._writes.put((None, None, done), timeout=timeout)
+        except queue.Full:
+            return
+        done.wait(timeout)
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -159,6 +193,45 @@ class TwoLevelCache:
             self._memory.move_to_end(key)
             while len(self._memory) > self.spec.max_entries:
                 self._memory.popitem(last=False)
+
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.spec.ttl_seconds * 1000))
+
+    def _start_writer(self) -> None:
+        with self._lock:
+            if self._writer_pid == os.getpid():
+                return
+            self._writes = queue.Queue(maxsize=self._writes.maxsize)  # a forked child must not share it
+            thread = threading.Thread(
+                target=self._write_behind, args=(self._writes,), name=f"agentops-cache-{self.spec.name}", daemon=True
+            )
+            thread.start()
+            self._writer_pid = os.getpid()
+
+    def _write_behind(self, q: queue.Queue) -> None:
+        while True:
+            batch = [q.get()]  # blocks while idle; then everything that piled up goes in one pipeline
+            while len(batch) < 1000:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            writes = [item for item in batch if item[0] is not None]
+            if writes and self._redis_usable():
+                try:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for redis_key, text, _ in writes:
+                        pipe.set(redis_key, text, px=self._ttl_ms())
+                    pipe.execute()
+                except REDIS_ERRORS as exc:
+                    self._redis_failed(exc)
+                except Exception:  # never let the writer thread die
+                    logger.exception("cache %s: background write failed", self.spec.name)
+                else:
+                    self._redis_failed_at = None
+            for item in batch:
+                if item[0] is None:
+                    item[2].set()
 
     def _redis_get(self, key: str) -> tuple[Any, int | None]:
         if not self._redis_usable():

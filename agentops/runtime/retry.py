@@ -1,6 +1,8 @@
 """Retries by error class: exponential curve with jitter, ``Retry-After`` honoured, deadline and budget aware.
 
-The loop is tenacity's ``Retrying`` with our own wait/stop/retry strategies:
+The loop is tenacity's ``Retrying`` with our own wait/stop/retry strategies (the first attempt runs before any
+tenacity object is built — most calls answer at once — and a failure hands over to tenacity as if tenacity
+had made that attempt):
 
 * **wait** — ``Retry-After`` when the server sent one, else ``base × multiplier^(n-1)`` capped at
   ``max_delay``, with jitter (×0.5–1.5, still capped);
@@ -162,6 +164,20 @@ def call_with_retries(
         RETRIES.labels(err.error_class.value).inc()
         return False
 
+    # Fast path: the first attempt without building the tenacity machinery (most calls stop here).
+    try:
+        return attempt()
+    except ProviderError as err:
+        first_error: ProviderError | None = err
+
+    def replay_then_attempt() -> T:
+        # Tenacity's attempt 1 is the one already made: re-raise its error so the strategies see it.
+        nonlocal first_error
+        if first_error is not None:
+            err, first_error = first_error, None
+            raise err
+        return attempt()
+
     retrying = Retrying(
         sleep=sleep,
         stop=stop,
@@ -169,4 +185,4 @@ def call_with_retries(
         retry=retry_if_exception_type(ProviderError),
         reraise=True,
     )
-    return retrying(attempt)
+    return retrying(replay_then_attempt)

@@ -5,9 +5,10 @@ A ``Deadline`` carries the outer budget down the call stack; each attempt uses `
 an inner timeout never outlives the outer one.
 
 Adaptive timeouts: every process records call durations per ``operation:model`` into one Redis list (LPUSH +
-LTRIM to the last ``window`` samples), so all workers learn from each other. With at least ``min_samples``
-samples the timeout is ``clamp(p95 × multiplier, floor, ceiling)`` (nearest-rank p95); below that, or if
-Redis is unreachable, the caller's default is used. The computed value is cached in-process for
+LTRIM to the last ``window`` samples; ``record_many`` writes a batch in one pipelined round trip), so all
+workers learn from each other. With at least ``min_samples`` samples the timeout is
+``clamp(p95 × multiplier, floor, ceiling)`` (nearest-rank p95); below that, or if Redis is unreachable, the
+caller's default is used. The computed value is cached in-process for
 ``cache_seconds`` (1 s) so the hot path does not read Redis on every call. Pure Python: no Django import.
 """
 
@@ -17,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
@@ -135,6 +136,28 @@ class AdaptiveTimeouts:
             pipe.execute()
         except REDIS_ERRORS as exc:
             logger.debug("adaptive timeouts: cannot record %s (%s)", key, exc)
+
+    def record_many(self, samples: Iterable[tuple[str, str, float]]) -> None:
+        """Add many ``(operation, model, seconds)`` durations, oldest first, in ONE pipelined round trip.
+
+        Per key: one LPUSH with every new value (in order, so the newest ends up first, as with ``record``)
+        and one LTRIM; the same list as recording them one by one."""
+        if self._redis is None:
+            return
+        by_key: dict[str, list[str]] = {}
+        for operation, model, seconds in samples:
+            by_key.setdefault(self.key(operation, model), []).append(repr(float(seconds)))
+        if not by_key:
+            return
+        window = self.settings.window
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, values in by_key.items():
+                pipe.lpush(key, *values[-window:])
+                pipe.ltrim(key, 0, window - 1)
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            logger.debug("adaptive timeouts: cannot record %d keys (%s)", len(by_key), exc)
 
     def samples(self, operation: str, model: str) -> list[float]:
         """The last ``window`` durations, newest first (empty if Redis is unreachable)."""

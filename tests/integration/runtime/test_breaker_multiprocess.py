@@ -63,12 +63,27 @@ def result(proc) -> dict:
 
 def test_failures_in_one_process_open_the_breaker_for_another(redis_client, redis_url):
     name = f"openai:gpt-4o-mini-{uuid.uuid4().hex[:8]}"
-    here = CircuitBreaker(redis_client, name, BreakerSettings(failure_threshold=3))
+    # closed_cache_seconds=0: every allow() asks Redis, so the other process's transition is seen at once.
+    here = CircuitBreaker(redis_client, name, BreakerSettings(failure_threshold=3), closed_cache_seconds=0)
     assert here.allow()
     child = result(spawn(redis_url, name, "fail", 3, threshold=3))
     assert child["events"] == [["closed", "open"]]  # the transition (and its ops event) happened there
     assert child["state"] == "open"
     assert not here.allow()  # ...and blocks calls here
+    assert here.state() is BreakerState.OPEN
+
+
+def test_with_the_default_closed_cache_another_process_opening_is_seen_within_its_bound(redis_client, redis_url):
+    name = f"openai:gpt-4o-mini-{uuid.uuid4().hex[:8]}"
+    clock = [1_000_000.0]  # this process's clock only drives its cached observation (and its own timestamps)
+    here = CircuitBreaker(redis_client, name, BreakerSettings(failure_threshold=3), clock=lambda: clock[0])
+    assert here.closed_cache_seconds == 0.2
+    assert here.allow()  # closed, no failures: remembered for 0.2 s
+    child = result(spawn(redis_url, name, "fail", 3, threshold=3))
+    assert child["state"] == "open"
+    assert here.allow()  # the documented staleness: still within 0.2 s of the observation
+    clock[0] += 0.21
+    assert not here.allow()  # past the bound: Redis is asked and the breaker is open here too
     assert here.state() is BreakerState.OPEN
 
 

@@ -62,6 +62,93 @@ def make(redis_client, clock, events=None, name=None, **settings) -> CircuitBrea
     )
 
 
+def counting_script(b: CircuitBreaker) -> list[str]:
+    """Record the operation of every script call ``b`` makes to Redis."""
+    ops: list[str] = []
+    real = b._script
+
+    def script(keys, args):
+        ops.append(args[0])
+        return real(keys=keys, args=args)
+
+    b._script = script
+    return ops
+
+
+def test_allow_answers_from_a_recent_closed_observation_without_redis(redis_client, clock):
+    b = make(redis_client, clock, failure_threshold=2)
+    ops = counting_script(b)
+    assert b.allow() and b.allow() and b.allow()
+    assert ops == ["allow"]  # one round trip, then the 0.2 s observation
+    clock.advance(0.19)
+    assert b.allow()
+    assert ops == ["allow"]
+    clock.advance(0.02)
+    assert b.allow()
+    assert ops == ["allow", "allow"]  # the observation expired: Redis again (and a fresh observation)
+    clock.advance(-5)  # a wall clock stepping back never extends the observation
+    assert b.allow()
+    assert ops == ["allow", "allow", "allow"]
+
+
+def test_own_failures_and_operator_actions_are_never_late(redis_client, clock):
+    b = make(redis_client, clock, failure_threshold=2)
+    assert b.allow()
+    b.record_failure()  # a failure streak: no more answers from memory
+    ops = counting_script(b)
+    assert b.allow() and b.allow()
+    assert ops == ["allow", "allow"]
+    b.record_failure()
+    assert not b.allow()  # opened by this process: refused at once
+    b.reset()  # closed with no failures again: remembered
+    ops.clear()
+    assert b.allow()
+    assert ops == []
+    b.force_open()
+    assert not b.allow()
+    b.force_close()
+    assert b.allow()
+
+
+def test_another_breaker_object_opening_it_is_seen_within_closed_cache_seconds(redis_client, clock):
+    """Two objects on the same Redis state stand for two processes."""
+    here = make(redis_client, clock, failure_threshold=1)
+    there = make(redis_client, clock, name=here.name, failure_threshold=1)
+    assert here.allow()
+    there.record_failure()
+    assert there.state() is BreakerState.OPEN
+    assert here.allow()  # the documented bound: up to closed_cache_seconds late
+    clock.advance(0.21)
+    assert not here.allow()
+    immediate = CircuitBreaker(
+        redis_client, unique("p:m"), BreakerSettings(failure_threshold=1), clock=clock, closed_cache_seconds=0
+    )
+    other = make(redis_client, clock, name=immediate.name, failure_threshold=1)
+    assert immediate.allow()
+    other.record_failure()
+    assert not immediate.allow()  # closed_cache_seconds=0: every allow() asks Redis
+
+
+def test_an_older_closed_reply_cannot_override_a_newer_failure(redis_client, clock):
+    """A reply that left Redis before this process's own failure (threads racing) must not be remembered."""
+    b = make(redis_client, clock, failure_threshold=1)
+    real = b._script
+    raced = []
+
+    def script(keys, args):
+        reply = real(keys=keys, args=args)
+        if args[0] == "allow" and not raced:
+            raced.append(True)
+            b.record_failure()  # another thread's failure lands after our allow's script ran
+        return reply
+
+    b._script = script
+    assert b.allow()  # the (older) reply said closed with no failures...
+    b._script = real
+    assert not b.allow()  # ...but was not remembered: the newer failure opened the breaker
+    assert b.state() is BreakerState.OPEN
+
+
 def test_threshold_consecutive_failures_open_the_breaker(redis_client, clock, events):
     b = make(redis_client, clock, events, failure_threshold=3)
     before = transitions(b.name, "open")

@@ -181,3 +181,38 @@ def test_memory_hit_is_fast(redis_client):
         cache.get(key)
     per_call = (time.perf_counter() - t0) / n
     assert per_call < 0.0001, f"{per_call * 1e6:.1f} µs per memory hit"
+
+
+def test_background_set_fills_memory_now_and_redis_off_the_callers_thread(redis_client):
+    spec = CacheSpec("t_background", 60, 10)
+    cache = TwoLevelCache(redis_client, spec)
+    key = cache_key("llm", {"q": "background"})
+    threads = []
+    real_set, real_pipeline = redis_client.set, redis_client.pipeline
+    redis_client.set = lambda *a, **k: threads.append(("set", threading.current_thread().name)) or real_set(*a, **k)
+    redis_client.pipeline = lambda *a, **k: (
+        threads.append(("pipeline", threading.current_thread().name)) or real_pipeline(*a, **k)
+    )
+    try:
+        cache.set(key, ANSWER, background=True)
+        assert cache.get(key) == CacheHit(ANSWER, "memory")  # this process hits at once
+        cache.flush()
+    finally:
+        del redis_client.set, redis_client.pipeline
+    # get() answered from memory (no look-up); the one Redis round trip was the writer thread's pipeline.
+    assert threads == [("pipeline", "agentops-cache-t_background")]
+    other = TwoLevelCache(redis_client, spec)  # another process, after the write
+    assert other.get(key) == CacheHit(ANSWER, "redis")
+    ttl = redis_client.pttl(cache.redis_key(key))
+    assert 0 < ttl <= 60_000
+    with pytest.raises(TypeError):
+        cache.set(key, {"not json": object()}, background=True)  # still raised to the caller
+
+
+def test_background_set_with_redis_down_or_absent_never_raises(dead_redis_client):
+    key = cache_key("llm", {"q": "down"})
+    for client in (dead_redis_client, None):
+        cache = TwoLevelCache(client, CacheSpec("t_background_down", 60, 10))
+        cache.set(key, ANSWER, background=True)
+        cache.flush()
+        assert cache.get(key) == CacheHit(ANSWER, "memory")

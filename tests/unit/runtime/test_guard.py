@@ -6,6 +6,8 @@ deadlines, adaptive timeouts, cache, budget gate, journal replay, config changes
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import structlog
 from opentelemetry import trace
@@ -18,7 +20,7 @@ from agentops.runtime.breaker import BreakerSettings
 from agentops.runtime.cache import CacheSpec, TwoLevelCache
 from agentops.runtime.config import RuntimeConfig, StaticConfigSource, TimeoutSettings
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
-from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm, make_breaker_registry
+from agentops.runtime.guard import GuardDeps, GuardResult, LatencyRecorder, guarded_llm, make_breaker_registry
 from agentops.runtime.protocols import (
     BudgetExceeded,
     HumanPending,
@@ -497,3 +499,40 @@ def test_config_switch_turns_rules_off_everywhere(h):
     h.provider.script("small", perr(ErrorClass.BAD_REQUEST))
     result = h.call("opening hours?")
     assert [hop.handler for hop in result.hops] == ["primary", "backup", "human"]
+
+
+class BatchingAdaptive(FakeAdaptive):
+    def __init__(self) -> None:
+        super().__init__(2.5)
+        self.batches: list[list[tuple[str, str, float]]] = []
+
+    def record_many(self, samples):
+        self.batches.append(list(samples))
+
+
+def test_background_latency_recorder_writes_in_batches():
+    adaptive = BatchingAdaptive()
+    recorder = LatencyRecorder(adaptive, interval=60.0, batch_size=1000)
+    recorder.record("op", "m", 0.1)  # the first sample is written at once (nothing written yet)...
+    recorder.flush()
+    for i in range(50):  # ...then samples pile up for `interval` seconds
+        recorder.record("op", "m", float(i))
+    time.sleep(0.05)
+    assert sum(len(b) for b in adaptive.batches) == 1
+    recorder.flush()  # flush() does not wait for the interval
+    assert [len(b) for b in adaptive.batches] == [1, 50]
+    assert adaptive.batches[1][:2] == [("op", "m", 0.0), ("op", "m", 1.0)]  # oldest first
+    assert adaptive.recorded == []  # record() one by one is only the fallback
+
+
+def test_background_latency_recorder_wakes_early_for_a_full_batch():
+    adaptive = BatchingAdaptive()
+    recorder = LatencyRecorder(adaptive, interval=60.0, batch_size=20)
+    recorder.record("op", "m", 0.1)
+    recorder.flush()
+    for i in range(21):  # the thread holds the first one while it waits; 20 more wake it
+        recorder.record("op", "m", float(i))
+    deadline = time.monotonic() + 5
+    while sum(len(b) for b in adaptive.batches) < 22 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sum(len(b) for b in adaptive.batches) == 22  # long before the 60 s interval

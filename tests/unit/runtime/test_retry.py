@@ -211,3 +211,27 @@ def test_budget_accounting():
     budget = RetryBudget(2)
     assert budget.try_spend() and budget.try_spend() and not budget.try_spend()
     assert (budget.used, budget.remaining) == (2, 0)
+
+
+def test_a_first_attempt_that_answers_builds_no_tenacity_machinery(monkeypatch):
+    import agentops.runtime.retry as retry
+
+    def no_tenacity(*args, **kwargs):
+        raise AssertionError("Retrying built for a call that answered at once")
+
+    monkeypatch.setattr(retry, "Retrying", no_tenacity)
+    trace = RetryTrace()
+    assert call_with_retries(failing(), settings=RetrySettings(), budget=RetryBudget(), trace=trace) == "ok"
+    assert (trace.attempts, trace.waits, trace.errors, trace.stop_reason) == (1, [], [], None)
+
+
+def test_the_handover_to_tenacity_after_a_failed_first_attempt_counts_it_once():
+    sleeper = Sleeper()
+    trace = RetryTrace()
+    first = err(ErrorClass.SERVICE_UNAVAILABLE)
+    fn = failing(first, first)
+    settings = RetrySettings(by_class={ErrorClass.SERVICE_UNAVAILABLE: RetryPolicy(3, base=1.0, jitter=False)})
+    assert call_with_retries(fn, settings=settings, budget=RetryBudget(), sleep=sleeper, trace=trace) == "ok"
+    assert fn.calls == [1, 2, 3]
+    assert (trace.attempts, trace.waits, len(trace.errors)) == (3, [1.0, 2.0], 2)
+    assert sleeper.waits == [1.0, 2.0]

@@ -157,3 +157,33 @@ def test_redis_down_gives_the_default(dead_redis_client):
     t.record("op", "m", 5.0)
     assert t.timeout_for("op", "m", 30.0) == 30.0
     assert AdaptiveTimeouts(None).timeout_for("op", "m", 12.0) == 12.0
+
+
+def test_record_many_is_one_round_trip_and_equals_recording_one_by_one(redis_client):
+    one_by_one, batched = fresh(redis_client, window=5), fresh(redis_client, window=5)
+    batched._prefix += "batched:"
+    samples = [("op", "m", float(i)) for i in range(8)] + [("other", "m", 3.0), ("op", "m", 99.0)]
+    for sample in samples:
+        one_by_one.record(*sample)
+    round_trips = []
+    real_pipeline = redis_client.pipeline
+
+    def pipeline(*args, **kwargs):
+        round_trips.append(True)
+        return real_pipeline(*args, **kwargs)
+
+    redis_client.pipeline = pipeline
+    try:
+        batched.record_many(samples)
+        batched.record_many([])  # nothing to write: no round trip
+    finally:
+        del redis_client.pipeline
+    assert len(round_trips) == 1
+    for operation in ("op", "other"):
+        assert batched.samples(operation, "m") == one_by_one.samples(operation, "m")
+    assert batched.samples("op", "m") == [99.0, 7.0, 6.0, 5.0, 4.0]  # newest first, trimmed to the window
+
+
+def test_record_many_with_redis_down_never_raises(dead_redis_client):
+    AdaptiveTimeouts(dead_redis_client).record_many([("op", "m", 1.0)])
+    AdaptiveTimeouts(None).record_many([("op", "m", 1.0)])

@@ -79,18 +79,30 @@ def ops_status(request):
 def _ops_context() -> dict:
     from django.db.models import Count
 
-    from agentops.guarding import breaker_registry
     from agentops.models import ModelRoute, Run
 
     return {
         "checks": health.run_checks(),
         "workers": health.ping_workers(timeout=0.5),
-        "breakers": breaker_registry().snapshots(),
+        "breakers": _breaker_snapshots(),
         "queues": health.queue_depths(),
         "timeouts": health.adaptive_timeouts_in_force(),
         "runs_by_status": dict(Run.objects.values_list("status").annotate(n=Count("id")).order_by()),
         "operations": ["default", *ModelRoute.objects.values_list("operation", flat=True)],
     }
+
+
+def _breaker_snapshots() -> list[dict]:
+    """Every breaker known in Redis plus one per configured route target (closed until first used), so
+    the page lists them before their first call and after Redis lost its keys."""
+    from agentops.guarding import breaker_registry
+    from agentops.runtime_config import config_source
+
+    registry, config = breaker_registry(), config_source().get()
+    names = set(registry.all_names())
+    names.update(t.name for route in config.routes for t in route.chain)
+    names.update(t.name for t in config.default_chain)
+    return [registry.get(*name.split(":", 1)).snapshot() for name in sorted(names)]
 
 
 @roles.section_required("ops")

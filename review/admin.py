@@ -3,12 +3,12 @@ read-only views of escalations and their audit log (only review.actions changes 
 
 from django.contrib import admin
 
-from agentops import actions
+from agentops.admin import ThroughActionsAdmin
 from review.models import AuditEvent, Escalation, EscalationPolicy
 
 
 @admin.register(EscalationPolicy)
-class EscalationPolicyAdmin(admin.ModelAdmin):
+class EscalationPolicyAdmin(ThroughActionsAdmin):
     list_display = (
         "__str__",
         "enabled",
@@ -41,16 +41,6 @@ class EscalationPolicyAdmin(admin.ModelAdmin):
             },
         ),
     )
-
-    def save_model(self, request, obj, form, change):
-        actions.save_runtime_object(obj, actor=request.user)
-
-    def delete_model(self, request, obj):
-        actions.delete_runtime_object(obj, actor=request.user)
-
-    def delete_queryset(self, request, queryset):
-        for obj in queryset:
-            actions.delete_runtime_object(obj, actor=request.user)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -48,17 +47,6 @@ def stack_ready(redis_client):
     actions.ensure_role_groups()
     actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,))
     actions.ensure_user("bob", PASSWORD, roles=(REVIEWER,))
-
-
-@pytest.fixture
-def second_page(browser) -> Iterator:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    console_errors: list[str] = []
-    pg = context.new_page()
-    pg.on("console", lambda msg: msg.type == "error" and console_errors.append(msg.text))
-    pg.console_errors = console_errors
-    yield pg
-    context.close()
 
 
 def wait_for(check, timeout: float = 30.0, what: str = "condition"):

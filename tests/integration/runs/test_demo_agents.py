@@ -14,34 +14,19 @@ from django.core.management import call_command
 
 from agentops import actions
 from agentops.agents import tools
-from agentops.models import ModelRoute, Provider, RetryPolicy, Run, RuntimeSettings, Step, ToolEffect
+from agentops.management.commands.seed_demo import route_demo_models_to_mock
+from agentops.models import RetryPolicy, Run, Step, ToolEffect
 from agentops.runtime_config import config_source
 from agentops.seed import seed_runtime_defaults
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONFIG_RELOAD_SECONDS = 1.2  # workers probe the config version at most once a second
-ROUTES = (  # operation, primary model (mock), backup model (simulated)
-    ("planning", "gpt-4o", "gpt-4o-mini"),
-    ("classify", "gpt-4o-mini", "gpt-4o"),
-    ("response", "gpt-4o-mini", "gpt-4o"),
-    ("summarize", "gpt-4o", "gpt-4o-mini"),
-)
 
 
 def route_models_to(mock) -> None:
-    provider = Provider(name="mock", kind=Provider.Kind.OPENAI, base_url=mock.base_url, api_key="test")
-    actions.save_runtime_object(provider)
-    simulated = Provider.objects.get(name="simulated")
-    for operation, primary, backup in ROUTES:
-        route = ModelRoute.objects.filter(operation=operation).first() or ModelRoute(operation=operation)
-        route.primary_provider, route.primary_model = provider, primary
-        route.backup_provider, route.backup_model = simulated, backup
-        actions.save_runtime_object(route)
-    row = RuntimeSettings.objects.get()
-    row.default_provider, row.default_model = provider, "gpt-4o-mini"
-    row.backup_provider, row.backup_model = simulated, "gpt-4o"
-    actions.save_runtime_object(row)
+    """The same routing `make run` sets up: primaries on the mock, backups on the simulated provider."""
+    route_demo_models_to_mock(mock.base_url)
 
 
 @pytest.fixture

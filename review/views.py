@@ -45,7 +45,7 @@ RECENT_LIMIT = 10
 DISPLAY_LIMIT = 20_000  # characters of one displayed value; the rest is cut with a note
 SUMMARY_CHARS = 90
 # Bidi controls and zero-width characters can make agent text lie about itself (an RTL override turns
-# "send_note\u202egnp.exe" into something else on screen). Shown as visible \uXXXX escapes: inside JSON
+# "send_note\u202egnp.exe" into something else on screen). Shown as visible \u escapes (e.g. \u202e): inside JSON
 # that is the same value, in plain text it is an honest marker.
 INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 PRIORITY_LABELS = dict(Priority.choices)

@@ -108,7 +108,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # channels-redis blocks in BZPOPMIN for up to 5 s; redis-py's socket timeout must be longer,
+            # or every idle socket dies with "Timeout reading" and pages reconnect every few seconds.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
             "prefix": "agentops:channels",
             # Pages reconcile from the database on reconnect, so a short expiry loses nothing.
             "expiry": 30,

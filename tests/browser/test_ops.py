@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from django.apps import apps
 
 from agentops import actions
 from agentops.runtime_config import config_source
-from agentops.seed import seed_runtime_defaults
 from tests.fixtures.browser import login, screenshot
+from tests.fixtures.stack import reseed_runtime
 
 PASSWORD = "browser-pass-123"
 
@@ -16,7 +15,7 @@ PASSWORD = "browser-pass-123"
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_operator_probes_and_forces_a_breaker_live(web, worker, page, redis_client):
-    seed_runtime_defaults(apps.get_model)
+    reseed_runtime()
     config_source().invalidate()
     actions.ensure_user("op", PASSWORD, superuser=True)
     login(page, web.extra["url"], "op", PASSWORD)

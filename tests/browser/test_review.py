@@ -10,17 +10,16 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-from django.apps import apps
 from playwright.sync_api import expect
 
 from agentops import actions
 from agentops.models import Run, ToolEffect
 from agentops.roles import REVIEWER
 from agentops.runtime_config import config_source
-from agentops.seed import seed_runtime_defaults
 from review import actions as review
 from review.models import Escalation
 from tests.fixtures.browser import login, screenshot
+from tests.fixtures.stack import reseed_runtime
 
 PASSWORD = "browser-pass-123"
 REFUSAL_CONSOLE = re.compile(r"status of 409|status of 422")
@@ -42,7 +41,7 @@ XSS = " ".join(XSS_CORPUS)
 @pytest.fixture
 def stack_ready(redis_client):
     """Flushes between transactional tests remove the migration's seed rows; put them back."""
-    seed_runtime_defaults(apps.get_model)
+    reseed_runtime()
     config_source().invalidate()
     actions.ensure_role_groups()
     actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,))

@@ -7,14 +7,13 @@ import asyncio
 import time
 
 import pytest
-from django.apps import apps
 from django.core.exceptions import ValidationError
 
 from agentops import actions
 from agentops.models import FallbackRule, ModelRoute, Provider, RetryPolicy
 from agentops.runtime.errors import ErrorClass
 from agentops.runtime_config import config_source
-from agentops.seed import seed_runtime_defaults
+from tests.fixtures.stack import reseed_runtime
 from tests.integration.test_celery_and_live import _listen, _session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def defaults(redis_client):
     """Flushes between transactional tests remove the migration's seed rows; put them back."""
-    seed_runtime_defaults(apps.get_model)
+    reseed_runtime()
     config_source().invalidate()
 
 

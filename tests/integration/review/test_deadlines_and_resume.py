@@ -10,17 +10,16 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.apps import apps
 from django.utils import timezone
 
 from agentops import actions
 from agentops.models import Run, Step, ToolEffect
 from agentops.roles import EXPERT, REVIEWER
 from agentops.runtime_config import bump_version, config_source
-from agentops.seed import seed_runtime_defaults
 from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation, EscalationPolicy
+from tests.fixtures.stack import reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +31,7 @@ def defaults(redis_client, settings):
     """Flushes between transactional tests remove the seed rows; put them back, and make the worker
     reload its runtime config and policy rows (it may hold those of an earlier test)."""
     settings.AGENTOPS_AGENT_MODULES = ["tests.fixtures.test_agents"]
-    seed_runtime_defaults(apps.get_model)
+    reseed_runtime()
     config_source().invalidate()
     bump_version()
     actions.ensure_role_groups()

@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.apps import apps
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db import connection
@@ -22,10 +21,10 @@ from django.utils import timezone
 from agentops import actions
 from agentops.roles import EXPERT, REVIEWER
 from agentops.runtime_config import config_source
-from agentops.seed import seed_runtime_defaults
 from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation
+from tests.fixtures.stack import reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +33,7 @@ TRIALS = 100
 
 @pytest.fixture
 def defaults(redis_client):
-    seed_runtime_defaults(apps.get_model)
+    reseed_runtime()
     config_source().invalidate()
     actions.ensure_role_groups()
 

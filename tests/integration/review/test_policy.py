@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.apps import apps
 
 from agentops import actions
 from agentops.runtime_config import config_source
-from agentops.seed import seed_runtime_defaults
 from review.models import EscalationPolicy
 from review.policy import ReviewToolPolicy, evaluate, policy_for, verdict_for_reason
+from tests.fixtures.stack import reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def defaults(redis_client):
     """Flushes between transactional tests remove the migration's seed rows; put them back."""
-    seed_runtime_defaults(apps.get_model)
+    reseed_runtime()
     config_source().invalidate()
 
 

@@ -1,8 +1,7 @@
 import pytest
-from django.apps import apps
 
 from agentops.runtime_config import config_source
-from agentops.seed import seed_runtime_defaults
+from tests.fixtures.stack import reseed_runtime
 
 TEST_AGENT_MODULES = "tests.fixtures.test_agents"
 
@@ -11,5 +10,5 @@ TEST_AGENT_MODULES = "tests.fixtures.test_agents"
 def defaults(redis_client, settings):
     """Flushes between transactional tests remove the migration's seed rows; put them back."""
     settings.AGENTOPS_AGENT_MODULES = [TEST_AGENT_MODULES]
-    seed_runtime_defaults(apps.get_model)
+    reseed_runtime()
     config_source().invalidate()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.apps import apps
 from django.core.management import call_command
 
 from agentops import actions
@@ -17,7 +16,7 @@ from agentops.agents import tools
 from agentops.management.commands.seed_demo import route_demo_models_to_mock
 from agentops.models import RetryPolicy, Run, Step, ToolEffect
 from agentops.runtime_config import config_source
-from agentops.seed import seed_runtime_defaults
+from tests.fixtures.stack import reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +32,7 @@ def route_models_to(mock) -> None:
 def demo(redis_client, settings, mock):
     """Seed defaults, demo routes on the mock, fast back-offs; wait until workers use them."""
     settings.AGENTOPS_AGENT_MODULES = []
-    seed_runtime_defaults(apps.get_model)
+    reseed_runtime()
     route_models_to(mock)
     for policy in RetryPolicy.objects.all():
         policy.base_delay, policy.max_delay, policy.jitter = 0.05, 0.2, False

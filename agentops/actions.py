@@ -160,6 +160,11 @@ def claim_run(run_pk: int, worker: str, lease_seconds: float) -> Run | None:
     return run
 
 
+def record_trace_id(run_pk: int, trace_id: str) -> None:
+    """The trace of the run's first execution (later executions link to the run through its id)."""
+    Run.objects.filter(pk=run_pk, trace_id="").update(trace_id=trace_id)
+
+
 def renew_lease(run_pk: int, worker: str, lease_seconds: float) -> tuple[bool, bool]:
     """Heartbeat: (still ours, cancel requested)."""
     updated = Run.objects.filter(pk=run_pk, lease_owner=worker, status=Run.Status.RUNNING).update(

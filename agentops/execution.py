@@ -193,9 +193,7 @@ def execute_run(run_pk: int) -> str:
         trace_id = format(span.get_span_context().trace_id, "032x")
         structlog.contextvars.bind_contextvars(trace_id=trace_id)
         if not run.trace_id:
-            from agentops.models import Run
-
-            Run.objects.filter(pk=run.pk).update(trace_id=trace_id)
+            actions.record_trace_id(run.pk, trace_id)
 
         def active() -> float:
             return run.active_seconds + (time.monotonic() - started)

@@ -4,61 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.fixtures.runtime import free_port
+from tests.fixtures.stack import start_web
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
 def uvicorn_server(extra_env: dict | None = None):
-    """The real ASGI app under uvicorn on a free loopback port; yields its base URL."""
-    port = free_port()
+    """The real ASGI app under uvicorn on a free loopback port (the tests' launcher); yields its base URL."""
     env = {**os.environ, "AGENTOPS_BENCH_ENDPOINTS": "1", "LOG_LEVEL": "WARNING", **(extra_env or {})}
-    log = ROOT / ".run" / "bench" / f"uvicorn-{port}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "agentops.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    logdir = ROOT / ".run" / "bench"
+    logdir.mkdir(parents=True, exist_ok=True)
+    proc = start_web(env, logdir)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"uvicorn did not start; see {log}")
-        yield url
+        yield proc.extra["url"]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        proc.stop()
 
 
 async def _load(url: str, requests: int, concurrency: int, method: str = "GET", **kwargs) -> tuple[list[float], float]:

@@ -113,7 +113,11 @@ def ops_breaker(request, name: str, operation: str):
         actions.operate_breaker(name, operation, actor=request.user)
     except ValueError as exc:
         return HttpResponseBadRequest(str(exc))
-    return render(request, "agentops/ops.html#status", _ops_context())
+    response = render(request, "agentops/ops.html#status", _ops_context())
+    # The page re-reads #ops-status through its live trigger, which finds the element in the DOM now
+    # (a refresh that landed while this request was in flight may have replaced the one clicked).
+    trigger_client_event(response, "live:ops")
+    return response
 
 
 @roles.section_required("ops")

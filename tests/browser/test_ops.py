@@ -29,8 +29,8 @@ def test_operator_probes_and_forces_a_breaker_live(web, worker, page, redis_clie
     # the probe created the breaker; the ops page learns it over the socket (or its 15 s poll)
     page.wait_for_selector("tr[data-breaker='simulated:gpt-4o']", timeout=20000)
     page.click("tr[data-breaker='simulated:gpt-4o'] button:has-text('Force open')")
-    page.wait_for_selector("tr[data-breaker='simulated:gpt-4o'] .badge.bad", timeout=10000)
+    page.wait_for_selector("tr[data-breaker='simulated:gpt-4o'] .badge.bad", timeout=20000)
     screenshot(page, "ops-breaker-forced-open")
     page.click("tr[data-breaker='simulated:gpt-4o'] button:has-text('Reset')")
-    page.wait_for_selector("tr[data-breaker='simulated:gpt-4o'] .badge.ok", timeout=10000)
+    page.wait_for_selector("tr[data-breaker='simulated:gpt-4o'] .badge.ok", timeout=20000)
     assert page.console_errors == []

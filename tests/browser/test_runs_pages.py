@@ -242,8 +242,13 @@ def test_reviewer_filters_runs_and_watches_a_run_timeline_live(web, page):
 
     # --- a refused retry shows why (the page was stale: the run succeeded meanwhile, no event seen) ----
     failed = runs["research_failed"]
-    with page.expect_response(lambda response: response.url.endswith(f"/runs/{failed.pk}/live")):
-        page.goto(f"{base}/runs/{failed.pk}/")  # ... and the page reconciled once its socket opened
+
+    def is_live(response):
+        return response.url.endswith(f"/runs/{failed.pk}/live")
+
+    # the page reconciles once its socket opens: an immediate re-read, then the settling one 1.2 s later
+    with page.expect_response(is_live), page.expect_response(is_live):
+        page.goto(f"{base}/runs/{failed.pk}/")
     expect(page.locator("#run-retry")).to_be_visible()
     expect(page.locator("#run-header .run-error")).to_contain_text("FallbackExhausted")
     Run.objects.filter(pk=failed.pk).update(status="succeeded", error="", error_class="")

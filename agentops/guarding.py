@@ -82,8 +82,12 @@ def guard_deps() -> GuardDeps:
 
             redis = runtime_redis()
             source = config_source()
+            from budgets.gate import BUDGET_GATE, USAGE_SINK
+
             _deps = GuardDeps(
                 config=source,
+                budget=BUDGET_GATE,
+                usage=USAGE_SINK,
                 providers=ProviderDirectory(),
                 breakers=make_breaker_registry(redis, source, on_state_change=announce_breaker_change),
                 cache=TwoLevelCache(redis, CACHE_SPECS["llm"]),

@@ -4,9 +4,11 @@ loudly (agentops/env.py); defaults suit the project-local services `make run` st
 from __future__ import annotations
 
 import os
+import zoneinfo
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from agentops.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
@@ -142,6 +144,12 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE: dict = {
     "reclaim-expired-runs": {"task": "agentops.reclaim_runs", "schedule": env_float("RECLAIM_EVERY", 5.0, minimum=0.5)},
     "expire-escalations": {"task": "review.expire_overdue", "schedule": env_float("EXPIRE_EVERY", 5.0, minimum=0.5)},
+    "reclaim-reservations": {
+        "task": "budgets.reclaim_expired",
+        "schedule": env_float("RECLAIM_RESERVATIONS_EVERY", 10.0, minimum=0.5),
+    },
+    "evaluate-alerts": {"task": "budgets.evaluate_alerts", "schedule": env_float("ALERTS_EVERY", 30.0, minimum=1.0)},
+    "roll-up-usage": {"task": "budgets.roll_up_usage", "schedule": env_float("ROLLUP_EVERY", 10.0, minimum=1.0)},
 }
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
 
@@ -214,3 +222,14 @@ configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 from agentops.observability.tracing import configure_tracing  # noqa: E402
 
 configure_tracing(export=OTEL_ENABLED)
+
+# --- budgets (DESIGN.md §7) ---------------------------------------------------------------------------
+# A reservation not settled within its lease is given back by beat (the caller died).
+BUDGET_RESERVATION_LEASE_SECONDS = env_float("BUDGET_RESERVATION_LEASE_SECONDS", 300.0, minimum=1.0)
+# The time zone new day budgets count in (each budget keeps its own).
+BUDGET_TIMEZONE = env_str("BUDGET_TIMEZONE", "UTC")
+try:
+    zoneinfo.ZoneInfo(BUDGET_TIMEZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError) as _exc:
+    raise ImproperlyConfigured(f"BUDGET_TIMEZONE={BUDGET_TIMEZONE!r} is not a time zone name") from _exc
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 2.0, minimum=0.01)

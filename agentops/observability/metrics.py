@@ -67,6 +67,8 @@ BUDGET_UTILIZATION = Gauge(
     multiprocess_mode="mostrecent",
 )
 BUDGET_REJECTIONS = Counter("agentops_budget_rejections_total", "Reservations refused by budget scope", ["scope"])
+ALERTS_FIRED = Counter("agentops_alerts_total", "Alerts raised by kind", ["kind"])
+WEBHOOK_DELIVERIES = Counter("agentops_webhook_deliveries_total", "Webhook delivery attempts by outcome", ["outcome"])
 
 # --- platform ----------------------------------------------------------------------------------
 HTTP_REQUESTS = Counter(

@@ -12,12 +12,13 @@ from agentops.runtime.config import (
 )
 from agentops.runtime.errors import ErrorCategory, ErrorClass, FallbackExhausted, ProviderError, classify
 from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm
-from agentops.runtime.protocols import BudgetExceeded, HandoffOutcome, HumanPending, HumanRejected
+from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable, HandoffOutcome, HumanPending, HumanRejected
 from agentops.runtime.providers import LLMRequest, LLMResult, Provider
 
 __all__ = [
     "DEFAULT_CONFIG",
     "BudgetExceeded",
+    "BudgetUnavailable",
     "CachedConfigSource",
     "ConfigSource",
     "ErrorCategory",

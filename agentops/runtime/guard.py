@@ -424,7 +424,8 @@ def _reserve(
             return deps.budget.reserve({**meta, "model": refused.cheaper_model}), cheaper, None
         except BudgetExceeded as exc:
             refused = exc
-    if cfg.escalate_budget_exceeded and deps.escalator is not None:
+    escalate = cfg.escalate_budget_exceeded if refused.escalate is None else refused.escalate
+    if escalate and deps.escalator is not None:
         outcome: HandoffOutcome = deps.escalator.handoff(request, [], "budget_exceeded")
         return (
             None,
@@ -473,7 +474,7 @@ def _finish(
         # lease that the budgets side reclaims (DESIGN.md §7); the failure is logged.
         if reservation is not None:
             _quietly(deps.budget.settle, reservation, usage, what="settling the reservation")
-        if deps.usage is not None:
+        elif deps.usage is not None:
             _quietly(deps.usage.record, usage, what="recording usage")
 
     operation = request.operation

@@ -5,7 +5,8 @@
 * ``Escalator`` — hand a request to a human when every automatic handler failed (the review app turns it
   into an escalation whose "take over" answer is the result, or suspends the run);
 * ``Journal`` — recorded results of completed steps, replayed when a durable run re-executes;
-* ``UsageSink`` — one usage record per guarded call (priced and stored by the budgets app).
+* ``UsageSink`` — the usage record of a guarded call that held no reservation (the budgets app prices and
+  stores it; a settled reservation records its own).
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ from typing import Any, Protocol, runtime_checkable
 
 
 class BudgetExceeded(Exception):
-    """A reservation was refused. ``cheaper_model`` names a model the policy allows instead, if any."""
+    """A reservation was refused. ``cheaper_model`` names a model the policy allows instead, if any;
+    ``escalate`` says whether the refusing budget hands the call to a human (None: the runtime setting)."""
 
-    def __init__(self, budget: str, message: str, *, cheaper_model: str | None = None) -> None:
+    def __init__(
+        self, budget: str, message: str, *, cheaper_model: str | None = None, escalate: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.budget = budget
         self.message = message
         self.cheaper_model = cheaper_model
+        self.escalate = escalate
+
+
+class BudgetUnavailable(Exception):
+    """The budget store could not be reached: the call is refused (fail closed), never admitted unchecked."""
 
 
 class HumanPending(Exception):
@@ -62,7 +71,8 @@ class BudgetGate(Protocol):
         Raises ``BudgetExceeded`` when a hard limit would be passed."""
 
     def settle(self, handle: Any, usage: Mapping[str, Any]) -> None:
-        """Replace the reservation by the actual ``usage`` (input/output tokens, model)."""
+        """Replace the reservation by the actual ``usage`` (input/output tokens, model) and record it:
+        a settled reservation is the call's usage record (the ``UsageSink`` does not see it again)."""
 
     def release(self, handle: Any) -> None:
         """Give the whole reservation back (the call failed or was suspended)."""
@@ -86,7 +96,8 @@ class Journal(Protocol):
 @runtime_checkable
 class UsageSink(Protocol):
     def record(self, usage: Mapping[str, Any]) -> None:
-        """Store one usage record (tokens, model, operation, handler, cache hit, metadata)."""
+        """Store the usage record of a call that held no reservation (a cache hit, a human's answer, or no
+        budget applied): tokens, model, operation, handler, cache hit, metadata."""
 
 
 class AllowAllBudgetGate:

@@ -168,7 +168,9 @@ def test_happy_path_records_everything_once(h, spans):
     assert len(h.budget.reserved) == 1 and h.budget.reserved[0]["estimated_tokens"] > 100
     assert h.budget.reserved[0]["model"] == "large"
     assert h.budget.settled[0][1]["input_tokens"] == 10 and h.budget.open_reservations == 0
-    assert h.usage.records[0]["model"] == "large" and h.usage.records[0]["handler"] == "primary"
+    settled = h.budget.settled[0][1]
+    assert settled["model"] == "large" and settled["handler"] == "primary"
+    assert h.usage.records == []  # the settled reservation is the call's usage record
     assert calls("planning", "success") - before == 1
     assert LLM_TOKENS.labels("large", "input")._value.get() - tokens_before == 10
     (line,) = [entry for entry in logs if entry["event"] == "llm.call"]
@@ -215,7 +217,7 @@ def test_fallback_order_primary_backup_rules_human(h):
     _, hops, reason = h.escalator.calls[-1]
     assert reason == "all_fallbacks_failed" and [x.handler for x in hops] == ["primary", "backup", "rules"]
     assert calls("planning", "human") - before_human == 1
-    assert h.usage.records[-1]["input_tokens"] == 0 and h.budget.open_reservations == 0
+    assert h.budget.settled[-1][1]["input_tokens"] == 0 and h.budget.open_reservations == 0
 
 
 @pytest.mark.parametrize("text", ["", "I'm sorry, but I can't help with that.", "x"])

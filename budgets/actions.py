@@ -1,0 +1,932 @@
+"""The only code that changes budgets, prices, counters, reservations, the usage ledger and alerts.
+
+Store: PostgreSQL row locks (chosen by measurement, see tests/bench/bench_budgets.py and the README).
+A reservation locks the counter rows of every budget that applies, in id order (no deadlocks), checks
+each hard limit against spent + reserved + the estimate, and either adds the estimate to all of them or
+to none. Settle swaps the estimate for the actual usage and writes the ledger row in the same
+transaction, so "reserved == actual after settle" is one commit, not a promise. If PostgreSQL cannot be
+reached the call is refused with ``BudgetUnavailable`` (fail closed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from agentops.observability import metrics
+from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
+from budgets.models import (
+    ANY_MODEL,
+    Alert,
+    AlertSettings,
+    Budget,
+    BudgetCounter,
+    ModelPrice,
+    Reservation,
+    UsageRecord,
+    Webhook,
+    WebhookDelivery,
+)
+
+log = structlog.get_logger(__name__)
+
+THOUSAND = Decimal(1000)
+CENT_FRACTIONS = Decimal("0.00000001")
+LIFETIME_START = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+STORE_ERRORS = (OperationalError, InterfaceError)
+
+
+# --- periods and prices ----------------------------------------------------------------------------
+
+
+def period_start(budget: Budget, now: dt.datetime) -> dt.datetime:
+    """The start of the budget's current period: local midnight (day), the 1st (month) in the budget's
+    time zone, or a fixed instant (lifetime)."""
+    if budget.period == Budget.Period.LIFETIME:
+        return LIFETIME_START
+    local = now.astimezone(zoneinfo.ZoneInfo(budget.timezone))
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if budget.period == Budget.Period.MONTH:
+        start = start.replace(day=1)
+    # Re-attach the zone so a DST change between midnight and now gives midnight's own offset.
+    return start.replace(tzinfo=None).replace(tzinfo=zoneinfo.ZoneInfo(budget.timezone)).astimezone(dt.UTC)
+
+
+def period_end(budget: Budget, now: dt.datetime) -> dt.datetime | None:
+    if budget.period == Budget.Period.LIFETIME:
+        return None
+    zone = zoneinfo.ZoneInfo(budget.timezone)
+    start = period_start(budget, now).astimezone(zone).replace(tzinfo=None)
+    if budget.period == Budget.Period.DAY:
+        end = start + dt.timedelta(days=1)
+    else:
+        end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return end.replace(tzinfo=zone).astimezone(dt.UTC)
+
+
+def price_in_force(model: str, at: dt.datetime) -> ModelPrice | None:
+    """The model's price row in force at ``at`` (its own, else the catch-all ``*`` row)."""
+    rows = ModelPrice.objects.filter(model__in=(model, ANY_MODEL), effective_from__lte=at).order_by("-effective_from")
+    own = next((row for row in rows[:20] if row.model == model), None)
+    if own is not None:
+        return own
+    return next((row for row in rows[:20] if row.model == ANY_MODEL), None)
+
+
+def cost_of(price: ModelPrice | None, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> Decimal:
+    """Dollars for a call: uncached input, cached input (its own price when set) and output tokens."""
+    if price is None:
+        return Decimal(0)
+    cached = min(max(cached_tokens, 0), max(input_tokens, 0))
+    cached_price = price.cached_input_per_1k if price.cached_input_per_1k is not None else price.input_per_1k
+    dollars = (
+        Decimal(input_tokens - cached) * price.input_per_1k
+        + Decimal(cached) * cached_price
+        + Decimal(output_tokens) * price.output_per_1k
+    ) / THOUSAND
+    return dollars.quantize(CENT_FRACTIONS, rounding=ROUND_HALF_UP)
+
+
+# --- which budgets apply -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is spending: the subjects that budgets are keyed by."""
+
+    agent: str = ""
+    team: str = ""
+    session_id: str = ""
+    run_id: int | None = None
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> Caller:
+        agent = str(meta.get("agent") or "")
+        run = meta.get("run") if meta.get("run") is not None else meta.get("run_id")
+        team = str(meta.get("team") or "") or _team_of(agent)
+        session = str(meta.get("session") or meta.get("session_id") or "")
+        return cls(agent=agent, team=team, session_id=session, run_id=int(run) if run is not None else None)
+
+
+def _team_of(agent: str) -> str:
+    if not agent:
+        return ""
+    from agentops.models import Agent
+
+    return Agent.objects.filter(name=agent).values_list("team", flat=True).first() or ""
+
+
+def subject_for(budget: Budget, caller: Caller) -> str | None:
+    """The counter subject this budget keeps for the caller, or None if the budget does not apply."""
+    if budget.scope == Budget.Scope.GLOBAL:
+        return ""
+    value = {
+        Budget.Scope.TEAM: caller.team,
+        Budget.Scope.AGENT: caller.agent,
+        Budget.Scope.SESSION: caller.session_id,
+    }[budget.scope]
+    if not value or (budget.scope_key and budget.scope_key != value):
+        return None
+    return value
+
+
+def applicable_budgets(caller: Caller) -> list[tuple[Budget, str]]:
+    return [
+        (budget, subject)
+        for budget in Budget.objects.filter(enabled=True).order_by("id")
+        if (subject := subject_for(budget, caller)) is not None
+    ]
+
+
+def _refusal(budget: Budget, message: str) -> BudgetExceeded:
+    metrics.BUDGET_REJECTIONS.labels(scope=budget.scope).inc()
+    return BudgetExceeded(
+        budget.name,
+        message,
+        cheaper_model=budget.downgrade_model or None,
+        escalate=budget.on_block == Budget.OnBlock.ESCALATE,
+    )
+
+
+def _describe(budget: Budget, subject: str) -> str:
+    where = f" for {budget.scope} {subject}" if subject else ""
+    return f'budget "{budget.name}"{where} ({budget.period})'
+
+
+# --- counters (raw SQL on the hot path: one statement per step while the locks are held) -------------
+
+_ENSURE_COUNTERS = """
+INSERT INTO budgets_budgetcounter
+    (budget_id, subject, period_start, spent_tokens, spent_usd, reserved_tokens, reserved_usd, in_flight, updated_at)
+SELECT b, s, p, 0, 0, 0, 0, 0, now() FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS k(b, s, p)
+ON CONFLICT (budget_id, subject, period_start) DO NOTHING
+"""
+_LOCK_COUNTERS = """
+SELECT c.id, c.budget_id, c.subject, c.period_start, c.spent_tokens, c.spent_usd, c.reserved_tokens, c.reserved_usd
+FROM budgets_budgetcounter c
+JOIN unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS k(b, s, p)
+  ON c.budget_id = k.b AND c.subject = k.s AND c.period_start = k.p
+ORDER BY c.id FOR UPDATE OF c
+"""
+_LOCK_COUNTERS_BY_ID = """
+SELECT id, budget_id, subject, period_start, spent_tokens, spent_usd, reserved_tokens, reserved_usd
+FROM budgets_budgetcounter WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
+"""
+_HOLD_AND_RECORD = """
+WITH held AS (
+    UPDATE budgets_budgetcounter
+    SET reserved_tokens = reserved_tokens + %(tokens)s, reserved_usd = reserved_usd + %(usd)s,
+        in_flight = in_flight + 1, updated_at = now()
+    WHERE id = ANY(%(ids)s::bigint[])
+)
+INSERT INTO budgets_reservation
+    (counter_ids, agent, run_id, session_id, model, operation, tokens, usd, status, expires_at, created_at)
+VALUES (%(ids_json)s::jsonb, %(agent)s, %(run_id)s, %(session_id)s, %(model)s, %(operation)s, %(tokens)s, %(usd)s,
+        'held', %(expires_at)s, %(now)s)
+RETURNING id
+"""
+_APPLY_TO_COUNTERS = """
+UPDATE budgets_budgetcounter
+SET spent_tokens = spent_tokens + %(spent_tokens)s, spent_usd = spent_usd + %(spent_usd)s,
+    reserved_tokens = reserved_tokens - %(held_tokens)s, reserved_usd = reserved_usd - %(held_usd)s,
+    in_flight = in_flight - %(held_count)s, updated_at = now()
+WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+
+@dataclass
+class CounterRow:
+    id: int
+    budget_id: int
+    subject: str
+    period_start: dt.datetime
+    spent_tokens: int
+    spent_usd: Decimal
+    reserved_tokens: int
+    reserved_usd: Decimal
+
+
+def _lock_counters(cursor, keys: list[tuple[Budget, str, dt.datetime]]) -> list[CounterRow]:
+    """Create (if new) and lock the counters for ``keys`` in id order."""
+    columns = ([b.id for b, _, _ in keys], [s for _, s, _ in keys], [p for _, _, p in keys])
+    cursor.execute(_ENSURE_COUNTERS, columns)
+    cursor.execute(_LOCK_COUNTERS, columns)
+    return [CounterRow(*row) for row in cursor.fetchall()]
+
+
+def _lock_counters_by_id(cursor, ids: Iterable[int]) -> list[CounterRow]:
+    cursor.execute(_LOCK_COUNTERS_BY_ID, [list(ids)])
+    return [CounterRow(*row) for row in cursor.fetchall()]
+
+
+# --- reserve / settle / release / reclaim ------------------------------------------------------------
+
+
+def _fail_closed(exc: BaseException) -> BudgetUnavailable:
+    log.error("budget.store_unavailable", error=str(exc)[:300])
+    return BudgetUnavailable(f"the budget store (PostgreSQL) is unreachable, so no call is admitted: {exc}")
+
+
+def reserve(meta: Mapping[str, Any], *, lease_seconds: float | None = None) -> int | None:
+    """Hold the estimate against every budget that applies, all or nothing; return the reservation id
+    (None when no budget applies). Raises ``BudgetExceeded`` naming the budget that blocks, or
+    ``BudgetUnavailable`` when the store cannot be reached."""
+    try:
+        return _reserve(meta, lease_seconds)
+    except STORE_ERRORS as exc:
+        raise _fail_closed(exc) from exc
+
+
+def _reserve(meta: Mapping[str, Any], lease_seconds: float | None) -> int | None:
+    now = timezone.now()
+    caller = Caller.from_meta(meta)
+    operation = str(meta.get("operation") or "")
+    model = str(meta.get("model") or "")
+    est_in = max(int(meta.get("estimated_input_tokens") or 0), 0)
+    est_out = max(int(meta.get("estimated_output_tokens") or 0), 0)
+    tokens = max(int(meta.get("estimated_tokens") or est_in + est_out), 0)
+
+    budgets = applicable_budgets(caller)
+    for budget, subject in budgets:
+        per_call = (budget.operation_limits or {}).get(operation)
+        if per_call is not None and tokens > int(per_call):
+            raise _refusal(
+                budget,
+                f"{_describe(budget, subject)} allows at most {per_call} tokens per {operation} call; "
+                f"this call would use up to {tokens}",
+            )
+    limited = [(b, s) for b, s in budgets if b.limit_tokens is not None or b.limit_usd is not None]
+    if not limited:
+        return None
+    usd = cost_of(price_in_force(model, now), est_in, est_out)
+    keys = [(b, s, period_start(b, now)) for b, s in limited]
+    by_key = {(b.id, s): b for b, s, _ in keys}
+    lease = lease_seconds if lease_seconds is not None else settings.BUDGET_RESERVATION_LEASE_SECONDS
+    with transaction.atomic(), connection.cursor() as cursor:
+        counters = _lock_counters(cursor, keys)
+        for counter in counters:
+            budget = by_key[(counter.budget_id, counter.subject)]
+            refusal = _refusal_if_no_room(budget, counter, tokens, usd) if budget.hard_stop else None
+            if refusal is not None:
+                break
+        else:
+            ids = [c.id for c in counters]
+            cursor.execute(
+                _HOLD_AND_RECORD,
+                {
+                    "tokens": tokens,
+                    "usd": usd,
+                    "ids": ids,
+                    "ids_json": _json_ids(ids),
+                    "agent": caller.agent,
+                    "run_id": caller.run_id,
+                    "session_id": caller.session_id[:200],
+                    "model": model[:120],
+                    "operation": operation[:100],
+                    "expires_at": now + dt.timedelta(seconds=lease),
+                    "now": now,
+                },
+            )
+            return cursor.fetchone()[0]
+    # Nothing was held (the new counter rows, if any, are kept: they are empty).
+    _alert_exhausted(budget, counter)
+    raise refusal
+
+
+def _json_ids(ids: list[int]) -> str:
+    return "[" + ",".join(str(i) for i in ids) + "]"
+
+
+def _refusal_if_no_room(budget: Budget, counter: CounterRow, tokens: int, usd: Decimal) -> BudgetExceeded | None:
+    """The refusal if the estimate does not fit under the hard limit (spent + reserved + estimate)."""
+    where = _describe(budget, counter.subject)
+    if budget.limit_tokens is not None:
+        left = budget.limit_tokens - counter.spent_tokens - counter.reserved_tokens
+        if tokens > left:
+            return _refusal(
+                budget,
+                f"{where} has {max(left, 0)} of {budget.limit_tokens} tokens left; this call needs up to {tokens}",
+            )
+    if budget.limit_usd is not None:
+        left_usd = budget.limit_usd - counter.spent_usd - counter.reserved_usd
+        if usd > left_usd:
+            return _refusal(
+                budget,
+                f"{where} has ${max(left_usd, Decimal(0)):.4f} of ${budget.limit_usd} left; "
+                f"this call may cost up to ${usd:.4f}",
+            )
+    return None
+
+
+def _limits(budget: Budget) -> str:
+    return f"{budget.limit_tokens or '-'}t/{budget.limit_usd or '-'}usd"
+
+
+def _counter_key(kind: str, budget: Budget, subject: str, start: dt.datetime) -> str:
+    """One alert per kind × budget × subject × period × limits: raising a limit re-arms the alert."""
+    return f"{kind}:{budget.id}:{subject}:{start.isoformat()}:{_limits(budget)}"
+
+
+def _alert_exhausted(budget: Budget, counter: CounterRow) -> None:
+    fire_alert(
+        Alert.Kind.EXHAUSTED,
+        _counter_key("exhausted", budget, counter.subject, counter.period_start),
+        f"{_describe(budget, counter.subject)} is exhausted: calls are being refused",
+        budget=budget,
+        subject=counter.subject,
+        severity=Alert.Severity.CRITICAL,
+        details={"period_start": counter.period_start.isoformat()},
+    )
+
+
+def settle(reservation_id: int, usage: Mapping[str, Any]) -> UsageRecord:
+    """Replace the reservation's estimate by the actual usage and write the priced ledger row, in one
+    transaction. A reservation already reclaimed still records its spend (the call did happen)."""
+    try:
+        with transaction.atomic():
+            reservation = Reservation.objects.select_for_update().get(pk=reservation_id)
+            record = _apply_usage(usage, reservation=reservation)
+    except STORE_ERRORS as exc:
+        raise _fail_closed(exc) from exc
+    return record
+
+
+def record_usage(usage: Mapping[str, Any]) -> UsageRecord:
+    """Record a call that held no reservation (a cache hit, a human's answer, usage reported after the
+    fact): priced, added to the spend of every budget that applies."""
+    with transaction.atomic():
+        return _apply_usage(usage, reservation=None)
+
+
+def _apply_usage(usage: Mapping[str, Any], *, reservation: Reservation | None) -> UsageRecord:
+    now = timezone.now()
+    caller = (
+        Caller.from_meta(usage)
+        if reservation is None
+        else Caller(agent=reservation.agent, session_id=reservation.session_id, run_id=reservation.run_id)
+    )
+    cached_hit = bool(usage.get("cache_hit") or usage.get("cached"))
+    input_tokens = max(int(usage.get("input_tokens") or 0), 0)
+    output_tokens = max(int(usage.get("output_tokens") or 0), 0)
+    cached_tokens = max(int(usage.get("cached_tokens") or 0), 0)
+    model = str(usage.get("model") or (reservation.model if reservation else "") or "unknown")[:120]
+    price = None if cached_hit else price_in_force(model, now)
+    # A cache hit answers from a stored answer: it costs nothing and uses no budget.
+    cost = Decimal(0) if cached_hit else cost_of(price, input_tokens, output_tokens, cached_tokens)
+    spent_tokens = 0 if cached_hit else input_tokens + output_tokens
+    held = reservation is not None and reservation.status == Reservation.Status.HELD
+
+    if reservation is not None:
+        ids = list(reservation.counter_ids)
+    else:
+        keys = [
+            (b, s, period_start(b, now))
+            for b, s in applicable_budgets(caller)
+            if b.limit_tokens is not None or b.limit_usd is not None
+        ]
+        ids = []
+        if keys and spent_tokens:
+            with connection.cursor() as cursor:
+                ids = [c.id for c in _lock_counters(cursor, keys)]
+    if ids:
+        with connection.cursor() as cursor:
+            if reservation is not None:  # the no-reservation path locked them above
+                _lock_counters_by_id(cursor, ids)
+            cursor.execute(
+                _APPLY_TO_COUNTERS,
+                {
+                    "spent_tokens": spent_tokens,
+                    "spent_usd": cost,
+                    "held_tokens": reservation.tokens if held else 0,
+                    "held_usd": reservation.usd if held else Decimal(0),
+                    "held_count": 1 if held else 0,
+                    "ids": ids,
+                },
+            )
+    record = UsageRecord.objects.create(
+        agent=caller.agent[:80],
+        run_id=caller.run_id,
+        session_id=caller.session_id[:200],
+        model=model,
+        provider=str(usage.get("provider") or "")[:80],
+        operation=str(usage.get("operation") or (reservation.operation if reservation else "") or "call")[:100],
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached_tokens,
+        cost_usd=cost,
+        price=price,
+        cached=cached_hit,
+        reservation_id=reservation.pk if reservation else None,
+        source=str(usage.get("source") or "run")[:20],
+        created_at=now,
+    )
+    if reservation is not None and held:
+        reservation.status = Reservation.Status.SETTLED
+        reservation.closed_at = now
+        reservation.save(update_fields=["status", "closed_at"])
+    if spent_tokens or cost:
+        metrics.LLM_COST.labels(model=model).inc(float(cost))
+        ids_after = ids
+        transaction.on_commit(lambda: after_spend(ids_after))
+    return record
+
+
+def release(reservation_id: int) -> bool:
+    """Give a held reservation back in full (the call failed or never happened). False if it was not held."""
+    try:
+        with transaction.atomic():
+            reservation = Reservation.objects.select_for_update().filter(pk=reservation_id).first()
+            if reservation is None or reservation.status != Reservation.Status.HELD:
+                return False
+            _give_back(reservation, Reservation.Status.RELEASED)
+            return True
+    except STORE_ERRORS as exc:
+        raise _fail_closed(exc) from exc
+
+
+def _give_back(reservation: Reservation, status: str) -> None:
+    with connection.cursor() as cursor:
+        _lock_counters_by_id(cursor, reservation.counter_ids)
+        cursor.execute(
+            _APPLY_TO_COUNTERS,
+            {
+                "spent_tokens": 0,
+                "spent_usd": Decimal(0),
+                "held_tokens": reservation.tokens,
+                "held_usd": reservation.usd,
+                "held_count": 1,
+                "ids": list(reservation.counter_ids),
+            },
+        )
+    reservation.status = status
+    reservation.closed_at = timezone.now()
+    reservation.save(update_fields=["status", "closed_at"])
+
+
+def reclaim_expired(limit: int = 500) -> int:
+    """Beat: give back reservations whose lease ran out (the caller died before settling)."""
+    reclaimed = 0
+    with transaction.atomic():
+        expired = list(
+            Reservation.objects.select_for_update(skip_locked=True)
+            .filter(status=Reservation.Status.HELD, expires_at__lt=timezone.now())
+            .order_by("id")[:limit]
+        )
+        for reservation in expired:
+            _give_back(reservation, Reservation.Status.EXPIRED)
+            reclaimed += 1
+    if reclaimed:
+        log.warning("budget.reservations_reclaimed", count=reclaimed)
+        _publish_budgets()
+    return reclaimed
+
+
+# --- live "budgets changed" signal -----------------------------------------------------------------
+
+_LAST_PUBLISH = [0.0]
+PUBLISH_EVERY = 1.0  # seconds: a page re-reads at most this often, however busy the traffic
+
+
+def _publish_budgets() -> None:
+    """Tell open budget and cost pages that numbers moved (throttled per process; pages re-read)."""
+    from agentops import live
+
+    now = time.monotonic()
+    if now - _LAST_PUBLISH[0] < PUBLISH_EVERY:
+        return
+    _LAST_PUBLISH[0] = now
+    live.send_now("budgets", "budgets.changed", {})
+
+
+# --- alerts ------------------------------------------------------------------------------------------
+
+_FIRED: set[str] = set()  # dedup keys this process already saw: skip the INSERT on every later settle
+
+
+def fire_alert(
+    kind: str,
+    dedup_key: str,
+    message: str,
+    *,
+    budget: Budget | None = None,
+    subject: str = "",
+    severity: str = Alert.Severity.WARNING,
+    details: Mapping[str, Any] | None = None,
+) -> Alert | None:
+    """Create the alert for one crossing, once: a second call with the same key does nothing and returns
+    None. A new alert is announced live and handed to every enabled webhook after commit."""
+    if dedup_key in _FIRED:
+        return None
+    with transaction.atomic():
+        alert, created = _insert_alert_once(
+            kind=kind,
+            dedup_key=dedup_key[:300],
+            message=message[:500],
+            budget=budget,
+            subject=subject[:200],
+            severity=severity,
+            details=dict(details or {}),
+            created_at=timezone.now(),
+        )
+        _FIRED.add(dedup_key)
+        if not created:
+            return None
+        log.warning("budget.alert", kind=kind, alert_id=alert.pk, message=message)
+        metrics.ALERTS_FIRED.labels(kind=kind).inc()
+        _after_commit_announce(alert, Webhook.objects.filter(enabled=True))
+    return alert
+
+
+def _insert_alert_once(**fields: Any) -> tuple[Alert, bool]:
+    try:
+        with transaction.atomic():
+            return Alert.objects.create(**fields), True
+    except IntegrityError:
+        return Alert.objects.get(dedup_key=fields["dedup_key"]), False
+
+
+SEVERITY_RANK = {Alert.Severity.INFO: 0, Alert.Severity.WARNING: 1, Alert.Severity.CRITICAL: 2}
+
+
+def _after_commit_announce(alert: Alert, webhooks: Iterable[Webhook]) -> None:
+    from agentops import live
+    from budgets import tasks
+
+    now = timezone.now()
+    deliveries = [
+        WebhookDelivery.objects.create(webhook=hook, alert=alert, created_at=now, updated_at=now)
+        for hook in webhooks
+        if SEVERITY_RANK[hook.min_severity] <= SEVERITY_RANK[alert.severity] or alert.kind == Alert.Kind.TEST
+    ]
+    live.publish("alerts", "alert.fired", {"alert": alert.pk, "kind": alert.kind, "message": alert.message})
+    for delivery in deliveries:
+        transaction.on_commit(lambda pk=delivery.pk: tasks.deliver_webhook.delay(pk), robust=True)
+
+
+def acknowledge_alert(alert_id: int, user) -> bool:
+    """Mark an alert seen. False if it was already acknowledged (or does not exist)."""
+    from agentops import live
+
+    with transaction.atomic():
+        updated = Alert.objects.filter(pk=alert_id, acknowledged_at=None).update(
+            acknowledged_at=timezone.now(), acknowledged_by=user
+        )
+        if updated:
+            live.publish("alerts", "alert.acknowledged", {"alert": alert_id})
+    return bool(updated)
+
+
+def acknowledge_all(user) -> int:
+    from agentops import live
+
+    with transaction.atomic():
+        updated = Alert.objects.filter(acknowledged_at=None).update(
+            acknowledged_at=timezone.now(), acknowledged_by=user
+        )
+        if updated:
+            live.publish("alerts", "alert.acknowledged", {"count": updated})
+    return updated
+
+
+def after_spend(counter_ids: list[int]) -> None:
+    """After a committed spend: announce it, raise the threshold alerts it crossed."""
+    _publish_budgets()
+    if counter_ids:
+        evaluate_counter_alerts(BudgetCounter.objects.filter(pk__in=counter_ids).select_related("budget"))
+
+
+def evaluate_counter_alerts(counters: Iterable[BudgetCounter]) -> int:
+    """Soft threshold crossed and (day budgets) daily total over its limit, once per crossing."""
+    fired = 0
+    for counter in counters:
+        budget = counter.budget
+        used = utilization(budget, counter.spent_tokens, counter.spent_usd)
+        if used is None:
+            continue
+        metrics.BUDGET_UTILIZATION.labels(budget=budget.name).set(used)
+        where = _describe(budget, counter.subject)
+        if used * 100 >= budget.soft_threshold_pct:
+            fired += bool(
+                fire_alert(
+                    Alert.Kind.SOFT_THRESHOLD,
+                    _counter_key("soft", budget, counter.subject, counter.period_start),
+                    f"{where} passed {budget.soft_threshold_pct}% ({used:.0%} used)",
+                    budget=budget,
+                    subject=counter.subject,
+                    details={"utilization": round(used, 4), "period_start": counter.period_start.isoformat()},
+                )
+            )
+        if budget.period == Budget.Period.DAY and used > 1:
+            fired += bool(
+                fire_alert(
+                    Alert.Kind.DAILY_OVER,
+                    _counter_key("daily_over", budget, counter.subject, counter.period_start),
+                    f"{where}: today's total is over its limit ({used:.0%})",
+                    budget=budget,
+                    subject=counter.subject,
+                    severity=Alert.Severity.CRITICAL,
+                    details={"utilization": round(used, 4), "period_start": counter.period_start.isoformat()},
+                )
+            )
+    return fired
+
+
+def utilization(budget: Budget, tokens: int, usd: Decimal) -> float | None:
+    """The larger of tokens / token limit and dollars / dollar limit (None without limits)."""
+    shares = []
+    if budget.limit_tokens:
+        shares.append(tokens / budget.limit_tokens)
+    if budget.limit_usd:
+        shares.append(float(usd / budget.limit_usd))
+    return max(shares) if shares else None
+
+
+def evaluate_alerts() -> int:
+    """Beat: every current counter against its thresholds, session spikes, the recent error rate."""
+    from django.db.models import Count, Q, Sum
+
+    from agentops.models import Step
+
+    now = timezone.now()
+    fired = 0
+    current = []
+    for budget in Budget.objects.filter(enabled=True):
+        for counter in budget.counters.filter(period_start=period_start(budget, now)):
+            counter.budget = budget
+            current.append(counter)
+    fired += evaluate_counter_alerts(current)
+
+    config = AlertSettings.current()
+    hour_ago = now - dt.timedelta(hours=1)
+    spikes = (
+        UsageRecord.objects.filter(created_at__gte=hour_ago)
+        .exclude(session_id="")
+        .values("session_id")
+        .annotate(cost=Sum("cost_usd"))
+        .filter(cost__gt=config.session_spike_usd)
+    )
+    for row in spikes:
+        fired += bool(
+            fire_alert(
+                Alert.Kind.SESSION_SPIKE,
+                f"session_spike:{row['session_id']}:{now.date().isoformat()}",
+                f"session {row['session_id']} spent ${row['cost']:.4f} in the last hour "
+                f"(threshold ${config.session_spike_usd})",
+                subject=row["session_id"],
+                details={"cost_usd": str(row["cost"]), "threshold_usd": str(config.session_spike_usd)},
+            )
+        )
+
+    window = now - dt.timedelta(minutes=5)
+    calls = Step.objects.filter(kind="llm", finished_at__gte=window).aggregate(
+        total=Count("id", filter=Q(status__in=("completed", "failed"))), failed=Count("id", filter=Q(status="failed"))
+    )
+    total, failed = calls["total"] or 0, calls["failed"] or 0
+    rate = failed / total if total else 0.0
+    over = total >= config.error_rate_min_calls and rate * 100 > config.error_rate_pct
+    fired += _error_rate_alert(over, rate, failed, total, config, now)
+    return fired
+
+
+ERROR_RATE_STATE_KEY = "agentops:alerts:error_rate:since"
+
+
+def _error_rate_alert(over: bool, rate: float, failed: int, total: int, config: AlertSettings, now) -> int:
+    """One alert per episode: the episode starts when the rate goes over and ends when it comes back."""
+    from agentops.redis_client import runtime_redis
+
+    redis = runtime_redis()
+    try:
+        episode = redis.get(ERROR_RATE_STATE_KEY)
+        if not over:
+            if episode is not None:
+                redis.delete(ERROR_RATE_STATE_KEY)
+            return 0
+        if episode is None:
+            episode = now.isoformat().encode()
+            redis.set(ERROR_RATE_STATE_KEY, episode)
+    except Exception as exc:  # Redis down: dedup by the 5-minute window instead
+        log.warning("budget.error_rate_state_unavailable", error=repr(exc))
+        episode = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0).isoformat().encode()
+    return bool(
+        fire_alert(
+            Alert.Kind.ERROR_RATE,
+            f"error_rate:{episode.decode()}",
+            f"{rate:.0%} of LLM calls failed over the last 5 minutes ({failed} of {total}; threshold "
+            f"{config.error_rate_pct}%)",
+            severity=Alert.Severity.CRITICAL,
+            details={"failed": failed, "total": total, "rate": round(rate, 4)},
+        )
+    )
+
+
+# --- webhooks ----------------------------------------------------------------------------------------
+
+
+def slack_payload(alert: Alert) -> dict[str, Any]:
+    """Slack-compatible incoming-webhook JSON (``text`` is what Slack shows; the rest is for machines)."""
+    icon = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}[alert.severity]
+    return {
+        "text": f"{icon} agentops {alert.get_kind_display()}: {alert.message}",
+        "agentops": {
+            "alert_id": alert.pk,
+            "kind": alert.kind,
+            "severity": alert.severity,
+            "budget": alert.budget.name if alert.budget_id else None,
+            "subject": alert.subject,
+            "details": alert.details,
+            "created_at": alert.created_at.isoformat(),
+        },
+    }
+
+
+def record_delivery_attempt(delivery_id: int, *, status_code: int | None, error: str, final: bool) -> str:
+    """Log one attempt; returns the delivery's new status (delivered on a 2xx)."""
+    now = timezone.now()
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
+        delivery.attempts += 1
+        delivery.last_status_code = status_code
+        delivery.last_error = error[:500]
+        delivery.log = [*delivery.log, {"at": now.isoformat(), "status_code": status_code, "error": error[:300]}]
+        if status_code is not None and 200 <= status_code < 300:
+            delivery.status = WebhookDelivery.Status.DELIVERED
+            delivery.delivered_at = now
+        else:
+            delivery.status = WebhookDelivery.Status.FAILED if final else WebhookDelivery.Status.RETRYING
+        delivery.updated_at = now
+        delivery.save()
+        from agentops import live
+
+        live.publish("alerts", "webhook.delivery", {"delivery": delivery.pk, "status": delivery.status})
+        return delivery.status
+
+
+def send_test_alert(webhook: Webhook, user) -> Alert:
+    """A test alert delivered to this one webhook (the settings screen's "send test" button)."""
+    now = timezone.now()
+    with transaction.atomic():
+        alert = Alert.objects.create(
+            kind=Alert.Kind.TEST,
+            severity=Alert.Severity.INFO,
+            message=f"Test alert for webhook {webhook.name!r}, sent by {user}",
+            dedup_key=f"test:{webhook.pk}:{now.isoformat()}",
+            created_at=now,
+            acknowledged_at=now,
+            acknowledged_by=user if getattr(user, "pk", None) else None,
+        )
+        _after_commit_announce(alert, [webhook])
+    return alert
+
+
+def save_webhook(webhook: Webhook) -> Webhook:
+    with transaction.atomic():
+        webhook.full_clean()
+        webhook.save()
+    return webhook
+
+
+def delete_webhook(webhook_id: int) -> None:
+    with transaction.atomic():
+        Webhook.objects.filter(pk=webhook_id).delete()
+
+
+def save_alert_settings(config: AlertSettings) -> AlertSettings:
+    with transaction.atomic():
+        config.full_clean()
+        config.save()
+    return config
+
+
+# --- budgets and prices (the admin screens and the API call these) -----------------------------------
+
+
+def save_budget(budget: Budget) -> Budget:
+    """Create or change a budget (validated). Takes effect on the next reservation in every process."""
+    from agentops import live
+
+    with transaction.atomic():
+        budget.full_clean()
+        budget.save()
+        live.publish("budgets", "budget.saved", {"budget": budget.pk})
+    return budget
+
+
+def delete_budget(budget_id: int) -> bool:
+    """Delete a budget. Reservations still held against it are simply no longer counted."""
+    from agentops import live
+
+    with transaction.atomic():
+        deleted, _ = Budget.objects.filter(pk=budget_id).delete()
+        if deleted:
+            live.publish("budgets", "budget.deleted", {"budget": budget_id})
+    return bool(deleted)
+
+
+def set_price(
+    model: str,
+    input_per_1k: Decimal,
+    output_per_1k: Decimal,
+    *,
+    cached_input_per_1k: Decimal | None = None,
+    effective_from: dt.datetime | None = None,
+    note: str = "",
+    user: str = "",
+) -> ModelPrice:
+    """A new price for ``model`` from ``effective_from`` (default now). Earlier rows stay: calls already
+    made keep the price they were charged, later calls get this one."""
+    row = ModelPrice(
+        model=model.strip(),
+        input_per_1k=input_per_1k,
+        output_per_1k=output_per_1k,
+        cached_input_per_1k=cached_input_per_1k,
+        effective_from=effective_from or timezone.now(),
+        note=note,
+        created_by=user,
+    )
+    with transaction.atomic():
+        row.full_clean()
+        row.save()
+    return row
+
+
+def delete_price(price_id: int) -> bool:
+    """Delete a price row that no call was charged at (a mistyped future price, say)."""
+    with transaction.atomic():
+        row = ModelPrice.objects.filter(pk=price_id).first()
+        if row is None or UsageRecord.objects.filter(price=row).exists():
+            return False
+        row.delete()
+        return True
+
+
+# --- rollups -----------------------------------------------------------------------------------------
+
+_ROLL_UP = """
+WITH moved AS (
+    UPDATE budgets_usagerecord u SET rolled_up = true
+    WHERE u.id IN (
+        SELECT id FROM budgets_usagerecord WHERE NOT rolled_up ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED
+    )
+    RETURNING u.created_at, u.agent, u.model, u.operation, u.session_id, u.cached,
+              u.input_tokens, u.output_tokens, u.cached_tokens, u.cost_usd
+),
+hourly AS (
+    INSERT INTO budgets_hourlyusage
+        (hour, agent, model, operation, calls, cache_hits, input_tokens, output_tokens, cached_tokens, cost_usd)
+    SELECT date_trunc('hour', created_at), agent, model, operation, count(*), count(*) FILTER (WHERE cached),
+           sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_usd)
+    FROM moved GROUP BY 1, 2, 3, 4
+    ON CONFLICT (hour, agent, model, operation) DO UPDATE SET
+        calls = budgets_hourlyusage.calls + EXCLUDED.calls,
+        cache_hits = budgets_hourlyusage.cache_hits + EXCLUDED.cache_hits,
+        input_tokens = budgets_hourlyusage.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = budgets_hourlyusage.output_tokens + EXCLUDED.output_tokens,
+        cached_tokens = budgets_hourlyusage.cached_tokens + EXCLUDED.cached_tokens,
+        cost_usd = budgets_hourlyusage.cost_usd + EXCLUDED.cost_usd
+),
+sessions AS (
+    INSERT INTO budgets_sessionusage (day, session_id, agent, calls, tokens, cost_usd)
+    SELECT (created_at AT TIME ZONE 'UTC')::date, session_id, agent, count(*),
+           sum(input_tokens + output_tokens), sum(cost_usd)
+    FROM moved WHERE session_id <> '' GROUP BY 1, 2, 3
+    ON CONFLICT (day, session_id, agent) DO UPDATE SET
+        calls = budgets_sessionusage.calls + EXCLUDED.calls,
+        tokens = budgets_sessionusage.tokens + EXCLUDED.tokens,
+        cost_usd = budgets_sessionusage.cost_usd + EXCLUDED.cost_usd
+)
+SELECT count(*) FROM moved
+"""
+
+
+def roll_up_usage(batch: int = 50_000, max_batches: int = 40) -> int:
+    """Beat: fold new ledger rows into the hourly and per-session rollups, exactly once each (rows are
+    marked in the same statement; concurrent rollers skip each other's rows)."""
+    total = 0
+    for _ in range(max_batches):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_ROLL_UP, {"batch": batch})
+            moved = cursor.fetchone()[0]
+        total += moved
+        if moved < batch:
+            break
+    return total
+
+
+def store_is_reachable() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DatabaseError:
+        return False

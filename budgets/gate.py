@@ -1,0 +1,36 @@
+"""The runtime's ``BudgetGate`` and ``UsageSink`` backed by budgets.actions (DESIGN.md §4 step 3 and 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from budgets import actions
+
+
+class LedgerBudgetGate:
+    """Reserve before every guarded call, settle (write the priced ledger row) after, release on failure."""
+
+    def reserve(self, meta: Mapping[str, Any]) -> int | None:
+        return actions.reserve(meta)
+
+    def settle(self, handle: int | None, usage: Mapping[str, Any]) -> None:
+        if handle is None:  # no budget applied: the usage sink records the call
+            actions.record_usage(usage)
+        else:
+            actions.settle(handle, usage)
+
+    def release(self, handle: int | None) -> None:
+        if handle is not None:
+            actions.release(handle)
+
+
+class LedgerUsageSink:
+    """Usage of calls that held no reservation (cache hits, human answers, calls no budget applied to)."""
+
+    def record(self, usage: Mapping[str, Any]) -> None:
+        actions.record_usage(usage)
+
+
+BUDGET_GATE = LedgerBudgetGate()
+USAGE_SINK = LedgerUsageSink()

@@ -1,0 +1,63 @@
+"""Thin Celery tasks for budgets: primary keys in, an action call, nothing else."""
+
+from __future__ import annotations
+
+import httpx
+from django.conf import settings
+
+from agentops.celery import app
+from agentops.observability import metrics
+
+WEBHOOK_TIMEOUT = 5.0
+WEBHOOK_RETRIES = 5  # after the first attempt: 2, 4, 8, 16, 32 s apart
+
+
+@app.task(name="budgets.reclaim_expired")
+def reclaim_expired() -> int:
+    """Beat: give back reservations whose caller died before settling."""
+    from budgets.actions import reclaim_expired as reclaim
+
+    return reclaim()
+
+
+@app.task(name="budgets.evaluate_alerts")
+def evaluate_alerts() -> int:
+    """Beat: thresholds, session spikes and the error rate."""
+    from budgets.actions import evaluate_alerts as evaluate
+
+    return evaluate()
+
+
+@app.task(name="budgets.roll_up_usage")
+def roll_up_usage() -> int:
+    """Beat: fold new ledger rows into the dashboard rollups."""
+    from budgets.actions import roll_up_usage as roll_up
+
+    return roll_up()
+
+
+@app.task(name="budgets.deliver_webhook", bind=True, max_retries=WEBHOOK_RETRIES, acks_late=True)
+def deliver_webhook(self, delivery_pk: int) -> str:
+    """POST one alert to one webhook; retried with backoff on a non-2xx answer or a network error.
+    Every attempt is logged on the delivery row."""
+    from budgets.actions import record_delivery_attempt, slack_payload
+    from budgets.models import WebhookDelivery
+
+    deliveries = WebhookDelivery.objects.select_related("webhook", "alert", "alert__budget")
+    delivery = deliveries.filter(pk=delivery_pk).first()
+    if delivery is None or delivery.status == WebhookDelivery.Status.DELIVERED:
+        return "gone"
+    status_code, error = None, ""
+    try:
+        response = httpx.post(delivery.webhook.url, json=slack_payload(delivery.alert), timeout=WEBHOOK_TIMEOUT)
+        status_code = response.status_code
+        if not response.is_success:
+            error = f"HTTP {status_code}: {response.text[:200]}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    final = self.request.retries >= self.max_retries
+    status = record_delivery_attempt(delivery_pk, status_code=status_code, error=error, final=final)
+    metrics.WEBHOOK_DELIVERIES.labels(outcome=status).inc()
+    if status == WebhookDelivery.Status.RETRYING:
+        raise self.retry(countdown=settings.WEBHOOK_RETRY_BASE_SECONDS * 2**self.request.retries)
+    return status

@@ -1,6 +1,6 @@
 """Publish "something changed" events to Channels groups, only after the transaction commits.
 
-Groups: review.queue, review.experts, run.<id>, alerts, ops. Every process (web or Celery worker)
+Groups: review.queue, review.experts, run.<id>, runs, alerts, budgets (spend moved), ops. Every process (web or Celery worker)
 sends through one long-lived event loop in a daemon thread, so the channel layer keeps one Redis
 connection pool per process instead of opening one per send (the async_to_sync trap of
 channels-redis 4: a new loop per call, and "Event loop is closed" on the next one).
@@ -33,8 +33,8 @@ def group_allowed(user, group: str) -> bool:
 
     if group == "ops":
         return roles.can_open(user, "ops")
-    if group == "alerts":
-        return roles.can_open(user, "budgets")
+    if group in ("alerts", "budgets"):
+        return roles.can_open(user, "budgets") or roles.can_open(user, "costs")
     if group == "review.queue":
         return roles.can_open(user, "queue")
     if group == "review.experts":

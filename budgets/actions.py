@@ -237,18 +237,21 @@ def _fail_closed(exc: BaseException) -> BudgetUnavailable:
     return BudgetUnavailable(f"the budget store (PostgreSQL) is unreachable, so no call is admitted: {exc}")
 
 
-def reserve(meta: Mapping[str, Any], *, lease_seconds: float | None = None) -> int | None:
+def reserve(
+    meta: Mapping[str, Any], *, lease_seconds: float | None = None, now: dt.datetime | None = None
+) -> int | None:
     """Hold the estimate against every budget that applies, all or nothing; return the reservation id
     (None when no budget applies). Raises ``BudgetExceeded`` naming the budget that blocks, or
-    ``BudgetUnavailable`` when the store cannot be reached."""
+    ``BudgetUnavailable`` when the store cannot be reached. ``now`` (default: the current time) picks the
+    period and the price."""
     try:
-        return _reserve(meta, lease_seconds)
+        return _reserve(meta, lease_seconds, now)
     except STORE_ERRORS as exc:
         raise _fail_closed(exc) from exc
 
 
-def _reserve(meta: Mapping[str, Any], lease_seconds: float | None) -> int | None:
-    now = timezone.now()
+def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datetime | None = None) -> int | None:
+    now = now or timezone.now()
     caller = Caller.from_meta(meta)
     operation = str(meta.get("operation") or "")
     model = str(meta.get("model") or "")
@@ -349,27 +352,29 @@ def _alert_exhausted(budget: Budget, counter: CounterRow) -> None:
     )
 
 
-def settle(reservation_id: int, usage: Mapping[str, Any]) -> UsageRecord:
+def settle(reservation_id: int, usage: Mapping[str, Any], *, now: dt.datetime | None = None) -> UsageRecord:
     """Replace the reservation's estimate by the actual usage and write the priced ledger row, in one
     transaction. A reservation already reclaimed still records its spend (the call did happen)."""
     try:
         with transaction.atomic():
             reservation = Reservation.objects.select_for_update().get(pk=reservation_id)
-            record = _apply_usage(usage, reservation=reservation)
+            record = _apply_usage(usage, reservation=reservation, now=now)
     except STORE_ERRORS as exc:
         raise _fail_closed(exc) from exc
     return record
 
 
-def record_usage(usage: Mapping[str, Any]) -> UsageRecord:
+def record_usage(usage: Mapping[str, Any], *, now: dt.datetime | None = None) -> UsageRecord:
     """Record a call that held no reservation (a cache hit, a human's answer, usage reported after the
     fact): priced, added to the spend of every budget that applies."""
     with transaction.atomic():
-        return _apply_usage(usage, reservation=None)
+        return _apply_usage(usage, reservation=None, now=now)
 
 
-def _apply_usage(usage: Mapping[str, Any], *, reservation: Reservation | None) -> UsageRecord:
-    now = timezone.now()
+def _apply_usage(
+    usage: Mapping[str, Any], *, reservation: Reservation | None, now: dt.datetime | None = None
+) -> UsageRecord:
+    now = now or timezone.now()
     caller = (
         Caller.from_meta(usage)
         if reservation is None

@@ -320,7 +320,7 @@ def test_fault(case: Case, env, mock, redis_client):
     # The reservation is always closed, with the real usage of the answering model.
     assert deps.budget.open_reservations == 0
     if case.outcome in ("primary", "backup"):
-        assert deps.usage.records[-1]["input_tokens"] > 0
+        assert deps.budget.settled[-1][1]["input_tokens"] > 0  # the settled reservation is the usage record
 
     ROWS.append(
         {

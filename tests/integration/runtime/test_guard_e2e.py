@@ -223,7 +223,7 @@ def test_usage_and_budget_settle_with_the_servers_token_counts(mock, redis_clien
     assert result.input_tokens > 0 and result.output_tokens > 0
     _, usage = deps.budget.settled[-1]
     assert (usage["input_tokens"], usage["output_tokens"]) == (result.input_tokens, result.output_tokens)
-    assert deps.usage.records[-1]["model"] == PRIMARY
+    assert usage["model"] == PRIMARY and deps.usage.records == []  # settled = recorded once
     (line,) = [entry for entry in logs if entry["event"] == "llm.call"]
     assert line["model"] == PRIMARY and line["handler"] == "primary" and line["attempts"] == 1
 

@@ -105,10 +105,18 @@ def _enqueue_execution(run_pk: int) -> None:
 
 @transaction.atomic
 def ensure_agent(name: str, *, description: str = "", team: str = "") -> Agent:
+    """The agent's row, created if missing; a description replaces the old one, a team fills a blank one
+    (a team an admin set is kept)."""
     agent, created = Agent.objects.get_or_create(name=name, defaults={"description": description, "team": team})
+    changed = []
     if not created and description and agent.description != description:
         agent.description = description
-        agent.save(update_fields=["description"])
+        changed.append("description")
+    if not created and team and not agent.team:
+        agent.team = team
+        changed.append("team")
+    if changed:
+        agent.save(update_fields=changed)
     return agent
 
 

@@ -1,9 +1,9 @@
 """Publish "something changed" events to Channels groups, only after the transaction commits.
 
-Groups: review.queue, review.experts, run.<id>, runs, alerts, budgets (spend moved), ops. Every process (web or Celery worker)
-sends through one long-lived event loop in a daemon thread, so the channel layer keeps one Redis
-connection pool per process instead of opening one per send (the async_to_sync trap of
-channels-redis 4: a new loop per call, and "Event loop is closed" on the next one).
+Groups: review.queue, review.experts, run.<id>, runs, alerts, budgets (spend moved), ops. Every
+process (web or Celery worker) sends through one long-lived event loop in a daemon thread, so the
+channel layer keeps one Redis connection pool per process instead of opening one per send (the
+async_to_sync trap of channels-redis 4: a new loop per call, and "Event loop is closed" on the next one).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ run, so re-running never duplicates users or changes logins people already have.
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -65,6 +66,44 @@ def route_demo_models_to_mock(mock_url: str) -> None:
     actions.save_runtime_object(row)
 
 
+DEMO_BUDGETS = (
+    # A dollar budget on the research agent's large-model calls: as it nears its limit calls move to the
+    # cheaper model, and once even those do not fit they escalate to a reviewer (budget_exceeded).
+    {
+        "name": "Research agent (daily $)",
+        "scope": "agent",
+        "scope_key": "research",
+        "period": "day",
+        "limit_usd": Decimal("0.05"),
+        "soft_threshold_pct": 80,
+        "downgrade_model": "gpt-4o-mini",
+        "on_block": "escalate",
+    },
+    {
+        "name": "Support team (monthly tokens)",
+        "scope": "team",
+        "scope_key": "support",
+        "period": "month",
+        "limit_tokens": 2_000_000,
+        "soft_threshold_pct": 75,
+        "hard_stop": False,
+    },
+)
+DEMO_TEAMS = {"support-refund": "support", "research": "research"}
+
+
+def seed_demo_budgets() -> None:
+    """The demo's budgets (created once: an admin's later edits are kept) and the agents' teams."""
+    from budgets import actions as budget_actions
+    from budgets.models import Budget
+
+    for agent, team in DEMO_TEAMS.items():
+        actions.ensure_agent(agent, team=team)
+    for fields in DEMO_BUDGETS:
+        if not Budget.objects.filter(name=fields["name"]).exists():
+            budget_actions.save_budget(Budget(timezone=settings.BUDGET_TIMEZONE, **fields))
+
+
 class Command(BaseCommand):
     help = "Create demo users (admin, reviewer, expert, budget admin) and seed data; safe to re-run."
 
@@ -85,6 +124,7 @@ class Command(BaseCommand):
             actions.ensure_user(username, password, roles=groups, superuser=superuser)
             lines.append(f"{role} {username} {password}")
         actions.sync_registered_agents()
+        seed_demo_budgets()
         if mock_url:
             route_demo_models_to_mock(mock_url)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ class Hop:
     """One handler's part in a call.
 
     ``outcome``: ``ok`` | ``failed`` | ``invalid`` (validation) | ``breaker_open`` | ``deadline`` |
-    ``no_provider`` | ``no_rule`` | ``answered`` (human) | ``pending`` (human) | ``rejected`` (human).
+    ``no_provider`` | ``no_rule`` | ``answered`` (human) | ``pending`` (human) | ``rejected`` (human) |
+    ``refused`` (a budget blocked the call; ``target`` is the budget, ``reason`` says by how much).
     ``reason`` is the error's reason or, for ``failed``, why retrying stopped (``max_retries``,
     ``permanent``, ``deadline``, ``budget_exhausted``); ``waits`` the back-off sleeps between attempts.
     """

@@ -426,7 +426,9 @@ def _reserve(
             refused = exc
     escalate = cfg.escalate_budget_exceeded if refused.escalate is None else refused.escalate
     if escalate and deps.escalator is not None:
-        outcome: HandoffOutcome = deps.escalator.handoff(request, [], "budget_exceeded")
+        # The refusal is the one "hop": the reviewer sees which budget blocked and by how much.
+        refusal = Hop("budget", "refused", target=refused.budget, reason=refused.message)
+        outcome: HandoffOutcome = deps.escalator.handoff(request, [refusal], "budget_exceeded")
         return (
             None,
             route,
@@ -437,7 +439,7 @@ def _reserve(
                 handler="human",
                 operation=request.operation,
                 attempts=1,
-                hops=(Hop("human", "answered", target=outcome.reviewer, attempts=1, reason="budget_exceeded"),),
+                hops=(refusal, Hop("human", "answered", target=outcome.reviewer, attempts=1, reason="budget_exceeded")),
                 finish_reason="human",
             ),
         )

@@ -430,6 +430,30 @@ def test_budget_refusal_can_escalate():
     assert h.provider.calls == []
 
 
+def test_the_refusing_budget_decides_whether_to_escalate():
+    def refuse(escalate):
+        def reserve(meta):
+            raise BudgetExceeded("daily", "daily has 10 of 100 tokens left", escalate=escalate)
+
+        return reserve
+
+    h = Harness(CONFIG.replace(escalate_budget_exceeded=True))
+    h.budget.reserve = refuse(False)
+    with pytest.raises(BudgetExceeded, match="10 of 100"):
+        h.call()
+    assert h.escalator.calls == []
+
+    h = Harness(CONFIG.replace(escalate_budget_exceeded=False))
+    h.budget.reserve = refuse(True)
+    result = h.call()
+    _, hops, reason = h.escalator.calls[-1]
+    assert result.handler == "human" and reason == "budget_exceeded" and h.provider.calls == []
+    assert [(hop.handler, hop.outcome, hop.target, hop.reason) for hop in hops] == [
+        ("budget", "refused", "daily", "daily has 10 of 100 tokens left")
+    ]
+    assert [hop.handler for hop in result.hops] == ["budget", "human"]
+
+
 def test_a_changed_config_is_used_by_the_next_call(h):
     assert h.call().model == "large"
     h.source.set(CONFIG.replace(routes=(Route("planning", (Target("fake", "medium"),)),)))

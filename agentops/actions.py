@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import structlog
 from django.contrib.auth.models import Group, User
@@ -264,10 +265,18 @@ def step_finish(
             model=meta.model or "",
             handler=meta.handler or "",
         )
+    cost = Decimal(0)
+    if meta is not None and (meta.input_tokens or meta.output_tokens):
+        from budgets.actions import step_cost
+
+        cost = step_cost(run_pk, seq)  # the ledger rows this step's calls wrote, priced when they were made
+        changes["cost_usd"] = cost
     Step.objects.filter(run_id=run_pk, seq=seq).update(**changes)
     if meta is not None and (meta.input_tokens or meta.output_tokens):
         Run.objects.filter(pk=run_pk).update(
-            input_tokens=F("input_tokens") + meta.input_tokens, output_tokens=F("output_tokens") + meta.output_tokens
+            input_tokens=F("input_tokens") + meta.input_tokens,
+            output_tokens=F("output_tokens") + meta.output_tokens,
+            cost_usd=F("cost_usd") + cost,
         )
     _announce_step(run_pk, seq, status)
 

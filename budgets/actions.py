@@ -421,6 +421,7 @@ def _apply_usage(
     record = UsageRecord.objects.create(
         agent=caller.agent[:80],
         run_id=caller.run_id,
+        step=_int_or_none(usage.get("step")),
         session_id=caller.session_id[:200],
         model=model,
         provider=str(usage.get("provider") or "")[:80],
@@ -444,6 +445,21 @@ def _apply_usage(
         ids_after = ids
         transaction.on_commit(lambda: after_spend(ids_after))
     return record
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def step_cost(run_id: int, step: int) -> Decimal:
+    """What the calls of one run step cost (the ledger rows it wrote)."""
+    from django.db.models import Sum
+
+    total = UsageRecord.objects.filter(run_id=run_id, step=step).aggregate(cost=Sum("cost_usd"))["cost"]
+    return total or Decimal(0)
 
 
 def release(reservation_id: int) -> bool:

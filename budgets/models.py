@@ -188,6 +188,7 @@ class UsageRecord(models.Model):
 
     agent = models.CharField(max_length=80, blank=True)
     run_id = models.BigIntegerField(null=True, blank=True)
+    step = models.PositiveIntegerField(null=True, blank=True, help_text="the run's step (seq) that made the call")
     session_id = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=120)
     provider = models.CharField(max_length=80, blank=True)

@@ -233,3 +233,4 @@ try:
 except (zoneinfo.ZoneInfoNotFoundError, ValueError) as _exc:
     raise ImproperlyConfigured(f"BUDGET_TIMEZONE={BUDGET_TIMEZONE!r} is not a time zone name") from _exc
 WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 2.0, minimum=0.01)
+WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 5, minimum=0)  # after the first attempt: 2, 4, 8, 16, 32 s

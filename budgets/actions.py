@@ -271,7 +271,11 @@ def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datet
     limited = [(b, s) for b, s in budgets if b.limit_tokens is not None or b.limit_usd is not None]
     if not limited:
         return None
-    usd = cost_of(price_in_force(model, now), est_in, est_out)
+    # Priced at the dearest model that may answer on this reservation (the guard lists its fallback chain).
+    models = {str(m) for m in (meta.get("models") or ()) if m} | {model}
+    # Tokens given only as a total (not split into input and output) are priced as output, the dearer kind.
+    unsplit = max(tokens - est_in - est_out, 0)
+    usd = max(cost_of(price_in_force(m, now), est_in, est_out + unsplit) for m in models)
     keys = [(b, s, period_start(b, now)) for b, s in limited]
     by_key = {(b.id, s): b for b, s, _ in keys}
     lease = lease_seconds if lease_seconds is not None else settings.BUDGET_RESERVATION_LEASE_SECONDS
@@ -358,6 +362,10 @@ def settle(reservation_id: int, usage: Mapping[str, Any], *, now: dt.datetime | 
     try:
         with transaction.atomic():
             reservation = Reservation.objects.select_for_update().get(pk=reservation_id)
+            if reservation.status == Reservation.Status.SETTLED:  # a repeated settle (a retry): spend counts once
+                done = UsageRecord.objects.filter(reservation_id=reservation.pk).order_by("id").first()
+                if done is not None:
+                    return done
             record = _apply_usage(usage, reservation=reservation, now=now)
     except STORE_ERRORS as exc:
         raise _fail_closed(exc) from exc
@@ -367,8 +375,11 @@ def settle(reservation_id: int, usage: Mapping[str, Any], *, now: dt.datetime | 
 def record_usage(usage: Mapping[str, Any], *, now: dt.datetime | None = None) -> UsageRecord:
     """Record a call that held no reservation (a cache hit, a human's answer, usage reported after the
     fact): priced, added to the spend of every budget that applies."""
-    with transaction.atomic():
-        return _apply_usage(usage, reservation=None, now=now)
+    try:
+        with transaction.atomic():
+            return _apply_usage(usage, reservation=None, now=now)
+    except STORE_ERRORS as exc:
+        raise _fail_closed(exc) from exc
 
 
 def _apply_usage(
@@ -436,7 +447,7 @@ def _apply_usage(
         source=str(usage.get("source") or "run")[:20],
         created_at=now,
     )
-    if reservation is not None and held:
+    if reservation is not None:  # also one reclaimed or released before: its spend is now recorded, once
         reservation.status = Reservation.Status.SETTLED
         reservation.closed_at = now
         reservation.save(update_fields=["status", "closed_at"])
@@ -503,6 +514,9 @@ def reclaim_expired(limit: int = 500) -> int:
             .filter(status=Reservation.Status.HELD, expires_at__lt=timezone.now())
             .order_by("id")[:limit]
         )
+        if expired:  # every counter first, in id order as reserve locks them: no lock-order deadlock with it
+            with connection.cursor() as cursor:
+                _lock_counters_by_id(cursor, sorted({i for r in expired for i in r.counter_ids}))
         for reservation in expired:
             _give_back(reservation, Reservation.Status.EXPIRED)
             reclaimed += 1
@@ -531,8 +545,6 @@ def _publish_budgets() -> None:
 
 # --- alerts ------------------------------------------------------------------------------------------
 
-_FIRED: set[str] = set()  # dedup keys this process already saw: skip the INSERT on every later settle
-
 
 def fire_alert(
     kind: str,
@@ -544,14 +556,19 @@ def fire_alert(
     severity: str = Alert.Severity.WARNING,
     details: Mapping[str, Any] | None = None,
 ) -> Alert | None:
-    """Create the alert for one crossing, once: a second call with the same key does nothing and returns
-    None. A new alert is announced live and handed to every enabled webhook after commit."""
-    if dedup_key in _FIRED:
+    """Create the alert for one crossing, once: while an alert with this key exists, another call does
+    nothing and returns None. A new alert is announced live and handed to every enabled webhook after
+    commit. The committed row is the only memory of a crossing (no per-process cache): an alert whose
+    transaction rolled back fires again on the next call, and a deleted one (a flushed test database) never
+    silences its key."""
+    key = dedup_key[:300]
+    # The common call after a crossing (every later settle, every refusal): one indexed read, no INSERT.
+    if Alert.objects.filter(dedup_key=key).exists():
         return None
     with transaction.atomic():
         alert, created = _insert_alert_once(
             kind=kind,
-            dedup_key=dedup_key[:300],
+            dedup_key=key,
             message=message[:500],
             budget=budget,
             subject=subject[:200],
@@ -559,11 +576,10 @@ def fire_alert(
             details=dict(details or {}),
             created_at=timezone.now(),
         )
-        _FIRED.add(dedup_key)
         if not created:
             return None
         log.warning("budget.alert", kind=kind, alert_id=alert.pk, message=message)
-        metrics.ALERTS_FIRED.labels(kind=kind).inc()
+        transaction.on_commit(lambda: metrics.ALERTS_FIRED.labels(kind=kind).inc(), robust=True)
         _after_commit_announce(alert, Webhook.objects.filter(enabled=True))
     return alert
 
@@ -620,15 +636,21 @@ def acknowledge_all(user) -> int:
 
 
 def after_spend(counter_ids: list[int]) -> None:
-    """After a committed spend: announce it, raise the threshold alerts it crossed."""
-    _publish_budgets()
-    if counter_ids:
-        evaluate_counter_alerts(BudgetCounter.objects.filter(pk__in=counter_ids).select_related("budget"))
+    """After a committed spend: announce it, raise the threshold alerts it crossed. Never raises: the
+    spend is already committed, and a caller that saw an error here could settle again and count the usage
+    twice; an alert missed here is raised by the next beat evaluation."""
+    try:
+        _publish_budgets()
+        if counter_ids:
+            evaluate_counter_alerts(BudgetCounter.objects.filter(pk__in=counter_ids).select_related("budget"))
+    except Exception as exc:
+        log.error("budget.alert_evaluation_failed", error=repr(exc)[:300])
 
 
 def evaluate_counter_alerts(counters: Iterable[BudgetCounter]) -> int:
-    """Soft threshold crossed and (day budgets) daily total over its limit, once per crossing."""
-    fired = 0
+    """Soft threshold crossed and (day budgets) daily total over its limit, once per crossing: per budget,
+    subject, period and limits (raising a limit or changing the soft threshold re-arms)."""
+    candidates: list[tuple[str, str, str, dict[str, Any]]] = []
     for counter in counters:
         budget = counter.budget
         used = utilization(budget, counter.spent_tokens, counter.spent_usd)
@@ -636,30 +658,41 @@ def evaluate_counter_alerts(counters: Iterable[BudgetCounter]) -> int:
             continue
         metrics.BUDGET_UTILIZATION.labels(budget=budget.name).set(used)
         where = _describe(budget, counter.subject)
+        details = {"utilization": round(used, 4), "period_start": counter.period_start.isoformat()}
         if used * 100 >= budget.soft_threshold_pct:
-            fired += bool(
-                fire_alert(
+            candidates.append(
+                (
                     Alert.Kind.SOFT_THRESHOLD,
-                    _counter_key("soft", budget, counter.subject, counter.period_start),
+                    _counter_key(f"soft@{budget.soft_threshold_pct}", budget, counter.subject, counter.period_start),
                     f"{where} passed {budget.soft_threshold_pct}% ({used:.0%} used)",
-                    budget=budget,
-                    subject=counter.subject,
-                    details={"utilization": round(used, 4), "period_start": counter.period_start.isoformat()},
+                    {"budget": budget, "subject": counter.subject, "details": details},
                 )
             )
         if budget.period == Budget.Period.DAY and used > 1:
-            fired += bool(
-                fire_alert(
+            candidates.append(
+                (
                     Alert.Kind.DAILY_OVER,
                     _counter_key("daily_over", budget, counter.subject, counter.period_start),
                     f"{where}: today's total is over its limit ({used:.0%})",
-                    budget=budget,
-                    subject=counter.subject,
-                    severity=Alert.Severity.CRITICAL,
-                    details={"utilization": round(used, 4), "period_start": counter.period_start.isoformat()},
+                    {
+                        "budget": budget,
+                        "subject": counter.subject,
+                        "severity": Alert.Severity.CRITICAL,
+                        "details": details,
+                    },
                 )
             )
-    return fired
+    if not candidates:
+        return 0
+    # After a crossing every later settle lands here again: one read for the whole batch finds the alerts
+    # already raised, so only a new crossing costs an INSERT.
+    keys = [key[:300] for _, key, _, _ in candidates]
+    known = set(Alert.objects.filter(dedup_key__in=keys).values_list("dedup_key", flat=True))
+    return sum(
+        bool(fire_alert(kind, key, message, **fields))
+        for kind, key, message, fields in candidates
+        if key[:300] not in known
+    )
 
 
 def utilization(budget: Budget, tokens: int, usd: Decimal) -> float | None:
@@ -714,7 +747,8 @@ def evaluate_alerts() -> int:
     )
     total, failed = calls["total"] or 0, calls["failed"] or 0
     rate = failed / total if total else 0.0
-    over = total >= config.error_rate_min_calls and rate * 100 > config.error_rate_pct
+    # Whole numbers: in floats 11 of 20 calls is more than 55 % (0.55 * 100 == 55.00000000000001).
+    over = total >= config.error_rate_min_calls and failed * 100 > config.error_rate_pct * total
     fired += _error_rate_alert(over, rate, failed, total, config, now)
     return fired
 
@@ -734,8 +768,9 @@ def _error_rate_alert(over: bool, rate: float, failed: int, total: int, config: 
                 redis.delete(ERROR_RATE_STATE_KEY)
             return 0
         if episode is None:
-            episode = now.isoformat().encode()
-            redis.set(ERROR_RATE_STATE_KEY, episode)
+            # NX: two evaluations running at once agree on one episode (and so on one alert).
+            redis.set(ERROR_RATE_STATE_KEY, now.isoformat(), nx=True)
+            episode = redis.get(ERROR_RATE_STATE_KEY) or now.isoformat().encode()
     except Exception as exc:  # Redis down: dedup by the 5-minute window instead
         log.warning("budget.error_rate_state_unavailable", error=repr(exc))
         episode = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0).isoformat().encode()
@@ -786,7 +821,9 @@ def record_delivery_attempt(delivery_id: int, *, status_code: int | None, error:
         else:
             delivery.status = WebhookDelivery.Status.FAILED if final else WebhookDelivery.Status.RETRYING
         delivery.updated_at = now
-        delivery.save()
+        delivery.save(
+            update_fields=["attempts", "last_status_code", "last_error", "log", "status", "delivered_at", "updated_at"]
+        )
         from agentops import live
 
         live.publish("alerts", "webhook.delivery", {"delivery": delivery.pk, "status": delivery.status})

@@ -9,7 +9,6 @@ from agentops.celery import app
 from agentops.observability import metrics
 
 WEBHOOK_TIMEOUT = 5.0
-WEBHOOK_RETRIES = 5  # after the first attempt: 2, 4, 8, 16, 32 s apart
 
 
 @app.task(name="budgets.reclaim_expired")
@@ -36,28 +35,32 @@ def roll_up_usage() -> int:
     return roll_up()
 
 
-@app.task(name="budgets.deliver_webhook", bind=True, max_retries=WEBHOOK_RETRIES, acks_late=True)
+@app.task(name="budgets.deliver_webhook", bind=True, acks_late=True)
 def deliver_webhook(self, delivery_pk: int) -> str:
-    """POST one alert to one webhook; retried with backoff on a non-2xx answer or a network error.
-    Every attempt is logged on the delivery row."""
+    """POST one alert to one webhook; retried with backoff (settings.WEBHOOK_RETRY_BASE_SECONDS × 2^n, at
+    most settings.WEBHOOK_MAX_RETRIES times) on a non-2xx answer or a network error. Every attempt is logged
+    on the delivery row; a delivery already delivered or given up is left alone (a redelivered message)."""
     from budgets.actions import record_delivery_attempt, slack_payload
     from budgets.models import WebhookDelivery
 
     deliveries = WebhookDelivery.objects.select_related("webhook", "alert", "alert__budget")
     delivery = deliveries.filter(pk=delivery_pk).first()
-    if delivery is None or delivery.status == WebhookDelivery.Status.DELIVERED:
+    if delivery is None or delivery.status in (WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED):
         return "gone"
+    max_retries = settings.WEBHOOK_MAX_RETRIES
     status_code, error = None, ""
     try:
         response = httpx.post(delivery.webhook.url, json=slack_payload(delivery.alert), timeout=WEBHOOK_TIMEOUT)
         status_code = response.status_code
         if not response.is_success:
             error = f"HTTP {status_code}: {response.text[:200]}"
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # refused, timed out, a bad URL: each is one failed attempt, never a lost delivery
         error = f"{type(exc).__name__}: {exc}"
-    final = self.request.retries >= self.max_retries
+    final = self.request.retries >= max_retries
     status = record_delivery_attempt(delivery_pk, status_code=status_code, error=error, final=final)
     metrics.WEBHOOK_DELIVERIES.labels(outcome=status).inc()
     if status == WebhookDelivery.Status.RETRYING:
-        raise self.retry(countdown=settings.WEBHOOK_RETRY_BASE_SECONDS * 2**self.request.retries)
+        raise self.retry(
+            countdown=settings.WEBHOOK_RETRY_BASE_SECONDS * 2**self.request.retries, max_retries=max_retries
+        )
     return status

@@ -24,7 +24,7 @@ from opentelemetry import trace
 from agentops.runtime.cache import TwoLevelCache, cache_key
 from agentops.runtime.errors import ProviderError, classify
 from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm
-from agentops.runtime.protocols import HandoffOutcome, HumanPending
+from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable, HandoffOutcome, HumanPending
 from agentops.runtime.providers.base import LLMRequest
 from agentops.runtime.timeouts import LAYERED_DEFAULTS, STEP_DEFAULTS, Deadline, TimeoutExceeded
 
@@ -337,6 +337,9 @@ class RunContext:
                 self._fail_step(seq, "Timeout", str(exc), started)
                 if self.request_deadline.expired:
                     raise RequestTimeout(self.settings.request_timeout) from None
+                raise
+            except (BudgetExceeded, BudgetUnavailable) as exc:  # refused before any provider was asked
+                self._fail_step(seq, type(exc).__name__, str(exc), started)
                 raise
             except Exception as exc:
                 error = classify(exc) if not isinstance(exc, ProviderError) else exc

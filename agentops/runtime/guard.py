@@ -410,6 +410,8 @@ def _reserve(
         **request.metadata,
         "operation": request.operation,
         "model": route.chain[0].model if route.chain else request.model,
+        # Every model that may answer on this reservation: it is priced at the dearest (a backup may answer).
+        "models": [target.model for target in route.chain] or [request.model],
         "estimated_input_tokens": prompt,
         "estimated_output_tokens": completion,
         "estimated_tokens": prompt + completion,
@@ -418,10 +420,16 @@ def _reserve(
         return deps.budget.reserve(meta), route, None
     except BudgetExceeded as exc:
         refused = exc
-    if refused.cheaper_model and refused.cheaper_model != meta["model"]:
+    if refused.cheaper_model and meta["models"] != [refused.cheaper_model]:
         cheaper = cfg.router.route_for(request.operation, refused.cheaper_model)
+        # Only the cheaper model: falling back to the model the budget just refused would pass its limit.
+        cheaper = Route(cheaper.operation, cheaper.chain[:1], cheaper.use_rules, cheaper.use_human)
         try:
-            return deps.budget.reserve({**meta, "model": refused.cheaper_model}), cheaper, None
+            return (
+                deps.budget.reserve({**meta, "model": refused.cheaper_model, "models": [refused.cheaper_model]}),
+                cheaper,
+                None,
+            )
         except BudgetExceeded as exc:
             refused = exc
     escalate = cfg.escalate_budget_exceeded if refused.escalate is None else refused.escalate

@@ -1,0 +1,90 @@
+"""Shared fixtures and helpers for the budget tests (real PostgreSQL; committed rows so that child processes
+and Celery workers see them).
+
+- ``budget_db``: a transactional test database with the seed's model prices and no budgets (the flush
+  between transactional tests removes the data migration's rows; each test creates the budgets it needs);
+- ``make_budget(**fields)``: a validated budget through ``budgets.actions.save_budget``;
+- ``counter_of`` / ``counters_of`` / ``ledger`` / ``assert_balanced``: read counters and the usage ledger;
+- ``child_env``: the environment a subprocess needs to reach the test database and the test Redis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+
+from budgets import actions
+from budgets.models import Budget, BudgetCounter, Reservation, UsageRecord
+
+SEED_FROM = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+# USD per 1K tokens: input, output, cached input (the seed's list prices).
+PRICES = {
+    "gpt-4o": (Decimal("0.0025"), Decimal("0.0100"), Decimal("0.00125")),
+    "gpt-4o-mini": (Decimal("0.00015"), Decimal("0.0006"), Decimal("0.000075")),
+    "*": (Decimal("0.0010"), Decimal("0.0020"), None),
+}
+
+
+def seed_prices() -> None:
+    for model, (input_price, output_price, cached_price) in PRICES.items():
+        if not actions.ModelPrice.objects.filter(model=model).exists():
+            actions.set_price(
+                model, input_price, output_price, cached_input_per_1k=cached_price, effective_from=SEED_FROM
+            )
+
+
+@pytest.fixture
+def budget_db(transactional_db, redis_client):
+    """Committed rows (other processes see them), the seed prices and no budgets."""
+    Budget.objects.all().delete()
+    seed_prices()
+
+
+@pytest.fixture
+def make_budget(budget_db):
+    def make(name: str, **fields) -> Budget:
+        fields.setdefault("timezone", "UTC")
+        return actions.save_budget(Budget(name=name, **fields))
+
+    return make
+
+
+@pytest.fixture
+def child_env(stack_env) -> dict:
+    """Subprocess environment: the pytest-django test database, the test Redis, quiet logs."""
+    return {**stack_env, "LOG_LEVEL": "WARNING"}
+
+
+def counters_of(budget: Budget) -> list[BudgetCounter]:
+    return list(BudgetCounter.objects.filter(budget=budget).order_by("period_start", "subject"))
+
+
+def counter_of(budget: Budget, subject: str = "") -> BudgetCounter:
+    return BudgetCounter.objects.get(budget=budget, subject=subject)
+
+
+def ledger(**filters) -> dict:
+    """Sums over the usage ledger rows matching ``filters``."""
+    totals = UsageRecord.objects.filter(**filters).aggregate(
+        input=Sum("input_tokens"), output=Sum("output_tokens"), usd=Sum("cost_usd")
+    )
+    return {
+        "tokens": (totals["input"] or 0) + (totals["output"] or 0),
+        "usd": totals["usd"] or Decimal(0),
+        "rows": UsageRecord.objects.filter(**filters).count(),
+    }
+
+
+def assert_balanced(counter: BudgetCounter, **ledger_filters) -> None:
+    """Nothing held any more, and the counter's spend is exactly its ledger rows."""
+    counter.refresh_from_db()
+    assert (counter.reserved_tokens, counter.reserved_usd, counter.in_flight) == (0, 0, 0), counter
+    expected = ledger(**ledger_filters)
+    assert (counter.spent_tokens, counter.spent_usd) == (expected["tokens"], expected["usd"]), (counter, expected)
+
+
+def held_reservations() -> int:
+    return Reservation.objects.filter(status=Reservation.Status.HELD).count()

@@ -76,11 +76,8 @@ def period_end(budget: Budget, now: dt.datetime) -> dt.datetime | None:
 
 def price_in_force(model: str, at: dt.datetime) -> ModelPrice | None:
     """The model's price row in force at ``at`` (its own, else the catch-all ``*`` row)."""
-    rows = ModelPrice.objects.filter(model__in=(model, ANY_MODEL), effective_from__lte=at).order_by("-effective_from")
-    own = next((row for row in rows[:20] if row.model == model), None)
-    if own is not None:
-        return own
-    return next((row for row in rows[:20] if row.model == ANY_MODEL), None)
+    in_force = ModelPrice.objects.filter(effective_from__lte=at).order_by("-effective_from")
+    return in_force.filter(model=model).first() or in_force.filter(model=ANY_MODEL).first()
 
 
 def cost_of(price: ModelPrice | None, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> Decimal:

@@ -209,6 +209,9 @@ class UsageRecord(models.Model):
             models.Index(fields=["id"], condition=Q(rolled_up=False), name="usage_not_rolled"),
             models.Index(fields=["session_id", "created_at"], name="usage_session_time"),
             models.Index(fields=["run_id"], condition=Q(run_id__isnull=False), name="usage_run"),
+            models.Index(
+                fields=["reservation_id"], condition=Q(reservation_id__isnull=False), name="usage_reservation"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -93,8 +93,9 @@ class RuntimeConfig:
     rules: tuple[Rule, ...] = SEED_RULES
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     cacheable_operations: frozenset[str] = frozenset({"classify"})
-    # Output tokens reserved for a request that names no max_tokens.
-    default_max_tokens: int = 1024
+    # Output tokens reserved for a request that names no max_tokens. Kept under the seed's smallest
+    # per-call limits (planning 1000) so a short call that names none is not refused as oversized.
+    default_max_tokens: int = 512
     # Budget refused and no cheaper model: escalate (reason budget_exceeded) instead of failing.
     escalate_budget_exceeded: bool = False
     version: str = "seed"

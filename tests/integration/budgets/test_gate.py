@@ -104,17 +104,17 @@ def test_every_llm_call_of_a_run_reserves_and_settles_into_one_priced_ledger_row
 
 
 def test_a_per_operation_limit_fails_the_oversized_call_with_the_budgets_name(gate):
-    # t-steps plans without max_tokens: the estimate is the prompt + the default 1024 output tokens.
+    # t-steps plans without max_tokens: the estimate is the prompt + the default 512 output tokens.
     gate(
         "per call",
         scope="global",
-        operation_limits={"planning": 1_000},
+        operation_limits={"planning": 500},
         downgrade_model="gpt-4o-mini",  # a cheaper model does not make the call smaller
         on_block="fail",
     )
     run = wait_for_run(start("t-steps", {"topic": topic(), "steps": 1}).pk, "failed", "succeeded", "waiting_human")
     assert run.status == "failed" and run.error_class == "BudgetExceeded"
-    assert 'budget "per call" (day) allows at most 1000 tokens per planning call' in run.error
+    assert 'budget "per call" (day) allows at most 500 tokens per planning call' in run.error
     planning = steps_of(run)[0]
     assert (planning.kind, planning.name, planning.status, planning.error_class) == (
         "llm",

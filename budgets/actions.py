@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agentops.observability import metrics
@@ -825,6 +826,30 @@ def record_delivery_attempt(delivery_id: int, *, status_code: int | None, error:
 
         live.publish("alerts", "webhook.delivery", {"delivery": delivery.pk, "status": delivery.status})
         return delivery.status
+
+
+STALLED_PENDING = dt.timedelta(minutes=2)
+STALLED_RETRYING = dt.timedelta(minutes=15)
+
+
+def requeue_stalled_deliveries() -> int:
+    """Beat: hand deliveries whose task was lost (Redis restarted, enqueue failed after commit) back to
+    Celery. Webhooks are at-least-once: a delivery that was only slow may be POSTed twice."""
+    from budgets import tasks
+
+    now = timezone.now()
+    stalled = list(
+        WebhookDelivery.objects.filter(
+            Q(status=WebhookDelivery.Status.PENDING, updated_at__lt=now - STALLED_PENDING)
+            | Q(status=WebhookDelivery.Status.RETRYING, updated_at__lt=now - STALLED_RETRYING)
+        ).values_list("pk", flat=True)[:200]
+    )
+    for pk in stalled:
+        WebhookDelivery.objects.filter(pk=pk).update(updated_at=now)
+        tasks.deliver_webhook.delay(pk)
+    if stalled:
+        log.warning("budget.webhook_deliveries_requeued", count=len(stalled))
+    return len(stalled)
 
 
 def send_test_alert(webhook: Webhook, user) -> Alert:

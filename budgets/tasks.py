@@ -23,7 +23,9 @@ def reclaim_expired() -> int:
 def evaluate_alerts() -> int:
     """Beat: thresholds, session spikes and the error rate."""
     from budgets.actions import evaluate_alerts as evaluate
+    from budgets.actions import requeue_stalled_deliveries
 
+    requeue_stalled_deliveries()
     return evaluate()
 
 

@@ -497,3 +497,19 @@ def test_send_test_alert_delivers_only_to_that_webhook(alert_worker, receiver):
     assert "chosen" in body["text"] and body["agentops"]["kind"] == "test"
     assert not WebhookDelivery.objects.filter(webhook=other).exists()
     assert receiver.received(other.url) == []
+
+
+def test_a_delivery_whose_task_was_lost_is_requeued_by_beat(alert_worker, receiver):
+    url = receiver.path([200])
+    hook = actions.save_webhook(Webhook(name="lost", url=url))
+    long_ago = timezone.now() - dt.timedelta(minutes=10)
+    alert = Alert.objects.create(
+        kind="test", message="queued while Redis was down", dedup_key="lost-delivery", created_at=long_ago
+    )
+    # As if the enqueue after commit failed: the row exists, no task does.
+    WebhookDelivery.objects.create(webhook=hook, alert=alert, created_at=long_ago, updated_at=long_ago)
+    assert actions.requeue_stalled_deliveries() == 1
+    assert actions.requeue_stalled_deliveries() == 0  # just handed over: not stalled again at once
+    delivery = wait_for_delivery(alert, hook, {"delivered", "failed"})
+    assert delivery.status == "delivered" and delivery.attempts == 1
+    assert receiver.received(url)[0]["text"].endswith("queued while Redis was down")

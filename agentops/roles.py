@@ -67,11 +67,10 @@ def navigation(request):
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"nav_sections": []}
-    current = request.resolver_match.view_name if request.resolver_match else ""
+    # By address, not URL namespace: /budgets/ and /costs/ are both in the budgets app.
     return {
         "nav_sections": [
-            {"label": s.label, "url": url, "active": current.split(":")[0] == s.url_name.split(":")[0]}
-            for s, url in visible_sections(user)
+            {"label": s.label, "url": url, "active": request.path.startswith(url)} for s, url in visible_sections(user)
         ]
     }
 

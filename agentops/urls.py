@@ -12,6 +12,7 @@ urlpatterns = [
     path("metrics", views.metrics_view, name="metrics"),
     path("runs/", include("agentops.runs_urls")),
     path("review/", include("review.urls")),
+    path("", include("budgets.urls")),
     path("ops/", views.ops, name="ops"),
     path("ops/status", views.ops_status, name="ops-status"),
     path("ops/breakers/<str:name>/<slug:operation>", views.ops_breaker, name="ops-breaker"),

@@ -975,6 +975,20 @@ hourly AS (
         cached_tokens = budgets_hourlyusage.cached_tokens + EXCLUDED.cached_tokens,
         cost_usd = budgets_hourlyusage.cost_usd + EXCLUDED.cost_usd
 ),
+daily AS (
+    INSERT INTO budgets_dailyusage
+        (day, agent, model, operation, calls, cache_hits, input_tokens, output_tokens, cached_tokens, cost_usd)
+    SELECT (created_at AT TIME ZONE 'UTC')::date, agent, model, operation, count(*), count(*) FILTER (WHERE cached),
+           sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_usd)
+    FROM moved GROUP BY 1, 2, 3, 4
+    ON CONFLICT (day, agent, model, operation) DO UPDATE SET
+        calls = budgets_dailyusage.calls + EXCLUDED.calls,
+        cache_hits = budgets_dailyusage.cache_hits + EXCLUDED.cache_hits,
+        input_tokens = budgets_dailyusage.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = budgets_dailyusage.output_tokens + EXCLUDED.output_tokens,
+        cached_tokens = budgets_dailyusage.cached_tokens + EXCLUDED.cached_tokens,
+        cost_usd = budgets_dailyusage.cost_usd + EXCLUDED.cost_usd
+),
 sessions AS (
     INSERT INTO budgets_sessionusage (day, session_id, agent, calls, tokens, cost_usd)
     SELECT (created_at AT TIME ZONE 'UTC')::date, session_id, agent, count(*),
@@ -990,8 +1004,8 @@ SELECT count(*) FROM moved
 
 
 def roll_up_usage(batch: int = 50_000, max_batches: int = 40) -> int:
-    """Beat: fold new ledger rows into the hourly and per-session rollups, exactly once each (rows are
-    marked in the same statement; concurrent rollers skip each other's rows)."""
+    """Beat: fold new ledger rows into the hourly, daily and per-session rollups, exactly once each (rows
+    are marked in the same statement; concurrent rollers skip each other's rows)."""
     total = 0
     for _ in range(max_batches):
         with transaction.atomic(), connection.cursor() as cursor:

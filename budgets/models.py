@@ -244,6 +244,28 @@ class HourlyUsage(models.Model):
         return f"{self.hour:%Y-%m-%d %H}h {self.agent} {self.model} {self.operation}"
 
 
+class DailyUsage(models.Model):
+    """Usage summed per UTC day × agent × model × operation: the dashboard's 30 days read ~30 × a few rows
+    instead of every hour of them."""
+
+    day = models.DateField()
+    agent = models.CharField(max_length=80, blank=True)
+    model = models.CharField(max_length=120)
+    operation = models.CharField(max_length=100)
+    calls = models.BigIntegerField(default=0)
+    cache_hits = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal(0))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "agent", "model", "operation"], name="daily_usage_key")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.agent} {self.model} {self.operation}"
+
+
 class SessionUsage(models.Model):
     """Usage summed per UTC day × session (top sessions)."""
 

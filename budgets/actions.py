@@ -10,7 +10,9 @@ reached the call is refused with ``BudgetUnavailable`` (fail closed).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import time
 import zoneinfo
 from collections.abc import Iterable, Mapping
@@ -111,17 +113,58 @@ class Caller:
     def from_meta(cls, meta: Mapping[str, Any]) -> Caller:
         agent = str(meta.get("agent") or "")
         run = meta.get("run") if meta.get("run") is not None else meta.get("run_id")
-        team = str(meta.get("team") or "") or _team_of(agent)
+        team = str(meta.get("team") or "")  # else the agent's own team, read with the budgets
         session = str(meta.get("session") or meta.get("session_id") or "")
-        return cls(agent=agent, team=team, session_id=session, run_id=int(run) if run is not None else None)
+        return cls(agent=agent, team=team, session_id=session, run_id=_int_or_none(run))
 
 
-def _team_of(agent: str) -> str:
-    if not agent:
-        return ""
-    from agentops.models import Agent
+# Every enabled budget, the agent's team and the prices in force for the given models, in ONE statement
+# (the PL/pgSQL function of migration 0006; JSON text, numbers parsed as Decimal): the budget and price
+# tables are small and read on every call.
+_DIRECTORY = "SELECT budgets_directory(%(agent)s, %(models)s, %(at)s)"
+_BUDGET_FIELDS = [
+    "id",
+    "name",
+    "scope",
+    "scope_key",
+    "period",
+    "timezone",
+    "limit_tokens",
+    "limit_usd",
+    "soft_threshold_pct",
+    "hard_stop",
+    "operation_limits",
+    "downgrade_model",
+    "on_block",
+]
 
-    return Agent.objects.filter(name=agent).values_list("team", flat=True).first() or ""
+
+def _directory(
+    agent: str, models: Iterable[str] = (), at: dt.datetime | None = None
+) -> tuple[list[Budget], str, dict[str, ModelPrice | None]]:
+    """(enabled budgets in id order, the agent's team, the price in force at ``at`` for each model)."""
+    wanted = list(dict.fromkeys(models))
+    with connection.cursor() as cursor:
+        cursor.execute(_DIRECTORY, {"agent": agent, "models": [*wanted, ANY_MODEL], "at": at or timezone.now()})
+        budgets_json, team, prices_json = cursor.fetchone()[0]
+    budgets = [
+        Budget(**dict(zip(_BUDGET_FIELDS, row, strict=True)), enabled=True)
+        for row in json.loads(budgets_json, parse_float=Decimal)
+    ]
+    for budget in budgets:  # JSON numbers: whole dollars come back as int
+        if budget.limit_usd is not None:
+            budget.limit_usd = Decimal(budget.limit_usd)
+    found = {
+        row[1]: ModelPrice(
+            id=row[0],
+            model=row[1],
+            input_per_1k=Decimal(row[2]),
+            output_per_1k=Decimal(row[3]),
+            cached_input_per_1k=Decimal(row[4]) if row[4] is not None else None,
+        )
+        for row in json.loads(prices_json, parse_float=Decimal)
+    }
+    return budgets, team or "", {m: found.get(m) or found.get(ANY_MODEL) for m in wanted}
 
 
 def subject_for(budget: Budget, caller: Caller) -> str | None:
@@ -139,11 +182,15 @@ def subject_for(budget: Budget, caller: Caller) -> str | None:
 
 
 def applicable_budgets(caller: Caller) -> list[tuple[Budget, str]]:
-    return [
-        (budget, subject)
-        for budget in Budget.objects.filter(enabled=True).order_by("id")
-        if (subject := subject_for(budget, caller)) is not None
-    ]
+    """(budget, counter subject) for every enabled budget that applies to the caller, in id order."""
+    budgets, team, _ = _directory(caller.agent)
+    return _applicable(budgets, team, caller)
+
+
+def _applicable(budgets: list[Budget], team: str, caller: Caller) -> list[tuple[Budget, str]]:
+    if not caller.team and team:
+        caller = dataclasses.replace(caller, team=team)
+    return [(budget, subject) for budget in budgets if (subject := subject_for(budget, caller)) is not None]
 
 
 def _refusal(budget: Budget, message: str) -> BudgetExceeded:
@@ -180,18 +227,14 @@ _LOCK_COUNTERS_BY_ID = """
 SELECT id, budget_id, subject, period_start, spent_tokens, spent_usd, reserved_tokens, reserved_usd
 FROM budgets_budgetcounter WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE
 """
-_HOLD_AND_RECORD = """
-WITH held AS (
-    UPDATE budgets_budgetcounter
-    SET reserved_tokens = reserved_tokens + %(tokens)s, reserved_usd = reserved_usd + %(usd)s,
-        in_flight = in_flight + 1, updated_at = now()
-    WHERE id = ANY(%(ids)s::bigint[])
-)
-INSERT INTO budgets_reservation
-    (counter_ids, agent, run_id, session_id, model, operation, tokens, usd, status, expires_at, created_at)
-VALUES (%(ids_json)s::jsonb, %(agent)s, %(run_id)s, %(session_id)s, %(model)s, %(operation)s, %(tokens)s, %(usd)s,
-        'held', %(expires_at)s, %(now)s)
-RETURNING id
+# Lock the counters of every key in id order, check every hard limit, and hold the estimate on all of them
+# (and record the reservation) or on none, in ONE statement (the PL/pgSQL function of migration 0006): in
+# autocommit the row locks are held inside PostgreSQL for one statement, never across a client round
+# trip. It returns {"id": reservation or null, "complete": false when a counter row does not exist yet,
+# "rows": every locked counter with the values checked, so a refusal can name the budget}.
+_HOLD = """
+SELECT budgets_hold(%(b)s, %(s)s, %(p)s, %(hard)s, %(lt)s, %(lu)s, %(n)s, %(tokens)s, %(usd)s, %(agent)s,
+                    %(run_id)s, %(session_id)s, %(model)s, %(operation)s, %(expires_at)s, %(now)s)::text
 """
 _APPLY_TO_COUNTERS = """
 UPDATE budgets_budgetcounter
@@ -257,7 +300,10 @@ def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datet
     est_out = max(int(meta.get("estimated_output_tokens") or 0), 0)
     tokens = max(int(meta.get("estimated_tokens") or est_in + est_out), 0)
 
-    budgets = applicable_budgets(caller)
+    # Priced at the dearest model that may answer on this reservation (the guard lists its fallback chain).
+    models = [model, *(str(m) for m in (meta.get("models") or ()) if m)]
+    every_budget, team, prices = _directory(caller.agent, models, now)
+    budgets = _applicable(every_budget, team, caller)
     for budget, subject in budgets:
         per_call = (budget.operation_limits or {}).get(operation)
         if per_call is not None and tokens > int(per_call):
@@ -269,47 +315,55 @@ def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datet
     limited = [(b, s) for b, s in budgets if b.limit_tokens is not None or b.limit_usd is not None]
     if not limited:
         return None
-    # Priced at the dearest model that may answer on this reservation (the guard lists its fallback chain).
-    models = {str(m) for m in (meta.get("models") or ()) if m} | {model}
     # Tokens given only as a total (not split into input and output) are priced as output, the dearer kind.
     unsplit = max(tokens - est_in - est_out, 0)
-    usd = max(cost_of(price_in_force(m, now), est_in, est_out + unsplit) for m in models)
+    usd = max(cost_of(price, est_in, est_out + unsplit) for price in prices.values())
     keys = [(b, s, period_start(b, now)) for b, s in limited]
     by_key = {(b.id, s): b for b, s, _ in keys}
     lease = lease_seconds if lease_seconds is not None else settings.BUDGET_RESERVATION_LEASE_SECONDS
-    with transaction.atomic(), connection.cursor() as cursor:
-        counters = _lock_counters(cursor, keys)
-        for counter in counters:
-            budget = by_key[(counter.budget_id, counter.subject)]
-            refusal = _refusal_if_no_room(budget, counter, tokens, usd) if budget.hard_stop else None
-            if refusal is not None:
-                break
-        else:
-            ids = [c.id for c in counters]
-            cursor.execute(
-                _HOLD_AND_RECORD,
-                {
-                    "tokens": tokens,
-                    "usd": usd,
-                    "ids": ids,
-                    "ids_json": _json_ids(ids),
-                    "agent": caller.agent,
-                    "run_id": caller.run_id,
-                    "session_id": caller.session_id[:200],
-                    "model": model[:120],
-                    "operation": operation[:100],
-                    "expires_at": now + dt.timedelta(seconds=lease),
-                    "now": now,
-                },
-            )
-            return cursor.fetchone()[0]
-    # Nothing was held (the new counter rows, if any, are kept: they are empty).
-    _alert_exhausted(budget, counter)
-    raise refusal
+    params = {
+        "b": [b.id for b, _, _ in keys],
+        "s": [s for _, s, _ in keys],
+        "p": [p for _, _, p in keys],
+        "hard": [b.hard_stop for b, _, _ in keys],
+        "lt": [b.limit_tokens for b, _, _ in keys],
+        "lu": [b.limit_usd for b, _, _ in keys],
+        "n": len(keys),
+        "tokens": tokens,
+        "usd": usd,
+        "agent": caller.agent[:80],
+        "run_id": caller.run_id,
+        "session_id": caller.session_id[:200],
+        "model": model[:120],
+        "operation": operation[:100],
+        "expires_at": now + dt.timedelta(seconds=lease),
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        outcome = _hold(cursor, params)
+        if outcome["id"] is not None:
+            return outcome["id"]
+        if not outcome["complete"]:  # a counter of this period does not exist yet: create, then hold
+            cursor.execute(_ENSURE_COUNTERS, (params["b"], params["s"], params["p"]))
+            outcome = _hold(cursor, params)
+            if outcome["id"] is not None:
+                return outcome["id"]
+    counters = [
+        CounterRow(c, b, subject, dt.datetime.fromisoformat(start), int(st), Decimal(su), int(rt), Decimal(ru))
+        for c, b, subject, start, st, su, rt, ru in outcome["rows"]
+    ]
+    for counter in counters:
+        budget = by_key[(counter.budget_id, counter.subject)]
+        refusal = _refusal_if_no_room(budget, counter, tokens, usd) if budget.hard_stop else None
+        if refusal is not None:
+            _alert_exhausted(budget, counter)
+            raise refusal
+    raise BudgetUnavailable("the budget counters changed while reserving; try again")
 
 
-def _json_ids(ids: list[int]) -> str:
-    return "[" + ",".join(str(i) for i in ids) + "]"
+def _hold(cursor, params: dict) -> dict:
+    cursor.execute(_HOLD, params)
+    return json.loads(cursor.fetchone()[0], parse_float=Decimal)
 
 
 def _refusal_if_no_room(budget: Budget, counter: CounterRow, tokens: int, usd: Decimal) -> BudgetExceeded | None:
@@ -354,10 +408,46 @@ def _alert_exhausted(budget: Budget, counter: CounterRow) -> None:
     )
 
 
+# Close a held reservation, swap its hold for the actual spend on its counters (locked in id order before
+# any is updated), price the call from the table in force and write the ledger row, in ONE statement (the
+# PL/pgSQL function of migration 0006). It returns null when the reservation was not held (settled,
+# released or reclaimed before: the general path decides), else {"record": the ledger row's columns in
+# _USAGE_COLUMNS order, "counters": each counter's new spend with its budget's limits, for the alert check}.
+_SETTLE = """
+SELECT budgets_settle(%(id)s, %(now)s, %(spent)s, %(uncached)s, %(cached_tokens)s, %(output)s, %(step)s, %(model)s,
+                      %(provider)s, %(operation)s, %(input)s, %(source)s)::text
+"""
+_USAGE_COLUMNS = [
+    "id",
+    "agent",
+    "run_id",
+    "step",
+    "session_id",
+    "model",
+    "provider",
+    "operation",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "price_id",
+    "cached",
+    "reservation_id",
+    "source",
+    "rolled_up",
+    "created_at",
+]
+
+
 def settle(reservation_id: int, usage: Mapping[str, Any], *, now: dt.datetime | None = None) -> UsageRecord:
     """Replace the reservation's estimate by the actual usage and write the priced ledger row, in one
-    transaction. A reservation already reclaimed still records its spend (the call did happen)."""
+    transaction. A reservation already reclaimed still records its spend (the call did happen); a repeated
+    settle returns the first one's ledger row and counts nothing again."""
     try:
+        if not (usage.get("cache_hit") or usage.get("cached")):
+            record = _settle_held(reservation_id, usage, now or timezone.now())
+            if record is not None:
+                return record
         with transaction.atomic():
             reservation = Reservation.objects.select_for_update().get(pk=reservation_id)
             if reservation.status == Reservation.Status.SETTLED:  # a repeated settle (a retry): spend counts once
@@ -368,6 +458,63 @@ def settle(reservation_id: int, usage: Mapping[str, Any], *, now: dt.datetime | 
     except STORE_ERRORS as exc:
         raise _fail_closed(exc) from exc
     return record
+
+
+def _settle_held(reservation_id: int, usage: Mapping[str, Any], now: dt.datetime) -> UsageRecord | None:
+    """The common settle (a held reservation, a priced answer) in one statement; None if it was not held."""
+    input_tokens = max(int(usage.get("input_tokens") or 0), 0)
+    output_tokens = max(int(usage.get("output_tokens") or 0), 0)
+    cached_tokens = max(int(usage.get("cached_tokens") or 0), 0)
+    model = str(usage.get("model") or "unknown")[:120]
+    cached = min(cached_tokens, input_tokens)  # priced as in cost_of: cached input at its own price
+    operation = usage.get("operation")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SETTLE,
+            {
+                "id": reservation_id,
+                "now": now,
+                "spent": input_tokens + output_tokens,
+                "uncached": input_tokens - cached,
+                "cached_tokens": cached,
+                "output": output_tokens,
+                "step": _int_or_none(usage.get("step")),
+                "model": model,
+                "provider": str(usage.get("provider") or "")[:80],
+                "operation": str(operation)[:100] if operation else None,
+                "input": input_tokens,
+                "source": str(usage.get("source") or "run")[:20],
+            },
+        )
+        outcome = cursor.fetchone()[0]
+    if outcome is None:
+        return None
+    outcome = json.loads(outcome, parse_float=Decimal)
+    values = dict(zip(_USAGE_COLUMNS, outcome["record"], strict=True))
+    values["cost_usd"] = Decimal(values["cost_usd"])
+    values["created_at"] = dt.datetime.fromisoformat(values["created_at"])
+    record = UsageRecord.from_db(connection.alias, _USAGE_COLUMNS, list(values.values()))
+    if input_tokens + output_tokens or record.cost_usd:
+        metrics.LLM_COST.labels(model=model).inc(float(record.cost_usd))
+        spent = [
+            (c, int(st), Decimal(su), lt, Decimal(lu) if lu is not None else None, pct, period)
+            for c, st, su, lt, lu, pct, period in outcome["counters"]
+        ]
+        transaction.on_commit(lambda: _after_settle(spent))
+    return record
+
+
+def _after_settle(counters: list[tuple]) -> None:
+    """After a committed settle: announce it; read counters for the alert check only past a threshold (the
+    settle statement returned each counter's new spend and its budget's limits)."""
+    crossed = []
+    for counter_id, tokens, usd, limit_tokens, limit_usd, soft_pct, period in counters:
+        shares = [tokens / limit_tokens] if limit_tokens else []
+        if limit_usd:
+            shares.append(float(usd / limit_usd))
+        if shares and (max(shares) * 100 >= soft_pct or (period == Budget.Period.DAY and max(shares) > 1)):
+            crossed.append(counter_id)
+    after_spend(crossed)
 
 
 def record_usage(usage: Mapping[str, Any], *, now: dt.datetime | None = None) -> UsageRecord:
@@ -645,6 +792,14 @@ def after_spend(counter_ids: list[int]) -> None:
         log.error("budget.alert_evaluation_failed", error=repr(exc)[:300])
 
 
+# Dedup keys seen committed in the database, remembered briefly: while a budget stays over its threshold
+# every settle lands in evaluate_counter_alerts, and a busy process would read the same alert rows each
+# time. Only keys read back from committed rows are remembered, so a rolled-back alert is never silenced;
+# a deleted one is forgotten after RAISED_TTL.
+RAISED_TTL = 10.0
+_RAISED: dict[str, float] = {}
+
+
 def evaluate_counter_alerts(counters: Iterable[BudgetCounter]) -> int:
     """Soft threshold crossed and (day budgets) daily total over its limit, once per crossing: per budget,
     subject, period and limits (raising a limit or changing the soft threshold re-arms)."""
@@ -685,7 +840,12 @@ def evaluate_counter_alerts(counters: Iterable[BudgetCounter]) -> int:
     # After a crossing every later settle lands here again: one read for the whole batch finds the alerts
     # already raised, so only a new crossing costs an INSERT.
     keys = [key[:300] for _, key, _, _ in candidates]
+    now = time.monotonic()
+    if all(_RAISED.get(key, 0.0) > now for key in keys):
+        return 0
     known = set(Alert.objects.filter(dedup_key__in=keys).values_list("dedup_key", flat=True))
+    for key in known:
+        _RAISED[key] = now + RAISED_TTL
     return sum(
         bool(fire_alert(kind, key, message, **fields))
         for kind, key, message, fields in candidates

@@ -524,8 +524,8 @@ def _finish(
         output_tokens=result.output_tokens,
         cache_hit=result.cache_hit,
         error_class=result.error_class,
-        session_id=metadata.get("session_id"),
-        run_id=metadata.get("run_id"),
+        session_id=metadata.get("session_id", metadata.get("session")),
+        run_id=metadata.get("run_id", metadata.get("run")),
         step=metadata.get("step"),
         agent=metadata.get("agent"),
     )
@@ -570,8 +570,8 @@ def _failed(
         duration_ms=round(duration_ms, 3),
         error_class=error_class,
         error=type(exc).__name__,
-        session_id=metadata.get("session_id"),
-        run_id=metadata.get("run_id"),
+        session_id=metadata.get("session_id", metadata.get("session")),
+        run_id=metadata.get("run_id", metadata.get("run")),
         step=metadata.get("step"),
         agent=metadata.get("agent"),
     )

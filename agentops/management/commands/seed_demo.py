@@ -74,7 +74,7 @@ DEMO_BUDGETS = (
         "scope": "agent",
         "scope_key": "research",
         "period": "day",
-        "limit_usd": Decimal("0.05"),
+        "limit_usd": Decimal("0.20"),
         "soft_threshold_pct": 80,
         "downgrade_model": "gpt-4o-mini",
         "on_block": "escalate",

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agentops.models import Agent, Run, Step, ToolEffect
+from agentops.models import Agent, ApiKey, Run, Step, ToolEffect
 from agentops.roles import ROLE_GROUPS
 
 log = structlog.get_logger(__name__)
@@ -441,3 +441,38 @@ def record_effect(idempotency_key: str, tool: str, payload: dict) -> tuple[ToolE
         return ToolEffect.objects.get_or_create(
             idempotency_key=idempotency_key, defaults={"tool": tool, "payload": payload}
         )
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+
+def create_api_key(agent_name: str, *, scopes=None, name: str = "", created_by: str = "") -> tuple[ApiKey, str]:
+    """A new key for ``agent_name`` (the agent is created if missing). Returns the row and the key itself,
+    which is never stored and cannot be shown again. Without ``scopes`` a key gets every agent scope,
+    never ``admin``."""
+    from agentops.apikeys import hash_key, new_key, validate_scopes
+
+    chosen = validate_scopes(list(scopes) if scopes else list(ApiKey.AGENT_SCOPES))
+    with transaction.atomic():
+        agent = ensure_agent(agent_name)
+        prefix, key = new_key()
+        row = ApiKey.objects.create(
+            agent=agent, name=name[:100], prefix=prefix, secret_hash=hash_key(key), scopes=chosen, created_by=created_by
+        )
+    log.info("api_key.created", agent=agent_name, prefix=prefix, scopes=chosen)
+    return row, key
+
+
+def revoke_api_key(key_id: int) -> bool:
+    """Revoke a key (at once for new requests; a process that verified it in the last seconds may still
+    accept it until its short verification cache expires). False if already revoked or missing."""
+    with transaction.atomic():
+        updated = ApiKey.objects.filter(pk=key_id, revoked_at=None).update(revoked_at=timezone.now())
+    if updated:
+        log.info("api_key.revoked", key_id=key_id)
+    return bool(updated)
+
+
+def touch_api_key(key_id: int) -> None:
+    """Record that a key was used (callers throttle this to about once a minute per key)."""
+    ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())

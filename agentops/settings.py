@@ -234,3 +234,11 @@ except (zoneinfo.ZoneInfoNotFoundError, ValueError) as _exc:
     raise ImproperlyConfigured(f"BUDGET_TIMEZONE={BUDGET_TIMEZONE!r} is not a time zone name") from _exc
 WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 2.0, minimum=0.01)
 WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 5, minimum=0)  # after the first attempt: 2, 4, 8, 16, 32 s
+
+# --- agent REST API (DESIGN.md §8) -------------------------------------------------------------------
+API_RATE_PER_SECOND = env_float("API_RATE_PER_SECOND", 50.0, minimum=0.01)  # per key, token bucket
+API_RATE_BURST = env_int("API_RATE_BURST", 200, minimum=1)
+# Bodies over this answer 413 (Django's own limit, applied to every request body).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Longest ?wait= a long-poll may ask for (seconds).
+API_MAX_WAIT_SECONDS = env_float("API_MAX_WAIT_SECONDS", 60.0, minimum=1.0)

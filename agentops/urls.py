@@ -4,12 +4,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from agentops import views
+from agentops.api import api
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics_view, name="metrics"),
+    path("api/v1/", api.urls),
     path("runs/", include("agentops.runs_urls")),
     path("review/", include("review.urls")),
     path("", include("budgets.urls")),

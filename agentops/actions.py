@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import structlog
 from django.contrib.auth.models import Group, User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -136,7 +136,17 @@ def start_run(agent: Agent, input_data, *, session_id: str = "", idempotency_key
         existing = Run.objects.filter(agent=agent, idempotency_key=idempotency_key).first()
         if existing is not None:
             return existing, False
-    run = Run.objects.create(agent=agent, input=input_data, session_id=session_id, idempotency_key=idempotency_key)
+    try:
+        # A concurrent identical request may insert first: the unique constraint (agent, idempotency_key)
+        # makes this insert wait for it and fail, and then the winner's run is the answer.
+        with transaction.atomic():
+            run = Run.objects.create(
+                agent=agent, input=input_data, session_id=session_id, idempotency_key=idempotency_key
+            )
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        return Run.objects.get(agent=agent, idempotency_key=idempotency_key), False
     _enqueue_execution(run.pk)
     _announce_run(run)
     return run, True

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from agentops import live
 from agentops.observability import metrics
-from review.models import PRIORITY_ORDER, AuditEvent, Escalation
+from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, Escalation
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +85,69 @@ def create_escalation(
     transaction.on_commit(_pending_gauge)
     log.info("escalation.created", escalation=escalation.pk, reason=reason, priority=priority, operation=operation)
     return escalation
+
+
+@transaction.atomic
+def request_action(
+    agent,
+    *,
+    operation: str,
+    session_id: str = "",
+    arguments: dict | None = None,
+    value: float | None = None,
+    confidence: float | None = None,
+    retry_count: int = 0,
+    context: dict | None = None,
+) -> ActionRequest:
+    """An agent asks permission over the API. The escalation policy decides: no rule fires → approved at
+    once (recorded, so what agents were allowed to do stays auditable); a rule fires → pending, with an
+    escalation (source "api", no run) whose decision the agent then reads. The policy has no
+    reject-at-once rule, so a request is never rejected here; rejections come from reviewers or expiry."""
+    from review.policy import evaluate
+
+    verdict = evaluate(agent.name, operation, value=value, confidence=confidence, retry_count=retry_count)
+    escalation = None
+    if verdict.escalate:
+        escalation = create_escalation(
+            operation=operation,
+            reason=verdict.reason,
+            priority=verdict.priority,
+            deadline_seconds=verdict.deadline_seconds,
+            agent=agent,
+            session_id=session_id,
+            source="api",
+            kind="tool",
+            arguments=arguments,
+            value=value,
+            confidence=confidence,
+            retry_count=retry_count,
+            context=context,
+            rule=verdict.rule or "",
+        )
+    action = ActionRequest.objects.create(
+        agent=agent,
+        session_id=session_id,
+        operation=operation,
+        arguments=arguments or {},
+        value=value,
+        confidence=confidence,
+        retry_count=retry_count,
+        context=context or {},
+        status=ActionRequest.Status.PENDING if escalation else ActionRequest.Status.APPROVED,
+        reason=verdict.reason or "",
+        priority=verdict.priority or "",
+        rule=(verdict.rule or "")[:200],
+        escalation=escalation,
+    )
+    log.info(
+        "action.requested",
+        action=action.pk,
+        agent=agent.name,
+        operation=operation,
+        status=action.status,
+        escalation=escalation.pk if escalation else None,
+    )
+    return action
 
 
 def _claimable_by(user, now) -> Q:

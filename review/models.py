@@ -139,3 +139,38 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} on escalation {self.escalation_id}"
+
+
+class ActionRequest(models.Model):
+    """A permission request an agent made over the REST API (POST /api/v1/actions): what it asked, the
+    policy's verdict at once and, when a human has to decide, the escalation carrying the decision.
+    Requests approved at once are kept too: the audit trail of what agents were allowed to do."""
+
+    class Status(models.TextChoices):
+        APPROVED = "approved"
+        PENDING = "pending"
+        REJECTED = "rejected"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="action_requests")
+    session_id = models.CharField(max_length=200, blank=True)
+    operation = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict, blank=True)
+    value = models.FloatField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    retry_count = models.PositiveIntegerField(default=0)
+    context = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, help_text="The verdict when it was asked")
+    reason = models.CharField(max_length=40, blank=True)
+    priority = models.CharField(max_length=10, blank=True)
+    rule = models.CharField(max_length=200, blank=True)
+    escalation = models.OneToOneField(
+        Escalation, null=True, blank=True, on_delete=models.SET_NULL, related_name="action_request"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["agent", "created_at"], name="action_agent_time")]
+
+    def __str__(self) -> str:
+        return f"action request {self.pk} ({self.operation}, {self.status})"

@@ -113,8 +113,9 @@ def _invalid(request, exc: ValidationError):
         }
         for error in exc.errors
     ]
-    # A body that is not JSON at all is malformed (400); well-formed JSON with bad fields is 422.
-    if any(error.get("type") == "json_invalid" or "parse" in str(error.get("msg", "")).lower() for error in errors):
+    # A body that is not JSON at all is malformed (400; ninja itself answers most of those); well-formed JSON
+    # with bad fields ("unable to parse string as an integer" included) is 422.
+    if any(error.get("type") == "json_invalid" for error in errors):
         return error_response(request, 400, "malformed", "the request body is not valid JSON", {"errors": errors})
     return error_response(request, 422, "invalid", "the request did not pass validation", {"errors": errors})
 

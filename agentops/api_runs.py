@@ -5,43 +5,22 @@ answers 404 like a missing one. State changes go through agentops.actions."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
 from ninja import Field, Header, Path, Query, Router, Schema
-from pydantic import AfterValidator
 
 from agentops import actions
 from agentops.api import ApiError, not_found, require
-from agentops.api_schemas import responses
+from agentops.api_schemas import MAX_ID, JsonObject, Text, responses
 from agentops.longpoll import wait_for_change
 from agentops.models import Agent, Run
 
 router = Router(tags=["runs"])
 
 SCOPE = "runs"
-MAX_ID = 2**63 - 1  # bigint primary keys: a larger id is invalid, not a database error
 RunStatus = Literal["queued", "running", "waiting_human", "succeeded", "failed", "cancelled"]
-
-
-def no_nul(value):
-    """PostgreSQL text and jsonb cannot hold NUL characters: refuse them (422) instead of failing later (5xx)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("NUL characters (\\u0000) are not allowed")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            no_nul(key)
-            no_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            no_nul(item)
-    return value
-
-
-Text = Annotated[str, AfterValidator(no_nul)]
-JsonObject = Annotated[dict[str, Any], AfterValidator(no_nul)]
 
 
 class RunIn(Schema):

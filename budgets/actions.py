@@ -444,7 +444,9 @@ def settle(reservation_id: int, usage: Mapping[str, Any], *, now: dt.datetime | 
     transaction. A reservation already reclaimed still records its spend (the call did happen); a repeated
     settle returns the first one's ledger row and counts nothing again."""
     try:
-        if not (usage.get("cache_hit") or usage.get("cached")):
+        # The one-statement path needs the model that answered; without it the general path prices the call
+        # at the reservation's model.
+        if usage.get("model") and not (usage.get("cache_hit") or usage.get("cached")):
             record = _settle_held(reservation_id, usage, now or timezone.now())
             if record is not None:
                 return record

@@ -18,8 +18,7 @@ from ninja import Field, Path, Query, Router, Schema
 from pydantic import ConfigDict
 
 from agentops.api import not_found, require
-from agentops.api_runs import MAX_ID, JsonObject, Text
-from agentops.api_schemas import responses
+from agentops.api_schemas import MAX_ID, JsonObject, Text, responses
 from agentops.longpoll import wait_for_change
 from agentops.models import Agent
 from review import actions

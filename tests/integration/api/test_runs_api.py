@@ -187,8 +187,9 @@ def test_cancel(make_key, api, worker):
 def test_cancel_a_running_run_asks_the_worker(make_key, api, worker):
     client = api(make_key(STEPS))
     # a pause of its own: the worker caches tool results, and a cached t_sleep would not sleep
-    pause = 1 + (time.time_ns() % 10**6) / 10**9
-    run_id = client.post("/runs", json={"input": {"steps": 3, "pause": pause}}).json()["id"]
+    pause = 2 + (time.time_ns() % 10**6) / 10**9
+    # long enough (about 10 s) to be seen running even when the worker is still busy with earlier tests' runs
+    run_id = client.post("/runs", json={"input": {"steps": 5, "pause": pause}}).json()["id"]
     wait_for_status(client, run_id, {"running"})
     response = client.post(f"/runs/{run_id}/cancel")
     assert response.status_code == 200 and response.json()["cancel_requested"] is True

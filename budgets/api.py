@@ -1,0 +1,650 @@
+"""Usage, reservations and budgets over the REST API (DESIGN.md §7, §8), and — with the ``admin`` scope —
+budgets and prices as code.
+
+The key's agent is the caller: usage is recorded for it, reservations are held for it, and another agent's
+reservation answers 404 like a missing one. Every write goes through budgets/actions.py; budget and price
+changes are validated by the admin screens' own forms (BudgetForm, PriceForm) and then by the model's
+``full_clean`` inside the action. Amounts of money go out as decimal strings.
+
+Conflicts: creating (or renaming to) a budget name that exists answers 409 ``conflict`` (details name the
+field), as does a second price for the same model and ``effective_from`` and deleting a price that was
+already charged. ``PUT /admin/budgets/{id}`` changes only the fields it is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
+from django.db.models import Q
+from django.utils import timezone
+from ninja import Field, Path, Query, Router, Schema
+from pydantic import AfterValidator
+
+from agentops.api import ApiError, not_found, require
+from agentops.api_schemas import MAX_ID, Text, responses
+from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
+from budgets import actions
+from budgets.forms import BudgetForm, PriceForm
+from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation
+
+router = Router(tags=["budgets"])
+
+MAX_TOKENS = 2**31 - 1  # the ledger's token columns are 32-bit integers
+STORE_DOWN = (OperationalError, InterfaceError)
+
+
+# --- input types -------------------------------------------------------------------------------------
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """An instant PostgreSQL and Python can both hold (a far-future time with an offset can overflow)."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(dt.UTC) if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("the time is out of range") from None
+
+
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+Instant = Annotated[dt.datetime, AfterValidator(_utc)]
+Scope = Literal["global", "team", "agent", "session"]
+Period = Literal["day", "month", "lifetime"]
+OnBlock = Literal["escalate", "fail"]
+OperationLimits = dict[Text, Annotated[int, Field(le=MAX_ID)]]
+
+
+def _usd(value: Decimal | None) -> str | None:
+    """A decimal as a plain string (never ``0E-8``)."""
+    return None if value is None else format(value, "f")
+
+
+# --- schemas -----------------------------------------------------------------------------------------
+
+
+class BudgetRemaining(Schema):
+    budget: str
+    scope: Scope
+    subject: str = Field(..., description="The counter this caller spends from: team, agent or session; '' = global")
+    period: Period
+    period_end: dt.datetime | None = Field(..., description="When the current period ends (null for lifetime)")
+    limit_tokens: int | None
+    limit_usd: str | None
+    spent_tokens: int
+    spent_usd: str
+    reserved_tokens: int
+    reserved_usd: str
+    remaining_tokens: int | None = Field(..., description="limit - spent - reserved, never below 0; null: no limit")
+    remaining_usd: str | None
+    hard_stop: bool
+
+
+class BudgetsOut(Schema):
+    items: list[BudgetRemaining]
+
+
+class UsageIn(Schema):
+    session_id: Text = Field("", max_length=200)
+    model: Text = Field(..., min_length=1, max_length=120, description='Priced by its own row, else the "*" row')
+    operation: Text = Field(..., min_length=1, max_length=100)
+    input_tokens: Tokens
+    output_tokens: Tokens
+    cached_tokens: Tokens = Field(0, description="Input tokens served from the provider's cache (≤ input_tokens)")
+    run_id: int | None = Field(None, ge=1, le=MAX_ID, description="One of this agent's runs")
+
+
+class UsageOut(Schema):
+    id: int
+    cost_usd: str
+    remaining: list[BudgetRemaining]
+
+
+class ReservationIn(Schema):
+    session_id: Text = Field("", max_length=200)
+    model: Text = Field(..., min_length=1, max_length=120)
+    operation: Text = Field(..., min_length=1, max_length=100)
+    estimated_input_tokens: Tokens
+    estimated_output_tokens: Tokens
+    lease_seconds: float | None = Field(None, ge=1, le=3600, description="Default: the server's lease (5 min)")
+
+
+class ReservationOut(Schema):
+    id: int | None = Field(..., description="null when no budget applies (nothing to settle or release)")
+    expires_at: dt.datetime | None
+    tokens: int
+    usd: str
+    note: str | None = None
+
+
+class SettleIn(Schema):
+    input_tokens: Tokens
+    output_tokens: Tokens
+    cached_tokens: Tokens = 0
+    model: Text | None = Field(None, min_length=1, max_length=120, description="Default: the reserved model")
+
+
+class SettleOut(Schema):
+    usage_id: int
+    cost_usd: str
+    remaining: list[BudgetRemaining]
+
+
+class ReleaseOut(Schema):
+    released: bool = Field(..., description="false when it was no longer held (settled, released or expired)")
+
+
+class BudgetIn(Schema):
+    name: Text = Field(..., max_length=100)
+    scope: Scope = "global"
+    scope_key: Text = Field("", max_length=200, description="team, agent or session id; blank = each one")
+    period: Period = "day"
+    timezone: Text | None = Field(None, max_length=64, description="Default: the server's BUDGET_TIMEZONE")
+    limit_tokens: int | None = Field(None, le=MAX_ID)
+    limit_usd: Decimal | None = None
+    soft_threshold_pct: int = Field(80, ge=1, le=100)
+    hard_stop: bool = True
+    operation_limits: OperationLimits = Field(default_factory=dict, description='{"planning": 1000, …}')
+    downgrade_model: Text = Field("", max_length=120)
+    on_block: OnBlock = "escalate"
+    enabled: bool = True
+
+
+class BudgetChange(Schema):
+    """Only the fields sent change."""
+
+    name: Text | None = Field(None, max_length=100)
+    scope: Scope | None = None
+    scope_key: Text | None = Field(None, max_length=200)
+    period: Period | None = None
+    timezone: Text | None = Field(None, max_length=64)
+    limit_tokens: int | None = Field(None, le=MAX_ID)
+    limit_usd: Decimal | None = None
+    soft_threshold_pct: int | None = Field(None, ge=1, le=100)
+    hard_stop: bool | None = None
+    operation_limits: OperationLimits | None = None
+    downgrade_model: Text | None = Field(None, max_length=120)
+    on_block: OnBlock | None = None
+    enabled: bool | None = None
+
+
+class BudgetOut(Schema):
+    id: int
+    name: str
+    scope: Scope
+    scope_key: str
+    period: Period
+    timezone: str
+    limit_tokens: int | None
+    limit_usd: str | None
+    soft_threshold_pct: int
+    hard_stop: bool
+    operation_limits: dict[str, Any]
+    downgrade_model: str
+    on_block: OnBlock
+    enabled: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class BudgetList(Schema):
+    items: list[BudgetOut]
+    count: int
+
+
+class PriceIn(Schema):
+    model: Text = Field(..., max_length=120, description='Model name, or "*" for every model without its own price')
+    input_per_1k: Decimal
+    output_per_1k: Decimal
+    cached_input_per_1k: Decimal | None = Field(None, description="null = the input price")
+    effective_from: Instant | None = Field(None, description="Default now; never in the past")
+    note: Text = Field("", max_length=200)
+
+
+class PriceOut(Schema):
+    id: int
+    model: str
+    input_per_1k: str
+    output_per_1k: str
+    cached_input_per_1k: str | None
+    effective_from: dt.datetime
+    in_force: bool = Field(..., description="The row that prices this model's calls now")
+    note: str
+    created_by: str
+    created_at: dt.datetime
+
+
+class PriceList(Schema):
+    items: list[PriceOut]
+    count: int
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _unavailable(exc: BaseException) -> ApiError:
+    return ApiError(503, "budget_unavailable", str(exc) or "the budget store is unreachable; nothing was admitted")
+
+
+def _out_of_range() -> ApiError:
+    # Token counts are bounded by the schemas; an admin's price times them can still overflow a money column.
+    return ApiError(422, "invalid", "the cost of this call is out of range for the ledger", {"errors": []})
+
+
+def _invalid(field: str, message: str, kind: str = "value_error") -> ApiError:
+    error = {"loc": ["body", field], "msg": message, "type": kind}
+    return ApiError(422, "invalid", message, {"errors": [error], "fields": {field: [message]}})
+
+
+def _remaining(caller: actions.Caller, now: dt.datetime | None = None) -> list[dict]:
+    """What is left of every enabled budget that applies to the caller, in its current period."""
+    now = now or timezone.now()
+    keys = [
+        (budget, subject, actions.period_start(budget, now)) for budget, subject in actions.applicable_budgets(caller)
+    ]
+    if not keys:
+        return []
+    match = Q()
+    for budget, subject, start in keys:
+        match |= Q(budget_id=budget.pk, subject=subject, period_start=start)
+    counters = {(c.budget_id, c.subject): c for c in BudgetCounter.objects.filter(match)}
+    items = []
+    for budget, subject, _start in keys:
+        counter = counters.get((budget.pk, subject))
+        spent_tokens = counter.spent_tokens if counter else 0
+        spent_usd = counter.spent_usd if counter else Decimal(0)
+        reserved_tokens = counter.reserved_tokens if counter else 0
+        reserved_usd = counter.reserved_usd if counter else Decimal(0)
+        remaining_tokens = remaining_usd = None
+        if budget.limit_tokens is not None:
+            remaining_tokens = max(budget.limit_tokens - spent_tokens - reserved_tokens, 0)
+        if budget.limit_usd is not None:
+            remaining_usd = max(budget.limit_usd - spent_usd - reserved_usd, Decimal(0))
+        items.append(
+            {
+                "budget": budget.name,
+                "scope": budget.scope,
+                "subject": subject,
+                "period": budget.period,
+                "period_end": actions.period_end(budget, now),
+                "limit_tokens": budget.limit_tokens,
+                "limit_usd": _usd(budget.limit_usd),
+                "spent_tokens": spent_tokens,
+                "spent_usd": _usd(spent_usd),
+                "reserved_tokens": reserved_tokens,
+                "reserved_usd": _usd(reserved_usd),
+                "remaining_tokens": remaining_tokens,
+                "remaining_usd": _usd(remaining_usd),
+                "hard_stop": budget.hard_stop,
+            }
+        )
+    return items
+
+
+def _own_reservation(principal, reservation_id: int) -> Reservation:
+    """The caller's reservation; another agent's answers exactly like a missing one."""
+    reservation = Reservation.objects.filter(pk=reservation_id, agent=principal.agent[:80]).first()
+    if reservation is None:
+        raise not_found("reservation")
+    return reservation
+
+
+def _check_cached(cached: int, input_tokens: int) -> None:
+    if cached > input_tokens:
+        raise _invalid("cached_tokens", f"cached_tokens ({cached}) cannot exceed input_tokens ({input_tokens})")
+
+
+# --- usage, reservations, remaining budgets ----------------------------------------------------------
+
+
+@router.post("/usage", response=responses({201: UsageOut}, 503), summary="Report the tokens of a call")
+def record_usage(request, payload: UsageIn):
+    """Record a call that held no reservation (usage reported after the fact): priced at the model's price in
+    force now, added to the spend of every budget that applies. Answers the cost and what is left."""
+    principal = require(request, "usage")
+    _check_cached(payload.cached_tokens, payload.input_tokens)
+    if payload.run_id is not None:
+        from agentops.models import Run
+
+        if not Run.objects.filter(pk=payload.run_id, agent_id=principal.agent_id).exists():
+            raise _invalid("run_id", f"no run {payload.run_id} of this agent")
+    usage = {
+        "agent": principal.agent,
+        "session_id": payload.session_id,
+        "run_id": payload.run_id,
+        "model": payload.model,
+        "operation": payload.operation,
+        "input_tokens": payload.input_tokens,
+        "output_tokens": payload.output_tokens,
+        "cached_tokens": payload.cached_tokens,
+        "source": "api",
+    }
+    try:
+        record = actions.record_usage(usage)
+        remaining = _remaining(actions.Caller(agent=principal.agent, session_id=payload.session_id))
+    except BudgetUnavailable as exc:
+        raise _unavailable(exc) from exc
+    except STORE_DOWN as exc:
+        raise _unavailable(actions._fail_closed(exc)) from exc
+    except DataError as exc:
+        raise _out_of_range() from exc
+    return 201, {"id": record.pk, "cost_usd": _usd(record.cost_usd), "remaining": remaining}
+
+
+@router.post(
+    "/reservations", response=responses({201: ReservationOut}, 402, 503), summary="Reserve budget before a call"
+)
+def reserve(request, payload: ReservationIn):
+    """Hold the estimate against every budget that applies, all or nothing. 402 ``budget_exceeded`` names
+    the budget that refuses and what is left (``details.cheaper_model``: a model its policy allows instead);
+    503 ``budget_unavailable`` when the budget store cannot be reached (nothing is admitted unchecked)."""
+    principal = require(request, "usage")
+    meta = {
+        "agent": principal.agent,
+        "session_id": payload.session_id,
+        "model": payload.model,
+        "operation": payload.operation,
+        "estimated_input_tokens": payload.estimated_input_tokens,
+        "estimated_output_tokens": payload.estimated_output_tokens,
+    }
+    now = timezone.now()
+    try:
+        reservation_id = actions.reserve(meta, lease_seconds=payload.lease_seconds, now=now)
+        if reservation_id is None:
+            price = actions.price_in_force(payload.model, now)
+            usd = actions.cost_of(price, payload.estimated_input_tokens, payload.estimated_output_tokens)
+            tokens = payload.estimated_input_tokens + payload.estimated_output_tokens
+            return 201, {
+                "id": None,
+                "expires_at": None,
+                "tokens": tokens,
+                "usd": _usd(usd),
+                "note": "no budget applies",
+            }
+        row = Reservation.objects.get(pk=reservation_id)
+    except BudgetExceeded as exc:
+        raise ApiError(
+            402, "budget_exceeded", exc.message, {"budget": exc.budget, "cheaper_model": exc.cheaper_model}
+        ) from exc
+    except BudgetUnavailable as exc:
+        raise _unavailable(exc) from exc
+    except STORE_DOWN as exc:
+        raise _unavailable(actions._fail_closed(exc)) from exc
+    except DataError as exc:
+        raise _out_of_range() from exc
+    return 201, {"id": row.pk, "expires_at": row.expires_at, "tokens": row.tokens, "usd": _usd(row.usd)}
+
+
+@router.post(
+    "/reservations/{reservation_id}/settle",
+    response=responses({200: SettleOut}, 503),
+    summary="Settle a reservation with the actual usage",
+)
+def settle(request, payload: SettleIn, reservation_id: int = Path(..., ge=1, le=MAX_ID)):
+    """Swap the estimate for the actual usage and write the priced ledger row. Settling again returns the
+    first settle's usage and counts nothing twice; a reservation released or expired meanwhile still records
+    its spend (the call did happen)."""
+    principal = require(request, "usage")
+    _check_cached(payload.cached_tokens, payload.input_tokens)
+    try:
+        reservation = _own_reservation(principal, reservation_id)
+        usage = {
+            "input_tokens": payload.input_tokens,
+            "output_tokens": payload.output_tokens,
+            "cached_tokens": payload.cached_tokens,
+            "model": payload.model or reservation.model,
+            "source": "api",
+        }
+        record = actions.settle(reservation.pk, usage)
+        remaining = _remaining(actions.Caller(agent=principal.agent, session_id=reservation.session_id))
+    except BudgetUnavailable as exc:
+        raise _unavailable(exc) from exc
+    except STORE_DOWN as exc:
+        raise _unavailable(actions._fail_closed(exc)) from exc
+    except DataError as exc:
+        raise _out_of_range() from exc
+    return {"usage_id": record.pk, "cost_usd": _usd(record.cost_usd), "remaining": remaining}
+
+
+@router.post(
+    "/reservations/{reservation_id}/release",
+    response=responses({200: ReleaseOut}, 503),
+    summary="Give a reservation back (the call failed or never happened)",
+)
+def release(request, reservation_id: int = Path(..., ge=1, le=MAX_ID)):
+    principal = require(request, "usage")
+    try:
+        reservation = _own_reservation(principal, reservation_id)
+        released = actions.release(reservation.pk)
+    except BudgetUnavailable as exc:
+        raise _unavailable(exc) from exc
+    except STORE_DOWN as exc:
+        raise _unavailable(actions._fail_closed(exc)) from exc
+    return {"released": released}
+
+
+@router.get("/budgets", response=responses({200: BudgetsOut}, 503), summary="What is left of the budgets")
+def remaining_budgets(request, session_id: Text = Query("", max_length=200)):
+    """Every enabled budget that applies to this agent (session budgets: pass ``session_id``), with its
+    current period's spend, holds and what is left."""
+    principal = require(request, "budgets:read")
+    try:
+        return {"items": _remaining(actions.Caller(agent=principal.agent, session_id=session_id))}
+    except STORE_DOWN as exc:
+        raise _unavailable(actions._fail_closed(exc)) from exc
+
+
+# --- budgets as code (admin) -------------------------------------------------------------------------
+
+BUDGET_FIELDS = [
+    "name",
+    "scope",
+    "scope_key",
+    "period",
+    "timezone",
+    "limit_tokens",
+    "limit_usd",
+    "soft_threshold_pct",
+    "hard_stop",
+    "operation_limits",
+    "on_block",
+    "downgrade_model",
+    "enabled",
+]
+
+
+def budget_out(budget: Budget) -> dict:
+    return {
+        "id": budget.pk,
+        **{name: getattr(budget, name) for name in BUDGET_FIELDS},
+        "limit_usd": _usd(budget.limit_usd),
+        "created_at": budget.created_at,
+        "updated_at": budget.updated_at,
+    }
+
+
+def _form_problems(errors: dict[str, list], what: str = "budget") -> ApiError:
+    """Form (or model) errors as one 422 with every problem by field."""
+    fields = {name: [str(message) for message in messages] for name, messages in errors.items()}
+    listed = [
+        {"loc": ["body"] if name == "__all__" else ["body", name], "msg": message, "type": "value_error"}
+        for name, messages in fields.items()
+        for message in messages
+    ]
+    details = {"errors": listed, "fields": fields}
+    first = listed[0]["msg"] if listed else "invalid"
+    return ApiError(422, "invalid", f"the {what} did not pass validation: {first}", details)
+
+
+def _save_budget(data: dict, budget: Budget | None) -> Budget:
+    """Validate ``data`` exactly like the budget screen (BudgetForm), then save through the action."""
+    form_data = {
+        **data,
+        "operation_limits": json.dumps(data["operation_limits"]) if data["operation_limits"] else "",
+        "limit_tokens": "" if data["limit_tokens"] is None else data["limit_tokens"],
+        "limit_usd": "" if data["limit_usd"] is None else data["limit_usd"],
+    }
+    form = BudgetForm(data=form_data, instance=budget)
+    if not form.is_valid():
+        errors = form.errors.as_data()
+        duplicate = [e for e in errors.get("name", []) if e.code == "unique"]
+        if duplicate and set(errors) == {"name"} and len(errors["name"]) == len(duplicate):
+            raise _name_taken(data["name"])
+        raise _form_problems({name: [m for e in errs for m in e.messages] for name, errs in errors.items()})
+    try:
+        saved = actions.save_budget(form.save(commit=False))
+    except DjangoValidationError as exc:  # changed meanwhile
+        raise _form_problems(exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}) from exc
+    except IntegrityError as exc:  # the same name saved by someone else meanwhile
+        raise _name_taken(data["name"]) from exc
+    saved.refresh_from_db()  # the stored values (decimals as the column rounds them)
+    return saved
+
+
+def _name_taken(name: str) -> ApiError:
+    return ApiError(
+        409,
+        "conflict",
+        f"a budget named {name!r} already exists: pick another name, or change that one with PUT",
+        {"field": "name", "name": name},
+    )
+
+
+def _budget_or_404(budget_id: int) -> Budget:
+    budget = Budget.objects.filter(pk=budget_id).first()
+    if budget is None:
+        raise not_found("budget")
+    return budget
+
+
+@router.get("/admin/budgets", response=responses({200: BudgetList}), summary="Every budget (admin)")
+def list_budgets(request):
+    require(request, "admin")
+    items = [budget_out(b) for b in Budget.objects.order_by("id")]
+    return {"items": items, "count": len(items)}
+
+
+@router.post("/admin/budgets", response=responses({201: BudgetOut}, 409), summary="Create a budget (admin)")
+def create_budget(request, payload: BudgetIn):
+    """Validated like the budget screen; a name already taken answers 409 ``conflict``."""
+    require(request, "admin")
+    data = payload.dict()
+    if data["timezone"] is None:
+        data["timezone"] = settings.BUDGET_TIMEZONE
+    return 201, budget_out(_save_budget(data, None))
+
+
+@router.get("/admin/budgets/{budget_id}", response=responses({200: BudgetOut}), summary="One budget (admin)")
+def get_budget(request, budget_id: int = Path(..., ge=1, le=MAX_ID)):
+    require(request, "admin")
+    return budget_out(_budget_or_404(budget_id))
+
+
+@router.put("/admin/budgets/{budget_id}", response=responses({200: BudgetOut}, 409), summary="Change a budget (admin)")
+def update_budget(request, payload: BudgetChange, budget_id: int = Path(..., ge=1, le=MAX_ID)):
+    """Changes only the fields sent (``null`` clears a limit); validated like the budget screen."""
+    require(request, "admin")
+    budget = _budget_or_404(budget_id)
+    data = {name: getattr(budget, name) for name in BUDGET_FIELDS}
+    sent = payload.dict(exclude_unset=True)
+    for name, value in sent.items():
+        if value is None and name not in ("limit_tokens", "limit_usd"):
+            raise _invalid(name, f"{name} cannot be null")
+    data.update(sent)
+    return budget_out(_save_budget(data, budget))
+
+
+@router.delete("/admin/budgets/{budget_id}", response=responses({204: None}), summary="Delete a budget (admin)")
+def delete_budget(request, budget_id: int = Path(..., ge=1, le=MAX_ID)):
+    require(request, "admin")
+    if not actions.delete_budget(budget_id):
+        raise not_found("budget")
+    return 204, None
+
+
+def price_out(row: ModelPrice, in_force: set[int]) -> dict:
+    return {
+        "id": row.pk,
+        "model": row.model,
+        "input_per_1k": _usd(row.input_per_1k),
+        "output_per_1k": _usd(row.output_per_1k),
+        "cached_input_per_1k": _usd(row.cached_input_per_1k),
+        "effective_from": row.effective_from,
+        "in_force": row.pk in in_force,
+        "note": row.note,
+        "created_by": row.created_by,
+        "created_at": row.created_at,
+    }
+
+
+def _in_force_ids() -> set[int]:
+    rows = ModelPrice.objects.filter(effective_from__lte=timezone.now()).order_by("model", "-effective_from")
+    return set(rows.distinct("model").values_list("pk", flat=True))
+
+
+@router.get("/admin/prices", response=responses({200: PriceList}), summary="Every price row (admin)")
+def list_prices(request, model: Text | None = Query(None, max_length=120)):
+    """The whole price history, newest first per model (``in_force`` marks the row pricing calls now)."""
+    require(request, "admin")
+    rows = ModelPrice.objects.order_by("model", "-effective_from")
+    if model is not None:
+        rows = rows.filter(model=model)
+    in_force = _in_force_ids()
+    items = [price_out(row, in_force) for row in rows]
+    return {"items": items, "count": len(items)}
+
+
+@router.post("/admin/prices", response=responses({201: PriceOut}, 409), summary="Set a model's price (admin)")
+def create_price(request, payload: PriceIn):
+    """A new price row from ``effective_from`` (default now, never in the past): calls already made keep the
+    price they were charged. Validated like the prices screen; a row for the same model and moment → 409."""
+    principal = require(request, "admin")
+    sent = payload.dict()
+    form = PriceForm(data={name: "" if value is None else value for name, value in sent.items()})
+    if not form.is_valid():
+        raise _form_problems({name: list(messages) for name, messages in form.errors.items()}, "price")
+    data = form.cleaned_data
+    try:
+        row = actions.set_price(
+            data["model"],
+            data["input_per_1k"],
+            data["output_per_1k"],
+            cached_input_per_1k=data["cached_input_per_1k"],
+            effective_from=data["effective_from"],
+            note=data["note"],
+            user=f"api:{principal.agent}"[:150],
+        )
+    except DjangoValidationError as exc:
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        if "__all__" in errors:  # the (model, effective_from) unique constraint
+            raise ApiError(
+                409,
+                "conflict",
+                f"a {data['model']} price already starts at that moment: pick another effective_from",
+                {"field": "effective_from"},
+            ) from exc
+        raise _form_problems(errors, "price") from exc
+    except IntegrityError as exc:  # the same row saved by someone else meanwhile
+        raise ApiError(409, "conflict", "a price for this model already starts at that moment") from exc
+    row.refresh_from_db()
+    return 201, price_out(row, _in_force_ids())
+
+
+@router.delete(
+    "/admin/prices/{price_id}", response=responses({204: None}, 409), summary="Delete an uncharged price (admin)"
+)
+def delete_price(request, price_id: int = Path(..., ge=1, le=MAX_ID)):
+    """Only a row no call was charged at (a mistyped price, say): a charged one stays in the history (409)."""
+    require(request, "admin")
+    if not ModelPrice.objects.filter(pk=price_id).exists():
+        raise not_found("price")
+    if not actions.delete_price(price_id):
+        raise ApiError(
+            409, "conflict", "calls were already charged at this price, so it stays in the history", {"id": price_id}
+        )
+    return 204, None

@@ -155,3 +155,18 @@ def _add_routers() -> None:
 
 
 _add_routers()
+
+# The OpenAPI document is built once per process: building it costs ~0.2 s of CPU and anyone may ask for it.
+_openapi_documents: dict[str, object] = {}
+_build_openapi = api.get_openapi_schema
+
+
+def _openapi_once(*, path_prefix: str | None = None, path_params: dict | None = None):
+    if path_prefix is None:
+        path_prefix = api.get_root_path(path_params or {})
+    if path_prefix not in _openapi_documents:
+        _openapi_documents[path_prefix] = _build_openapi(path_prefix=path_prefix)
+    return _openapi_documents[path_prefix]
+
+
+api.get_openapi_schema = _openapi_once

@@ -105,7 +105,7 @@ def list_runs(
     request,
     status: RunStatus | None = None,
     limit: int = Query(20, ge=1, le=100),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
 ):
     """Newest first; ``count`` is the total matching, ``items`` one page of it."""
     principal = require(request, SCOPE)

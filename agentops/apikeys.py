@@ -15,9 +15,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from agentops.models import ApiKey
 
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = float(getattr(settings, "API_KEY_CACHE_SECONDS", 5.0))
+CACHE_MAX = 10_000  # entries (prefixes) remembered per process
 TOUCH_EVERY = 60.0
 KEY_PREFIX = "ao_"
 
@@ -89,6 +92,9 @@ def verify(key: str) -> Principal | None:
         )
         cached = (now + CACHE_SECONDS, row.secret_hash if row is not None else "", principal)
         with _lock:
+            if len(_cache) >= CACHE_MAX:  # made-up prefixes must not grow the cache without bound
+                for stale in [p for p, entry in _cache.items() if entry[0] < now] or list(_cache):
+                    del _cache[stale]
             _cache[prefix] = cached
     _, stored, principal = cached
     if principal is None or not hmac.compare_digest(stored, digest):

@@ -242,3 +242,5 @@ API_RATE_BURST = env_int("API_RATE_BURST", 200, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1_048_576, minimum=1024)
 # Longest ?wait= a long-poll may ask for (seconds).
 API_MAX_WAIT_SECONDS = env_float("API_MAX_WAIT_SECONDS", 60.0, minimum=1.0)
+# How long a process remembers a verified API key (revocation takes effect everywhere within this).
+API_KEY_CACHE_SECONDS = env_float("API_KEY_CACHE_SECONDS", 5.0, minimum=0.0)

@@ -89,6 +89,18 @@ DATABASES = {
     )
 }
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5, minimum=1)
+# Under ASGI Django runs each request's sync code in a thread of its own, so a thread-local persistent
+# connection never survives the request: without a pool every API request pays a new PostgreSQL
+# connection (~5 ms here). The web process therefore uses psycopg's pool (DB_POOL=1, set by the Procfile
+# and the tests' web server). Celery workers keep persistent connections: a pool opened before the
+# prefork would be shared across processes.
+if env_bool("DB_POOL", False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django refuses both
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": env_int("DB_POOL_MIN", 2, minimum=0),
+        "max_size": env_int("DB_POOL_MAX", 20, minimum=1),
+        "timeout": env_float("DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+    }
 # Lets concurrent test sessions on one server keep their own test database.
 if env_str("TEST_DB_NAME", ""):
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DB_NAME", "")}

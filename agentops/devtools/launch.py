@@ -3,6 +3,7 @@
 python -m agentops.devtools.launch run [--workers N]
 python -m agentops.devtools.launch test [pytest args...]
 python -m agentops.devtools.launch bench [bench args...]
+python -m agentops.devtools.launch manage <manage.py command and arguments>
 """
 
 from __future__ import annotations
@@ -178,12 +179,33 @@ def bench(argv: list[str]) -> int:
         services.down("test")
 
 
+def manage_command(argv: list[str]) -> int:
+    """`make manage ARGS="create_api_key my-agent"`: a manage.py command against `make run`'s PostgreSQL and
+    Redis (started for the command, and stopped after it, when `make run` is not up)."""
+    prof = services.profile("dev")
+    was_up = services.port_open(prof.pg_port) and services.port_open(prof.redis_port)
+    env = {
+        **os.environ,
+        **services.up("dev"),
+        "DJANGO_SETTINGS_MODULE": "agentops.settings",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secret_key(prof.home),
+        "PROMETHEUS_MULTIPROC_DIR": str(prof.home / "prometheus"),  # shared with make run's processes
+        "AGENTOPS_RUN_DIR": str(RUN),
+    }
+    (prof.home / "prometheus").mkdir(parents=True, exist_ok=True)
+    try:
+        return subprocess.call([PY, "manage.py", *argv], cwd=ROOT, env=env)
+    finally:
+        if not was_up:
+            services.down("dev")
+
+
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "bench"}:
+    commands = {"run": run, "test": test, "bench": bench, "manage": manage_command}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
-    command, rest = sys.argv[1], sys.argv[2:]
-    return {"run": run, "test": test, "bench": bench}[command](rest)
+    return commands[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

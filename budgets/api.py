@@ -441,21 +441,7 @@ def remaining_budgets(request, session_id: Text = Query("", max_length=200)):
 
 # --- budgets as code (admin) -------------------------------------------------------------------------
 
-BUDGET_FIELDS = [
-    "name",
-    "scope",
-    "scope_key",
-    "period",
-    "timezone",
-    "limit_tokens",
-    "limit_usd",
-    "soft_threshold_pct",
-    "hard_stop",
-    "operation_limits",
-    "on_block",
-    "downgrade_model",
-    "enabled",
-]
+BUDGET_FIELDS = BudgetForm.Meta.fields  # the API edits exactly what the screen does
 
 
 def budget_out(budget: Budget) -> dict:

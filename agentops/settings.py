@@ -99,7 +99,9 @@ if env_bool("DB_POOL", False):
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env_int("DB_POOL_MIN", 2, minimum=0),
         "max_size": env_int("DB_POOL_MAX", 20, minimum=1),
-        "timeout": env_float("DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+        # Waiting for a pooled connection is bounded like opening one: a down database is reported (readyz,
+        # fail-closed budgets) in seconds, not after a long queue.
+        "timeout": env_float("DB_POOL_TIMEOUT", float(DATABASES["default"]["OPTIONS"]["connect_timeout"]), minimum=0.1),
     }
 # Lets concurrent test sessions on one server keep their own test database.
 if env_str("TEST_DB_NAME", ""):

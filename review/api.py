@@ -160,7 +160,7 @@ def request_action(request, body: ActionIn):
     """Evaluated by the escalation policy: ``approved`` at once when no rule fires, else ``pending`` with an
     escalation for the reviewers (``review_url``); read the decision with GET /actions/{id}?wait=."""
     principal = require(request, SCOPE)
-    agent = Agent.objects.get(pk=principal.agent_id)
+    agent = Agent(pk=principal.agent_id, name=principal.agent)  # the verified key already named it: no read
     action = actions.request_action(
         agent,
         operation=body.operation,
@@ -171,7 +171,7 @@ def request_action(request, body: ActionIn):
         retry_count=body.retry_count,
         context=body.context.model_dump(exclude_none=True),
     )
-    return 201, action_out(_actions().get(pk=action.pk))
+    return 201, action_out(action)  # the new row and its escalation are in memory: no re-read
 
 
 @router.get("/{action_id}", response=responses({200: ActionOut}), summary="Get a decision (optionally long-poll)")

@@ -1031,11 +1031,16 @@ def send_test_alert(webhook: Webhook, user) -> Alert:
     return alert
 
 
-def save_webhook(webhook: Webhook) -> Webhook:
+def _save_validated(row):
+    """Validate (ValidationError, nothing saved) and save a settings row."""
     with transaction.atomic():
-        webhook.full_clean()
-        webhook.save()
-    return webhook
+        row.full_clean()
+        row.save()
+    return row
+
+
+def save_webhook(webhook: Webhook) -> Webhook:
+    return _save_validated(webhook)
 
 
 def delete_webhook(webhook_id: int) -> None:
@@ -1044,10 +1049,7 @@ def delete_webhook(webhook_id: int) -> None:
 
 
 def save_alert_settings(config: AlertSettings) -> AlertSettings:
-    with transaction.atomic():
-        config.full_clean()
-        config.save()
-    return config
+    return _save_validated(config)
 
 
 # --- budgets and prices (the admin screens and the API call these) -----------------------------------
@@ -1058,8 +1060,7 @@ def save_budget(budget: Budget) -> Budget:
     from agentops import live
 
     with transaction.atomic():
-        budget.full_clean()
-        budget.save()
+        _save_validated(budget)
         live.publish("budgets", "budget.saved", {"budget": budget.pk})
     return budget
 
@@ -1096,10 +1097,7 @@ def set_price(
         note=note,
         created_by=user,
     )
-    with transaction.atomic():
-        row.full_clean()
-        row.save()
-    return row
+    return _save_validated(row)
 
 
 def delete_price(price_id: int) -> bool:

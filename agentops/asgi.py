@@ -47,7 +47,15 @@ if settings.SERVE_STATIC:
     browser_http = ASGIStaticFilesHandler(browser_http)
 
 
+from agentops.gateway import app as gateway  # noqa: E402
+
+GATEWAY_PREFIX = "/v1/"
+
+
 async def http_router(scope, receive, send):
+    if scope["path"].startswith(GATEWAY_PREFIX):  # raw ASGI: the overhead budget is a few ms (gateway/app.py)
+        await gateway(scope, receive, send)
+        return
     handler = machine_http if scope["path"].startswith(settings.MACHINE_PATH_PREFIXES) else browser_http
     await handler(scope, receive, send)
 

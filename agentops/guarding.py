@@ -31,6 +31,25 @@ def build_provider(row) -> Provider:
     return SimulatedProvider(row.name, latency=row.latency_ms / 1000, fault_rates=rates, seed=None)
 
 
+_env_upstream: Provider | None = None
+
+
+def env_upstream() -> Provider | None:
+    """The default upstream that OPENAI_BASE_URL / OPENAI_API_KEY describe (one client per process)."""
+    global _env_upstream
+    from django.conf import settings
+
+    from agentops.runtime_config import ENV_UPSTREAM
+
+    if not settings.GATEWAY_UPSTREAM_URL:
+        return None
+    if _env_upstream is None:
+        _env_upstream = OpenAICompatProvider(
+            ENV_UPSTREAM, settings.GATEWAY_UPSTREAM_URL, settings.GATEWAY_UPSTREAM_KEY or "unused"
+        )
+    return _env_upstream
+
+
 class ProviderDirectory(Mapping):
     """Providers by name, rebuilt from the database whenever the runtime config version changes."""
 
@@ -46,9 +65,11 @@ class ProviderDirectory(Mapping):
                 if version != self._version:
                     from agentops.models import Provider as ProviderRow
 
-                    self._providers = {
-                        row.name: build_provider(row) for row in ProviderRow.objects.filter(enabled=True)
-                    }
+                    providers = {row.name: build_provider(row) for row in ProviderRow.objects.filter(enabled=True)}
+                    upstream = env_upstream()
+                    if upstream is not None:
+                        providers[upstream.name] = upstream
+                    self._providers = providers
                     self._version = version
         return self._providers
 

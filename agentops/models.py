@@ -48,6 +48,12 @@ class Provider(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Simulated providers: share of calls that fail with a transient error.",
     )
+    served_models = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Models this provider serves, comma-separated: the gateway sends a request naming one here "
+        "and lists them at /v1/models.",
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -56,6 +62,9 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def model_names(self) -> list[str]:
+        return [name.strip() for name in self.served_models.split(",") if name.strip()]
 
     def clean(self) -> None:
         if self.kind == self.Kind.OPENAI and not self.base_url:
@@ -140,6 +149,18 @@ class RuntimeSettings(models.Model):
     default_model = models.CharField(max_length=100, blank=True)
     backup_provider = models.ForeignKey(Provider, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     backup_model = models.CharField(max_length=100, blank=True)
+
+    class GatewayCache(models.TextChoices):
+        DETERMINISTIC = "deterministic", "Only requests with temperature 0 and no tools"
+        ALWAYS = "always", "Every non-streaming request"
+        OFF = "off", "Never"
+
+    gateway_cache = models.CharField(
+        max_length=15,
+        choices=GatewayCache.choices,
+        default=GatewayCache.DETERMINISTIC,
+        help_text="Which /v1/chat/completions requests the gateway answers from the cache.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -156,8 +177,19 @@ class Agent(models.Model):
 
     name = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
+    class ToolReview(models.TextChoices):
+        HOLD = "hold", "Hold the answer until a reviewer decides"
+        ANNOTATE = "annotate", "Answer at once; the escalation is raised beside it"
+        OFF = "off", "No review of tool calls"
+
     team = models.SlugField(max_length=80, blank=True, help_text="For team budgets")
     enabled = models.BooleanField(default=True)
+    gateway_tool_review = models.CharField(
+        max_length=10,
+        choices=ToolReview.choices,
+        default=ToolReview.HOLD,
+        help_text="Gateway answers whose tool calls the escalation policy finds sensitive.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -288,9 +320,10 @@ class ApiKey(models.Model):
         ACTIONS = "actions"
         USAGE = "usage"
         BUDGETS_READ = "budgets:read"
+        GATEWAY = "gateway"
         ADMIN = "admin"
 
-    AGENT_SCOPES = ("runs", "actions", "usage", "budgets:read")
+    AGENT_SCOPES = ("runs", "actions", "usage", "budgets:read", "gateway")
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, blank=True)

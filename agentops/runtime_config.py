@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 
+from django.conf import settings
+
 from agentops.runtime.breaker import BreakerSettings
 from agentops.runtime.config import DEFAULT_CONFIG, CachedConfigSource, RuntimeConfig, TimeoutSettings
 from agentops.runtime.errors import ErrorClass
@@ -19,6 +21,7 @@ from agentops.runtime.routing import Route, Target
 from agentops.runtime.validation import ValidationSettings
 
 VERSION_KEY = "agentops:config:version"
+ENV_UPSTREAM = "openai-env"  # the provider OPENAI_BASE_URL / OPENAI_API_KEY describe (not a database row)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -27,7 +30,7 @@ def _csv(value: str) -> tuple[str, ...]:
 
 def load_runtime_config() -> RuntimeConfig:
     """Read every runtime setting from the database (a handful of small queries)."""
-    from agentops.models import FallbackRule, ModelRoute, RetryPolicy, RuntimeSettings
+    from agentops.models import FallbackRule, ModelRoute, Provider, RetryPolicy, RuntimeSettings
 
     row = RuntimeSettings.objects.select_related("default_provider", "backup_provider").first()
     if row is None:
@@ -79,6 +82,13 @@ def load_runtime_config() -> RuntimeConfig:
             refusal_patterns=refusals or ValidationSettings().refusal_patterns,
         ),
         cacheable_operations=frozenset(_csv(row.cacheable_operations)),
+        catalog={
+            model: provider.name
+            for provider in Provider.objects.filter(enabled=True).exclude(served_models="").order_by("-name")
+            for model in provider.model_names()
+        },
+        default_upstream=ENV_UPSTREAM if settings.GATEWAY_UPSTREAM_URL else None,
+        gateway_cache=row.gateway_cache,
         version=_version_label(row.updated_at.isoformat()),
     )
 

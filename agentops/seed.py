@@ -29,6 +29,9 @@ def seed_runtime_defaults(get_model: Callable[[str, str], type]) -> None:
             defaults={"max_retries": retries, "base_delay": base, "max_delay": max_delay, "multiplier": multiplier},
         )
     simulated, _ = Provider.objects.get_or_create(name="simulated", defaults={"kind": "simulated", "latency_ms": 20})
+    # Migration 0002 runs this with the models of its time, before providers listed their models (0005).
+    if hasattr(simulated, "served_models") and not simulated.served_models:
+        Provider.objects.filter(pk=simulated.pk).update(served_models=f"{LARGE}, {SMALL}")
     ModelRoute.objects.get_or_create(
         operation="planning",
         defaults={

@@ -258,3 +258,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1_048_576, minimum=1024)
 API_MAX_WAIT_SECONDS = env_float("API_MAX_WAIT_SECONDS", 60.0, minimum=1.0)
 # How long a process remembers a verified API key (revocation takes effect everywhere within this).
 API_KEY_CACHE_SECONDS = env_float("API_KEY_CACHE_SECONDS", 5.0, minimum=0.0)
+
+# --- OpenAI-compatible gateway at /v1 (DESIGN.md §8b) --------------------------------------------------
+# The standard OpenAI variables name the default upstream: the endpoint for any model no route or provider
+# names (unset: such a model answers 404, and the routed models are answered by the configured providers).
+GATEWAY_UPSTREAM_URL = env_str("OPENAI_BASE_URL", "")
+GATEWAY_UPSTREAM_KEY = env_str("OPENAI_API_KEY", "")
+# Output tokens a request that names no max_tokens may use: it is sent upstream as the cap and reserved
+# against budgets, so the reservation always covers the actual spend.
+GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096, minimum=1)
+# Threads that run guarded calls for the event loop (each in-flight request or stream holds one).
+GATEWAY_THREADS = env_int("GATEWAY_THREADS", 64, minimum=1)
+# How long a held answer (a sensitive tool call, agent setting "hold") waits for a reviewer before the
+# safe default (reject) applies.
+GATEWAY_HOLD_SECONDS = env_float("GATEWAY_HOLD_SECONDS", 300.0, minimum=1.0)

@@ -5,14 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.db import connection
+
 from budgets import actions
+
+
+def _return_pooled_connection() -> None:
+    """In a pooled process (the web: DB_POOL=1) give the connection back between the reservation and the
+    settle: the provider call in between can take seconds, and a connection held idle through it would
+    starve the pool under concurrency. Elsewhere (workers keep persistent connections) nothing happens."""
+    if connection.pool is not None and not connection.in_atomic_block:
+        connection.close()
 
 
 class LedgerBudgetGate:
     """Reserve before every guarded call, settle (write the priced ledger row) after, release on failure."""
 
     def reserve(self, meta: Mapping[str, Any]) -> int | None:
-        return actions.reserve(meta)
+        try:
+            return actions.reserve(meta)
+        finally:
+            _return_pooled_connection()
 
     def settle(self, handle: int | None, usage: Mapping[str, Any]) -> None:
         if handle is None:  # no budget applied: the usage sink records the call

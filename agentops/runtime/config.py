@@ -98,6 +98,12 @@ class RuntimeConfig:
     default_max_tokens: int = 512
     # Budget refused and no cheaper model: escalate (reason budget_exceeded) instead of failing.
     escalate_budget_exceeded: bool = False
+    # Models the providers list as served (model → provider), beside the models the routes name.
+    catalog: Mapping[str, str] = field(default_factory=dict)
+    # The provider that answers a model nobody routes or lists (the gateway; OPENAI_BASE_URL), if any.
+    default_upstream: str | None = None
+    # Which gateway requests the cache answers: deterministic (temperature 0, no tools) | always | off.
+    gateway_cache: str = "deterministic"
     version: str = "seed"
 
     def breaker_settings_for(self, name: str) -> BreakerSettings:
@@ -109,7 +115,9 @@ class RuntimeConfig:
 
     @cached_property
     def router(self) -> Router:
-        return Router(self.routes, self.default_chain, use_rules=self.use_rules, use_human=self.use_human)
+        return Router(
+            self.routes, self.default_chain, use_rules=self.use_rules, use_human=self.use_human, catalog=self.catalog
+        )
 
     @cached_property
     def rule_engine(self) -> RuleEngine:

@@ -122,6 +122,7 @@ class ChainContext:
     clock: Callable[[], float] = time.monotonic
     rng: random.Random | None = None
     errors_seen: list[ProviderError] = field(default_factory=list)
+    upstream_seconds: float = 0.0  # spent waiting for providers (attempts), for the "our overhead" figure
 
 
 def run_chain(request: LLMRequest, route: Route, ctx: ChainContext) -> ChainOutcome:
@@ -143,6 +144,9 @@ def run_chain(request: LLMRequest, route: Route, ctx: ChainContext) -> ChainOutc
             return ChainOutcome(result, handler, hops, last_error)
         if error is not None:
             last_error = error
+            if request.passthrough and _client_error(error):
+                # The caller's request is at fault (400, 404 model …): any other handler would refuse it too.
+                raise FallbackExhausted(str(error), hops=hops, last_error=error)
         reason_for_next = _fallback_reason(hop)
 
     if route.use_rules and ctx.config.use_rules and ctx.config.rules:
@@ -187,6 +191,10 @@ def run_chain(request: LLMRequest, route: Route, ctx: ChainContext) -> ChainOutc
     )
 
 
+def _client_error(error: ProviderError) -> bool:
+    return error.error_class is ErrorClass.BAD_REQUEST and error.status is not None and 400 <= error.status < 500
+
+
 def _fallback_reason(hop: Hop) -> str:
     if hop.outcome == "invalid":
         return hop.reason or "invalid"
@@ -223,6 +231,8 @@ def _run_model_handler(
     else:
         timeout = default_timeout
     attempt_request = request.with_model(model)
+    streams = request.stream and hasattr(provider, "open_stream")
+    call = provider.open_stream if streams else provider.complete
     trace = RetryTrace()
     tripped = [False]  # this handler's failures opened its breaker: do not wait for a refused retry
 
@@ -235,10 +245,12 @@ def _run_model_handler(
         attempt_timeout = timeout if timeout < remaining else remaining
         began = ctx.clock()
         try:
-            result = provider.complete(attempt_request, attempt_timeout)
+            result = call(attempt_request, attempt_timeout)
         except PROGRAMMING_ERRORS:
+            ctx.upstream_seconds += ctx.clock() - began
             raise
         except Exception as exc:
+            ctx.upstream_seconds += ctx.clock() - began
             err = classify(exc, provider=target.provider, model=model)
             ERRORS.labels(err.error_class.value).inc()
             if err.error_class is ErrorClass.TIMEOUT and ctx.record_latency is not None:
@@ -252,10 +264,14 @@ def _run_model_handler(
             if err is not exc:
                 raise err from exc
             raise
-        if ctx.record_latency is not None:
-            ctx.record_latency(operation, model, ctx.clock() - began)
+        took = ctx.clock() - began
+        ctx.upstream_seconds += took
+        if ctx.record_latency is not None and not streams:  # time to a first chunk is not a call's duration
+            ctx.record_latency(operation, model, took)
         if breaker is not None:
             breaker.record_success()
+        if streams:  # the text is not known yet; the first chunk arrived, which is what a retry could fix
+            return result
         try:
             validate_text(
                 result.text,

@@ -17,6 +17,7 @@ thread. Metric children are looked up once per label set (``_child``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -49,7 +50,12 @@ from agentops.runtime.protocols import (
     Journal,
     UsageSink,
 )
-from agentops.runtime.providers.base import LLMRequest, LLMResult, Provider, estimate_prompt_tokens
+from agentops.runtime.providers.base import (
+    LLMRequest,
+    LLMResult,
+    Provider,
+    estimate_prompt_tokens,
+)
 from agentops.runtime.retry import RetryBudget
 from agentops.runtime.routing import Route
 from agentops.runtime.timeouts import Deadline
@@ -85,6 +91,9 @@ class GuardResult:
     tool_calls: list[dict[str, Any]] | None = None
     error_class: str | None = None  # the last error seen on the way, if any
     replayed: bool = False
+    upstream_ms: float = 0.0  # of duration_ms, spent waiting for providers or backing off between attempts
+    raw: dict[str, Any] | None = None  # the provider's own response body (passthrough requests)
+    stream: GuardedStream | None = None  # a streamed answer: iterate it, then it settles (see GuardedStream)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -242,18 +251,21 @@ def make_breaker_registry(redis_client: Any, config: ConfigSource, **kwargs: Any
 
 
 def llm_cache_key(request: LLMRequest) -> str:
-    """The cache key of a request: everything that shapes the answer, nothing that does not (metadata)."""
-    return cache_key(
-        "llm",
-        {
-            "operation": request.operation,
-            "model": request.model,
-            "messages": list(request.messages),
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "extra": dict(request.extra),
-        },
-    )
+    """The cache key of a request: everything that shapes the answer, nothing that does not (metadata) —
+    except ``metadata["cache_scope"]``, which keeps one tenant's answers from another (the gateway sets it
+    to the agent)."""
+    parts = {
+        "operation": request.operation,
+        "model": request.model,
+        "messages": list(request.messages),
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "extra": dict(request.extra),
+    }
+    scope = request.metadata.get("cache_scope")
+    if scope is not None:
+        parts["scope"] = scope
+    return cache_key("llm", parts)
 
 
 def guarded_llm(
@@ -263,12 +275,15 @@ def guarded_llm(
     deadline: Deadline | None = None,
     cache: bool | None = None,
     journal_key: str | None = None,
+    route: Route | None = None,
 ) -> GuardResult:
     """Answer ``request`` through the guard pipeline.
 
     ``deadline`` bounds the whole call (default: the layered ``request`` timeout); ``cache`` overrides
     whether this operation is cacheable; ``journal_key`` (``run:<id>:step:<seq>``) makes the call replay a
-    recorded result. Raises ``BudgetExceeded`` (refused, no escalation), ``HumanPending`` (handed to a
+    recorded result; ``route`` replaces the router's choice (the gateway resolves model names itself).
+    A ``request.stream`` answer comes back with ``stream`` set: iterate it to the end or ``close()`` it.
+    Raises ``BudgetExceeded`` (refused, no escalation), ``HumanPending`` (handed to a
     human, suspend), ``HumanRejected`` or ``FallbackExhausted`` (nothing answered, no handoff).
     """
     start = deps.clock()
@@ -289,8 +304,11 @@ def guarded_llm(
     # without its two generator-based context managers: ~10 µs less per call.
     span = tracer.start_span("gen_ai.chat", attributes=attributes)
     token = otel_context.attach(trace.set_span_in_context(span))
+    streamed = False
     try:
-        return _run_in_span(request, deps, cfg, start, span, deadline, cache, journal_key)
+        result = _run_in_span(request, deps, cfg, start, span, deadline, cache, journal_key, route)
+        streamed = result.stream is not None
+        return result
     except Exception as exc:
         if span.is_recording():
             span.record_exception(exc)
@@ -298,7 +316,8 @@ def guarded_llm(
         raise
     finally:
         otel_context.detach(token)
-        span.end()
+        if not streamed:  # a stream's span ends with the stream
+            span.end()
 
 
 def _run_in_span(
@@ -310,6 +329,7 @@ def _run_in_span(
     deadline: Deadline | None,
     cache: bool | None,
     journal_key: str | None,
+    route: Route | None = None,
 ) -> GuardResult:
     recording = span.is_recording()
 
@@ -329,7 +349,8 @@ def _run_in_span(
             _finish(deps, cfg, request, result, span, recording, outcome="cache_hit", reservation=None)
             return _journaled(deps, journal_key, result)
 
-    route = cfg.router.route_for(request.operation, request.model or None)
+    if route is None:
+        route = cfg.router.route_for(request.operation, request.model or None)
     if recording and not request.model and route.chain:
         span.set_attribute("gen_ai.request.model", route.chain[0].model)
     try:
@@ -366,6 +387,28 @@ def _run_in_span(
 
     llm: LLMResult = chain.result
     last = ctx.errors_seen[-1].error_class.value if ctx.errors_seen else None
+    upstream_ms = round((ctx.upstream_seconds + sum(sum(hop.waits) for hop in chain.hops)) * 1000.0, 3)
+    if chain.handler == "primary":
+        outcome = "success"
+    elif chain.handler == "human":
+        outcome = "human"
+    else:
+        outcome = "fallback"
+    if llm.stream is not None:
+        opened = GuardResult(
+            text="",
+            model=llm.model,
+            provider=llm.provider,
+            handler=chain.handler,
+            operation=request.operation,
+            attempts=chain.attempts,
+            hops=tuple(chain.hops),
+            duration_ms=_ms(deps, start),
+            error_class=last,
+            upstream_ms=upstream_ms,
+        )
+        stream = GuardedStream(llm.stream, request, opened, deps, cfg, span, reservation, outcome, start)
+        return dataclasses.replace(opened, stream=stream)
     result = GuardResult(
         text=llm.text,
         model=llm.model,
@@ -381,17 +424,134 @@ def _run_in_span(
         finish_reason=llm.finish_reason,
         tool_calls=llm.tool_calls,
         error_class=last,
+        upstream_ms=upstream_ms,
+        raw=llm.raw,
     )
-    if chain.handler == "primary":
-        outcome = "success"
-    elif chain.handler == "human":
-        outcome = "human"
-    else:
-        outcome = "fallback"
     _finish(deps, cfg, request, result, span, recording, outcome=outcome, reservation=reservation)
     if key is not None and chain.handler.startswith(MODEL_HANDLERS_PREFIXES):
         _quietly(_store, deps.cache, key, _to_cache(result), what="storing the answer in the cache")
     return _journaled(deps, journal_key, result)
+
+
+class GuardedStream:
+    """A streamed answer on its way through: iterate ``(payload, chunk)`` pairs (the provider's SSE
+    ``data:`` bytes and their parsed chunk). Tokens are counted as chunks pass; when the stream ends — fully,
+    by an upstream failure, or by ``close()`` (the client went away) — the reservation is settled exactly
+    once with the usage the provider reported or, without one, the counted tokens (the rest of the hold is
+    released), and the call's metrics, span and log line are emitted."""
+
+    def __init__(
+        self,
+        source: Any,
+        request: LLMRequest,
+        opened: GuardResult,
+        deps: GuardDeps,
+        cfg: RuntimeConfig,
+        span: Any,
+        reservation: Any,
+        outcome: str,
+        start: float,
+    ) -> None:
+        self._source = source
+        self._request = request
+        self._opened = opened
+        self._deps = deps
+        self._cfg = cfg
+        self._span = span
+        self._reservation = reservation
+        self._outcome = outcome
+        self._start = start
+        self._done = False
+        self.usage: dict[str, Any] | None = None
+        self.output_chars = 0
+        self.finish_reason: str | None = None
+        self.model = opened.model
+        self.result: GuardResult | None = None  # the settled call, once the stream ended
+
+    def __iter__(self) -> GuardedStream:
+        return self
+
+    def __next__(self) -> tuple[bytes, dict[str, Any]]:
+        if self._done:
+            raise StopIteration
+        try:
+            payload, chunk = next(self._source)
+        except StopIteration:
+            self._end(self._outcome)
+            raise
+        except BaseException as exc:
+            self._end("error", exc)
+            raise
+        self._count(chunk)
+        return payload, chunk
+
+    def close(self) -> None:
+        """Stop early (the client disconnected): the upstream response is closed and what was produced so
+        far is settled."""
+        if self._done:
+            return
+        closer = getattr(self._source, "close", None)
+        if closer is not None:
+            _quietly(closer, what="closing the upstream stream")
+        self._end("disconnected")
+
+    def _count(self, chunk: Mapping[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        if chunk.get("model"):
+            self.model = chunk["model"]
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                self.output_chars += len(content)
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                self.output_chars += len(function.get("name") or "") + len(function.get("arguments") or "")
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def _end(self, outcome: str, error: BaseException | None = None) -> None:
+        self._done = True
+        usage = self.usage or {}
+        details = usage.get("prompt_tokens_details") or {}
+        if usage:
+            input_tokens = int(usage.get("prompt_tokens") or 0)
+            output_tokens = int(usage.get("completion_tokens") or 0)
+        else:  # no usage from upstream (or the stream stopped early): what was counted
+            input_tokens = self._request.metadata.get("prompt_tokens_estimate") or estimate_prompt_tokens(
+                self._request.messages
+            )
+            output_tokens = (self.output_chars + 3) // 4
+        result = dataclasses.replace(
+            self._opened,
+            model=self.model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0,
+            finish_reason=self.finish_reason,
+            duration_ms=_ms(self._deps, self._start),
+            error_class=type(error).__name__ if error is not None else self._opened.error_class,
+        )
+        self.result = result
+        span = self._span
+        try:
+            _finish(
+                self._deps,
+                self._cfg,
+                self._request,
+                result,
+                span,
+                span.is_recording(),
+                outcome=outcome,
+                reservation=self._reservation,
+            )
+        finally:
+            if error is not None and span.is_recording():
+                span.record_exception(error)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            span.end()
 
 
 # --- pipeline steps ------------------------------------------------------------------------------
@@ -404,7 +564,8 @@ def _reserve(
     (its route is returned), then escalate (``(None, route, the human's result)``) or raise."""
     if deps.budget is ALLOW_ALL:
         return None, route, None
-    prompt = estimate_prompt_tokens(request.messages)
+    # A caller that knows better (the gateway counts tools and uses a safe upper bound) names its estimate.
+    prompt = request.metadata.get("prompt_tokens_estimate") or estimate_prompt_tokens(request.messages)
     completion = request.max_tokens if request.max_tokens is not None else cfg.default_max_tokens
     meta: dict[str, Any] = {
         **request.metadata,

@@ -8,7 +8,7 @@ router's default chain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -54,8 +54,10 @@ class Router:
         *,
         use_rules: bool = True,
         use_human: bool = True,
+        catalog: Mapping[str, str] | None = None,
     ) -> None:
         self.routes = {route.operation: route for route in routes}
+        self.catalog = dict(catalog or {})
         self.default_chain = tuple(default_chain)
         self.use_rules = use_rules
         self.use_human = use_human
@@ -79,7 +81,13 @@ class Router:
         for target in self.default_chain:
             if target.model == model:
                 return target.provider
-        return None
+        return self.catalog.get(model)
+
+    def models(self) -> list[str]:
+        """Every model the routing table names or a provider lists, in a stable order."""
+        names = [t.model for route in self.routes.values() for t in route.chain]
+        names += [t.model for t in self.default_chain] + list(self.catalog)
+        return list(dict.fromkeys(names))
 
     def _resolve(self, operation: str, model: str) -> Route:
         base = self.routes.get(operation)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,6 +17,10 @@ class LLMRequest:
     ``model`` may be empty: the router then picks the models for ``operation``. ``extra`` carries any other
     chat-completions parameter (``tools``, ``response_format``, ``stop``, ``seed``...) through unchanged.
     ``metadata`` is for agentops itself (session, agent, run, step) and is never sent to a provider.
+
+    ``stream``: answer as a stream of OpenAI chat-completion chunks (``LLMResult.stream``) when the provider
+    can. ``passthrough`` (the gateway): keep the provider's own response body (``LLMResult.raw``) and let a
+    client error (400, 404 …) end the chain at once — another model would refuse the same request.
     """
 
     messages: Sequence[Message]
@@ -26,6 +30,8 @@ class LLMRequest:
     temperature: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    passthrough: bool = False
 
     def with_model(self, model: str) -> LLMRequest:
         return self if model == self.model else dataclasses.replace(self, model=model)
@@ -40,7 +46,12 @@ class LLMRequest:
 
 @dataclass(frozen=True)
 class LLMResult:
-    """A provider's answer. ``tool_calls`` holds the OpenAI-shaped tool calls when the model made some."""
+    """A provider's answer. ``tool_calls`` holds the OpenAI-shaped tool calls when the model made some.
+
+    A streamed answer has ``stream``: an iterator of ``(payload, chunk)`` — the bytes of one SSE ``data:``
+    line as the provider sent them and their parsed chunk — whose first chunk has already arrived; ``text``
+    and the token counts are then empty (``GuardedStream`` counts them as the chunks pass).
+    """
 
     text: str
     model: str
@@ -51,6 +62,7 @@ class LLMResult:
     finish_reason: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     raw: dict[str, Any] | None = None
+    stream: Iterator[tuple[bytes, dict[str, Any]]] | None = None
 
 
 @runtime_checkable

@@ -12,6 +12,8 @@ checked between attempts and handlers.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -44,18 +46,136 @@ class OpenAICompatProvider:
         return f"OpenAICompatProvider({self.name!r}, base_url={self.base_url!r})"
 
     def complete(self, request: LLMRequest, timeout: float) -> LLMResult:
-        kwargs: dict[str, Any] = dict(request.extra) if request.extra else {}
-        if request.max_tokens is not None:
-            kwargs["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
+        kwargs = self._kwargs(request)
         try:
+            if request.passthrough:
+                # The body as the provider sent it, parsed once with json (no SDK models: cheaper, and fields
+                # the SDK does not know survive).
+                raw = self.client.chat.completions.with_raw_response.create(
+                    model=request.model, messages=request.messages, timeout=timeout, **kwargs
+                )
+                return self._result_from_body(request, raw.http_response.content)
             response = self.client.chat.completions.create(
                 model=request.model, messages=request.messages, timeout=timeout, **kwargs
             )
+        except ProviderError:
+            raise
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
         return self._result(request, response)
+
+    def open_stream(self, request: LLMRequest, timeout: float) -> LLMResult:
+        """Start a streamed completion and wait for its first chunk, so that every failure a retry or a
+        fallback can still repair (status, connection, a hung or malformed start) is raised here, classified.
+        The result's ``stream`` yields the chunks (the first one included); usage is always asked for."""
+        kwargs = self._kwargs(request)
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {**(kwargs.get("stream_options") or {}), "include_usage": True}
+        try:
+            manager = self.client.chat.completions.with_streaming_response.create(
+                model=request.model, messages=request.messages, timeout=timeout, **kwargs
+            )
+            response = manager.__enter__()
+        except Exception as exc:
+            raise classify(exc, provider=self.name, model=request.model) from exc
+        chunks = self._chunks(request, response)
+        try:
+            first = next(chunks)
+        except StopIteration:
+            manager.__exit__(None, None, None)
+            raise ProviderError(
+                ErrorClass.INVALID_RESPONSE,
+                "the stream ended before its first chunk",
+                reason="empty",
+                provider=self.name,
+                model=request.model,
+            ) from None
+        except Exception:
+            manager.__exit__(None, None, None)
+            raise
+        return LLMResult(
+            text="",
+            model=first[1].get("model") or request.model,
+            provider=self.name,
+            stream=_ClosingStream(first, chunks, manager),
+        )
+
+    def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(request.extra) if request.extra else {}
+        if request.max_tokens is not None and "max_completion_tokens" not in kwargs:
+            kwargs["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        return kwargs
+
+    def _chunks(self, request: LLMRequest, response: Any) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """``(payload, chunk)`` per SSE ``data:`` line until ``[DONE]``; failures leave classified."""
+        try:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments, "event:" lines
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    return
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise ProviderError(
+                        ErrorClass.INVALID_RESPONSE,
+                        "a stream chunk is not JSON",
+                        reason="malformed",
+                        provider=self.name,
+                        model=request.model,
+                    ) from None
+                if not isinstance(chunk, dict):
+                    raise ProviderError(
+                        ErrorClass.INVALID_RESPONSE,
+                        "a stream chunk is not an object",
+                        reason="malformed",
+                        provider=self.name,
+                        model=request.model,
+                    )
+                if "error" in chunk and "choices" not in chunk:
+                    error = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                    raise ProviderError(
+                        ErrorClass.SERVICE_UNAVAILABLE,
+                        str(error.get("message") or "error in the stream"),
+                        reason="stream_error",
+                        provider=self.name,
+                        model=request.model,
+                    )
+                yield payload.encode(), chunk
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise classify(exc, provider=self.name, model=request.model) from exc
+
+    def _result_from_body(self, request: LLMRequest, body: bytes) -> LLMResult:
+        try:
+            data = json.loads(body)
+            choice = data["choices"][0]
+            message = choice["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ProviderError(
+                ErrorClass.INVALID_RESPONSE,
+                "the response body is not a chat completion",
+                reason="malformed",
+                provider=self.name,
+                model=request.model,
+            ) from None
+        usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
+        return LLMResult(
+            text=message.get("content") or "",
+            model=data.get("model") or request.model,
+            provider=self.name,
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+            finish_reason=choice.get("finish_reason"),
+            tool_calls=message.get("tool_calls") or None,
+            raw=data,
+        )
 
     def _result(self, request: LLMRequest, response: Any) -> LLMResult:
         choices = getattr(response, "choices", None)
@@ -90,3 +210,33 @@ class OpenAICompatProvider:
             tool_calls=tool_calls,
             raw=response.model_dump() if self.keep_raw else None,
         )
+
+
+class _ClosingStream:
+    """The first chunk, then the rest. ``close()`` (called by whoever consumes it, also when it never
+    started iterating) closes the HTTP response; so does the end of the iteration."""
+
+    def __init__(self, first: tuple[bytes, dict[str, Any]], rest: Iterator, manager: Any) -> None:
+        self._first: tuple[bytes, dict[str, Any]] | None = first
+        self._rest = rest
+        self._manager = manager
+
+    def __iter__(self) -> _ClosingStream:
+        return self
+
+    def __next__(self) -> tuple[bytes, dict[str, Any]]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        if self._manager is None:
+            raise StopIteration
+        try:
+            return next(self._rest)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        manager, self._manager = self._manager, None
+        if manager is not None:
+            manager.__exit__(None, None, None)

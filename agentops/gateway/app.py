@@ -1,0 +1,227 @@
+"""The OpenAI-compatible gateway: a raw ASGI app for ``/v1/…`` in front of the guard pipeline.
+
+Why not a Django view: this is the one path whose overhead users compare with a direct call (goal: a
+couple of milliseconds), and Django's request/response cycle and middleware cost more than that on their
+own. So the event loop does only the HTTP (read the body, send the answer or the stream, notice a client
+that went away) and each request runs as ONE job on the gateway's thread pool — key check, rate limit,
+model resolution, ``guarded_llm`` (cache → reservation → fallback chain → settle), the answer's body —
+posting what to send back through an ``Outbox``. A streamed answer is read by the same job chunk by chunk
+and settled when it ends; a client that disconnects stops it and only what was produced is settled.
+Waiting for a reviewer (a held tool call) happens on the event loop, holding no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import close_old_connections
+
+from agentops.gateway import wire
+from agentops.gateway.wire import WireError
+
+log = structlog.get_logger("agentops.gateway")
+
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(settings.GATEWAY_THREADS, thread_name_prefix="gateway")
+        return _pool
+
+
+class Outbox:
+    """What a job thread hands to the event loop, in order: ``("reply", status, headers, body)``, or
+    ``("start", headers)`` then ``("data", bytes)``… ``("end",)``, or a hold (``("hold", …)``).
+    ``gone`` is set when the client disconnected."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.gone = threading.Event()
+
+    def put(self, *item: Any) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+async def app(scope, receive, send) -> None:
+    started = time.perf_counter()
+    request_id = uuid.uuid4().hex
+    path, method = scope["path"].rstrip("/") or "/", scope["method"]
+    own = [(b"x-request-id", request_id.encode()), (b"x-agentops-request-id", request_id.encode())]
+    try:
+        if path == CHAT_PATH:
+            if method != "POST":
+                raise WireError(
+                    405, f"Method {method} is not allowed on {CHAT_PATH}; use POST.", code="method_not_allowed"
+                )
+            raw = await _read_body(scope, receive)
+            await _chat(scope, receive, send, raw, started, request_id, own)
+        elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
+            if method != "GET":
+                raise WireError(405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed")
+            loop = asyncio.get_running_loop()
+            status, body = await loop.run_in_executor(pool(), _models_job, _headers(scope), path)
+            await _respond(send, status, body, own)
+        else:
+            raise WireError(404, f"Unknown request URL: {method} {scope['path']}.", code="unknown_url")
+    except WireError as error:
+        await _respond(send, error.status, error.body(), own + error.headers()[1:])
+
+
+# --- HTTP plumbing -----------------------------------------------------------------------------------
+
+
+def _headers(scope) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+async def _read_body(scope, receive) -> bytes:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    too_big = WireError(413, f"The request body is over the limit of {limit} bytes.", code="request_too_large")
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise too_big
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise WireError(400, "The client went away before sending the whole body.")
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise too_big
+        chunks.append(body)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _watch_disconnect(receive, outbox: Outbox) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    outbox.gone.set()
+
+
+async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
+    from agentops.gateway.handling import chat_job
+
+    loop = asyncio.get_running_loop()
+    outbox = Outbox(loop)
+    job = loop.run_in_executor(pool(), chat_job, raw, _headers(scope), outbox, started, request_id)
+    watcher = asyncio.ensure_future(_watch_disconnect(receive, outbox))
+    try:
+        item = await outbox.queue.get()
+        if item[0] == "reply":
+            _, status, headers, body = item
+            await _respond(send, status, body, own + headers)
+        elif item[0] == "hold":
+            status, headers, body = await _held_reply(item)
+            await _respond(send, status, body, own + headers)
+        else:  # "start": a stream
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        *own,
+                        *item[1],
+                    ],
+                }
+            )
+            await _pump(send, outbox)
+    except OSError:  # the client went away while we were sending
+        outbox.gone.set()
+    finally:
+        watcher.cancel()
+        outbox.gone.set()  # a job still streaming stops at its next chunk and settles what it produced
+        try:
+            await job
+        except Exception:
+            log.exception("gateway.job_failed", request_id=request_id)
+
+
+async def _pump(send, outbox: Outbox) -> None:
+    """Send a stream's events as the job posts them (a held tool call is waited for here)."""
+    while True:
+        item = await outbox.queue.get()
+        kind = item[0]
+        if kind == "data":
+            await send({"type": "http.response.body", "body": item[1], "more_body": True})
+        elif kind == "hold_stream":
+            for event in await _held_events(item):
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        else:  # "end"
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+
+
+async def _held_reply(item: tuple) -> tuple[int, list, bytes]:
+    from agentops.gateway.tool_review import apply_decisions, decisions_for
+
+    _, status, headers, body, pending = item
+    decided = await decisions_for([action.pk for _, action in pending], settings.GATEWAY_HOLD_SECONDS)
+    by_call = {call_id: decided[action.pk] for call_id, action in pending}
+    choice = body["choices"][0]
+    choice["message"], finish = apply_decisions(choice["message"], by_call)
+    if finish is not None:
+        choice["finish_reason"] = finish
+    return status, headers, wire.dumps(body)
+
+
+async def _held_events(item: tuple) -> list[bytes]:
+    """A streamed answer's held tail (tool calls, finish, usage): sent as it was when every call was
+    approved, else rebuilt from the rewritten message."""
+    from agentops.gateway.tool_review import apply_decisions, decisions_for
+
+    _, buffered, message, base, finish_reason, usage_event, pending = item
+    decided = await decisions_for([action.pk for _, action in pending], settings.GATEWAY_HOLD_SECONDS)
+    by_call = {call_id: decided[action.pk] for call_id, action in pending}
+    if all(decision["decision"] == "approved" for decision in by_call.values()):
+        return buffered
+    rewritten, finish = apply_decisions(message, by_call)
+    return wire.held_tail(base, message, rewritten, finish or finish_reason, usage_event)
+
+
+def _models_job(headers: dict[str, str], path: str) -> tuple[int, bytes]:
+    from agentops.gateway.handling import authenticate, catalog
+
+    try:
+        authenticate(headers)
+        entries = catalog()
+        if path == MODELS_PATH:
+            return 200, wire.dumps(wire.model_list(entries))
+        name = path[len(MODELS_PATH) + 1 :]
+        for model, owner in entries:
+            if model == name:
+                return 200, wire.dumps(wire.model_entry(model, owner))
+        raise wire.model_not_found(name)
+    except WireError as error:
+        return error.status, error.body()
+    finally:
+        close_old_connections()

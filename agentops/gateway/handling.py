@@ -1,0 +1,387 @@
+"""One gateway request, run on a gateway thread: who is asking, which models answer, the guarded call,
+and what goes back (see app.py for the threading). Failures become OpenAI-shaped errors here."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import close_old_connections
+
+from agentops.gateway import wire
+from agentops.gateway.wire import ChatRequest, WireError
+from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
+from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
+from agentops.runtime.providers.base import LLMRequest, content_text
+from agentops.runtime.routing import Route, Target
+
+log = structlog.get_logger("agentops.gateway")
+
+SCOPE = "gateway"
+DEFAULT_OPERATION = "chat"
+
+
+# --- who is asking -----------------------------------------------------------------------------------
+
+
+def authenticate(headers: dict[str, str]):
+    """The verified principal of the bearer key, with the gateway scope; else 401 / 403."""
+    from agentops.apikeys import verify
+
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    principal = verify(key.strip()) if scheme.lower() == "bearer" else None
+    if principal is None:
+        raise WireError(
+            401,
+            "Incorrect API key provided. Use an agentops agent key (ao_…) as the bearer token; "
+            "create one with `manage.py create_api_key AGENT`.",
+            code="invalid_api_key",
+        )
+    if not principal.allows(SCOPE):
+        raise WireError(
+            403,
+            f"This API key lacks the '{SCOPE}' scope needed for /v1.",
+            type_="permission_error",
+            code="insufficient_scope",
+        )
+    return principal
+
+
+def rate_limit(principal) -> None:
+    from agentops.ratelimit import RateLimited, take
+
+    try:
+        take(principal.key_id)
+    except RateLimited as exc:
+        raise WireError(
+            429,
+            f"Rate limit reached for this API key; retry after {exc.retry_after:.2f} s.",
+            type_="requests",
+            code="rate_limit_exceeded",
+            retry_after=exc.retry_after,
+        ) from None
+
+
+# --- which models answer -----------------------------------------------------------------------------
+
+
+def catalog() -> list[tuple[str, str]]:
+    """``(model, owner)`` for /v1/models: the routes (model name = a route) and every model they name or a
+    provider lists."""
+    from agentops.guarding import guard_deps
+
+    cfg = guard_deps().config.get()
+    router = cfg.router
+    entries = [(name, "agentops-route") for name in router.routes]
+    entries += [(model, router.provider_for(model) or "agentops") for model in router.models()]
+    return entries
+
+
+def resolve(cfg, model: str, operation: str) -> Route:
+    """The chain that answers ``model``: a route's chain when the model names a route; a model a route or
+    provider serves, first, with the operation's chain behind it as fallbacks; else the default upstream
+    (OPENAI_BASE_URL) alone; else 404."""
+    router = cfg.router
+    route = router.routes.get(model)
+    if route is not None:
+        return Route(operation, route.chain, route.use_rules, False)
+    if router.provider_for(model) is not None:
+        chosen = router.route_for(operation, model)
+        return Route(operation, chosen.chain, chosen.use_rules, False)
+    if cfg.default_upstream:
+        return Route(operation, (Target(cfg.default_upstream, model),), use_rules=False, use_human=False)
+    raise wire.model_not_found(model)
+
+
+def cacheable(cfg, request: ChatRequest) -> bool:
+    if request.stream or cfg.gateway_cache == "off":
+        return False
+    if cfg.gateway_cache == "always":
+        return True
+    return request.temperature == 0 and not request.has_tools
+
+
+# --- the job -----------------------------------------------------------------------------------------
+
+
+def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str) -> None:
+    """Answer one chat completion request through ``outbox`` (see app.Outbox)."""
+    try:
+        principal = authenticate(headers)
+        rate_limit(principal)
+        request = wire.parse_chat_request(raw)
+        _answer(principal, request, headers, outbox, started, request_id)
+    except WireError as error:
+        outbox.put("reply", error.status, error.headers()[1:], error.body())
+    except Exception:
+        log.exception("gateway.failed", request_id=request_id)
+        error = WireError(500, "The gateway failed unexpectedly; the error is logged.", type_="server_error")
+        outbox.put("reply", 500, error.headers()[1:], error.body())
+    finally:
+        close_old_connections()  # return the pooled connection (web: DB_POOL) between requests
+
+
+def _answer(principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str) -> None:
+    from agentops.guarding import guard_deps
+    from agentops.runtime.guard import guarded_llm
+
+    deps = guard_deps()
+    cfg = deps.config.get()
+    operation = headers.get("x-operation", "").strip()[:50] or DEFAULT_OPERATION
+    session = (headers.get("x-session-id", "").strip() or request.user)[:200]
+    route = resolve(cfg, request.model, operation)
+    extra: dict[str, Any] = {"extra_body": request.upstream} if request.upstream else {}
+    max_tokens = request.max_tokens or settings.GATEWAY_DEFAULT_MAX_TOKENS
+    if request.cap_field == "max_completion_tokens":
+        extra["max_completion_tokens"] = max_tokens
+    use_cache = cacheable(cfg, request)
+    llm_request = LLMRequest(
+        messages=request.messages,
+        model=request.model,
+        operation=operation,
+        max_tokens=max_tokens,
+        temperature=request.temperature,
+        extra=extra,
+        metadata={
+            "agent": principal.agent,
+            "session_id": session,
+            "source": "gateway",
+            "request_id": request_id,
+            "cache_scope": principal.agent,
+            "prompt_tokens_estimate": wire.input_token_bound(request),
+        },
+        stream=request.stream,
+        passthrough=True,
+    )
+    try:
+        result = guarded_llm(llm_request, deps=deps, cache=use_cache, route=route)
+    except BudgetExceeded as exc:
+        raise WireError(
+            429,
+            f"You exceeded your current quota: budget '{exc.budget}' blocks this call. {exc.message}",
+            type_="insufficient_quota",
+            code="insufficient_quota",
+            retryable=False,
+        ) from None
+    except BudgetUnavailable:
+        raise WireError(
+            503,
+            "The budget store is unreachable, so no call is admitted (fail closed). Try again shortly.",
+            type_="server_error",
+            code="budget_unavailable",
+            retry_after=5,
+        ) from None
+    except FallbackExhausted as exc:
+        raise _exhausted(exc, cfg) from None
+
+    info = [
+        (b"x-agentops-cache", b"hit" if result.cache_hit else (b"miss" if use_cache else b"bypass")),
+        (b"x-agentops-handler", result.handler.encode()),
+        (b"x-agentops-model", result.model.encode("latin-1", "replace")),
+    ]
+    if result.stream is not None:
+        close_old_connections()  # do not hold a pooled connection while the stream flows
+        _stream(principal, request, result, outbox, started, info, session)
+        return
+    body = _body_of(result, request_id)
+    overhead = (time.perf_counter() - started) * 1000.0 - result.upstream_ms
+    info.append((b"x-agentops-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
+    if request.stream:  # an answer that was not streamed upstream (simulated, rules, cache) as events
+        outbox.put("start", info)
+        for event in wire.chunks_of(body, request.include_usage):
+            outbox.put("data", event)
+        outbox.put("end")
+        return
+    pending = _review(principal, request, body["choices"][0]["message"], body["model"], session)
+    if pending:
+        info += _annotations(pending)
+        if _tool_review_mode(principal) == "hold":
+            outbox.put("hold", 200, [(b"content-type", b"application/json"), *info], body, pending)
+            return
+    outbox.put("reply", 200, info, wire.dumps(body))
+
+
+def _body_of(result, request_id: str) -> dict[str, Any]:
+    """The provider's own body when it gave one (fields we do not know survive), else one built for it."""
+    if result.raw is not None and not result.cache_hit and result.handler.startswith(("primary", "backup")):
+        return result.raw
+    return wire.completion(
+        completion_id=f"chatcmpl-{request_id}",
+        model=result.model,
+        text=result.text,
+        tool_calls=result.tool_calls,
+        finish_reason=result.finish_reason,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        cached_tokens=result.cached_tokens,
+    )
+
+
+def _exhausted(exc: FallbackExhausted, cfg) -> WireError:
+    """Why nothing answered, as the status an OpenAI client expects."""
+    error = exc.last_error
+    hops = exc.hops or []
+    if hops and all(hop.outcome == "breaker_open" for hop in hops if hop.handler != "rules"):
+        return WireError(
+            503,
+            "Every upstream for this model is failing (circuit breaker open); retry later.",
+            type_="server_error",
+            code="breaker_open",
+            retry_after=cfg.breaker.recovery_timeout,
+        )
+    if isinstance(error, ProviderError):
+        status = error.status or 0
+        if error.error_class is ErrorClass.BAD_REQUEST and 400 <= status < 500:
+            body = getattr(getattr(error, "__cause__", None), "body", None)
+            upstream = body if isinstance(body, dict) else {}
+            if isinstance(upstream.get("error"), dict):
+                upstream = upstream["error"]
+            return WireError(
+                status,
+                str(upstream.get("message") or error.message),
+                type_=str(upstream.get("type") or "invalid_request_error"),
+                code=upstream.get("code") or ("model_not_found" if status == 404 else None),
+                param=upstream.get("param"),
+            )
+        if error.error_class is ErrorClass.RATE_LIMIT:
+            return WireError(
+                429,
+                "The upstream is rate limiting and retries did not get through; retry later.",
+                type_="requests",
+                code="rate_limit_exceeded",
+                retry_after=error.retry_after or 1.0,
+            )
+        if error.error_class is ErrorClass.AUTHENTICATION:
+            return WireError(
+                502, "The upstream rejected the gateway's credentials.", type_="server_error", code="upstream_auth"
+            )
+        if error.error_class is ErrorClass.TIMEOUT:
+            return WireError(
+                504, "The upstream did not answer in time.", type_="server_error", code="timeout", retry_after=1.0
+            )
+    return WireError(
+        503,
+        f"No upstream answered: {exc}",
+        type_="server_error",
+        code="upstream_unavailable",
+        retry_after=(error.retry_after if isinstance(error, ProviderError) else None) or 1.0,
+    )
+
+
+# --- streams -----------------------------------------------------------------------------------------
+
+
+def _stream(principal, request: ChatRequest, result, outbox, started: float, info: list, session: str) -> None:
+    stream = result.stream
+    overhead = (time.perf_counter() - started) * 1000.0 - result.upstream_ms
+    outbox.put("start", [*info, (b"x-agentops-overhead-ms", f"{max(overhead, 0.0):.3f}".encode())])
+    hold = request.has_tools and _tool_review_mode(principal) == "hold"
+    tail = _HeldTail() if hold else None
+    try:
+        for payload, chunk in stream:
+            if outbox.gone.is_set():
+                stream.close()
+                return
+            if not chunk.get("choices") and chunk.get("usage") is not None:
+                if request.include_usage:  # else it was asked upstream only to settle exactly
+                    event = wire.sse(payload)
+                    if tail is not None and tail.active:
+                        tail.usage_event = event
+                    else:
+                        outbox.put("data", event)
+                continue
+            if tail is not None and tail.takes(chunk, wire.sse(payload)):
+                continue
+            outbox.put("data", wire.sse(payload))
+    except ProviderError as exc:  # the upstream broke after the stream began: no retry can repair that
+        outbox.put("data", wire.stream_error(f"The upstream stream failed: {exc.message}"))
+        outbox.put("data", wire.DONE)
+        outbox.put("end")
+        return
+    finally:
+        stream.close()
+        close_old_connections()
+    if tail is not None and tail.active:
+        pending = _review(principal, request, tail.message(), stream.model, session)
+        if pending:
+            outbox.put(
+                "hold_stream", tail.events(), tail.message(), tail.base, tail.finish_reason, tail.usage_event, pending
+            )
+        else:
+            for event in tail.events():
+                outbox.put("data", event)
+    outbox.put("data", wire.DONE)
+    outbox.put("end")
+
+
+class _HeldTail:
+    """A streamed answer from its first tool call on, kept back until the calls are reviewed."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.buffered: list[bytes] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.content = ""
+        self.base: dict[str, Any] = {}
+        self.finish_reason: str | None = None
+        self.usage_event: bytes | None = None
+
+    def takes(self, chunk: dict[str, Any], event: bytes) -> bool:
+        choices = chunk.get("choices") or [{}]
+        delta = choices[0].get("delta") or {}
+        if not self.active and not delta.get("tool_calls"):
+            self.content += delta.get("content") or ""
+            return False
+        if not self.active:
+            self.active = True
+            self.base = {key: chunk.get(key) for key in ("id", "object", "created", "model", "system_fingerprint")}
+        self.buffered.append(event)
+        for part in delta.get("tool_calls") or ():
+            call = self.calls.setdefault(int(part.get("index") or 0), {"type": "function", "function": {}})
+            if part.get("id"):
+                call["id"] = part["id"]
+            function = part.get("function") or {}
+            if function.get("name"):
+                call["function"]["name"] = function["name"]
+            call["function"]["arguments"] = call["function"].get("arguments", "") + (function.get("arguments") or "")
+        if choices[0].get("finish_reason"):
+            self.finish_reason = choices[0]["finish_reason"]
+        return True
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "role": "assistant",
+            "content": self.content or None,
+            "tool_calls": [self.calls[index] for index in sorted(self.calls)],
+        }
+
+    def events(self) -> list[bytes]:
+        return self.buffered + ([self.usage_event] if self.usage_event else [])
+
+
+# --- tool calls --------------------------------------------------------------------------------------
+
+
+def _tool_review_mode(principal) -> str:
+    from agentops.models import Agent
+
+    return Agent.objects.filter(pk=principal.agent_id).values_list("gateway_tool_review", flat=True).first() or "off"
+
+
+def _review(principal, request: ChatRequest, message: dict[str, Any], model: str, session: str) -> list:
+    """Permission requests for the answer's tool calls that a reviewer must decide (none: nothing to do)."""
+    calls = message.get("tool_calls")
+    if not calls or _tool_review_mode(principal) == "off":
+        return []
+    from agentops.gateway.tool_review import ask_for_calls
+
+    prompt = next((content_text(m.get("content")) for m in reversed(request.messages) if m.get("role") == "user"), "")
+    return ask_for_calls(principal.agent_id, principal.agent, session, calls, prompt, model)
+
+
+def _annotations(pending: list) -> list[tuple[bytes, bytes]]:
+    ids = ",".join(str(action.escalation_id) for _, action in pending)
+    urls = ",".join(f"/review/{action.escalation_id}/" for _, action in pending)
+    return [(b"x-agentops-escalations", ids.encode()), (b"x-agentops-review-url", urls.encode())]

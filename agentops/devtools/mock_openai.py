@@ -14,7 +14,9 @@ Endpoints
     ending with ``data: [DONE]``, plus a final usage chunk when ``stream_options.include_usage`` is true.
     The answer is deterministic: ``"Mock answer to: <last user message>"``. Knobs (request body fields,
     e.g. the SDK's ``extra_body``): ``mock_words`` — exactly this many words (the answer is cut, or padded
-    with lorem-ipsum filler); ``mock_content`` — this exact answer. ``X-Mock-Words`` header works too.
+    with lorem-ipsum filler); ``mock_content`` — this exact answer; ``mock_tool_calls`` —
+    ``[{"name": …, "arguments": {…}}]``: answer with these tool calls
+    (``finish_reason="tool_calls"``). ``X-Mock-Words`` header works too.
     Token counts are approximations: ``prompt_tokens`` = ⌈characters of all message contents / 4⌉ + 3 per
     message; ``completion_tokens`` = ⌈characters of the answer / 4⌉. ``max_tokens`` /
     ``max_completion_tokens`` cut the answer to 4 characters per token with ``finish_reason="length"``.
@@ -301,6 +303,25 @@ def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]
         "completion_tokens": usage_completion,
         "total_tokens": usage_prompt + usage_completion,
     }
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    calls = req.get("mock_tool_calls")
+    if isinstance(calls, list) and calls:
+        message["content"] = None
+        message["tool_calls"] = [
+            {
+                "id": f"call_mock{index}",
+                "type": "function",
+                "function": {
+                    "name": str(call.get("name", "tool")) if isinstance(call, dict) else "tool",
+                    "arguments": json.dumps(call.get("arguments", {}) if isinstance(call, dict) else {}),
+                },
+            }
+            for index, call in enumerate(calls)
+        ]
+        finish = "tool_calls"
+        usage_completion = approx_tokens(json.dumps(message["tool_calls"]))
+        usage["completion_tokens"] = usage_completion
+        usage["total_tokens"] = usage_prompt + usage_completion
     response = {
         "id": f"chatcmpl-mock{next(_IDS):08d}",
         "object": "chat.completion",
@@ -310,7 +331,7 @@ def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish,
             }
@@ -422,6 +443,18 @@ async def _stream(send, receive, response: dict[str, Any], include_usage: bool, 
         return b"data: " + _json(obj) + b"\n\n"
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    for index, call in enumerate(choice["message"].get("tool_calls") or ()):
+        arguments = call["function"]["arguments"]
+        head = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        events.append(chunk({"tool_calls": [head]}))
+        for start in range(0, len(arguments), 8):
+            piece = {"index": index, "function": {"arguments": arguments[start : start + 8]}}
+            events.append(chunk({"tool_calls": [piece]}))
     words = content.split(" ") if content else []
     for i in range(0, len(words), 4):
         piece = " ".join(words[i : i + 4])

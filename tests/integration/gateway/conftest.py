@@ -1,0 +1,101 @@
+"""Fixtures for the OpenAI-compatible gateway tests: a uvicorn process whose default upstream
+(OPENAI_BASE_URL) is the session's fault-injecting mock, API keys, and official ``openai`` SDK clients.
+
+The gateway answers with committed rows only (it runs in another process), so every test module uses
+``pytestmark = pytest.mark.django_db(transaction=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import openai
+import pytest
+
+from agentops.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings
+from tests.fixtures.stack import Proc, reseed_runtime, start_web
+from tests.integration.budgets.conftest import seed_prices
+
+ROUTE = "gw-route"  # a route whose primary is MOCK_A and backup MOCK_B, both on the "mock" provider
+MOCK_A, MOCK_B = "mock-a", "mock-b"
+UPSTREAM_ONLY = "mock-upstream"  # no route and no provider lists it: the OPENAI_BASE_URL upstream answers
+FAST_RETRY = {"max_retries": 2, "base_delay": 0.01, "max_delay": 0.05, "multiplier": 2.0, "jitter": False}
+
+
+@pytest.fixture(scope="module")
+def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
+    """A web process with the mock as its default upstream and fast retries for its error classes."""
+    env = {
+        **stack_env,
+        "OPENAI_BASE_URL": mock_openai.base_url,
+        "OPENAI_API_KEY": "sk-test",
+        "GATEWAY_HOLD_SECONDS": "20",
+    }
+    proc = start_web(env, logdir)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def gateway(gateway_web, mock, redis_client, transactional_db) -> str:
+    """The gateway's base URL (``…/v1``) with the runtime seed put back, a "mock" provider serving MOCK_A
+    and MOCK_B, the route ROUTE over them, fast retries, and the seed prices (no budgets)."""
+    from agentops.runtime_config import bump_version, config_source
+
+    reseed_runtime()
+    seed_prices()
+    provider, _ = Provider.objects.update_or_create(
+        name="mock",
+        defaults={
+            "kind": "openai",
+            "base_url": mock.base_url,
+            "api_key": "sk-test",
+            "served_models": f"{MOCK_A}, {MOCK_B}",
+        },
+    )
+    ModelRoute.objects.update_or_create(
+        operation=ROUTE,
+        defaults={
+            "primary_provider": provider,
+            "primary_model": MOCK_A,
+            "backup_provider": provider,
+            "backup_model": MOCK_B,
+            "use_rules": False,
+            "use_human": False,
+        },
+    )
+    RetryPolicy.objects.update(**FAST_RETRY)
+    RuntimeSettings.objects.update(adaptive_timeouts=False, llm_timeout=5.0, breaker_failure_threshold=3)
+    bump_version()
+    config_source().invalidate()
+    return gateway_web.extra["url"] + "/v1"
+
+
+@pytest.fixture
+def make_key(transactional_db) -> Callable[..., str]:
+    from agentops.actions import create_api_key
+
+    def make(agent: str = "gw-agent", scopes: list[str] | None = None) -> str:
+        return create_api_key(agent, scopes=scopes)[1]
+
+    return make
+
+
+@pytest.fixture
+def client(gateway, make_key) -> Callable[..., openai.OpenAI]:
+    """``client(key=None, **kwargs)``: an ``openai.OpenAI`` pointed at the gateway (a new agent key by default)."""
+
+    def make(key: str | None = None, **kwargs) -> openai.OpenAI:
+        kwargs.setdefault("max_retries", 0)
+        return openai.OpenAI(base_url=gateway, api_key=key or make_key(), **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def async_client(gateway, make_key) -> Callable[..., openai.AsyncOpenAI]:
+    def make(key: str | None = None, **kwargs) -> openai.AsyncOpenAI:
+        kwargs.setdefault("max_retries", 0)
+        return openai.AsyncOpenAI(base_url=gateway, api_key=key or make_key(), **kwargs)
+
+    return make

@@ -118,6 +118,10 @@ def ensure_agent(name: str, *, description: str = "", team: str = "") -> Agent:
         changed.append("team")
     if changed:
         agent.save(update_fields=changed)
+    if "team" in changed or (created and team):  # budgets read the agent's team with their directory
+        from budgets.actions import directory_changed
+
+        transaction.on_commit(directory_changed)
     return agent
 
 

@@ -177,6 +177,7 @@ class Agent(models.Model):
 
     name = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
+
     class ToolReview(models.TextChoices):
         HOLD = "hold", "Hold the answer until a reviewer decides"
         ANNOTATE = "annotate", "Answer at once; the escalation is raised beside it"

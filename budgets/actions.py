@@ -139,6 +139,47 @@ _BUDGET_FIELDS = [
 ]
 
 
+# The directory is read on every reservation; a process reuses its last read for the same agent and models
+# while the budgets version in Redis (bumped after every budget, price or team change commits) is the same
+# and for at most DIRECTORY_TTL seconds (a price scheduled to start applies to estimates within that; the
+# ledger is priced in the settle statement itself). One Redis GET instead of a PostgreSQL query; without
+# Redis every reservation reads PostgreSQL.
+DIRECTORY_VERSION_KEY = "agentops:budgets:version"
+DIRECTORY_TTL = 1.0
+_directory_cache: dict[tuple[str, tuple[str, ...]], tuple[float, bytes, Any]] = {}
+
+
+def directory_changed() -> None:
+    """Call after a change to budgets, prices or agent teams commits: every process re-reads."""
+    _directory_cache.clear()
+    try:
+        from agentops.redis_client import runtime_redis
+
+        runtime_redis().incr(DIRECTORY_VERSION_KEY)
+    except Exception as exc:  # the TTL bounds how long other processes keep their copy
+        log.warning("budgets.directory_version_unavailable", error=repr(exc)[:200])
+
+
+def _cached_directory(agent: str, models: Iterable[str]) -> tuple[list[Budget], str, dict[str, ModelPrice | None]]:
+    wanted = tuple(dict.fromkeys(models))
+    try:
+        from agentops.redis_client import runtime_redis
+
+        version = runtime_redis().get(DIRECTORY_VERSION_KEY) or b"0"
+    except Exception:
+        return _directory(agent, wanted)
+    key = (agent, wanted)
+    now = time.monotonic()
+    hit = _directory_cache.get(key)
+    if hit is not None and hit[0] > now and hit[1] == version:
+        return hit[2]
+    found = _directory(agent, wanted)
+    if len(_directory_cache) > 10_000:  # many agents × model sets: start over rather than grow
+        _directory_cache.clear()
+    _directory_cache[key] = (now + DIRECTORY_TTL, version, found)
+    return found
+
+
 def _directory(
     agent: str, models: Iterable[str] = (), at: dt.datetime | None = None
 ) -> tuple[list[Budget], str, dict[str, ModelPrice | None]]:
@@ -292,6 +333,7 @@ def reserve(
 
 
 def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datetime | None = None) -> int | None:
+    at_present = now is None
     now = now or timezone.now()
     caller = Caller.from_meta(meta)
     operation = str(meta.get("operation") or "")
@@ -302,7 +344,10 @@ def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datet
 
     # Priced at the dearest model that may answer on this reservation (the guard lists its fallback chain).
     models = [model, *(str(m) for m in (meta.get("models") or ()) if m)]
-    every_budget, team, prices = _directory(caller.agent, models, now)
+    if at_present:
+        every_budget, team, prices = _cached_directory(caller.agent, models)
+    else:  # a reservation dated in the past or future (tests, backfills) reads the prices of that time
+        every_budget, team, prices = _directory(caller.agent, models, now)
     budgets = _applicable(every_budget, team, caller)
     for budget, subject in budgets:
         per_call = (budget.operation_limits or {}).get(operation)
@@ -1036,6 +1081,8 @@ def _save_validated(row):
     with transaction.atomic():
         row.full_clean()
         row.save()
+        if isinstance(row, Budget | ModelPrice):
+            transaction.on_commit(directory_changed)
     return row
 
 
@@ -1071,6 +1118,7 @@ def delete_budget(budget_id: int) -> bool:
 
     with transaction.atomic():
         deleted, _ = Budget.objects.filter(pk=budget_id).delete()
+        transaction.on_commit(directory_changed)
         if deleted:
             live.publish("budgets", "budget.deleted", {"budget": budget_id})
     return bool(deleted)
@@ -1107,6 +1155,7 @@ def delete_price(price_id: int) -> bool:
         if row is None or UsageRecord.objects.filter(price=row).exists():
             return False
         row.delete()
+        transaction.on_commit(directory_changed)
         return True
 
 

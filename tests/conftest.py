@@ -33,13 +33,22 @@ def _flush_retrying_on_deadlock() -> None:
     def teardown(self):
         for attempt in range(5):
             try:
-                return original(self)
+                original(self)
+                _forget_budget_directory()
+                return
             except CommandError as exc:
                 if "deadlock" not in repr(exc.__cause__ or exc).lower() or attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
     TransactionTestCase._fixture_teardown = teardown
+
+
+def _forget_budget_directory() -> None:
+    """The flush removed budgets behind budgets.actions' back: no process may reuse its cached directory."""
+    from budgets.actions import directory_changed
+
+    directory_changed()
 
 
 _flush_retrying_on_deadlock()

@@ -108,11 +108,12 @@ def cacheable(cfg, request: ChatRequest) -> bool:
 
 def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str) -> None:
     """Answer one chat completion request through ``outbox`` (see app.Outbox)."""
+    after: list = []  # the settle and log line of the answer, run once it is on its way (guarded_llm's defer)
     try:
         principal = authenticate(headers)
         rate_limit(principal)
         request = wire.parse_chat_request(raw)
-        _answer(principal, request, headers, outbox, started, request_id)
+        _answer(principal, request, headers, outbox, started, request_id, after)
     except WireError as error:
         outbox.put("reply", error.status, error.headers()[1:], error.body())
     except Exception:
@@ -120,10 +121,14 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
         error = WireError(500, "The gateway failed unexpectedly; the error is logged.", type_="server_error")
         outbox.put("reply", 500, error.headers()[1:], error.body())
     finally:
+        for work in after:
+            work()
         close_old_connections()  # return the pooled connection (web: DB_POOL) between requests
 
 
-def _answer(principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str) -> None:
+def _answer(
+    principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str, after: list
+) -> None:
     from agentops.guarding import guard_deps
     from agentops.runtime.guard import guarded_llm
 
@@ -156,7 +161,7 @@ def _answer(principal, request: ChatRequest, headers: dict[str, str], outbox, st
         passthrough=True,
     )
     try:
-        result = guarded_llm(llm_request, deps=deps, cache=use_cache, route=route)
+        result = guarded_llm(llm_request, deps=deps, cache=use_cache, route=route, defer=after.append)
     except BudgetExceeded as exc:
         raise WireError(
             429,

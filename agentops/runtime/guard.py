@@ -276,12 +276,16 @@ def guarded_llm(
     cache: bool | None = None,
     journal_key: str | None = None,
     route: Route | None = None,
+    defer: Callable[[Callable[[], None]], None] | None = None,
 ) -> GuardResult:
     """Answer ``request`` through the guard pipeline.
 
     ``deadline`` bounds the whole call (default: the layered ``request`` timeout); ``cache`` overrides
     whether this operation is cacheable; ``journal_key`` (``run:<id>:step:<seq>``) makes the call replay a
     recorded result; ``route`` replaces the router's choice (the gateway resolves model names itself).
+    ``defer`` receives the settle (or usage record) and the log line of an answered call instead of running
+    them: the gateway sends the answer first and runs them right after (the reservation holds the estimate
+    until then, so no concurrent call can pass a limit meanwhile).
     A ``request.stream`` answer comes back with ``stream`` set: iterate it to the end or ``close()`` it.
     Raises ``BudgetExceeded`` (refused, no escalation), ``HumanPending`` (handed to a
     human, suspend), ``HumanRejected`` or ``FallbackExhausted`` (nothing answered, no handoff).
@@ -306,7 +310,7 @@ def guarded_llm(
     token = otel_context.attach(trace.set_span_in_context(span))
     streamed = False
     try:
-        result = _run_in_span(request, deps, cfg, start, span, deadline, cache, journal_key, route)
+        result = _run_in_span(request, deps, cfg, start, span, deadline, cache, journal_key, route, defer)
         streamed = result.stream is not None
         return result
     except Exception as exc:
@@ -330,6 +334,7 @@ def _run_in_span(
     cache: bool | None,
     journal_key: str | None,
     route: Route | None = None,
+    defer: Callable[[Callable[[], None]], None] | None = None,
 ) -> GuardResult:
     recording = span.is_recording()
 
@@ -346,7 +351,7 @@ def _run_in_span(
         hit = deps.cache.get(key)
         if hit is not None:
             result = _from_cache(hit.value, request, hit.source, _ms(deps, start))
-            _finish(deps, cfg, request, result, span, recording, outcome="cache_hit", reservation=None)
+            _finish(deps, cfg, request, result, span, recording, outcome="cache_hit", reservation=None, defer=defer)
             return _journaled(deps, journal_key, result)
 
     if route is None:
@@ -427,7 +432,7 @@ def _run_in_span(
         upstream_ms=upstream_ms,
         raw=llm.raw,
     )
-    _finish(deps, cfg, request, result, span, recording, outcome=outcome, reservation=reservation)
+    _finish(deps, cfg, request, result, span, recording, outcome=outcome, reservation=reservation, defer=defer)
     if key is not None and chain.handler.startswith(MODEL_HANDLERS_PREFIXES):
         _quietly(_store, deps.cache, key, _to_cache(result), what="storing the answer in the cache")
     return _journaled(deps, journal_key, result)
@@ -625,8 +630,10 @@ def _finish(
     *,
     outcome: str,
     reservation: Any,
+    defer: Callable[[Callable[[], None]], None] | None = None,
 ) -> None:
-    """Settle, record usage, emit metrics, span attributes and the log line of a call that answered."""
+    """Settle, record usage, emit metrics, span attributes and the log line of a call that answered (the
+    settle and the log line through ``defer`` when given)."""
     if reservation is not None or deps.usage is not None:
         usage = {
             **request.metadata,
@@ -643,10 +650,11 @@ def _finish(
         }
         # The answer exists and was paid for: a failing ledger must not lose it. An unsettled reservation is a
         # lease that the budgets side reclaims (DESIGN.md §7); the failure is logged.
-        if reservation is not None:
-            _quietly(deps.budget.settle, reservation, usage, what="settling the reservation")
-        elif deps.usage is not None:
-            _quietly(deps.usage.record, usage, what="recording usage")
+        settle = (deps.budget.settle, reservation, usage) if reservation is not None else (deps.usage.record, usage)
+        if defer is None:
+            _quietly(*settle, what="settling the call")
+        else:
+            defer(lambda: _quietly(*settle, what="settling the call"))
 
     operation = request.operation
     _child(LLM_CALLS, operation, outcome).inc()
@@ -671,7 +679,15 @@ def _finish(
         span.set_attributes(attributes)
     if not _stdlib_log.isEnabledFor(logging.INFO):  # structlog would build the whole event first
         return
+    if defer is not None:
+        defer(lambda: _log_answered(request, result, outcome))
+    else:
+        _log_answered(request, result, outcome)
+
+
+def _log_answered(request: LLMRequest, result: GuardResult, outcome: str) -> None:
     metadata = request.metadata
+    operation = request.operation
     log.info(
         "llm.call",
         operation=operation,

@@ -400,7 +400,7 @@ def run() -> list[Result]:
         )
     results.append(
         Result(
-            "gateway: X-Agentops-Overhead-Ms p50, c=1 (vs gateway p50)",
+            "gateway: X-Agentops-Overhead-Ms p50, c=1 (vs gw p50)",
             "ms",
             overhead_p50[1],
             gateway_p50[1],

@@ -40,6 +40,7 @@ def seed_prices() -> None:
 def budget_db(transactional_db, redis_client):
     """Committed rows (other processes see them), the seed prices and no budgets."""
     Budget.objects.all().delete()
+    actions.directory_changed()
     seed_prices()
 
 

@@ -12,6 +12,7 @@ from django.db import close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import ChatRequest, WireError
+from agentops.observability import metrics
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from agentops.runtime.providers.base import LLMRequest, content_text
@@ -116,10 +117,12 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
         _answer(principal, request, headers, outbox, started, request_id, after)
     except WireError as error:
         outbox.put("reply", error.status, error.headers()[1:], error.body())
+        _count(error.status, raw)
     except Exception:
         log.exception("gateway.failed", request_id=request_id)
         error = WireError(500, "The gateway failed unexpectedly; the error is logged.", type_="server_error")
         outbox.put("reply", 500, error.headers()[1:], error.body())
+        _count(500, raw)
     finally:
         for work in after:
             work()
@@ -186,13 +189,14 @@ def _answer(
         (b"x-agentops-handler", result.handler.encode()),
         (b"x-agentops-model", result.model.encode("latin-1", "replace")),
     ]
+    mode = "stream" if request.stream else "json"
+    _count(200, mode=mode)
     if result.stream is not None:
         close_old_connections()  # do not hold a pooled connection while the stream flows
         _stream(principal, request, result, outbox, started, info, session)
         return
     body = _body_of(result, request_id)
-    overhead = (time.perf_counter() - started) * 1000.0 - result.upstream_ms
-    info.append((b"x-agentops-overhead-ms", f"{max(overhead, 0.0):.3f}".encode()))
+    info.append((b"x-agentops-overhead-ms", _overhead(started, result, mode)))
     if request.stream:  # an answer that was not streamed upstream (simulated, rules, cache) as events
         outbox.put("start", info)
         for event in wire.chunks_of(body, request.include_usage):
@@ -206,6 +210,19 @@ def _answer(
             outbox.put("hold", 200, [(b"content-type", b"application/json"), *info], body, pending)
             return
     outbox.put("reply", 200, info, wire.dumps(body))
+
+
+def _overhead(started: float, result, mode: str) -> bytes:
+    """Milliseconds from the request's arrival to its answer, upstream calls excluded (also observed)."""
+    overhead = max((time.perf_counter() - started) * 1000.0 - result.upstream_ms, 0.0)
+    metrics.GATEWAY_OVERHEAD_SECONDS.labels(mode).observe(overhead / 1000.0)
+    return f"{overhead:.3f}".encode()
+
+
+def _count(status: int, raw: bytes = b"", mode: str | None = None) -> None:
+    if mode is None:  # an error before the body was understood: a cheap look is enough for a label
+        mode = "stream" if b'"stream":true' in raw.replace(b" ", b"") else "json"
+    metrics.GATEWAY_REQUESTS.labels(str(status), mode).inc()
 
 
 def _body_of(result, request_id: str) -> dict[str, Any]:
@@ -280,8 +297,7 @@ def _exhausted(exc: FallbackExhausted, cfg) -> WireError:
 
 def _stream(principal, request: ChatRequest, result, outbox, started: float, info: list, session: str) -> None:
     stream = result.stream
-    overhead = (time.perf_counter() - started) * 1000.0 - result.upstream_ms
-    outbox.put("start", [*info, (b"x-agentops-overhead-ms", f"{max(overhead, 0.0):.3f}".encode())])
+    outbox.put("start", [*info, (b"x-agentops-overhead-ms", _overhead(started, result, "stream"))])
     hold = request.has_tools and _tool_review_mode(principal) == "hold"
     tail = _HeldTail() if hold else None
     try:

@@ -161,7 +161,7 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise bad_request(f"{where} must be an object", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise bad_request(
                 f"Invalid value for '{where}.role': {role!r}; expected one of {', '.join(sorted(ROLES))}.",
                 param=f"{where}.role",

@@ -91,3 +91,14 @@ def _touch_seed_series() -> None:
 
 
 _touch_seed_series()
+
+# --- OpenAI-compatible gateway -------------------------------------------------------------------
+GATEWAY_REQUESTS = Counter(
+    "agentops_gateway_requests_total", "Gateway chat completions by status code and mode", ["status", "mode"]
+)
+GATEWAY_OVERHEAD_SECONDS = Histogram(
+    "agentops_gateway_overhead_seconds",
+    "Time a gateway answer spent in agentops (arrival to answer, upstream calls excluded)",
+    ["mode"],
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)

@@ -413,3 +413,59 @@ def test_the_async_sdk_works_the_same(async_client, make_key):
     answer, pieces = asyncio.run(main())
     assert answer.choices[0].message.content == "".join(c.choices[0].delta.content or "" for c in pieces if c.choices)
     settled("gw-async", 2)
+
+
+# --- nothing an agent sends yields a 5xx ---------------------------------------------------------------
+
+
+def test_generated_bodies_never_get_a_5xx(gateway, make_key, mock):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = (
+        st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=12)
+    )
+    values = st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=10,
+    )  # fmt: skip
+    message = st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "system", "assistant", "tool", "robot"]) | values},
+        optional={"content": st.text(max_size=30) | values, "tool_calls": values, "name": values},
+    )
+    valid_messages = st.lists(
+        st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": st.text(max_size=30)}),
+        min_size=1,
+        max_size=3,
+    )
+    body = st.fixed_dictionaries(
+        {
+            "model": st.sampled_from([MOCK_A, ROUTE, "gpt-4o-mini", UPSTREAM_ONLY]) | values,
+            "messages": valid_messages | st.lists(message, max_size=3) | values,
+        },
+        optional={
+            "max_tokens": st.integers(-5, 5000) | values,
+            "temperature": st.floats(-1, 3) | values,
+            "stream": st.booleans() | values,
+            "stream_options": values,
+            "tools": values,
+            "n": st.integers(0, 3) | values,
+            "user": values,
+        },
+    )
+    seen: dict[int, int] = {}
+    headers = {"Authorization": f"Bearer {make_key('gw-fuzz')}", "content-type": "application/json"}
+    with httpx.Client(base_url=gateway, headers=headers, timeout=30) as http:
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(body)
+        def check(payload):
+            response = http.post("/chat/completions", content=json.dumps(payload).encode())
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (payload, response.text[:300])
+            if response.status_code >= 400:
+                assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+        check()
+    print("gateway fuzz: status counts", seen)
+    assert seen.get(200, 0) > 0 and seen.get(400, 0) > 0, seen

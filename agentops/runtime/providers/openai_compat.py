@@ -51,24 +51,20 @@ class OpenAICompatProvider:
         return f"OpenAICompatProvider({self.name!r}, base_url={self.base_url!r})"
 
     def complete(self, request: LLMRequest, timeout: float) -> LLMResult:
-        kwargs = self._kwargs(request)
         try:
             if request.passthrough:
                 # The SDK's client (auth, its exception classes) without its per-call parameter transform and
                 # response models: ~0.5 ms less per call; the body is parsed once with json, and fields the
                 # SDK does not know survive.
-                body = {"model": request.model, "messages": request.messages}
-                for name, value in kwargs.items():
-                    if name == "extra_body":
-                        body.update(value)
-                    else:
-                        body[name] = value
                 response = self.client.post(
-                    "/chat/completions", body=body, cast_to=sdk_http.Response, options={"timeout": timeout}
+                    "/chat/completions",
+                    body=self._body(request),
+                    cast_to=sdk_http.Response,
+                    options={"timeout": timeout},
                 )
                 return self._result_from_body(request, response.content)
             response = self.client.chat.completions.create(
-                model=request.model, messages=request.messages, timeout=timeout, **kwargs
+                model=request.model, messages=request.messages, timeout=timeout, **self._kwargs(request)
             )
         except ProviderError:
             raise
@@ -80,21 +76,22 @@ class OpenAICompatProvider:
         """Start a streamed completion and wait for its first chunk, so that every failure a retry or a
         fallback can still repair (status, connection, a hung or malformed start) is raised here, classified.
         The result's ``stream`` yields the chunks (the first one included); usage is always asked for."""
-        kwargs = self._kwargs(request)
-        kwargs["stream"] = True
-        kwargs["stream_options"] = {**(kwargs.get("stream_options") or {}), "include_usage": True}
+        body = self._body(request)
+        body["stream"] = True
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         try:
-            manager = self.client.chat.completions.with_streaming_response.create(
-                model=request.model, messages=request.messages, timeout=timeout, **kwargs
+            # The SDK's client as for passthrough completions (auth, its exception classes on a bad status),
+            # the response left unread: the lines are parsed here as they arrive.
+            response = self.client.post(
+                "/chat/completions", body=body, cast_to=sdk_http.Response, options={"timeout": timeout}, stream=True
             )
-            response = manager.__enter__()
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
         chunks = self._chunks(request, response)
         try:
             first = next(chunks)
         except StopIteration:
-            manager.__exit__(None, None, None)
+            response.close()
             raise ProviderError(
                 ErrorClass.INVALID_RESPONSE,
                 "the stream ended before its first chunk",
@@ -103,14 +100,24 @@ class OpenAICompatProvider:
                 model=request.model,
             ) from None
         except Exception:
-            manager.__exit__(None, None, None)
+            response.close()
             raise
         return LLMResult(
             text="",
             model=first[1].get("model") or request.model,
             provider=self.name,
-            stream=_ClosingStream(first, chunks, manager),
+            stream=_ClosingStream(first, chunks, response),
         )
+
+    def _body(self, request: LLMRequest) -> dict[str, Any]:
+        """The JSON body of a chat completion: model, messages, our parameters, ``extra_body`` merged in."""
+        body: dict[str, Any] = {"model": request.model, "messages": request.messages}
+        for name, value in self._kwargs(request).items():
+            if name == "extra_body":
+                body.update(value)
+            else:
+                body[name] = value
+        return body
 
     def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(request.extra) if request.extra else {}
@@ -228,10 +235,10 @@ class _ClosingStream:
     """The first chunk, then the rest. ``close()`` (called by whoever consumes it, also when it never
     started iterating) closes the HTTP response; so does the end of the iteration."""
 
-    def __init__(self, first: tuple[bytes, dict[str, Any]], rest: Iterator, manager: Any) -> None:
+    def __init__(self, first: tuple[bytes, dict[str, Any]], rest: Iterator, response: Any) -> None:
         self._first: tuple[bytes, dict[str, Any]] | None = first
         self._rest = rest
-        self._manager = manager
+        self._response = response
 
     def __iter__(self) -> _ClosingStream:
         return self
@@ -240,7 +247,7 @@ class _ClosingStream:
         if self._first is not None:
             first, self._first = self._first, None
             return first
-        if self._manager is None:
+        if self._response is None:
             raise StopIteration
         try:
             return next(self._rest)
@@ -249,6 +256,6 @@ class _ClosingStream:
             raise
 
     def close(self) -> None:
-        manager, self._manager = self._manager, None
-        if manager is not None:
-            manager.__exit__(None, None, None)
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()

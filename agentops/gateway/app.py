@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import WireError
@@ -209,7 +209,7 @@ async def _held_events(item: tuple) -> list[bytes]:
 
 
 def _models_job(headers: dict[str, str], path: str) -> tuple[int, bytes]:
-    from agentops.gateway.handling import authenticate, catalog
+    from agentops.gateway.handling import authenticate, catalog, database_unavailable
 
     try:
         authenticate(headers)
@@ -223,5 +223,7 @@ def _models_job(headers: dict[str, str], path: str) -> tuple[int, bytes]:
         raise wire.model_not_found(name)
     except WireError as error:
         return error.status, error.body()
+    except DatabaseError:
+        return database_unavailable().status, database_unavailable().body()
     finally:
         close_old_connections()

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import ChatRequest, WireError
@@ -48,6 +48,16 @@ def authenticate(headers: dict[str, str]):
             code="insufficient_scope",
         )
     return principal
+
+
+def database_unavailable() -> WireError:
+    return WireError(
+        503,
+        "The database is unreachable; nothing was sent upstream. Try again shortly.",
+        type_="server_error",
+        code="database_unavailable",
+        retry_after=5,
+    )
 
 
 def rate_limit(principal) -> None:
@@ -116,6 +126,11 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
         request = wire.parse_chat_request(raw)
         _answer(principal, request, headers, outbox, started, request_id, after)
     except WireError as error:
+        outbox.put("reply", error.status, error.headers()[1:], error.body())
+        _count(error.status, raw)
+    except DatabaseError:  # PostgreSQL unreachable (a key not in the process's cache, a tool review …)
+        log.warning("gateway.database_unavailable", request_id=request_id, exc_info=True)
+        error = database_unavailable()
         outbox.put("reply", error.status, error.headers()[1:], error.body())
         _count(error.status, raw)
     except Exception:

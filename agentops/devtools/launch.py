@@ -81,6 +81,7 @@ def run(argv: list[str]) -> int:
     step("starting PostgreSQL and Redis under .run/dev ...")
     env = base_env("dev", services.up("dev"))
     env["PORT"] = str(port)
+    env["WEB_PORT"] = str(port)  # honcho gives each Procfile process its own PORT; the traffic needs the web's
     wait_redis_ready(env)
     logs = services.profile("dev").home / "logs"
     step("migrating ...")

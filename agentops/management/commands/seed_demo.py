@@ -79,6 +79,19 @@ DEMO_BUDGETS = (
         "downgrade_model": "gpt-4o-mini",
         "on_block": "escalate",
     },
+    # The openai-sdk demo agent (a plain OpenAI SDK app through the gateway): its long reports on the large
+    # model bring this near its limit within minutes of demo traffic; then they move to the cheaper model,
+    # and once the day's dollars are spent its uncached calls get 429 insufficient_quota until midnight.
+    {
+        "name": "OpenAI SDK app (daily $)",
+        "scope": "agent",
+        "scope_key": "openai-sdk",
+        "period": "day",
+        "limit_usd": Decimal("0.03"),
+        "soft_threshold_pct": 80,
+        "downgrade_model": "gpt-4o-mini",
+        "on_block": "fail",
+    },
     {
         "name": "Support team (monthly tokens)",
         "scope": "team",
@@ -90,6 +103,26 @@ DEMO_BUDGETS = (
     },
 )
 DEMO_TEAMS = {"support-refund": "support", "research": "research"}
+GATEWAY_DEMO_AGENT = "openai-sdk"
+
+
+def ensure_gateway_demo_agent():
+    """The demo's plain-OpenAI-SDK agent (no agent function: it only calls the gateway). Created with its
+    sensitive tool calls annotated rather than held, so demo traffic never waits on a reviewer; an admin's
+    later choice is kept."""
+    from agentops.models import Agent
+
+    existed = Agent.objects.filter(name=GATEWAY_DEMO_AGENT).exists()
+    agent = actions.ensure_agent(
+        GATEWAY_DEMO_AGENT,
+        description="A support assistant written against the plain openai SDK, pointed at the /v1 gateway.",
+        team="product",
+    )
+    if not existed:
+        # No action sets this field yet; a single-field update on the row just created.
+        agent.gateway_tool_review = Agent.ToolReview.ANNOTATE
+        agent.save(update_fields=["gateway_tool_review"])
+    return agent
 
 
 def seed_demo_budgets() -> None:
@@ -99,6 +132,7 @@ def seed_demo_budgets() -> None:
 
     for agent, team in DEMO_TEAMS.items():
         actions.ensure_agent(agent, team=team)
+    ensure_gateway_demo_agent()
     for fields in DEMO_BUDGETS:
         if not Budget.objects.filter(name=fields["name"]).exists():
             budget_actions.save_budget(Budget(timezone=settings.BUDGET_TIMEZONE, **fields))

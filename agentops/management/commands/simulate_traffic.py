@@ -428,10 +428,14 @@ class Command(BaseCommand):
         }
         try:
             clients[names[0]].list_runs(limit=1)
-        except Unauthenticated:
+        except (ApiError, httpx.HTTPError) as exc:
             for client in clients.values():
                 client.close()
-            message = f"the server at {url} does not know this command's API keys: it uses another database"
+            message = (
+                f"the server at {url} does not know this command's API keys: it uses another database"
+                if isinstance(exc, Unauthenticated)
+                else f"the API at {url} did not answer: {exc}"
+            )
             if explicit:
                 raise CommandError(message) from None
             self._say(message + "; runs start in-process (actions.start_run) instead")

@@ -1,0 +1,111 @@
+"""`manage.py simulate_traffic` as `make run` uses it: over HTTP against the live uvicorn server and a real
+Celery worker, with the demo's models on the fault-injecting mock (as seed_demo routes them).
+
+It proves the demo traffic is what an outside agent does: runs started through the REST API with the
+command's own keys (used, then revoked at exit), permission requests that escalate, and a plain openai-SDK
+app whose gateway calls reach the usage ledger and whose sensitive tool calls escalate. About 25 s.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import pytest
+from django.apps import apps
+from django.core.management import call_command
+
+from agentops import actions
+from agentops.models import ApiKey, Run
+from budgets.models import UsageRecord
+from budgets.seed import seed_budget_defaults
+from review.models import Escalation
+from tests.fixtures.stack import reseed_runtime
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REST_AGENTS = ("support-refund", "research")
+GATEWAY_AGENT = "openai-sdk"
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def demo_stack(redis_client, mock, web, worker, tmp_path) -> str:
+    """What `make run` has before the traffic starts: the migration's prices and budgets and the demo seed
+    with its models on the mock (no faults: the test is about where the traffic goes). Returns the URL."""
+    reseed_runtime()
+    seed_budget_defaults(apps.get_model)  # the data migration's rows, which a transactional flush removed
+    call_command(
+        "seed_demo", "--quiet", f"--mock-url={mock.base_url}", credentials_file=str(tmp_path / "credentials.txt")
+    )
+    url = web.extra["url"]
+    key = actions.create_api_key("demo-traffic-probe", scopes=["gateway"])[1]
+
+    def web_serves_the_demo_routes() -> bool:  # the web process reloads its config within a second
+        listed = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5).json()
+        return {"summarize", "response"} <= {model["id"] for model in listed.get("data", [])}
+
+    wait_for(web_serves_the_demo_routes, 10, "the web process to serve the demo's routes")
+    return url
+
+
+def settle_our_runs(token: str) -> None:
+    """Cancel what the traffic left queued, running or waiting, so the worker is idle before the flush."""
+    runs = Run.objects.filter(session_id__startswith=f"sim-{token}-")
+    for run in runs.exclude(status__in=("succeeded", "failed", "cancelled")):
+        actions.cancel_run(run.pk)
+    wait_for(lambda: not runs.filter(status__in=("queued", "running")).exists(), 30, "our runs to stop")
+
+
+def test_demo_traffic_goes_through_the_rest_api_and_the_gateway(demo_stack):
+    out = io.StringIO()
+    call_command(
+        "simulate_traffic",
+        url=demo_stack,
+        rate=2,
+        duration=8,
+        gateway_rate=3,
+        seed=11,
+        max_in_flight=40,
+        stdout=out,
+    )
+    text = out.getvalue()
+    token = text.split("simulate_traffic ", 1)[1].split(":", 1)[0]
+    try:
+        assert f"simulate_traffic {token}: done; started" in text, text
+
+        # Runs: started over HTTP with this command's keys, which were used and are revoked now.
+        keys = {key.agent.name: key for key in ApiKey.objects.filter(name=f"simulate_traffic {token}")}
+        assert set(keys) == {*REST_AGENTS, GATEWAY_AGENT}
+        assert all(key.last_used_at is not None and key.revoked_at is not None for key in keys.values()), keys
+        runs = Run.objects.filter(session_id__startswith=f"sim-{token}-")
+        assert {run.agent.name for run in runs} == set(REST_AGENTS)
+        assert runs.filter(idempotency_key__startswith=f"sim-{token}-").count() == runs.count() >= 10
+
+        # The openai-SDK app's calls went through the gateway into the ledger, in its sessions.
+        ledger = UsageRecord.objects.filter(agent=GATEWAY_AGENT, session_id__startswith=f"sim-{token}-gw-")
+        assert ledger.count() >= 5
+        assert ledger.filter(model="gpt-4o").exists() and ledger.filter(model="gpt-4o-mini").exists()
+
+        # Escalations with no run: a permission request (the first run start asks about a large refund) and
+        # a sensitive tool call the mock model proposed in a gateway answer.
+        ours = Escalation.objects.filter(source="api", run=None, session_id__startswith=f"sim-{token}-")
+        asked = ours.filter(agent__name__in=REST_AGENTS)
+        assert asked.filter(operation="issue_refund", reason="high_value_decision").exists(), list(asked.values())
+        from_gateway = ours.filter(agent__name=GATEWAY_AGENT)
+        assert from_gateway.filter(operation__in=("send_email", "delete_customer_data")).exists()
+        assert all(e.context.get("tool_call_id") for e in from_gateway)
+
+        assert "REST API:" in text and f"gateway ({GATEWAY_AGENT}, openai SDK):" in text
+    finally:
+        settle_our_runs(token)

@@ -21,6 +21,9 @@ run: venv ## the whole system with demo data and demo traffic on http://127.0.0.
 test: venv ## ruff, then the whole pytest suite against real PostgreSQL, Redis, Celery and Chromium
 	@$(PY) -m agentops.devtools.launch test $(PYTEST_ARGS)
 
+chaos: venv ## the chaos tests at full scale (1000 runs, 12 worker kills, repeated Redis and PostgreSQL restarts)
+	@CHAOS_SCALE=long $(PY) -m agentops.devtools.launch test tests/chaos $(PYTEST_ARGS)
+
 bench: venv ## every benchmark in one table, written to .run/bench/results.json
 	@$(PY) -m agentops.devtools.launch bench $(BENCH_ARGS)
 

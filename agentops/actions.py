@@ -99,9 +99,20 @@ def _announce_run(run) -> None:
 
 
 def _enqueue_execution(run_pk: int) -> None:
+    transaction.on_commit(lambda: send_execution(run_pk))
+
+
+def send_execution(run_pk: int) -> bool:
+    """Put the run's execute_run message on the broker. With the broker away the committed run stays queued
+    and beat enqueues it again (requeue_stale_runs), so the caller still gets its answer."""
     from agentops.tasks import execute_run
 
-    transaction.on_commit(lambda: execute_run.delay(run_pk))
+    try:
+        execute_run.delay(run_pk)
+    except Exception:
+        log.warning("run.enqueue_failed", run_id=run_pk, exc_info=True)
+        return False
+    return True
 
 
 @transaction.atomic
@@ -358,6 +369,15 @@ def suspend_run(run_pk: int, worker: str, active_seconds: float) -> None:
 
 
 @transaction.atomic
+def release_run(run_pk: int, worker: str, active_seconds: float) -> None:
+    """Hand an interrupted execution's run back to the queue (PostgreSQL went away mid-run): it executes again
+    from its journal, its completed steps replayed."""
+    run = _locked_own_run(run_pk, worker)
+    _finish(run, Run.Status.QUEUED, active_seconds=active_seconds)
+    _enqueue_execution(run.pk)
+
+
+@transaction.atomic
 def complete_run(run_pk: int, worker: str, output, active_seconds: float) -> None:
     run = _locked_own_run(run_pk, worker)
     _finish(run, Run.Status.SUCCEEDED, output=output, active_seconds=active_seconds)
@@ -447,6 +467,24 @@ def reclaim_expired_runs() -> list[int]:
             _announce_run(run)
             reclaimed.append(run.pk)
     return reclaimed
+
+
+def requeue_stale_runs(older_than_seconds: float, limit: int = 500) -> list[int]:
+    """Beat: enqueue again the runs that sat queued longer than `older_than_seconds` (their message was lost).
+    Each one's updated_at is touched so the next beat waits another interval before sending it again."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    with transaction.atomic():
+        stale = list(
+            Run.objects.select_for_update(skip_locked=True)
+            .filter(status=Run.Status.QUEUED, updated_at__lt=cutoff)
+            .order_by("updated_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        Run.objects.filter(pk__in=stale).update(updated_at=timezone.now())
+    for run_pk in stale:
+        log.warning("run.requeued", run_id=run_pk, queued_longer_than=older_than_seconds)
+        send_execution(run_pk)
+    return stale
 
 
 def record_effect(idempotency_key: str, tool: str, payload: dict) -> tuple[ToolEffect, bool]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import structlog
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -135,6 +136,21 @@ def _missing(request, exc):
 def _too_big(request, exc):
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return error_response(request, 413, "too_large", f"the request body is over {limit} bytes", {"limit": limit})
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request, exc):
+    """PostgreSQL is away (restarting, failing over): retry shortly (with an idempotency key a retry is safe)."""
+    log.warning("api.database_unavailable", path=request.path, error=repr(exc)[:300])
+    return error_response(
+        request,
+        503,
+        "database_unavailable",
+        "the database is unavailable; retry shortly (send an Idempotency-Key to make the retry safe)",
+        {"retry_after": 2},
+        {"Retry-After": "2"},
+    )
 
 
 @api.exception_handler(Exception)

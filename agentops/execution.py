@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.db.models import Q
 from opentelemetry import trace
 
@@ -37,12 +37,20 @@ from agentops.runtime.context import (
     ToolRejected,
 )
 from agentops.runtime.errors import FallbackExhausted, ProviderError
+from agentops.runtime.protocols import BudgetUnavailable
 from agentops.runtime_config import config_source
 
 log = structlog.get_logger("agentops.runs")
 tracer = trace.get_tracer("agentops.runs")
 
 REPLAYABLE = {"completed", "skipped", "waiting_human", "decided"}
+# PostgreSQL (the journal, the budget store) went away mid-execution: the run is not at fault, so it is handed
+# back to the queue and executes again from its journal instead of failing.
+INTERRUPTIONS = (OperationalError, InterfaceError, BudgetUnavailable)
+
+
+class ClaimUnavailable(Exception):
+    """The run could not be claimed because PostgreSQL is away (the task tries again)."""
 
 
 class DbJournal:
@@ -54,9 +62,12 @@ class DbJournal:
         self.run_pk, self.worker = run_pk, worker
         # A phase still "running" was interrupted by a suspension or a crash: it resumes without a
         # second begin (its inner steps replay on their own).
-        steps = Step.objects.filter(run_id=run_pk).filter(Q(status__in=REPLAYABLE) | Q(kind="phase", status="running"))
+        steps = Step.objects.filter(run_id=run_pk).filter(
+            Q(status__in=REPLAYABLE) | Q(kind="phase", status="running") | Q(decision__isnull=False)
+        )
         self._recorded = {
-            s.seq: RecordedStep(s.seq, s.kind, s.name, s.status, s.result, s.decision, s.end_seq) for s in steps
+            s.seq: RecordedStep(s.seq, s.kind, s.name, _replay_status(s), s.result, s.decision, s.end_seq)
+            for s in steps
         }
 
     def replay(self, seq: int) -> RecordedStep | None:
@@ -87,6 +98,14 @@ class DbJournal:
             meta=meta,
             step=_jsonable(step) if step else None,
         )
+
+
+def _replay_status(step) -> str:
+    """A step a human decided whose work then began (and was interrupted: status running) or failed replays as
+    decided: the decision is carried out again, the human is not asked twice."""
+    if step.decision is not None and step.status in ("running", "failed"):
+        return "decided"
+    return step.status
 
 
 def _jsonable(value: Any) -> Any:
@@ -121,6 +140,32 @@ class Heartbeat(threading.Thread):
         self._stop.set()
 
 
+def hand_back(run_pk: int, worker: str, active_seconds: float, *, patience: float) -> bool:
+    """Queue an interrupted run again, waiting up to `patience` seconds for PostgreSQL to come back. When it
+    does not, the run keeps its lease until it expires and beat reclaims it: nothing is lost either way."""
+    deadline = time.monotonic() + patience
+    while True:
+        _discard_connection()
+        try:
+            actions.release_run(run_pk, worker, active_seconds)
+            return True
+        except LeaseLost:
+            return False
+        except (OperationalError, InterfaceError):
+            if time.monotonic() > deadline:
+                log.warning("run.hand_back_failed", run_id=run_pk)
+                return False
+            time.sleep(0.5)
+
+
+def _discard_connection() -> None:
+    """Drop this thread's connection (the server may have closed it); the next query opens a new one."""
+    try:
+        connection.close()
+    except Exception:  # a connection the server closed may refuse even to close
+        connection.connection = None
+
+
 def error_class_name(exc: BaseException) -> str:
     """The error class a failed run shows: the provider taxonomy's when it applies."""
     if isinstance(exc, ProviderError):
@@ -146,7 +191,11 @@ def execute_run(run_pk: int) -> str:
     close_old_connections()
     worker = worker_identity()
     lease = settings.RUN_LEASE_SECONDS
-    run = actions.claim_run(run_pk, worker, lease)
+    try:
+        run = actions.claim_run(run_pk, worker, lease)
+    except (OperationalError, InterfaceError) as exc:
+        _discard_connection()
+        raise ClaimUnavailable(f"claiming run {run_pk} failed: {exc}") from exc
     if run is None:
         return "not-claimable"
     structlog.contextvars.bind_contextvars(run_id=run.pk, agent=run.agent.name, session_id=run.session_id)
@@ -209,6 +258,9 @@ def execute_run(run_pk: int) -> str:
         except LeaseLost:
             outcome = "lease-lost"
             log.warning("run.lease_lost")
+        except INTERRUPTIONS as exc:
+            log.warning("run.interrupted", error_class=type(exc).__name__, error=str(exc)[:500])
+            outcome = "requeued" if hand_back(run.pk, worker, active(), patience=lease) else "interrupted"
         except RunCancelled:
             actions.finish_cancelled(run.pk, worker, active())
             outcome = "cancelled"

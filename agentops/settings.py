@@ -162,6 +162,10 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "budgets.reclaim_expired",
         "schedule": env_float("RECLAIM_RESERVATIONS_EVERY", 10.0, minimum=0.5),
     },
+    "settle-parked-usage": {
+        "task": "budgets.settle_parked",
+        "schedule": env_float("SETTLE_PARKED_EVERY", 5.0, minimum=0.5),
+    },
     "evaluate-alerts": {"task": "budgets.evaluate_alerts", "schedule": env_float("ALERTS_EVERY", 30.0, minimum=1.0)},
     "roll-up-usage": {"task": "budgets.roll_up_usage", "schedule": env_float("ROLLUP_EVERY", 10.0, minimum=1.0)},
 }
@@ -228,6 +232,10 @@ READYZ_TIMEOUT = env_float("READYZ_TIMEOUT", 2.0, minimum=0.1)
 # A worker holds a run's lease and renews it every RUN_LEASE_SECONDS / 3; beat re-enqueues runs whose
 # lease expired (the worker died), so a crashed run resumes after at most lease + reclaim interval.
 RUN_LEASE_SECONDS = env_float("RUN_LEASE_SECONDS", 30.0, minimum=1.0)
+# A queued run whose execute_run message was lost (the broker was down when it was enqueued, a killed worker
+# had prefetched it, its task failed before claiming it) is enqueued again by beat once it has sat queued
+# this long. A duplicate message is harmless: the claim lets one execution through.
+RUN_REQUEUE_SECONDS = env_float("RUN_REQUEUE_SECONDS", 60.0, minimum=1.0)
 
 from agentops.observability.logging import configure_logging  # noqa: E402  (needs LOG_* above)
 
@@ -241,6 +249,9 @@ configure_tracing(export=OTEL_ENABLED)
 # A reservation not settled within its lease is given back by beat (the caller died).
 BUDGET_RESERVATION_LEASE_SECONDS = env_float("BUDGET_RESERVATION_LEASE_SECONDS", 300.0, minimum=1.0)
 # The time zone new day budgets count in (each budget keeps its own).
+# A settle that finds PostgreSQL away is tried again for this long, then parked in Redis for beat to apply
+# (budgets.settle_parked): the call was answered and paid for, so its usage must reach the ledger.
+BUDGET_SETTLE_PATIENCE_SECONDS = env_float("BUDGET_SETTLE_PATIENCE_SECONDS", 20.0, minimum=0.0)
 BUDGET_TIMEZONE = env_str("BUDGET_TIMEZONE", "UTC")
 try:
     zoneinfo.ZoneInfo(BUDGET_TIMEZONE)

@@ -24,17 +24,25 @@ def probe_route(operation: str, prompt: str) -> dict:
 
 # The soft limit backstops runaway agent code that makes no ctx call (ctx itself enforces the 300 s
 # request timeout between steps); a suspended run frees the worker, so human waits never count.
-@app.task(name="agentops.execute_run", acks_late=True, reject_on_worker_lost=True, soft_time_limit=360)
-def execute_run(run_pk: int) -> str:
+# A claim that failed because PostgreSQL was away is tried again a few seconds later; should that message be
+# lost too, beat enqueues the still-queued run again (RUN_REQUEUE_SECONDS).
+@app.task(bind=True, name="agentops.execute_run", acks_late=True, reject_on_worker_lost=True, soft_time_limit=360)
+def execute_run(self, run_pk: int) -> str:
     """Claim and execute one run (a duplicate delivery finds it claimed and exits quietly)."""
+    from agentops.execution import ClaimUnavailable
     from agentops.execution import execute_run as execute
 
-    return execute(run_pk)
+    try:
+        return execute(run_pk)
+    except ClaimUnavailable as exc:
+        raise self.retry(exc=exc, countdown=2, max_retries=30) from None
 
 
 @app.task(name="agentops.reclaim_runs")
-def reclaim_runs() -> list[int]:
-    """Beat: re-enqueue runs whose worker died (lease expired)."""
-    from agentops.actions import reclaim_expired_runs
+def reclaim_runs() -> dict[str, list[int]]:
+    """Beat: re-enqueue runs whose worker died (lease expired) and queued runs whose message was lost."""
+    from django.conf import settings
 
-    return reclaim_expired_runs()
+    from agentops.actions import reclaim_expired_runs, requeue_stale_runs
+
+    return {"reclaimed": reclaim_expired_runs(), "requeued": requeue_stale_runs(settings.RUN_REQUEUE_SECONDS)}

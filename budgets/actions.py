@@ -507,6 +507,77 @@ def settle(reservation_id: int, usage: Mapping[str, Any], *, now: dt.datetime | 
     return record
 
 
+# --- settling through a PostgreSQL outage ------------------------------------------------------------
+PARKED_KEY = "agentops:budgets:parked-usage"
+
+
+def settle_durably(reservation_id: int | None, usage: Mapping[str, Any], *, patience: float | None = None) -> None:
+    """Settle an answered call (or record it when it held no reservation) even while PostgreSQL is away: try
+    for `patience` seconds, then park it in Redis, where beat applies it (settle_parked). The ledger row keeps
+    the time of the call. Only with Redis away too is it lost, and then the log line carries all of it."""
+    at = timezone.now()
+    patience = settings.BUDGET_SETTLE_PATIENCE_SECONDS if patience is None else patience
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            _settle_or_record(reservation_id, usage, at)
+            return
+        except BudgetUnavailable:
+            if connection.in_atomic_block or time.monotonic() >= deadline:
+                break
+            _discard_connection()
+            time.sleep(0.5)
+    _park(reservation_id, usage, at)
+
+
+def _settle_or_record(reservation_id: int | None, usage: Mapping[str, Any], at: dt.datetime) -> None:
+    if reservation_id is None:
+        record_usage(usage, now=at)
+    else:
+        settle(reservation_id, usage, now=at)
+
+
+def _discard_connection() -> None:
+    try:
+        connection.close()
+    except Exception:  # a connection the server closed may refuse even to close
+        connection.connection = None
+
+
+def _park(reservation_id: int | None, usage: Mapping[str, Any], at: dt.datetime) -> None:
+    from agentops.redis_client import runtime_redis
+
+    item = json.dumps({"reservation": reservation_id, "usage": dict(usage), "at": at.isoformat()}, default=str)
+    try:
+        runtime_redis().rpush(PARKED_KEY, item)
+    except Exception:
+        log.error("budget.usage_lost", reservation=reservation_id, usage=item, exc_info=True)
+        return
+    log.warning("budget.settle_parked", reservation=reservation_id)
+
+
+def settle_parked(limit: int = 1000) -> int:
+    """Beat: apply the parked settles, oldest first; one PostgreSQL still refuses goes back to wait."""
+    from agentops.redis_client import runtime_redis
+
+    client = runtime_redis()
+    applied = 0
+    for _ in range(limit):
+        raw = client.lpop(PARKED_KEY)
+        if raw is None:
+            break
+        item = json.loads(raw)
+        try:
+            _settle_or_record(item["reservation"], item["usage"], dt.datetime.fromisoformat(item["at"]))
+        except BudgetUnavailable:
+            client.lpush(PARKED_KEY, raw)
+            break
+        applied += 1
+    if applied:
+        log.info("budget.parked_settled", count=applied)
+    return applied
+
+
 def _settle_held(reservation_id: int, usage: Mapping[str, Any], now: dt.datetime) -> UsageRecord | None:
     """The common settle (a held reservation, a priced answer) in one statement; None if it was not held."""
     input_tokens = max(int(usage.get("input_tokens") or 0), 0)

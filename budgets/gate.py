@@ -28,10 +28,8 @@ class LedgerBudgetGate:
             _return_pooled_connection()
 
     def settle(self, handle: int | None, usage: Mapping[str, Any]) -> None:
-        if handle is None:  # no budget applied: the usage sink records the call
-            actions.record_usage(usage)
-        else:
-            actions.settle(handle, usage)
+        # handle None: no budget applied, the call is recorded in the ledger only
+        actions.settle_durably(handle, usage)
 
     def release(self, handle: int | None) -> None:
         if handle is not None:
@@ -42,7 +40,7 @@ class LedgerUsageSink:
     """Usage of calls that held no reservation (cache hits, human answers, calls no budget applied to)."""
 
     def record(self, usage: Mapping[str, Any]) -> None:
-        actions.record_usage(usage)
+        actions.settle_durably(None, usage)
 
 
 BUDGET_GATE = LedgerBudgetGate()

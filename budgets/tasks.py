@@ -19,6 +19,14 @@ def reclaim_expired() -> int:
     return reclaim()
 
 
+@app.task(name="budgets.settle_parked")
+def settle_parked() -> int:
+    """Beat: write the usage of calls whose settle found PostgreSQL away."""
+    from budgets.actions import settle_parked as settle
+
+    return settle()
+
+
 @app.task(name="budgets.evaluate_alerts")
 def evaluate_alerts() -> int:
     """Beat: thresholds, session spikes and the error rate."""

@@ -1,0 +1,116 @@
+"""Runs that infrastructure interrupts (found by tests/chaos): a lost execute_run message, PostgreSQL away
+mid-run or at the claim, a run re-executed after its human decision. Executions run in this process
+(execution.execute_run) so that a fault can be injected exactly where it happened under chaos."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError
+from django.test import Client
+from django.utils import timezone
+
+from agentops import actions, execution
+from agentops.models import Run, Step, ToolEffect
+from review.models import Escalation
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def start(agent_name: str, data: dict, **kwargs) -> Run:
+    return actions.start_run(actions.ensure_agent(agent_name), data, **kwargs)[0]
+
+
+def waiting_step(run: Run) -> Step:
+    return Step.objects.get(run=run, status="waiting_human")
+
+
+@pytest.mark.parametrize("interrupted_as", ["running", "failed"])
+def test_a_decided_step_is_carried_out_again_and_the_human_is_not_asked_twice(defaults, interrupted_as):
+    run = start("t-approval", {"to": "ana@example.com"})
+    assert execution.execute_run(run.pk) == "waiting_human"
+    step = waiting_step(run)
+    actions.decide_step(run.pk, step.seq, {"decision": "modified", "arguments": {"to": "bo@example.com", "body": "ok"}})
+    # The execution after the decision began the tool and then its worker died (running) or the tool failed
+    # and the run was retried (failed): either way the step holds the decision and is not completed.
+    Step.objects.filter(pk=step.pk).update(status=interrupted_as, executions=1)
+
+    assert execution.execute_run(run.pk) == "succeeded"
+    step.refresh_from_db()
+    assert Escalation.objects.filter(run=run).count() == 1  # asked once
+    assert (step.status, step.executions, step.decision["decision"]) == ("completed", 2, "modified")
+    effect = ToolEffect.objects.get(idempotency_key=f"run:{run.pk}:step:{step.seq}")
+    assert effect.payload["to"] == "bo@example.com"  # the reviewer's arguments, not the agent's
+
+
+def test_a_run_interrupted_by_postgresql_goes_back_to_the_queue_and_then_finishes(defaults, monkeypatch):
+    run = start("t-steps", {"steps": 2})
+    real_finish, calls = actions.step_finish, []
+
+    def finish_until_the_database_goes(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 2:  # the second step's journal write meets a restarting PostgreSQL
+            raise OperationalError("terminating connection due to administrator command")
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(actions, "step_finish", finish_until_the_database_goes)
+    assert execution.execute_run(run.pk) == "requeued"
+    run.refresh_from_db()
+    assert (run.status, run.lease_owner, run.error_class) == ("queued", "", "")  # not failed
+
+    assert execution.execute_run(run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert run.executions == 2 and run.output["results"] == ["step 0", "step 1"]
+    first = Step.objects.get(run=run, seq=1)
+    assert first.executions == 1  # the step journaled before the outage replayed
+
+
+def test_a_claim_that_meets_postgresql_away_is_handed_to_the_task_retry(defaults, monkeypatch):
+    run = start("t-steps", {"steps": 1})
+
+    def claim_fails(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(actions, "claim_run", claim_fails)
+    with pytest.raises(execution.ClaimUnavailable):
+        execution.execute_run(run.pk)
+    assert Run.objects.get(pk=run.pk).status == "queued"
+
+
+def test_a_run_whose_message_was_lost_is_enqueued_again_by_beat(defaults, worker, monkeypatch):
+    from agentops.tasks import execute_run, reclaim_runs
+
+    def broker_away(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to the broker")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(execute_run, "delay", broker_away)
+        run = start("t-steps", {"steps": 1})  # committed; its message could not be sent
+    assert Run.objects.get(pk=run.pk).status == "queued"
+
+    assert reclaim_runs() == {"reclaimed": [], "requeued": []}  # not stale yet: a backlog is not re-sent
+    Run.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(seconds=61))
+    assert reclaim_runs()["requeued"] == [run.pk]
+    deadline = timezone.now() + timedelta(seconds=30)
+    while Run.objects.get(pk=run.pk).status != "succeeded":
+        assert timezone.now() < deadline, Run.objects.get(pk=run.pk).status
+    assert Run.objects.get(pk=run.pk).executions == 1
+
+
+def test_the_api_answers_503_with_retry_after_when_postgresql_is_away(defaults, monkeypatch):
+    _, key = actions.create_api_key("t-steps", scopes=["runs"])
+
+    def database_away(*args, **kwargs):
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(actions, "start_run", database_away)
+    response = Client().post(
+        "/api/v1/runs",
+        {"agent": "t-steps", "input": {"steps": 1}},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "2"
+    assert response.json()["error"]["code"] == "database_unavailable"

@@ -470,15 +470,28 @@ def reclaim_expired_runs() -> list[int]:
 
 
 def requeue_stale_runs(older_than_seconds: float, limit: int = 500) -> list[int]:
-    """Beat: enqueue again the runs that sat queued longer than `older_than_seconds` (their message was lost).
-    Each one's updated_at is touched so the next beat waits another interval before sending it again."""
+    """Beat: enqueue again the runs that sat queued longer than `older_than_seconds` and have no execute_run
+    message in the broker's queue (it was never sent, or a worker took it and died). A run still waiting
+    behind a backlog is left alone; each one re-sent has its updated_at touched, so the next beat waits
+    another interval before sending it again."""
+    from agentops.broker import runs_waiting_in_queue
+
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    candidates = list(
+        Run.objects.filter(status=Run.Status.QUEUED, updated_at__lt=cutoff)
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if not candidates:
+        return []
+    waiting = runs_waiting_in_queue()
+    if waiting is None:  # the broker is away: nothing can be sent now; the next beat tries again
+        return []
     with transaction.atomic():
         stale = list(
             Run.objects.select_for_update(skip_locked=True)
-            .filter(status=Run.Status.QUEUED, updated_at__lt=cutoff)
-            .order_by("updated_at")
-            .values_list("pk", flat=True)[:limit]
+            .filter(pk__in=set(candidates) - waiting, status=Run.Status.QUEUED, updated_at__lt=cutoff)
+            .values_list("pk", flat=True)
         )
         Run.objects.filter(pk__in=stale).update(updated_at=timezone.now())
     for run_pk in stale:

@@ -46,30 +46,29 @@ def _forget_dead_process(pid=None, **kwargs):
 def _survive_broker_loss() -> None:
     """Keep a worker alive when Redis goes away (celery/kombu 5.7).
 
-    After a lost broker connection the consumer collects the connection (dropping its transport client) and
-    then closes it; closing the Redis channel restores its unacknowledged messages through that dropped
-    client and raises AttributeError, which escapes celery's ignore_errors and stops the whole worker (seen in
-    tests/chaos/test_restarts.py). A broker that is away cannot take the messages back anyway: they stay in
-    kombu's unacked set, are restored after the visibility timeout, and beat enqueues stale queued runs
-    again sooner (RUN_REQUEUE_SECONDS). So that restore gives up quietly and the worker reconnects."""
+    After a lost broker connection the consumer collects and closes the connection, which leaves its Redis
+    channels without a connection (or without its client). Two things then still reach for it: closing the
+    channel restores its unacknowledged messages, and a task that finishes acknowledges its message. Both
+    fail with AttributeError, which none of kombu's or celery's handlers expect (they catch the transport's
+    connection errors), and the whole worker stops ("Unrecoverable error", seen in
+    tests/chaos/test_restarts.py). Raising the connection error that it is lets those handlers do their job:
+    the message stays in kombu's unacked set (restored after the visibility timeout; a finished run's
+    redelivery finds it terminal, and beat enqueues a stale queued run again sooner), and the consumer
+    reconnects."""
+    import redis
     from kombu.transport import redis as kombu_redis
 
-    restore_unacked = kombu_redis.QoS.restore_unacked
-    if getattr(restore_unacked, "survives_broker_loss", False):
+    connparams = kombu_redis.Channel._connparams
+    if getattr(connparams, "survives_broker_loss", False):
         return
 
-    def restore_unacked_or_leave_them(self, client=None):
-        try:
-            return restore_unacked(self, client)
-        except AttributeError:
-            import structlog
+    def connparams_or_connection_error(self, asynchronous=False):
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("the broker connection of this channel was closed")
+        return connparams(self, asynchronous=asynchronous)
 
-            structlog.get_logger("agentops.celery").warning(
-                "celery.unacked_left_for_visibility_timeout", messages=len(self._delivered)
-            )
-
-    restore_unacked_or_leave_them.survives_broker_loss = True  # type: ignore[attr-defined]
-    kombu_redis.QoS.restore_unacked = restore_unacked_or_leave_them
+    connparams_or_connection_error.survives_broker_loss = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = connparams_or_connection_error
 
 
 _survive_broker_loss()

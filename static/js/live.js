@@ -4,6 +4,15 @@
 // page reconciles whatever it missed while disconnected (channel layers deliver at most once).
 (function () {
   "use strict";
+  // htmx's default back-off ("full-jitter") waits up to 64 s after six failed tries, so a page that lost
+  // its socket during a Redis restart could stay offline for a minute after Redis was back. A reviewer
+  // should see the queue live again within seconds: double from 0.5 s, capped at 5 s, jittered by half.
+  if (window.htmx) {
+    htmx.config.wsReconnectDelay = function (retryCount) {
+      var ceiling = Math.min(500 * Math.pow(2, retryCount), 5000);
+      return ceiling / 2 + Math.random() * ceiling / 2;
+    };
+  }
   function announce(group, detail) {
     document.body.dispatchEvent(new CustomEvent("live:" + group, { detail: detail || {} }));
   }

@@ -235,6 +235,8 @@ def chaos_env(stack_env, mock_openai) -> dict:
         "EXPIRE_EVERY": "1",
         "RECLAIM_RESERVATIONS_EVERY": "1",
         "BUDGET_RESERVATION_LEASE_SECONDS": "10",  # a reservation orphaned by a crash is given back soon
+        "RUN_REQUEUE_SECONDS": "5",  # a run whose message was lost is sent again soon
+        "SETTLE_PARKED_EVERY": "1",
         "DB_CONNECT_TIMEOUT": "2",
         "OPENAI_BASE_URL": mock_openai.base_url,
         "OPENAI_API_KEY": "sk-chaos",

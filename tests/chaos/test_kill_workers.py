@@ -11,7 +11,6 @@ Proves: every run reaches a terminal state (succeeded); no side effect happened 
 `run:<id>:step:<seq>`: exactly the effects each agent makes, each under a completed step of that tool; a
 re-executed step found its effect by key); only steps in flight when their process died ran again, at most
 one per run per kill that hit it (Step.executions); no escalation was lost, asked twice or decided twice.
-A failure whose signature is a known open defect (tests/chaos/harness.py KNOWN_DEFECTS) is reported as xfail.
 
 Costs about 35 s in the bounded form (200 runs, 3 kills), several minutes with CHAOS_SCALE=long.
 """
@@ -36,7 +35,6 @@ from tests.chaos.harness import (
     start_runs,
     statuses,
     terminal_count,
-    xfail_on_known_defects,
 )
 
 pytestmark = pytest.mark.slow
@@ -85,45 +83,44 @@ def test_kill_9_workers_at_random_points_while_runs_execute(stack, chaos_db, sca
     reviewer = Reviewer()
     runs = start_runs(run_inputs(scale.kill_runs, rng))
     kills: list[dict] = []
-    with xfail_on_known_defects(runs):
-        try:
-            kill_while_running(stack, runs, kills, reviewer, scale, rng)
-        finally:
-            report = retry_database(lambda: account(runs, kills))
-            record_row(
-                request,
-                "kill -9 workers",
-                runs=len(runs),
-                **{
-                    "kills/restarts": f"{len(kills)} kills ({sum(len(k['hit']) for k in kills)} runs hit)",
-                    "terminal": " ".join(f"{k}={v}" for k, v in sorted(report["final"].items())),
-                    "duplicate effects": report["effects"].duplicates,
-                    "re-executed steps": f"{sum(report['again'].values())} "
-                    f"({report['effects'].deduplicated} effects found by key)",
-                    "records lost": len(report["escalations"]["lost"])
-                    + len(report["effects"].missing)
-                    + len(report["escalations"]["decision_not_on_step"]),
-                    "seconds": round(time.monotonic() - started, 1),
-                },
-            )
-            print("kills:", kills)
+    try:
+        kill_while_running(stack, runs, kills, reviewer, scale, rng)
+    finally:
+        report = retry_database(lambda: account(runs, kills))
+        record_row(
+            request,
+            "kill -9 workers",
+            runs=len(runs),
+            **{
+                "kills/restarts": f"{len(kills)} kills ({sum(len(k['hit']) for k in kills)} runs hit)",
+                "terminal": " ".join(f"{k}={v}" for k, v in sorted(report["final"].items())),
+                "duplicate effects": report["effects"].duplicates,
+                "re-executed steps": f"{sum(report['again'].values())} "
+                f"({report['effects'].deduplicated} effects found by key)",
+                "records lost": len(report["escalations"]["lost"])
+                + len(report["effects"].missing)
+                + len(report["escalations"]["decision_not_on_step"]),
+                "seconds": round(time.monotonic() - started, 1),
+            },
+        )
+        print("kills:", kills)
 
-        final, effects, again, escalations = report["final"], report["effects"], report["again"], report["escalations"]
-        assert final == {"succeeded": len(runs)}, {
-            run.pk: (run.status, run.error_class, run.error[:200])
-            for run in Run.objects.filter(pk__in=runs).exclude(status="succeeded")[:10]
-        }
-        assert len(kills) == scale.kills and all(kill["hit"] for kill in kills if kill["kind"] == "worker")
-        assert effects.duplicates == 0 and not effects.orphans, effects
-        assert not effects.missing, effects
-        # Only a step in flight when its process died ran again: at most one per run per kill that hit it.
-        hits = report["hits"]
-        over = {run: n for run, n in again.items() if n > hits.get(run, 0)}
-        assert not over, f"steps re-executed without a kill (or more than one per kill): {over} hits={hits}"
-        assert sum(again.values()) <= sum(len(k["hit"]) for k in kills)
-        assert_escalations_whole(escalations)
-        # the steps that finished before a kill were never run again
-        assert not Step.objects.filter(run_id__in=runs, executions__gt=2).exists()
+    final, effects, again, escalations = report["final"], report["effects"], report["again"], report["escalations"]
+    assert final == {"succeeded": len(runs)}, {
+        run.pk: (run.status, run.error_class, run.error[:200])
+        for run in Run.objects.filter(pk__in=runs).exclude(status="succeeded")[:10]
+    }
+    assert len(kills) == scale.kills and all(kill["hit"] for kill in kills if kill["kind"] == "worker")
+    assert effects.duplicates == 0 and not effects.orphans, effects
+    assert not effects.missing, effects
+    # Only a step in flight when its process died ran again: at most one per run per kill that hit it.
+    hits = report["hits"]
+    over = {run: n for run, n in again.items() if n > hits.get(run, 0)}
+    assert not over, f"steps re-executed without a kill (or more than one per kill): {over} hits={hits}"
+    assert sum(again.values()) <= sum(len(k["hit"]) for k in kills)
+    assert_escalations_whole(escalations)
+    # the steps that finished before a kill were never run again
+    assert not Step.objects.filter(run_id__in=runs, executions__gt=2).exists()
 
 
 def kill_while_running(stack, runs: list[int], kills: list[dict], reviewer: Reviewer, scale, rng) -> None:

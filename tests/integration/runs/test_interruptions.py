@@ -114,3 +114,24 @@ def test_the_api_answers_503_with_retry_after_when_postgresql_is_away(defaults, 
     assert response.status_code == 503, response.content
     assert response["Retry-After"] == "2"
     assert response.json()["error"]["code"] == "database_unavailable"
+
+
+def test_a_stale_run_whose_message_still_waits_in_the_queue_is_not_sent_twice(defaults, settings, monkeypatch):
+    from agentops import actions as run_actions
+    from agentops.broker import queue_keys
+    from agentops.redis_client import runtime_redis
+    from agentops.tasks import execute_run
+
+    assert execute_run.app.conf.task_default_queue == "default"  # Celery read its settings before the change
+    settings.CELERY_TASK_DEFAULT_QUEUE = "requeue-test"  # the queue requeue_stale_runs reads: no worker's
+    sent = []
+    monkeypatch.setattr(run_actions, "send_execution", sent.append)
+    waiting, lost = start("t-steps", {"steps": 1}), start("t-steps", {"steps": 1})
+    sent.clear()
+    execute_run.apply_async(args=[waiting.pk], queue="requeue-test")  # a real message, behind a backlog
+    Run.objects.filter(pk__in=[waiting.pk, lost.pk]).update(updated_at=timezone.now() - timedelta(seconds=120))
+    try:
+        assert run_actions.requeue_stale_runs(60) == [lost.pk]
+        assert sent == [lost.pk]
+    finally:
+        runtime_redis().delete(*queue_keys("requeue-test"))

@@ -6,12 +6,19 @@ htmx request. Channel layers deliver at most once, so pages also reconcile on ev
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import structlog
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from agentops.live import group_allowed
+
+log = structlog.get_logger(__name__)
+# Joining the group is one Redis call; one that hangs (Redis restarting under a pooled connection) would leave
+# the browser's handshake pending with no close event, so it would never retry.
+JOIN_TIMEOUT = 5.0
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -24,12 +31,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not await database_sync_to_async(group_allowed)(user, self.group):
             await self.close(code=4403)
             return
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        try:
+            await asyncio.wait_for(self.channel_layer.group_add(self.group, self.channel_name), JOIN_TIMEOUT)
+        except Exception as exc:  # Redis away or restarting: refuse, and the page retries in a few seconds
+            log.warning("live.join_failed", group=self.group, error=repr(exc)[:200])
+            await self.close(code=1013)
+            return
         await self.accept()
 
     async def disconnect(self, code):
         if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await asyncio.wait_for(self.channel_layer.group_discard(self.group, self.channel_name), JOIN_TIMEOUT)
+            except Exception:  # Redis away: the membership expires by itself (group_expiry)
+                log.info("live.leave_failed", group=self.group)
 
     async def receive(self, text_data=None, bytes_data=None):
         """Clients only listen; anything they send is ignored."""

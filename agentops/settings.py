@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "agentops.middleware.DatabaseUnavailableMiddleware",
 ]
 
 # Machine endpoints (see MACHINE_PATH_PREFIXES) get a lean, async-native stack: measured in

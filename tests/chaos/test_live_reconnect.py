@@ -29,7 +29,8 @@ PASSWORD = "chaos-live-pass-123"
 RECORD_SOCKET = (
     "window.__socket = [];"
     "document.addEventListener('htmx:wsOpen', () => window.__socket.push(['open', Date.now()]));"
-    "document.addEventListener('htmx:wsClose', () => window.__socket.push(['close', Date.now()]));"
+    "document.addEventListener('htmx:wsClose', (e) => window.__socket.push(['close', Date.now(), e.detail.event.code]));"
+    "document.addEventListener('htmx:wsConnecting', () => window.__socket.push(['connecting', Date.now()]));"
 )
 
 
@@ -73,13 +74,17 @@ def test_the_review_queue_reconnects_after_a_redis_restart_and_reconciles(
             local_services.start_redis()
             back_at = time.time()
 
-        expect(queue).to_have_attribute("data-live", "open", timeout=20_000)  # retried at most 5 s apart
+        try:
+            expect(queue).to_have_attribute("data-live", "open", timeout=20_000)  # retried at most 5 s apart
+        finally:
+            print("socket events (kind, ms, close code):", page.evaluate("window.__socket"), "Redis back at", back_at)
         expect(page.locator(f"tr[data-escalation='{missed.pk}']")).to_be_visible(timeout=10_000)
         after = open_escalation("send_after_outage")
         expect(page.locator(f"tr[data-escalation='{after.pk}']")).to_be_visible(timeout=10_000)
         assert page.evaluate("window.__sameDocument") is True  # never reloaded
-        transitions = [event for event, _ in page.evaluate("window.__socket")]
-        reopened = [at for event, at in page.evaluate("window.__socket") if event == "open"][-1] / 1000
+        events = page.evaluate("window.__socket")
+        transitions = [event[0] for event in events if event[0] in ("open", "close")]
+        reopened = [event[1] for event in events if event[0] == "open"][-1] / 1000
         screenshot(page, "chaos-review-queue-after-redis-restart")
     finally:
         context.close()

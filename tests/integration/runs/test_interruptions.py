@@ -135,3 +135,20 @@ def test_a_stale_run_whose_message_still_waits_in_the_queue_is_not_sent_twice(de
         assert sent == [lost.pk]
     finally:
         runtime_redis().delete(*queue_keys("requeue-test"))
+
+
+def test_a_page_answers_503_with_retry_after_when_postgresql_is_away(defaults, monkeypatch):
+    from agentops import runs_views
+
+    user = actions.ensure_user("outage-admin", "outage-admin-pass-1", superuser=True)
+    client = Client()
+    client.force_login(user)
+
+    def database_away(*args, **kwargs):
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(runs_views, "render", database_away)
+    response = client.get("/runs/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert b"The database is unavailable" in response.content

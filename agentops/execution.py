@@ -20,6 +20,7 @@ from opentelemetry import trace
 
 from agentops import actions
 from agentops.agents import load_agents
+from agentops.db import discard_connection
 from agentops.escalation import tool_policy
 from agentops.guarding import guard_deps, tool_cache
 from agentops.observability import metrics
@@ -145,7 +146,7 @@ def hand_back(run_pk: int, worker: str, active_seconds: float, *, patience: floa
     does not, the run keeps its lease until it expires and beat reclaims it: nothing is lost either way."""
     deadline = time.monotonic() + patience
     while True:
-        _discard_connection()
+        discard_connection()
         try:
             actions.release_run(run_pk, worker, active_seconds)
             return True
@@ -156,14 +157,6 @@ def hand_back(run_pk: int, worker: str, active_seconds: float, *, patience: floa
                 log.warning("run.hand_back_failed", run_id=run_pk)
                 return False
             time.sleep(0.5)
-
-
-def _discard_connection() -> None:
-    """Drop this thread's connection (the server may have closed it); the next query opens a new one."""
-    try:
-        connection.close()
-    except Exception:  # a connection the server closed may refuse even to close
-        connection.connection = None
 
 
 def error_class_name(exc: BaseException) -> str:
@@ -194,7 +187,7 @@ def execute_run(run_pk: int) -> str:
     try:
         run = actions.claim_run(run_pk, worker, lease)
     except (OperationalError, InterfaceError) as exc:
-        _discard_connection()
+        discard_connection()
         raise ClaimUnavailable(f"claiming run {run_pk} failed: {exc}") from exc
     if run is None:
         return "not-claimable"

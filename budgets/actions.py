@@ -26,6 +26,7 @@ from django.db import DatabaseError, IntegrityError, InterfaceError, Operational
 from django.db.models import Q
 from django.utils import timezone
 
+from agentops.db import discard_connection
 from agentops.observability import metrics
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from budgets.models import (
@@ -525,7 +526,7 @@ def settle_durably(reservation_id: int | None, usage: Mapping[str, Any], *, pati
         except BudgetUnavailable:
             if connection.in_atomic_block or time.monotonic() >= deadline:
                 break
-            _discard_connection()
+            discard_connection()
             time.sleep(0.5)
     _park(reservation_id, usage, at)
 
@@ -535,13 +536,6 @@ def _settle_or_record(reservation_id: int | None, usage: Mapping[str, Any], at: 
         record_usage(usage, now=at)
     else:
         settle(reservation_id, usage, now=at)
-
-
-def _discard_connection() -> None:
-    try:
-        connection.close()
-    except Exception:  # a connection the server closed may refuse even to close
-        connection.connection = None
 
 
 def _park(reservation_id: int | None, usage: Mapping[str, Any], at: dt.datetime) -> None:

@@ -98,17 +98,20 @@ def _announce_run(run) -> None:
     live.publish("runs", "run.changed", {"run": run.pk, "status": run.status})
 
 
-def _enqueue_execution(run_pk: int) -> None:
-    transaction.on_commit(lambda: send_execution(run_pk))
+def _enqueue_execution(run_pk: int, *, countdown: float = 0) -> None:
+    transaction.on_commit(lambda: send_execution(run_pk, countdown=countdown))
 
 
-def send_execution(run_pk: int) -> bool:
+def send_execution(run_pk: int, *, countdown: float = 0) -> bool:
     """Put the run's execute_run message on the broker. With the broker away the committed run stays queued
     and beat enqueues it again (requeue_stale_runs), so the caller still gets its answer."""
     from agentops.tasks import execute_run
 
     try:
-        execute_run.delay(run_pk)
+        if countdown:
+            execute_run.apply_async(args=[run_pk], countdown=countdown)
+        else:
+            execute_run.delay(run_pk)
     except Exception:
         log.warning("run.enqueue_failed", run_id=run_pk, exc_info=True)
         return False
@@ -371,10 +374,12 @@ def suspend_run(run_pk: int, worker: str, active_seconds: float) -> None:
 @transaction.atomic
 def release_run(run_pk: int, worker: str, active_seconds: float) -> None:
     """Hand an interrupted execution's run back to the queue (PostgreSQL went away mid-run): it executes again
-    from its journal, its completed steps replayed."""
+    from its journal, its completed steps replayed. The pause before that grows with the run's executions (2 s,
+    4 s, ... at most a minute), so a store that keeps failing cannot spin a worker."""
     run = _locked_own_run(run_pk, worker)
+    executions = Run.objects.values_list("executions", flat=True).get(pk=run_pk)
     _finish(run, Run.Status.QUEUED, active_seconds=active_seconds)
-    _enqueue_execution(run.pk)
+    _enqueue_execution(run.pk, countdown=min(2.0**executions, 60.0))
 
 
 @transaction.atomic

@@ -14,14 +14,11 @@ auto-approve path adds ≤ 3 ms to the p50.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 
 import httpx
 
-from tests.bench.common import ROOT, load, uvicorn_server
+from tests.bench.common import load, migrate, uvicorn_server
 from tests.bench.harness import Result, median_of_rounds
 
 ROUNDS, REQUESTS, CONCURRENCY, WARMUP = 6, 400, 8, 150
@@ -36,15 +33,6 @@ ESCALATE = {
     "context": {"user_input": "refund my order", "agent_analysis": "the order arrived broken"},
 }
 SERVER_ENV = {"API_RATE_BURST": "100000000", "API_RATE_PER_SECOND": "100000000", "LOG_LEVEL": "WARNING"}
-
-
-def _migrate() -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def _key() -> tuple[int, str]:
@@ -72,7 +60,7 @@ def _check(url: str, headers: dict) -> None:
 
 
 def run() -> list[Result]:
-    _migrate()
+    migrate()
     key_id, key = _key()
     headers = {"Authorization": f"Bearer {key}"}
     samples: dict[str, list[list[float]]] = {"bare": [], "auto": [], "escalate": []}

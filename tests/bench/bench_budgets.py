@@ -30,10 +30,9 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.parse
-from contextlib import contextmanager
 from pathlib import Path
 
+from tests.bench.common import bench_database
 from tests.bench.harness import Result, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,56 +51,6 @@ SMALL, LARGE, TAIL = 10_000, 1_000_000, 2_000
 PAGES = [("budgets:costs", "/costs/"), ("budgets:costs_data", "/costs/data.json"), ("budgets:list", "/budgets/")]
 PAGE_WARMUP, PAGE_SAMPLES = 3, 15
 PAGE_GOAL_MS = 200.0
-
-
-# --- a database of our own ---------------------------------------------------------------------------
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
-
-
-def _migrate(env: dict) -> None:
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-
-
-def _point_at(name: str) -> None:
-    from django.conf import settings
-    from django.db import connection
-
-    connection.close()
-    settings.DATABASES["default"]["NAME"] = name
-    connection.settings_dict["NAME"] = name
-
-
-@contextmanager
-def bench_database():
-    """Create and migrate <db>_bench_budgets, point this process at it; yield the clients' environment."""
-    from django.conf import settings
-    from django.db import connection
-
-    original = settings.DATABASES["default"]["NAME"]
-    name = f"{original}_bench_budgets"[:63]
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(os.environ.get("DATABASE_URL") or settings.DATABASE_URL, name)
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"}
-    try:
-        started = time.perf_counter()
-        _migrate(env)
-        print(f"  bench database {name} migrated in {time.perf_counter() - started:.1f} s", flush=True)
-        _point_at(name)
-        yield env
-    finally:
-        _point_at(original)
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- the clients ---------------------------------------------------------------------------------------
@@ -573,5 +522,5 @@ def scale() -> list[Result]:
 
 def run() -> list[Result]:
     parts = os.environ.get("BENCH_BUDGETS_PARTS", "resv,scale").split(",")  # to run one part while tuning
-    with bench_database() as env:
+    with bench_database("budgets") as env:
         return (reservations(env) if "resv" in parts else []) + (scale() if "scale" in parts else [])

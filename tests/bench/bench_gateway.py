@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -37,7 +36,7 @@ from pathlib import Path
 import openai
 import redis
 
-from tests.bench.common import uvicorn_server
+from tests.bench.common import bench_database, uvicorn_server
 from tests.bench.harness import Result, interleaved, median_of_rounds, percentile
 from tests.fixtures.runtime import free_port, run_mock_openai_in_background, wait_for_mock_openai
 
@@ -78,49 +77,7 @@ class Added(Result):
         return self.gateway / self.baseline if self.baseline else float("inf")
 
 
-# --- a database of our own (as bench_budgets) ---------------------------------------------------------
-
-
-def _with_database(url: str, name: str) -> str:
-    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/" + name))
-
-
-def _point_at(name: str) -> None:
-    from django.conf import settings
-    from django.db import connection
-
-    connection.close()
-    settings.DATABASES["default"]["NAME"] = name
-    connection.settings_dict["NAME"] = name
-
-
-@contextmanager
-def bench_database():
-    """Create and migrate <db>_bench_gateway, point this process at it; yield its DATABASE_URL."""
-    from django.conf import settings
-    from django.db import connection
-
-    original = settings.DATABASES["default"]["NAME"]
-    name = f"{original}_bench_gateway"[:63]
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(os.environ.get("DATABASE_URL") or settings.DATABASE_URL, name)
-    try:
-        started = time.perf_counter()
-        env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"}
-        done = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"migrate failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-        print(f"  bench database {name} migrated in {time.perf_counter() - started:.1f} s", flush=True)
-        _point_at(name)
-        yield url
-    finally:
-        _point_at(original)
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+# --- a Redis db of our own ------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -336,9 +293,14 @@ def run() -> list[Result]:
     results: list[Result] = []
     overhead_p50: dict[int, float] = {}
     gateway_p50: dict[int, float] = {}
-    with bench_database() as database_url, bench_redis() as redis_url, mock_openai() as mock_url:
+    with bench_database("gateway") as database_env, bench_redis() as redis_url, mock_openai() as mock_url:
         key = _setup()
-        env = {**SERVER_ENV, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "OPENAI_BASE_URL": mock_url}
+        env = {
+            **SERVER_ENV,
+            "DATABASE_URL": database_env["DATABASE_URL"],
+            "REDIS_URL": redis_url,
+            "OPENAI_BASE_URL": mock_url,
+        }
         with uvicorn_server(env) as url:
             gateway_url = url + "/v1"
             _check(gateway_url, key)

@@ -28,6 +28,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.bench.common import migrate
 from tests.bench.harness import Result, median_of_rounds, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,12 +143,6 @@ def produce(total: int, warmup: int, per_round: int, gap: float) -> None:
 
 
 # --- the benchmark (bench process) ---------------------------------------------------------------
-def _migrate(env: dict) -> None:
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def _prepare() -> None:
@@ -246,7 +241,7 @@ def run() -> list[Result]:
     from tests.bench.common import uvicorn_server
 
     env = {**os.environ, "AGENTOPS_BENCH_ENDPOINTS": "1", "DJANGO_SETTINGS_MODULE": "agentops.settings"}
-    _migrate(env)
+    migrate(env)
     _prepare()
     with uvicorn_server() as url, _page(url) as page:
         offset = _clock_offset_ms(page)

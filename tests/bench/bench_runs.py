@@ -24,6 +24,7 @@ from pathlib import Path
 
 from agentops.celery import app
 from agentops.runtime.context import agent, tool
+from tests.bench.common import migrate
 from tests.bench.harness import Result, interleaved
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,12 +55,6 @@ def four_steps(ctx, data):
 
 
 # --- the benchmark (runs in the bench process) --------------------------------------------------
-def _migrate(env: dict) -> None:
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def _configure():
@@ -140,7 +135,7 @@ def run() -> list[Result]:
     from agentops.models import Run
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    _migrate(env)
+    migrate(env)
     bench_agent = _configure()
     previous_routes = app.conf.task_routes
     app.conf.update(task_routes={"agentops.execute_run": {"queue": QUEUE}})  # our runs go to our worker

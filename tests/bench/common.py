@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,6 +16,52 @@ import httpx
 from tests.fixtures.stack import start_web
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def migrate(env: dict | None = None) -> None:
+    """manage.py migrate in a child process (on env's DATABASE_URL when given)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def _point_at(name: str) -> None:
+    from django.conf import settings
+    from django.db import connection
+
+    connection.close()
+    settings.DATABASES["default"]["NAME"] = name
+    connection.settings_dict["NAME"] = name
+
+
+@contextmanager
+def bench_database(suffix: str):
+    """Create and migrate <db>_bench_<suffix>, point this process at it; yield the environment of a child
+    process on it (DATABASE_URL set). The database is dropped afterwards."""
+    from django.conf import settings
+    from django.db import connection
+
+    original = settings.DATABASES["default"]["NAME"]
+    name = f"{original}_bench_{suffix}"[:63]
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    parts = urllib.parse.urlsplit(os.environ.get("DATABASE_URL") or settings.DATABASE_URL)
+    url = urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"}
+    try:
+        started = time.perf_counter()
+        migrate(env)
+        print(f"  bench database {name} migrated in {time.perf_counter() - started:.1f} s", flush=True)
+        _point_at(name)
+        yield env
+    finally:
+        _point_at(original)
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

@@ -179,6 +179,21 @@ def run_settings() -> RunSettings:
     )
 
 
+def _run_context(run, worker: str, heartbeat: Heartbeat) -> RunContext:
+    return RunContext(
+        run.pk,
+        journal=DbJournal(run.pk, worker),
+        deps=guard_deps(),
+        policy=tool_policy(run.agent.name),
+        settings=run_settings(),
+        active_seconds=run.active_seconds,
+        session_id=run.session_id,
+        agent=run.agent.name,
+        cancelled=lambda: heartbeat.cancel_requested,
+        tool_cache=tool_cache(),
+    )
+
+
 def execute_run(run_pk: int) -> str:
     """Claim and execute run `run_pk`; returns how this execution ended."""
     close_old_connections()
@@ -213,20 +228,7 @@ def execute_run(run_pk: int) -> str:
         )
         return "failed"
     heartbeat = Heartbeat(run.pk, worker, lease)
-    heartbeat.start()
     started = time.monotonic()
-    ctx = RunContext(
-        run.pk,
-        journal=DbJournal(run.pk, worker),
-        deps=guard_deps(),
-        policy=tool_policy(run.agent.name),
-        settings=run_settings(),
-        active_seconds=run.active_seconds,
-        session_id=run.session_id,
-        agent=run.agent.name,
-        cancelled=lambda: heartbeat.cancel_requested,
-        tool_cache=tool_cache(),
-    )
     metrics.ACTIVE_SESSIONS.inc()
     outcome = "failed"
     with tracer.start_as_current_span(
@@ -234,13 +236,17 @@ def execute_run(run_pk: int) -> str:
     ) as span:
         trace_id = format(span.get_span_context().trace_id, "032x")
         structlog.contextvars.bind_contextvars(trace_id=trace_id)
-        if not run.trace_id:
-            actions.record_trace_id(run.pk, trace_id)
 
         def active() -> float:
             return run.active_seconds + (time.monotonic() - started)
 
+        # Everything after the heartbeat starts is inside this try, so that it always stops: a heartbeat left
+        # running by an error would keep renewing the lease of a run nobody executes.
+        heartbeat.start()
         try:
+            if not run.trace_id:
+                actions.record_trace_id(run.pk, trace_id)
+            ctx = _run_context(run, worker, heartbeat)
             output = spec.fn(ctx, run.input)
             actions.complete_run(run.pk, worker, _jsonable(output), active())
             outcome = "succeeded"

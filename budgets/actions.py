@@ -560,12 +560,15 @@ def settle_parked(limit: int = 1000) -> int:
         raw = client.lpop(PARKED_KEY)
         if raw is None:
             break
-        item = json.loads(raw)
         try:
+            item = json.loads(raw)
             _settle_or_record(item["reservation"], item["usage"], dt.datetime.fromisoformat(item["at"]))
         except BudgetUnavailable:
             client.lpush(PARKED_KEY, raw)
             break
+        except Exception:  # one bad item must not block the rest; the log line keeps all of it
+            log.error("budget.parked_settle_failed", item=raw.decode(errors="replace")[:5000], exc_info=True)
+            continue
         applied += 1
     if applied:
         log.info("budget.parked_settled", count=applied)

@@ -75,3 +75,17 @@ def test_a_settle_that_postgresql_answers_within_its_patience_is_not_parked(make
     assert UsageRecord.objects.get(reservation_id=reservation).input_tokens == 120
     assert actions.settle_parked() == 0
     assert counter_of(budget).spent_tokens == 150
+
+
+def test_a_parked_item_that_cannot_be_applied_is_logged_and_the_rest_still_are(make_budget, database_away, settings):
+    from agentops.redis_client import runtime_redis
+
+    settings.BUDGET_SETTLE_PATIENCE_SECONDS = 0
+    budget = make_budget("daily", scope="global", period="day", limit_tokens=10_000)
+    runtime_redis().rpush(actions.PARKED_KEY, b"not a parked settle")
+    BUDGET_GATE.settle(actions.reserve(META), USAGE)
+    database_away()
+
+    assert actions.settle_parked() == 1
+    assert runtime_redis().llen(actions.PARKED_KEY) == 0
+    assert counter_of(budget).spent_tokens == 150

@@ -67,6 +67,22 @@ def test_a_run_interrupted_by_postgresql_goes_back_to_the_queue_and_then_finishe
     assert first.executions == 1  # the step journaled before the outage replayed
 
 
+def test_postgresql_away_before_the_first_step_requeues_the_run_and_stops_its_heartbeat(defaults, monkeypatch):
+    import threading
+
+    run = start("t-steps", {"steps": 1})
+
+    def trace_write_fails(*args, **kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(actions, "record_trace_id", trace_write_fails)
+    assert execution.execute_run(run.pk) == "requeued"
+    assert Run.objects.get(pk=run.pk).status == "queued"
+    # A heartbeat left running would renew the lease of a run nobody executes, and beat would never reclaim it.
+    time.sleep(0.1)
+    assert not [t for t in threading.enumerate() if t.name == f"heartbeat-run-{run.pk}" and t.is_alive()]
+
+
 def test_a_claim_that_meets_postgresql_away_is_handed_to_the_task_retry(defaults, monkeypatch):
     run = start("t-steps", {"steps": 1})
 

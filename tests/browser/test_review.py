@@ -6,7 +6,6 @@ inert (no dialog, no request, no htmx attribute processed)."""
 from __future__ import annotations
 
 import re
-import time
 from urllib.parse import urlparse
 
 import pytest
@@ -20,6 +19,7 @@ from review import actions as review
 from review.models import Escalation
 from tests.fixtures.browser import login, screenshot
 from tests.fixtures.stack import reseed_runtime
+from tests.fixtures.waiting import wait_until
 
 PASSWORD = "browser-pass-123"
 REFUSAL_CONSOLE = re.compile(r"status of 409|status of 422")
@@ -48,27 +48,17 @@ def stack_ready(redis_client):
     actions.ensure_user("bob", PASSWORD, roles=(REVIEWER,))
 
 
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def start_approval_run(data: dict | None = None) -> Run:
     run, _ = actions.start_run(actions.ensure_agent("t-approval"), data or {})
     return run
 
 
 def escalation_of(run: Run, timeout: float = 30.0) -> Escalation:
-    return wait_for(lambda: Escalation.objects.filter(run=run).first(), timeout, f"the escalation of run {run.pk}")
+    return wait_until(lambda: Escalation.objects.filter(run=run).first(), timeout, f"the escalation of run {run.pk}")
 
 
 def run_status(run: Run, statuses, timeout: float = 30.0) -> Run:
-    return wait_for(
+    return wait_until(
         lambda: (r := Run.objects.get(pk=run.pk)).status in statuses and r,
         timeout,
         f"run {run.pk} to reach {statuses} (it is {Run.objects.get(pk=run.pk).status})",

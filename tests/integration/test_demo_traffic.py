@@ -9,7 +9,6 @@ app whose gateway calls reach the usage ledger and whose sensitive tool calls es
 from __future__ import annotations
 
 import io
-import time
 
 import httpx
 import pytest
@@ -22,21 +21,12 @@ from budgets.models import UsageRecord
 from budgets.seed import seed_budget_defaults
 from review.models import Escalation
 from tests.fixtures.stack import reseed_runtime
+from tests.fixtures.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REST_AGENTS = ("support-refund", "research")
 GATEWAY_AGENT = "openai-sdk"
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -55,7 +45,7 @@ def demo_stack(redis_client, mock, web, worker, tmp_path) -> str:
         listed = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5).json()
         return {"summarize", "response"} <= {model["id"] for model in listed.get("data", [])}
 
-    wait_for(web_serves_the_demo_routes, 10, "the web process to serve the demo's routes")
+    wait_until(web_serves_the_demo_routes, 10, "the web process to serve the demo's routes")
     return url
 
 
@@ -64,7 +54,7 @@ def settle_our_runs(token: str) -> None:
     runs = Run.objects.filter(session_id__startswith=f"sim-{token}-")
     for run in runs.exclude(status__in=("succeeded", "failed", "cancelled")):
         actions.cancel_run(run.pk)
-    wait_for(lambda: not runs.filter(status__in=("queued", "running")).exists(), 30, "our runs to stop")
+    wait_until(lambda: not runs.filter(status__in=("queued", "running")).exists(), 30, "our runs to stop")
 
 
 def test_demo_traffic_goes_through_the_rest_api_and_the_gateway(demo_stack):

@@ -30,6 +30,7 @@ from agentops.roles import REVIEWER
 from agentops.runtime_config import bump_version, config_source
 from review.models import Escalation
 from tests.fixtures.stack import reseed_runtime, start_web, start_worker
+from tests.fixtures.waiting import wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,17 +107,6 @@ def executed_runs(worker: str) -> int:
 
     stats = app.control.inspect(destination=[worker], timeout=2).stats() or {}
     return stats[worker]["total"].get("agentops.execute_run", 0)
-
-
-def wait_for_run(run_pk: int, statuses: set[str], timeout: float = 30.0) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = Run.objects.get(pk=run_pk)
-        if run.status in statuses:
-            return run
-        time.sleep(0.1)
-    run = Run.objects.get(pk=run_pk)
-    raise AssertionError(f"run {run_pk} is {run.status} ({run.error}), expected one of {statuses}")
 
 
 def waiting_approval_run() -> tuple[Run, Escalation]:

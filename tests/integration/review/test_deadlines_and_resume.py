@@ -20,6 +20,7 @@ from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation, EscalationPolicy
 from tests.fixtures.stack import reseed_runtime
+from tests.fixtures.waiting import wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,17 +46,6 @@ def reviewer(defaults):
 @pytest.fixture
 def expert(defaults):
     return actions.ensure_user("ezra", "pw-ezra-1234567", roles=(EXPERT,))
-
-
-def wait_for_run(run_pk: int, statuses, timeout: float = 30.0) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = Run.objects.get(pk=run_pk)
-        if run.status in statuses:
-            return run
-        time.sleep(0.1)
-    run = Run.objects.get(pk=run_pk)
-    raise AssertionError(f"run {run_pk} is {run.status} ({run.error}), expected one of {statuses}")
 
 
 def waiting_approval_run(to: str = PROPOSED["to"]) -> tuple[Run, Escalation]:

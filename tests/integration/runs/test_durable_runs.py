@@ -12,18 +12,9 @@ import pytest
 
 from agentops import actions
 from agentops.models import Run, Step, ToolEffect
+from tests.fixtures.waiting import wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_for_run(run_pk: int, statuses, timeout: float = 30.0) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = Run.objects.get(pk=run_pk)
-        if run.status in statuses:
-            return run
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_pk} is {Run.objects.get(pk=run_pk).status}, expected one of {statuses}")
 
 
 def start(agent_name: str, data: dict, **kwargs) -> Run:

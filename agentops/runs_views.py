@@ -23,6 +23,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agentops import actions, roles
 from agentops.models import Agent, Run, Step
+from budgets.models import UsageRecord
+from budgets.presenters import call_rows
 
 PAGE_SIZE = 50
 JSON_DISPLAY_LIMIT = 20_000  # characters of pretty JSON shown per value; the rest is cut with a note
@@ -364,6 +366,7 @@ def _detail_context(run: Run) -> dict:
         "output_json": pretty_json(run.output),
         "output_preview": preview(run.output),
         "steps": steps,
+        "calls": call_rows(UsageRecord.objects.filter(run_id=run.pk).select_related("price").order_by("id")[:500]),
         "longest_step_ms": longest or 1.0,
         "live_group": f"run.{run.pk}",
     }

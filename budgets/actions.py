@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import time
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from agentops.db import discard_connection
 from agentops.observability import metrics
+from agentops.runtime.model_names import price_names
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from budgets.models import (
     ANY_MODEL,
@@ -78,10 +79,27 @@ def period_end(budget: Budget, now: dt.datetime) -> dt.datetime | None:
     return end.replace(tzinfo=zone).astimezone(dt.UTC)
 
 
-def price_in_force(model: str, at: dt.datetime) -> ModelPrice | None:
-    """The model's price row in force at ``at`` (its own, else the catch-all ``*`` row)."""
+def price_in_force(model: str | Sequence[str], at: dt.datetime) -> ModelPrice | None:
+    """The price row in force at ``at`` for the most specific of the names (a name, or the candidates of
+    ``usage_price_names`` in order): a row listed under an earlier name wins; else the catch-all ``*`` row."""
+    names = price_names(model) if isinstance(model, str) else list(model)
     in_force = ModelPrice.objects.filter(effective_from__lte=at).order_by("-effective_from")
-    return in_force.filter(model=model).first() or in_force.filter(model=ANY_MODEL).first()
+    rows = {}
+    for row in in_force.filter(model__in=[*names, ANY_MODEL]):
+        rows.setdefault(row.model, row)  # newest first: the first seen per name is the one in force
+    return next((rows[name] for name in [*names, ANY_MODEL] if name in rows), None)
+
+
+def usage_price_names(usage: Mapping[str, Any], reservation_model: str = "") -> list[str]:
+    """The names a call may be priced under, most specific first: the model that answered (often dated:
+    ``gpt-4o-2024-08-06``), the model asked for, the route's model, the reservation's model, then each one
+    without provider prefix and date or version suffix (DESIGN.md §7)."""
+    return price_names(
+        str(usage.get("model") or ""),
+        str(usage.get("requested_model") or ""),
+        str(usage.get("route_model") or ""),
+        reservation_model,
+    )
 
 
 def cost_of(price: ModelPrice | None, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> Decimal:
@@ -186,8 +204,10 @@ def _directory(
 ) -> tuple[list[Budget], str, dict[str, ModelPrice | None]]:
     """(enabled budgets in id order, the agent's team, the price in force at ``at`` for each model)."""
     wanted = list(dict.fromkeys(models))
+    candidates = {model: price_names(model) for model in wanted}
+    names = list(dict.fromkeys(name for names in candidates.values() for name in names))
     with connection.cursor() as cursor:
-        cursor.execute(_DIRECTORY, {"agent": agent, "models": [*wanted, ANY_MODEL], "at": at or timezone.now()})
+        cursor.execute(_DIRECTORY, {"agent": agent, "models": [*names, ANY_MODEL], "at": at or timezone.now()})
         budgets_json, team, prices_json = cursor.fetchone()[0]
     budgets = [
         Budget(**dict(zip(_BUDGET_FIELDS, row, strict=True)), enabled=True)
@@ -206,7 +226,11 @@ def _directory(
         )
         for row in json.loads(prices_json, parse_float=Decimal)
     }
-    return budgets, team or "", {m: found.get(m) or found.get(ANY_MODEL) for m in wanted}
+    return budgets, team or "", {m: _most_specific(found, candidates[m]) for m in wanted}
+
+
+def _most_specific(found: Mapping[str, ModelPrice], names: Sequence[str]) -> ModelPrice | None:
+    return next((found[name] for name in [*names, ANY_MODEL] if name in found), None)
 
 
 def subject_for(budget: Budget, caller: Caller) -> str | None:
@@ -456,12 +480,13 @@ def _alert_exhausted(budget: Budget, counter: CounterRow) -> None:
 
 # Close a held reservation, swap its hold for the actual spend on its counters (locked in id order before
 # any is updated), price the call from the table in force and write the ledger row, in ONE statement (the
-# PL/pgSQL function of migration 0006). It returns null when the reservation was not held (settled,
+# PL/pgSQL function of migration 0007, which prices at the most specific of the names given, then the
+# reservation's model, then ``*``). It returns null when the reservation was not held (settled,
 # released or reclaimed before: the general path decides), else {"record": the ledger row's columns in
 # _USAGE_COLUMNS order, "counters": each counter's new spend with its budget's limits, for the alert check}.
 _SETTLE = """
 SELECT budgets_settle(%(id)s, %(now)s, %(spent)s, %(uncached)s, %(cached_tokens)s, %(output)s, %(step)s, %(model)s,
-                      %(provider)s, %(operation)s, %(input)s, %(source)s)::text
+                      %(provider)s, %(operation)s, %(input)s, %(source)s, %(price_names)s)::text
 """
 _USAGE_COLUMNS = [
     "id",
@@ -599,6 +624,7 @@ def _settle_held(reservation_id: int, usage: Mapping[str, Any], now: dt.datetime
                 "operation": str(operation)[:100] if operation else None,
                 "input": input_tokens,
                 "source": str(usage.get("source") or "run")[:20],
+                "price_names": usage_price_names(usage),  # the statement adds the reservation's model, then *
             },
         )
         outcome = cursor.fetchone()[0]
@@ -656,7 +682,9 @@ def _apply_usage(
     output_tokens = max(int(usage.get("output_tokens") or 0), 0)
     cached_tokens = max(int(usage.get("cached_tokens") or 0), 0)
     model = str(usage.get("model") or (reservation.model if reservation else "") or "unknown")[:120]
-    price = None if cached_hit else price_in_force(model, now)
+    price = (
+        None if cached_hit else price_in_force(usage_price_names(usage, reservation.model if reservation else ""), now)
+    )
     # A cache hit answers from a stored answer: it costs nothing and uses no budget.
     cost = Decimal(0) if cached_hit else cost_of(price, input_tokens, output_tokens, cached_tokens)
     spent_tokens = 0 if cached_hit else input_tokens + output_tokens

@@ -25,12 +25,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from budgets import actions
-from budgets.models import Alert, Budget
+from budgets.models import Alert, Budget, UsageRecord
+from budgets.presenters import call_rows
 
 log = structlog.get_logger(__name__)
 
 DAYS = 30
 TAIL_LIMIT = 100_000
+RECENT_CALLS = 20
 TOP_SESSIONS = 10
 TOP_SESSION_DAYS = 7  # grouping every session of 30 days is the one read that grows with traffic
 TOP_SUBJECTS = 5
@@ -415,4 +417,10 @@ def cost_data(now: dt.datetime | None = None, days: int = DAYS) -> dict:
     data["top_sessions"] = top_sessions(now)
     data["top_session_days"] = TOP_SESSION_DAYS
     data["forecasts"] = [f.__dict__ for f in forecasts(now)]
+    data["recent_calls"] = recent_calls()
     return data
+
+
+def recent_calls(limit: int = RECENT_CALLS) -> list[dict]:
+    """The newest ledger rows with the price row each was priced with (the index on id serves it)."""
+    return call_rows(UsageRecord.objects.select_related("price").order_by("-id")[:limit])

@@ -17,9 +17,13 @@ Endpoints
     with lorem-ipsum filler); ``mock_content`` — this exact answer; ``mock_tool_calls`` —
     ``[{"name": …, "arguments": {…}}]``: answer with these tool calls
     (``finish_reason="tool_calls"``). ``X-Mock-Words`` header works too.
-    Token counts are approximations: ``prompt_tokens`` = ⌈characters of all message contents / 4⌉ + 3 per
-    message; ``completion_tokens`` = ⌈characters of the answer / 4⌉. ``max_tokens`` /
-    ``max_completion_tokens`` cut the answer to 4 characters per token with ``finish_reason="length"``.
+    Like the real API: the answer names the model's dated snapshot (``gpt-4o`` answers as
+    ``gpt-4o-2024-08-06``, ``gpt-4`` as ``gpt-4-0613``; names it does not know come back as sent, like vLLM);
+    tokens are counted with OpenAI's tokenizer (``o200k_base``, ``cl100k_base`` for gpt-4 / gpt-3.5):
+    ``prompt_tokens`` = the message contents (images by OpenAI's tile rule) + 3 per message + 3;
+    ``completion_tokens`` = the answer's tokens. ``max_tokens`` / ``max_completion_tokens`` cut the answer to
+    that many tokens with ``finish_reason="length"``; reasoning models (o-series, gpt-5) refuse
+    ``max_tokens`` with OpenAI's 400 ``unsupported_parameter``.
 ``GET /v1/models``
     A model list (a few default ids plus every model seen).
 
@@ -67,6 +71,8 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from agentops.runtime.model_names import is_reasoning_model
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "mock-small", "mock-large")
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
@@ -186,15 +192,80 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def approx_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4)
+# What the real API answers for an undated name: its current snapshot.
+DATED_NAMES = {
+    "gpt-4": "gpt-4-0613",
+    "gpt-4-turbo": "gpt-4-turbo-2024-04-09",
+    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "o1": "o1-2024-12-17",
+    "o3": "o3-2025-04-16",
+    "o3-mini": "o3-mini-2025-01-31",
+    "o4-mini": "o4-mini-2025-04-16",
+    "claude-3-5-sonnet-latest": "claude-3-5-sonnet-20241022",
+    "claude-3-5-haiku-latest": "claude-3-5-haiku-20241022",
+    "claude-3-opus-latest": "claude-3-opus-20240229",
+    "claude-sonnet-4-0": "claude-sonnet-4-20250514",
+}
 
 
-def prompt_tokens(messages: list[Any]) -> int:
+def answered_name(model: str) -> str:
+    return DATED_NAMES.get(model, model)
+
+
+def count_tokens(text: str, model: str = "") -> int:
+    """Tokens of ``text`` as OpenAI counts them (the model's tokenizer; o200k_base for names it does not know)."""
+    if not text:
+        return 0
+    return len(_encoding(model).encode(text, disallowed_special=()))
+
+
+def _encoding(model: str) -> Any:
+    from agentops.runtime.tokens import _encoding as encoding
+    from agentops.runtime.tokens import encoding_name
+
+    return encoding(encoding_name(model) or "o200k_base")
+
+
+def approx_tokens(text: str, model: str = "") -> int:
+    return count_tokens(text, model)
+
+
+def _cut_to_tokens(text: str, limit: int, model: str) -> str:
+    encoding = _encoding(model)
+    return encoding.decode(encoding.encode(text, disallowed_special=())[:limit])
+
+
+def _content_tokens(content: Any, model: str) -> int:
+    if not isinstance(content, list):
+        return count_tokens(_text_of(content), model)
     total = 0
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            total += _image_tokens(part, model)
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            total += count_tokens(part["text"], model)
+    return total
+
+
+def _image_tokens(part: dict[str, Any], model: str) -> int:
+    from agentops.runtime.tokens import UnboundedInput, image_tokens
+
+    try:
+        return image_tokens(part, model)
+    except UnboundedInput:
+        return 85  # a model with no documented rule: the low-detail price
+
+
+def prompt_tokens(messages: list[Any], model: str = "") -> int:
+    total = 3
     for m in messages:
         if isinstance(m, dict):
-            total += approx_tokens(_text_of(m.get("content"))) + 3
+            total += _content_tokens(m.get("content"), model) + 3
     return total
 
 
@@ -261,11 +332,19 @@ async def _respond(send, status: int, body: bytes, headers: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send, status: int, retry_after: str | None = None, message: str | None = None) -> None:
-    etype, code, default_message = _ERRORS.get(
+async def _error(
+    send,
+    status: int,
+    retry_after: str | None = None,
+    message: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+) -> None:
+    etype, default_code, default_message = _ERRORS.get(
         status, ("server_error" if status >= 500 else "invalid_request_error", None, f"Mock fault {status}.")
     )
-    body = _json({"error": {"message": message or default_message, "type": etype, "param": None, "code": code}})
+    error = {"message": message or default_message, "type": etype, "param": param, "code": code or default_code}
+    body = _json({"error": error})
     headers = [(b"retry-after", retry_after.encode())] if retry_after is not None else []
     await _respond(send, status, body, headers)
 
@@ -294,10 +373,10 @@ async def _drop_connection(send, receive) -> None:
 def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]:
     finish = "stop"
     limit = req.get("max_completion_tokens") or req.get("max_tokens")
-    if isinstance(limit, int) and limit > 0 and approx_tokens(content) > limit:
-        content, finish = content[: limit * 4], "length"
-    usage_prompt = prompt_tokens(req.get("messages") or [])
-    usage_completion = approx_tokens(content)
+    if isinstance(limit, int) and limit > 0 and approx_tokens(content, model) > limit:
+        content, finish = _cut_to_tokens(content, limit, model), "length"
+    usage_prompt = prompt_tokens(req.get("messages") or [], model)
+    usage_completion = approx_tokens(content, model)
     usage = {
         "prompt_tokens": usage_prompt,
         "completion_tokens": usage_completion,
@@ -319,14 +398,16 @@ def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]
             for index, call in enumerate(calls)
         ]
         finish = "tool_calls"
-        usage_completion = approx_tokens(json.dumps(message["tool_calls"]))
+        usage_completion = approx_tokens(json.dumps(message["tool_calls"]), model)
+        if isinstance(limit, int) and limit > 0:  # a real model stops at the cap, inside a call or not
+            usage_completion = min(usage_completion, limit)
         usage["completion_tokens"] = usage_completion
         usage["total_tokens"] = usage_prompt + usage_completion
     response = {
         "id": f"chatcmpl-mock{next(_IDS):08d}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": model,
+        "model": answered_name(model),
         "system_fingerprint": "fp_agentops_mock",
         "choices": [
             {
@@ -357,6 +438,16 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
         await _error(send, 400, message=f"Unknown mock fault {fault!r}.")
         return
     kind, _, arg = fault.partition(":")
+    if req.get("max_tokens") is not None and is_reasoning_model(model):
+        await _error(
+            send,
+            400,
+            message="Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            param="max_tokens",
+            code="unsupported_parameter",
+        )
+        return
 
     if kind == "delay":
         if await _sleep_unless_disconnected(receive, float(arg) / 1000):

@@ -173,7 +173,7 @@ def _answer(
             "source": "gateway",
             "request_id": request_id,
             "cache_scope": principal.agent,
-            "prompt_tokens_estimate": wire.input_token_bound(request),
+            "prompt_tokens_estimate": wire.input_token_bound(request, [t.model for t in route.chain]),
         },
         stream=request.stream,
         passthrough=True,

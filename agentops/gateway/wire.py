@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentops.runtime.tokens import UnboundedInput, prompt_token_bound_for_models
+
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 # Fields the gateway reads itself; everything else goes to the upstream as it came.
@@ -212,16 +214,15 @@ def _optional_number(body: Mapping[str, Any], name: str, low: float, high: float
     return float(value)
 
 
-def input_token_bound(request: ChatRequest) -> int:
-    """A safe upper estimate of the prompt's tokens (what the reservation holds): every 3 bytes of the
-    messages and tools as JSON count as a token (real tokenizers average about 4 characters per token),
-    plus OpenAI's per-message framing. Over-reserving only holds budget a little longer; under-reserving
-    could let concurrent calls pass a hard limit."""
-    size = len(dumps(request.messages))
-    tools = request.upstream.get("tools")
-    if tools:
-        size += len(dumps(tools))
-    return math.ceil(size / 3) + 4 * len(request.messages) + 3
+def input_token_bound(request: ChatRequest, models: Sequence[str]) -> int:
+    """The most input tokens any model of the route can charge for this request (what the reservation
+    holds): the messages and tool or function definitions counted by ``agentops.runtime.tokens``. A part
+    with no known bound (an image on a model without a documented image rule) is a 400."""
+    definitions = [*(request.upstream.get("tools") or ()), *(request.upstream.get("functions") or ())]
+    try:
+        return prompt_token_bound_for_models(request.messages, [request.model, *models], tools=definitions)
+    except UnboundedInput as exc:
+        raise bad_request(str(exc), param=exc.param, code="unsupported_content") from None
 
 
 # --- answers -------------------------------------------------------------------------------------------

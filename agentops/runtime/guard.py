@@ -59,6 +59,7 @@ from agentops.runtime.providers.base import (
 from agentops.runtime.retry import RetryBudget
 from agentops.runtime.routing import Route
 from agentops.runtime.timeouts import Deadline
+from agentops.runtime.tokens import prompt_token_bound_for_models
 
 if TYPE_CHECKING:
     from agentops.runtime.timeouts import AdaptiveTimeouts
@@ -292,6 +293,8 @@ def guarded_llm(
     """
     start = deps.clock()
     cfg = deps.config.get()
+    if request.max_tokens is None:  # the output cap reserved is the cap sent upstream: the charge stays bounded
+        request = dataclasses.replace(request, max_tokens=cfg.default_max_tokens)
     if journal_key is not None and deps.journal is not None:
         recorded = deps.journal.lookup(journal_key)
         if recorded is not None:
@@ -569,15 +572,19 @@ def _reserve(
     (its route is returned), then escalate (``(None, route, the human's result)``) or raise."""
     if deps.budget is ALLOW_ALL:
         return None, route, None
-    # A caller that knows better (the gateway counts tools and uses a safe upper bound) names its estimate.
-    prompt = request.metadata.get("prompt_tokens_estimate") or estimate_prompt_tokens(request.messages)
+    models = [target.model for target in route.chain] or [request.model]
+    # An upper bound of what any model of the chain can charge for the prompt (the gateway names its own,
+    # which counts the request's tool definitions too).
+    prompt = request.metadata.get("prompt_tokens_estimate") or prompt_token_bound_for_models(
+        request.messages, models, tools=request.extra.get("tools") or request.extra.get("functions")
+    )
     completion = request.max_tokens if request.max_tokens is not None else cfg.default_max_tokens
     meta: dict[str, Any] = {
         **request.metadata,
         "operation": request.operation,
         "model": route.chain[0].model if route.chain else request.model,
         # Every model that may answer on this reservation: it is priced at the dearest (a backup may answer).
-        "models": [target.model for target in route.chain] or [request.model],
+        "models": models,
         "estimated_input_tokens": prompt,
         "estimated_output_tokens": completion,
         "estimated_tokens": prompt + completion,
@@ -639,6 +646,9 @@ def _finish(
             **request.metadata,
             "operation": request.operation,
             "model": result.model,
+            # The names a price may be listed under besides the answered one (budgets match the most specific).
+            "requested_model": request.model,
+            "route_model": _route_model(result),
             "provider": result.provider,
             "handler": result.handler,
             "input_tokens": result.input_tokens,
@@ -683,6 +693,14 @@ def _finish(
         defer(lambda: _log_answered(request, result, outcome))
     else:
         _log_answered(request, result, outcome)
+
+
+def _route_model(result: GuardResult) -> str:
+    """The model of the route target that answered (the hop's target is ``provider:model``)."""
+    for hop in reversed(result.hops):
+        if hop.outcome == "ok" and hop.target and hop.handler not in ("rules", "human"):
+            return hop.target.partition(":")[2]
+    return ""
 
 
 def _log_answered(request: LLMRequest, result: GuardResult, outcome: str) -> None:

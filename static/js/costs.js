@@ -125,10 +125,35 @@
     });
   }
 
+  function fillCalls(rows) {
+    var body = $("recent-call-rows");
+    body.replaceChildren();
+    if (!rows.length) {
+      var empty = document.createElement("tr");
+      var cell = text("td", "No calls yet.", "empty");
+      cell.colSpan = 6;
+      empty.appendChild(cell);
+      body.appendChild(empty);
+      return;
+    }
+    rows.forEach(function (c) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-call", c.id);
+      tr.appendChild(text("td", new Date(c.at).toLocaleTimeString(), "mono"));
+      tr.appendChild(text("td", c.agent || "—", "clip"));
+      tr.appendChild(text("td", c.model, "mono clip"));
+      tr.appendChild(text("td", c.priced_as, "priced-as"));
+      tr.appendChild(text("td", count(c.input_tokens) + " / " + count(c.output_tokens), "num"));
+      tr.appendChild(text("td", usd(c.usd), "num"));
+      body.appendChild(tr);
+    });
+  }
+
   function render(data) {
     fillTotals(data.totals);
     fillForecasts(data.forecasts);
     fillSessions(data.top_sessions);
+    fillCalls(data.recent_calls || []);
     drawDaily(data);
     drawBreakdown("agents", "chart-agents", data.by_agent, "agent");
     drawBreakdown("operations", "chart-operations", data.by_operation, "operation");

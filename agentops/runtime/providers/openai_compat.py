@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - older SDKs use httpx itself
     import httpx as sdk_http
 
 from agentops.runtime.errors import ErrorClass, ProviderError, classify
+from agentops.runtime.model_names import output_cap_field
 from agentops.runtime.providers.base import LLMRequest, LLMResult
 
 
@@ -122,7 +123,8 @@ class OpenAICompatProvider:
     def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(request.extra) if request.extra else {}
         if request.max_tokens is not None and "max_completion_tokens" not in kwargs:
-            kwargs["max_tokens"] = request.max_tokens
+            # Reasoning models refuse ``max_tokens``: the same cap goes by the name the model accepts.
+            kwargs[output_cap_field(request.model)] = request.max_tokens
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
         return kwargs

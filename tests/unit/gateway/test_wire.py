@@ -60,10 +60,24 @@ def test_invalid_requests_are_400_naming_the_parameter(body, param):
         assert error.value.param == param
 
 
-def test_the_input_estimate_is_an_upper_bound_of_a_4_chars_per_token_count():
-    long = [{"role": "user", "content": "word " * 2000}]
-    request = parse_chat_request(json.dumps({"model": "m", "messages": long}).encode())
-    assert wire.input_token_bound(request) >= len(long[0]["content"]) / 4 * 1.3
+def test_the_input_bound_covers_every_model_of_the_route_and_the_tool_definitions():
+    chinese = [{"role": "user", "content": "预算不能超支。" * 300}]
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    request = parse_chat_request(json.dumps({"model": "gpt-4o", "messages": chinese, "tools": tools}).encode())
+    with_backup = wire.input_token_bound(request, ["gpt-4o", "local-llama"])  # a model with no known tokenizer
+    assert with_backup >= len(chinese[0]["content"].encode())  # UTF-8 bytes bound the unknown tokenizer
+    assert wire.input_token_bound(request, ["gpt-4o"]) < with_backup
+
+
+def test_an_image_on_a_model_with_no_known_image_rule_is_a_400_naming_the_model():
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    body = {"model": "local-llama", "messages": [{"role": "user", "content": [image]}]}
+    request = parse_chat_request(json.dumps(body).encode())
+    with pytest.raises(WireError) as error:
+        wire.input_token_bound(request, ["local-llama"])
+    assert (
+        error.value.status == 400 and "local-llama" in error.value.message and error.value.code == "unsupported_content"
+    )
 
 
 def test_completions_and_chunks_parse_as_the_sdks_own_types():

@@ -48,6 +48,9 @@ if settings.SERVE_STATIC:
 
 
 from agentops.gateway import app as gateway  # noqa: E402
+from agentops.runtime import tokens  # noqa: E402
+
+tokens.warm(background=True)  # the gateway's first reservation need not wait for the tokenizer to load
 
 GATEWAY_PREFIX = "/v1/"
 

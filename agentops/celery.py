@@ -36,6 +36,13 @@ def _count_task(task=None, state=None, **kwargs):
     update_memory_gauge()
 
 
+@signals.worker_process_init.connect
+def _warm_tokenizers(**kwargs):
+    from agentops.runtime import tokens
+
+    tokens.warm(background=True)  # a run's first reservation need not wait for the tokenizer to load
+
+
 @signals.worker_process_shutdown.connect
 def _forget_dead_process(pid=None, **kwargs):
     from prometheus_client import multiprocess

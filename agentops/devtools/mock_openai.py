@@ -660,6 +660,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    from agentops.runtime import tokens
+
+    tokens.warm()  # before the first request: its timing must not include loading the tokenizer
     try:
         import uvloop  # noqa: F401
 

@@ -50,6 +50,18 @@ def _encoding(name: str) -> Any:
     return bpe_openai.get_encoding(name)
 
 
+def warm(*, background: bool = False) -> None:
+    """Load the tokenizers now (about a second, mostly the package's import) rather than in the first call
+    that needs them; ``background`` does it in a daemon thread so a process starts without waiting."""
+    if background:
+        import threading
+
+        threading.Thread(target=warm, name="tokenizer-warm-up", daemon=True).start()
+        return
+    for name in ("o200k_base", "cl100k_base"):
+        _encoding(name)
+
+
 def encoding_name(model: str) -> str | None:
     """The tokenizer the model uses, when one is installed; None means "count UTF-8 bytes"."""
     base = base_model_name(model)

@@ -12,6 +12,8 @@ import httpx
 import openai
 import pytest
 
+from agentops.devtools.mock_openai import count_tokens
+
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "What is 2+2?"}]
 
 
@@ -24,14 +26,14 @@ def test_plain_completion_has_openai_shape_and_usage(mock):
     r = ask(mock.client())
     assert r.object == "chat.completion"
     assert r.id.startswith("chatcmpl-")
-    assert r.model == "gpt-4o-mini"
+    assert r.model == "gpt-4o-mini-2024-07-18"  # like the real API: the dated snapshot that answered
     choice = r.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content == "Mock answer to: What is 2+2?"
     assert choice.finish_reason == "stop"
-    # ⌈chars/4⌉ + 3 per message for the prompt, ⌈chars/4⌉ for the answer
-    assert r.usage.prompt_tokens == (2 + 3) + (3 + 3)
-    assert r.usage.completion_tokens == 7
+    # OpenAI's tokenizer: the contents + 3 per message + 3 for the prompt, the answer's tokens
+    assert r.usage.prompt_tokens == 3 + (count_tokens("be brief") + 3) + (count_tokens("What is 2+2?") + 3)
+    assert r.usage.completion_tokens == count_tokens("Mock answer to: What is 2+2?")
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
@@ -42,8 +44,9 @@ def test_length_knobs(mock):
     assert long.startswith("Mock answer to: What is 2+2? lorem ipsum")
     assert ask(client, extra_body={"mock_words": 2}).choices[0].message.content == "Mock answer"
     assert ask(client, extra_body={"mock_content": "exactly this"}).choices[0].message.content == "exactly this"
-    cut = ask(client, extra_body={"mock_words": 100}, max_tokens=5).choices[0]
-    assert cut.finish_reason == "length" and len(cut.message.content) == 20
+    cut = ask(client, extra_body={"mock_words": 100}, max_tokens=5)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
+    assert count_tokens(cut.choices[0].message.content) == 5
 
 
 def test_streaming_with_include_usage(mock):
@@ -53,14 +56,10 @@ def test_streaming_with_include_usage(mock):
     assert text == ask(client, extra_body={"mock_words": 30}).choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == math_ceil(len(text) / 4)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == count_tokens(text)
     assert all(c.usage is None for c in chunks[:-1])
     plain = list(ask(client, stream=True))
     assert all(c.usage is None for c in plain) and all(c.choices for c in plain)
-
-
-def math_ceil(x: float) -> int:
-    return int(-(-x // 1))
 
 
 def test_models_endpoint(mock):
@@ -232,3 +231,12 @@ def test_a_plain_call_is_fast(mock):
     per_call = (time.perf_counter() - t0) / n
     raw.close()
     assert per_call < 0.005, f"{per_call * 1000:.2f} ms per call"
+
+
+def test_reasoning_models_refuse_max_tokens_like_the_real_api(mock):
+    client = mock.client()
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(client, model="o3-mini", max_tokens=50)
+    assert refused.value.code == "unsupported_parameter" and refused.value.param == "max_tokens"
+    answer = ask(client, model="o3-mini", max_completion_tokens=50)
+    assert answer.model == "o3-mini-2025-01-31" and answer.usage.completion_tokens <= 50

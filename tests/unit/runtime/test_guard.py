@@ -53,6 +53,7 @@ class ScriptedProvider:
         self.latency = latency
         self.scripts: dict[str, list] = {}
         self.calls: list[tuple[str, float]] = []
+        self.requests: list[LLMRequest] = []
 
     def script(self, model: str, *outcomes) -> ScriptedProvider:
         self.scripts.setdefault(model, []).extend(outcomes)
@@ -60,6 +61,7 @@ class ScriptedProvider:
 
     def complete(self, request: LLMRequest, timeout: float) -> LLMResult:
         self.calls.append((request.model, timeout))
+        self.requests.append(request)
         self.clock.now += self.latency
         queue = self.scripts.get(request.model) or []
         outcome = queue.pop(0) if queue else f"answer from {request.model}"
@@ -562,3 +564,20 @@ def test_background_latency_recorder_wakes_early_for_a_full_batch():
     while sum(len(b) for b in adaptive.batches) < 22 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sum(len(b) for b in adaptive.batches) == 22  # long before the 60 s interval
+
+
+def test_a_call_without_max_tokens_sends_upstream_the_output_cap_it_reserved():
+    h = Harness()
+    request = LLMRequest([{"role": "user", "content": "plan a trip"}], operation="planning")
+    guarded_llm(request, deps=h.deps)
+    cap = CONFIG.default_max_tokens
+    assert h.provider.requests[0].max_tokens == cap  # before: None, so the model could answer past the hold
+    assert h.budget.reserved[0]["estimated_output_tokens"] == cap
+
+
+def test_the_prompt_reserved_covers_chinese_text_for_every_model_of_the_chain():
+    h = Harness()
+    text = "请为客户总结退款政策，并清楚地列出下一步。" * 20
+    h.call(text)
+    # "large" and "small" have no known tokenizer: every UTF-8 byte may be a token (characters / 4 was 12× short)
+    assert h.budget.reserved[0]["estimated_input_tokens"] >= len(text.encode())

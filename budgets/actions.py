@@ -90,15 +90,12 @@ def price_in_force(model: str | Sequence[str], at: dt.datetime) -> ModelPrice | 
     return next((rows[name] for name in [*names, ANY_MODEL] if name in rows), None)
 
 
-def usage_price_names(usage: Mapping[str, Any], reservation_model: str = "") -> list[str]:
+def usage_price_names(usage: Mapping[str, Any]) -> list[str]:
     """The names a call may be priced under, most specific first: the model that answered (often dated:
-    ``gpt-4o-2024-08-06``), the model asked for, the route's model, the reservation's model, then each one
-    without provider prefix and date or version suffix (DESIGN.md §7)."""
+    ``gpt-4o-2024-08-06``), the model asked for, the route's model, then each one without provider prefix
+    and date or version suffix (DESIGN.md §7). Settling adds the reservation's model after them."""
     return price_names(
-        str(usage.get("model") or ""),
-        str(usage.get("requested_model") or ""),
-        str(usage.get("route_model") or ""),
-        reservation_model,
+        str(usage.get("model") or ""), str(usage.get("requested_model") or ""), str(usage.get("route_model") or "")
     )
 
 
@@ -682,9 +679,8 @@ def _apply_usage(
     output_tokens = max(int(usage.get("output_tokens") or 0), 0)
     cached_tokens = max(int(usage.get("cached_tokens") or 0), 0)
     model = str(usage.get("model") or (reservation.model if reservation else "") or "unknown")[:120]
-    price = (
-        None if cached_hit else price_in_force(usage_price_names(usage, reservation.model if reservation else ""), now)
-    )
+    names = [*usage_price_names(usage), *([reservation.model] if reservation and reservation.model else [])]
+    price = None if cached_hit else price_in_force(names, now)
     # A cache hit answers from a stored answer: it costs nothing and uses no budget.
     cost = Decimal(0) if cached_hit else cost_of(price, input_tokens, output_tokens, cached_tokens)
     spent_tokens = 0 if cached_hit else input_tokens + output_tokens

@@ -18,6 +18,7 @@ thread. Metric children are looked up once per label set (``_child``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -54,12 +55,11 @@ from agentops.runtime.providers.base import (
     LLMRequest,
     LLMResult,
     Provider,
-    estimate_prompt_tokens,
 )
 from agentops.runtime.retry import RetryBudget
 from agentops.runtime.routing import Route
 from agentops.runtime.timeouts import Deadline
-from agentops.runtime.tokens import prompt_token_bound_for_models
+from agentops.runtime.tokens import UnboundedInput, prompt_token_bound_for_models, text_tokens
 
 if TYPE_CHECKING:
     from agentops.runtime.timeouts import AdaptiveTimeouts
@@ -471,7 +471,7 @@ class GuardedStream:
         self._start = start
         self._done = False
         self.usage: dict[str, Any] | None = None
-        self.output_chars = 0
+        self.output_parts: list[str] = []  # counted only when the upstream sends no usage
         self.finish_reason: str | None = None
         self.model = opened.model
         self.result: GuardResult | None = None  # the settled call, once the stream ended
@@ -513,10 +513,10 @@ class GuardedStream:
             delta = choice.get("delta") or {}
             content = delta.get("content")
             if content:
-                self.output_chars += len(content)
+                self.output_parts.append(content)
             for call in delta.get("tool_calls") or ():
                 function = call.get("function") or {}
-                self.output_chars += len(function.get("name") or "") + len(function.get("arguments") or "")
+                self.output_parts += [function.get("name") or "", function.get("arguments") or ""]
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
 
@@ -528,10 +528,14 @@ class GuardedStream:
             input_tokens = int(usage.get("prompt_tokens") or 0)
             output_tokens = int(usage.get("completion_tokens") or 0)
         else:  # no usage from upstream (or the stream stopped early): what was counted
-            input_tokens = self._request.metadata.get("prompt_tokens_estimate") or estimate_prompt_tokens(
-                self._request.messages
+            # Charged at the bounds the reservation held (never more than it), the output counted as the
+            # model's tokenizer does, else as UTF-8 bytes, and never past the cap that was sent.
+            input_tokens = self._request.metadata.get("prompt_tokens_estimate") or _prompt_bound(
+                self._request, self.model
             )
-            output_tokens = (self.output_chars + 3) // 4
+            output_tokens = text_tokens("".join(self.output_parts), self.model)
+            if self._request.max_tokens is not None:
+                output_tokens = min(output_tokens, self._request.max_tokens)
         result = dataclasses.replace(
             self._opened,
             model=self.model,
@@ -693,6 +697,14 @@ def _finish(
         defer(lambda: _log_answered(request, result, outcome))
     else:
         _log_answered(request, result, outcome)
+
+
+def _prompt_bound(request: LLMRequest, model: str) -> int:
+    """The prompt's bound for charging a stream that brought no usage (a part with no known bound: its bytes)."""
+    try:
+        return prompt_token_bound_for_models(request.messages, [model])
+    except UnboundedInput:
+        return len(json.dumps(list(request.messages), default=str).encode())
 
 
 def _route_model(result: GuardResult) -> str:

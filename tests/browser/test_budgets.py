@@ -112,6 +112,8 @@ def test_cost_dashboard_draws_its_charts(web, page, budget_admin):
     actions.roll_up_usage()
     actions.save_budget(Budget(name="Today", timezone="Europe/Berlin", limit_tokens=20_000))
     actions.record_usage({"agent": "research", "session_id": "live", "model": "gpt-4o", "input_tokens": 5000})
+    # Answered under a dated name: priced by its family's row, and the screen says which row applied.
+    actions.record_usage({"agent": "support", "model": "gpt-4o-2024-08-06", "input_tokens": 100, "output_tokens": 10})
 
     base = web.extra["url"]
     login(page, base, budget_admin, PASSWORD)
@@ -120,10 +122,13 @@ def test_cost_dashboard_draws_its_charts(web, page, budget_admin):
     for canvas in ("chart-daily", "chart-agents", "chart-operations", "chart-tokens"):
         assert canvas_has_pixels(page, canvas), canvas
     datasets = page.evaluate("() => Chart.getChart('chart-daily').data.datasets.map(d => d.label)")
-    assert set(datasets) == {"gpt-4o", "gpt-4o-mini"}
+    assert set(datasets) == {"gpt-4o", "gpt-4o-mini", "gpt-4o-2024-08-06"}
     expect(page.locator("#top-session-rows tr")).to_have_count(5)
     expect(page.locator("#forecast-list li[data-budget='Today']")).to_contain_text("Today")
-    expect(page.locator("#total-calls")).to_have_text("5")
+    expect(page.locator("#total-calls")).to_have_text("6")
+    dated = page.locator("#recent-call-rows tr").first
+    expect(dated).to_contain_text("gpt-4o-2024-08-06")
+    expect(dated.locator(".priced-as")).to_contain_text("gpt-4o from 2024-01-01")
     page.wait_for_timeout(300)  # let Chart.js finish its layout before the picture
     screenshot(page, "costs-dashboard")
     assert page.console_errors == [], page.console_errors

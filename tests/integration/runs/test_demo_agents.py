@@ -123,7 +123,9 @@ def test_support_refund_survives_faults_suspends_for_the_email_and_finishes_once
     assert primary["error_class"] == "ServiceUnavailable" and primary["reason"] == "max_retries"
     assert primary["waits"][0] == pytest.approx(0.3)  # the server's Retry-After, not the policy's curve
     assert backup["handler"] == "backup" and backup["outcome"] == "ok" and backup["target"] == "simulated:gpt-4o-mini"
-    assert step(run, "classify").model == "gpt-4o-mini"  # routed by operation to the small model
+    assert (
+        step(run, "classify").model == "gpt-4o-mini-2024-07-18"
+    )  # routed by operation to the small model (dated answer)
     assert step(run, "lookup_order").result["email"] == order["email"]
 
     email = step(run, "send_email")

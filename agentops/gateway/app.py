@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import WireError
@@ -223,7 +223,7 @@ def _models_job(headers: dict[str, str], path: str) -> tuple[int, bytes]:
         raise wire.model_not_found(name)
     except WireError as error:
         return error.status, error.body()
-    except DatabaseError:
+    except (OperationalError, InterfaceError):
         return database_unavailable().status, database_unavailable().body()
     finally:
         close_old_connections()

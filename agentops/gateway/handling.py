@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import ChatRequest, WireError
@@ -128,7 +128,8 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
     except WireError as error:
         outbox.put("reply", error.status, error.headers()[1:], error.body())
         _count(error.status, raw)
-    except DatabaseError:  # PostgreSQL unreachable (a key not in the process's cache, a tool review …)
+    except (OperationalError, InterfaceError):  # PostgreSQL unreachable (a key not in the cache, a tool review …)
+        # Only these mean "away": a DataError is a bug of ours, and a 503 would make the SDK retry it.
         log.warning("gateway.database_unavailable", request_id=request_id, exc_info=True)
         error = database_unavailable()
         outbox.put("reply", error.status, error.headers()[1:], error.body())

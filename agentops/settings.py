@@ -264,8 +264,11 @@ WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 5, minimum=0)  # after the 
 # --- agent REST API (DESIGN.md §8) -------------------------------------------------------------------
 API_RATE_PER_SECOND = env_float("API_RATE_PER_SECOND", 50.0, minimum=0.01)  # per key, token bucket
 API_RATE_BURST = env_int("API_RATE_BURST", 200, minimum=1)
-# Bodies over this answer 413 (Django's own limit, applied to every request body).
+# Bodies over this answer 413 on every path, before they are read (agentops/bodylimit.py wraps the whole ASGI
+# application; Django's own check comes after its handler has read the body whole).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Django's ASGI handler spools a body to a temporary file past this size: never, for a body the limit admits.
+FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, DATA_UPLOAD_MAX_MEMORY_SIZE)
 # Longest ?wait= a long-poll may ask for (seconds).
 API_MAX_WAIT_SECONDS = env_float("API_MAX_WAIT_SECONDS", 60.0, minimum=1.0)
 # How long a process remembers a verified API key (revocation takes effect everywhere within this).

@@ -69,7 +69,11 @@ class ApiKeyCreationForm(forms.Form):
         help_text="admin lets a key manage budgets and prices as code",
     )
     max_in_flight = forms.IntegerField(
-        min_value=1, max_value=10_000, initial=16, help_text="gateway requests in flight at once (all processes)"
+        min_value=1,
+        max_value=10_000,
+        initial=16,
+        required=False,
+        help_text="gateway requests in flight at once (all processes); empty: 16",
     )
 
 

@@ -227,3 +227,21 @@ def test_max_in_flight_is_set_from_the_command_line(transactional_db):
     assert ApiKey.objects.get(agent__name="gw-cli").max_in_flight == 3
     with pytest.raises(CommandError):
         call_command("create_api_key", "gw-cli", "--max-in-flight", "0", stdout=StringIO(), stderr=StringIO())
+
+
+def test_max_in_flight_is_the_one_field_an_admin_can_change_on_a_key(transactional_db, django_user_model):
+    from django.test import Client
+
+    from agentops.models import ApiKey
+
+    row, _ = actions.create_api_key("gw-admin-edit", name="first")
+    admin = django_user_model.objects.create_superuser("gw-keys-admin", "k@example.com", "gw-keys-admin-pass-1")
+    browser = Client()
+    browser.force_login(admin)
+    page = f"/admin/agentops/apikey/{row.pk}/change/"
+    response = browser.post(page, {"max_in_flight": "40", "name": "renamed", "_save": "Save"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    row.refresh_from_db()
+    assert row.max_in_flight == 40 and row.name == "first"  # the name is read-only
+    assert browser.post(page, {"max_in_flight": "0", "_save": "Save"}).status_code == 200  # refused, shown again
+    assert ApiKey.objects.get(pk=row.pk).max_in_flight == 40

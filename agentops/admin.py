@@ -68,13 +68,23 @@ class ApiKeyCreationForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="admin lets a key manage budgets and prices as code",
     )
+    max_in_flight = forms.IntegerField(
+        min_value=1,
+        max_value=10_000,
+        initial=16,
+        required=False,
+        help_text="gateway requests in flight at once (all processes); empty: 16",
+    )
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    """Keys are created through a form that shows the new key once, and revoked, never edited."""
+    """Keys are created through a form that shows the new key once, and revoked; only their gateway share
+    (max_in_flight) can be changed afterwards."""
 
-    list_display = ("prefix", "agent", "name", "scope_list", "created_at", "last_used_at", "revoked_at")
+    list_display = (
+        "prefix", "agent", "name", "scope_list", "max_in_flight", "created_at", "last_used_at", "revoked_at"
+    )  # fmt: skip
     list_filter = ("revoked_at",)
     search_fields = ("prefix", "agent__name", "name")
     actions = ["revoke"]
@@ -85,8 +95,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def scope_list(self, obj):
         return ", ".join(obj.scopes)
 
-    def has_change_permission(self, request, obj=None):
-        return False
+    def save_model(self, request, obj, form, change):
+        if change:  # every other field is read-only
+            actions.set_api_key_max_in_flight(obj.pk, obj.max_in_flight)
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -103,6 +114,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 scopes=form.cleaned_data["scopes"],
                 name=form.cleaned_data["name"],
                 created_by=request.user.get_username(),
+                max_in_flight=form.cleaned_data["max_in_flight"],
             )
             messages.warning(request, f"New key for {row.agent.name} — copy it now, it is not shown again: {key}")
             return redirect("admin:agentops_apikey_changelist")

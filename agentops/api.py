@@ -16,8 +16,10 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer
 
+from agentops import jsonbody
 from agentops.apikeys import Principal, verify
 from agentops.ratelimit import RateLimited, take
 
@@ -54,7 +56,17 @@ def require(request: HttpRequest, scope: str) -> Principal:
     return principal
 
 
+class ApiParser(Parser):
+    """Bodies through agentops/jsonbody.py: nesting is bounded and no text PostgreSQL cannot store gets in,
+    whatever field (declared or free-form) it sits in. Ninja turns a parse error into ``HttpError(400)``
+    with our ``BodyProblem`` as its cause; ``_http_error`` answers it."""
+
+    def parse_body(self, request: HttpRequest):
+        return jsonbody.loads(request.body)
+
+
 api = NinjaAPI(
+    parser=ApiParser(),
     title="agentops",
     version="1",
     description="Runs, permission requests, usage, reservations and budgets for agents. "
@@ -123,8 +135,17 @@ def _invalid(request, exc: ValidationError):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
+    if isinstance(exc.__cause__, jsonbody.BodyProblem):
+        return _body_problem(request, exc.__cause__)
     code = {400: "malformed", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
     return error_response(request, exc.status_code, code, str(exc))
+
+
+def _body_problem(request, problem: jsonbody.BodyProblem) -> HttpResponse:
+    if problem.malformed:
+        return error_response(request, 400, "malformed", problem.message, {"loc": ["body", *problem.path]})
+    error = {"loc": ["body", *problem.path], "msg": problem.message, "type": "value_error"}
+    return error_response(request, 422, "invalid", problem.message, {"errors": [error]})
 
 
 @api.exception_handler(Http404)

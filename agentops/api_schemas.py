@@ -8,26 +8,19 @@ from typing import Annotated, Any
 from ninja import Schema
 from pydantic import AfterValidator
 
+from agentops import jsonbody
+
 MAX_ID = 2**63 - 1  # bigint primary keys: a larger id is invalid (422), not a database error
 
 
 def storable(value):
     """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates: refuse them (422) instead
-    of failing when stored (5xx). Checks strings, and keys and values of objects and lists, recursively."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("NUL characters (\\u0000) are not allowed")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("not valid Unicode (a lone surrogate)") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            storable(key)
-            storable(item)
-    elif isinstance(value, list):
-        for item in value:
-            storable(item)
+    of failing when stored (5xx). Bodies are checked whole when parsed (ApiParser in agentops/api.py); this
+    covers query and path parameters, with the same rule (agentops/jsonbody.py)."""
+    try:
+        jsonbody.check(value)
+    except jsonbody.BodyProblem as problem:
+        raise ValueError(problem.message) from None
     return value
 
 

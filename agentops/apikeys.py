@@ -4,6 +4,10 @@ A key looks like ``ao_<prefix>_<secret>``. The prefix is public and finds the ro
 whole key is stored and it is compared with ``hmac.compare_digest``. Verified keys are remembered per
 process for ``CACHE_SECONDS`` so a busy agent does not cost a database read per request; revocation
 therefore takes effect within that time everywhere (at once in the process that revoked).
+
+Keys found bad (unknown, revoked, wrong secret) are remembered too, as hashes, for ``BAD_SECONDS`` and at
+most ``BAD_MAX`` of them: ``known_bad`` lets the gateway refuse a repeated bad key on the event loop,
+before it takes a thread or a database connection.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from agentops.models import ApiKey
 
 CACHE_SECONDS = float(getattr(settings, "API_KEY_CACHE_SECONDS", 5.0))
 CACHE_MAX = 10_000  # entries (prefixes) remembered per process
+BAD_SECONDS = float(getattr(settings, "API_KEY_NEGATIVE_CACHE_SECONDS", 5.0))
+BAD_MAX = 10_000  # hashes of bad keys remembered per process (oldest forgotten first)
 TOUCH_EVERY = 60.0
 KEY_PREFIX = "ao_"
 
@@ -33,6 +39,7 @@ class Principal:
     agent_id: int
     agent: str
     scopes: frozenset[str]
+    max_in_flight: int = 16
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -67,12 +74,33 @@ _touched: dict[int, float] = {}
 _lock = threading.Lock()
 
 
+_bad: dict[str, float] = {}  # sha256 of a bad key -> until when it is known bad (insertion ordered)
+
+
 def forget(prefix: str | None = None) -> None:
     with _lock:
         if prefix is None:
             _cache.clear()
+            _bad.clear()
         else:
             _cache.pop(prefix, None)
+
+
+def _remember_bad(digest: str, now: float) -> None:
+    with _lock:
+        _bad.pop(digest, None)
+        _bad[digest] = now + BAD_SECONDS
+        while len(_bad) > BAD_MAX:  # a flood of made-up keys must not grow memory without bound
+            del _bad[next(iter(_bad))]
+
+
+def known_bad(key: str) -> bool:
+    """True for a key that cannot be valid (malformed) or was found bad in the last ``BAD_SECONDS``: cheap
+    enough for the event loop (one SHA-256, one dict lookup, no database)."""
+    if prefix_of(key or "") is None:
+        return True
+    until = _bad.get(hash_key(key))
+    return until is not None and until >= time.monotonic()
 
 
 def verify(key: str) -> Principal | None:
@@ -86,7 +114,7 @@ def verify(key: str) -> Principal | None:
     if cached is None or cached[0] < now:
         row = ApiKey.objects.select_related("agent").filter(prefix=prefix, revoked_at=None).first()
         principal = (
-            Principal(row.pk, row.agent_id, row.agent.name, frozenset(row.scopes))
+            Principal(row.pk, row.agent_id, row.agent.name, frozenset(row.scopes), row.max_in_flight)
             if row is not None and row.agent.enabled
             else None
         )
@@ -98,6 +126,7 @@ def verify(key: str) -> Principal | None:
             _cache[prefix] = cached
     _, stored, principal = cached
     if principal is None or not hmac.compare_digest(stored, digest):
+        _remember_bad(digest, now)
         return None
     if _touched.get(principal.key_id, 0.0) < now:
         _touched[principal.key_id] = now + TOUCH_EVERY

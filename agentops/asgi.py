@@ -63,9 +63,14 @@ async def http_router(scope, receive, send):
     await handler(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_router,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+from agentops.bodylimit import BodyLimit  # noqa: E402
+
+# BodyLimit outermost: a body over the limit is refused before any handler reads it (agentops/bodylimit.py).
+application = BodyLimit(
+    ProtocolTypeRouter(
+        {
+            "http": http_router,
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

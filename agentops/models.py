@@ -335,6 +335,13 @@ class ApiKey(models.Model):
     created_by = models.CharField(max_length=150, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # The key's fair share of the gateway: requests in flight at once, across every web process
+    # (agentops/inflight.py); one more answers 429 until one ends.
+    max_in_flight = models.PositiveIntegerField(
+        default=16,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="gateway requests this key may have in flight at once (all web processes together)",
+    )
 
     class Meta:
         ordering = ["-created_at"]

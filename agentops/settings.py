@@ -264,12 +264,17 @@ WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 5, minimum=0)  # after the 
 # --- agent REST API (DESIGN.md §8) -------------------------------------------------------------------
 API_RATE_PER_SECOND = env_float("API_RATE_PER_SECOND", 50.0, minimum=0.01)  # per key, token bucket
 API_RATE_BURST = env_int("API_RATE_BURST", 200, minimum=1)
-# Bodies over this answer 413 (Django's own limit, applied to every request body).
+# Bodies over this answer 413 on every path, before they are read (agentops/bodylimit.py wraps the whole ASGI
+# application; Django's own check comes after its handler has read the body whole).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Django's ASGI handler spools a body to a temporary file past this size: never, for a body the limit admits.
+FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, DATA_UPLOAD_MAX_MEMORY_SIZE)
 # Longest ?wait= a long-poll may ask for (seconds).
 API_MAX_WAIT_SECONDS = env_float("API_MAX_WAIT_SECONDS", 60.0, minimum=1.0)
 # How long a process remembers a verified API key (revocation takes effect everywhere within this).
 API_KEY_CACHE_SECONDS = env_float("API_KEY_CACHE_SECONDS", 5.0, minimum=0.0)
+# How long a process remembers a key found bad, to refuse it again without a thread or a database read.
+API_KEY_NEGATIVE_CACHE_SECONDS = env_float("API_KEY_NEGATIVE_CACHE_SECONDS", 5.0, minimum=0.0)
 
 # --- OpenAI-compatible gateway at /v1 (DESIGN.md §8b) --------------------------------------------------
 # The standard OpenAI variables name the default upstream: the endpoint for any model no route or provider
@@ -284,3 +289,6 @@ GATEWAY_THREADS = env_int("GATEWAY_THREADS", 64, minimum=1)
 # How long a held answer (a sensitive tool call, agent setting "hold") waits for a reviewer before the
 # safe default (reject) applies.
 GATEWAY_HOLD_SECONDS = env_float("GATEWAY_HOLD_SECONDS", 300.0, minimum=1.0)
+# A gateway request's in-flight slot (ApiKey.max_in_flight) lapses after this even if its process died
+# before releasing it; a request that lasts longer stops counting against its key from then on.
+GATEWAY_IN_FLIGHT_TTL_SECONDS = env_float("GATEWAY_IN_FLIGHT_TTL_SECONDS", 900.0, minimum=10.0)

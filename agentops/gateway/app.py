@@ -21,10 +21,11 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import WireError
+from agentops.observability import metrics
 
 log = structlog.get_logger("agentops.gateway")
 
@@ -52,12 +53,21 @@ class Outbox:
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue()
         self.gone = threading.Event()
+        self.slot: tuple[int, str] | None = None  # the key's in-flight slot, once the job took it
 
     def put(self, *item: Any) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
 async def app(scope, receive, send) -> None:
+    metrics.GATEWAY_IN_FLIGHT.inc()  # request tasks alive: back to 0 when every client has gone
+    try:
+        await _serve(scope, receive, send)
+    finally:
+        metrics.GATEWAY_IN_FLIGHT.dec()
+
+
+async def _serve(scope, receive, send) -> None:
     started = time.perf_counter()
     request_id = uuid.uuid4().hex
     path, method = scope["path"].rstrip("/") or "/", scope["method"]
@@ -68,11 +78,13 @@ async def app(scope, receive, send) -> None:
                 raise WireError(
                     405, f"Method {method} is not allowed on {CHAT_PATH}; use POST.", code="method_not_allowed"
                 )
+            _refuse_known_bad_key(scope)
             raw = await _read_body(scope, receive)
             await _chat(scope, receive, send, raw, started, request_id, own)
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             if method != "GET":
                 raise WireError(405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed")
+            _refuse_known_bad_key(scope)
             loop = asyncio.get_running_loop()
             status, body = await loop.run_in_executor(pool(), _models_job, _headers(scope), path)
             await _respond(send, status, body, own)
@@ -89,22 +101,24 @@ def _headers(scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
+def _refuse_known_bad_key(scope) -> None:
+    """A malformed key, or one found bad seconds ago (apikeys.known_bad), is refused here on the event
+    loop: a flood of bad keys takes no gateway thread and no database read from good ones."""
+    from agentops.apikeys import known_bad
+    from agentops.gateway.handling import bearer_key, invalid_api_key
+
+    if known_bad(bearer_key(_headers(scope))):
+        raise invalid_api_key()
+
+
 async def _read_body(scope, receive) -> bytes:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    too_big = WireError(413, f"The request body is over the limit of {limit} bytes.", code="request_too_large")
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise too_big
-    chunks, size = [], 0
+    """The whole body; its size is bounded before we get here (agentops/bodylimit.py wraps the application)."""
+    chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise WireError(400, "The client went away before sending the whole body.")
-        body = message.get("body", b"")
-        size += len(body)
-        if size > limit:
-            raise too_big
-        chunks.append(body)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
 
@@ -128,11 +142,30 @@ async def _watch_disconnect(receive, outbox: Outbox) -> None:
 
 async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
     from agentops.gateway.handling import chat_job
+    from agentops.inflight import release
 
     loop = asyncio.get_running_loop()
     outbox = Outbox(loop)
     job = loop.run_in_executor(pool(), chat_job, raw, _headers(scope), outbox, started, request_id)
     watcher = asyncio.ensure_future(_watch_disconnect(receive, outbox))
+    answer = asyncio.ensure_future(_send_answer(send, outbox, own))
+    try:
+        # Whichever ends first: the answer is sent, or the client went away. A client that leaves ends
+        # the request here, whatever the answer was waiting for (the job's next item, a reviewer).
+        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        answer.cancel()
+        watcher.cancel()
+        outbox.gone.set()  # a job still streaming stops at its next chunk and settles what it produced
+        try:
+            await job
+        except Exception:
+            log.exception("gateway.job_failed", request_id=request_id)
+        if outbox.slot is not None:  # off the loop: releasing is a Redis call
+            await loop.run_in_executor(None, release, outbox.slot)
+
+
+async def _send_answer(send, outbox: Outbox, own: list) -> None:
     try:
         item = await outbox.queue.get()
         if item[0] == "reply":
@@ -157,13 +190,6 @@ async def _chat(scope, receive, send, raw: bytes, started: float, request_id: st
             await _pump(send, outbox)
     except OSError:  # the client went away while we were sending
         outbox.gone.set()
-    finally:
-        watcher.cancel()
-        outbox.gone.set()  # a job still streaming stops at its next chunk and settles what it produced
-        try:
-            await job
-        except Exception:
-            log.exception("gateway.job_failed", request_id=request_id)
 
 
 async def _pump(send, outbox: Outbox) -> None:
@@ -223,7 +249,7 @@ def _models_job(headers: dict[str, str], path: str) -> tuple[int, bytes]:
         raise wire.model_not_found(name)
     except WireError as error:
         return error.status, error.body()
-    except DatabaseError:
+    except (OperationalError, InterfaceError):
         return database_unavailable().status, database_unavailable().body()
     finally:
         close_old_connections()

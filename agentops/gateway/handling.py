@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import ChatRequest, WireError
@@ -27,19 +27,28 @@ DEFAULT_OPERATION = "chat"
 # --- who is asking -----------------------------------------------------------------------------------
 
 
+def bearer_key(headers: dict[str, str]) -> str:
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
+def invalid_api_key() -> WireError:
+    return WireError(
+        401,
+        "Incorrect API key provided. Use an agentops agent key (ao_…) as the bearer token; "
+        "create one with `manage.py create_api_key AGENT`.",
+        code="invalid_api_key",
+    )
+
+
 def authenticate(headers: dict[str, str]):
     """The verified principal of the bearer key, with the gateway scope; else 401 / 403."""
     from agentops.apikeys import verify
 
-    scheme, _, key = headers.get("authorization", "").partition(" ")
-    principal = verify(key.strip()) if scheme.lower() == "bearer" else None
+    key = bearer_key(headers)
+    principal = verify(key) if key else None
     if principal is None:
-        raise WireError(
-            401,
-            "Incorrect API key provided. Use an agentops agent key (ao_…) as the bearer token; "
-            "create one with `manage.py create_api_key AGENT`.",
-            code="invalid_api_key",
-        )
+        raise invalid_api_key()
     if not principal.allows(SCOPE):
         raise WireError(
             403,
@@ -58,6 +67,24 @@ def database_unavailable() -> WireError:
         code="database_unavailable",
         retry_after=5,
     )
+
+
+def admit(principal, outbox) -> None:
+    """Take one of the key's in-flight slots for this request (app._chat releases it when the request
+    ends, a held answer or a stream included); at the cap, 429 in OpenAI's shape."""
+    from agentops.inflight import TooManyInFlight
+    from agentops.inflight import admit as take_slot
+
+    try:
+        outbox.slot = take_slot(principal.key_id, principal.max_in_flight)
+    except TooManyInFlight as exc:
+        raise WireError(
+            429,
+            f"This API key already has {exc.cap} requests in flight (its max_in_flight); retry when one has finished.",
+            type_="requests",
+            code="too_many_requests_in_flight",
+            retry_after=1.0,
+        ) from None
 
 
 def rate_limit(principal) -> None:
@@ -122,13 +149,15 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
     after: list = []  # the settle and log line of the answer, run once it is on its way (guarded_llm's defer)
     try:
         principal = authenticate(headers)
+        admit(principal, outbox)
         rate_limit(principal)
         request = wire.parse_chat_request(raw)
         _answer(principal, request, headers, outbox, started, request_id, after)
     except WireError as error:
         outbox.put("reply", error.status, error.headers()[1:], error.body())
         _count(error.status, raw)
-    except DatabaseError:  # PostgreSQL unreachable (a key not in the process's cache, a tool review …)
+    except (OperationalError, InterfaceError):  # PostgreSQL unreachable (a key not in the cache, a tool review …)
+        # Only these mean "away": a DataError is a bug of ours, and a 503 would make the SDK retry it.
         log.warning("gateway.database_unavailable", request_id=request_id, exc_info=True)
         error = database_unavailable()
         outbox.put("reply", error.status, error.headers()[1:], error.body())

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentops import jsonbody
 from agentops.runtime.tokens import UnboundedInput, prompt_token_bound_for_models
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -97,7 +98,9 @@ class ChatRequest:
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """The request, or a ``WireError`` (400) naming the offending parameter like OpenAI does."""
     try:
-        body = json.loads(raw)
+        body = jsonbody.loads(raw)
+    except jsonbody.BodyProblem as problem:  # nested too deep, or text PostgreSQL cannot store (agentops/jsonbody.py)
+        raise bad_request(problem.message, param=problem.where or None) from None
     except (ValueError, UnicodeDecodeError):
         raise bad_request(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "

@@ -96,6 +96,11 @@ _touch_seed_series()
 GATEWAY_REQUESTS = Counter(
     "agentops_gateway_requests_total", "Gateway chat completions by status code and mode", ["status", "mode"]
 )
+GATEWAY_IN_FLIGHT = Gauge(
+    "agentops_gateway_requests_in_flight",
+    "Gateway requests being served now (live request tasks, summed over web processes)",
+    multiprocess_mode="livesum",
+)
 GATEWAY_OVERHEAD_SECONDS = Histogram(
     "agentops_gateway_overhead_seconds",
     "Time a gateway answer spent in agentops (arrival to answer, upstream calls excluded)",

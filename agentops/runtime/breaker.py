@@ -523,6 +523,8 @@ class BreakerRegistry:
             return
         with self._lock:
             pending = list(self._unregistered)
+        if not pending:  # another thread registered them in between (SADD with no member is an error)
+            return
         try:
             self._redis.sadd(self._names_key, *pending)
         except REDIS_DOWN_ERRORS:

@@ -134,7 +134,7 @@ def _setup() -> str:
             on_block=Budget.OnBlock.FAIL,
         )
     )
-    row, key = actions.create_api_key(AGENT, name="bench_gateway", created_by="bench")
+    row, key = actions.create_api_key(AGENT, name="bench_gateway", created_by="bench", max_in_flight=64)
     if "gateway" not in row.scopes:
         raise RuntimeError(f"the default scopes {row.scopes} lack 'gateway'")
     return key

@@ -75,8 +75,8 @@ def gateway(gateway_web, mock, redis_client, transactional_db) -> str:
 def make_key(transactional_db) -> Callable[..., str]:
     from agentops.actions import create_api_key
 
-    def make(agent: str = "gw-agent", scopes: list[str] | None = None) -> str:
-        return create_api_key(agent, scopes=scopes)[1]
+    def make(agent: str = "gw-agent", scopes: list[str] | None = None, max_in_flight: int | None = None) -> str:
+        return create_api_key(agent, scopes=scopes, max_in_flight=max_in_flight)[1]
 
     return make
 

@@ -240,7 +240,7 @@ def test_two_hundred_concurrent_calls_never_overspend_one_cap(gateway, make_key,
 
     cap = 3000
     budget = budgets.save_budget(Budget(name="gw-cap", limit_tokens=cap, timezone="UTC"))
-    key = make_key("gw-crowd")
+    key = make_key("gw-crowd", max_in_flight=200)  # the budget is under test here, not the fair share
 
     async def crowd() -> list[int]:
         sdk = openai.AsyncOpenAI(base_url=gateway, api_key=key, max_retries=0, timeout=60)

@@ -258,6 +258,27 @@ try:
     zoneinfo.ZoneInfo(BUDGET_TIMEZONE)
 except (zoneinfo.ZoneInfoNotFoundError, ValueError) as _exc:
     raise ImproperlyConfigured(f"BUDGET_TIMEZONE={BUDGET_TIMEZONE!r} is not a time zone name") from _exc
+# Usage an agent reports itself (POST /api/v1/usage, a settle) is refused with a 422 beyond what one call of
+# the model can use: its context window of input and its output limit (below: model family -> (context,
+# output) tokens; "gpt-4o" also covers "gpt-4o-2024-08-06" and "openai/gpt-4o"), else this ceiling in total.
+AGENTOPS_USAGE_REPORT_MAX_TOKENS = env_int("AGENTOPS_USAGE_REPORT_MAX_TOKENS", 2_000_000, minimum=1, maximum=2**31 - 1)
+AGENTOPS_MODEL_TOKEN_LIMITS = {
+    "gpt-4o": (128_000, 16_384),
+    "gpt-4o-mini": (128_000, 16_384),
+    "gpt-4.1": (1_047_576, 32_768),
+    "gpt-4-turbo": (128_000, 4_096),
+    "gpt-4": (8_192, 8_192),
+    "gpt-3.5-turbo": (16_385, 4_096),
+    "o1": (200_000, 100_000),
+    "o3": (200_000, 100_000),
+    "o4-mini": (200_000, 100_000),
+    "claude-3": (200_000, 4_096),
+    "claude-3-5-sonnet": (200_000, 8_192),
+    "claude-3-5-haiku": (200_000, 8_192),
+    "claude-3-7-sonnet": (200_000, 64_000),
+    "claude-sonnet-4": (200_000, 64_000),
+    "claude-opus-4": (200_000, 32_000),
+}
 WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 2.0, minimum=0.01)
 WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 5, minimum=0)  # after the first attempt: 2, 4, 8, 16, 32 s
 

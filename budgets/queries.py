@@ -339,7 +339,7 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
         left_usd = float(budget.limit_usd - spent_usd)
         left_hours.append(0.0 if left_usd <= 0 else (left_usd / usd_per_hour if usd_per_hour > 0 else None))
     known = [h for h in left_hours if h is not None]
-    who = f"{budget.name}" + (f" ({subject})" if subject else "")
+    who = f"{budget.name}" + (f" ({actions.subject_label(budget, subject)})" if subject else "")
     base = dict(
         budget=budget.name,
         subject=subject,

@@ -229,6 +229,11 @@ OTEL_ENABLED = bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or env_str("OTEL_
 # --- agentops ----------------------------------------------------------------------------------
 AGENTOPS_AGENT_MODULES = env_list("AGENTOPS_AGENT_MODULES", [])
 AGENTOPS_BENCH_ENDPOINTS = env_bool("AGENTOPS_BENCH_ENDPOINTS", False)
+# The demo traffic (manage.py simulate_traffic, make run's `traffic`) paces each of its agents to this many
+# tokens a minute after an hour's worth at the start (0 = unpaced): 3 agents × 12 × (60 + 1440) min = 54,000
+# tokens a day, about half of the seeded 100,000-token global daily budget and under its 80 % alert
+# threshold (seed_demo also caps each demo agent at DEMO_AGENT_DAILY_TOKENS a day with a hard budget).
+DEMO_TOKENS_PER_MINUTE = env_float("DEMO_TOKENS_PER_MINUTE", 12.0, minimum=0.0)
 READYZ_TIMEOUT = env_float("READYZ_TIMEOUT", 2.0, minimum=0.1)
 # A worker holds a run's lease and renews it every RUN_LEASE_SECONDS / 3; beat re-enqueues runs whose
 # lease expired (the worker died), so a crashed run resumes after at most lease + reclaim interval.

@@ -314,7 +314,7 @@ def _check_reported(model: str, input_tokens: int, output_tokens: int) -> None:
 # --- usage, reservations, remaining budgets ----------------------------------------------------------
 
 
-@router.post("/usage", response=responses({201: UsageOut}, 404, 503), summary="Report the tokens of a call")
+@router.post("/usage", response=responses({201: UsageOut}, 503), summary="Report the tokens of a call")
 def record_usage(request, payload: UsageIn):
     """Record a call that held no reservation (usage reported after the fact): priced at the model's price in
     force now, added to the spend of every budget that applies, always for the key's own agent. Answers the

@@ -1036,22 +1036,28 @@ def evaluate_alerts() -> int:
 
     config = AlertSettings.current()
     hour_ago = now - dt.timedelta(hours=1)
+    # A session is one agent's (as for session budgets): two agents that pick the same id are two sessions.
     spikes = (
         UsageRecord.objects.filter(created_at__gte=hour_ago)
         .exclude(session_id="")
-        .values("session_id")
+        .values("agent", "session_id")
         .annotate(cost=Sum("cost_usd"))
         .filter(cost__gt=config.session_spike_usd)
     )
     for row in spikes:
+        agent, session = row["agent"], row["session_id"]
+        who = f"session {session}" + (f" of agent {agent}" if agent else "")
         fired += bool(
             fire_alert(
                 Alert.Kind.SESSION_SPIKE,
-                f"session_spike:{row['session_id']}:{now.date().isoformat()}",
-                f"session {row['session_id']} spent ${row['cost']:.4f} in the last hour "
-                f"(threshold ${config.session_spike_usd})",
-                subject=row["session_id"],
-                details={"cost_usd": str(row["cost"]), "threshold_usd": str(config.session_spike_usd)},
+                f"session_spike:{session_subject(agent, session)}:{now.date().isoformat()}",
+                f"{who} spent ${row['cost']:.4f} in the last hour (threshold ${config.session_spike_usd})",
+                subject=session,
+                details={
+                    "agent": agent,
+                    "cost_usd": str(row["cost"]),
+                    "threshold_usd": str(config.session_spike_usd),
+                },
             )
         )
 

@@ -112,6 +112,60 @@ class Workers:
                     self._busy -= 1
 
 
+# --- pacing ----------------------------------------------------------------------------------------------
+
+
+class TokenPacer:
+    """Paces each demo agent to ``tokens_per_minute``: an agent may start a call (or a run) only while what it
+    has spent since the traffic began (ledger plus held reservations plus what its queued runs will likely
+    use, measured by the caller) is below its allowance, ``tokens_per_minute`` × (``head_start_minutes`` +
+    the minutes since it began). Over a day an agent so spends about ``tokens_per_minute`` × 1440 tokens,
+    plus at most one call's or run's worth beyond its allowance. The head start (an hour's worth) lets a
+    newcomer to the demo see every kind of call in its first minute. Unpaced when ``tokens_per_minute`` is 0.
+
+    ``time_scale`` runs the allowance's clock faster (60: a minute of allowance per real second), so a test
+    can check a day's pacing in a minute; the demo itself runs at 1."""
+
+    def __init__(
+        self,
+        tokens_per_minute: float,
+        *,
+        time_scale: float = 1.0,
+        head_start_minutes: float = 60.0,
+        began: float | None = None,
+    ) -> None:
+        if tokens_per_minute < 0 or time_scale <= 0 or head_start_minutes < 0:
+            raise ValueError("tokens_per_minute and head_start_minutes must be >= 0, time_scale > 0")
+        self.tokens_per_minute, self.time_scale = tokens_per_minute, time_scale
+        self.head_start_minutes = head_start_minutes
+        self.began = time.monotonic() if began is None else began
+        self._held: Counter = Counter()
+        self._lock = threading.Lock()
+
+    @property
+    def paced(self) -> bool:
+        return self.tokens_per_minute > 0
+
+    def minutes(self, now: float) -> float:
+        """Minutes of allowance clock since the traffic began (real minutes × time_scale)."""
+        return max(now - self.began, 0.0) * self.time_scale / 60.0
+
+    def allowance(self, now: float) -> float:
+        return self.tokens_per_minute * (self.head_start_minutes + self.minutes(now))
+
+    def allows(self, agent: str, spent: Callable[[], float], now: float) -> bool:
+        """May ``agent`` start something now? ``spent`` is read only when pacing is on; a refusal is counted."""
+        if not self.paced or spent() < self.allowance(now):
+            return True
+        with self._lock:
+            self._held[agent] += 1
+        return False
+
+    def held(self, agent: str) -> int:
+        with self._lock:
+            return self._held[agent]
+
+
 # --- the OpenAI SDK application ---------------------------------------------------------------------------
 
 QUESTIONS = (

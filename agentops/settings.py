@@ -229,6 +229,11 @@ OTEL_ENABLED = bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or env_str("OTEL_
 # --- agentops ----------------------------------------------------------------------------------
 AGENTOPS_AGENT_MODULES = env_list("AGENTOPS_AGENT_MODULES", [])
 AGENTOPS_BENCH_ENDPOINTS = env_bool("AGENTOPS_BENCH_ENDPOINTS", False)
+# The demo traffic (manage.py simulate_traffic, make run's `traffic`) paces each of its agents to this many
+# tokens a minute after an hour's worth at the start (0 = unpaced): 3 agents × 12 × (60 + 1440) min = 54,000
+# tokens a day, about half of the seeded 100,000-token global daily budget and under its 80 % alert
+# threshold (seed_demo also caps each demo agent at DEMO_AGENT_DAILY_TOKENS a day with a hard budget).
+DEMO_TOKENS_PER_MINUTE = env_float("DEMO_TOKENS_PER_MINUTE", 12.0, minimum=0.0)
 READYZ_TIMEOUT = env_float("READYZ_TIMEOUT", 2.0, minimum=0.1)
 # A worker holds a run's lease and renews it every RUN_LEASE_SECONDS / 3; beat re-enqueues runs whose
 # lease expired (the worker died), so a crashed run resumes after at most lease + reclaim interval.
@@ -258,6 +263,27 @@ try:
     zoneinfo.ZoneInfo(BUDGET_TIMEZONE)
 except (zoneinfo.ZoneInfoNotFoundError, ValueError) as _exc:
     raise ImproperlyConfigured(f"BUDGET_TIMEZONE={BUDGET_TIMEZONE!r} is not a time zone name") from _exc
+# Usage an agent reports itself (POST /api/v1/usage, a settle) is refused with a 422 beyond what one call of
+# the model can use: its context window of input and its output limit (below: model family -> (context,
+# output) tokens; "gpt-4o" also covers "gpt-4o-2024-08-06" and "openai/gpt-4o"), else this ceiling in total.
+AGENTOPS_USAGE_REPORT_MAX_TOKENS = env_int("AGENTOPS_USAGE_REPORT_MAX_TOKENS", 2_000_000, minimum=1, maximum=2**31 - 1)
+AGENTOPS_MODEL_TOKEN_LIMITS = {
+    "gpt-4o": (128_000, 16_384),
+    "gpt-4o-mini": (128_000, 16_384),
+    "gpt-4.1": (1_047_576, 32_768),
+    "gpt-4-turbo": (128_000, 4_096),
+    "gpt-4": (8_192, 8_192),
+    "gpt-3.5-turbo": (16_385, 4_096),
+    "o1": (200_000, 100_000),
+    "o3": (200_000, 100_000),
+    "o4-mini": (200_000, 100_000),
+    "claude-3": (200_000, 4_096),
+    "claude-3-5-sonnet": (200_000, 8_192),
+    "claude-3-5-haiku": (200_000, 8_192),
+    "claude-3-7-sonnet": (200_000, 64_000),
+    "claude-sonnet-4": (200_000, 64_000),
+    "claude-opus-4": (200_000, 32_000),
+}
 WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 2.0, minimum=0.01)
 WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 5, minimum=0)  # after the first attempt: 2, 4, 8, 16, 32 s
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import time
 import zoneinfo
@@ -25,6 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from agentops.db import discard_connection
 from agentops.observability import metrics
@@ -230,8 +232,42 @@ def _most_specific(found: Mapping[str, ModelPrice], names: Sequence[str]) -> Mod
     return next((found[name] for name in [*names, ANY_MODEL] if name in found), None)
 
 
+SUBJECT_MAX = 200  # BudgetCounter.subject's column
+SESSION_SEPARATOR = "/"  # agent names are slugs, so the first "/" of a session subject ends the agent
+
+
+def session_subject(agent: str, session_id: str) -> str:
+    """The counter subject of a session budget: the session *of one agent*, "<agent>/<session>". A session id
+    is the caller's own label (X-Session-Id, a run's session), so two agents may pick the same one; keyed by
+    the id alone, agent A could spend agent B's session budget. A subject too long for the column keeps the
+    agent and a SHA-256 of the session id (distinct sessions never share a counter)."""
+    subject = f"{agent}{SESSION_SEPARATOR}{session_id}"
+    if len(subject) <= SUBJECT_MAX:
+        return subject
+    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{agent[: SUBJECT_MAX - 72]}{SESSION_SEPARATOR}sha256:{digest}"
+
+
+def subject_parts(budget: Budget, subject: str) -> tuple[str, str]:
+    """(agent, session) of a session budget's counter subject; ("", subject) for any other scope."""
+    if budget.scope != Budget.Scope.SESSION or SESSION_SEPARATOR not in subject:
+        return "", subject
+    agent, _, session = subject.partition(SESSION_SEPARATOR)
+    return agent, session
+
+
+def subject_label(budget: Budget, subject: str) -> str:
+    """A counter subject as the screens show it ("session s1 of agent research" for a session budget)."""
+    agent, session = subject_parts(budget, subject)
+    if not agent:
+        return subject
+    return gettext("session %(session)s of agent %(agent)s") % {"session": session, "agent": agent}
+
+
 def subject_for(budget: Budget, caller: Caller) -> str | None:
-    """The counter subject this budget keeps for the caller, or None if the budget does not apply."""
+    """The counter subject this budget keeps for the caller, or None if the budget does not apply. A
+    session budget's ``scope_key`` names a session id (every agent's session of that id, each counted
+    separately)."""
     if budget.scope == Budget.Scope.GLOBAL:
         return ""
     value = {
@@ -241,6 +277,8 @@ def subject_for(budget: Budget, caller: Caller) -> str | None:
     }[budget.scope]
     if not value or (budget.scope_key and budget.scope_key != value):
         return None
+    if budget.scope == Budget.Scope.SESSION:
+        return session_subject(caller.agent, value)
     return value
 
 
@@ -267,7 +305,10 @@ def _refusal(budget: Budget, message: str) -> BudgetExceeded:
 
 
 def _describe(budget: Budget, subject: str) -> str:
-    where = f" for {budget.scope} {subject}" if subject else ""
+    if subject_parts(budget, subject)[0]:
+        where = f" for {subject_label(budget, subject)}"
+    else:
+        where = f" for {budget.scope} {subject}" if subject else ""
     return f'budget "{budget.name}"{where} ({budget.period})'
 
 
@@ -1019,22 +1060,28 @@ def evaluate_alerts() -> int:
 
     config = AlertSettings.current()
     hour_ago = now - dt.timedelta(hours=1)
+    # A session is one agent's (as for session budgets): two agents that pick the same id are two sessions.
     spikes = (
         UsageRecord.objects.filter(created_at__gte=hour_ago)
         .exclude(session_id="")
-        .values("session_id")
+        .values("agent", "session_id")
         .annotate(cost=Sum("cost_usd"))
         .filter(cost__gt=config.session_spike_usd)
     )
     for row in spikes:
+        agent, session = row["agent"], row["session_id"]
+        who = f"session {session}" + (f" of agent {agent}" if agent else "")
         fired += bool(
             fire_alert(
                 Alert.Kind.SESSION_SPIKE,
-                f"session_spike:{row['session_id']}:{now.date().isoformat()}",
-                f"session {row['session_id']} spent ${row['cost']:.4f} in the last hour "
-                f"(threshold ${config.session_spike_usd})",
-                subject=row["session_id"],
-                details={"cost_usd": str(row["cost"]), "threshold_usd": str(config.session_spike_usd)},
+                f"session_spike:{session_subject(agent, session)}:{now.date().isoformat()}",
+                f"{who} spent ${row['cost']:.4f} in the last hour (threshold ${config.session_spike_usd})",
+                subject=session,
+                details={
+                    "agent": agent,
+                    "cost_usd": str(row["cost"]),
+                    "threshold_usd": str(config.session_spike_usd),
+                },
             )
         )
 

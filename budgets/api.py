@@ -29,7 +29,7 @@ from pydantic import AfterValidator
 from agentops.api import ApiError, not_found, require
 from agentops.api_schemas import MAX_ID, Text, responses
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
-from budgets import actions
+from budgets import actions, model_limits
 from budgets.forms import BudgetForm, PriceForm
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation
 
@@ -269,7 +269,8 @@ def _remaining(caller: actions.Caller, now: dt.datetime | None = None) -> list[d
             {
                 "budget": budget.name,
                 "scope": budget.scope,
-                "subject": subject,
+                # the caller's own session (the counter is keyed by agent and session; the agent is the caller)
+                "subject": caller.session_id if budget.scope == Budget.Scope.SESSION else subject,
                 "period": budget.period,
                 "period_end": actions.period_end(budget, now),
                 "limit_tokens": budget.limit_tokens,
@@ -299,20 +300,35 @@ def _check_cached(cached: int, input_tokens: int) -> None:
         raise _invalid("cached_tokens", f"cached_tokens ({cached}) cannot exceed input_tokens ({input_tokens})")
 
 
+def _check_reported(model: str, input_tokens: int, output_tokens: int) -> None:
+    """Refuse self-reported usage that no call of the model could produce (it would be charged to shared
+    budgets): 422 naming the field and the limit."""
+    excess = model_limits.excess(model, input_tokens, output_tokens)
+    if excess is not None:
+        field, limit, message = excess
+        error = _invalid(field, message)
+        error.details["limit"] = limit
+        raise error
+
+
 # --- usage, reservations, remaining budgets ----------------------------------------------------------
 
 
 @router.post("/usage", response=responses({201: UsageOut}, 503), summary="Report the tokens of a call")
 def record_usage(request, payload: UsageIn):
     """Record a call that held no reservation (usage reported after the fact): priced at the model's price in
-    force now, added to the spend of every budget that applies. Answers the cost and what is left."""
+    force now, added to the spend of every budget that applies, always for the key's own agent. Answers the
+    cost and what is left. A report beyond what one call of the model can use (its context window and output
+    limit, else AGENTOPS_USAGE_REPORT_MAX_TOKENS in total) is 422; another agent's ``run_id`` 404."""
     principal = require(request, "usage")
     _check_cached(payload.cached_tokens, payload.input_tokens)
+    _check_reported(payload.model, payload.input_tokens, payload.output_tokens)
     if payload.run_id is not None:
         from agentops.models import Run
 
+        # Another agent's run answers like a missing one: a report is only ever charged to the key's agent.
         if not Run.objects.filter(pk=payload.run_id, agent_id=principal.agent_id).exists():
-            raise _invalid("run_id", f"no run {payload.run_id} of this agent")
+            raise not_found("run")
     usage = {
         "agent": principal.agent,
         "session_id": payload.session_id,
@@ -393,6 +409,7 @@ def settle(request, payload: SettleIn, reservation_id: int = Path(..., ge=1, le=
     _check_cached(payload.cached_tokens, payload.input_tokens)
     try:
         reservation = _own_reservation(principal, reservation_id)
+        _check_reported(payload.model or reservation.model, payload.input_tokens, payload.output_tokens)
         usage = {
             "input_tokens": payload.input_tokens,
             "output_tokens": payload.output_tokens,

@@ -177,7 +177,8 @@ UNION ALL
 ALL_SPEND = _TAIL_CTE + _PAST_ROWS + _LIVE_ROWS
 
 # Top sessions over the last TOP_SESSION_DAYS days, exact: every session's rollup total (one scan) joined
-# with the sessions of the un-rolled tail.
+# with the sessions of the un-rolled tail. A session is one agent's (as for session budgets): two agents
+# that pick the same session id are listed apart.
 _TOP_SESSIONS = """
 WITH tail AS (
     SELECT session_id, agent, input_tokens + output_tokens AS tokens, cost_usd
@@ -188,19 +189,19 @@ WITH tail AS (
     WHERE session_id <> '' AND created_at >= %(since)s
 ),
 tail_sessions AS (
-    SELECT session_id, max(agent) AS agent, count(*) AS calls, sum(tokens) AS tokens, sum(cost_usd) AS cost_usd
-    FROM tail GROUP BY session_id
+    SELECT session_id, agent, count(*) AS calls, sum(tokens) AS tokens, sum(cost_usd) AS cost_usd
+    FROM tail GROUP BY session_id, agent
 ),
 rolled AS (
-    SELECT session_id, max(agent) AS agent, sum(calls) AS calls, sum(tokens) AS tokens, sum(cost_usd) AS cost_usd
-    FROM budgets_sessionusage WHERE day >= %(since_day)s GROUP BY session_id
+    SELECT session_id, agent, sum(calls) AS calls, sum(tokens) AS tokens, sum(cost_usd) AS cost_usd
+    FROM budgets_sessionusage WHERE day >= %(since_day)s GROUP BY session_id, agent
 )
-SELECT session_id, greatest(r.agent, t.agent),
+SELECT session_id, agent,
        coalesce(r.calls, 0) + coalesce(t.calls, 0),
        coalesce(r.tokens, 0) + coalesce(t.tokens, 0),
        coalesce(r.cost_usd, 0) + coalesce(t.cost_usd, 0) AS cost
-FROM rolled r FULL JOIN tail_sessions t USING (session_id)
-ORDER BY cost DESC, session_id LIMIT %(top)s
+FROM rolled r FULL JOIN tail_sessions t USING (session_id, agent)
+ORDER BY cost DESC, session_id, agent LIMIT %(top)s
 """
 
 # Spend of the last hour by agent and session (the burn rate), straight from the ledger (created_at index).
@@ -341,7 +342,7 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
         left_usd = float(budget.limit_usd - spent_usd)
         left_hours.append(0.0 if left_usd <= 0 else (left_usd / usd_per_hour if usd_per_hour > 0 else None))
     known = [h for h in left_hours if h is not None]
-    who = f"{budget.name}" + (f" ({subject})" if subject else "")
+    who = f"{budget.name}" + (f" ({actions.subject_label(budget, subject)})" if subject else "")
     base = dict(
         budget=budget.name,
         subject=subject,

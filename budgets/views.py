@@ -199,7 +199,7 @@ def _budget_row(usage, base_url: str) -> BudgetRow:
         edit_url=f"{base_url}{budget.pk}/edit/",
         delete_url=f"{base_url}{budget.pk}/delete/",
     )
-    row.top = [SubjectRow(s.subject, _bars(budget, s), s.in_flight) for s in usage.top]
+    row.top = [SubjectRow(actions.subject_label(budget, s.subject), _bars(budget, s), s.in_flight) for s in usage.top]
     return row
 
 

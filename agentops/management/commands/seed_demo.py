@@ -80,7 +80,7 @@ DEMO_BUDGETS = (
         "on_block": "escalate",
     },
     # The openai-sdk demo agent (a plain OpenAI SDK app through the gateway): its long reports on the large
-    # model bring this near its limit within minutes of demo traffic; then they move to the cheaper model,
+    # model bring this near its limit in the course of the (paced) day; then they move to the cheaper model,
     # and once the day's dollars are spent its uncached calls get 429 insufficient_quota until midnight.
     {
         "name": "OpenAI SDK app (daily $)",
@@ -104,6 +104,23 @@ DEMO_BUDGETS = (
 )
 DEMO_TEAMS = {"support-refund": "support", "research": "research"}
 GATEWAY_DEMO_AGENT = "openai-sdk"
+# Each demo agent's own daily tokens, a hard stop: the three together can never take more than 60,000 of
+# the seeded global budget's 100,000 a day (under its 80 % alert threshold), however fast the traffic
+# runs. The traffic is paced below this (DEMO_TOKENS_PER_MINUTE: 12 × (60 + 1440) = 18,000 a day per agent), so
+# it spreads its share over the day instead of spending it in minutes and being refused until midnight.
+DEMO_AGENT_DAILY_TOKENS = 20_000
+DEMO_AGENT_BUDGETS = tuple(
+    {
+        "name": f"Demo {agent} (daily tokens)",
+        "scope": "agent",
+        "scope_key": agent,
+        "period": "day",
+        "limit_tokens": DEMO_AGENT_DAILY_TOKENS,
+        "soft_threshold_pct": 80,
+        "on_block": "fail",
+    }
+    for agent in (*DEMO_TEAMS, GATEWAY_DEMO_AGENT)
+)
 
 
 def ensure_gateway_demo_agent():
@@ -133,7 +150,7 @@ def seed_demo_budgets() -> None:
     for agent, team in DEMO_TEAMS.items():
         actions.ensure_agent(agent, team=team)
     ensure_gateway_demo_agent()
-    for fields in DEMO_BUDGETS:
+    for fields in (*DEMO_BUDGETS, *DEMO_AGENT_BUDGETS):
         if not Budget.objects.filter(name=fields["name"]).exists():
             budget_actions.save_budget(Budget(timezone=settings.BUDGET_TIMEZONE, **fields))
 

@@ -50,6 +50,7 @@ from datetime import timedelta
 from urllib.parse import urlparse
 
 import httpx
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 from django.utils import timezone
@@ -57,7 +58,7 @@ from django.utils import timezone
 from agentops import actions
 from agentops.agents.tools import order_book
 from agentops.client import AgentOps, ApiError, Unauthenticated
-from agentops.demo_traffic import AppAgent, Outages, PermissionAsker, Tally, Workers
+from agentops.demo_traffic import AppAgent, Outages, PermissionAsker, Tally, TokenPacer, Workers
 from agentops.management.commands.seed_demo import GATEWAY_DEMO_AGENT, ensure_gateway_demo_agent
 
 DEMO_AGENTS = ("support-refund", "research")
@@ -321,6 +322,18 @@ class Command(BaseCommand):
             "--auto-decide", type=float, default=None, metavar="SECONDS", help="act as the reviewer after SECONDS"
         )
         parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible inputs")
+        parser.add_argument(
+            "--tokens-per-minute",
+            type=float,
+            default=None,
+            help="pace each agent to this many tokens a minute (default DEMO_TOKENS_PER_MINUTE; 0 = unpaced)",
+        )
+        parser.add_argument(
+            "--time-scale",
+            type=float,
+            default=1.0,
+            help="minutes of pacing allowance per real minute (default 1; tests check a day's pacing faster)",
+        )
 
     def handle(
         self,
@@ -335,6 +348,8 @@ class Command(BaseCommand):
         max_in_flight,
         auto_decide,
         seed,
+        tokens_per_minute,
+        time_scale,
         **kw,
     ):
         from agentops.agents import load_agents
@@ -345,6 +360,9 @@ class Command(BaseCommand):
             raise CommandError("--duration must be >= 0 (0 = until Ctrl-C)")
         if not 0 <= fault_rate <= 1:
             raise CommandError("--fault-rate must be between 0 and 1")
+        tokens_per_minute = settings.DEMO_TOKENS_PER_MINUTE if tokens_per_minute is None else tokens_per_minute
+        if not (0 <= tokens_per_minute <= 10**9 and 0 < time_scale <= 10**6):
+            raise CommandError("--tokens-per-minute must be >= 0 and --time-scale above 0")
         gateway_rate = 2 * rate if gateway_rate is None else gateway_rate
         if not 0 <= gateway_rate <= 1000:
             raise CommandError("--gateway-rate must be between 0 and 1000 calls/second")
@@ -359,6 +377,8 @@ class Command(BaseCommand):
         keys = KeyRing(token)
         until = "until Ctrl-C" if duration == 0 else f"for {duration:g} s"
         self._say(f"simulate_traffic {token}: {rate:g} runs/s {until}, agents {', '.join(names)}")
+        pacer = TokenPacer(tokens_per_minute, time_scale=time_scale)
+        self._say(f"simulate_traffic {token}: {pacing_text(pacer)}")
         interrupted = False
         traffic = sim = faults = None
         previous = signal.signal(signal.SIGTERM, _interrupt)  # a process manager stops us like Ctrl-C does
@@ -377,6 +397,7 @@ class Command(BaseCommand):
                     f"(runs, permission requests)" + (f"; {gateway}" if traffic.app else "") + "; keys revoked at exit"
                 )
             sim = Simulation(self, rows, rng, token, max_in_flight, auto_decide, traffic)
+            sim.pacer, sim.spend = pacer, DemoSpend(token)
             faults = FaultMix(fault_rate, self._say) if fault_mix else None
             if faults is not None:
                 faults.apply()
@@ -449,6 +470,65 @@ class Command(BaseCommand):
         self.stdout.flush()
 
 
+def pacing_text(pacer: TokenPacer) -> str:
+    if not pacer.paced:
+        return "unpaced (--tokens-per-minute 0)"
+    scale = f" (time scale {pacer.time_scale:g}: {pacer.time_scale:g} min of allowance per minute)"
+    head = pacer.head_start_minutes
+    return (
+        f"paced to {pacer.tokens_per_minute:g} tokens/min per agent after a {head:g}-minute head start "
+        f"({pacer.tokens_per_minute * (head + 1440):,.0f} a day at most)" + (scale if pacer.time_scale != 1 else "")
+    )
+
+
+class DemoSpend:
+    """What a demo agent has spent since this command began, as the pacer counts it: its ledger tokens (cache
+    hits cost none), the tokens its calls hold reserved right now, and for each of its runs still queued or
+    running what its finished runs used on average (a run reserves only once a worker executes it; without a
+    finished run yet, DEFAULT_RUN_TOKENS). Read at most every FRESH seconds per agent."""
+
+    FRESH = 0.5
+    DEFAULT_RUN_TOKENS = 600
+
+    def __init__(self, token: str):
+        self.token, self.since = token, timezone.now()
+        self._read: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, agent: str) -> int:
+        now = time.monotonic()
+        hit = self._read.get(agent)
+        if hit is not None and now - hit[0] < self.FRESH:
+            return hit[1]
+        spent = self.read(agent)
+        self._read[agent] = (now, spent)
+        return spent
+
+    def read(self, agent: str) -> int:
+        from django.db.models import F, Sum
+
+        from agentops.models import Run
+        from budgets.models import Reservation, UsageRecord
+
+        ledger = UsageRecord.objects.filter(agent=agent, created_at__gte=self.since, cached=False).aggregate(
+            tokens=Sum(F("input_tokens") + F("output_tokens"))
+        )["tokens"]
+        held = Reservation.objects.filter(
+            agent=agent, status=Reservation.Status.HELD, created_at__gte=self.since
+        ).aggregate(tokens=Sum("tokens"))["tokens"]
+        runs = Counter(
+            dict(
+                Run.objects.filter(agent__name=agent, session_id__startswith=f"sim-{self.token}-")
+                .values_list("status")
+                .order_by()
+                .annotate(n=Count("pk"))
+            )
+        )
+        unfinished = runs["queued"] + runs["running"]
+        finished = sum(runs.values()) - unfinished
+        per_run = (ledger or 0) / finished if finished and ledger else self.DEFAULT_RUN_TOKENS
+        return int((ledger or 0) + (held or 0) + unfinished * per_run)
+
+
 class Ticker:
     """Due times at a steady rate from ``began``: the n-th is due at began + (n - 1) / rate."""
 
@@ -500,6 +580,8 @@ class Simulation:
         self.by_agent: Counter = Counter()
         self.statuses: Counter = Counter()
         self.first_pk: int | None = None
+        self.pacer = TokenPacer(0)  # unpaced unless the command sets one (with its DemoSpend)
+        self.spend = None
         self.waiting_since: dict[int, float] = {}
         self.breakers = BreakerWatch()
         self.ticks: list = []
@@ -529,10 +611,14 @@ class Simulation:
             if runs.due(now):
                 if self.in_flight() >= self.max_in_flight:
                     self.held_back += 1
-                else:
-                    self.start(names[self.rng.randrange(len(names))], runs.count)
+                    continue
+                name = names[self.rng.randrange(len(names))]
+                if self.pacer.allows(name, lambda name=name: self.spend(name), now):
+                    self.start(name, runs.count)
                 continue
             if calls.due(now):
+                if not self.pacer.allows(GATEWAY_DEMO_AGENT, lambda: self.spend(GATEWAY_DEMO_AGENT), now):
+                    continue
                 if not self.traffic.gateway_workers.submit(app.next_call()):
                     self.traffic.tally.add("gateway_held_back")
                 continue
@@ -677,6 +763,9 @@ class Simulation:
         line = f"[{elapsed:6.1f}s] started {self.started} ({agents or '-'}) | {states}"
         if self.held_back:
             line += f" | held back {self.held_back}"
+        paced = sum(self.pacer.held(name) for name in (*self.agents, GATEWAY_DEMO_AGENT))
+        if paced:
+            line += f" | paced {paced}"
         if self.auto_decide is not None:
             line += f" | decided {self.decided}"
         if self.traffic is not None:
@@ -721,4 +810,9 @@ class Simulation:
         if faults is not None and faults.outages is not None:
             broke += f"; outages {faults.outages.count}"
         lines.append(broke + f"; decided as the reviewer {self.decided}")
+        if self.pacer.paced:
+            agents = [*self.agents, *([GATEWAY_DEMO_AGENT] if self.traffic is not None and self.traffic.app else [])]
+            spent = ", ".join(f"{name} {self.spend.read(name)}" for name in agents)
+            held = ", ".join(f"{name} {self.pacer.held(name)}" for name in agents)
+            lines.append(f"{pacing_text(self.pacer)}; tokens since start: {spent}; held back by the pace: {held}")
         return lines

@@ -121,10 +121,56 @@ def test_usage_is_priced_and_counted_against_the_budgets_that_apply(agent, budge
     assert BudgetCounter.objects.get(budget__name="api-agent").spent_tokens == 5000
 
 
-def test_usage_for_a_run_must_be_one_of_the_agents_runs(agent, prices):
-    missing = agent.post("/usage", json={**MINI, "input_tokens": 1, "output_tokens": 1, "run_id": 2**40})
-    error = error_of(missing, 422, "invalid")
-    assert error["details"]["errors"][0]["loc"] == ["body", "run_id"]
+def test_usage_for_a_run_must_be_one_of_the_agents_runs(agent, make_key, prices):
+    from agentops import actions as runs
+
+    theirs, _ = runs.start_run(runs.ensure_agent(OTHER), {}, session_id="s-theirs")  # no worker: it stays queued
+    usage = {**MINI, "input_tokens": 1, "output_tokens": 1}
+    missing = error_of(agent.post("/usage", json={**usage, "run_id": 2**40}), 404, "not_found")
+    # Another agent's run answers exactly like a missing one: the report is neither charged nor told apart.
+    assert error_of(agent.post("/usage", json={**usage, "run_id": theirs.pk}), 404, "not_found") == missing
+    assert not UsageRecord.objects.exists()
+
+
+def test_usage_is_attributed_to_the_keys_agent_whatever_the_body_says(agent, budget):
+    budget("api-victim", scope="agent", scope_key=OTHER, limit_tokens=10_000)
+    body = {**MINI, "input_tokens": 100, "output_tokens": 50, "agent": OTHER, "agent_id": 1, "team": "x"}
+    assert agent.post("/usage", json=body).status_code == 201
+    [row] = UsageRecord.objects.all()
+    assert row.agent == AGENT and row.source == "api"
+    assert not BudgetCounter.objects.filter(budget__name="api-victim").exclude(spent_tokens=0).exists()
+
+
+def test_a_report_beyond_what_one_call_of_the_model_can_use_is_422(agent, budget):
+    """The issue's report of 2,000,000,000 tokens was charged to the global budget; now it is refused, naming
+    the field and the limit: the model's context + output limit when known, else the configured ceiling."""
+    everyone = budget("api-everyone", scope="global", limit_tokens=1_000_000)
+    huge = agent.post("/usage", json={**MINI, "model": "gpt-4o", "input_tokens": 2_000_000_000, "output_tokens": 0})
+    error = error_of(huge, 422, "invalid")
+    assert error["details"]["errors"][0]["loc"] == ["body", "input_tokens"]
+    assert error["details"]["limit"] == 128_000 + 16_384 and "144384" in error["message"]
+    # A dated name is the same model; the output side is checked against the same limit.
+    dated = {**MINI, "model": "gpt-4o-2024-08-06", "input_tokens": 128_000, "output_tokens": 16_385}
+    error = error_of(agent.post("/usage", json=dated), 422, "invalid")
+    assert error["details"]["errors"][0]["loc"] == ["body", "output_tokens"]
+    # A model without a known limit: the configured ceiling (AGENTOPS_USAGE_REPORT_MAX_TOKENS, 2,000,000).
+    unknown = {**MINI, "model": "in-house-llm", "input_tokens": 1_500_000, "output_tokens": 500_001}
+    error = error_of(agent.post("/usage", json=unknown), 422, "invalid")
+    assert error["details"]["limit"] == 2_000_000
+    assert not UsageRecord.objects.exists()
+    assert not BudgetCounter.objects.filter(budget=everyone).exclude(spent_tokens=0).exists()
+    # Right at the limit is a call the model can make.
+    at_limit = {**MINI, "model": "gpt-4o", "input_tokens": 128_000, "output_tokens": 16_384}
+    assert agent.post("/usage", json=at_limit).status_code == 201
+    # A settle is self-reported usage too: the same limit applies.
+    held = reserve(agent, 10, 10).json()
+    error = error_of(
+        agent.post(f"/reservations/{held['id']}/settle", json={"input_tokens": 2_000_000_000, "output_tokens": 0}),
+        422,
+        "invalid",
+    )
+    assert error["details"]["errors"][0]["loc"] == ["body", "input_tokens"]
+    assert Reservation.objects.get(pk=held["id"]).status == "held"
 
 
 BAD_USAGE = {
@@ -190,7 +236,7 @@ def test_a_price_times_the_tokens_that_overflows_the_ledger_is_422(agent, admin,
         model="dear", input_per_1k=Decimal("999999"), output_per_1k=Decimal("999999"), effective_from=since
     )
     response = agent.post(
-        "/usage", json={"model": dear.model, "operation": "x", "input_tokens": 2**31 - 1, "output_tokens": 0}
+        "/usage", json={"model": dear.model, "operation": "x", "input_tokens": 2_000_000, "output_tokens": 0}
     )
     error_of(response, 422, "invalid")
 
@@ -565,3 +611,28 @@ def test_admin_price_validation(admin, prices, body, field):
     if field is not None:
         assert field in error["details"]["fields"], error
     assert not ModelPrice.objects.filter(model="m").exists()
+
+
+# --- session budgets isolate agents --------------------------------------------------------------------
+
+
+def test_one_agent_spending_its_session_leaves_another_agents_session_of_the_same_id_alone(
+    agent, make_key, api, budget
+):
+    """Session budgets count per (agent, session): agent A exhausting its "s1" does not refuse agent B's "s1"."""
+    budget("api-per-session", scope="session", limit_tokens=1000)
+    other = api(make_key(OTHER))
+    assert reserve(agent, 600, 400, session_id="s1").status_code == 201  # A's "s1" is full
+    error = error_of(reserve(agent, 1, 0, session_id="s1"), 402, "budget_exceeded")
+    assert error["details"]["budget"] == "api-per-session"
+    assert reserve(other, 600, 400, session_id="s1").status_code == 201  # B's "s1" is its own
+    # Usage reported after the fact counts per (agent, session) too.
+    assert (
+        agent.post("/usage", json={**MINI, "input_tokens": 500, "output_tokens": 0, "session_id": "s2"}).status_code
+        == 201
+    )
+    mine = remaining_of(agent.get("/budgets", params={"session_id": "s2"}).json()["items"], "api-per-session")
+    theirs = remaining_of(other.get("/budgets", params={"session_id": "s2"}).json()["items"], "api-per-session")
+    assert (mine["subject"], mine["spent_tokens"]) == ("s2", 500)
+    assert (theirs["subject"], theirs["spent_tokens"], theirs["remaining_tokens"]) == ("s2", 0, 1000)
+    assert reserve(other, 600, 400, session_id="s2").status_code == 201

@@ -141,9 +141,17 @@ def make_budget(name: str, *, limit_tokens: int = 1000, period: str = "day", har
     )
 
 
-def spend(tokens: int, *, session: str = "", estimate: int | None = None, now: dt.datetime | None = None):
+def spend(
+    tokens: int, *, session: str = "", estimate: int | None = None, now: dt.datetime | None = None, agent: str = ""
+):
     """One LLM call the way the guard makes it: reserve the estimate, settle the actual usage."""
-    meta = {"session": session, "model": MODEL, "operation": "call", "estimated_tokens": estimate or tokens}
+    meta = {
+        "agent": agent,
+        "session": session,
+        "model": MODEL,
+        "operation": "call",
+        "estimated_tokens": estimate or tokens,
+    }
     usage = {"model": MODEL, "input_tokens": tokens, "output_tokens": 0, "operation": "call"}
     reservation = actions.reserve(meta, now=now)
     if reservation is None:
@@ -286,6 +294,20 @@ def test_session_spike_counts_only_the_last_hour_and_fires_once():
     assert spike.subject == "s-hot"
     assert Decimal(spike.details["cost_usd"]) == Decimal("0.06")
     assert spike.details["threshold_usd"] == "0.0500"
+
+
+def test_a_session_spike_is_one_agents_session():
+    """Two agents that pick the same session id are two sessions: neither spent over the threshold."""
+    set_alert_settings(session_spike_usd=Decimal("0.05"))
+    spend(4_000, session="s-shared", agent="amy")  # $0.04
+    spend(4_000, session="s-shared", agent="bob")  # $0.04: $0.08 under one id, but two sessions
+    actions.evaluate_alerts()
+    assert alerts("session_spike") == []
+    spend(2_000, session="s-shared", agent="bob")  # bob's session: $0.06
+    actions.evaluate_alerts()
+    [spike] = alerts("session_spike")
+    assert (spike.subject, spike.details["agent"]) == ("s-shared", "bob")
+    assert spike.message.startswith("session s-shared of agent bob spent $0.0600")
 
 
 def _steps(run, *, completed: int = 0, failed: int = 0, kind: str = "llm", at: dt.datetime | None = None) -> None:

@@ -96,7 +96,7 @@ def test_every_llm_call_of_a_run_reserves_and_settles_into_one_priced_ledger_row
     assert {r.model for r in records} == {"gpt-4o", "gpt-4o-mini"}  # planning on the large model, the rest small
     for counter, filters in (
         (counter_of(everyone), {}),
-        (counter_of(sessions, "sess-42"), {"session_id": "sess-42"}),
+        (counter_of(sessions, "research/sess-42"), {"agent": "research", "session_id": "sess-42"}),
         (counter_of(agents, "research"), {"agent": "research"}),
     ):
         assert_balanced(counter, **filters)

@@ -223,8 +223,9 @@ def test_1000_concurrent_reservations_from_four_processes_never_pass_the_cap(mak
         assert_balanced(agent_counter, agent=agent_counter.subject)
     assert len(counters_of(per_agent)) == 3
     for session_counter in counters_of(per_session):
-        assert_balanced(session_counter, session_id=session_counter.subject)
-    assert len(counters_of(per_session)) == PROCESSES * THREADS
+        agent, session = session_counter.subject.split("/", 1)
+        assert_balanced(session_counter, agent=agent, session_id=session)
+    assert len(counters_of(per_session)) == PROCESSES * THREADS * 3  # each thread's session, of each of 3 agents
     # After settle, what was charged is what was used, priced at the price in force.
     price = ModelPrice.objects.get(model="gpt-4o")
     for record in UsageRecord.objects.all()[:50]:
@@ -245,7 +246,7 @@ def snapshot(*budgets: Budget) -> list[tuple]:
 
 def test_a_refusal_by_one_budget_leaves_every_other_budget_untouched(make_budget):
     everyone = make_budget("everyone", scope="global", limit_tokens=10_000)
-    agents = make_budget("agents", scope="agent", limit_tokens=500, on_block="fail")
+    agents = make_budget("agents", scope="agent", limit_tokens=1500, on_block="fail")
     sessions = make_budget("sessions", scope="session", period="lifetime", limit_usd=Decimal("0.0100"))
 
     first = actions.reserve(meta(300, 100, agent="amy", session="s1"))  # 400 tokens, $0.00175
@@ -253,23 +254,23 @@ def test_a_refusal_by_one_budget_leaves_every_other_budget_untouched(make_budget
     assert {(c.budget.name, c.subject) for c in BudgetCounter.objects.select_related("budget")} == {
         ("everyone", ""),
         ("agents", "amy"),
-        ("sessions", "s1"),
+        ("sessions", "amy/s1"),  # a session counts per (agent, session)
     }
     before = snapshot(everyone, agents, sessions)
 
     # The agent budget (in the middle of the lock order) has no room: nothing is held anywhere.
     with pytest.raises(BudgetExceeded) as refused:
-        actions.reserve(meta(150, 50, agent="amy", session="s1"))
+        actions.reserve(meta(1000, 150, agent="amy", session="s1"))
     assert refused.value.budget == "agents"
-    assert 'budget "agents" for agent amy' in str(refused.value) and "100 of 500 tokens left" in str(refused.value)
+    assert 'budget "agents" for agent amy' in str(refused.value) and "1100 of 1500 tokens left" in str(refused.value)
     assert refused.value.escalate is False
     assert snapshot(everyone, agents, sessions) == before
     # The session budget (last in the lock order) refuses on dollars: the same.
     with pytest.raises(BudgetExceeded) as refused:
-        actions.reserve(meta(10, 900, agent="bob", session="s1"))  # $0.009025 > $0.00825 left
+        actions.reserve(meta(10, 900, agent="amy", session="s1"))  # $0.009025 > $0.00825 left
     assert refused.value.budget == "sessions" and "$0.0082 of $0.0100 left" in str(refused.value)
-    assert [row for row in snapshot(everyone, agents, sessions) if row[1] != "bob"] == before
-    assert counter_of(agents, "bob").in_flight == 0  # the new, empty counter holds nothing
+    assert "for session s1 of agent amy" in str(refused.value)
+    assert snapshot(everyone, agents, sessions) == before
     # The global one (first in the lock order) refuses: the same.
     with pytest.raises(BudgetExceeded) as refused:
         actions.reserve(meta(9_000, 900, agent="cy", session="s9"))
@@ -277,15 +278,19 @@ def test_a_refusal_by_one_budget_leaves_every_other_budget_untouched(make_budget
     assert counter_of(everyone).reserved_tokens == 400 and counter_of(everyone).in_flight == 1
     assert held_reservations() == 1
 
-    # Another agent in the same session still fits; settling frees the first agent's room again.
+    # Another agent's session of the same id is its own: the call amy's "s1" refused fits bob's "s1".
+    second = actions.reserve(meta(10, 900, agent="bob", session="s1"))
+    assert counter_of(sessions, "bob/s1").reserved_usd == Decimal("0.009025")
+    actions.release(second)
     second = actions.reserve(meta(150, 50, agent="bob", session="s1"))
-    actions.settle(first, usage(250, 50))
-    third = actions.reserve(meta(150, 50, agent="amy", session="s1"))  # 300 spent + 200 held = 500
+    actions.settle(first, usage(250, 50))  # settling frees amy's room again
+    third = actions.reserve(meta(150, 50, agent="amy", session="s1"))
     for rid in (second, third):
         actions.settle(rid, usage(100, 20))
     assert_balanced(counter_of(everyone))
     assert_balanced(counter_of(agents, "amy"), agent="amy")
-    assert_balanced(counter_of(sessions, "s1"), session_id="s1")
+    assert_balanced(counter_of(sessions, "amy/s1"), agent="amy", session_id="s1")
+    assert_balanced(counter_of(sessions, "bob/s1"), agent="bob", session_id="s1")
     assert counter_of(agents, "amy").spent_tokens == 420
 
 
@@ -382,8 +387,8 @@ def test_reclaiming_takes_the_counter_locks_in_the_same_order_as_a_reservation(m
     past = timezone.now() - dt.timedelta(hours=1)
     r1 = actions.reserve(meta(agent="amy", session="s1"), lease_seconds=1, now=past)  # agents/amy, sessions/s1
     r2 = actions.reserve(meta(agent="zed", session="s2"), lease_seconds=1, now=past)  # agents/zed, sessions/s2
-    zed, s1 = counter_of(agents, "zed"), counter_of(sessions, "s1")
-    assert zed.pk < counter_of(agents, "amy").pk < s1.pk < counter_of(sessions, "s2").pk
+    zed, s1 = counter_of(agents, "zed"), counter_of(sessions, "amy/s1")
+    assert zed.pk < counter_of(agents, "amy").pk < s1.pk < counter_of(sessions, "zed/s2").pk
 
     conninfo = database_url_for(connection.settings_dict)
     outcome: dict = {}

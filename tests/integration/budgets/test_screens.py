@@ -220,6 +220,32 @@ def test_create_edit_and_delete_a_budget(admin_client):
     assert "deleted" in text(response)
 
 
+def test_a_session_budget_lists_each_agents_session_on_its_own(admin_client):
+    sessions = make_budget("Each session", scope="session", limit_tokens=1_000)
+    for agent, tokens in (("alpha", 600), ("beta", 100)):
+        actions.record_usage(
+            {"agent": agent, "session_id": "s1", "model": "gpt-4o", "input_tokens": tokens, "output_tokens": 0}
+        )
+    page = text(admin_client.get("/budgets/"))
+    per = page[page.index(f'data-budget="{sessions.pk}"') :]
+    assert "2 subjects this period" in per
+    assert per.index(">session s1 of agent alpha<") < per.index(">session s1 of agent beta<")
+    assert "600 spent + 0 reserved of 1,000 (60%)" in per
+
+
+def test_top_sessions_list_each_agents_session_apart():
+    for agent, tokens in (("alpha", 600), ("beta", 100), ("alpha", 100)):
+        actions.record_usage(
+            {"agent": agent, "session_id": "s1", "model": "gpt-4o", "input_tokens": tokens, "output_tokens": 0}
+        )
+    actions.roll_up_usage()  # one of each in the rollup, then one more in the un-rolled tail
+    actions.record_usage({"agent": "beta", "session_id": "s1", "model": "gpt-4o", "input_tokens": 50})
+    rows = [
+        (row["session_id"], row["agent"], row["calls"], row["tokens"]) for row in queries.top_sessions(timezone.now())
+    ]
+    assert rows == [("s1", "alpha", 2, 700), ("s1", "beta", 2, 150)]
+
+
 def test_list_shows_utilization_reservations_and_top_subjects(admin_client):
     daily = make_budget("Everyone", limit_tokens=10_000, limit_usd=Decimal("2"))
     per_agent = make_budget("Each agent", scope="agent", limit_tokens=1_000)

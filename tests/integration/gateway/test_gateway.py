@@ -70,6 +70,34 @@ def test_the_session_header_and_operation_header_reach_the_ledger(client, make_k
     assert (row.session_id, row.operation, row.model) == ("s-42", "planning", MOCK_A)
 
 
+def test_a_session_budget_spent_by_one_agent_leaves_another_agents_session_of_the_same_id_alone(
+    gateway, client, make_key
+):
+    """Session budgets count per (agent, session): agent A's exhausted "s1" refuses A (OpenAI's quota error
+    naming the budget) and still admits agent B's calls with X-Session-Id "s1"."""
+    from budgets import actions as budgets
+
+    budgets.save_budget(Budget(name="gw-per-session", scope="session", limit_tokens=1000, timezone="UTC"))
+    key_a, key_b = make_key("gw-session-a"), make_key("gw-session-b")
+    spent = httpx.post(
+        gateway.removesuffix("/v1") + "/api/v1/usage",
+        headers={"Authorization": f"Bearer {key_a}"},
+        json={"model": MOCK_A, "operation": "response", "input_tokens": 1000, "output_tokens": 0, "session_id": "s1"},
+        timeout=10,
+    )
+    assert spent.status_code == 201, spent.text
+    in_s1 = {"X-Session-Id": "s1"}
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(key_a).chat.completions.create(model=MOCK_A, messages=ASK, max_tokens=50, extra_headers=in_s1)
+    assert "gw-per-session" in refused.value.message
+    answer = client(key_b).chat.completions.create(model=MOCK_A, messages=ASK, max_tokens=50, extra_headers=in_s1)
+    assert answer.choices[0].message.content
+    [row] = settled("gw-session-b", 1)
+    assert row.session_id == "s1"
+    counters = {c.subject: c.spent_tokens for c in BudgetCounter.objects.filter(budget__name="gw-per-session")}
+    assert counters == {"gw-session-a/s1": 1000, "gw-session-b/s1": row.total_tokens}
+
+
 def test_models_lists_routes_and_served_models(client):
     ids = {model.id for model in client().models.list().data}
     assert {ROUTE, MOCK_A, MOCK_B, "gpt-4o", "gpt-4o-mini", "planning"} <= ids

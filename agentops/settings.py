@@ -229,6 +229,16 @@ OTEL_ENABLED = bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or env_str("OTEL_
 # --- agentops ----------------------------------------------------------------------------------
 AGENTOPS_AGENT_MODULES = env_list("AGENTOPS_AGENT_MODULES", [])
 AGENTOPS_BENCH_ENDPOINTS = env_bool("AGENTOPS_BENCH_ENDPOINTS", False)
+# Webhooks and provider base URLs may only reach public addresses (agentops/netguard.py): loopback,
+# link-local, private and unspecified ones are refused unless listed here (comma-separated host names, IP
+# addresses or CIDR networks). `make run` lists loopback for the demo's local mock; production lists nothing.
+AGENTOPS_ALLOW_PRIVATE_URLS = env_list("AGENTOPS_ALLOW_PRIVATE_URLS", [])
+try:
+    from agentops.netguard import AllowList
+
+    AllowList.parse(AGENTOPS_ALLOW_PRIVATE_URLS)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"AGENTOPS_ALLOW_PRIVATE_URLS: {_exc}") from _exc
 READYZ_TIMEOUT = env_float("READYZ_TIMEOUT", 2.0, minimum=0.1)
 # A worker holds a run's lease and renews it every RUN_LEASE_SECONDS / 3; beat re-enqueues runs whose
 # lease expired (the worker died), so a crashed run resumes after at most lease + reclaim interval.

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
+from django.utils import timezone
 
 from agentops import actions as agentops_actions
 from agentops import netguard
@@ -251,6 +252,20 @@ def test_the_delivery_log_keeps_no_response_body(guarded_worker, no_webhooks, re
     assert delivery.log[0]["error"] == "HTTP 500" and delivery.last_error == "HTTP 500"
     assert len(receiver.received(url)) == 1
 
+    # a row logged before the log stopped keeping answers shows no more than a new one
+    now = timezone.now()
+    old = Alert.objects.create(kind="test", message="logged long ago", dedup_key="guard-old", created_at=now)
+    WebhookDelivery.objects.create(  # no task: nothing rewrites it
+        webhook=hook,
+        alert=old,
+        status="failed",
+        created_at=now,
+        updated_at=now,
+        last_status_code=500,
+        last_error="HTTP 500: redis_version:7.0 bad day",
+        log=[{"at": now.isoformat(), "status_code": 500, "error": "HTTP 500: redis_version:7.0 bad day"}],
+    )
+
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     agentops_actions.ensure_role_groups()
     agentops_actions.ensure_user("outbound-reader", PASSWORD, roles=[BUDGET_ADMIN])
@@ -258,4 +273,4 @@ def test_the_delivery_log_keeps_no_response_body(guarded_worker, no_webhooks, re
     assert client.login(username="outbound-reader", password=PASSWORD)
     page = client.get("/budgets/webhooks/")
     assert page.status_code == 200 and b"HTTP 500" in page.content
-    assert b"bad day" not in page.content
+    assert b"bad day" not in page.content and b"redis_version" not in page.content

@@ -3,6 +3,7 @@ loudly (agentops/env.py); defaults suit the project-local services `make run` st
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import zoneinfo
 from pathlib import Path
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "csp",
+    "axes",
     "agentops",
     "review",
     "budgets",
@@ -52,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Turns a locked-out sign-in into the 429 page (agentops/login_throttle.py).
+    "axes.middleware.AxesMiddleware",
     "agentops.middleware.DatabaseUnavailableMiddleware",
 ]
 
@@ -180,6 +184,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Sign-in throttling (django-axes; agentops/login_throttle.py says what is ours and why): 10 failures in 15
+# minutes per username, and per client address, lock it out for 15 minutes (429), shared by every web
+# process through PostgreSQL.
+AUTHENTICATION_BACKENDS = [
+    "agentops.login_throttle.ThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "agentops.login_throttle.ThrottleHandler"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_float("LOGIN_LOCKOUT_MINUTES", 15.0, minimum=0.1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted on its own
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "agentops.login_throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "agentops.login_throttle.locked_out"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # one audit row per failed attempt, beside axes' per-client counters
+AXES_VERBOSE = False  # our own structured line says what matters (auth.login_locked_out)
 SECURE_HTTPS = env_bool("SECURE_HTTPS", False)
 SESSION_COOKIE_SECURE = SECURE_HTTPS
 CSRF_COOKIE_SECURE = SECURE_HTTPS

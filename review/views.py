@@ -116,12 +116,11 @@ def _optional_url(name: str, *args) -> str:
         return ""
 
 
-def is_expert(user) -> bool:
-    return user.is_superuser or roles.EXPERT in roles.user_roles(user)
+is_expert = roles.is_expert
 
 
 def _check_queue_access(user, escalation: Escalation) -> None:
-    if escalation.queue == Escalation.Queue.EXPERTS and not is_expert(user):
+    if not Escalation.objects.visible_to(user).filter(pk=escalation.pk).exists():
         raise PermissionDenied("This escalation is in the expert queue.")
 
 
@@ -323,14 +322,15 @@ def _suggestions(value: Any) -> list[str]:
     return [pretty(item) for item in items[:50]]
 
 
-def _timeline(run) -> dict:
-    """The run's steps through the runs pages' own partial, when that page is installed."""
+def _timeline(run, user) -> dict:
+    """The run's steps through the runs pages' own partial, when that page is installed (what `user` may
+    not see of an expert-queue step is withheld there too)."""
     try:
-        from agentops.runs_views import step_view
+        from agentops.runs_views import timeline_steps
     except ImportError:
         return {}
     try:
-        steps = [step_view(step) for step in run.steps.order_by("seq")]
+        steps = timeline_steps(run, user)
     except Exception:  # the runs page is being reworked: the link still leads to the full timeline
         return {}
     return {
@@ -395,7 +395,7 @@ def _detail_context(request, escalation: Escalation, *, form: DecisionForm | Non
         "run_url": _optional_url("runs:detail", run.pk) if run else "",
         "run_input": pretty(run.input) if run else "",
         "run_output": pretty(run.output) if run else "",
-        **(_timeline(run) if run else {}),
+        **(_timeline(run, user) if run else {}),
         "events": events,
         "can_escalate": escalation.queue == Escalation.Queue.REVIEWERS,
         "can_approve": escalation.kind != "llm",

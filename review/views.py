@@ -203,7 +203,8 @@ def _queue_context(request) -> dict:
         form = QueueFilterForm(initial={"queue": filters["queue"]}, expert=expert)
     now = timezone.now()
     open_items = _filtered(
-        Escalation.objects.filter(state__in=Escalation.OPEN_STATES)
+        Escalation.objects.visible_to(user)
+        .filter(state__in=Escalation.OPEN_STATES)
         .select_related("agent", "claimed_by")
         .defer("context", "result", "final_arguments", "comment"),
         filters,
@@ -241,9 +242,9 @@ def _queue_context(request) -> dict:
             )
         )
     decided = _filtered(
-        Escalation.objects.filter(state__in=(Escalation.State.DECIDED, Escalation.State.EXPIRED)).select_related(
-            "agent", "decided_by"
-        ),
+        Escalation.objects.visible_to(user)
+        .filter(state__in=(Escalation.State.DECIDED, Escalation.State.EXPIRED))
+        .select_related("agent", "decided_by"),
         filters,
     ).order_by("-decided_at", "-pk")[:RECENT_LIMIT]
     recent = [

@@ -196,6 +196,8 @@ def manage_command(argv: list[str]) -> int:
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secret_key(prof.home),
         "PROMETHEUS_MULTIPROC_DIR": str(prof.home / "prometheus"),  # shared with make run's processes
         "AGENTOPS_RUN_DIR": str(RUN),
+        # as make run's processes (base_env): seed_demo points providers at the mock on loopback
+        "AGENTOPS_ALLOW_PRIVATE_URLS": os.environ.get("AGENTOPS_ALLOW_PRIVATE_URLS", "127.0.0.0/8,::1"),
     }
     (prof.home / "prometheus").mkdir(parents=True, exist_ok=True)
     try:

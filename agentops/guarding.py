@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 
+from agentops import netguard
 from agentops.runtime.breaker import BreakerRegistry, BreakerState
 from agentops.runtime.cache import CACHE_SPECS, TwoLevelCache
 from agentops.runtime.guard import GuardDeps, make_breaker_registry
@@ -21,12 +22,32 @@ from agentops.runtime.timeouts import AdaptiveTimeouts
 from agentops.runtime_config import config_source
 
 
+def guarded_openai_client(base_url: str, api_key: str):
+    """The openai SDK client every provider uses: its transport checks each request (redirect hops too) after
+    DNS resolution and connects to the checked address (agentops/netguard.py), so a base URL can never reach
+    loopback, link-local or private addresses the operator did not allow-list."""
+    import httpx2
+    import openai
+    from openai._constants import DEFAULT_CONNECTION_LIMITS
+
+    transport = netguard.guarded_transport(httpx2.HTTPTransport)(limits=DEFAULT_CONNECTION_LIMITS)
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key or "unset",
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=transport),
+    )
+
+
 def build_provider(row) -> Provider:
     """A runtime provider from a Provider row."""
     from agentops.models import Provider as ProviderRow
 
     if row.kind == ProviderRow.Kind.OPENAI:
-        return OpenAICompatProvider(row.name, row.base_url, row.api_key or "unused")
+        api_key = row.api_key or "unused"
+        return OpenAICompatProvider(
+            row.name, row.base_url, api_key, client=guarded_openai_client(row.base_url, api_key)
+        )
     rates = {"ServiceUnavailable": row.fault_rate} if row.fault_rate else None
     return SimulatedProvider(row.name, latency=row.latency_ms / 1000, fault_rates=rates, seed=None)
 
@@ -44,8 +65,12 @@ def env_upstream() -> Provider | None:
     if not settings.GATEWAY_UPSTREAM_URL:
         return None
     if _env_upstream is None:
+        api_key = settings.GATEWAY_UPSTREAM_KEY or "unused"
         _env_upstream = OpenAICompatProvider(
-            ENV_UPSTREAM, settings.GATEWAY_UPSTREAM_URL, settings.GATEWAY_UPSTREAM_KEY or "unused"
+            ENV_UPSTREAM,
+            settings.GATEWAY_UPSTREAM_URL,
+            api_key,
+            client=guarded_openai_client(settings.GATEWAY_UPSTREAM_URL, api_key),
         )
     return _env_upstream
 

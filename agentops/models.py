@@ -11,7 +11,9 @@ import re
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils.translation import gettext as _
 
+from agentops import netguard
 from agentops.runtime.errors import ErrorClass
 
 
@@ -69,6 +71,17 @@ class Provider(models.Model):
     def clean(self) -> None:
         if self.kind == self.Kind.OPENAI and not self.base_url:
             raise ValidationError({"base_url": "An OpenAI-compatible provider needs a base URL."})
+        refusal = netguard.refusal_at_save(self.base_url) if self.base_url else None
+        if refusal:
+            raise ValidationError(
+                {
+                    "base_url": _(
+                        "A provider may only be reached at a public address: %(why)s. An operator can allow a "
+                        "private host with AGENTOPS_ALLOW_PRIVATE_URLS."
+                    )
+                    % {"why": refusal}
+                }
+            )
 
 
 class ModelRoute(models.Model):

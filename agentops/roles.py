@@ -49,6 +49,14 @@ def can_open(user, section_key: str) -> bool:
     return bool(SECTIONS_BY_KEY[section_key].roles & user_roles(user))
 
 
+def is_expert(user) -> bool:
+    """Experts (and superusers) see expert-queue escalations; everyone else never does (review.models
+    EscalationQuerySet.visible_to applies it to every page and export)."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return user.is_superuser or EXPERT in user_roles(user)
+
+
 def visible_sections(user) -> list[tuple[Section, str]]:
     """Sections this user may open whose page is installed, with their URL."""
     visible = []

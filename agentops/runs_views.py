@@ -148,6 +148,7 @@ class EscalationView:
     comment: str = ""
     reviewer_confidence: Any = None
     outcome_json: str = ""  # the reviewer's final arguments or written result
+    withheld: bool = False  # an expert-queue item shown to a non-expert: what it is, none of its content
 
 
 @dataclass
@@ -256,7 +257,44 @@ def escalations_for(steps) -> dict:
     return {pk: row for pk, row in rows.items() if by_step.get((row.run_id, row.step_seq)) == pk}
 
 
-def step_view(step: Step, escalations: dict | None = None) -> StepView:
+def withheld_escalation_view(escalation) -> EscalationView:
+    """An expert-queue escalation as a non-expert sees it on a timeline: what kind of decision it is and
+    where it stands, never its arguments, context, messages, decision, comment or outcome."""
+    return EscalationView(
+        reason=escalation.reason,
+        priority=escalation.priority,
+        subject=escalation.operation,
+        kind=escalation.kind,
+        value=None,
+        confidence=None,
+        rule="",
+        side_effect=None,
+        details_json="",
+        review_url="",
+        state=escalation.state,
+        queue=escalation.queue,
+        withheld=True,
+    )
+
+
+def step_view(step: Step, escalations: dict | None = None, *, withheld: bool = False) -> StepView:
+    """One step of a timeline. `withheld`: its escalation is in the expert queue and the viewer is no expert,
+    so the step's arguments, result and decision (the same content) are left out as well."""
+    if withheld:
+        return StepView(
+            step=step,
+            badge=STEP_BADGES.get(step.status, ""),
+            hops=[hop_view(hop) for hop in (step.hops if isinstance(step.hops, list) else [])],
+            escalation=withheld_escalation_view(escalations[step.escalation_id]),
+            duration=seconds_label(step.duration_ms / 1000) if step.duration_ms else "—",
+            duration_ms=step.duration_ms,
+            arguments_json="",
+            arguments_preview="",
+            result_json="",
+            result_preview="",
+            decision_json="",
+            state_key=f"{step.executions}-{step.status}-{step.attempts}-withheld",
+        )
     arguments = step.arguments
     escalation = None
     if step.status in (Step.Status.WAITING_HUMAN, Step.Status.DECIDED):
@@ -347,10 +385,22 @@ def _run_or_404(run_id: int) -> Run:
     return get_object_or_404(Run.objects.select_related("agent"), pk=run_id)
 
 
-def _detail_context(run: Run) -> dict:
+def timeline_steps(run: Run, user) -> list[StepView]:
+    """The run's steps as `user` may see them: a step whose escalation is in the expert queue keeps only
+    what kind of decision it is for a non-expert (review.models EscalationQuerySet.visible_to decides)."""
     rows = list(run.steps.order_by("seq"))
     escalations = escalations_for(rows)
-    steps = [step_view(step, escalations) for step in rows]
+    withheld: set[int] = set()
+    if escalations:
+        from review.models import Escalation
+
+        visible = Escalation.objects.visible_to(user).filter(pk__in=list(escalations)).values_list("pk", flat=True)
+        withheld = set(escalations) - set(visible)
+    return [step_view(step, escalations, withheld=step.escalation_id in withheld) for step in rows]
+
+
+def _detail_context(run: Run, user) -> dict:
+    steps = timeline_steps(run, user)
     longest = max((view.duration_ms for view in steps), default=0.0)
     duration, ongoing = run_duration(run)
     return {
@@ -375,14 +425,14 @@ def _detail_context(run: Run) -> dict:
 @roles.section_required("runs")
 @require_GET
 def run_detail(request, run_id: int):
-    return render(request, "agentops/runs/detail.html", _detail_context(_run_or_404(run_id)))
+    return render(request, "agentops/runs/detail.html", _detail_context(_run_or_404(run_id), request.user))
 
 
 @roles.section_required("runs")
 @require_GET
 def run_live(request, run_id: int):
     """Header and timeline of one run, re-read on every `run.<id>` event and on reconnect."""
-    return render(request, "agentops/runs/detail.html#live", _detail_context(_run_or_404(run_id)))
+    return render(request, "agentops/runs/detail.html#live", _detail_context(_run_or_404(run_id), request.user))
 
 
 @roles.section_required("runs")
@@ -408,7 +458,7 @@ def _action_answer(request, run: Run, *, ok: bool, message: str) -> HttpResponse
         messages.success(request, message)
         return redirect("runs:detail", run_id=run.pk)
     messages.error(request, message)
-    return render(request, "agentops/runs/detail.html", _detail_context(_run_or_404(run.pk)), status=409)
+    return render(request, "agentops/runs/detail.html", _detail_context(_run_or_404(run.pk), request.user), status=409)
 
 
 @roles.section_required("runs")

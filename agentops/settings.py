@@ -3,6 +3,7 @@ loudly (agentops/env.py); defaults suit the project-local services `make run` st
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import zoneinfo
 from pathlib import Path
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "csp",
+    "axes",
     "agentops",
     "review",
     "budgets",
@@ -52,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Turns a locked-out sign-in into the 429 page (agentops/login_throttle.py).
+    "axes.middleware.AxesMiddleware",
     "agentops.middleware.DatabaseUnavailableMiddleware",
 ]
 
@@ -180,6 +184,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Sign-in throttling (django-axes; agentops/login_throttle.py says what is ours and why): 10 failures in 15
+# minutes per username, and per client address, lock it out for 15 minutes (429), shared by every web
+# process through PostgreSQL.
+AUTHENTICATION_BACKENDS = [
+    "agentops.login_throttle.ThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "agentops.login_throttle.ThrottleHandler"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_float("LOGIN_LOCKOUT_MINUTES", 15.0, minimum=0.1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted on its own
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "agentops.login_throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "agentops.login_throttle.locked_out"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # one audit row per failed attempt, beside axes' per-client counters
+AXES_VERBOSE = False  # our own structured line says what matters (auth.login_locked_out)
 SECURE_HTTPS = env_bool("SECURE_HTTPS", False)
 SESSION_COOKIE_SECURE = SECURE_HTTPS
 CSRF_COOKIE_SECURE = SECURE_HTTPS
@@ -234,6 +254,16 @@ AGENTOPS_BENCH_ENDPOINTS = env_bool("AGENTOPS_BENCH_ENDPOINTS", False)
 # tokens a day, about half of the seeded 100,000-token global daily budget and under its 80 % alert
 # threshold (seed_demo also caps each demo agent at DEMO_AGENT_DAILY_TOKENS a day with a hard budget).
 DEMO_TOKENS_PER_MINUTE = env_float("DEMO_TOKENS_PER_MINUTE", 12.0, minimum=0.0)
+# Webhooks and provider base URLs may only reach public addresses (agentops/netguard.py): loopback,
+# link-local, private and unspecified ones are refused unless listed here (comma-separated host names, IP
+# addresses or CIDR networks). `make run` lists loopback for the demo's local mock; production lists nothing.
+AGENTOPS_ALLOW_PRIVATE_URLS = env_list("AGENTOPS_ALLOW_PRIVATE_URLS", [])
+try:
+    from agentops.netguard import AllowList
+
+    AllowList.parse(AGENTOPS_ALLOW_PRIVATE_URLS)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"AGENTOPS_ALLOW_PRIVATE_URLS: {_exc}") from _exc
 READYZ_TIMEOUT = env_float("READYZ_TIMEOUT", 2.0, minimum=0.1)
 # A worker holds a run's lease and renews it every RUN_LEASE_SECONDS / 3; beat re-enqueues runs whose
 # lease expired (the worker died), so a crashed run resumes after at most lease + reclaim interval.

@@ -11,6 +11,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext as _
+
+from agentops import netguard
 
 USD = {"max_digits": 16, "decimal_places": 8}
 PRICE = {"max_digits": 12, "decimal_places": 6}
@@ -358,6 +361,18 @@ class Webhook(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        refusal = netguard.refusal_at_save(self.url) if self.url else None
+        if refusal:
+            raise ValidationError({"url": refused_url_message(refusal)})
+
+
+def refused_url_message(refusal: str) -> str:
+    return _(
+        "Webhooks may only reach public addresses: %(why)s. An operator can allow a private host with "
+        "AGENTOPS_ALLOW_PRIVATE_URLS."
+    ) % {"why": refusal}
 
 
 class WebhookDelivery(models.Model):

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 from django.conf import settings
 
+from agentops import netguard
 from agentops.celery import app
 from agentops.observability import metrics
 
 WEBHOOK_TIMEOUT = 5.0
+
+
+@functools.cache
+def webhook_client() -> httpx.Client:
+    """One client per worker process. Its transport checks every request after DNS resolution and connects
+    to the address it checked (agentops/netguard.py); redirects are not followed, so a webhook cannot
+    bounce the POST to an address it could not be saved with."""
+    return httpx.Client(
+        transport=netguard.guarded_transport(httpx.HTTPTransport)(), timeout=WEBHOOK_TIMEOUT, follow_redirects=False
+    )
 
 
 @app.task(name="budgets.reclaim_expired")
@@ -58,15 +71,18 @@ def deliver_webhook(self, delivery_pk: int) -> str:
     if delivery is None or delivery.status in (WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED):
         return "gone"
     max_retries = settings.WEBHOOK_MAX_RETRIES
-    status_code, error = None, ""
+    status_code, error, final = None, "", self.request.retries >= max_retries
+    # The log keeps the status code and the error's class only: never the answer's body or an exception's
+    # text, which would echo whatever the far end (possibly an internal service) sent back.
     try:
-        response = httpx.post(delivery.webhook.url, json=slack_payload(delivery.alert), timeout=WEBHOOK_TIMEOUT)
+        response = webhook_client().post(delivery.webhook.url, json=slack_payload(delivery.alert))
         status_code = response.status_code
         if not response.is_success:
-            error = f"HTTP {status_code}: {response.text[:200]}"
+            error = f"HTTP {status_code}"
+    except netguard.RefusedURL as exc:  # our own words, not the far end's; retrying would not change it
+        error, final = f"RefusedURL: {exc}", True
     except Exception as exc:  # refused, timed out, a bad URL: each is one failed attempt, never a lost delivery
-        error = f"{type(exc).__name__}: {exc}"
-    final = self.request.retries >= max_retries
+        error = type(exc).__name__
     status = record_delivery_attempt(delivery_pk, status_code=status_code, error=error, final=final)
     metrics.WEBHOOK_DELIVERIES.labels(outcome=status).inc()
     if status == WebhookDelivery.Status.RETRYING:

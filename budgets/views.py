@@ -428,8 +428,17 @@ class DeliveryRow:
     delivery: WebhookDelivery
     webhook: str
     alert: str
+    last_error: str
     attempts: list[dict]
     created: str
+
+
+def short_error(error: str) -> str:
+    """A logged error as the page shows it: the status line or the error class. Rows written before the log
+    stopped keeping answers ("HTTP 500: <body>") show no more than new ones: the body is the far end's."""
+    if error.startswith("RefusedURL"):
+        return error  # our own words about the address
+    return error.split(":", 1)[0]
 
 
 def _deliveries() -> list[DeliveryRow]:
@@ -439,11 +448,12 @@ def _deliveries() -> list[DeliveryRow]:
             delivery=d,
             webhook=d.webhook.name,
             alert=str(d.alert),
+            last_error=short_error(d.last_error),
             attempts=[
                 {
                     "at": str(entry.get("at", ""))[:19].replace("T", " "),
                     "status_code": entry.get("status_code") if entry.get("status_code") is not None else "—",
-                    "error": entry.get("error") or "",
+                    "error": short_error(entry.get("error") or ""),
                 }
                 for entry in (d.log if isinstance(d.log, list) else [])
                 if isinstance(entry, dict)

@@ -52,10 +52,11 @@ def _day_start(day) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def finished_escalations(data: dict) -> QuerySet[Escalation]:
-    """Decided or expired escalations matching the cleaned filters; the date range applies to when the
-    decision was made (or the safe default applied), whole days in the site's time zone, inclusive."""
-    query = Escalation.objects.filter(state__in=FINISHED, decided_at__isnull=False)
+def finished_escalations(data: dict, user) -> QuerySet[Escalation]:
+    """Decided or expired escalations `user` may see (expert-queue items only for experts) matching the
+    cleaned filters; the date range applies to when the decision was made (or the safe default applied),
+    whole days in the site's time zone, inclusive."""
+    query = Escalation.objects.visible_to(user).filter(state__in=FINISHED, decided_at__isnull=False)
     if data.get("agent"):
         query = query.filter(agent=data["agent"])
     if data.get("since"):
@@ -168,7 +169,7 @@ def export_decisions(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         errors = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in form.errors.items())
         return HttpResponseBadRequest(f"invalid filter: {errors}", content_type="text/plain; charset=utf-8")
-    query = finished_escalations(form.cleaned_data)
+    query = finished_escalations(form.cleaned_data, request.user)
     content = _alines(query) if isinstance(request, ASGIRequest) else _lines(query)
     response = StreamingHttpResponse(content, content_type="application/x-ndjson; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
@@ -235,11 +236,12 @@ def _duration_label(seconds: float | None) -> str:
     return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def decision_stats_rows(data: dict) -> list[StatsRow]:
-    """Per agent + operation: counts, rates over human decisions, median time to a human decision."""
+def decision_stats_rows(data: dict, user) -> list[StatsRow]:
+    """Per agent + operation, over the escalations `user` may see: counts, rates over human decisions,
+    median time to a human decision."""
     human = Q(state=Escalation.State.DECIDED)
     grouped = (
-        finished_escalations(data)
+        finished_escalations(data, user)
         .values("agent__name", "operation")
         .annotate(
             count=Count("pk"),
@@ -290,7 +292,7 @@ def decision_stats(request: HttpRequest) -> HttpResponse:
     form = DecisionFilterForm(request.GET or None)
     valid = form.is_valid() if form.is_bound else True
     data = form.cleaned_data if form.is_bound and valid else {}
-    rows = decision_stats_rows(data) if valid else []
+    rows = decision_stats_rows(data, request.user) if valid else []
     query = request.GET.urlencode() if valid else ""
     totals = {
         "count": sum(r.count for r in rows),

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from agentops import roles
 from agentops.models import Agent, Run
 
 
@@ -56,6 +57,15 @@ class EscalationPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"policy for {self.agent or 'every agent'} / {self.operation or 'every operation'}"
+
+
+class EscalationQuerySet(models.QuerySet):
+    def visible_to(self, user) -> EscalationQuerySet:
+        """The escalations `user` may see: an expert-queue item (escalated, or expired through the expert
+        queue) only by experts. Every page and export that shows escalations starts from this."""
+        if roles.is_expert(user):
+            return self
+        return self.exclude(queue=Escalation.Queue.EXPERTS)
 
 
 class Escalation(models.Model):
@@ -112,6 +122,8 @@ class Escalation(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = EscalationQuerySet.as_manager()
 
     class Meta:
         ordering = ["priority_rank", "created_at"]

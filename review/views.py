@@ -116,12 +116,11 @@ def _optional_url(name: str, *args) -> str:
         return ""
 
 
-def is_expert(user) -> bool:
-    return user.is_superuser or roles.EXPERT in roles.user_roles(user)
+is_expert = roles.is_expert
 
 
 def _check_queue_access(user, escalation: Escalation) -> None:
-    if escalation.queue == Escalation.Queue.EXPERTS and not is_expert(user):
+    if not Escalation.objects.visible_to(user).filter(pk=escalation.pk).exists():
         raise PermissionDenied("This escalation is in the expert queue.")
 
 
@@ -204,7 +203,8 @@ def _queue_context(request) -> dict:
         form = QueueFilterForm(initial={"queue": filters["queue"]}, expert=expert)
     now = timezone.now()
     open_items = _filtered(
-        Escalation.objects.filter(state__in=Escalation.OPEN_STATES)
+        Escalation.objects.visible_to(user)
+        .filter(state__in=Escalation.OPEN_STATES)
         .select_related("agent", "claimed_by")
         .defer("context", "result", "final_arguments", "comment"),
         filters,
@@ -242,9 +242,9 @@ def _queue_context(request) -> dict:
             )
         )
     decided = _filtered(
-        Escalation.objects.filter(state__in=(Escalation.State.DECIDED, Escalation.State.EXPIRED)).select_related(
-            "agent", "decided_by"
-        ),
+        Escalation.objects.visible_to(user)
+        .filter(state__in=(Escalation.State.DECIDED, Escalation.State.EXPIRED))
+        .select_related("agent", "decided_by"),
         filters,
     ).order_by("-decided_at", "-pk")[:RECENT_LIMIT]
     recent = [
@@ -323,14 +323,15 @@ def _suggestions(value: Any) -> list[str]:
     return [pretty(item) for item in items[:50]]
 
 
-def _timeline(run) -> dict:
-    """The run's steps through the runs pages' own partial, when that page is installed."""
+def _timeline(run, user) -> dict:
+    """The run's steps through the runs pages' own partial, when that page is installed (what `user` may
+    not see of an expert-queue step is withheld there too)."""
     try:
-        from agentops.runs_views import step_view
+        from agentops.runs_views import timeline_steps
     except ImportError:
         return {}
     try:
-        steps = [step_view(step) for step in run.steps.order_by("seq")]
+        steps = timeline_steps(run, user)
     except Exception:  # the runs page is being reworked: the link still leads to the full timeline
         return {}
     return {
@@ -395,7 +396,7 @@ def _detail_context(request, escalation: Escalation, *, form: DecisionForm | Non
         "run_url": _optional_url("runs:detail", run.pk) if run else "",
         "run_input": pretty(run.input) if run else "",
         "run_output": pretty(run.output) if run else "",
-        **(_timeline(run) if run else {}),
+        **(_timeline(run, user) if run else {}),
         "events": events,
         "can_escalate": escalation.queue == Escalation.Queue.REVIEWERS,
         "can_approve": escalation.kind != "llm",

@@ -59,6 +59,10 @@ def base_env(profile_name: str, service_env: dict) -> dict:
         "PROMETHEUS_MULTIPROC_DIR": str(prom),
         "AGENTOPS_RUN_DIR": str(RUN),
         "PYTHONUNBUFFERED": "1",
+        # Outbound requests may reach loopback here only: the demo's OpenAI mock (make run, make bench) and the
+        # tests' webhook receivers and mocks listen on 127.0.0.1. Production leaves it unset (README, "Outbound
+        # requests"); a value set in the environment, even an empty one, wins.
+        "AGENTOPS_ALLOW_PRIVATE_URLS": os.environ.get("AGENTOPS_ALLOW_PRIVATE_URLS", "127.0.0.0/8,::1"),
         # Procfile commands (python, celery) must come from the project's virtualenv.
         "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
@@ -192,6 +196,8 @@ def manage_command(argv: list[str]) -> int:
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secret_key(prof.home),
         "PROMETHEUS_MULTIPROC_DIR": str(prof.home / "prometheus"),  # shared with make run's processes
         "AGENTOPS_RUN_DIR": str(RUN),
+        # as make run's processes (base_env): seed_demo points providers at the mock on loopback
+        "AGENTOPS_ALLOW_PRIVATE_URLS": os.environ.get("AGENTOPS_ALLOW_PRIVATE_URLS", "127.0.0.0/8,::1"),
     }
     (prof.home / "prometheus").mkdir(parents=True, exist_ok=True)
     try:

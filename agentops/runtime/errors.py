@@ -82,6 +82,11 @@ _CATEGORY = {
 }
 
 
+class RefusedDestination(Exception):
+    """An outbound request refused before it left (its address is not one requests may reach): permanent,
+    asking again gives the same answer. The Django side's address guard raises a subclass."""
+
+
 class ProviderError(Exception):
     """A classified provider failure.
 
@@ -261,6 +266,9 @@ def classify(exc: BaseException | int, *, provider: str | None = None, model: st
         err.__cause__ = exc
         return err
 
+    # The address guard refused the request before it left (raised as is, or wrapped by the SDK): never retried.
+    if isinstance(exc, RefusedDestination) or isinstance(exc.__cause__, RefusedDestination):
+        return make(ErrorClass.CONNECTION, transient=False, reason="refused_address")
     # openai SDK — order matters: APITimeoutError is an APIConnectionError, RateLimitError an APIStatusError.
     if isinstance(exc, openai.APITimeoutError):
         return make(ErrorClass.TIMEOUT, reason="timeout")

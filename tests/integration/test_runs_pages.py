@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from agentops import actions
@@ -268,8 +269,14 @@ def test_waiting_and_decided_steps_show_the_review_queue_escalation(reviewer):
     assert "decided by a human" in first and "high_value_decision" in first
     assert '<span class="badge ok">Modified</span> by pages-expert' in first and "confidence 80 %" in first
     assert "cap it &lt;script&gt;" in first and "&quot;amount&quot;: 1000.0" in first
+    # step 2 waits in the expert queue: a reviewer sees that, not its messages (issue 14, item 11)
     second = html[html.index('id="step-2"') :]
     assert "needs a human" in second and "all_fallbacks_failed" in second
+    assert "belongs to the expert queue" in second and "where is my refund?" not in second
+    expert = Client()
+    assert expert.login(username="pages-expert", password=PASSWORD)
+    html = expert.get(f"/runs/{run.pk}/").content.decode()
+    second = html[html.index('id="step-2"') :]
     assert "claimed by pages-expert · expert queue · decide by" in second
     assert "Every fallback failed for operation <code>response</code>" in second
     assert "where is my refund?" in second

@@ -71,7 +71,7 @@ class Receiver:
     """A webhook receiver: answers each path from a script of status codes (the last one repeats) and
     records every request body."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.lock = threading.Lock()
         self.scripts: dict[str, list[int]] = {}
         self.bodies: dict[str, list[dict]] = {}
@@ -94,8 +94,8 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.server = ThreadingHTTPServer((host, free_port()), Handler)
+        self.url = f"http://{host}:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def path(self, statuses: list[int]) -> str:

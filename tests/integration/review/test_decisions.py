@@ -425,7 +425,7 @@ def test_stats_per_agent_and_operation(people, agent):
     decided_set(people, agent)
     e = new_escalation(agent)
     review.decide(e.pk, people[0], "approved")
-    rows = {(r.agent, r.operation): r for r in decision_stats_rows({})}
+    rows = {(r.agent, r.operation): r for r in decision_stats_rows({}, people[2])}
     assert set(rows) == {("t-approval", "send_note"), ("t-approval", "delete_account"), ("t-other", "send_note")}
     send = rows[("t-approval", "send_note")]
     # approved, modified, rejected, approved by humans; one expired
@@ -440,7 +440,9 @@ def test_stats_per_agent_and_operation(people, agent):
     Escalation.objects.filter(agent=agent, state="decided", operation="send_note").update(
         decided_at=F("created_at") + timedelta(seconds=10)
     )
-    send = {(r.agent, r.operation): r for r in decision_stats_rows({"agent": agent})}[("t-approval", "send_note")]
+    send = {(r.agent, r.operation): r for r in decision_stats_rows({"agent": agent}, people[2])}[
+        ("t-approval", "send_note")
+    ]
     assert send.median_seconds == pytest.approx(10, abs=0.01) and send.median_label == "10.0 s"
 
     request = RequestFactory().get("/review/stats")

@@ -102,51 +102,47 @@
     });
   }
 
-  function fillSessions(rows) {
-    var body = $("top-session-rows");
+  // One table body from rows: each column is [class, value of a row]; an empty list shows `emptyText`.
+  function fillTable(id, rows, emptyText, key, columns) {
+    var body = $(id);
     body.replaceChildren();
     if (!rows.length) {
       var empty = document.createElement("tr");
-      var cell = text("td", "No session spend in this window.", "empty");
-      cell.colSpan = 5;
+      var cell = text("td", emptyText, "empty");
+      cell.colSpan = columns.length;
       empty.appendChild(cell);
       body.appendChild(empty);
       return;
     }
-    rows.forEach(function (s) {
+    rows.forEach(function (row) {
       var tr = document.createElement("tr");
-      tr.setAttribute("data-session", s.session_id);
-      tr.appendChild(text("td", s.session_id, "mono clip"));
-      tr.appendChild(text("td", s.agent || "—", "clip"));
-      tr.appendChild(text("td", count(s.calls), "num"));
-      tr.appendChild(text("td", count(s.tokens), "num"));
-      tr.appendChild(text("td", usd(s.usd), "num"));
+      tr.setAttribute(key[0], row[key[1]]);
+      columns.forEach(function (column) { tr.appendChild(text("td", column[1](row), column[0])); });
       body.appendChild(tr);
     });
   }
 
+  function fillSessions(rows) {
+    fillTable("top-session-rows", rows, "No session spend in this window.", ["data-session", "session_id"], [
+      ["mono clip", function (s) { return s.session_id; }],
+      ["clip", function (s) { return s.agent || "—"; }],
+      ["num", function (s) { return count(s.calls); }],
+      ["num", function (s) { return count(s.tokens); }],
+      ["num", function (s) { return usd(s.usd); }],
+    ]);
+  }
+
+  // The latest ledger rows: the model that answered and the price row that applied (dated names match
+  // their family's row).
   function fillCalls(rows) {
-    var body = $("recent-call-rows");
-    body.replaceChildren();
-    if (!rows.length) {
-      var empty = document.createElement("tr");
-      var cell = text("td", "No calls yet.", "empty");
-      cell.colSpan = 6;
-      empty.appendChild(cell);
-      body.appendChild(empty);
-      return;
-    }
-    rows.forEach(function (c) {
-      var tr = document.createElement("tr");
-      tr.setAttribute("data-call", c.id);
-      tr.appendChild(text("td", new Date(c.at).toLocaleTimeString(), "mono"));
-      tr.appendChild(text("td", c.agent || "—", "clip"));
-      tr.appendChild(text("td", c.model, "mono clip"));
-      tr.appendChild(text("td", c.priced_as, "priced-as"));
-      tr.appendChild(text("td", count(c.input_tokens) + " / " + count(c.output_tokens), "num"));
-      tr.appendChild(text("td", usd(c.usd), "num"));
-      body.appendChild(tr);
-    });
+    fillTable("recent-call-rows", rows, "No calls yet.", ["data-call", "id"], [
+      ["mono", function (c) { return new Date(c.at).toLocaleTimeString(); }],
+      ["clip", function (c) { return c.agent || "—"; }],
+      ["mono clip", function (c) { return c.model; }],
+      ["priced-as", function (c) { return c.priced_as; }],
+      ["num", function (c) { return count(c.input_tokens) + " / " + count(c.output_tokens); }],
+      ["num", function (c) { return usd(c.usd); }],
+    ]);
   }
 
   function render(data) {

@@ -22,16 +22,22 @@ UPSTREAM_ONLY = "mock-upstream"  # no route and no provider lists it: the OPENAI
 FAST_RETRY = {"max_retries": 2, "base_delay": 0.01, "max_delay": 0.05, "multiplier": 2.0, "jitter": False}
 
 
-@pytest.fixture(scope="module")
-def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
-    """A web process with the mock as its default upstream and fast retries for its error classes."""
+def start_gateway_web(stack_env, logdir, mock_openai, **settings: str) -> Proc:
+    """A web process with the mock as its default upstream (``settings``: more environment variables)."""
     env = {
         **stack_env,
         "OPENAI_BASE_URL": mock_openai.base_url,
         "OPENAI_API_KEY": "sk-test",
         "GATEWAY_HOLD_SECONDS": "20",
+        **settings,
     }
-    proc = start_web(env, logdir)
+    return start_web(env, logdir)
+
+
+@pytest.fixture(scope="module")
+def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
+    """A web process with the mock as its default upstream and fast retries for its error classes."""
+    proc = start_gateway_web(stack_env, logdir, mock_openai)
     yield proc
     proc.stop()
 

@@ -15,9 +15,9 @@ import pytest
 
 from agentops import actions, inflight
 from budgets.models import Budget, Reservation
-from tests.fixtures.stack import Proc, start_web
+from tests.fixtures.stack import Proc
 from tests.fixtures.waiting import wait_until
-from tests.integration.gateway.conftest import MOCK_A, UPSTREAM_ONLY
+from tests.integration.gateway.conftest import MOCK_A, UPSTREAM_ONLY, start_gateway_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,14 +29,7 @@ SLOW_STREAM = {"model": UPSTREAM_ONLY, "messages": ASK, "stream": True, "max_tok
 @pytest.fixture(scope="module")
 def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
     """The conftest's gateway process, with THREADS gateway threads."""
-    env = {
-        **stack_env,
-        "OPENAI_BASE_URL": mock_openai.base_url,
-        "OPENAI_API_KEY": "sk-test",
-        "GATEWAY_HOLD_SECONDS": "20",
-        "GATEWAY_THREADS": str(THREADS),
-    }
-    proc = start_web(env, logdir)
+    proc = start_gateway_web(stack_env, logdir, mock_openai, GATEWAY_THREADS=str(THREADS))
     yield proc
     proc.stop()
 

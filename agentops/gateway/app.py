@@ -176,32 +176,48 @@ async def _pump(send, outbox: Outbox) -> None:
         elif kind == "hold_stream":
             for event in await _held_events(item):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
+        elif kind == "hold_body":  # a whole answer sent as a stream: the events of its decided body
+            _, body, include_usage, pending = item
+            for event in wire.chunks_of(await _decided(body, pending), include_usage):
+                await send({"type": "http.response.body", "body": event, "more_body": True})
         else:  # "end"
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
 
 
-async def _held_reply(item: tuple) -> tuple[int, list, bytes]:
-    from agentops.gateway.tool_review import apply_decisions, decisions_for
+async def _decisions(pending: list) -> dict[int, dict]:
+    """The decisions on the held calls, keyed by call position; the hold ends after GATEWAY_HOLD_SECONDS
+    and closes what nobody decided by then (see tool_review.decisions_for)."""
+    from agentops.gateway.tool_review import decided_by_position, decisions_for
 
-    _, status, headers, body, pending = item
-    decided = await decisions_for([action.pk for _, action in pending], settings.GATEWAY_HOLD_SECONDS)
-    by_call = {call_id: decided[action.pk] for call_id, action in pending}
+    decided = await decisions_for([action.pk for _, action in pending], settings.GATEWAY_HOLD_SECONDS, "gateway")
+    return decided_by_position(pending, decided)
+
+
+async def _decided(body: dict, pending: list) -> dict:
+    """A held ``chat.completion`` body rewritten by its decisions."""
+    from agentops.gateway.tool_review import apply_decisions
+
+    by_call = await _decisions(pending)
     choice = body["choices"][0]
     choice["message"], finish = apply_decisions(choice["message"], by_call)
     if finish is not None:
         choice["finish_reason"] = finish
-    return status, headers, wire.dumps(body)
+    return body
+
+
+async def _held_reply(item: tuple) -> tuple[int, list, bytes]:
+    _, status, headers, body, pending = item
+    return status, headers, wire.dumps(await _decided(body, pending))
 
 
 async def _held_events(item: tuple) -> list[bytes]:
     """A streamed answer's held tail (tool calls, finish, usage): sent as it was when every call was
     approved, else rebuilt from the rewritten message."""
-    from agentops.gateway.tool_review import apply_decisions, decisions_for
+    from agentops.gateway.tool_review import apply_decisions
 
     _, buffered, message, base, finish_reason, usage_event, pending = item
-    decided = await decisions_for([action.pk for _, action in pending], settings.GATEWAY_HOLD_SECONDS)
-    by_call = {call_id: decided[action.pk] for call_id, action in pending}
+    by_call = await _decisions(pending)
     if all(decision["decision"] == "approved" for decision in by_call.values()):
         return buffered
     rewritten, finish = apply_decisions(message, by_call)

@@ -283,7 +283,7 @@ def _resume(escalation: Escalation) -> None:
 
 
 @transaction.atomic
-def close_unwaited(escalation_id: int, *, channel: str, waited: float) -> Escalation:
+def close_unwaited(escalation_id: int, *, channel: str, waited: float, why: str = "") -> Escalation:
     """The agent stopped waiting for this item (``channel``: the gateway's hold, the API / client wait):
     close it now — expired, with the safe default (reject) — so that no reviewer decides what nobody will
     act on any more. An item already closed (a decision won the race) is returned unchanged."""
@@ -300,7 +300,7 @@ def close_unwaited(escalation_id: int, *, channel: str, waited: float) -> Escala
     escalation.claimed_by, escalation.claim_expires_at = None, None
     escalation.version += 1
     escalation.save()
-    _audit(escalation, WAITER_GAVE_UP, None, channel=channel, waited_seconds=waited, decision=D.REJECTED)
+    _audit(escalation, WAITER_GAVE_UP, None, channel=channel, waited_seconds=waited, why=why, decision=D.REJECTED)
     _resume(escalation)
     _announce(escalation, "escalation.expired")
     transaction.on_commit(_pending_gauge)

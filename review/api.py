@@ -230,6 +230,6 @@ def abandon_action(
     if action is None:
         raise not_found("action")
     if action.escalation_id is not None and status_of(action) == "pending":
-        actions.close_unwaited(action.escalation_id, channel="api", waited=waited)
+        actions.close_unwaited(action.escalation_id, channel="api", waited=waited, why="the client stopped waiting")
         action = _actions().get(pk=action_id)
     return action_out(action)

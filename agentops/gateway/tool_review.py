@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,14 +77,23 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"_raw": parsed}
 
 
-async def decisions_for(action_ids: Sequence[int], timeout: float, channel: str) -> dict[int, dict[str, Any]]:
-    """Wait (concurrently, at most ``timeout`` s) for a decision on each request. A request still pending
-    at the end is closed at once as unwaited (``channel`` names the waiter in the audit log) and counts as
-    expired — the safe default, reject (DESIGN.md §6); a decision that won the race counts as made."""
+async def decisions_for(
+    action_ids: Sequence[int], timeout: float, channel: str, gone: threading.Event | None = None
+) -> dict[int, dict[str, Any]]:
+    """Wait (concurrently, at most ``timeout`` s, or until ``gone`` is set: the client disconnected) for a
+    decision on each request. A request still pending at the end is closed at once as unwaited
+    (``channel`` names the waiter in the audit log) and counts as expired — the safe default, reject
+    (DESIGN.md §6); a decision that won the race counts as made."""
     from asgiref.sync import sync_to_async
 
     from review.actions import close_unwaited
     from review.api import _actions, _decision
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    def left() -> bool:
+        return gone is not None and gone.is_set()
 
     async def read(action_id: int):
         return await _actions().filter(pk=action_id).afirst()
@@ -92,11 +102,13 @@ async def decisions_for(action_ids: Sequence[int], timeout: float, channel: str)
         action = await wait_for_change(
             "review.queue",
             lambda: read(action_id),
-            lambda a: a is None or _decision(a) is not None,
+            lambda a: a is None or _decision(a) is not None or left(),  # re-checked at least every 2 s
             timeout,
         )
         if action is not None and _decision(action) is None and action.escalation_id is not None:
-            await sync_to_async(close_unwaited)(action.escalation_id, channel=channel, waited=timeout)
+            why = "the client disconnected" if left() else f"the hold ended after {timeout:g} s"
+            waited = round(loop.time() - began, 1)
+            await sync_to_async(close_unwaited)(action.escalation_id, channel=channel, waited=waited, why=why)
             action = await read(action_id)
         decision = _decision(action) if action is not None else None
         return action_id, decision or {"decision": "expired", "comment": ""}

@@ -15,17 +15,20 @@ import threading
 import time
 from collections.abc import Callable
 
+import openai
 import pytest
 
 from agentops.models import Agent
 from review import actions as review
-from review.models import Escalation
+from review.models import AuditEvent, Escalation
+from tests.fixtures.waiting import wait_until
 from tests.integration.gateway.conftest import MOCK_A
 from tests.integration.gateway.test_gateway import ASK, CALL, RISKY, _reviewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FUNCTIONS = [{"name": RISKY["name"], "parameters": {"type": "object"}}]
+TOOLS_FOR_RISKY = [{"type": "function", "function": {"name": RISKY["name"]}}]
 
 
 def holding_client(client, make_key, agent: str):
@@ -185,4 +188,22 @@ def test_streamed_calls_without_ids_are_decided_by_position(client, make_key, mo
     assert "`delete_account` was rejected by a reviewer: not acme" in text and finishes == ["tool_calls"]
 
 
-TOOLS_FOR_RISKY = [{"type": "function", "function": {"name": RISKY["name"]}}]
+# --- a client that leaves while its answer is held ------------------------------------------------------
+
+
+def test_a_client_that_leaves_a_hold_closes_its_escalation(client, make_key, mock):
+    """The waiter is gone (its own timeout, 1 s, is far below the hold's 20 s): nobody will act on a decision,
+    so the escalation is closed within a few seconds, naming the gateway and the disconnect."""
+    sdk = holding_client(client, make_key, "tr-leaves")
+    with pytest.raises(openai.APITimeoutError):
+        sdk.with_options(timeout=1).chat.completions.create(
+            model=MOCK_A, messages=ASK, extra_body={"mock_tool_calls": [RISKY]}
+        )
+    escalation = wait_until(
+        lambda: Escalation.objects.filter(agent__name="tr-leaves", state="expired").first(),
+        timeout=10,
+        what="the escalation closed after the client left",
+    )
+    [event] = AuditEvent.objects.filter(escalation=escalation, event=review.WAITER_GAVE_UP)
+    assert (event.data["channel"], event.data["why"]) == ("gateway", "the client disconnected")
+    assert event.data["waited_seconds"] < 10

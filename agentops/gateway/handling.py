@@ -318,9 +318,10 @@ def _stream(principal, request: ChatRequest, result, outbox, started: float, inf
     stream = result.stream
     outbox.put("start", [*info, (b"x-agentops-overhead-ms", _overhead(started, result, "stream"))])
     # Whether calls are reviewed depends on the answer, never on whether the request listed tools: every
-    # call delta is kept back until its call is whole and reviewed (text deltas flow meanwhile).
-    mode = _tool_review_mode(principal)
-    tail = _HeldTail() if mode != "off" else None
+    # call delta is kept back until its call is whole and reviewed (text deltas flow meanwhile). The agent's
+    # review mode is read when the first call shows up, so a stream without calls costs no query.
+    mode: str | None = None
+    tail: _HeldTail | None = _HeldTail()
     try:
         for payload, chunk in stream:
             if outbox.gone.is_set():
@@ -334,6 +335,9 @@ def _stream(principal, request: ChatRequest, result, outbox, started: float, inf
                     else:
                         outbox.put("data", event)
                 continue
+            if mode is None and _HeldTail.carries_call(chunk):
+                mode = _tool_review_mode(principal)
+                tail = tail if mode != "off" else None
             if tail is not None and tail.takes(chunk, wire.sse(payload)):
                 continue
             outbox.put("data", wire.sse(payload))
@@ -373,13 +377,22 @@ class _HeldTail:
         self.finish_reason: str | None = None
         self.usage_event: bytes | None = None
 
+    @staticmethod
+    def _choice(chunk: dict[str, Any]) -> dict[str, Any]:
+        choices = chunk.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        return first if isinstance(first, dict) else {}
+
+    @classmethod
+    def carries_call(cls, chunk: dict[str, Any]) -> bool:
+        delta = cls._choice(chunk).get("delta") or {}
+        return bool(delta.get("tool_calls") or delta.get("function_call"))
+
     def takes(self, chunk: dict[str, Any], event: bytes) -> bool:
-        choices = chunk.get("choices") or [{}]
-        choice = choices[0] if isinstance(choices[0], dict) else {}
+        choice = self._choice(chunk)
         delta = choice.get("delta") or {}
         self.content += delta.get("content") or ""
-        carries_call = bool(delta.get("tool_calls") or delta.get("function_call"))
-        if not carries_call and not (self.active and choice.get("finish_reason")):
+        if not self.carries_call(chunk) and not (self.active and choice.get("finish_reason")):
             return False
         if not self.active:
             self.active = True

@@ -67,3 +67,16 @@ def test_abandoning_after_a_decision_keeps_the_decision(ops, reviewer):
     review.decide(escalation.pk, reviewer, "approved")
     assert ops.abandon_action(asked.id, waited=3).status == "approved"
     assert not AuditEvent.objects.filter(escalation=escalation, event=review.WAITER_GAVE_UP).exists()
+
+
+def test_the_async_client_closes_the_request_when_its_wait_ends(base_url, make_key):
+    import asyncio
+
+    async def main():
+        async with c.AsyncAgentOps(base_url, make_key(AGENT), timeout=10) as aops:
+            asked = await aops.request_action("send_refund", {"amount": 7}, session_id="gives-up-async")
+            return asked, await aops.wait_for_decision(asked.id, timeout=1)
+
+    asked, decision = asyncio.run(main())
+    assert decision.status == "expired"
+    assert Escalation.objects.get(pk=asked.escalation_id).state == "expired"

@@ -278,6 +278,7 @@ def _resume(escalation: Escalation) -> None:
             "result": escalation.result,
             "comment": escalation.comment,
             "escalation": escalation.pk,
+            "expired": escalation.state == Escalation.State.EXPIRED,  # nobody decided: never "a reviewer rejected"
         },
     )
 

@@ -339,10 +339,39 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
     return escalation
 
 
+HOLD_GRACE_SECONDS = 30  # a hold closes its own items at its end; beat only catches the ones whose hold vanished
+
+
+def close_orphaned_holds() -> list[int]:
+    """Beat: a gateway hold closes its undecided items when it ends; an item still open well after the
+    longest hold (GATEWAY_HOLD_SECONDS) lost its hold — the web process stopped — so nobody waits for it:
+    close it the same way."""
+    from django.conf import settings
+
+    since = timezone.now() - timedelta(seconds=settings.GATEWAY_HOLD_SECONDS + HOLD_GRACE_SECONDS)
+    orphans = Escalation.objects.filter(
+        state__in=Escalation.OPEN_STATES, source="api", context__waiter="gateway", created_at__lt=since
+    )
+    closed = []
+    for pk in orphans.values_list("pk", flat=True):
+        try:
+            close_unwaited(
+                pk, channel="gateway", waited=settings.GATEWAY_HOLD_SECONDS, why="the hold waiting for it is gone"
+            )
+        except Exception:
+            log.exception("escalation.close_orphan_failed", escalation=pk)
+            continue
+        closed.append(pk)
+    return closed
+
+
 def expire_overdue() -> dict:
     """Beat: an overdue item goes to the expert queue once; overdue again, the safe default (reject)
-    applies and the run resumes with it. One item failing never stops the others."""
+    applies and the run resumes with it. One item failing never stops the others. Items a vanished gateway
+    hold was waiting for are closed first (close_orphaned_holds)."""
     outcomes: dict[str, list[int]] = {"to_experts": [], "expired": []}
+    if orphans := close_orphaned_holds():
+        outcomes["unwaited"] = orphans
     overdue = Escalation.objects.filter(state__in=Escalation.OPEN_STATES, deadline_at__lt=timezone.now())
     for pk in overdue.values_list("pk", flat=True):
         try:

@@ -25,6 +25,8 @@ from typing import Any
 
 from agentops.longpoll import wait_for_change
 
+WAITER = "gateway"
+
 
 def calls_of(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every call the assistant ``message`` makes, in answer order: its tool calls, then a legacy
@@ -59,6 +61,7 @@ def ask_for_calls(
                 "in an answer through the OpenAI gateway.",
                 "tool_call_id": call.get("id"),
                 "position": position,
+                "waiter": WAITER,  # a gateway hold waits for it (review.actions.close_orphaned_holds)
             },
         )
         if action.escalation_id is not None:

@@ -202,7 +202,7 @@ def _answer(
     info = [
         (b"x-agentops-cache", b"hit" if result.cache_hit else (b"miss" if use_cache else b"bypass")),
         (b"x-agentops-handler", result.handler.encode()),
-        (b"x-agentops-model", result.model.encode("latin-1", "replace")),
+        (b"x-agentops-model", _header_value(result.model)),
     ]
     mode = "stream" if request.stream else "json"
     _count(200, mode=mode)
@@ -229,6 +229,12 @@ def _answer(
         outbox.put("hold", 200, [(b"content-type", b"application/json"), *info], body, pending)
         return
     outbox.put("reply", 200, info, wire.dumps(body))
+
+
+def _header_value(text: str) -> bytes:
+    """``text`` (from the upstream or the client) as a valid header value: anything but printable ASCII
+    becomes ``?`` (uvicorn drops the connection on a control character in a header)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text).encode()
 
 
 def _overhead(started: float, result, mode: str) -> bytes:
@@ -444,10 +450,11 @@ def _review(principal, request: ChatRequest, message: dict[str, Any], model: str
     ``(position, request)`` (none: nothing to do)."""
     from agentops.gateway.tool_review import ask_for_calls, calls_of
 
-    if not calls_of(message) or _tool_review_mode(principal) == "off":
+    mode = _tool_review_mode(principal) if calls_of(message) else "off"
+    if mode == "off":
         return []
     prompt = next((content_text(m.get("content")) for m in reversed(request.messages) if m.get("role") == "user"), "")
-    return ask_for_calls(principal.agent_id, principal.agent, session, message, prompt, model)
+    return ask_for_calls(principal.agent_id, principal.agent, session, message, prompt, model, held=mode == "hold")
 
 
 def _annotations(pending: list) -> list[tuple[bytes, bytes]]:

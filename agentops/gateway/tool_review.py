@@ -39,10 +39,11 @@ def calls_of(message: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def ask_for_calls(
-    agent_id: int, agent: str, session_id: str, message: Mapping[str, Any], prompt: str, model: str
+    agent_id: int, agent: str, session_id: str, message: Mapping[str, Any], prompt: str, model: str, *, held: bool
 ) -> list[tuple[int, Any]]:
     """Record a permission request per call in ``message``; return ``(position, request)`` for those that
-    wait for a reviewer."""
+    wait for a reviewer. ``held``: a gateway hold waits for them (recorded, so that beat can close them if
+    that hold vanishes)."""
     from agentops.models import Agent
     from review import actions
 
@@ -61,7 +62,7 @@ def ask_for_calls(
                 "in an answer through the OpenAI gateway.",
                 "tool_call_id": call.get("id"),
                 "position": position,
-                "waiter": WAITER,  # a gateway hold waits for it (review.actions.close_orphaned_holds)
+                **({"waiter": WAITER} if held else {}),  # see review.actions.close_orphaned_holds
             },
         )
         if action.escalation_id is not None:

@@ -194,7 +194,8 @@ def _why_not_open(escalation: Escalation, user) -> str:
     if escalation.state == Escalation.State.DECIDED:
         who = escalation.decided_by.get_username() if escalation.decided_by else "someone"
         return f"Already decided ({escalation.decision}) by {who}. Your input was not applied."
-    gave_up = escalation.events.filter(event=WAITER_GAVE_UP).last() if escalation.state == "expired" else None
+    expired = escalation.state == Escalation.State.EXPIRED
+    gave_up = escalation.events.filter(event=WAITER_GAVE_UP).last() if expired else None
     if gave_up is not None:
         return _(
             "Already closed: the agent stopped waiting (%(channel)s) before anyone decided, so nothing would act "

@@ -521,6 +521,12 @@ class _Base:
         params = _clean({"wait": wait if wait else None})
         return _Call("GET", f"/actions/{int(action_id)}", ActionDecision.from_dict, params=params, read_timeout=wait)
 
+    def _abandon_action(self, action_id: int, waited: float | None) -> _Call:
+        params = _clean({"waited": waited})
+        return _Call(
+            "POST", f"/actions/{int(action_id)}/abandon", ActionDecision.from_dict, params=params, safe_to_resend=True
+        )
+
     def _record_usage(self, model, operation, input_tokens, output_tokens, cached_tokens, session_id, run_id) -> _Call:
         body = {
             "session_id": session_id,
@@ -644,9 +650,10 @@ def require_approval(
     On a call: POST /actions with the call's arguments (by parameter name), wait for the decision by
     long-polling, then call the function with the original arguments (approved), with the reviewer's
     arguments merged over them (modified), return the reviewer's result without calling (taken over), or
-    raise ``ActionRejected`` (rejected, expired, or no decision within ``timeout`` seconds — the request
-    stays in the review queue). ``value`` / ``confidence`` are numbers, a parameter's name, or a callable
-    getting the arguments. Async functions need an ``AsyncAgentOps`` client."""
+    raise ``ActionRejected`` (rejected, expired, or no decision within ``timeout`` seconds — the request is
+    then closed on the server as expired, so no reviewer can approve a call that was never made).
+    ``value`` / ``confidence`` are numbers, a parameter's name, or a callable getting the arguments. Async
+    functions need an ``AsyncAgentOps`` client."""
     if client is None:
         raise TypeError("require_approval needs client=AgentOps(...) (or use @client.require_approval(...))")
 
@@ -701,12 +708,6 @@ def require_approval(
         return wrapper
 
     return decorate
-
-
-def _undecided(action_id: Any, timeout: float) -> ActionDecision:
-    return ActionDecision(
-        id=action_id, status="pending", comment=f"no decision within {timeout:g} s; the request is still queued"
-    )
 
 
 # ---------------------------------------------------------------------------------------------- sync client
@@ -799,14 +800,20 @@ class AgentOps(_Base):
     def get_action(self, action_id: int, wait: float | None = None) -> ActionDecision:
         return self._send(self._get_action(action_id, wait))
 
+    def abandon_action(self, action_id: int, waited: float | None = None) -> ActionDecision:
+        """Stop waiting: a pending request is closed at once (``expired``); a decided one is returned."""
+        return self._send(self._abandon_action(action_id, waited))
+
     def wait_for_decision(self, action_id: int, timeout: float = 600) -> ActionDecision:
-        """Long-poll until the action is decided; still ``pending`` (with a comment) after ``timeout``."""
+        """Long-poll until the action is decided. After ``timeout`` the request is abandoned — closed on the
+        server, so no reviewer decides what this caller no longer waits for — and comes back ``expired``
+        (or with the decision that came just in time)."""
         deadline = time.monotonic() + timeout
         decision = self.get_action(action_id)
         while decision.pending:
             left = deadline - time.monotonic()
             if left <= 0:
-                return _undecided(action_id, timeout)
+                return self.abandon_action(action_id, waited=timeout)
             decision = self.get_action(action_id, wait=max(1, min(self.long_poll_seconds, round(left))))
         return decision
 
@@ -1024,13 +1031,16 @@ class AsyncAgentOps(_Base):
     async def get_action(self, action_id: int, wait: float | None = None) -> ActionDecision:
         return await self._send(self._get_action(action_id, wait))
 
+    async def abandon_action(self, action_id: int, waited: float | None = None) -> ActionDecision:
+        return await self._send(self._abandon_action(action_id, waited))
+
     async def wait_for_decision(self, action_id: int, timeout: float = 600) -> ActionDecision:
         deadline = time.monotonic() + timeout
         decision = await self.get_action(action_id)
         while decision.pending:
             left = deadline - time.monotonic()
             if left <= 0:
-                return _undecided(action_id, timeout)
+                return await self.abandon_action(action_id, waited=timeout)
             decision = await self.get_action(action_id, wait=max(1, min(self.long_poll_seconds, round(left))))
         return decision
 

@@ -8,6 +8,7 @@ import structlog
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from agentops import live
 from agentops.observability import metrics
@@ -17,6 +18,7 @@ log = structlog.get_logger(__name__)
 
 CLAIM_SECONDS = 300
 D = Escalation.Decision
+WAITER_GAVE_UP = "waiter_gave_up"  # the audit event of an item closed because its waiter stopped waiting
 
 
 class DecisionConflict(Exception):
@@ -192,6 +194,13 @@ def _why_not_open(escalation: Escalation, user) -> str:
     if escalation.state == Escalation.State.DECIDED:
         who = escalation.decided_by.get_username() if escalation.decided_by else "someone"
         return f"Already decided ({escalation.decision}) by {who}. Your input was not applied."
+    expired = escalation.state == Escalation.State.EXPIRED
+    gave_up = escalation.events.filter(event=WAITER_GAVE_UP).last() if expired else None
+    if gave_up is not None:
+        return _(
+            "Already closed: the agent stopped waiting (%(channel)s) before anyone decided, so nothing would act "
+            "on a decision. Your input was not applied."
+        ) % {"channel": gave_up.data.get("channel", "?")}
     if escalation.state == Escalation.State.EXPIRED:
         return "This escalation expired and the safe default (reject) was applied."
     if escalation.claimed_by_id and escalation.claimed_by_id != getattr(user, "pk", None):
@@ -270,13 +279,41 @@ def _resume(escalation: Escalation) -> None:
             "result": escalation.result,
             "comment": escalation.comment,
             "escalation": escalation.pk,
+            "expired": escalation.state == Escalation.State.EXPIRED,  # nobody decided: never "a reviewer rejected"
         },
     )
 
 
 @transaction.atomic
+def close_unwaited(escalation_id: int, *, channel: str, waited: float, why: str = "") -> Escalation:
+    """The agent stopped waiting for this item (``channel``: the gateway's hold, the API / client wait):
+    close it now — expired, with the safe default (reject) — so that no reviewer decides what nobody will
+    act on any more. An item already closed (a decision won the race) is returned unchanged."""
+    escalation = Escalation.objects.select_for_update().get(pk=escalation_id)
+    if not escalation.is_open:
+        return escalation
+    escalation.state = Escalation.State.EXPIRED
+    escalation.decision = D.REJECTED
+    escalation.comment = _(
+        "No reviewer decided within %(seconds)s s and the agent stopped waiting (%(channel)s): closed, the safe "
+        "default (reject) applied."
+    ) % {"seconds": f"{waited:g}", "channel": channel}
+    escalation.decided_at = timezone.now()
+    escalation.claimed_by, escalation.claim_expires_at = None, None
+    escalation.version += 1
+    escalation.save()
+    _audit(escalation, WAITER_GAVE_UP, None, channel=channel, waited_seconds=waited, why=why, decision=D.REJECTED)
+    _resume(escalation)
+    _announce(escalation, "escalation.expired")
+    transaction.on_commit(_pending_gauge)
+    log.info("escalation.waiter_gave_up", escalation=escalation.pk, channel=channel, waited=waited)
+    return escalation
+
+
+@transaction.atomic
 def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: bool = False) -> Escalation:
-    """Move the item to the expert queue with a fresh deadline (once)."""
+    """Move the item to the expert queue with a fresh deadline — once: an item already there keeps its
+    deadline, so passing it around cannot keep it open past what its waiter was promised."""
     from review.policy import policy_for
 
     now = timezone.now()
@@ -288,12 +325,13 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
         and escalation.claim_expires_at > now
     ):
         raise DecisionConflict(_why_not_open(escalation, user))
-    deadline = policy_for(escalation.agent.name if escalation.agent_id else None, escalation.operation).deadline_seconds
+    if escalation.queue != Escalation.Queue.EXPERTS:
+        deadline = policy_for(escalation.agent.name if escalation.agent_id else None, escalation.operation)
+        escalation.escalated_at = now
+        escalation.deadline_at = now + timedelta(seconds=deadline.deadline_seconds)
     escalation.queue = Escalation.Queue.EXPERTS
     escalation.state = Escalation.State.PENDING
     escalation.claimed_by, escalation.claim_expires_at = None, None
-    escalation.escalated_at = now
-    escalation.deadline_at = now + timedelta(seconds=deadline)
     escalation.version += 1
     escalation.save()
     _audit(escalation, "escalated_to_expert", None if system else user, comment=comment, automatic=system)
@@ -302,10 +340,39 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
     return escalation
 
 
+HOLD_GRACE_SECONDS = 30  # a hold closes its own items at its end; beat only catches the ones whose hold vanished
+
+
+def close_orphaned_holds() -> list[int]:
+    """Beat: a gateway hold closes its undecided items when it ends; an item still open well after the
+    longest hold (GATEWAY_HOLD_SECONDS) lost its hold — the web process stopped — so nobody waits for it:
+    close it the same way."""
+    from django.conf import settings
+
+    since = timezone.now() - timedelta(seconds=settings.GATEWAY_HOLD_SECONDS + HOLD_GRACE_SECONDS)
+    orphans = Escalation.objects.filter(
+        state__in=Escalation.OPEN_STATES, source="api", context__waiter="gateway", created_at__lt=since
+    )
+    closed = []
+    for pk in orphans.values_list("pk", flat=True):
+        try:
+            close_unwaited(
+                pk, channel="gateway", waited=settings.GATEWAY_HOLD_SECONDS, why="the hold waiting for it is gone"
+            )
+        except Exception:
+            log.exception("escalation.close_orphan_failed", escalation=pk)
+            continue
+        closed.append(pk)
+    return closed
+
+
 def expire_overdue() -> dict:
     """Beat: an overdue item goes to the expert queue once; overdue again, the safe default (reject)
-    applies and the run resumes with it. One item failing never stops the others."""
+    applies and the run resumes with it. One item failing never stops the others. Items a vanished gateway
+    hold was waiting for are closed first (close_orphaned_holds)."""
     outcomes: dict[str, list[int]] = {"to_experts": [], "expired": []}
+    if orphans := close_orphaned_holds():
+        outcomes["unwaited"] = orphans
     overdue = Escalation.objects.filter(state__in=Escalation.OPEN_STATES, deadline_at__lt=timezone.now())
     for pk in overdue.values_list("pk", flat=True):
         try:

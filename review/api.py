@@ -4,6 +4,10 @@ reviewers' queue (pending, with an escalation shown live in /review/). The agent
 long-polling — the decision the reviewer made on the same screens as for runs: approved, modified (with the
 new arguments), taken_over (with the reviewer's result), rejected, or expired (the safe default, reject).
 
+An agent that stops waiting says so (POST /actions/{id}/abandon, which the Python client sends when its
+wait ends): a request still pending is closed at once (expired, the safe default), so no reviewer decides
+what the agent will no longer act on.
+
 The policy has no reject-at-once rule, so POST answers approved or pending; "rejected" stays in the status
 enum for when such a rule exists. Every request is recorded (review.models.ActionRequest), approved ones too.
 """
@@ -207,4 +211,25 @@ async def get_action(
         )
         if action is None:
             raise not_found("action")
+    return action_out(action)
+
+
+@router.post(
+    "/{action_id}/abandon", response=responses({200: ActionOut}), summary="Stop waiting for a decision (closes it)"
+)
+def abandon_action(
+    request,
+    action_id: int = Path(..., ge=1, le=MAX_ID),
+    waited: float = Query(0, ge=0, le=10**7, description="How long the agent waited, in seconds (for the audit)"),
+):
+    """The agent gives up waiting: a request still pending is closed at once (``expired``, the safe default
+    reject; the audit log says the waiter gave up on the api channel) and a reviewer can no longer decide
+    it. A request already decided is answered as it is (the decision won the race). Idempotent."""
+    principal = require(request, SCOPE)
+    action = _actions().filter(pk=action_id, agent_id=principal.agent_id).first()
+    if action is None:
+        raise not_found("action")
+    if action.escalation_id is not None and status_of(action) == "pending":
+        actions.close_unwaited(action.escalation_id, channel="api", waited=waited, why="the client stopped waiting")
+        action = _actions().get(pk=action_id)
     return action_out(action)

@@ -24,6 +24,12 @@ Endpoints
     ``completion_tokens`` = the answer's tokens. ``max_tokens`` / ``max_completion_tokens`` cut the answer to
     that many tokens with ``finish_reason="length"``; reasoning models (o-series, gpt-5) refuse
     ``max_tokens`` with OpenAI's 400 ``unsupported_parameter``.
+    Provider quirks the tool-call knob reproduces: an entry's ``"id"`` overrides its generated id — ``null``
+    leaves the id out (as some providers do), the same string on two entries makes them share one id; a
+    request that lists legacy ``functions`` (and no ``tools``) gets the first call as a legacy
+    ``function_call`` (``finish_reason="function_call"``). Streamed, a tool call comes in pieces like
+    OpenAI's: name, type and id in its first delta (no id when it has none), the arguments split over
+    several deltas, ``index`` per call; a ``function_call`` streams the same way under ``delta.function_call``.
 ``GET /v1/models``
     A model list (a few default ids plus every model seen).
 
@@ -386,19 +392,12 @@ def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]
     calls = req.get("mock_tool_calls")
     if isinstance(calls, list) and calls:
         message["content"] = None
-        message["tool_calls"] = [
-            {
-                "id": f"call_mock{index}",
-                "type": "function",
-                "function": {
-                    "name": str(call.get("name", "tool")) if isinstance(call, dict) else "tool",
-                    "arguments": json.dumps(call.get("arguments", {}) if isinstance(call, dict) else {}),
-                },
-            }
-            for index, call in enumerate(calls)
-        ]
+        message["tool_calls"] = [_mock_tool_call(index, call) for index, call in enumerate(calls)]
         finish = "tool_calls"
-        usage_completion = approx_tokens(json.dumps(message["tool_calls"]), model)
+        if req.get("functions") and not req.get("tools"):  # legacy function calling: one call, no id
+            message["function_call"] = message.pop("tool_calls")[0]["function"]
+            finish = "function_call"
+        usage_completion = approx_tokens(json.dumps(message.get("tool_calls") or message.get("function_call")), model)
         if isinstance(limit, int) and limit > 0:  # a real model stops at the cap, inside a call or not
             usage_completion = min(usage_completion, limit)
         usage["completion_tokens"] = usage_completion
@@ -420,6 +419,19 @@ def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]
         "usage": usage,
     }
     return response
+
+
+def _mock_tool_call(index: int, call: Any) -> dict[str, Any]:
+    """One ``mock_tool_calls`` entry as OpenAI's tool call; an entry's ``"id"`` (``null``: none) wins."""
+    spec = call if isinstance(call, dict) else {}
+    tool_call: dict[str, Any] = {
+        "id": spec.get("id", f"call_mock{index}"),
+        "type": "function",
+        "function": {"name": str(spec.get("name", "tool")), "arguments": json.dumps(spec.get("arguments", {}))},
+    }
+    if tool_call["id"] is None:
+        del tool_call["id"]
+    return tool_call
 
 
 # --- endpoints ---------------------------------------------------------------------------------
@@ -538,7 +550,7 @@ async def _stream(send, receive, response: dict[str, Any], include_usage: bool, 
         arguments = call["function"]["arguments"]
         head = {
             "index": index,
-            "id": call["id"],
+            **({"id": call["id"]} if "id" in call else {}),
             "type": "function",
             "function": {"name": call["function"]["name"], "arguments": ""},
         }
@@ -546,6 +558,11 @@ async def _stream(send, receive, response: dict[str, Any], include_usage: bool, 
         for start in range(0, len(arguments), 8):
             piece = {"index": index, "function": {"arguments": arguments[start : start + 8]}}
             events.append(chunk({"tool_calls": [piece]}))
+    legacy = choice["message"].get("function_call")
+    if legacy:  # name first, then the arguments in pieces, as OpenAI streamed legacy function calls
+        events.append(chunk({"function_call": {"name": legacy["name"], "arguments": ""}}))
+        for start in range(0, len(legacy["arguments"]), 8):
+            events.append(chunk({"function_call": {"arguments": legacy["arguments"][start : start + 8]}}))
     words = content.split(" ") if content else []
     for i in range(0, len(words), 4):
         piece = " ".join(words[i : i + 4])

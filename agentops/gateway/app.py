@@ -172,7 +172,7 @@ async def _send_answer(send, outbox: Outbox, own: list) -> None:
             _, status, headers, body = item
             await _respond(send, status, body, own + headers)
         elif item[0] == "hold":
-            status, headers, body = await _held_reply(item)
+            status, headers, body = await _held_reply(item, outbox.gone)
             await _respond(send, status, body, own + headers)
         else:  # "start": a stream
             await send(
@@ -200,34 +200,51 @@ async def _pump(send, outbox: Outbox) -> None:
         if kind == "data":
             await send({"type": "http.response.body", "body": item[1], "more_body": True})
         elif kind == "hold_stream":
-            for event in await _held_events(item):
+            for event in await _held_events(item, outbox.gone):
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        elif kind == "hold_body":  # a whole answer sent as a stream: the events of its decided body
+            _, body, include_usage, pending = item
+            for event in wire.chunks_of(await _decided(body, pending, outbox.gone), include_usage):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
         else:  # "end"
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
 
 
-async def _held_reply(item: tuple) -> tuple[int, list, bytes]:
-    from agentops.gateway.tool_review import apply_decisions, decisions_for
+async def _decisions(pending: list, gone: threading.Event) -> dict[int, dict]:
+    """The decisions on the held calls, keyed by call position; the hold ends after GATEWAY_HOLD_SECONDS
+    (or when the client goes away) and closes what nobody decided by then (see tool_review.decisions_for)."""
+    from agentops.gateway.tool_review import decided_by_position, decisions_for
 
-    _, status, headers, body, pending = item
-    decided = await decisions_for([action.pk for _, action in pending], settings.GATEWAY_HOLD_SECONDS)
-    by_call = {call_id: decided[action.pk] for call_id, action in pending}
+    ids = [action.pk for _, action in pending]
+    decided = await decisions_for(ids, settings.GATEWAY_HOLD_SECONDS, "gateway", gone)
+    return decided_by_position(pending, decided)
+
+
+async def _decided(body: dict, pending: list, gone: threading.Event) -> dict:
+    """A held ``chat.completion`` body rewritten by its decisions."""
+    from agentops.gateway.tool_review import apply_decisions
+
+    by_call = await _decisions(pending, gone)
     choice = body["choices"][0]
     choice["message"], finish = apply_decisions(choice["message"], by_call)
     if finish is not None:
         choice["finish_reason"] = finish
-    return status, headers, wire.dumps(body)
+    return body
 
 
-async def _held_events(item: tuple) -> list[bytes]:
+async def _held_reply(item: tuple, gone: threading.Event) -> tuple[int, list, bytes]:
+    _, status, headers, body, pending = item
+    return status, headers, wire.dumps(await _decided(body, pending, gone))
+
+
+async def _held_events(item: tuple, gone: threading.Event) -> list[bytes]:
     """A streamed answer's held tail (tool calls, finish, usage): sent as it was when every call was
     approved, else rebuilt from the rewritten message."""
-    from agentops.gateway.tool_review import apply_decisions, decisions_for
+    from agentops.gateway.tool_review import apply_decisions
 
     _, buffered, message, base, finish_reason, usage_event, pending = item
-    decided = await decisions_for([action.pk for _, action in pending], settings.GATEWAY_HOLD_SECONDS)
-    by_call = {call_id: decided[action.pk] for call_id, action in pending}
+    by_call = await _decisions(pending, gone)
     if all(decision["decision"] == "approved" for decision in by_call.values()):
         return buffered
     rewritten, finish = apply_decisions(message, by_call)

@@ -231,7 +231,7 @@ def _answer(
     info = [
         (b"x-agentops-cache", b"hit" if result.cache_hit else (b"miss" if use_cache else b"bypass")),
         (b"x-agentops-handler", result.handler.encode()),
-        (b"x-agentops-model", result.model.encode("latin-1", "replace")),
+        (b"x-agentops-model", _header_value(result.model)),
     ]
     mode = "stream" if request.stream else "json"
     _count(200, mode=mode)
@@ -241,19 +241,29 @@ def _answer(
         return
     body = _body_of(result, request_id)
     info.append((b"x-agentops-overhead-ms", _overhead(started, result, mode)))
-    if request.stream:  # an answer that was not streamed upstream (simulated, rules, cache) as events
-        outbox.put("start", info)
-        for event in wire.chunks_of(body, request.include_usage):
-            outbox.put("data", event)
-        outbox.put("end")
-        return
     pending = _review(principal, request, body["choices"][0]["message"], body["model"], session)
     if pending:
         info += _annotations(pending)
-        if _tool_review_mode(principal) == "hold":
-            outbox.put("hold", 200, [(b"content-type", b"application/json"), *info], body, pending)
-            return
+    hold = bool(pending) and _tool_review_mode(principal) == "hold"
+    if request.stream:  # an answer that was not streamed upstream (simulated, rules, cache) as events
+        outbox.put("start", info)
+        if hold:
+            outbox.put("hold_body", body, request.include_usage, pending)
+        else:
+            for event in wire.chunks_of(body, request.include_usage):
+                outbox.put("data", event)
+        outbox.put("end")
+        return
+    if hold:
+        outbox.put("hold", 200, [(b"content-type", b"application/json"), *info], body, pending)
+        return
     outbox.put("reply", 200, info, wire.dumps(body))
+
+
+def _header_value(text: str) -> bytes:
+    """``text`` (from the upstream or the client) as a valid header value: anything but printable ASCII
+    becomes ``?`` (uvicorn drops the connection on a control character in a header)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text).encode()
 
 
 def _overhead(started: float, result, mode: str) -> bytes:
@@ -342,8 +352,11 @@ def _exhausted(exc: FallbackExhausted, cfg) -> WireError:
 def _stream(principal, request: ChatRequest, result, outbox, started: float, info: list, session: str) -> None:
     stream = result.stream
     outbox.put("start", [*info, (b"x-agentops-overhead-ms", _overhead(started, result, "stream"))])
-    hold = request.has_tools and _tool_review_mode(principal) == "hold"
-    tail = _HeldTail() if hold else None
+    # Whether calls are reviewed depends on the answer, never on whether the request listed tools: every
+    # call delta is kept back until its call is whole and reviewed (text deltas flow meanwhile). The agent's
+    # review mode is read when the first call shows up, so a stream without calls costs no query.
+    mode: str | None = None
+    tail: _HeldTail | None = _HeldTail()
     try:
         for payload, chunk in stream:
             if outbox.gone.is_set():
@@ -357,6 +370,9 @@ def _stream(principal, request: ChatRequest, result, outbox, started: float, inf
                     else:
                         outbox.put("data", event)
                 continue
+            if mode is None and _HeldTail.carries_call(chunk):
+                mode = _tool_review_mode(principal)
+                tail = tail if mode != "off" else None
             if tail is not None and tail.takes(chunk, wire.sse(payload)):
                 continue
             outbox.put("data", wire.sse(payload))
@@ -370,7 +386,7 @@ def _stream(principal, request: ChatRequest, result, outbox, started: float, inf
         close_old_connections()
     if tail is not None and tail.active:
         pending = _review(principal, request, tail.message(), stream.model, session)
-        if pending:
+        if pending and mode == "hold":
             outbox.put(
                 "hold_stream", tail.events(), tail.message(), tail.base, tail.finish_reason, tail.usage_event, pending
             )
@@ -382,45 +398,68 @@ def _stream(principal, request: ChatRequest, result, outbox, started: float, inf
 
 
 class _HeldTail:
-    """A streamed answer from its first tool call on, kept back until the calls are reviewed."""
+    """A streamed answer's calls, kept back from the first call delta on until they are reviewed: the
+    chunks carrying tool-call or ``function_call`` deltas, the finish chunk and the usage chunk. Text-only
+    chunks are not taken (they flow on); their text is kept to rebuild the message."""
 
     def __init__(self) -> None:
         self.active = False
         self.buffered: list[bytes] = []
         self.calls: dict[int, dict[str, Any]] = {}
+        self.legacy: dict[str, Any] | None = None
         self.content = ""
         self.base: dict[str, Any] = {}
         self.finish_reason: str | None = None
         self.usage_event: bytes | None = None
 
+    @staticmethod
+    def _choice(chunk: dict[str, Any]) -> dict[str, Any]:
+        choices = chunk.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        return first if isinstance(first, dict) else {}
+
+    @classmethod
+    def carries_call(cls, chunk: dict[str, Any]) -> bool:
+        delta = cls._choice(chunk).get("delta") or {}
+        return bool(delta.get("tool_calls") or delta.get("function_call"))
+
     def takes(self, chunk: dict[str, Any], event: bytes) -> bool:
-        choices = chunk.get("choices") or [{}]
-        delta = choices[0].get("delta") or {}
-        if not self.active and not delta.get("tool_calls"):
-            self.content += delta.get("content") or ""
+        choice = self._choice(chunk)
+        delta = choice.get("delta") or {}
+        self.content += delta.get("content") or ""
+        if not self.carries_call(chunk) and not (self.active and choice.get("finish_reason")):
             return False
         if not self.active:
             self.active = True
             self.base = {key: chunk.get(key) for key in ("id", "object", "created", "model", "system_fingerprint")}
         self.buffered.append(event)
         for part in delta.get("tool_calls") or ():
-            call = self.calls.setdefault(int(part.get("index") or 0), {"type": "function", "function": {}})
-            if part.get("id"):
-                call["id"] = part["id"]
-            function = part.get("function") or {}
-            if function.get("name"):
-                call["function"]["name"] = function["name"]
-            call["function"]["arguments"] = call["function"].get("arguments", "") + (function.get("arguments") or "")
-        if choices[0].get("finish_reason"):
-            self.finish_reason = choices[0]["finish_reason"]
+            self._add(self.calls.setdefault(int(part.get("index") or 0), {"type": "function", "function": {}}), part)
+        if delta.get("function_call"):
+            if self.legacy is None:
+                self.legacy = {"function": {}}
+            self._add(self.legacy, {"function": delta["function_call"]})
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
         return True
 
+    @staticmethod
+    def _add(call: dict[str, Any], part: dict[str, Any]) -> None:
+        """One delta of a call: the id and name come once (usually first), the arguments in pieces."""
+        if part.get("id"):
+            call["id"] = part["id"]
+        function = part.get("function") or {}
+        if function.get("name"):
+            call["function"]["name"] = function["name"]
+        call["function"]["arguments"] = call["function"].get("arguments", "") + (function.get("arguments") or "")
+
     def message(self) -> dict[str, Any]:
-        return {
-            "role": "assistant",
-            "content": self.content or None,
-            "tool_calls": [self.calls[index] for index in sorted(self.calls)],
-        }
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.calls:
+            message["tool_calls"] = [self.calls[index] for index in sorted(self.calls)]
+        if self.legacy is not None:
+            message["function_call"] = self.legacy["function"]
+        return message
 
     def events(self) -> list[bytes]:
         return self.buffered + ([self.usage_event] if self.usage_event else [])
@@ -436,14 +475,15 @@ def _tool_review_mode(principal) -> str:
 
 
 def _review(principal, request: ChatRequest, message: dict[str, Any], model: str, session: str) -> list:
-    """Permission requests for the answer's tool calls that a reviewer must decide (none: nothing to do)."""
-    calls = message.get("tool_calls")
-    if not calls or _tool_review_mode(principal) == "off":
-        return []
-    from agentops.gateway.tool_review import ask_for_calls
+    """Permission requests for the answer's tool and function calls that a reviewer must decide, as
+    ``(position, request)`` (none: nothing to do)."""
+    from agentops.gateway.tool_review import ask_for_calls, calls_of
 
+    mode = _tool_review_mode(principal) if calls_of(message) else "off"
+    if mode == "off":
+        return []
     prompt = next((content_text(m.get("content")) for m in reversed(request.messages) if m.get("role") == "user"), "")
-    return ask_for_calls(principal.agent_id, principal.agent, session, calls, prompt, model)
+    return ask_for_calls(principal.agent_id, principal.agent, session, message, prompt, model, held=mode == "hold")
 
 
 def _annotations(pending: list) -> list[tuple[bytes, bytes]]:

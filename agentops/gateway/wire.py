@@ -305,6 +305,8 @@ def chunks_of(body: Mapping[str, Any], include_usage: bool) -> list[bytes]:
         events.append(event({"content": text[start : start + 64]}))
     for index, call in enumerate(message.get("tool_calls") or ()):
         events.append(event({"tool_calls": [tool_call_delta(index, call)]}))
+    if message.get("function_call"):
+        events.append(event({"function_call": function_call_delta(message["function_call"])}))
     events.append(event({}, choice["finish_reason"]))
     if include_usage:
         events.append(sse(dumps({**base, "choices": [], "usage": body.get("usage")})))
@@ -320,6 +322,11 @@ def tool_call_delta(index: int, call: Mapping[str, Any]) -> dict[str, Any]:
         "type": "function",
         "function": {"name": function.get("name"), "arguments": function.get("arguments") or ""},
     }
+
+
+def function_call_delta(function: Mapping[str, Any]) -> dict[str, Any]:
+    """A legacy ``function_call`` whole, as one stream delta."""
+    return {"name": function.get("name"), "arguments": function.get("arguments") or ""}
 
 
 def stream_error(message: str, type_: str = "server_error", code: str | None = None) -> bytes:
@@ -364,6 +371,8 @@ def held_tail(
         events.append(event({"content": added}))
     for index, call in enumerate(rewritten.get("tool_calls") or ()):
         events.append(event({"tool_calls": [tool_call_delta(index, call)]}))
+    if rewritten.get("function_call"):
+        events.append(event({"function_call": function_call_delta(rewritten["function_call"])}))
     events.append(event({}, finish_reason if finish_reason in FINISH_REASONS else "stop"))
     if usage_event:
         events.append(usage_event)

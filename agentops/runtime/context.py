@@ -195,11 +195,16 @@ class NondeterminismError(RunInterrupted):
 
 
 class ToolRejected(Exception):
-    """A human rejected this tool call. Agent code may catch it and carry on."""
+    """A human rejected this tool call, or nobody decided in time (``expired``: the safe default, reject,
+    applied). Agent code may catch it and carry on; the message never blames a reviewer for an expiry."""
 
-    def __init__(self, tool: str, comment: str = ""):
-        super().__init__(f"tool {tool!r} was rejected by a reviewer" + (f": {comment}" if comment else ""))
-        self.tool, self.comment = tool, comment
+    def __init__(self, tool: str, comment: str = "", *, expired: bool = False):
+        if expired:
+            why = f"tool {tool!r} was not run: no reviewer decided in time, so it counts as rejected (the safe default)"
+        else:
+            why = f"tool {tool!r} was rejected by a reviewer"
+        super().__init__(why + (f": {comment}" if comment else ""))
+        self.tool, self.comment, self.expired = tool, comment, expired
 
 
 class HumanTookOver(Exception):
@@ -384,8 +389,9 @@ class RunContext:
         recorded = self._replayed(seq, "tool", name)
         if recorded is not None:
             if recorded.status == "completed":
-                if (recorded.decision or {}).get("decision") == "rejected":  # replays as the same exception
-                    raise ToolRejected(name, str((recorded.decision or {}).get("comment") or ""))
+                decision = recorded.decision or {}
+                if decision.get("decision") == "rejected":  # replays as the same exception
+                    raise ToolRejected(name, str(decision.get("comment") or ""), expired=bool(decision.get("expired")))
                 return recorded.result
             if recorded.status == "waiting_human":
                 raise Suspend(seq, None, "waiting")
@@ -423,7 +429,7 @@ class RunContext:
             return result
         comment = str(decision.get("comment") or "")
         self.journal.complete(seq, {"rejected": True, "comment": comment}, StepMeta(handler="human"))
-        raise ToolRejected(spec.name, comment)
+        raise ToolRejected(spec.name, comment, expired=bool(decision.get("expired")))
 
     def _run_tool(self, seq: int, spec: ToolSpec, args: dict, side_effect: bool) -> Any:
         self.journal.begin(seq, "tool", spec.name, self._phase, {"args": args})

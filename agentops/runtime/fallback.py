@@ -277,7 +277,7 @@ def _run_model_handler(
                 result.text,
                 cfg.validation,
                 operation=operation,
-                has_tool_calls=bool(result.tool_calls),
+                has_tool_calls=bool(result.tool_calls or result.function_call),
                 provider=target.provider,
                 model=model,
             )

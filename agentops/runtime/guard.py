@@ -514,7 +514,8 @@ class GuardedStream:
             content = delta.get("content")
             if content:
                 self.output_parts.append(content)
-            for call in delta.get("tool_calls") or ():
+            legacy = delta.get("function_call")
+            for call in [*(delta.get("tool_calls") or ()), *([{"function": legacy}] if legacy else [])]:
                 function = call.get("function") or {}
                 self.output_parts += [function.get("name") or "", function.get("arguments") or ""]
             if choice.get("finish_reason"):

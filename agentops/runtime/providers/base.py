@@ -46,7 +46,8 @@ class LLMRequest:
 
 @dataclass(frozen=True)
 class LLMResult:
-    """A provider's answer. ``tool_calls`` holds the OpenAI-shaped tool calls when the model made some.
+    """A provider's answer. ``tool_calls`` holds the OpenAI-shaped tool calls when the model made some,
+    ``function_call`` a legacy function call (an answer asked with ``functions``) — an answer too.
 
     A streamed answer has ``stream``: an iterator of ``(payload, chunk)`` — the bytes of one SSE ``data:``
     line as the provider sent them and their parsed chunk — whose first chunk has already arrived; ``text``
@@ -61,6 +62,7 @@ class LLMResult:
     cached_tokens: int = 0
     finish_reason: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    function_call: dict[str, Any] | None = None
     raw: dict[str, Any] | None = None
     stream: Iterator[tuple[bytes, dict[str, Any]]] | None = None
 

@@ -195,6 +195,7 @@ class OpenAICompatProvider:
             cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
             finish_reason=choice.get("finish_reason"),
             tool_calls=message.get("tool_calls") or None,
+            function_call=message.get("function_call") if isinstance(message.get("function_call"), dict) else None,
             raw=data,
         )
 
@@ -229,6 +230,7 @@ class OpenAICompatProvider:
             cached_tokens=cached_tokens,
             finish_reason=choice.finish_reason,
             tool_calls=tool_calls,
+            function_call=message.function_call.model_dump() if getattr(message, "function_call", None) else None,
             raw=response.model_dump() if self.keep_raw else None,
         )
 

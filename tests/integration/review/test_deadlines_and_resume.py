@@ -98,6 +98,8 @@ def test_overdue_goes_to_experts_once_then_the_safe_default_resumes_the_run(defa
     assert run.status == "succeeded", run.error
     assert run.output["sent"] is None and "rejected" in run.output["rejected"]
     assert "safe default" in run.output["rejected"]
+    assert "no reviewer decided in time" in run.output["rejected"]  # the agent is not told a reviewer rejected it
+    assert "by a reviewer" not in run.output["rejected"]
     assert effect_of(run, escalation.step_seq) is None  # the rejected side effect never happened
     step = Step.objects.get(run=run, seq=escalation.step_seq)
     assert step.status == "completed" and step.result["rejected"] is True and step.handler == "human"

@@ -111,12 +111,12 @@ CALLS = [
 
 def test_decisions_rewrite_the_tool_calls():
     message = {"role": "assistant", "content": None, "tool_calls": CALLS}
-    modified, finish = apply_decisions(message, {"b": {"decision": "modified", "arguments": {"hard": False}}})
+    modified, finish = apply_decisions(message, {1: {"decision": "modified", "arguments": {"hard": False}}})
     assert json.loads(modified["tool_calls"][1]["function"]["arguments"]) == {"hard": False} and finish is None
-    rejected, finish = apply_decisions(message, {"b": {"decision": "rejected", "comment": "no"}})
+    rejected, finish = apply_decisions(message, {1: {"decision": "rejected", "comment": "no"}})
     assert [c["id"] for c in rejected["tool_calls"]] == ["a"] and "rejected by a reviewer: no" in rejected["content"]
     alone = {"role": "assistant", "content": "ok", "tool_calls": CALLS[1:]}
-    taken, finish = apply_decisions(alone, {"b": {"decision": "taken_over", "result": {"done": True}}})
+    taken, finish = apply_decisions(alone, {0: {"decision": "taken_over", "result": {"done": True}}})
     assert "tool_calls" not in taken and taken["content"] == 'ok\n{"done": true}' and finish == "stop"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -90,10 +91,24 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
+# Resolved addresses are kept a short while: a provider's host is otherwise looked up on every call (the
+# request connects to the address that was checked, so a cached answer is as safe as a fresh one).
+RESOLVE_TTL_SECONDS = 30.0
+_resolved: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
+
+
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address the host resolves to (an empty list never: socket.gaierror when it does not resolve)."""
+    now = time.monotonic()
+    hit = _resolved.get((host, port))
+    if hit is not None and hit[0] > now:
+        return hit[1]
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+    if len(_resolved) > 1000:  # many distinct hosts (webhooks): start over rather than grow
+        _resolved.clear()
+    _resolved[(host, port)] = (now + RESOLVE_TTL_SECONDS, addresses)
+    return addresses
 
 
 def check_url(url: str, allow: AllowList | None = None, *, resolve_names: bool = True, must_resolve: bool = True):

@@ -44,6 +44,9 @@ def pool() -> ThreadPoolExecutor:
         return _pool
 
 
+HOLD_CLOSE_GRACE_SECONDS = 5.0
+
+
 class Outbox:
     """What a job thread hands to the event loop, in order: ``("reply", status, headers, body)``, or
     ``("start", headers)`` then ``("data", bytes)``… ``("end",)``, or a hold (``("hold", …)``).
@@ -54,6 +57,7 @@ class Outbox:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.gone = threading.Event()
         self.slot: tuple[int, str] | None = None  # the key's in-flight slot, once the job took it
+        self.holding = False  # the answer waits for reviewers (a client that leaves then closes their items)
 
     def put(self, *item: Any) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
@@ -154,9 +158,13 @@ async def _chat(scope, receive, send, raw: bytes, started: float, request_id: st
         # the request here, whatever the answer was waiting for (the job's next item, a reviewer).
         await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        answer.cancel()
         watcher.cancel()
         outbox.gone.set()  # a job still streaming stops at its next chunk and settles what it produced
+        if outbox.holding and not answer.done():
+            # A hold sees `gone` at its next re-check (≤ 2 s) and closes what nobody decided, saying the client
+            # left (DESIGN.md §6): cancelling it now would leave those items open for a reviewer to approve.
+            await asyncio.wait({answer}, timeout=HOLD_CLOSE_GRACE_SECONDS)
+        answer.cancel()
         try:
             await job
         except Exception:
@@ -172,6 +180,7 @@ async def _send_answer(send, outbox: Outbox, own: list) -> None:
             _, status, headers, body = item
             await _respond(send, status, body, own + headers)
         elif item[0] == "hold":
+            outbox.holding = True
             status, headers, body = await _held_reply(item, outbox.gone)
             await _respond(send, status, body, own + headers)
         else:  # "start": a stream
@@ -200,10 +209,12 @@ async def _pump(send, outbox: Outbox) -> None:
         if kind == "data":
             await send({"type": "http.response.body", "body": item[1], "more_body": True})
         elif kind == "hold_stream":
+            outbox.holding = True
             for event in await _held_events(item, outbox.gone):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
         elif kind == "hold_body":  # a whole answer sent as a stream: the events of its decided body
             _, body, include_usage, pending = item
+            outbox.holding = True
             for event in wire.chunks_of(await _decided(body, pending, outbox.gone), include_usage):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
         else:  # "end"

@@ -57,9 +57,11 @@ class Outbox:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.gone = threading.Event()
         self.slot: tuple[int, str] | None = None  # the key's in-flight slot, once the job took it
-        self.holding = False  # the answer waits for reviewers (a client that leaves then closes their items)
+        self.holding = False  # a hold was posted: the answer waits for reviewers after the job has ended
 
     def put(self, *item: Any) -> None:
+        if item[0].startswith("hold"):  # set in the job's thread, before the loop sees the item
+            self.holding = True
         self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
@@ -169,7 +171,7 @@ async def _chat(scope, receive, send, raw: bytes, started: float, request_id: st
             await job
         except Exception:
             log.exception("gateway.job_failed", request_id=request_id)
-        if outbox.slot is not None:  # off the loop: releasing is a Redis call
+        if outbox.slot is not None:  # a held answer's slot (the job released any other): off the loop
             await loop.run_in_executor(None, release, outbox.slot)
 
 
@@ -180,7 +182,6 @@ async def _send_answer(send, outbox: Outbox, own: list) -> None:
             _, status, headers, body = item
             await _respond(send, status, body, own + headers)
         elif item[0] == "hold":
-            outbox.holding = True
             status, headers, body = await _held_reply(item, outbox.gone)
             await _respond(send, status, body, own + headers)
         else:  # "start": a stream
@@ -209,12 +210,10 @@ async def _pump(send, outbox: Outbox) -> None:
         if kind == "data":
             await send({"type": "http.response.body", "body": item[1], "more_body": True})
         elif kind == "hold_stream":
-            outbox.holding = True
             for event in await _held_events(item, outbox.gone):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
         elif kind == "hold_body":  # a whole answer sent as a stream: the events of its decided body
             _, body, include_usage, pending = item
-            outbox.holding = True
             for event in wire.chunks_of(await _decided(body, pending, outbox.gone), include_usage):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
         else:  # "end"

@@ -12,6 +12,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import ChatRequest, WireError
+from agentops.inflight import release as release_slot
 from agentops.observability import metrics
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
@@ -70,8 +71,8 @@ def database_unavailable() -> WireError:
 
 
 def admit(principal, outbox) -> None:
-    """Take one of the key's in-flight slots for this request (app._chat releases it when the request
-    ends, a held answer or a stream included); at the cap, 429 in OpenAI's shape."""
+    """Take one of the key's in-flight slots for this request (released when the job ends, or by app._chat
+    when a held answer's hold ends; a stream's job ends with the stream); at the cap, 429 in OpenAI's shape."""
     from agentops.inflight import TooManyInFlight
     from agentops.inflight import admit as take_slot
 
@@ -170,6 +171,12 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
     finally:
         for work in after:
             work()
+        if outbox.slot is not None and not outbox.holding:
+            # Released here, in the job's thread: a hop back to a thread from the loop would delay the end of
+            # the request, and the next request on the same connection waits for that. A held answer keeps
+            # its slot until the hold ends (app._chat releases it).
+            release_slot(outbox.slot)
+            outbox.slot = None
         close_old_connections()  # return the pooled connection (web: DB_POOL) between requests
 
 

@@ -78,6 +78,14 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentops.devtools.mock_usage import (  # noqa: F401  (count_tokens, prompt_tokens: tests use them here)
+    answered_name,
+    approx_tokens,
+    count_tokens,
+    cut_to_tokens,
+    prompt_tokens,
+    text_of,
+)
 from agentops.runtime.model_names import is_reasoning_model
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "mock-small", "mock-large")
@@ -190,97 +198,12 @@ _IDS = itertools.count(1)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-# What the real API answers for an undated name: its current snapshot.
-DATED_NAMES = {
-    "gpt-4": "gpt-4-0613",
-    "gpt-4-turbo": "gpt-4-turbo-2024-04-09",
-    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
-    "gpt-4o": "gpt-4o-2024-08-06",
-    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
-    "gpt-4.1": "gpt-4.1-2025-04-14",
-    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
-    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
-    "o1": "o1-2024-12-17",
-    "o3": "o3-2025-04-16",
-    "o3-mini": "o3-mini-2025-01-31",
-    "o4-mini": "o4-mini-2025-04-16",
-    "claude-3-5-sonnet-latest": "claude-3-5-sonnet-20241022",
-    "claude-3-5-haiku-latest": "claude-3-5-haiku-20241022",
-    "claude-3-opus-latest": "claude-3-opus-20240229",
-    "claude-sonnet-4-0": "claude-sonnet-4-20250514",
-}
-
-
-def answered_name(model: str) -> str:
-    return DATED_NAMES.get(model, model)
-
-
-def count_tokens(text: str, model: str = "") -> int:
-    """Tokens of ``text`` as OpenAI counts them (the model's tokenizer; o200k_base for names it does not know)."""
-    if not text:
-        return 0
-    return len(_encoding(model).encode(text, disallowed_special=()))
-
-
-def _encoding(model: str) -> Any:
-    from agentops.runtime.tokens import _encoding as encoding
-    from agentops.runtime.tokens import encoding_name
-
-    return encoding(encoding_name(model) or "o200k_base")
-
-
-def approx_tokens(text: str, model: str = "") -> int:
-    return count_tokens(text, model)
-
-
-def _cut_to_tokens(text: str, limit: int, model: str) -> str:
-    encoding = _encoding(model)
-    return encoding.decode(encoding.encode(text, disallowed_special=())[:limit])
-
-
-def _content_tokens(content: Any, model: str) -> int:
-    if not isinstance(content, list):
-        return count_tokens(_text_of(content), model)
-    total = 0
-    for part in content:
-        if isinstance(part, dict) and part.get("type") == "image_url":
-            total += _image_tokens(part, model)
-        elif isinstance(part, dict) and isinstance(part.get("text"), str):
-            total += count_tokens(part["text"], model)
-    return total
-
-
-def _image_tokens(part: dict[str, Any], model: str) -> int:
-    from agentops.runtime.tokens import UnboundedInput, image_tokens
-
-    try:
-        return image_tokens(part, model)
-    except UnboundedInput:
-        return 85  # a model with no documented rule: the low-detail price
-
-
-def prompt_tokens(messages: list[Any], model: str = "") -> int:
-    total = 3
-    for m in messages:
-        if isinstance(m, dict):
-            total += _content_tokens(m.get("content"), model) + 3
-    return total
-
-
 def answer_for(req: dict[str, Any], headers: dict[str, str]) -> str:
     if isinstance(req.get("mock_content"), str):
         return req["mock_content"]
     messages = req.get("messages") or []
     last_user = next(
-        (_text_of(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
+        (text_of(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
         "",
     )
     text = f"Mock answer to: {last_user}"
@@ -380,7 +303,7 @@ def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]
     finish = "stop"
     limit = req.get("max_completion_tokens") or req.get("max_tokens")
     if isinstance(limit, int) and limit > 0 and approx_tokens(content, model) > limit:
-        content, finish = _cut_to_tokens(content, limit, model), "length"
+        content, finish = cut_to_tokens(content, limit, model), "length"
     usage_prompt = prompt_tokens(req.get("messages") or [], model)
     usage_completion = approx_tokens(content, model)
     usage = {

@@ -221,7 +221,10 @@ def input_token_bound(request: ChatRequest, models: Sequence[str]) -> int:
     """The most input tokens any model of the route can charge for this request (what the reservation
     holds): the messages and tool or function definitions counted by ``agentops.runtime.tokens``. A part
     with no known bound (an image on a model without a documented image rule) is a 400."""
-    definitions = [*(request.upstream.get("tools") or ()), *(request.upstream.get("functions") or ())]
+    definitions: list[Any] = []
+    for name in ("tools", "functions"):  # passed on unchecked: the upstream refuses a malformed one
+        value = request.upstream.get(name)
+        definitions += value if isinstance(value, list) else [value] if value else []
     try:
         return prompt_token_bound_for_models(request.messages, [request.model, *models], tools=definitions)
     except UnboundedInput as exc:

@@ -134,9 +134,11 @@ def _tiles(width: int, height: int) -> int:
 
 def image_tokens(part: Mapping[str, Any], model: str) -> int:
     """The most an image part can cost on ``model`` (raises ``UnboundedInput`` for an unknown model)."""
-    image = part.get("image_url") or {}
-    url = image if isinstance(image, str) else str(image.get("url") or "")
-    detail = "auto" if isinstance(image, str) else str(image.get("detail") or "auto")
+    image = part.get("image_url")
+    if isinstance(image, Mapping):
+        url, detail = str(image.get("url") or ""), str(image.get("detail") or "auto")
+    else:  # a bare URL string, or a malformed part the provider will refuse: reserved at the worst case
+        url, detail = (image if isinstance(image, str) else ""), "auto"
     size = _image_size(url)
     size = size if size and min(size) > 0 else None
     base = base_model_name(model)
@@ -194,11 +196,11 @@ def message_tokens(message: Mapping[str, Any], model: str) -> int:
     total = TOKENS_PER_MESSAGE + content_tokens(message.get("content"), model)
     if message.get("name"):
         total += TOKENS_PER_NAME + text_tokens(str(message["name"]), model)
-    for call in message.get("tool_calls") or ():
-        if isinstance(call, Mapping):
-            total += TOKENS_PER_TOOL + text_tokens(json.dumps(call, ensure_ascii=False, default=str), model)
-    if isinstance(message.get("function_call"), Mapping):
-        total += TOKENS_PER_TOOL + text_tokens(json.dumps(message["function_call"], ensure_ascii=False), model)
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else [calls] if calls is not None else ():
+        total += TOKENS_PER_TOOL + _json_tokens(call, model)
+    if message.get("function_call") is not None:
+        total += TOKENS_PER_TOOL + _json_tokens(message["function_call"], model)
     if message.get("tool_call_id"):
         total += text_tokens(str(message["tool_call_id"]), model)
     return total
@@ -210,9 +212,14 @@ def prompt_token_bound(messages: Sequence[Mapping[str, Any]], model: str, *, too
     for message in messages:
         if isinstance(message, Mapping):
             total += message_tokens(message, model)
-    for tool in tools or ():
-        total += TOKENS_PER_TOOL + text_tokens(json.dumps(tool, ensure_ascii=False, default=str), model)
+    for tool in tools if isinstance(tools, list | tuple) else [tools] if tools else ():
+        total += TOKENS_PER_TOOL + _json_tokens(tool, model)
     return total
+
+
+def _json_tokens(value: Any, model: str) -> int:
+    """Tokens of any JSON value as text (tool calls and definitions, whatever shape a client sent)."""
+    return text_tokens(json.dumps(value, ensure_ascii=False, default=str), model)
 
 
 def prompt_token_bound_for_models(

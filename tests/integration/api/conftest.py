@@ -55,3 +55,23 @@ def api(base_url) -> Iterator[Callable[..., httpx.Client]]:
     yield make
     for client in clients:
         client.close()
+
+
+CLIENT_AGENT = "t-steps"  # a registered agent function (tests.fixtures.test_agents), so the key can start runs
+
+
+@pytest.fixture
+def ops(base_url, make_key):
+    """The Python client (agentops/client.py) with a key of CLIENT_AGENT, closed at teardown."""
+    from agentops import client
+
+    with client.AgentOps(base_url, make_key(CLIENT_AGENT), timeout=10) as agent_ops:
+        yield agent_ops
+
+
+@pytest.fixture
+def reviewer(transactional_db):
+    """A signed-up user who decides escalations through review.actions."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("api-reviewer", password="x" * 20)

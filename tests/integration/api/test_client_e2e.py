@@ -13,27 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from agentops import client as c
 from budgets.actions import set_price
 from review import actions as review
 from review.models import Escalation
+from tests.integration.api.conftest import CLIENT_AGENT as AGENT
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-AGENT = "t-steps"  # a registered agent function (tests.fixtures.test_agents), so the key can start runs
-
-
-@pytest.fixture
-def ops(base_url, make_key):
-    with c.AgentOps(base_url, make_key(AGENT), timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def reviewer(transactional_db):
-    return get_user_model().objects.create_user("client-e2e-reviewer", password="x" * 20)
 
 
 def pending_escalation(session_id: str, timeout: float = 15) -> Escalation:
@@ -79,7 +66,7 @@ def test_require_approval_approve_modify_reject_take_over(ops, reviewer):
     with pytest.raises(c.ActionRejected) as rejected:
         decided("rejected", comment="no refunds this month")
     assert rejected.value.decision.status == "rejected" and rejected.value.comment == "no refunds this month"
-    assert rejected.value.decision.reviewer == "client-e2e-reviewer"
+    assert rejected.value.decision.reviewer == "api-reviewer"
 
     assert decided("taken_over", result={"refunded": 0, "by": "a human"}) == {"refunded": 0, "by": "a human"}
     assert calls == []  # neither the rejected nor the taken-over call ran the function

@@ -17,19 +17,6 @@ from tests.integration.api.test_client_e2e import AGENT, pending_escalation
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def ops(base_url, make_key):
-    with c.AgentOps(base_url, make_key(AGENT), timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def reviewer(transactional_db):
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.create_user("waiting-reviewer", password="x" * 20)
-
-
 def test_a_client_whose_wait_ends_closes_the_request(ops, reviewer):
     session = f"gives-up-{uuid.uuid4().hex[:8]}"
     asked = ops.request_action("send_refund", {"amount": 5}, session_id=session)

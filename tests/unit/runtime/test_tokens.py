@@ -98,3 +98,17 @@ def test_reasoning_models_take_max_completion_tokens():
     assert output_cap_field("o3-mini-2025-01-31") == "max_completion_tokens"
     assert output_cap_field("gpt-5") == "max_completion_tokens"
     assert output_cap_field("gpt-4o") == "max_tokens"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "user", "content": "", "name": None, "tool_calls": 1},  # found by the gateway's body fuzz
+        {"role": "assistant", "content": None, "function_call": "x", "tool_calls": [1, None, "call"]},
+        {"role": "user", "content": [{"type": "image_url", "image_url": 5}, {"type": "text", "text": "hi"}]},
+        {"role": "user", "content": {"unexpected": "object"}},
+    ],
+)
+def test_malformed_shapes_are_bounded_not_crashed_on(message):
+    # The provider refuses these; the bound must only never fail or undercount on the way there.
+    assert prompt_token_bound([message], "gpt-4o", tools=5) > 0

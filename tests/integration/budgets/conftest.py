@@ -5,19 +5,27 @@ and Celery workers see them).
   between transactional tests removes the data migration's rows; each test creates the budgets it needs);
 - ``make_budget(**fields)``: a validated budget through ``budgets.actions.save_budget``;
 - ``counter_of`` / ``counters_of`` / ``ledger`` / ``assert_balanced``: read counters and the usage ledger;
-- ``child_env``: the environment a subprocess needs to reach the test database and the test Redis.
+- ``child_env``: the environment a subprocess needs to reach the test database and the test Redis;
+- ``receiver`` / ``Receiver`` / ``wait_for_delivery``: a loopback webhook receiver and a delivery's outcome.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db.models import Sum
 
 from budgets import actions
-from budgets.models import Budget, BudgetCounter, Reservation, UsageRecord
+from budgets.models import Alert, Budget, BudgetCounter, Reservation, UsageRecord, Webhook, WebhookDelivery
+from tests.fixtures.runtime import free_port
 
 SEED_FROM = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 # USD per 1K tokens: input, output, cached input (the seed's list prices).
@@ -89,3 +97,69 @@ def assert_balanced(counter: BudgetCounter, **ledger_filters) -> None:
 
 def held_reservations() -> int:
     return Reservation.objects.filter(status=Reservation.Status.HELD).count()
+
+
+# --- webhook receivers -----------------------------------------------------------------------------
+class Receiver:
+    """A webhook receiver: answers each path from a script of status codes (the last one repeats) and
+    records every request body."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.lock = threading.Lock()
+        self.scripts: dict[str, list[int]] = {}
+        self.bodies: dict[str, list[dict]] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+                with receiver.lock:
+                    receiver.bodies.setdefault(self.path, []).append(body)
+                    script = receiver.scripts.get(self.path, [200])
+                    status = script.pop(0) if len(script) > 1 else script[0]
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok" if status < 300 else b"receiver is having a bad day")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, free_port()), Handler)
+        self.url = f"http://{host}:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def path(self, statuses: list[int]) -> str:
+        """A fresh path answering with ``statuses``; returns its full URL."""
+        path = f"/hook/{uuid.uuid4().hex[:10]}"
+        with self.lock:
+            self.scripts[path] = list(statuses)
+        return self.url + path
+
+    def received(self, url: str) -> list[dict]:
+        with self.lock:
+            return list(self.bodies.get(url.removeprefix(self.url), []))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on the allowed loopback address 127.0.0.1."""
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def wait_for_delivery(alert: Alert, webhook: Webhook, statuses: set[str], timeout: float = 20) -> WebhookDelivery:
+    deadline = time.monotonic() + timeout
+    while True:
+        delivery = WebhookDelivery.objects.filter(alert=alert, webhook=webhook).first()
+        if delivery is not None and delivery.status in statuses:
+            return delivery
+        assert time.monotonic() < deadline, f"delivery still {delivery.status if delivery else 'missing'}"
+        time.sleep(0.05)

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import threading
-import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import transaction
@@ -36,6 +31,7 @@ from budgets.models import (
 )
 from tests.fixtures.runtime import free_port
 from tests.fixtures.stack import Proc, start_worker
+from tests.integration.budgets.conftest import wait_for_delivery
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,57 +61,6 @@ def clean(redis_client) -> Iterator[None]:
     AlertSettings.objects.all().delete()
     AlertSettings.current()
     yield
-
-
-class Receiver:
-    """A webhook receiver: answers each path from a script of status codes (the last one repeats) and
-    records every request body."""
-
-    def __init__(self, host: str = "127.0.0.1"):
-        self.lock = threading.Lock()
-        self.scripts: dict[str, list[int]] = {}
-        self.bodies: dict[str, list[dict]] = {}
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
-                with receiver.lock:
-                    receiver.bodies.setdefault(self.path, []).append(body)
-                    script = receiver.scripts.get(self.path, [200])
-                    status = script.pop(0) if len(script) > 1 else script[0]
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok" if status < 300 else b"receiver is having a bad day")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((host, free_port()), Handler)
-        self.url = f"http://{host}:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def path(self, statuses: list[int]) -> str:
-        """A fresh path answering with ``statuses``; returns its full URL."""
-        path = f"/hook/{uuid.uuid4().hex[:10]}"
-        with self.lock:
-            self.scripts[path] = list(statuses)
-        return self.url + path
-
-    def received(self, url: str) -> list[dict]:
-        with self.lock:
-            return list(self.bodies.get(url.removeprefix(self.url), []))
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -161,16 +106,6 @@ def spend(
 
 def alerts(kind: str, **filters) -> list[Alert]:
     return list(Alert.objects.filter(kind=kind, **filters).order_by("id"))
-
-
-def wait_for_delivery(alert: Alert, webhook: Webhook, statuses: set[str], timeout: float = 20) -> WebhookDelivery:
-    deadline = time.monotonic() + timeout
-    while True:
-        delivery = WebhookDelivery.objects.filter(alert=alert, webhook=webhook).first()
-        if delivery is not None and delivery.status in statuses:
-            return delivery
-        assert time.monotonic() < deadline, f"delivery still {delivery.status if delivery else 'missing'}"
-        time.sleep(0.05)
 
 
 def set_alert_settings(**fields) -> AlertSettings:

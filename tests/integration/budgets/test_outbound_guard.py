@@ -31,7 +31,7 @@ from budgets import actions
 from budgets.models import Alert, Webhook, WebhookDelivery
 from tests.fixtures.runtime import free_port
 from tests.fixtures.stack import Proc, start_worker
-from tests.integration.budgets.test_alerts import Receiver, wait_for_delivery
+from tests.integration.budgets.conftest import Receiver, wait_for_delivery
 
 PASSWORD = "outbound-guard-pass-1"
 INSIDE = [
@@ -50,21 +50,11 @@ INSIDE = [
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    """Plays a service on the allowed loopback address 127.0.0.1."""
-    server = Receiver()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
-
-
-@pytest.fixture(scope="module")
 def inside() -> Iterator[Receiver]:
     """Plays an inside service (127.0.0.2: loopback, not allow-listed): it must never get a request."""
     server = Receiver(host="127.0.0.2")
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    server.close()
 
 
 class Redirector:

@@ -19,6 +19,16 @@ from review.models import Escalation
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture
+def in_process(monkeypatch) -> list[int]:
+    """Executions of this test run here only: no execute_run message reaches the session's Celery worker (a
+    worker started by an earlier test would otherwise claim the run between this test's steps). Returns the
+    ids of the runs that would have been sent."""
+    sent: list[int] = []
+    monkeypatch.setattr(actions, "send_execution", lambda run_pk, countdown=0: sent.append(run_pk) or True)
+    return sent
+
+
 def start(agent_name: str, data: dict, **kwargs) -> Run:
     return actions.start_run(actions.ensure_agent(agent_name), data, **kwargs)[0]
 
@@ -28,7 +38,7 @@ def waiting_step(run: Run) -> Step:
 
 
 @pytest.mark.parametrize("interrupted_as", ["running", "failed"])
-def test_a_decided_step_is_carried_out_again_and_the_human_is_not_asked_twice(defaults, interrupted_as):
+def test_a_decided_step_is_carried_out_again_and_the_human_is_not_asked_twice(defaults, in_process, interrupted_as):
     run = start("t-approval", {"to": "ana@example.com"})
     assert execution.execute_run(run.pk) == "waiting_human"
     step = waiting_step(run)
@@ -45,7 +55,7 @@ def test_a_decided_step_is_carried_out_again_and_the_human_is_not_asked_twice(de
     assert effect.payload["to"] == "bo@example.com"  # the reviewer's arguments, not the agent's
 
 
-def test_a_run_interrupted_by_postgresql_goes_back_to_the_queue_and_then_finishes(defaults, monkeypatch):
+def test_a_run_interrupted_by_postgresql_goes_back_to_the_queue_and_then_finishes(defaults, in_process, monkeypatch):
     run = start("t-steps", {"steps": 2})
     real_finish, calls = actions.step_finish, []
 
@@ -67,7 +77,9 @@ def test_a_run_interrupted_by_postgresql_goes_back_to_the_queue_and_then_finishe
     assert first.executions == 1  # the step journaled before the outage replayed
 
 
-def test_postgresql_away_before_the_first_step_requeues_the_run_and_stops_its_heartbeat(defaults, monkeypatch):
+def test_postgresql_away_before_the_first_step_requeues_the_run_and_stops_its_heartbeat(
+    defaults, in_process, monkeypatch
+):
     import threading
 
     run = start("t-steps", {"steps": 1})
@@ -83,7 +95,7 @@ def test_postgresql_away_before_the_first_step_requeues_the_run_and_stops_its_he
     assert not [t for t in threading.enumerate() if t.name == f"heartbeat-run-{run.pk}" and t.is_alive()]
 
 
-def test_a_claim_that_meets_postgresql_away_is_handed_to_the_task_retry(defaults, monkeypatch):
+def test_a_claim_that_meets_postgresql_away_is_handed_to_the_task_retry(defaults, in_process, monkeypatch):
     run = start("t-steps", {"steps": 1})
 
     def claim_fails(*args, **kwargs):

@@ -63,9 +63,9 @@ async def http_router(scope, receive, send):
     await handler(scope, receive, send)
 
 
-from agentops.bodylimit import BodyLimit  # noqa: E402
+from agentops.lib.bodylimit import BodyLimit  # noqa: E402
 
-# BodyLimit outermost: a body over the limit is refused before any handler reads it (agentops/bodylimit.py).
+# BodyLimit outermost: a body over the limit is refused before any handler reads it (agentops/lib/bodylimit.py).
 application = BodyLimit(
     ProtocolTypeRouter(
         {

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "agentops",
     "review",
     "budgets",
+    "agentops.demo",
 ]
 
 MIDDLEWARE = [
@@ -54,16 +55,16 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    # Turns a locked-out sign-in into the 429 page (agentops/login_throttle.py).
+    # Turns a locked-out sign-in into the 429 page (agentops/accounts/login_throttle.py).
     "axes.middleware.AxesMiddleware",
-    "agentops.middleware.DatabaseUnavailableMiddleware",
+    "agentops.lib.middleware.DatabaseUnavailableMiddleware",
 ]
 
 # Machine endpoints (see MACHINE_PATH_PREFIXES) get a lean, async-native stack: measured in
 # tests/bench/bench_http.py, the full browser stack costs ~2 thread hops per middleware under ASGI.
 MACHINE_MIDDLEWARE = [
     "agentops.observability.logging.RequestLogMiddleware",
-    "agentops.middleware.MachineSecurityHeadersMiddleware",
+    "agentops.lib.middleware.MachineSecurityHeadersMiddleware",
 ]
 MACHINE_PATH_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/", "/v1/", "/_bench/")
 
@@ -81,7 +82,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
-                "agentops.roles.navigation",
+                "agentops.accounts.roles.navigation",
             ],
         },
     }
@@ -184,20 +185,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-# Sign-in throttling (django-axes; agentops/login_throttle.py says what is ours and why): 10 failures in 15
+# Sign-in throttling (django-axes; agentops/accounts/login_throttle.py says what is ours and why): 10 failures in 15
 # minutes per username, and per client address, lock it out for 15 minutes (429), shared by every web
 # process through PostgreSQL.
 AUTHENTICATION_BACKENDS = [
-    "agentops.login_throttle.ThrottleBackend",
+    "agentops.accounts.login_throttle.ThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_HANDLER = "agentops.login_throttle.ThrottleHandler"
+AXES_HANDLER = "agentops.accounts.login_throttle.ThrottleHandler"
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
 AXES_COOLOFF_TIME = dt.timedelta(minutes=env_float("LOGIN_LOCKOUT_MINUTES", 15.0, minimum=0.1))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted on its own
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "agentops.login_throttle.client_address"
-AXES_LOCKOUT_CALLABLE = "agentops.login_throttle.locked_out"
+AXES_CLIENT_IP_CALLABLE = "agentops.accounts.login_throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "agentops.accounts.login_throttle.locked_out"
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # one audit row per failed attempt, beside axes' per-client counters
 AXES_VERBOSE = False  # our own structured line says what matters (auth.login_locked_out)
 SECURE_HTTPS = env_bool("SECURE_HTTPS", False)
@@ -254,12 +255,12 @@ AGENTOPS_BENCH_ENDPOINTS = env_bool("AGENTOPS_BENCH_ENDPOINTS", False)
 # tokens a day, about half of the seeded 100,000-token global daily budget and under its 80 % alert
 # threshold (seed_demo also caps each demo agent at DEMO_AGENT_DAILY_TOKENS a day with a hard budget).
 DEMO_TOKENS_PER_MINUTE = env_float("DEMO_TOKENS_PER_MINUTE", 12.0, minimum=0.0)
-# Webhooks and provider base URLs may only reach public addresses (agentops/netguard.py): loopback,
+# Webhooks and provider base URLs may only reach public addresses (agentops/lib/netguard.py): loopback,
 # link-local, private and unspecified ones are refused unless listed here (comma-separated host names, IP
 # addresses or CIDR networks). `make run` lists loopback for the demo's local mock; production lists nothing.
 AGENTOPS_ALLOW_PRIVATE_URLS = env_list("AGENTOPS_ALLOW_PRIVATE_URLS", [])
 try:
-    from agentops.netguard import AllowList
+    from agentops.lib.netguard import AllowList
 
     AllowList.parse(AGENTOPS_ALLOW_PRIVATE_URLS)
 except ValueError as _exc:
@@ -320,7 +321,7 @@ WEBHOOK_MAX_RETRIES = env_int("WEBHOOK_MAX_RETRIES", 5, minimum=0)  # after the 
 # --- agent REST API (DESIGN.md §8) -------------------------------------------------------------------
 API_RATE_PER_SECOND = env_float("API_RATE_PER_SECOND", 50.0, minimum=0.01)  # per key, token bucket
 API_RATE_BURST = env_int("API_RATE_BURST", 200, minimum=1)
-# Bodies over this answer 413 on every path, before they are read (agentops/bodylimit.py wraps the whole ASGI
+# Bodies over this answer 413 on every path, before they are read (agentops/lib/bodylimit.py wraps the whole ASGI
 # application; Django's own check comes after its handler has read the body whole).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1_048_576, minimum=1024)
 # Django's ASGI handler spools a body to a temporary file past this size: never, for a body the limit admits.

@@ -2,9 +2,35 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from ninja import NinjaAPI
 
-from agentops import views
-from agentops.api import api
+from agentops.api.errors import install_error_handlers
+from agentops.api.openapi import build_openapi_once
+from agentops.api.parsing import ApiParser
+from agentops.keys.auth import ApiKeyAuth
+from agentops.ops import views
+from agentops.runs import api as runs_api
+from budgets import api as budgets_api
+from review import api as review_api
+
+# The agent REST API at /api/v1 (DESIGN.md §8). Routers live beside the state they change: runs in
+# agentops/runs/api.py, actions in review/api.py, usage, reservations and budgets in budgets/api.py.
+api = NinjaAPI(
+    parser=ApiParser(),
+    title="agentops",
+    version="1",
+    description="Runs, permission requests, usage, reservations and budgets for agents. "
+    "Authenticate with `Authorization: Bearer <API key>`.",
+    urls_namespace="api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+    auth=ApiKeyAuth(),
+)
+install_error_handlers(api)
+api.add_router("/runs", runs_api.router)
+api.add_router("/actions", review_api.router)
+api.add_router("", budgets_api.router)
+build_openapi_once(api)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -12,7 +38,7 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics_view, name="metrics"),
     path("api/v1/", api.urls),
-    path("runs/", include("agentops.runs_urls")),
+    path("runs/", include("agentops.runs.urls")),
     path("review/", include("review.urls")),
     path("", include("budgets.urls")),
     path("ops/", views.ops, name="ops"),

@@ -28,7 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from agentops.db import discard_connection
+from agentops.lib.db import discard_connection
 from agentops.observability import metrics
 from agentops.runtime.model_names import price_names
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
@@ -171,7 +171,7 @@ def directory_changed() -> None:
     """Call after a change to budgets, prices or agent teams commits: every process re-reads."""
     _directory_cache.clear()
     try:
-        from agentops.redis_client import runtime_redis
+        from agentops.lib.redis import runtime_redis
 
         runtime_redis().incr(DIRECTORY_VERSION_KEY)
     except Exception as exc:  # the TTL bounds how long other processes keep their copy
@@ -181,7 +181,7 @@ def directory_changed() -> None:
 def _cached_directory(agent: str, models: Iterable[str]) -> tuple[list[Budget], str, dict[str, ModelPrice | None]]:
     wanted = tuple(dict.fromkeys(models))
     try:
-        from agentops.redis_client import runtime_redis
+        from agentops.lib.redis import runtime_redis
 
         version = runtime_redis().get(DIRECTORY_VERSION_KEY) or b"0"
     except Exception:
@@ -602,7 +602,7 @@ def _settle_or_record(reservation_id: int | None, usage: Mapping[str, Any], at: 
 
 
 def _park(reservation_id: int | None, usage: Mapping[str, Any], at: dt.datetime) -> None:
-    from agentops.redis_client import runtime_redis
+    from agentops.lib.redis import runtime_redis
 
     item = json.dumps({"reservation": reservation_id, "usage": dict(usage), "at": at.isoformat()}, default=str)
     try:
@@ -615,7 +615,7 @@ def _park(reservation_id: int | None, usage: Mapping[str, Any], at: dt.datetime)
 
 def settle_parked(limit: int = 1000) -> int:
     """Beat: apply the parked settles, oldest first; one PostgreSQL still refuses goes back to wait."""
-    from agentops.redis_client import runtime_redis
+    from agentops.lib.redis import runtime_redis
 
     client = runtime_redis()
     applied = 0
@@ -859,7 +859,7 @@ PUBLISH_EVERY = 1.0  # seconds: a page re-reads at most this often, however busy
 
 def _publish_budgets() -> None:
     """Tell open budget and cost pages that numbers moved (throttled per process; pages re-read)."""
-    from agentops import live
+    from agentops.lib import live
 
     now = time.monotonic()
     if now - _LAST_PUBLISH[0] < PUBLISH_EVERY:
@@ -921,7 +921,7 @@ SEVERITY_RANK = {Alert.Severity.INFO: 0, Alert.Severity.WARNING: 1, Alert.Severi
 
 
 def _after_commit_announce(alert: Alert, webhooks: Iterable[Webhook]) -> None:
-    from agentops import live
+    from agentops.lib import live
     from budgets import tasks
 
     now = timezone.now()
@@ -937,7 +937,7 @@ def _after_commit_announce(alert: Alert, webhooks: Iterable[Webhook]) -> None:
 
 def acknowledge_alert(alert_id: int, user) -> bool:
     """Mark an alert seen. False if it was already acknowledged (or does not exist)."""
-    from agentops import live
+    from agentops.lib import live
 
     with transaction.atomic():
         updated = Alert.objects.filter(pk=alert_id, acknowledged_at=None).update(
@@ -949,7 +949,7 @@ def acknowledge_alert(alert_id: int, user) -> bool:
 
 
 def acknowledge_all(user) -> int:
-    from agentops import live
+    from agentops.lib import live
 
     with transaction.atomic():
         updated = Alert.objects.filter(acknowledged_at=None).update(
@@ -1047,7 +1047,7 @@ def evaluate_alerts() -> int:
     """Beat: every current counter against its thresholds, session spikes, the recent error rate."""
     from django.db.models import Count, Q, Sum
 
-    from agentops.models import Step
+    from agentops.runs.models import Step
 
     now = timezone.now()
     fired = 0
@@ -1102,7 +1102,7 @@ ERROR_RATE_STATE_KEY = "agentops:alerts:error_rate:since"
 
 def _error_rate_alert(over: bool, rate: float, failed: int, total: int, config: AlertSettings, now) -> int:
     """One alert per episode: the episode starts when the rate goes over and ends when it comes back."""
-    from agentops.redis_client import runtime_redis
+    from agentops.lib.redis import runtime_redis
 
     redis = runtime_redis()
     try:
@@ -1168,7 +1168,7 @@ def record_delivery_attempt(delivery_id: int, *, status_code: int | None, error:
         delivery.save(
             update_fields=["attempts", "last_status_code", "last_error", "log", "status", "delivered_at", "updated_at"]
         )
-        from agentops import live
+        from agentops.lib import live
 
         live.publish("alerts", "webhook.delivery", {"delivery": delivery.pk, "status": delivery.status})
         return delivery.status
@@ -1243,7 +1243,7 @@ def save_alert_settings(config: AlertSettings) -> AlertSettings:
 
 def save_budget(budget: Budget) -> Budget:
     """Create or change a budget (validated). Takes effect on the next reservation in every process."""
-    from agentops import live
+    from agentops.lib import live
 
     with transaction.atomic():
         _save_validated(budget)
@@ -1253,7 +1253,7 @@ def save_budget(budget: Budget) -> Budget:
 
 def delete_budget(budget_id: int) -> bool:
     """Delete a budget. Reservations still held against it are simply no longer counted."""
-    from agentops import live
+    from agentops.lib import live
 
     with transaction.atomic():
         deleted, _ = Budget.objects.filter(pk=budget_id).delete()

@@ -26,8 +26,9 @@ from django.utils import timezone
 from ninja import Field, Path, Query, Router, Schema
 from pydantic import AfterValidator
 
-from agentops.api import ApiError, not_found, require
-from agentops.api_schemas import MAX_ID, Text, responses
+from agentops.api.errors import ApiError, not_found
+from agentops.api.schemas import MAX_ID, Text, responses
+from agentops.api.scopes import require
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from budgets import actions, model_limits
 from budgets.forms import BudgetForm, PriceForm
@@ -324,7 +325,7 @@ def record_usage(request, payload: UsageIn):
     _check_cached(payload.cached_tokens, payload.input_tokens)
     _check_reported(payload.model, payload.input_tokens, payload.output_tokens)
     if payload.run_id is not None:
-        from agentops.models import Run
+        from agentops.runs.models import Run
 
         # Another agent's run answers like a missing one: a report is only ever charged to the key's agent.
         if not Run.objects.filter(pk=payload.run_id, agent_id=principal.agent_id).exists():

@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext as _
 
-from agentops import netguard
+from agentops.lib import netguard
 
 USD = {"max_digits": 16, "decimal_places": 8}
 PRICE = {"max_digits": 12, "decimal_places": 6}

@@ -392,7 +392,7 @@ def forecasts(now: dt.datetime) -> list[Forecast]:
     recent = _rows(_RECENT, {"since": now - RATE_WINDOW, "now": now})
     teams: dict[str, str] = {}
     if any(b.scope == Budget.Scope.TEAM for b in budgets):
-        from agentops.models import Agent
+        from agentops.runs.models import Agent
 
         teams = dict(Agent.objects.exclude(team="").values_list("name", "team"))
     out = []

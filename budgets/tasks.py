@@ -7,8 +7,8 @@ import functools
 import httpx
 from django.conf import settings
 
-from agentops import netguard
 from agentops.celery import app
+from agentops.lib import netguard
 from agentops.observability import metrics
 
 WEBHOOK_TIMEOUT = 5.0
@@ -17,7 +17,7 @@ WEBHOOK_TIMEOUT = 5.0
 @functools.cache
 def webhook_client() -> httpx.Client:
     """One client per worker process. Its transport checks every request after DNS resolution and connects
-    to the address it checked (agentops/netguard.py); redirects are not followed, so a webhook cannot
+    to the address it checked (agentops/lib/netguard.py); redirects are not followed, so a webhook cannot
     bounce the POST to an address it could not be saved with."""
     return httpx.Client(
         transport=netguard.guarded_transport(httpx.HTTPTransport)(), timeout=WEBHOOK_TIMEOUT, follow_redirects=False

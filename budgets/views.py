@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from agentops import roles
+from agentops.accounts import roles
 from budgets import actions, queries
 from budgets.forms import AlertSettingsForm, BudgetForm, PriceForm, WebhookForm, format_operation_limits, timezone_names
 from budgets.models import Alert, AlertSettings, Budget, ModelPrice, UsageRecord, Webhook, WebhookDelivery

@@ -10,7 +10,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from agentops import live
+from agentops.lib import live
 from agentops.observability import metrics
 from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, Escalation
 
@@ -268,7 +268,7 @@ def _resume(escalation: Escalation) -> None:
     """Hand the decision to the suspended run (its step replays with it when the run resumes)."""
     if escalation.run_id is None or escalation.step_seq is None:
         return
-    from agentops import actions as run_actions
+    from agentops.runs import actions as run_actions
 
     run_actions.decide_step(
         escalation.run_id,

@@ -3,7 +3,7 @@ read-only views of escalations and their audit log (only review.actions changes 
 
 from django.contrib import admin
 
-from agentops.admin import ThroughActionsAdmin
+from agentops.config.admin import ThroughActionsAdmin
 from review.models import AuditEvent, Escalation, EscalationPolicy
 
 

@@ -21,10 +21,11 @@ from django.conf import settings
 from ninja import Field, Path, Query, Router, Schema
 from pydantic import ConfigDict
 
-from agentops.api import not_found, require
-from agentops.api_schemas import MAX_ID, JsonObject, Text, responses
-from agentops.longpoll import wait_for_change
-from agentops.models import Agent
+from agentops.api.errors import not_found
+from agentops.api.schemas import MAX_ID, JsonObject, Text, responses
+from agentops.api.scopes import require
+from agentops.lib.longpoll import wait_for_change
+from agentops.runs.models import Agent
 from review import actions
 from review.models import ActionRequest, Escalation
 

@@ -24,8 +24,8 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from agentops import roles
-from agentops.models import Agent, Step
+from agentops.accounts import roles
+from agentops.runs.models import Agent, Step
 from review.models import Escalation
 
 EXPORT_CHUNK = 500

@@ -6,7 +6,7 @@ import json
 
 from django import forms
 
-from agentops.models import Agent
+from agentops.runs.models import Agent
 from review.models import Escalation, Priority, Reason
 
 ALL_QUEUES = "all"

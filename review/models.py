@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from agentops import roles
-from agentops.models import Agent, Run
+from agentops.accounts import roles
+from agentops.runs.models import Agent, Run
 
 
 class Priority(models.TextChoices):

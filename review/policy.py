@@ -33,7 +33,7 @@ _cache: tuple[object, list[EscalationPolicy]] | None = None
 
 
 def _policies() -> list[EscalationPolicy]:
-    from agentops.runtime_config import config_source
+    from agentops.config.source import config_source
 
     global _cache
     config = config_source().get()  # a new object after every reload (a policy save bumps the version)

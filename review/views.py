@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from agentops import roles
+from agentops.accounts import roles
 from review import actions
 from review.actions import DecisionConflict
 from review.forms import (
@@ -327,7 +327,7 @@ def _timeline(run, user) -> dict:
     """The run's steps through the runs pages' own partial, when that page is installed (what `user` may
     not see of an expert-queue step is withheld there too)."""
     try:
-        from agentops.runs_views import timeline_steps
+        from agentops.runs.views import timeline_steps
     except ImportError:
         return {}
     try:

@@ -110,15 +110,15 @@ def _headers(scope) -> dict[str, str]:
 def _refuse_known_bad_key(scope) -> None:
     """A malformed key, or one found bad seconds ago (apikeys.known_bad), is refused here on the event
     loop: a flood of bad keys takes no gateway thread and no database read from good ones."""
-    from agentops.apikeys import known_bad
     from agentops.gateway.handling import bearer_key, invalid_api_key
+    from agentops.keys.tokens import known_bad
 
     if known_bad(bearer_key(_headers(scope))):
         raise invalid_api_key()
 
 
 async def _read_body(scope, receive) -> bytes:
-    """The whole body; its size is bounded before we get here (agentops/bodylimit.py wraps the application)."""
+    """The whole body; its size is bounded before we get here (agentops/lib/bodylimit.py wraps the application)."""
     chunks = []
     while True:
         message = await receive()
@@ -148,7 +148,7 @@ async def _watch_disconnect(receive, outbox: Outbox) -> None:
 
 async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
     from agentops.gateway.handling import chat_job
-    from agentops.inflight import release
+    from agentops.lib.inflight import release
 
     loop = asyncio.get_running_loop()
     outbox = Outbox(loop)

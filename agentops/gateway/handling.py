@@ -12,7 +12,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.wire import ChatRequest, WireError
-from agentops.inflight import release as release_slot
+from agentops.lib.inflight import release as release_slot
 from agentops.observability import metrics
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
@@ -44,7 +44,7 @@ def invalid_api_key() -> WireError:
 
 def authenticate(headers: dict[str, str]):
     """The verified principal of the bearer key, with the gateway scope; else 401 / 403."""
-    from agentops.apikeys import verify
+    from agentops.keys.tokens import verify
 
     key = bearer_key(headers)
     principal = verify(key) if key else None
@@ -73,8 +73,8 @@ def database_unavailable() -> WireError:
 def admit(principal, outbox) -> None:
     """Take one of the key's in-flight slots for this request (released when the job ends, or by app._chat
     when a held answer's hold ends; a stream's job ends with the stream); at the cap, 429 in OpenAI's shape."""
-    from agentops.inflight import TooManyInFlight
-    from agentops.inflight import admit as take_slot
+    from agentops.lib.inflight import TooManyInFlight
+    from agentops.lib.inflight import admit as take_slot
 
     try:
         outbox.slot = take_slot(principal.key_id, principal.max_in_flight)
@@ -89,7 +89,7 @@ def admit(principal, outbox) -> None:
 
 
 def rate_limit(principal) -> None:
-    from agentops.ratelimit import RateLimited, take
+    from agentops.lib.ratelimit import RateLimited, take
 
     try:
         take(principal.key_id)
@@ -109,7 +109,7 @@ def rate_limit(principal) -> None:
 def catalog() -> list[tuple[str, str]]:
     """``(model, owner)`` for /v1/models: the routes (model name = a route) and every model they name or a
     provider lists."""
-    from agentops.guarding import guard_deps
+    from agentops.wiring import guard_deps
 
     cfg = guard_deps().config.get()
     router = cfg.router
@@ -183,8 +183,8 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
 def _answer(
     principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str, after: list
 ) -> None:
-    from agentops.guarding import guard_deps
     from agentops.runtime.guard import guarded_llm
+    from agentops.wiring import guard_deps
 
     deps = guard_deps()
     cfg = deps.config.get()
@@ -476,7 +476,7 @@ class _HeldTail:
 
 
 def _tool_review_mode(principal) -> str:
-    from agentops.models import Agent
+    from agentops.runs.models import Agent
 
     return Agent.objects.filter(pk=principal.agent_id).values_list("gateway_tool_review", flat=True).first() or "off"
 

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentops.longpoll import wait_for_change
+from agentops.lib.longpoll import wait_for_change
 
 WAITER = "gateway"
 
@@ -44,7 +44,7 @@ def ask_for_calls(
     """Record a permission request per call in ``message``; return ``(position, request)`` for those that
     wait for a reviewer. ``held``: a gateway hold waits for them (recorded, so that beat can close them if
     that hold vanishes)."""
-    from agentops.models import Agent
+    from agentops.runs.models import Agent
     from review import actions
 
     pending = []

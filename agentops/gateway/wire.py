@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentops import jsonbody
+from agentops.lib import jsonbody
 from agentops.runtime.tokens import UnboundedInput, prompt_token_bound_for_models
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -99,7 +99,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     """The request, or a ``WireError`` (400) naming the offending parameter like OpenAI does."""
     try:
         body = jsonbody.loads(raw)
-    except jsonbody.BodyProblem as problem:  # nested too deep, or text PostgreSQL cannot store (agentops/jsonbody.py)
+    except jsonbody.BodyProblem as problem:  # nested too deep, or text PostgreSQL cannot store
         raise bad_request(problem.message, param=problem.where or None) from None
     except (ValueError, UnicodeDecodeError):
         raise bad_request(

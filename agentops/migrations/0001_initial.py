@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('name', models.SlugField(unique=True)),
-                ('pattern', models.CharField(help_text='Python regex, case-insensitive', max_length=500, validators=[agentops.models.validate_regex])),
+                ('pattern', models.CharField(help_text='Python regex, case-insensitive', max_length=500, validators=[agentops.config.models.validate_regex])),
                 ('answer', models.TextField(help_text="May use {0}, {1} or {name} from the pattern's groups.")),
                 ('operations', models.CharField(blank=True, help_text='Comma-separated; blank = every operation', max_length=200)),
                 ('position', models.PositiveSmallIntegerField(default=100)),
@@ -92,7 +92,7 @@ class Migration(migrations.Migration):
                 ('breaker_half_open_probes', models.PositiveSmallIntegerField(default=1, validators=[django.core.validators.MinValueValidator(1)])),
                 ('retry_budget', models.PositiveSmallIntegerField(default=6, help_text='Retries per call across the whole chain')),
                 ('min_answer_chars', models.PositiveSmallIntegerField(default=2)),
-                ('refusal_patterns', models.TextField(blank=True, help_text='One regex per line; blank = built-in patterns', validators=[agentops.models.validate_regex_lines])),
+                ('refusal_patterns', models.TextField(blank=True, help_text='One regex per line; blank = built-in patterns', validators=[agentops.config.models.validate_regex_lines])),
                 ('cacheable_operations', models.CharField(blank=True, default='classify', max_length=300)),
                 ('default_model', models.CharField(blank=True, max_length=100)),
                 ('backup_model', models.CharField(blank=True, max_length=100)),

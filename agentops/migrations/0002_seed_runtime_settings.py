@@ -1,8 +1,8 @@
-"""Seed the runtime settings with the defaults of DESIGN.md §11 (see agentops/seed.py)."""
+"""Seed the runtime settings with the defaults of DESIGN.md §11 (see agentops/config/seed.py)."""
 
 from django.db import migrations
 
-from agentops.seed import seed_runtime_defaults
+from agentops.config.seed import seed_runtime_defaults
 
 
 def seed(apps, schema_editor):

@@ -3,7 +3,7 @@ production deployment assigns users to them in /admin/ right after `migrate`."""
 
 from django.db import migrations
 
-ROLE_GROUPS = ("reviewer", "expert", "budget_admin")  # agentops.roles.ROLE_GROUPS at the time of writing
+ROLE_GROUPS = ("reviewer", "expert", "budget_admin")  # agentops.accounts.roles.ROLE_GROUPS at the time of writing
 
 
 def create_role_groups(apps, schema_editor):

@@ -3,13 +3,7 @@
 The names most callers need are re-exported here; everything else lives in its module.
 """
 
-from agentops.runtime.config import (
-    DEFAULT_CONFIG,
-    CachedConfigSource,
-    ConfigSource,
-    RuntimeConfig,
-    StaticConfigSource,
-)
+from agentops.runtime.config import DEFAULT_CONFIG, CachedConfigSource, ConfigSource, RuntimeConfig, StaticConfigSource
 from agentops.runtime.errors import ErrorCategory, ErrorClass, FallbackExhausted, ProviderError, classify
 from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable, HandoffOutcome, HumanPending, HumanRejected

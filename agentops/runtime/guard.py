@@ -51,11 +51,7 @@ from agentops.runtime.protocols import (
     Journal,
     UsageSink,
 )
-from agentops.runtime.providers.base import (
-    LLMRequest,
-    LLMResult,
-    Provider,
-)
+from agentops.runtime.providers.base import LLMRequest, LLMResult, Provider
 from agentops.runtime.retry import RetryBudget
 from agentops.runtime.routing import Route
 from agentops.runtime.timeouts import Deadline

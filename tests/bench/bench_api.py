@@ -36,14 +36,14 @@ SERVER_ENV = {"API_RATE_BURST": "100000000", "API_RATE_PER_SECOND": "100000000",
 
 
 def _key() -> tuple[int, str]:
-    from agentops import actions
+    from agentops.keys import actions as key_actions
 
-    row, key = actions.create_api_key(AGENT, scopes=["actions"], name="bench_api", created_by="bench")
+    row, key = key_actions.create_api_key(AGENT, scopes=["actions"], name="bench_api", created_by="bench")
     return row.pk, key
 
 
 def _cleanup(key_id: int) -> None:
-    from agentops.models import ApiKey
+    from agentops.keys.models import ApiKey
     from review.models import ActionRequest, Escalation
 
     ActionRequest.objects.filter(agent__name=AGENT).delete()

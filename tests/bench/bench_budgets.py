@@ -180,7 +180,7 @@ def audit_postgres() -> dict:
 def audit_lua(keys: dict[str, int]) -> dict:
     from django.db.models import F, Sum
 
-    from agentops.redis_client import runtime_redis
+    from agentops.lib.redis import runtime_redis
     from budgets.models import UsageRecord
 
     redis = runtime_redis()
@@ -406,7 +406,7 @@ def _page_client():
     from django.contrib.auth.models import Group, User
     from django.test import Client
 
-    from agentops.roles import BUDGET_ADMIN
+    from agentops.accounts.roles import BUDGET_ADMIN
 
     user = User.objects.create_user("bench-budget-admin", password="x" * 20)
     user.groups.add(Group.objects.get_or_create(name=BUDGET_ADMIN)[0])

@@ -3,7 +3,7 @@
 Subject: `client.chat.completions.create` through the gateway (http://<web>/v1, an agent key with the
 `gateway` scope) — key check, the per-key Redis token bucket, model resolution, `guarded_llm` (reservation
 against a global budget → the default upstream → settle) and the answer. Baseline: the SAME SDK call
-straight to the fault-injecting mock (agentops/devtools/mock_openai.py) that the gateway forwards to
+straight to the fault-injecting mock (agentops/demo/mock_openai.py) that the gateway forwards to
 (OPENAI_BASE_URL), in the same run. Model "mock-small" (in no route: the default upstream answers),
 max_tokens=50, default temperature (so never cached).
 
@@ -117,7 +117,7 @@ def mock_openai():
 
 def _setup() -> str:
     """Only the bench's global daily budget applies; an agent key with the gateway scope. Returns the key."""
-    from agentops import actions
+    from agentops.keys import actions as key_actions
     from budgets import actions as budget_actions
     from budgets.models import Budget
 
@@ -134,7 +134,7 @@ def _setup() -> str:
             on_block=Budget.OnBlock.FAIL,
         )
     )
-    row, key = actions.create_api_key(AGENT, name="bench_gateway", created_by="bench", max_in_flight=64)
+    row, key = key_actions.create_api_key(AGENT, name="bench_gateway", created_by="bench", max_in_flight=64)
     if "gateway" not in row.scopes:
         raise RuntimeError(f"the default scopes {row.scopes} lack 'gateway'")
     return key

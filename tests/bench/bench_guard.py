@@ -240,7 +240,7 @@ def _round(
 
 @contextmanager
 def _mock_openai() -> Iterator[str]:
-    """The mock under uvicorn as `python -m agentops.devtools.mock_openai` runs it (uvloop, httptools, no
+    """The mock under uvicorn as `python -m agentops.demo.mock_openai` runs it (uvloop, httptools, no
     access log), but with a long keep-alive: uvicorn's default 5 s closes pooled connections that sit idle
     while the other side of the comparison runs, and a request racing that close fails (a retry)."""
     port = free_port()
@@ -251,7 +251,7 @@ def _mock_openai() -> Iterator[str]:
         sys.executable,
         "-m",
         "uvicorn",
-        "agentops.devtools.mock_openai:app",
+        "agentops.demo.mock_openai:app",
         "--host",
         "127.0.0.1",
         "--port",

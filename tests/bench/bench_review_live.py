@@ -89,8 +89,8 @@ def produce(total: int, warmup: int, per_round: int, gap: float) -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from agentops import live
-    from agentops.models import Agent
+    from agentops.lib import live
+    from agentops.runs.models import Agent
     from review.actions import create_escalation
     from review.models import Escalation
 
@@ -148,11 +148,12 @@ def produce(total: int, warmup: int, per_round: int, gap: float) -> None:
 def _prepare() -> None:
     from django.utils import timezone
 
-    from agentops import actions
+    from agentops.accounts import actions as account_actions
+    from agentops.runs import actions
     from review.models import Escalation
 
-    actions.ensure_role_groups()
-    actions.ensure_user(USERNAME, PASSWORD, superuser=True)
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user(USERNAME, PASSWORD, superuser=True)
     agent = actions.ensure_agent(AGENT, description="Benchmark: escalations for the live queue")
     Escalation.objects.filter(agent=agent, state__in=Escalation.OPEN_STATES).update(
         state=Escalation.State.DECIDED, decision="approved", decided_at=timezone.now()

@@ -59,16 +59,17 @@ def four_steps(ctx, data):
 
 def _configure():
     """A zero-latency simulated provider and a route for the bench operation; the bench agent's row."""
-    from agentops import actions
-    from agentops.models import ModelRoute, Provider
+    from agentops.config import actions as config_actions
+    from agentops.config.models import ModelRoute, Provider
+    from agentops.runs import actions
 
     provider = Provider.objects.filter(name=PROVIDER).first() or Provider(name=PROVIDER)
     provider.kind, provider.latency_ms, provider.fault_rate, provider.enabled = Provider.Kind.SIMULATED, 0, 0.0, True
-    actions.save_runtime_object(provider)
+    config_actions.save_runtime_object(provider)
     route = ModelRoute.objects.filter(operation=OPERATION).first() or ModelRoute(operation=OPERATION)
     route.primary_provider, route.primary_model = provider, "gpt-4o-mini"
     route.backup_provider, route.backup_model = None, ""
-    actions.save_runtime_object(route)
+    config_actions.save_runtime_object(route)
     return actions.ensure_agent(AGENT, description="Benchmark: 4 ctx steps on a zero-latency simulated model")
 
 
@@ -104,8 +105,8 @@ def _runs_round(bench_agent, count: int) -> float:
     """Start `count` runs, wait until all succeeded; runs per second."""
     from django.db.models import Count
 
-    from agentops import actions
-    from agentops.models import Run
+    from agentops.runs import actions
+    from agentops.runs.models import Run
 
     started = time.perf_counter()
     pks = [actions.start_run(bench_agent, {"n": n})[0].pk for n in range(count)]
@@ -132,7 +133,7 @@ def _chains_round(count: int) -> float:
 
 
 def run() -> list[Result]:
-    from agentops.models import Run
+    from agentops.runs.models import Run
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     migrate(env)

@@ -11,8 +11,8 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from agentops import actions as agentops_actions
-from agentops.roles import BUDGET_ADMIN
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import BUDGET_ADMIN
 from budgets import actions
 from budgets.models import Alert, Budget
 from tests.fixtures.browser import login, screenshot
@@ -30,8 +30,8 @@ def console_errors(page) -> list[str]:
 def budget_admin(transactional_db, redis_client):
     Budget.objects.all().delete()
     seed_prices()
-    agentops_actions.ensure_role_groups()
-    agentops_actions.ensure_user("bea", PASSWORD, roles=(BUDGET_ADMIN,))
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("bea", PASSWORD, roles=(BUDGET_ADMIN,))
     # other processes' throttle does not matter; ours must not swallow the first "budgets changed" signal
     actions._LAST_PUBLISH[0] = 0.0
     return "bea"

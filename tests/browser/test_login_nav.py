@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentops import actions
-from agentops.roles import BUDGET_ADMIN, REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import BUDGET_ADMIN, REVIEWER
 from tests.fixtures.browser import login, screenshot
 
 PASSWORD = "browser-pass-123"
@@ -14,8 +14,8 @@ PASSWORD = "browser-pass-123"
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_reviewer_sees_only_reviewer_sections(web, page):
-    actions.ensure_role_groups()
-    actions.ensure_user("rev", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("rev", PASSWORD, roles=(REVIEWER,))
     login(page, web.extra["url"], "rev", PASSWORD)
     nav = page.locator("header nav a").all_inner_texts()
     assert "Ops" not in nav and "Budgets" not in nav and "Costs" not in nav and "Admin" not in nav
@@ -31,7 +31,7 @@ def test_reviewer_sees_only_reviewer_sections(web, page):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_admin_sees_ops_with_live_dependency_status(web, worker, page):
-    actions.ensure_user("boss", PASSWORD, superuser=True)
+    account_actions.ensure_user("boss", PASSWORD, superuser=True)
     login(page, web.extra["url"], "boss", PASSWORD)
     page.goto(web.extra["url"] + "/ops/")
     nav = page.locator("header nav a").all_inner_texts()
@@ -46,7 +46,7 @@ def test_admin_sees_ops_with_live_dependency_status(web, worker, page):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_wrong_password_shows_a_form_error_and_keeps_the_username(web, page):
-    actions.ensure_user("budgeteer", PASSWORD, roles=(BUDGET_ADMIN,))
+    account_actions.ensure_user("budgeteer", PASSWORD, roles=(BUDGET_ADMIN,))
     page.goto(web.extra["url"] + "/accounts/login/")
     page.fill("#id_username", "budgeteer")
     page.fill("#id_password", "wrong-password")

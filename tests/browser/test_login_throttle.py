@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentops import actions
-from agentops.roles import REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
 from tests.fixtures.browser import screenshot
 
 PASSWORD = "browser-throttle-pass-1"
@@ -15,8 +15,8 @@ PASSWORD = "browser-throttle-pass-1"
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_lockout_page_says_when_to_retry(web, page):
-    actions.ensure_role_groups()
-    actions.ensure_user("locked-lou", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("locked-lou", PASSWORD, roles=(REVIEWER,))
     statuses = []
     for number in range(11):
         page.goto(web.extra["url"] + "/accounts/login/")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentops import actions
-from agentops.runtime_config import config_source
+from agentops.accounts import actions as account_actions
+from agentops.config.source import config_source
 from tests.fixtures.browser import login, screenshot
 from tests.fixtures.stack import reseed_runtime
 
@@ -17,7 +17,7 @@ PASSWORD = "browser-pass-123"
 def test_operator_probes_and_forces_a_breaker_live(web, worker, page, redis_client):
     reseed_runtime()
     config_source().invalidate()
-    actions.ensure_user("op", PASSWORD, superuser=True)
+    account_actions.ensure_user("op", PASSWORD, superuser=True)
     login(page, web.extra["url"], "op", PASSWORD)
     page.goto(web.extra["url"] + "/ops/")
     page.fill("#id_operation", "planning")

@@ -11,10 +11,11 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import expect
 
-from agentops import actions
-from agentops.models import Run, ToolEffect
-from agentops.roles import REVIEWER
-from agentops.runtime_config import config_source
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
+from agentops.config.source import config_source
+from agentops.runs import actions
+from agentops.runs.models import Run, ToolEffect
 from review import actions as review
 from review.models import Escalation
 from tests.fixtures.browser import login, screenshot
@@ -43,9 +44,9 @@ def stack_ready(redis_client):
     """Flushes between transactional tests remove the migration's seed rows; put them back."""
     reseed_runtime()
     config_source().invalidate()
-    actions.ensure_role_groups()
-    actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,))
-    actions.ensure_user("bob", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user("bob", PASSWORD, roles=(REVIEWER,))
 
 
 def start_approval_run(data: dict | None = None) -> Run:
@@ -111,7 +112,7 @@ def test_worker_escalation_appears_live_and_is_approved_with_the_keyboard(web, w
             retry_count=3,
             **common,
         )
-        review.claim(held.pk, actions.ensure_user("bob", PASSWORD, roles=(REVIEWER,)))
+        review.claim(held.pk, account_actions.ensure_user("bob", PASSWORD, roles=(REVIEWER,)))
         login(page, base, "alice", PASSWORD)
         open_queue(page, base)
         expect(page.locator("#queue-rows tr[data-escalation]")).to_have_count(2)

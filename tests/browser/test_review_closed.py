@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from agentops import actions
+from agentops.runs import actions
 from review import actions as review
 from review.models import Escalation
 from tests.browser.test_review import PASSWORD, errors, open_detail, stack_ready  # noqa: F401 (a fixture)

@@ -10,9 +10,11 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from agentops import actions, live
-from agentops.models import Run, Step
-from agentops.roles import REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
+from agentops.lib import live
+from agentops.runs import actions
+from agentops.runs.models import Run, Step
 from review.models import Escalation
 from tests.fixtures.browser import login, screenshot
 
@@ -132,8 +134,8 @@ def rows(page):
 @pytest.mark.django_db(transaction=True)
 def test_reviewer_filters_runs_and_watches_a_run_timeline_live(web, page):
     base = web.extra["url"]
-    actions.ensure_role_groups()
-    actions.ensure_user("runs-rev", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("runs-rev", PASSWORD, roles=(REVIEWER,))
     runs = seed_runs()
     dialogs: list[str] = []
 

@@ -15,7 +15,7 @@ from agentops.runtime.context import agent, tool
 
 @tool("post_entry", side_effect=True, description="Post a ledger entry (a payment system that answers slowly).")
 def post_entry(args, idempotency_key=None):
-    from agentops import actions
+    from agentops.runs import actions
 
     effect, created = actions.record_effect(idempotency_key, "post_entry", dict(args))
     time.sleep(float(args.get("ack_seconds", 0.1)))  # the effect happened; its acknowledgement is on its way

@@ -305,11 +305,11 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture
 def chaos_db(transactional_db, redis_client, settings):
     """Committed rows (the stack's processes see them) with the runtime seed put back and reloaded everywhere."""
-    from agentops import actions
-    from agentops.runtime_config import config_source
+    from agentops.accounts import actions as account_actions
+    from agentops.config.source import config_source
     from tests.fixtures.stack import reseed_runtime
 
     settings.AGENTOPS_AGENT_MODULES = AGENT_MODULES
     reseed_runtime()
     config_source().invalidate()
-    actions.ensure_role_groups()
+    account_actions.ensure_role_groups()

@@ -16,10 +16,11 @@ import redis
 from django.db import DatabaseError
 from django.db.models import Count, Sum
 
-from agentops import actions
-from agentops.agents import tools
-from agentops.models import Run, Step, ToolEffect
-from agentops.roles import REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
+from agentops.demo.agents import tools
+from agentops.runs import actions
+from agentops.runs.models import Run, Step, ToolEffect
 from review import actions as review
 from review.models import AuditEvent, Escalation
 from tests.fixtures.stack import REPO_ROOT
@@ -92,8 +93,8 @@ class Reviewer:
 
     def __post_init__(self):
         if self.user is None:
-            actions.ensure_role_groups()
-            self.user = actions.ensure_user(REVIEWER_NAME, REVIEWER_PASSWORD, roles=(REVIEWER,))
+            account_actions.ensure_role_groups()
+            self.user = account_actions.ensure_user(REVIEWER_NAME, REVIEWER_PASSWORD, roles=(REVIEWER,))
 
     def work(self, limit: int = 50) -> int:
         """Decide what is open now; returns how many decisions were accepted."""

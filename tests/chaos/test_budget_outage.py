@@ -25,8 +25,8 @@ from decimal import Decimal
 import openai
 import pytest
 
-from agentops import actions
-from agentops.models import Provider
+from agentops.config.models import Provider
+from agentops.keys import actions as key_actions
 from budgets import actions as budget_actions
 from budgets.models import Budget, BudgetCounter, Reservation
 from tests.chaos.harness import record_row, retry_database, usage_totals, xfail_on_known_defects
@@ -43,7 +43,7 @@ BURST = 12
 @pytest.fixture
 def budgeted(chaos_db, mock):
     """The mock serves MODEL; one global daily budget of LIMIT tokens; the seed prices."""
-    from agentops.runtime_config import bump_version
+    from agentops.config.source import bump_version
 
     Provider.objects.update_or_create(
         name="mock",
@@ -76,7 +76,7 @@ def test_budget_store_unavailable_fails_closed_and_nothing_is_overspent(stack, b
     started = time.monotonic()
     sdk = openai.OpenAI(
         base_url=stack.web.extra["url"] + "/v1",
-        api_key=actions.create_api_key("chaos-gateway", scopes=["gateway"])[1],
+        api_key=key_actions.create_api_key("chaos-gateway", scopes=["gateway"])[1],
         max_retries=0,
         timeout=15,
     )

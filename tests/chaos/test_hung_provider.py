@@ -19,10 +19,11 @@ import time
 import openai
 import pytest
 
-from agentops import actions
-from agentops.guarding import breaker_registry
-from agentops.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings, Step
-from agentops.runtime_config import bump_version, config_source
+from agentops.config.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings
+from agentops.config.source import bump_version, config_source
+from agentops.keys import actions as key_actions
+from agentops.runs.models import Step
+from agentops.wiring import breaker_registry
 from tests.chaos.harness import record_row, start_runs, statuses, wait_until_terminal
 
 pytestmark = pytest.mark.slow
@@ -80,7 +81,7 @@ def test_a_hung_provider_opens_its_breaker_and_the_backup_finishes_the_runs(stac
 
     sdk = openai.OpenAI(
         base_url=stack.web.extra["url"] + "/v1",
-        api_key=actions.create_api_key("chaos-gateway", scopes=["gateway"])[1],
+        api_key=key_actions.create_api_key("chaos-gateway", scopes=["gateway"])[1],
         max_retries=0,
         timeout=REQUEST_TIMEOUT,
     )

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from agentops.models import Run, Step
+from agentops.runs.models import Run, Step
 from tests.chaos.harness import (
     Progress,
     Reviewer,

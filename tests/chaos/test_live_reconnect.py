@@ -19,8 +19,9 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from agentops import actions
-from agentops.roles import REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
+from agentops.runs import actions
 from review import actions as review
 from tests.chaos.harness import record_row
 from tests.fixtures.browser import login, screenshot
@@ -53,7 +54,7 @@ def test_the_review_queue_reconnects_after_a_redis_restart_and_reconciles(
 ):
     started = time.monotonic()
     base = stack.web.extra["url"]
-    actions.ensure_user("chaos-live", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user("chaos-live", PASSWORD, roles=(REVIEWER,))
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.add_init_script(RECORD_SOCKET)
     page = context.new_page()

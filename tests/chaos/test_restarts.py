@@ -27,9 +27,11 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from agentops import actions
-from agentops.management.commands.seed_demo import route_demo_models_to_mock
-from agentops.models import RetryPolicy, Run
+from agentops.config import actions as config_actions
+from agentops.config.models import RetryPolicy
+from agentops.demo.management.commands.seed_demo import route_demo_models_to_mock
+from agentops.keys import actions as key_actions
+from agentops.runs.models import Run
 from budgets import actions as budget_actions
 from budgets.models import Budget, BudgetCounter, Reservation
 from tests.chaos.harness import (
@@ -59,7 +61,7 @@ def mocked_models(chaos_db, mock):
     route_demo_models_to_mock(mock.base_url)
     for policy in RetryPolicy.objects.all():
         policy.base_delay, policy.max_delay, policy.jitter = 0.05, 0.2, False
-        actions.save_runtime_object(policy)
+        config_actions.save_runtime_object(policy)
     seed_prices()
     Budget.objects.all().delete()
     budget = budget_actions.save_budget(
@@ -128,7 +130,9 @@ def restart_inputs(count: int) -> list[tuple[str, dict]]:
 def test_restart_redis_then_postgres_under_load(stack, mocked_models, local_services, scale, mock, request):
     started = time.monotonic()
     restarts_before = dict(local_services.restarts)
-    keys = {agent: actions.create_api_key(agent, scopes=["runs"])[1] for agent in ("chaos-ledger", "support-refund")}
+    keys = {
+        agent: key_actions.create_api_key(agent, scopes=["runs"])[1] for agent in ("chaos-ledger", "support-refund")
+    }
     reviewer = Reviewer()
     inputs = restart_inputs(scale.restart_runs)
     client = AgentClient(stack.web.extra["url"], keys, inputs, interval=0.15)

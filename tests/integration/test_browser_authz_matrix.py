@@ -22,9 +22,10 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from agentops import actions
-from agentops.models import Run, Step
-from agentops.roles import BUDGET_ADMIN, EXPERT, REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
+from agentops.runs import actions
+from agentops.runs.models import Run, Step
 from budgets import actions as budget_actions
 from budgets.models import Budget, Webhook
 from review import actions as review
@@ -37,7 +38,7 @@ MARK = "expert-only-secret"  # in the expert item's arguments, context, comment 
 EXPERT_OPERATION = "wire_funds_abroad"  # the expert item's operation (its stats row)
 REVIEWER_MARK = "reviewer-item-note"  # in the reviewers' item: a reviewer does see it
 
-# Roles: who opens which section (agentops/roles.py SECTIONS); "*" = any signed-in user with a role.
+# Roles: who opens which section (agentops/accounts/roles.py SECTIONS); "*" = any signed-in user with a role.
 CAST = {
     "anonymous": None,
     "no-role": (),
@@ -99,9 +100,9 @@ class Stage:
 
     def __init__(self, url: str):
         self.url = url
-        actions.ensure_role_groups()
-        alice = actions.ensure_user("authz-alice", PASSWORD, roles=(REVIEWER,))
-        erin = actions.ensure_user("authz-erin", PASSWORD, roles=(EXPERT,))
+        account_actions.ensure_role_groups()
+        alice = account_actions.ensure_user("authz-alice", PASSWORD, roles=(REVIEWER,))
+        erin = account_actions.ensure_user("authz-erin", PASSWORD, roles=(EXPERT,))
         agent = actions.ensure_agent("authz-browser-agent")  # no agent function: a resume changes nothing
         self.run = Run.objects.create(agent=agent, status="waiting_human", input={"q": "authz"})
         Step.objects.create(run=self.run, seq=1, kind="tool", name="lookup_order", status="completed", result={})
@@ -156,7 +157,7 @@ class Stage:
         if roles is None:
             return client
         username = f"authz-{role}"
-        actions.ensure_user(
+        account_actions.ensure_user(
             username, PASSWORD, roles=() if roles == "superuser" else roles, superuser=roles == "superuser"
         )
         page = client.get("/accounts/login/")

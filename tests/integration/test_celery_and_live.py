@@ -12,12 +12,13 @@ import httpx
 import pytest
 import websockets
 
-from agentops import actions, live
-from agentops.roles import REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
+from agentops.lib import live
 
 
 def test_celery_round_trip_through_a_real_worker(worker):
-    from agentops.tasks import ping
+    from agentops.runs.tasks import ping
 
     token = uuid.uuid4().hex
     result = ping.delay(token).get(timeout=20)
@@ -33,7 +34,7 @@ def _worker_ping_count(metrics_text: str) -> float:
 
 
 def test_metrics_show_a_counter_incremented_in_a_worker_process(worker, web):
-    from agentops.tasks import ping
+    from agentops.runs.tasks import ping
 
     before = _worker_ping_count(httpx.get(web.extra["url"] + "/metrics", timeout=10).text)
     for _ in range(3):
@@ -44,8 +45,8 @@ def test_metrics_show_a_counter_incremented_in_a_worker_process(worker, web):
 
 
 def _session_cookie(client, username: str, *, roles=(), superuser=False) -> str:
-    actions.ensure_role_groups()
-    actions.ensure_user(username, "pw-" + "x" * 12, roles=roles, superuser=superuser)
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user(username, "pw-" + "x" * 12, roles=roles, superuser=superuser)
     assert client.login(username=username, password="pw-" + "x" * 12)
     return client.cookies["sessionid"].value
 

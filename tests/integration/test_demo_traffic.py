@@ -20,9 +20,11 @@ from django.core.management import call_command
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from agentops import actions
-from agentops.demo_traffic import TokenPacer
-from agentops.models import ApiKey, Run
+from agentops.demo.traffic import TokenPacer
+from agentops.keys import actions as key_actions
+from agentops.keys.models import ApiKey
+from agentops.runs import actions
+from agentops.runs.models import Run
 from budgets import actions as budget_actions
 from budgets.models import Budget, BudgetCounter, Reservation, UsageRecord
 from budgets.seed import DAILY_NAME, seed_budget_defaults
@@ -46,7 +48,7 @@ def demo_stack(redis_client, mock, web, worker, tmp_path) -> str:
         "seed_demo", "--quiet", f"--mock-url={mock.base_url}", credentials_file=str(tmp_path / "credentials.txt")
     )
     url = web.extra["url"]
-    key = actions.create_api_key("demo-traffic-probe", scopes=["gateway"])[1]
+    key = key_actions.create_api_key("demo-traffic-probe", scopes=["gateway"])[1]
 
     def web_serves_the_demo_routes() -> bool:  # the web process reloads its config within a second
         listed = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5).json()

@@ -1,4 +1,4 @@
-"""Sign-in throttling (issue 14, item 10; agentops/login_throttle.py) through the real uvicorn server.
+"""Sign-in throttling (issue 14, item 10; agentops/accounts/login_throttle.py) through the real uvicorn server.
 
 10 failed sign-ins for one username (from any address), or from one client address (for any usernames),
 lock it out: the next attempt — even with the right password — answers 429 with a page saying when to retry,
@@ -17,8 +17,8 @@ import httpx
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog
 
-from agentops import actions
-from agentops.roles import REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
 from tests.fixtures.stack import Proc, start_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +30,7 @@ LOGIN, ADMIN_LOGIN = "/accounts/login/", "/admin/login/"
 
 @pytest.fixture
 def base_url(web, transactional_db) -> str:
-    actions.ensure_role_groups()
+    account_actions.ensure_role_groups()
     return web.extra["url"]
 
 
@@ -73,8 +73,8 @@ def second_web(stack_env, logdir) -> Iterator[Proc]:
 
 
 def test_ten_wrong_passwords_lock_the_username_everywhere(base_url, second_web, web):
-    actions.ensure_user("throttle-ana", PASSWORD, roles=(REVIEWER,))
-    actions.ensure_user("throttle-ben", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user("throttle-ana", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user("throttle-ben", PASSWORD, roles=(REVIEWER,))
     logged_before = web.log.stat().st_size
     attacker = browser(base_url, "127.0.0.2")
     fail(attacker, "throttle-ana", LIMIT - 1)
@@ -95,7 +95,7 @@ def test_ten_wrong_passwords_lock_the_username_everywhere(base_url, second_web, 
     assert AccessAttempt.objects.filter(username="throttle-ana").count() >= 1
     assert AccessFailureLog.objects.filter(username="throttle-ana").count() >= LIMIT
     admin = browser(base_url, "127.0.0.9")
-    actions.ensure_user("throttle-root", PASSWORD, superuser=True)
+    account_actions.ensure_user("throttle-root", PASSWORD, superuser=True)
     assert attempt(admin, "throttle-root", PASSWORD, ADMIN_LOGIN).status_code == 302
     listing = admin.get("/admin/axes/accessattempt/")
     assert listing.status_code == 200 and "throttle-ana" in listing.text
@@ -106,7 +106,7 @@ def test_ten_wrong_passwords_lock_the_username_everywhere(base_url, second_web, 
 
 
 def test_ten_failures_from_one_address_lock_it_for_every_username(base_url):
-    actions.ensure_user("throttle-cho", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user("throttle-cho", PASSWORD, roles=(REVIEWER,))
     sprayer = browser(base_url, "127.0.0.4")
     for number in range(LIMIT - 1):
         path = LOGIN if number % 2 else ADMIN_LOGIN
@@ -120,8 +120,8 @@ def test_ten_failures_from_one_address_lock_it_for_every_username(base_url):
 def test_a_success_forgives_only_its_own_failures(base_url):
     """Signing in to one's own account must not clear what an address did against other accounts (axes'
     default reset on success would: one valid account would buy unlimited guesses)."""
-    actions.ensure_user("throttle-dee", PASSWORD, roles=(REVIEWER,))
-    actions.ensure_user("throttle-eve", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user("throttle-dee", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user("throttle-eve", PASSWORD, roles=(REVIEWER,))
     eve = browser(base_url, "127.0.0.6")
     fail(eve, "throttle-eve", 2)  # her own typos ...
     fail(eve, "throttle-dee", LIMIT - 3)  # ... and guesses at dee's account
@@ -133,7 +133,7 @@ def test_a_success_forgives_only_its_own_failures(base_url):
 
 def test_the_test_client_login_is_not_throttled(client):
     """Sign-ins without an HTTP request (the test client's login(), a shell) have no address to count."""
-    actions.ensure_user("throttle-fay", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user("throttle-fay", PASSWORD, roles=(REVIEWER,))
     for _ in range(LIMIT + 2):
         assert not client.login(username="throttle-fay", password="wrong")
     assert client.login(username="throttle-fay", password=PASSWORD)

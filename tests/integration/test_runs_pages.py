@@ -11,9 +11,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from agentops import actions
-from agentops.models import Run, Step
-from agentops.roles import BUDGET_ADMIN, EXPERT, REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
+from agentops.runs import actions
+from agentops.runs.models import Run, Step
 
 pytestmark = pytest.mark.django_db
 
@@ -23,8 +24,8 @@ XSS = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
 
 @pytest.fixture
 def reviewer(client):
-    actions.ensure_role_groups()
-    actions.ensure_user("pages-reviewer", PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("pages-reviewer", PASSWORD, roles=(REVIEWER,))
     assert client.login(username="pages-reviewer", password=PASSWORD)
     return client
 
@@ -219,7 +220,7 @@ def test_waiting_and_decided_steps_show_the_review_queue_escalation(reviewer):
 
     run = make_run("support-refund", Run.Status.WAITING_HUMAN, finished_at=None)
     agent = run.agent
-    someone = actions.ensure_user("pages-expert", PASSWORD, roles=(EXPERT,))
+    someone = account_actions.ensure_user("pages-expert", PASSWORD, roles=(EXPERT,))
     decided = Escalation.objects.create(
         run=run,
         step_seq=1,
@@ -386,8 +387,8 @@ def test_unknown_run_is_a_404_page(reviewer):
     ],
 )
 def test_roles_that_may_open_runs(client, roles, superuser, status):
-    actions.ensure_role_groups()
-    actions.ensure_user("pages-someone", PASSWORD, roles=roles, superuser=superuser)
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("pages-someone", PASSWORD, roles=roles, superuser=superuser)
     client.login(username="pages-someone", password=PASSWORD)
     run = make_run(status=Run.Status.FAILED)
     assert client.get("/runs/").status_code == status

@@ -9,10 +9,10 @@ import time
 import pytest
 from django.core.exceptions import ValidationError
 
-from agentops import actions
-from agentops.models import FallbackRule, ModelRoute, Provider, RetryPolicy
+from agentops.config import actions as config_actions
+from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy
+from agentops.config.source import config_source
 from agentops.runtime.errors import ErrorClass
-from agentops.runtime_config import config_source
 from tests.fixtures.stack import reseed_runtime
 from tests.integration.test_celery_and_live import _listen, _session_cookie
 
@@ -40,21 +40,21 @@ def test_a_changed_retry_policy_reaches_this_process_within_a_second(defaults):
     assert config_source().get().retry.policy_for(ErrorClass.RATE_LIMIT).max_retries == 3
     policy = RetryPolicy.objects.get(error_class="RateLimitError")
     policy.max_retries = 7
-    actions.save_runtime_object(policy)
+    config_actions.save_runtime_object(policy)
     started = time.monotonic()
     assert wait_until(lambda: config_source().get().retry.policy_for(ErrorClass.RATE_LIMIT).max_retries == 7)
     assert time.monotonic() - started < 2.5
 
 
 def test_a_running_worker_uses_a_changed_route_without_restart(defaults, worker):
-    from agentops.tasks import probe_route
+    from agentops.runs.tasks import probe_route
 
     first = probe_route.delay("planning", "Plan a trip to Lisbon").get(timeout=30)
     assert first["ok"] and first["model"] == "gpt-4o"
 
     route = ModelRoute.objects.get(operation="planning")
     route.primary_model = "gpt-4.1"
-    actions.save_runtime_object(route)
+    config_actions.save_runtime_object(route)
 
     def worker_uses_new_model():
         return probe_route.delay("planning", "Plan a trip to Lisbon").get(timeout=30)["model"] == "gpt-4.1"
@@ -64,15 +64,15 @@ def test_a_running_worker_uses_a_changed_route_without_restart(defaults, worker)
 
 
 def test_a_changed_rule_answers_when_every_model_fails(defaults):
-    from agentops.guarding import probe_route
+    from agentops.wiring import probe_route
 
     simulated = Provider.objects.get(name="simulated")
     simulated.fault_rate = 1.0  # every model call fails with ServiceUnavailable
-    actions.save_runtime_object(simulated)
+    config_actions.save_runtime_object(simulated)
     for policy in RetryPolicy.objects.all():
         policy.max_retries, policy.base_delay = 0, 0.0
-        actions.save_runtime_object(policy)
-    actions.save_runtime_object(
+        config_actions.save_runtime_object(policy)
+    config_actions.save_runtime_object(
         FallbackRule(name="refund-policy", pattern=r"\brefund\b", answer="Refunds take 5 days.", position=1)
     )
     result = wait_until(lambda: (r := probe_route("default", "Where is my refund?")).get("handler") == "rules" and r)
@@ -83,14 +83,14 @@ def test_a_changed_rule_answers_when_every_model_fails(defaults):
 
 def test_invalid_runtime_settings_are_refused_with_a_clear_message(defaults):
     with pytest.raises(ValidationError, match="needs a base URL"):
-        actions.save_runtime_object(Provider(name="upstream", kind=Provider.Kind.OPENAI))
+        config_actions.save_runtime_object(Provider(name="upstream", kind=Provider.Kind.OPENAI))
     with pytest.raises(ValidationError, match="Not a valid regular expression"):
-        actions.save_runtime_object(FallbackRule(name="broken", pattern="(unclosed", answer="x"))
+        config_actions.save_runtime_object(FallbackRule(name="broken", pattern="(unclosed", answer="x"))
     assert not Provider.objects.filter(name="upstream").exists()
 
 
 def test_admin_edits_go_through_actions_and_reload_workers(defaults, client):
-    from agentops.runtime_config import current_version
+    from agentops.config.source import current_version
 
     _session_cookie(client, "root", superuser=True)
     policy = RetryPolicy.objects.get(error_class="ConnectionError")
@@ -114,7 +114,7 @@ def test_admin_edits_go_through_actions_and_reload_workers(defaults, client):
 
 
 def test_operator_forces_a_breaker_open_from_the_ops_page_and_everyone_sees_it(defaults, client, web):
-    from agentops.guarding import breaker_registry, probe_route
+    from agentops.wiring import breaker_registry, probe_route
 
     cookie = _session_cookie(client, "operator", superuser=True)
     assert probe_route("planning", "warm the breaker up")["handler"] == "primary"

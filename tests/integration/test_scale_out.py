@@ -24,10 +24,11 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from agentops import actions
-from agentops.models import Run, Step, ToolEffect
-from agentops.roles import REVIEWER
-from agentops.runtime_config import bump_version, config_source
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
+from agentops.config.source import bump_version, config_source
+from agentops.runs import actions
+from agentops.runs.models import Run, Step, ToolEffect
 from review.models import Escalation
 from tests.fixtures.stack import reseed_runtime, start_web, start_worker
 from tests.fixtures.waiting import wait_for_run
@@ -46,7 +47,7 @@ def defaults(redis_client, settings):
     reseed_runtime()
     config_source().invalidate()
     bump_version()
-    actions.ensure_role_groups()
+    account_actions.ensure_role_groups()
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def form_value(html: str, name: str) -> str:
 
 def sign_in(base_url: str, username: str) -> httpx.Client:
     """A browser-like session signed in through the login form of `base_url`."""
-    actions.ensure_user(username, PASSWORD, roles=(REVIEWER,))
+    account_actions.ensure_user(username, PASSWORD, roles=(REVIEWER,))
     client = httpx.Client(base_url=base_url, timeout=15)
     page = client.get("/accounts/login/")
     token = form_value(page.text, "csrfmiddlewaretoken")

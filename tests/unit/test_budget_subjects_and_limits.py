@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentops.demo_traffic import TokenPacer
+from agentops.demo.traffic import TokenPacer
 from budgets import actions, model_limits
 from budgets.models import Budget
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from agentops import actions
-from agentops.models import ApiKey
+from agentops.keys import actions as key_actions
+from agentops.keys.models import ApiKey
 
 
 class Command(BaseCommand):
@@ -33,7 +33,7 @@ class Command(BaseCommand):
             raise CommandError(f"{agent!r} is not a valid agent name: use letters, digits, - and _") from exc
         chosen = [s.strip() for s in scopes.split(",") if s.strip()] or None
         try:
-            row, key = actions.create_api_key(
+            row, key = key_actions.create_api_key(
                 agent, scopes=chosen, name=name, created_by="manage.py", max_in_flight=max_in_flight
             )
         except ValidationError as exc:

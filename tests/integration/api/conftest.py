@@ -31,7 +31,7 @@ def base_url(web, redis_client, transactional_db) -> str:
 def make_key(transactional_db) -> Callable[..., str]:
     """``make_key(agent="t-agent", scopes=None) -> str``: a new API key (the agent row is created if
     missing; no scopes = every agent scope, never admin)."""
-    from agentops.actions import create_api_key
+    from agentops.keys.actions import create_api_key
 
     def make(agent: str = "t-agent", scopes: list[str] | None = None) -> str:
         _row, key = create_api_key(agent, scopes=scopes)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from agentops import actions
+from agentops.accounts import actions as account_actions
 from review import actions as review
 from review.models import ActionRequest, Escalation
 
@@ -31,7 +31,7 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict:
 
 @pytest.fixture
 def reviewer(transactional_db):
-    return actions.ensure_user("api-alice", "pw-alice-123456")
+    return account_actions.ensure_user("api-alice", "pw-alice-123456")
 
 
 @pytest.fixture

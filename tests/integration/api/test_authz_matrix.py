@@ -21,8 +21,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from agentops import actions
-from agentops.models import ApiKey
+from agentops.keys import actions as key_actions
+from agentops.keys.models import ApiKey
 from tests.fixtures.stack import reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,7 +80,7 @@ BODIES = {
 
 
 def _document() -> dict:
-    from agentops.api import api
+    from agentops.urls import api
 
     return api.get_openapi_schema(path_prefix=BASE)
 
@@ -183,13 +183,13 @@ class Stage:
         agent_scopes = list(ApiKey.AGENT_SCOPES)
         self.keys: dict[str, str | None] = {
             "none": None,
-            "A": actions.create_api_key(AGENT_A, scopes=agent_scopes, name="authz A")[1],
-            "A-admin": actions.create_api_key(AGENT_A, scopes=["admin"], name="authz A admin")[1],
-            "B": actions.create_api_key(AGENT_B, scopes=agent_scopes, name="authz B")[1],
-            "B-admin": actions.create_api_key(AGENT_B, scopes=["admin"], name="authz B admin")[1],
+            "A": key_actions.create_api_key(AGENT_A, scopes=agent_scopes, name="authz A")[1],
+            "A-admin": key_actions.create_api_key(AGENT_A, scopes=["admin"], name="authz A admin")[1],
+            "B": key_actions.create_api_key(AGENT_B, scopes=agent_scopes, name="authz B")[1],
+            "B-admin": key_actions.create_api_key(AGENT_B, scopes=["admin"], name="authz B admin")[1],
         }
-        row, revoked = actions.create_api_key(AGENT_A, scopes=["admin"], name="authz revoked")
-        actions.revoke_api_key(row.pk)
+        row, revoked = key_actions.create_api_key(AGENT_A, scopes=["admin"], name="authz revoked")
+        key_actions.revoke_api_key(row.pk)
         self.keys["revoked"] = revoked
         self.lacking: dict[str, str] = {}
         self.a_ids: dict[str, set] = {}
@@ -198,7 +198,7 @@ class Stage:
     def key_lacking(self, scope: str) -> str:
         if scope not in self.lacking:
             others = [s for s in ApiKey.AGENT_SCOPES if s != scope]
-            self.lacking[scope] = actions.create_api_key(AGENT_A, scopes=others, name=f"authz no {scope}")[1]
+            self.lacking[scope] = key_actions.create_api_key(AGENT_A, scopes=others, name=f"authz no {scope}")[1]
         return self.lacking[scope]
 
     def call(self, method: str, path: str, key: str | None, body=None, params=None) -> httpx.Response:

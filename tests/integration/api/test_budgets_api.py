@@ -122,7 +122,7 @@ def test_usage_is_priced_and_counted_against_the_budgets_that_apply(agent, budge
 
 
 def test_usage_for_a_run_must_be_one_of_the_agents_runs(agent, make_key, prices):
-    from agentops import actions as runs
+    from agentops.runs import actions as runs
 
     theirs, _ = runs.start_run(runs.ensure_agent(OTHER), {}, session_id="s-theirs")  # no worker: it stays queued
     usage = {**MINI, "input_tokens": 1, "output_tokens": 1}
@@ -412,8 +412,8 @@ def test_a_store_outage_is_503_budget_unavailable(prices, make_key, monkeypatch)
     database away from every other test, so this one goes through the API in-process."""
     from ninja.testing import TestClient
 
-    from agentops.api import api as ninja_api
     from agentops.runtime.protocols import BudgetUnavailable
+    from agentops.urls import api as ninja_api
 
     def down(*args, **kwargs):
         raise BudgetUnavailable("the budget store (PostgreSQL) is unreachable, so no call is admitted: boom")

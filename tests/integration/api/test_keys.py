@@ -19,8 +19,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from agentops import actions, apikeys
-from agentops.models import Agent, ApiKey
+from agentops.keys import actions as key_actions
+from agentops.keys import tokens as apikeys
+from agentops.keys.models import ApiKey
+from agentops.runs.models import Agent
 from tests.fixtures.stack import start_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,7 +110,7 @@ def test_create_api_key_command_rejects_bad_input(args, message):
 
 
 def test_only_a_hash_is_stored_anywhere_in_the_database():
-    _, key = actions.create_api_key("hash-agent", name="stored-hash")
+    _, key = key_actions.create_api_key("hash-agent", name="stored-hash")
     # "ao_<prefix>_<secret>": the secret itself may contain "_" (token_urlsafe), so split from the left; a
     # right split once left a 2-character "secret" that matched the stored hash by chance.
     secret = key.split("_", 2)[2]
@@ -123,7 +125,7 @@ def test_only_a_hash_is_stored_anywhere_in_the_database():
 
 def test_verify_compares_the_hash_in_constant_time(monkeypatch):
     assert "hmac.compare_digest(" in inspect.getsource(apikeys.verify)
-    _, key = actions.create_api_key("ct-agent")
+    _, key = key_actions.create_api_key("ct-agent")
     calls = []
     real = apikeys.hmac.compare_digest
     monkeypatch.setattr(apikeys.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
@@ -177,11 +179,11 @@ def test_admin_creates_a_key_shown_once_and_revokes_it(tight, django_user_model,
 
 
 def test_a_revoked_key_answers_401_once_the_key_cache_expires(tight):
-    row, key = actions.create_api_key("revoke-agent")
-    _, other = actions.create_api_key("revoke-agent")
+    row, key = key_actions.create_api_key("revoke-agent")
+    _, other = key_actions.create_api_key("revoke-agent")
     assert httpx.get(tight + READ, headers=bearer(key)).status_code == 200  # now cached by the server
-    assert actions.revoke_api_key(row.pk) is True
-    assert actions.revoke_api_key(row.pk) is False  # already revoked
+    assert key_actions.revoke_api_key(row.pk) is True
+    assert key_actions.revoke_api_key(row.pk) is False  # already revoked
     time.sleep(CACHE + 0.1)
     error = assert_error(httpx.get(tight + READ, headers=bearer(key)), 401, "unauthenticated")
     assert "revoked" in error["message"]
@@ -189,9 +191,9 @@ def test_a_revoked_key_answers_401_once_the_key_cache_expires(tight):
 
 
 def test_revocation_is_immediate_in_the_revoking_process():
-    row, key = actions.create_api_key("revoke-local")
+    row, key = key_actions.create_api_key("revoke-local")
     assert apikeys.verify(key) is not None
-    actions.revoke_api_key(row.pk)
+    key_actions.revoke_api_key(row.pk)
     apikeys.forget(row.prefix)
     assert apikeys.verify(key) is None
 
@@ -201,7 +203,7 @@ def test_cache_seconds_comes_from_settings(settings):
 
 
 def test_a_disabled_agents_keys_answer_401(tight):
-    _, key = actions.create_api_key("disabled-agent")
+    _, key = key_actions.create_api_key("disabled-agent")
     Agent.objects.filter(name="disabled-agent").update(enabled=False)
     assert_error(httpx.get(tight + READ, headers=bearer(key)), 401, "unauthenticated")
 
@@ -258,8 +260,8 @@ def test_a_known_prefix_with_the_wrong_secret_is_401(make_key, api):
 
 
 def test_each_key_is_rate_limited_with_429_and_retry_after(tight):
-    _, key = actions.create_api_key("busy-agent")
-    _, calm = actions.create_api_key("calm-agent")
+    _, key = key_actions.create_api_key("busy-agent")
+    _, calm = key_actions.create_api_key("calm-agent")
     with httpx.Client(base_url=tight, headers=bearer(key)) as client:
         statuses = [client.get(READ).status_code for _ in range(BURST)]
         assert statuses == [200] * BURST
@@ -277,7 +279,7 @@ def test_each_key_is_rate_limited_with_429_and_retry_after(tight):
 
 
 def test_unauthenticated_requests_do_not_spend_a_keys_tokens(tight):
-    _, key = actions.create_api_key("bucket-agent")
+    _, key = key_actions.create_api_key("bucket-agent")
     prefix = apikeys.prefix_of(key)
     for _ in range(BURST + 2):
         assert httpx.get(tight + READ, headers=bearer(f"ao_{prefix}_wrong")).status_code == 401
@@ -288,7 +290,7 @@ def test_unauthenticated_requests_do_not_spend_a_keys_tokens(tight):
 
 
 def test_a_body_over_the_limit_is_413(tight):
-    _, key = actions.create_api_key("big-agent")
+    _, key = key_actions.create_api_key("big-agent")
     big = {**BODY, "session_id": "s" * (BODY_LIMIT + 100)}
     response = httpx.post(tight + WRITE, json=big, headers=bearer(key))
     error = assert_error(response, 413, "too_large")
@@ -351,7 +353,7 @@ def test_well_formed_requests_with_unparsable_values_are_422_not_400(make_key, a
 def test_made_up_keys_do_not_grow_the_verification_cache_without_bound(monkeypatch):
     monkeypatch.setattr(apikeys, "CACHE_MAX", 5)
     apikeys.forget()
-    _, key = actions.create_api_key("cache-agent")
+    _, key = key_actions.create_api_key("cache-agent")
     assert apikeys.verify(key) is not None
     for _ in range(40):
         made_up = f"ao_{apikeys.secrets.token_hex(6)}_made-up"

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from django.db import connection
 
-from agentops import actions
-from agentops.models import Run
+from agentops.accounts import actions as account_actions
+from agentops.runs import actions
+from agentops.runs.models import Run
 from review import actions as review
 from review.models import Escalation
 
@@ -138,7 +139,7 @@ def test_long_poll_returns_when_the_status_changes(make_key, api, worker):
     assert 0.9 <= elapsed < 2.5, elapsed
 
     # a reviewer decides while a long poll is in flight: it answers promptly with the new status
-    reviewer = actions.ensure_user("api-reviewer", "pw-reviewer-123456")
+    reviewer = account_actions.ensure_user("api-reviewer", "pw-reviewer-123456")
     escalation = Escalation.objects.get(run_id=run_id, state="pending")
     answer: dict = {}
 

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from agentops import actions
+from agentops.keys import actions as key_actions
 from tests.fixtures.stack import REPO_ROOT, reseed_runtime, start_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,7 +69,7 @@ def _seed() -> str:
         if not ModelPrice.objects.filter(model=model).exists():  # the seed's, unless a flush removed them
             set_price(model, Decimal(prices[0]), Decimal(prices[1]), effective_from=since)
     save_budget(Budget(name="fuzz-agent", scope="agent", scope_key=AGENT, limit_tokens=10**12))
-    return actions.create_api_key(AGENT, scopes=["admin"], name="schemathesis")[1]
+    return key_actions.create_api_key(AGENT, scopes=["admin"], name="schemathesis")[1]
 
 
 def _per_operation(count: int) -> tuple[int, int]:

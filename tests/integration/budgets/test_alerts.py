@@ -246,7 +246,7 @@ def test_a_session_spike_is_one_agents_session():
 
 
 def _steps(run, *, completed: int = 0, failed: int = 0, kind: str = "llm", at: dt.datetime | None = None) -> None:
-    from agentops.models import Step
+    from agentops.runs.models import Step
 
     at = at or timezone.now()
     seq = Step.objects.filter(run=run).count()
@@ -258,7 +258,7 @@ def _steps(run, *, completed: int = 0, failed: int = 0, kind: str = "llm", at: d
 
 
 def test_error_rate_over_ten_percent_fires_once_per_episode():
-    from agentops.models import Agent, Run
+    from agentops.runs.models import Agent, Run
 
     set_alert_settings(error_rate_pct=10, error_rate_min_calls=10)
     run = Run.objects.create(agent=Agent.objects.create(name="alerts-agent"))
@@ -290,7 +290,7 @@ def test_error_rate_over_ten_percent_fires_once_per_episode():
 
 
 def test_error_rate_exactly_at_the_threshold_is_not_over():
-    from agentops.models import Agent, Run
+    from agentops.runs.models import Agent, Run
 
     set_alert_settings(error_rate_pct=14, error_rate_min_calls=10)
     run = Run.objects.create(agent=Agent.objects.create(name="alerts-agent-2"))

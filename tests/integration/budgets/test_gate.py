@@ -11,10 +11,13 @@ from decimal import Decimal
 
 import pytest
 
-from agentops import actions
-from agentops.models import Run, RuntimeSettings, Step
-from agentops.roles import REVIEWER
-from agentops.runtime_config import config_source
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import REVIEWER
+from agentops.config import actions as config_actions
+from agentops.config.models import RuntimeSettings
+from agentops.config.source import config_source
+from agentops.runs import actions
+from agentops.runs.models import Run, Step
 from budgets import actions as budget_actions
 from budgets.models import Alert, Reservation, UsageRecord
 from review import actions as review
@@ -166,8 +169,8 @@ def test_a_blocked_call_escalates_with_reason_budget_exceeded_and_a_take_over_re
     assert any(hop.get("target") == "tight" for hop in escalation.context["hops"])  # which budget refused
     assert not Reservation.objects.exists()
 
-    actions.ensure_role_groups()
-    rita = actions.ensure_user("rita", "pw-rita-123456", roles=(REVIEWER,))
+    account_actions.ensure_role_groups()
+    rita = account_actions.ensure_user("rita", "pw-rita-123456", roles=(REVIEWER,))
     review.decide(escalation.pk, rita, "taken_over", result="a plan the reviewer wrote by hand")
     run = wait_for_run(run.pk, "succeeded", "failed")
     assert run.status == "succeeded", run.error
@@ -192,7 +195,7 @@ def test_a_cache_hit_records_a_zero_cost_cached_usage_row(gate):
     budget = gate("daily", scope="global", limit_tokens=1_000_000)
     row = RuntimeSettings.objects.get()
     row.cacheable_operations = "planning"
-    actions.save_runtime_object(row)
+    config_actions.save_runtime_object(row)
     time.sleep(CONFIG_RELOAD_SECONDS)
 
     same = {"topic": topic(), "steps": 1}

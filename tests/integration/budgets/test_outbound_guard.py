@@ -1,4 +1,4 @@
-"""Webhooks and provider base URLs never reach inside addresses (issue 14, item 8; agentops/netguard.py).
+"""Webhooks and provider base URLs never reach inside addresses (issue 14, item 8; agentops/lib/netguard.py).
 
 Refused: loopback, link-local (169.254.0.0/16 with the cloud metadata address, fe80::/10), private and
 unspecified addresses — at save (a form error) and again for every request after DNS resolution, redirect
@@ -21,10 +21,11 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.utils import timezone
 
-from agentops import actions as agentops_actions
-from agentops import netguard
-from agentops.models import Provider
-from agentops.roles import BUDGET_ADMIN
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import BUDGET_ADMIN
+from agentops.config import actions as config_actions
+from agentops.config.models import Provider
+from agentops.lib import netguard
 from agentops.runtime.errors import ProviderError
 from agentops.runtime.providers.base import LLMRequest
 from budgets import actions
@@ -99,8 +100,8 @@ def redirector(inside) -> Iterator[Redirector]:
 @pytest.fixture
 def admin_client(settings, db) -> Client:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    agentops_actions.ensure_role_groups()
-    agentops_actions.ensure_user("outbound-admin", PASSWORD, roles=[BUDGET_ADMIN])
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("outbound-admin", PASSWORD, roles=[BUDGET_ADMIN])
     client = Client()
     assert client.login(username="outbound-admin", password=PASSWORD)
     return client
@@ -133,7 +134,7 @@ def test_the_operator_allow_list_lets_a_loopback_webhook_be_saved(admin_client, 
 def test_a_provider_base_url_inside_is_refused_at_save(settings, url):
     settings.AGENTOPS_ALLOW_PRIVATE_URLS = []
     with pytest.raises(ValidationError) as refused:
-        agentops_actions.save_runtime_object(Provider(name="inside", kind=Provider.Kind.OPENAI, base_url=url))
+        config_actions.save_runtime_object(Provider(name="inside", kind=Provider.Kind.OPENAI, base_url=url))
     assert "may only be reached at a public address" in refused.value.message_dict["base_url"][0]
     assert not Provider.objects.filter(name="inside").exists()
 
@@ -144,7 +145,7 @@ def test_a_provider_base_url_inside_is_refused_at_save(settings, url):
 def test_a_provider_never_calls_an_inside_address_and_does_not_retry_it(settings, mock):
     """A base URL saved before the rule (or a name whose DNS answer changed): the request is refused after
     resolution, before a byte leaves, as a permanent error (the chain moves on instead of retrying)."""
-    from agentops.guarding import build_provider
+    from agentops.wiring import build_provider
 
     root = mock.root_url.replace("127.0.0.1", "localhost")  # a name that resolves to loopback
     row = Provider(name="inside", kind=Provider.Kind.OPENAI, base_url=root + "/v1", api_key="k")
@@ -257,8 +258,8 @@ def test_the_delivery_log_keeps_no_response_body(guarded_worker, no_webhooks, re
     )
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    agentops_actions.ensure_role_groups()
-    agentops_actions.ensure_user("outbound-reader", PASSWORD, roles=[BUDGET_ADMIN])
+    account_actions.ensure_role_groups()
+    account_actions.ensure_user("outbound-reader", PASSWORD, roles=[BUDGET_ADMIN])
     client = Client()
     assert client.login(username="outbound-reader", password=PASSWORD)
     page = client.get("/budgets/webhooks/")

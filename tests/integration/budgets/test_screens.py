@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from agentops import actions as agentops_actions
-from agentops.roles import BUDGET_ADMIN, REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import BUDGET_ADMIN, REVIEWER
 from budgets import actions, queries
 from budgets.models import (
     Alert,
@@ -47,13 +47,13 @@ GET_URLS = [
 @pytest.fixture(autouse=True)
 def clean(settings, redis_client):  # redis_client: no cached dashboard sums from an earlier test
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    agentops_actions.ensure_role_groups()
+    account_actions.ensure_role_groups()
     Budget.objects.all().delete()
     seed_prices()
 
 
 def signed_in(username: str, *roles: str) -> Client:
-    agentops_actions.ensure_user(username, PASSWORD, roles=roles)
+    account_actions.ensure_user(username, PASSWORD, roles=roles)
     client = Client()
     assert client.login(username=username, password=PASSWORD)
     return client
@@ -566,7 +566,7 @@ def test_burn_rate_forecast_in_the_budget_time_zone():
 
 
 def test_admin_lists_every_budget_model_and_saves_prices_through_the_action():
-    agentops_actions.ensure_user("root", PASSWORD, superuser=True)
+    account_actions.ensure_user("root", PASSWORD, superuser=True)
     client = Client()
     assert client.login(username="root", password=PASSWORD)
     make_budget("Admin sees me")

@@ -78,7 +78,7 @@ def test_a_settle_that_postgresql_answers_within_its_patience_is_not_parked(make
 
 
 def test_a_parked_item_that_cannot_be_applied_is_logged_and_the_rest_still_are(make_budget, database_away, settings):
-    from agentops.redis_client import runtime_redis
+    from agentops.lib.redis import runtime_redis
 
     settings.BUDGET_SETTLE_PATIENCE_SECONDS = 0
     budget = make_budget("daily", scope="global", period="day", limit_tokens=10_000)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import openai
 import pytest
 
-from agentops.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings
+from agentops.config.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings
 from tests.fixtures.stack import Proc, reseed_runtime, start_web
 from tests.integration.budgets.conftest import seed_prices
 
@@ -46,7 +46,7 @@ def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
 def gateway(gateway_web, mock, redis_client, transactional_db) -> str:
     """The gateway's base URL (``…/v1``) with the runtime seed put back, a "mock" provider serving MOCK_A
     and MOCK_B, the route ROUTE over them, fast retries, and the seed prices (no budgets)."""
-    from agentops.runtime_config import bump_version, config_source
+    from agentops.config.source import bump_version, config_source
 
     reseed_runtime()
     seed_prices()
@@ -79,7 +79,7 @@ def gateway(gateway_web, mock, redis_client, transactional_db) -> str:
 
 @pytest.fixture
 def make_key(transactional_db) -> Callable[..., str]:
-    from agentops.actions import create_api_key
+    from agentops.keys.actions import create_api_key
 
     def make(agent: str = "gw-agent", scopes: list[str] | None = None, max_in_flight: int | None = None) -> str:
         return create_api_key(agent, scopes=scopes, max_in_flight=max_in_flight)[1]

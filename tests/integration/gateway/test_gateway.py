@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from agentops.models import Agent, RuntimeSettings
+from agentops.config.models import RuntimeSettings
+from agentops.runs.models import Agent
 from budgets.models import Budget, BudgetCounter, Reservation, UsageRecord
 from tests.integration.budgets.conftest import ledger
 from tests.integration.gateway.conftest import MOCK_A, MOCK_B, ROUTE, UPSTREAM_ONLY
@@ -325,7 +326,7 @@ def test_a_repeated_deterministic_request_is_answered_from_the_cache(client, mak
             assert raw.headers["x-agentops-cache"] == "bypass", kwargs
 
     RuntimeSettings.objects.update(gateway_cache="always")
-    from agentops.runtime_config import bump_version
+    from agentops.config.source import bump_version
 
     bump_version()
     time.sleep(1.2)  # processes probe the config version at most once a second

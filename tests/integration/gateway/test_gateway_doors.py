@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from agentops import actions, inflight
+from agentops.keys import actions as key_actions
+from agentops.lib import inflight
 from budgets.models import Budget, Reservation
 from tests.fixtures.stack import Proc
 from tests.fixtures.waiting import wait_until
@@ -142,7 +143,7 @@ def test_two_hundred_aborted_streams_end_their_request_tasks_and_settle_every_re
     from budgets import actions as budgets
 
     budgets.save_budget(Budget(name="gw-abort-cap", limit_tokens=100_000_000, timezone="UTC"))
-    row, key = actions.create_api_key("gw-aborter", max_in_flight=1000)  # aborted ones count until they end
+    row, key = key_actions.create_api_key("gw-aborter", max_in_flight=1000)  # aborted ones count until they end
     mock.script(UPSTREAM_ONLY, ["slow_body:4000"] * 200)
 
     async def one(http: httpx.AsyncClient, gate: asyncio.Semaphore) -> None:
@@ -166,7 +167,7 @@ def test_two_hundred_aborted_streams_end_their_request_tasks_and_settle_every_re
 
 
 def test_a_key_over_its_in_flight_cap_gets_429_with_retry_after_until_one_ends(gateway, client, mock):
-    row, key = actions.create_api_key("gw-capped", max_in_flight=2)
+    row, key = key_actions.create_api_key("gw-capped", max_in_flight=2)
     mock.script(UPSTREAM_ONLY, ["slow_body:10000"] * 2)
     with httpx.Client(base_url=gateway, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
         streams = open_streams(http, 2)
@@ -183,14 +184,14 @@ def test_a_key_over_its_in_flight_cap_gets_429_with_retry_after_until_one_ends(g
 
 
 def test_a_bad_key_is_refused_without_waiting_for_a_gateway_thread(gateway, make_key, mock):
-    row, revoked = actions.create_api_key("gw-revoked")
-    actions.revoke_api_key(row.pk)
+    row, revoked = key_actions.create_api_key("gw-revoked")
+    key_actions.revoke_api_key(row.pk)
     with httpx.Client(base_url=gateway, timeout=30) as http:
         first = http.post("/chat/completions", json={"model": MOCK_A, "messages": ASK}, headers={
             "Authorization": f"Bearer {revoked}"
         })  # fmt: skip
         assert openai_error(first, 401)["code"] == "invalid_api_key"  # found bad on a thread, now remembered
-        _, busy = actions.create_api_key("gw-busy", max_in_flight=THREADS)
+        _, busy = key_actions.create_api_key("gw-busy", max_in_flight=THREADS)
         mock.script(UPSTREAM_ONLY, ["slow_body:4000"] * THREADS)
         http.headers["Authorization"] = f"Bearer {busy}"
         streams = open_streams(http, THREADS)  # every gateway thread is now streaming
@@ -214,7 +215,7 @@ def test_max_in_flight_is_set_from_the_command_line(transactional_db):
 
     from django.core.management import CommandError, call_command
 
-    from agentops.models import ApiKey
+    from agentops.keys.models import ApiKey
 
     call_command("create_api_key", "gw-cli", "--max-in-flight", "3", stdout=StringIO(), stderr=StringIO())
     assert ApiKey.objects.get(agent__name="gw-cli").max_in_flight == 3
@@ -225,9 +226,9 @@ def test_max_in_flight_is_set_from_the_command_line(transactional_db):
 def test_max_in_flight_is_the_one_field_an_admin_can_change_on_a_key(transactional_db, django_user_model):
     from django.test import Client
 
-    from agentops.models import ApiKey
+    from agentops.keys.models import ApiKey
 
-    row, _ = actions.create_api_key("gw-admin-edit", name="first")
+    row, _ = key_actions.create_api_key("gw-admin-edit", name="first")
     admin = django_user_model.objects.create_superuser("gw-keys-admin", "k@example.com", "gw-keys-admin-pass-1")
     browser = Client()
     browser.force_login(admin)

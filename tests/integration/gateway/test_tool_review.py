@@ -18,7 +18,7 @@ from collections.abc import Callable
 import openai
 import pytest
 
-from agentops.models import Agent
+from agentops.runs.models import Agent
 from review import actions as review
 from review.models import AuditEvent, Escalation
 from tests.fixtures.waiting import wait_until

@@ -12,10 +12,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from agentops import actions
-from agentops.models import Run, Step, ToolEffect
-from agentops.roles import EXPERT, REVIEWER
-from agentops.runtime_config import bump_version, config_source
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import EXPERT, REVIEWER
+from agentops.config import actions as config_actions
+from agentops.config.source import bump_version, config_source
+from agentops.runs import actions
+from agentops.runs.models import Run, Step, ToolEffect
 from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation, EscalationPolicy
@@ -35,17 +37,17 @@ def defaults(redis_client, settings):
     reseed_runtime()
     config_source().invalidate()
     bump_version()
-    actions.ensure_role_groups()
+    account_actions.ensure_role_groups()
 
 
 @pytest.fixture
 def reviewer(defaults):
-    return actions.ensure_user("rita", "pw-rita-1234567", roles=(REVIEWER,))
+    return account_actions.ensure_user("rita", "pw-rita-1234567", roles=(REVIEWER,))
 
 
 @pytest.fixture
 def expert(defaults):
-    return actions.ensure_user("ezra", "pw-ezra-1234567", roles=(EXPERT,))
+    return account_actions.ensure_user("ezra", "pw-ezra-1234567", roles=(EXPERT,))
 
 
 def waiting_approval_run(to: str = PROPOSED["to"]) -> tuple[Run, Escalation]:
@@ -111,12 +113,12 @@ def test_overdue_goes_to_experts_once_then_the_safe_default_resumes_the_run(defa
     assert log[2].data == {"decision": "rejected"}
 
     with pytest.raises(DecisionConflict, match="expired and the safe default"):
-        review.decide(escalation.pk, actions.ensure_user("late", "pw-late-1234567"), "approved")
+        review.decide(escalation.pk, account_actions.ensure_user("late", "pw-late-1234567"), "approved")
 
 
 def test_the_deadline_comes_from_the_policy_and_a_held_claim_does_not_stop_it(defaults, worker, reviewer, expert):
     agent = actions.ensure_agent("t-approval")
-    actions.save_runtime_object(EscalationPolicy(agent=agent, operation="send_note", deadline_seconds=30))
+    config_actions.save_runtime_object(EscalationPolicy(agent=agent, operation="send_note", deadline_seconds=30))
     time.sleep(1.2)  # the worker reloads its policy rows within about a second of the version bump
     run, escalation = waiting_approval_run()
     assert 25 <= (escalation.deadline_at - escalation.created_at).total_seconds() <= 31

@@ -18,9 +18,10 @@ from django.db.models import F
 from django.test import AsyncRequestFactory, RequestFactory
 from django.utils import timezone
 
-from agentops import actions
-from agentops.roles import EXPERT, REVIEWER
-from agentops.runtime_config import config_source
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import EXPERT, REVIEWER
+from agentops.config.source import config_source
+from agentops.runs import actions
 from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation
@@ -35,15 +36,15 @@ TRIALS = 100
 def defaults(redis_client):
     reseed_runtime()
     config_source().invalidate()
-    actions.ensure_role_groups()
+    account_actions.ensure_role_groups()
 
 
 @pytest.fixture
 def people(defaults):
     return (
-        actions.ensure_user("alice", "pw-alice-123456", roles=(REVIEWER,)),
-        actions.ensure_user("bob", "pw-bob-1234567", roles=(REVIEWER,)),
-        actions.ensure_user("erin", "pw-erin-123456", roles=(EXPERT,)),
+        account_actions.ensure_user("alice", "pw-alice-123456", roles=(REVIEWER,)),
+        account_actions.ensure_user("bob", "pw-bob-1234567", roles=(REVIEWER,)),
+        account_actions.ensure_user("erin", "pw-erin-123456", roles=(EXPERT,)),
     )
 
 
@@ -406,7 +407,7 @@ def test_export_filters_by_agent_and_date_and_streams_under_asgi(people, agent):
 def test_decision_data_needs_the_queue_role(people, agent):
     from review.data_views import decision_stats, export_decisions
 
-    nobody = actions.ensure_user("nobody", "pw-nobody-12345")
+    nobody = account_actions.ensure_user("nobody", "pw-nobody-12345")
     for view in (export_decisions, decision_stats):
         request = RequestFactory().get("/review/x")
         request.user = nobody

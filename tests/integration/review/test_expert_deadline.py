@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentops import actions
-from agentops.roles import EXPERT
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import EXPERT
 from review import actions as review
 from review.models import AuditEvent
 from tests.fixtures.stack import reseed_runtime
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_re_escalating_an_item_in_the_expert_queue_keeps_its_deadline(redis_client):
     reseed_runtime()
-    actions.ensure_role_groups()
-    expert = actions.ensure_user("erin", "pw-erin-1234567", roles=(EXPERT,))
+    account_actions.ensure_role_groups()
+    expert = account_actions.ensure_user("erin", "pw-erin-1234567", roles=(EXPERT,))
     escalation = review.create_escalation(
         operation="send_invoice", reason="sensitive_operation", priority="high", deadline_seconds=600
     )

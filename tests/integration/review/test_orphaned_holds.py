@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from agentops import actions
 from agentops.gateway.tool_review import ask_for_calls
+from agentops.runs import actions
 from review import actions as review
 from review.models import AuditEvent, Escalation
 from tests.fixtures.stack import reseed_runtime

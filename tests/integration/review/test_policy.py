@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from agentops import actions
-from agentops.runtime_config import config_source
+from agentops.config import actions as config_actions
+from agentops.config.source import config_source
+from agentops.runs import actions
 from review.models import EscalationPolicy
 from review.policy import ReviewToolPolicy, evaluate, policy_for, verdict_for_reason
 from tests.fixtures.stack import reseed_runtime
@@ -33,7 +34,7 @@ def save_policy(**fields) -> EscalationPolicy:
     """Save a policy row the way the admin does; in this process reload at once (other processes do
     within about a second, see test_a_saved_policy_reaches_the_cache_through_the_version_bump)."""
     row = EscalationPolicy(**fields)
-    actions.save_runtime_object(row)
+    config_actions.save_runtime_object(row)
     config_source().invalidate()
     return row
 
@@ -198,7 +199,7 @@ def test_a_disabled_row_is_ignored(agents):
     row = save_policy(agent=approval, sensitive_prefixes="")
     assert not evaluate("t-approval", "send_note").escalate  # an empty list: nothing is sensitive
     row.enabled = False
-    actions.save_runtime_object(row)
+    config_actions.save_runtime_object(row)
     config_source().invalidate()
     assert evaluate("t-approval", "send_note").reason == "sensitive_operation"
 
@@ -218,7 +219,7 @@ def test_a_saved_policy_reaches_the_cache_through_the_version_bump(agents):
     """No invalidate() here: like a worker, this process notices the bumped version within ~1 s."""
     assert evaluate("t-approval", "send_note").escalate
     config_source().get()
-    actions.save_runtime_object(EscalationPolicy(agent=agents[0], sensitive_prefixes="delete"))
+    config_actions.save_runtime_object(EscalationPolicy(agent=agents[0], sensitive_prefixes="delete"))
     deadline = time.monotonic() + 5
     while evaluate("t-approval", "send_note").escalate and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -230,9 +231,9 @@ def test_policy_rows_are_validated(agents):
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError):
-        actions.save_runtime_object(EscalationPolicy(low_confidence_below=1.5))
+        config_actions.save_runtime_object(EscalationPolicy(low_confidence_below=1.5))
     with pytest.raises(ValidationError):
-        actions.save_runtime_object(EscalationPolicy(deadline_seconds=1))
+        config_actions.save_runtime_object(EscalationPolicy(deadline_seconds=1))
     save_policy(agent=agents[0])
     with pytest.raises(ValidationError):  # one row per scope
-        actions.save_runtime_object(EscalationPolicy(agent=agents[0]))
+        config_actions.save_runtime_object(EscalationPolicy(agent=agents[0]))

@@ -12,9 +12,11 @@ from html.parser import HTMLParser
 import pytest
 from django.utils import timezone
 
-from agentops import actions
-from agentops.models import Run, Step
-from agentops.roles import BUDGET_ADMIN, EXPERT, REVIEWER
+from agentops.accounts import actions as account_actions
+from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
+from agentops.config import actions as config_actions
+from agentops.runs import actions
+from agentops.runs.models import Run, Step
 from review import actions as review
 from review.models import AuditEvent, Escalation, EscalationPolicy
 
@@ -28,11 +30,11 @@ HX = '<div hx-get="/admin/" hx-trigger="load">hx</div>'
 @pytest.fixture(autouse=True)
 def groups(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # sign-ins are not the subject
-    actions.ensure_role_groups()
+    account_actions.ensure_role_groups()
 
 
 def login(client, username: str, *roles: str, superuser: bool = False):
-    actions.ensure_user(username, PASSWORD, roles=roles, superuser=superuser)
+    account_actions.ensure_user(username, PASSWORD, roles=roles, superuser=superuser)
     assert client.login(username=username, password=PASSWORD)
     return client
 
@@ -146,7 +148,7 @@ def test_queue_orders_by_priority_then_age_and_shows_open_items_only(alice):
     medium = aged(new_escalation(reason="low_confidence", priority="medium", operation="lookup"), 20)
     high_old = aged(new_escalation(), 10)
     decided = new_escalation()
-    review.decide(decided.pk, actions.ensure_user("carol", PASSWORD, roles=(REVIEWER,)), "approved")
+    review.decide(decided.pk, account_actions.ensure_user("carol", PASSWORD, roles=(REVIEWER,)), "approved")
 
     response = alice.get("/review/")
     html = response.content.decode()
@@ -300,7 +302,7 @@ def test_live_fragment_has_status_and_audit_log_but_never_the_form(alice):
 
 def test_decided_item_shows_the_decision_without_a_form(alice):
     escalation = new_escalation()
-    carol = actions.ensure_user("carol", PASSWORD, roles=(REVIEWER,))
+    carol = account_actions.ensure_user("carol", PASSWORD, roles=(REVIEWER,))
     review.decide(escalation.pk, carol, "modified", arguments={"to": "bo@example.com"}, comment="wrong address")
     html = alice.get(f"/review/{escalation.pk}/").content.decode()
     assert "decision-form" not in html and "by carol" in html and "wrong address" in html
@@ -456,8 +458,8 @@ def test_conflict_after_someone_else_decided(alice, bob):
 def test_stale_version_is_refused(alice):
     escalation = new_escalation()
     stale = fresh(escalation).version
-    review.claim(escalation.pk, actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,)))
-    review.release(escalation.pk, actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,)))
+    review.claim(escalation.pk, account_actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,)))
+    review.release(escalation.pk, account_actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,)))
     response = alice.post(
         f"/review/{escalation.pk}/decide", {"action": "approve", "version": stale, "confidence": 50, "comment": "c"}
     )
@@ -519,7 +521,7 @@ def test_release_gives_the_item_back_and_the_beacon_only_releases_an_unchanged_l
 # --- admin -------------------------------------------------------------------------------------
 def test_policy_admin_saves_through_the_action(client, monkeypatch):
     saved = []
-    original = actions.save_runtime_object
+    original = config_actions.save_runtime_object
     monkeypatch.setattr(actions, "save_runtime_object", lambda obj, actor=None: saved.append(obj) or original(obj))
     login(client, "root", superuser=True)
     response = client.post(

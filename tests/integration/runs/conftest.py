@@ -1,6 +1,6 @@
 import pytest
 
-from agentops.runtime_config import config_source
+from agentops.config.source import config_source
 from tests.fixtures.stack import reseed_runtime
 
 TEST_AGENT_MODULES = "tests.fixtures.test_agents"

@@ -11,11 +11,13 @@ import time
 import pytest
 from django.core.management import call_command
 
-from agentops import actions
-from agentops.agents import tools
-from agentops.management.commands.seed_demo import route_demo_models_to_mock
-from agentops.models import RetryPolicy, Run, Step, ToolEffect
-from agentops.runtime_config import config_source
+from agentops.config import actions as config_actions
+from agentops.config.models import RetryPolicy
+from agentops.config.source import config_source
+from agentops.demo.agents import tools
+from agentops.demo.management.commands.seed_demo import route_demo_models_to_mock
+from agentops.runs import actions
+from agentops.runs.models import Run, Step, ToolEffect
 from tests.fixtures.stack import reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +40,7 @@ def demo(redis_client, settings, mock):
         policy.base_delay, policy.max_delay, policy.jitter = 0.05, 0.2, False
         if policy.error_class == "ServiceUnavailable":
             policy.max_retries = 2
-        actions.save_runtime_object(policy)
+        config_actions.save_runtime_object(policy)
     config_source().invalidate()
     time.sleep(CONFIG_RELOAD_SECONDS)
     return mock
@@ -175,7 +177,7 @@ def test_a_high_value_refund_waits_for_a_reviewer_and_a_rejection_is_answered(de
 
 def test_an_archived_order_skips_the_optional_lookup_and_escalates_for_low_confidence(demo, monkeypatch):
     """In-process execution with a short tool_search phase (the real one allows 10 s)."""
-    from agentops import execution
+    from agentops.runs import execution
     from agentops.runtime.context import RunSettings
     from agentops.runtime.timeouts import STEP_DEFAULTS
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agentops import actions
-from agentops.models import Run, Step, ToolEffect
+from agentops.config import actions as config_actions
+from agentops.runs import actions
+from agentops.runs.models import Run, Step, ToolEffect
 from agentops.runtime.model_names import base_model_name
 from tests.fixtures.waiting import wait_for_run
 
@@ -113,11 +114,11 @@ def test_retry_from_the_last_checkpoint_replays_completed_steps(defaults, worker
 
 
 def test_the_request_timeout_ends_a_runaway_run(defaults, worker):
-    from agentops.models import RuntimeSettings
+    from agentops.config.models import RuntimeSettings
 
     row = RuntimeSettings.objects.get()
     row.request_timeout = 1.0
-    actions.save_runtime_object(row)
+    config_actions.save_runtime_object(row)
     time.sleep(1.2)  # workers reload the config within a second
     run = wait_for_run(start("t-steps", {"steps": 6, "pause": 0.4}).pk, {"failed", "succeeded"})
     assert run.status == "failed" and run.error_class == "RequestTimeout"
@@ -148,7 +149,7 @@ def _kill_worker_holding(run_pk: int) -> int:
 
 
 def test_kill_9_a_worker_mid_run_and_another_finishes_it(defaults, worker, stack_env, logdir):
-    from agentops.tasks import reclaim_runs
+    from agentops.runs.tasks import reclaim_runs
     from tests.fixtures.stack import start_worker
 
     second = start_worker(stack_env, logdir, name="second", concurrency=1)

@@ -12,8 +12,10 @@ from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
 
-from agentops import actions, execution
-from agentops.models import Run, Step, ToolEffect
+from agentops.accounts import actions as account_actions
+from agentops.keys import actions as key_actions
+from agentops.runs import actions, execution
+from agentops.runs.models import Run, Step, ToolEffect
 from review.models import Escalation
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,7 +110,7 @@ def test_a_claim_that_meets_postgresql_away_is_handed_to_the_task_retry(defaults
 
 
 def test_a_run_whose_message_was_lost_is_enqueued_again_by_beat(defaults, worker, monkeypatch):
-    from agentops.tasks import execute_run, reclaim_runs
+    from agentops.runs.tasks import execute_run, reclaim_runs
 
     def broker_away(*args, **kwargs):
         raise ConnectionError("Error 111 connecting to the broker")
@@ -130,7 +132,7 @@ def test_a_run_whose_message_was_lost_is_enqueued_again_by_beat(defaults, worker
 
 
 def test_the_api_answers_503_with_retry_after_when_postgresql_is_away(defaults, monkeypatch):
-    _, key = actions.create_api_key("t-steps", scopes=["runs"])
+    _, key = key_actions.create_api_key("t-steps", scopes=["runs"])
 
     def database_away(*args, **kwargs):
         raise OperationalError("the database system is shutting down")
@@ -148,10 +150,10 @@ def test_the_api_answers_503_with_retry_after_when_postgresql_is_away(defaults, 
 
 
 def test_a_stale_run_whose_message_still_waits_in_the_queue_is_not_sent_twice(defaults, settings, monkeypatch):
-    from agentops import actions as run_actions
-    from agentops.broker import queue_keys
-    from agentops.redis_client import runtime_redis
-    from agentops.tasks import execute_run
+    from agentops.lib.broker import queue_keys
+    from agentops.lib.redis import runtime_redis
+    from agentops.runs import actions as run_actions
+    from agentops.runs.tasks import execute_run
 
     assert execute_run.app.conf.task_default_queue == "default"  # Celery read its settings before the change
     settings.CELERY_TASK_DEFAULT_QUEUE = "requeue-test"  # the queue requeue_stale_runs reads: no worker's
@@ -169,9 +171,9 @@ def test_a_stale_run_whose_message_still_waits_in_the_queue_is_not_sent_twice(de
 
 
 def test_a_page_answers_503_with_retry_after_when_postgresql_is_away(defaults, monkeypatch):
-    from agentops import runs_views
+    from agentops.runs import views as runs_views
 
-    user = actions.ensure_user("outage-admin", "outage-admin-pass-1", superuser=True)
+    user = account_actions.ensure_user("outage-admin", "outage-admin-pass-1", superuser=True)
     client = Client()
     client.force_login(user)
 

@@ -4,10 +4,10 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentops import actions
-from agentops.execution import execute_run
-from agentops.models import Run
 from agentops.observability.tracing import tracer_provider
+from agentops.runs import actions
+from agentops.runs.execution import execute_run
+from agentops.runs.models import Run
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from agentops.devtools.mock_openai import count_tokens
+from agentops.demo.mock_openai import count_tokens
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "What is 2+2?"}]
 

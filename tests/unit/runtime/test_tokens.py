@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from agentops.devtools import mock_openai
+from agentops.demo import mock_openai
 from agentops.runtime.model_names import base_model_name, output_cap_field, price_names
 from agentops.runtime.tokens import UnboundedInput, image_tokens, prompt_token_bound, text_tokens
 

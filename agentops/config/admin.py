@@ -1,0 +1,58 @@
+"""Django admin for runtime settings. Saves and deletes go through agentops.actions so every worker
+picks the change up without a restart."""
+
+from django.contrib import admin
+
+from agentops.config import actions as config_actions
+from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy, RuntimeSettings
+
+
+class ThroughActionsAdmin(admin.ModelAdmin):
+    def save_model(self, request, obj, form, change):
+        config_actions.save_runtime_object(obj, actor=request.user)
+
+    def delete_model(self, request, obj):
+        config_actions.delete_runtime_object(obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            config_actions.delete_runtime_object(obj, actor=request.user)
+
+
+@admin.register(Provider)
+class ProviderAdmin(ThroughActionsAdmin):
+    list_display = ("name", "kind", "base_url", "latency_ms", "fault_rate", "enabled")
+    list_filter = ("kind", "enabled")
+
+
+@admin.register(ModelRoute)
+class ModelRouteAdmin(ThroughActionsAdmin):
+    list_display = (
+        "operation",
+        "primary_provider",
+        "primary_model",
+        "backup_provider",
+        "backup_model",
+        "use_rules",
+        "use_human",
+    )
+
+
+@admin.register(RetryPolicy)
+class RetryPolicyAdmin(ThroughActionsAdmin):
+    list_display = ("error_class", "max_retries", "base_delay", "max_delay", "multiplier", "jitter")
+
+
+@admin.register(FallbackRule)
+class FallbackRuleAdmin(ThroughActionsAdmin):
+    list_display = ("name", "pattern", "operations", "position", "enabled")
+    list_editable = ("position", "enabled")
+
+
+@admin.register(RuntimeSettings)
+class RuntimeSettingsAdmin(ThroughActionsAdmin):
+    def has_add_permission(self, request):
+        return not RuntimeSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,183 @@
+"""Runtime configuration an admin changes live: providers, model routes, retry policies, fallback rules and
+the runtime settings. Every write goes through agentops/config/actions.py, which bumps a version key in Redis
+after commit so that every worker reloads the runtime config within about a second, without a restart.
+
+The tables keep the ``agentops`` app label (agentops/runs/models.py registers these models under it)."""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils.translation import gettext as _
+
+from agentops.lib import netguard
+from agentops.runtime.errors import ErrorClass
+
+
+def validate_regex(value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValidationError(f"Not a valid regular expression: {exc}") from None
+
+
+def validate_regex_lines(value: str) -> None:
+    for number, line in enumerate(value.splitlines(), start=1):
+        if line.strip():
+            try:
+                re.compile(line.strip())
+            except re.error as exc:
+                raise ValidationError(f"Line {number} is not a valid regular expression: {exc}") from None
+
+
+class Provider(models.Model):
+    """An upstream that answers chat completions."""
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible HTTP API"
+        SIMULATED = "simulated", "Simulated (offline, deterministic)"
+
+    name = models.SlugField(max_length=50, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.SIMULATED)
+    base_url = models.URLField(blank=True, help_text="For OpenAI-compatible providers, e.g. https://api.openai.com/v1")
+    api_key = models.CharField(max_length=300, blank=True, help_text="Stored as given; leave blank for none.")
+    latency_ms = models.PositiveIntegerField(default=0, help_text="Simulated providers: added latency.")
+    fault_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Simulated providers: share of calls that fail with a transient error.",
+    )
+    served_models = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Models this provider serves, comma-separated: the gateway sends a request naming one here "
+        "and lists them at /v1/models.",
+    )
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def model_names(self) -> list[str]:
+        return [name.strip() for name in self.served_models.split(",") if name.strip()]
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.OPENAI and not self.base_url:
+            raise ValidationError({"base_url": "An OpenAI-compatible provider needs a base URL."})
+        refusal = netguard.refusal_at_save(self.base_url) if self.base_url else None
+        if refusal:
+            raise ValidationError(
+                {
+                    "base_url": _(
+                        "A provider may only be reached at a public address: %(why)s. An operator can allow a "
+                        "private host with AGENTOPS_ALLOW_PRIVATE_URLS."
+                    )
+                    % {"why": refusal}
+                }
+            )
+
+
+class ModelRoute(models.Model):
+    """Which model answers an operation, and the fallback chain after it."""
+
+    operation = models.SlugField(max_length=50, unique=True, help_text="e.g. planning, classify, response")
+    primary_provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="+")
+    primary_model = models.CharField(max_length=100)
+    backup_provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    backup_model = models.CharField(max_length=100, blank=True)
+    use_rules = models.BooleanField(default=True, help_text="Try the rule engine after the models.")
+    use_human = models.BooleanField(default=True, help_text="Hand off to a human when everything else failed.")
+
+    class Meta:
+        ordering = ["operation"]
+
+    def __str__(self) -> str:
+        return f"{self.operation} → {self.primary_provider}:{self.primary_model}"
+
+    def clean(self) -> None:
+        if bool(self.backup_provider_id) != bool(self.backup_model):
+            raise ValidationError("Give both a backup provider and a backup model, or neither.")
+
+
+class RetryPolicy(models.Model):
+    """Retries for one error class (the seed's defaults are created by a migration)."""
+
+    error_class = models.CharField(max_length=40, unique=True, choices=[(c.value, c.value) for c in ErrorClass])
+    max_retries = models.PositiveSmallIntegerField(validators=[MaxValueValidator(20)])
+    base_delay = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(600.0)], help_text="seconds")
+    max_delay = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)], help_text="seconds")
+    multiplier = models.FloatField(default=2.0, validators=[MinValueValidator(1.0), MaxValueValidator(10.0)])
+    jitter = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["error_class"]
+        verbose_name_plural = "retry policies"
+
+    def __str__(self) -> str:
+        return f"{self.error_class}: {self.max_retries} × {self.base_delay}s"
+
+
+class FallbackRule(models.Model):
+    """Rule engine: the first enabled rule whose pattern matches the last user message answers."""
+
+    name = models.SlugField(max_length=50, unique=True)
+    pattern = models.CharField(max_length=500, validators=[validate_regex], help_text="Python regex, case-insensitive")
+    answer = models.TextField(help_text="May use {0}, {1} or {name} from the pattern's groups.")
+    operations = models.CharField(max_length=200, blank=True, help_text="Comma-separated; blank = every operation")
+    position = models.PositiveSmallIntegerField(default=100)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RuntimeSettings(models.Model):
+    """The one row of scalar tunables (timeouts, breaker, retry budget, validation, cache, default chain)."""
+
+    llm_timeout = models.FloatField(default=30.0, validators=[MinValueValidator(0.1)])
+    tool_timeout = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
+    request_timeout = models.FloatField(default=300.0, validators=[MinValueValidator(1.0)])
+    human_timeout = models.FloatField(default=600.0, validators=[MinValueValidator(1.0)])
+    adaptive_timeouts = models.BooleanField(default=True, help_text="p95 × 1.5 clamped 10–120 s once ≥ 5 samples")
+    breaker_failure_threshold = models.PositiveSmallIntegerField(default=5, validators=[MinValueValidator(1)])
+    breaker_recovery_seconds = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
+    breaker_half_open_probes = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
+    retry_budget = models.PositiveSmallIntegerField(default=6, help_text="Retries per call across the whole chain")
+    min_answer_chars = models.PositiveSmallIntegerField(default=2)
+    refusal_patterns = models.TextField(
+        blank=True, validators=[validate_regex_lines], help_text="One regex per line; blank = built-in patterns"
+    )
+    cacheable_operations = models.CharField(max_length=300, default="classify", blank=True)
+    default_provider = models.ForeignKey(Provider, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    default_model = models.CharField(max_length=100, blank=True)
+    backup_provider = models.ForeignKey(Provider, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    backup_model = models.CharField(max_length=100, blank=True)
+
+    class GatewayCache(models.TextChoices):
+        DETERMINISTIC = "deterministic", "Only requests with temperature 0 and no tools"
+        ALWAYS = "always", "Every non-streaming request"
+        OFF = "off", "Never"
+
+    gateway_cache = models.CharField(
+        max_length=15,
+        choices=GatewayCache.choices,
+        default=GatewayCache.DETERMINISTIC,
+        help_text="Which /v1/chat/completions requests the gateway answers from the cache.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "runtime settings"
+
+    def __str__(self) -> str:
+        return "Runtime settings"

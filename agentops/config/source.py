@@ -1,0 +1,128 @@
+"""The Django side of the runtime's ConfigSource: admin-editable models → one RuntimeConfig.
+
+Workers cache the config in memory and probe a version key in Redis at most once a second; every
+change made through agentops.actions bumps that key after commit, so a running worker uses a changed
+retry policy, timeout, breaker threshold, route or rule within about a second, without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from agentops.runtime.breaker import BreakerSettings
+from agentops.runtime.config import DEFAULT_CONFIG, CachedConfigSource, RuntimeConfig, TimeoutSettings
+from agentops.runtime.errors import ErrorClass
+from agentops.runtime.providers.rules import Rule
+from agentops.runtime.retry import RetryPolicy as RuntimeRetryPolicy
+from agentops.runtime.retry import RetrySettings
+from agentops.runtime.routing import Route, Target
+from agentops.runtime.validation import ValidationSettings
+
+VERSION_KEY = "agentops:config:version"
+ENV_UPSTREAM = "openai-env"  # the provider OPENAI_BASE_URL / OPENAI_API_KEY describe (not a database row)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def load_runtime_config() -> RuntimeConfig:
+    """Read every runtime setting from the database (a handful of small queries)."""
+    from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy, RuntimeSettings
+
+    row = RuntimeSettings.objects.select_related("default_provider", "backup_provider").first()
+    if row is None:
+        return DEFAULT_CONFIG
+    policies = {
+        ErrorClass(p.error_class): RuntimeRetryPolicy(p.max_retries, p.base_delay, p.max_delay, p.multiplier, p.jitter)
+        for p in RetryPolicy.objects.all()
+    }
+    routes = tuple(
+        Route(
+            r.operation,
+            tuple(
+                [Target(r.primary_provider.name, r.primary_model)]
+                + ([Target(r.backup_provider.name, r.backup_model)] if r.backup_provider_id else [])
+            ),
+            use_rules=r.use_rules,
+            use_human=r.use_human,
+        )
+        for r in ModelRoute.objects.select_related("primary_provider", "backup_provider")
+    )
+    default_chain = DEFAULT_CONFIG.default_chain
+    if row.default_provider_id and row.default_model:
+        default_chain = (Target(row.default_provider.name, row.default_model),)
+        if row.backup_provider_id and row.backup_model:
+            default_chain += (Target(row.backup_provider.name, row.backup_model),)
+    refusals = tuple(line.strip() for line in row.refusal_patterns.splitlines() if line.strip())
+    return RuntimeConfig(
+        retry=RetrySettings(by_class=policies, budget=row.retry_budget),
+        timeouts=TimeoutSettings(
+            llm=row.llm_timeout,
+            tool=row.tool_timeout,
+            request=row.request_timeout,
+            human=row.human_timeout,
+            adaptive=row.adaptive_timeouts,
+        ),
+        breaker=BreakerSettings(
+            failure_threshold=row.breaker_failure_threshold,
+            recovery_timeout=row.breaker_recovery_seconds,
+            half_open_max_probes=row.breaker_half_open_probes,
+        ),
+        routes=routes,
+        default_chain=default_chain,
+        rules=tuple(
+            Rule(rule.pattern, rule.answer, name=rule.name, operations=_csv(rule.operations))
+            for rule in FallbackRule.objects.filter(enabled=True)
+        ),
+        validation=ValidationSettings(
+            min_chars=row.min_answer_chars,
+            refusal_patterns=refusals or ValidationSettings().refusal_patterns,
+        ),
+        cacheable_operations=frozenset(_csv(row.cacheable_operations)),
+        catalog={
+            model: provider.name
+            for provider in Provider.objects.filter(enabled=True).exclude(served_models="").order_by("-name")
+            for model in provider.model_names()
+        },
+        default_upstream=ENV_UPSTREAM if settings.GATEWAY_UPSTREAM_URL else None,
+        gateway_cache=row.gateway_cache,
+        version=_version_label(row.updated_at.isoformat()),
+    )
+
+
+def _version_label(suffix: str) -> str:
+    """The Redis counter every save bumps (so provider, rule and policy edits change it too)."""
+    try:
+        counter = current_version()
+    except Exception:  # Redis down: the TTL reload still happens
+        counter = None
+    return f"{(counter or b'0').decode()}:{suffix}"
+
+
+def current_version() -> bytes | None:
+    from agentops.lib.redis import runtime_redis
+
+    return runtime_redis().get(VERSION_KEY)
+
+
+def bump_version() -> None:
+    """Tell every process to reload (called after commit by agentops.actions)."""
+    from agentops.lib.redis import runtime_redis
+
+    runtime_redis().incr(VERSION_KEY)
+
+
+_source: CachedConfigSource | None = None
+_lock = threading.Lock()
+
+
+def config_source() -> CachedConfigSource:
+    """The process-wide ConfigSource (30 s TTL, version probed at most once a second)."""
+    global _source
+    with _lock:
+        if _source is None:
+            _source = CachedConfigSource(load_runtime_config, ttl=30.0, version=current_version, check_interval=1.0)
+        return _source

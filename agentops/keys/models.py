@@ -1,0 +1,51 @@
+"""API keys: one row per key, only a hash of the secret stored. The table keeps the ``agentops`` app label."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from agentops.runs.models import Agent
+
+
+class ApiKey(models.Model):
+    """An agent's key for the REST API and the gateway. Only a SHA-256 of the secret is stored; the key is
+    shown once when created. ``prefix`` (public, unique) finds the row; the hash is compared in constant
+    time."""
+
+    class Scope(models.TextChoices):
+        RUNS = "runs"
+        ACTIONS = "actions"
+        USAGE = "usage"
+        BUDGETS_READ = "budgets:read"
+        GATEWAY = "gateway"
+        ADMIN = "admin"
+
+    AGENT_SCOPES = ("runs", "actions", "usage", "budgets:read", "gateway")
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # The key's fair share of the gateway: requests in flight at once, across every web process
+    # (agentops/lib/inflight.py); one more answers 429 until one ends.
+    max_in_flight = models.PositiveIntegerField(
+        default=16,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="gateway requests this key may have in flight at once (all web processes together)",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.agent.name} {self.prefix}…"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,78 @@
+"""Per-key cap on gateway requests in flight (``ApiKey.max_in_flight``), counted in Redis so the cap holds
+across every web process (a per-process count would let N processes admit N times the cap).
+
+A slot is a member of the key's sorted set, scored with Redis's own clock: admitting is one Lua call that
+drops members older than ``GATEWAY_IN_FLIGHT_TTL_SECONDS`` (slots of a process that died before releasing
+them), counts, and adds; releasing removes the member (in a ``finally`` of the request). Like the rate
+limiter (agentops/lib/ratelimit.py), an unreachable Redis admits the request: the cap shares the service
+fairly, it is not a budget (budgets fail closed).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from django.conf import settings
+
+log = structlog.get_logger(__name__)
+
+# KEYS[1] the key's slots; ARGV: slot id, cap, ttl (s). Returns 1 (admitted) or 0 (at the cap).
+ADMIT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(ttl))
+return 1
+"""
+
+
+class TooManyInFlight(Exception):
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"{cap} requests already in flight for this key")
+        self.cap = cap
+
+
+_script = None
+
+
+def slots_key(key_id: int) -> str:
+    return f"agentops:inflight:{key_id}"
+
+
+def admit(key_id: int, cap: int) -> tuple[int, str]:
+    """A slot for one request of this key (pass it to ``release``), or ``TooManyInFlight``."""
+    global _script
+    from agentops.lib.redis import runtime_redis
+
+    slot = uuid.uuid4().hex
+    try:
+        if _script is None:
+            _script = runtime_redis().register_script(ADMIT)
+        admitted = _script(keys=[slots_key(key_id)], args=[slot, cap, settings.GATEWAY_IN_FLIGHT_TTL_SECONDS])
+    except Exception as exc:  # Redis down: do not turn the fair-share counter into an outage
+        log.warning("inflight.unavailable", error=repr(exc)[:200])
+        return key_id, slot
+    if not int(admitted):
+        raise TooManyInFlight(cap)
+    return key_id, slot
+
+
+def release(slot: tuple[int, str]) -> None:
+    from agentops.lib.redis import runtime_redis
+
+    key_id, member = slot
+    try:
+        runtime_redis().zrem(slots_key(key_id), member)
+    except Exception as exc:  # the slot lapses after GATEWAY_IN_FLIGHT_TTL_SECONDS
+        log.warning("inflight.release_failed", error=repr(exc)[:200])
+
+
+def in_flight(key_id: int) -> int:
+    """Slots held now (for tests and the ops view)."""
+    from agentops.lib.redis import runtime_redis
+
+    return int(runtime_redis().zcard(slots_key(key_id)))

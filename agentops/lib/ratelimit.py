@@ -1,0 +1,58 @@
+"""Per-key token bucket in Redis (one Lua call per request): ``API_RATE_PER_SECOND`` tokens a second up to
+``API_RATE_BURST``. A request with no token left raises ``RateLimited`` with the seconds until one is back.
+If Redis is unreachable the request is allowed: the limiter protects the service, it is not a budget
+(budgets fail closed; see budgets/actions.py)."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from django.conf import settings
+
+log = structlog.get_logger(__name__)
+
+# KEYS[1] bucket; ARGV: rate per second, burst, now (s). Returns {allowed, seconds until a token is back}.
+TAKE = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+if allowed == 1 then return {1, '0'} end
+return {0, tostring((1 - tokens) / rate)}
+"""
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: float):
+        super().__init__(f"rate limited; retry after {retry_after:.2f} s")
+        self.retry_after = retry_after
+
+
+_script = None
+
+
+def take(key_id: int) -> None:
+    """Spend one token of this key's bucket, or raise RateLimited."""
+    global _script
+    from agentops.lib.redis import runtime_redis
+
+    try:
+        if _script is None:
+            _script = runtime_redis().register_script(TAKE)
+        allowed, wait = _script(
+            keys=[f"agentops:ratelimit:{key_id}"],
+            args=[settings.API_RATE_PER_SECOND, settings.API_RATE_BURST, f"{time.time():.6f}"],
+        )
+    except Exception as exc:  # Redis down: do not turn a limiter outage into an API outage
+        log.warning("ratelimit.unavailable", error=repr(exc)[:200])
+        return
+    if not int(allowed):
+        raise RateLimited(float(wait))

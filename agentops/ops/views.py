@@ -1,0 +1,168 @@
+"""Platform views: home, health, readiness, metrics and the ops page."""
+
+from __future__ import annotations
+
+import hmac
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+from agentops.accounts import roles
+from agentops.observability.process import update_memory_gauge
+from agentops.ops import actions as ops_actions
+from agentops.ops import health
+
+
+@login_required
+def home(request):
+    """`/` sends each user to the first section their role opens."""
+    target = roles.home_url_for(request.user)
+    if target:
+        return redirect(target)
+    user_roles = sorted(roles.user_roles(request.user))
+    if not user_roles:
+        return render(request, "agentops/no_role.html", status=403)
+    return render(request, "agentops/home.html", {"roles": user_roles})
+
+
+@never_cache
+@require_GET
+async def healthz(request):
+    """Process alive. Touches nothing else, so a slow database never fails liveness."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def readyz(request):
+    """PostgreSQL, Redis and the Celery broker reachable; 503 naming each failing part."""
+    checks = health.run_checks()
+    failing = [check.name for check in checks if not check.ok]
+    body = {
+        "status": "ok" if not failing else "unavailable",
+        "failing": failing,
+        "checks": {check.name: check.as_dict() for check in checks},
+    }
+    return JsonResponse(body, status=503 if failing else 200)
+
+
+@never_cache
+@require_GET
+def metrics_view(request):
+    """Prometheus scrape: samples of every web and worker process, merged (multiprocess mode)."""
+    if settings.METRICS_TOKEN:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(supplied.encode(), settings.METRICS_TOKEN.encode()):
+            return JsonResponse({"error": {"code": "unauthorized", "message": "Bearer token required"}}, status=401)
+    update_memory_gauge()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+@roles.section_required("ops")
+def ops(request):
+    return render(request, "agentops/ops.html", {**_ops_context(), "probe_form": ProbeForm()})
+
+
+@roles.section_required("ops")
+def ops_status(request):
+    """The live part of the ops page, re-read on every `ops` event and on reconnect."""
+    return render(request, "agentops/ops.html#status", _ops_context())
+
+
+def _ops_context() -> dict:
+    from django.db.models import Count
+
+    from agentops.config.models import ModelRoute
+    from agentops.runs.models import Run
+
+    return {
+        "checks": health.run_checks(),
+        "workers": health.ping_workers(timeout=0.5),
+        "breakers": _breaker_snapshots(),
+        "queues": health.queue_depths(),
+        "timeouts": health.adaptive_timeouts_in_force(),
+        "runs_by_status": dict(Run.objects.values_list("status").annotate(n=Count("id")).order_by()),
+        "operations": ["default", *ModelRoute.objects.values_list("operation", flat=True)],
+    }
+
+
+def _breaker_snapshots() -> list[dict]:
+    """Every breaker known in Redis plus one per configured route target (closed until first used), so
+    the page lists them before their first call and after Redis lost its keys."""
+    from agentops.config.source import config_source
+    from agentops.wiring import breaker_registry
+
+    registry, config = breaker_registry(), config_source().get()
+    names = set(registry.all_names())
+    names.update(t.name for route in config.routes for t in route.chain)
+    names.update(t.name for t in config.default_chain)
+    return [registry.get(*name.split(":", 1)).snapshot() for name in sorted(names)]
+
+
+@roles.section_required("ops")
+@require_POST
+def ops_breaker(request, name: str, operation: str):
+    """Force a breaker open/closed or reset it; answers the refreshed status fragment."""
+    try:
+        ops_actions.operate_breaker(name, operation, actor=request.user)
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc))
+    response = render(request, "agentops/ops.html#status", _ops_context())
+    # The page re-reads #ops-status through its live trigger, which finds the element in the DOM now
+    # (a refresh that landed while this request was in flight may have replaced the one clicked).
+    trigger_client_event(response, "live:ops")
+    return response
+
+
+@roles.section_required("ops")
+@require_POST
+def ops_probe(request):
+    """Queue one prompt through the guard pipeline on a worker; the answer polls for the result."""
+    form = ProbeForm(request.POST)
+    if not form.is_valid():
+        return render(request, "agentops/ops.html#probe-form", {"probe_form": form}, status=422)
+    from agentops.runs.tasks import probe_route
+
+    task = probe_route.delay(form.cleaned_data["operation"], form.cleaned_data["prompt"])
+    return render(
+        request,
+        "agentops/ops.html#probe-result",
+        {"task_id": task.id, "result": None, "probe_form": ProbeForm(initial=form.cleaned_data)},
+    )
+
+
+@roles.section_required("ops")
+def ops_probe_result(request, task_id: str):
+    from celery.result import AsyncResult
+
+    outcome = AsyncResult(task_id)
+    result = None
+    if outcome.ready():
+        result = outcome.result if outcome.successful() else {"ok": False, "error": f"task failed: {outcome.result!r}"}
+    response = render(request, "agentops/ops.html#probe-result", {"task_id": task_id, "result": result})
+    if result is not None:  # the probe may have created a breaker or a latency sample: refresh the status
+        trigger_client_event(response, "live:ops")
+    return response
+
+
+class ProbeForm(forms.Form):
+    operation = forms.SlugField(max_length=50, initial="default")
+    prompt = forms.CharField(
+        max_length=4000,
+        initial="Summarise what a circuit breaker does in one sentence.",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+
+async def bench_bare(request):
+    """Baseline for benchmarks: the cheapest JSON view Django can serve (enabled only for benches)."""
+    return JsonResponse({"status": "ok"})

@@ -1,0 +1,293 @@
+"""Executes one run on a Celery worker: claim the lease, heartbeat, run the agent function with a
+journaled ctx, and record how the execution ended (succeeded / waiting_human / failed / cancelled)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import structlog
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db.models import Q
+from opentelemetry import trace
+
+from agentops.config.source import config_source
+from agentops.demo.agents import load_agents
+from agentops.lib.db import discard_connection
+from agentops.observability import metrics
+from agentops.runs import actions
+from agentops.runtime.context import (
+    LeaseLost,
+    NondeterminismError,
+    PhaseTimeout,
+    RecordedStep,
+    RequestTimeout,
+    RunCancelled,
+    RunContext,
+    RunSettings,
+    StepMeta,
+    Suspend,
+    ToolRejected,
+)
+from agentops.runtime.errors import FallbackExhausted, ProviderError
+from agentops.runtime.protocols import BudgetUnavailable
+from agentops.wiring import guard_deps, tool_cache
+from review.escalator import tool_policy
+
+log = structlog.get_logger("agentops.runs")
+tracer = trace.get_tracer("agentops.runs")
+
+REPLAYABLE = {"completed", "skipped", "waiting_human", "decided"}
+# PostgreSQL (the journal, the budget store) went away mid-execution: the run is not at fault, so it is handed
+# back to the queue and executes again from its journal instead of failing.
+INTERRUPTIONS = (OperationalError, InterfaceError, BudgetUnavailable)
+
+
+class ClaimUnavailable(Exception):
+    """The run could not be claimed because PostgreSQL is away (the task tries again)."""
+
+
+class DbJournal:
+    """The StepJournal of one execution: steps in PostgreSQL, every write checked against our lease."""
+
+    def __init__(self, run_pk: int, worker: str):
+        from agentops.runs.models import Step
+
+        self.run_pk, self.worker = run_pk, worker
+        # A phase still "running" was interrupted by a suspension or a crash: it resumes without a
+        # second begin (its inner steps replay on their own).
+        steps = Step.objects.filter(run_id=run_pk).filter(
+            Q(status__in=REPLAYABLE) | Q(kind="phase", status="running") | Q(decision__isnull=False)
+        )
+        self._recorded = {
+            s.seq: RecordedStep(s.seq, s.kind, s.name, _replay_status(s), s.result, s.decision, s.end_seq)
+            for s in steps
+        }
+
+    def replay(self, seq: int) -> RecordedStep | None:
+        return self._recorded.get(seq)
+
+    def begin(self, seq, kind, name, phase, args) -> None:
+        actions.step_begin(self.run_pk, self.worker, seq, kind, name, phase, _jsonable(args))
+
+    def complete(self, seq, result, meta: StepMeta, *, end_seq=None) -> None:
+        actions.step_finish(
+            self.run_pk, self.worker, seq, "completed", result=_jsonable(result), meta=meta, end_seq=end_seq
+        )
+
+    def skip(self, seq, reason, meta: StepMeta, *, end_seq=None) -> None:
+        actions.step_finish(self.run_pk, self.worker, seq, "skipped", meta=meta, error=reason, end_seq=end_seq)
+
+    def fail(self, seq, error_class, message, meta: StepMeta) -> None:
+        actions.step_finish(self.run_pk, self.worker, seq, "failed", meta=meta, error_class=error_class, error=message)
+
+    def wait_human(self, seq, *, reason, priority, payload, meta, step=None) -> Any:
+        return actions.step_wait_human(
+            self.run_pk,
+            self.worker,
+            seq,
+            reason=reason,
+            priority=priority,
+            payload=_jsonable(payload),
+            meta=meta,
+            step=_jsonable(step) if step else None,
+        )
+
+
+def _replay_status(step) -> str:
+    """A step a human decided whose work then began (and was interrupted: status running) or failed replays as
+    decided: the decision is carried out again, the human is not asked twice."""
+    if step.decision is not None and step.status in ("running", "failed"):
+        return "decided"
+    return step.status
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON round trip: what the journal stores is exactly what a replay returns."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class Heartbeat(threading.Thread):
+    """Renews the run's lease every lease/3 seconds; notices cancellation and a lost lease."""
+
+    def __init__(self, run_pk: int, worker: str, lease_seconds: float):
+        super().__init__(name=f"heartbeat-run-{run_pk}", daemon=True)
+        self.run_pk, self.worker, self.lease_seconds = run_pk, worker, lease_seconds
+        self._stop = threading.Event()
+        self.cancel_requested = False
+        self.lost = False
+
+    def run(self) -> None:
+        try:
+            while not self._stop.wait(self.lease_seconds / 3):
+                try:
+                    ours, cancel = actions.renew_lease(self.run_pk, self.worker, self.lease_seconds)
+                except Exception:  # database blip: try again next beat; the lease has slack
+                    log.warning("run.heartbeat_failed", run_id=self.run_pk, exc_info=True)
+                    continue
+                self.cancel_requested = cancel
+                self.lost = not ours
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def hand_back(run_pk: int, worker: str, active_seconds: float, *, patience: float) -> bool:
+    """Queue an interrupted run again, waiting up to `patience` seconds for PostgreSQL to come back. When it
+    does not, the run keeps its lease until it expires and beat reclaims it: nothing is lost either way."""
+    deadline = time.monotonic() + patience
+    while True:
+        discard_connection()
+        try:
+            actions.release_run(run_pk, worker, active_seconds)
+            return True
+        except LeaseLost:
+            return False
+        except (OperationalError, InterfaceError):
+            if time.monotonic() > deadline:
+                log.warning("run.hand_back_failed", run_id=run_pk)
+                return False
+            time.sleep(0.5)
+
+
+def error_class_name(exc: BaseException) -> str:
+    """The error class a failed run shows: the provider taxonomy's when it applies."""
+    if isinstance(exc, ProviderError):
+        return str(exc.error_class)
+    if isinstance(exc, FallbackExhausted):
+        return "AllFallbacksFailed"
+    return type(exc).__name__
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def run_settings() -> RunSettings:
+    timeouts = config_source().get().timeouts
+    return RunSettings(
+        request_timeout=timeouts.request, tool_timeout=timeouts.tool, phase_timeouts=dict(timeouts.steps)
+    )
+
+
+def _run_context(run, worker: str, heartbeat: Heartbeat) -> RunContext:
+    return RunContext(
+        run.pk,
+        journal=DbJournal(run.pk, worker),
+        deps=guard_deps(),
+        policy=tool_policy(run.agent.name),
+        settings=run_settings(),
+        active_seconds=run.active_seconds,
+        session_id=run.session_id,
+        agent=run.agent.name,
+        cancelled=lambda: heartbeat.cancel_requested,
+        tool_cache=tool_cache(),
+    )
+
+
+def execute_run(run_pk: int) -> str:
+    """Claim and execute run `run_pk`; returns how this execution ended."""
+    close_old_connections()
+    worker = worker_identity()
+    lease = settings.RUN_LEASE_SECONDS
+    try:
+        run = actions.claim_run(run_pk, worker, lease)
+    except (OperationalError, InterfaceError) as exc:
+        discard_connection()
+        raise ClaimUnavailable(f"claiming run {run_pk} failed: {exc}") from exc
+    if run is None:
+        return "not-claimable"
+    structlog.contextvars.bind_contextvars(run_id=run.pk, agent=run.agent.name, session_id=run.session_id)
+    try:
+        spec = load_agents().get(run.agent.name)
+    except Exception as exc:  # a broken agent module fails the run clearly instead of leaving it leased
+        actions.fail_run(
+            run.pk,
+            worker,
+            error_class="AgentLoadError",
+            active_seconds=run.active_seconds,
+            error=f"loading agent modules failed: {exc!r}",
+        )
+        return "failed"
+    if spec is None:
+        actions.fail_run(
+            run.pk,
+            worker,
+            error_class="UnknownAgent",
+            active_seconds=run.active_seconds,
+            error=f"no agent function is registered under {run.agent.name!r}",
+        )
+        return "failed"
+    heartbeat = Heartbeat(run.pk, worker, lease)
+    started = time.monotonic()
+    metrics.ACTIVE_SESSIONS.inc()
+    outcome = "failed"
+    with tracer.start_as_current_span(
+        "agent.run", attributes={"agent.name": run.agent.name, "agent.run.id": run.pk, "session.id": run.session_id}
+    ) as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        structlog.contextvars.bind_contextvars(trace_id=trace_id)
+
+        def active() -> float:
+            return run.active_seconds + (time.monotonic() - started)
+
+        # Everything after the heartbeat starts is inside this try, so that it always stops: a heartbeat left
+        # running by an error would keep renewing the lease of a run nobody executes.
+        heartbeat.start()
+        try:
+            if not run.trace_id:
+                actions.record_trace_id(run.pk, trace_id)
+            ctx = _run_context(run, worker, heartbeat)
+            output = spec.fn(ctx, run.input)
+            actions.complete_run(run.pk, worker, _jsonable(output), active())
+            outcome = "succeeded"
+        except Suspend as suspend:
+            actions.suspend_run(run.pk, worker, active())
+            outcome = "waiting_human"
+            log.info("run.suspended", step=suspend.seq, reason=suspend.reason)
+        except LeaseLost:
+            outcome = "lease-lost"
+            log.warning("run.lease_lost")
+        except INTERRUPTIONS as exc:
+            log.warning("run.interrupted", error_class=type(exc).__name__, error=str(exc)[:500])
+            outcome = "requeued" if hand_back(run.pk, worker, active(), patience=lease) else "interrupted"
+        except RunCancelled:
+            actions.finish_cancelled(run.pk, worker, active())
+            outcome = "cancelled"
+        except (RequestTimeout, PhaseTimeout, NondeterminismError, ToolRejected) as exc:
+            actions.fail_run(run.pk, worker, error_class=type(exc).__name__, error=str(exc), active_seconds=active())
+        except SoftTimeLimitExceeded:
+            actions.fail_run(
+                run.pk,
+                worker,
+                error_class="RequestTimeout",
+                active_seconds=active(),
+                error="the run exceeded its request timeout (worker time limit)",
+            )
+        except Exception as exc:
+            name = error_class_name(exc)
+            log.warning("run.failed", error_class=name, error=str(exc)[:500])
+            try:
+                actions.fail_run(run.pk, worker, error_class=name, error=str(exc), active_seconds=active())
+            except LeaseLost:
+                outcome = "lease-lost"
+        finally:
+            heartbeat.stop()
+            metrics.ACTIVE_SESSIONS.dec()
+            span.set_attribute("agent.run.outcome", outcome)
+    if outcome in ("succeeded", "failed", "cancelled"):
+        metrics.REQUESTS.labels(session_type="run", success=str(outcome == "succeeded").lower()).inc()
+    structlog.contextvars.unbind_contextvars("run_id", "agent", "session_id", "trace_id")
+    log.info(
+        "run.execution_ended", run_id=run.pk, outcome=outcome, duration_ms=round((time.monotonic() - started) * 1000, 1)
+    )
+    return outcome

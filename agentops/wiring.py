@@ -1,0 +1,176 @@
+"""Assemble the runtime's guard pipeline from Django-side parts, once per process.
+
+`guard_deps()` gives the GuardDeps every caller (Celery tasks, the gateway, the API) passes to
+`agentops.runtime.guard.guarded_llm`: config from admin-editable models, providers from the Provider
+table, breakers/cache/adaptive timeouts on Redis, breaker changes announced live on the `ops` group.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping
+
+from agentops.config.source import config_source
+from agentops.lib import netguard
+from agentops.runtime.breaker import BreakerRegistry, BreakerState
+from agentops.runtime.cache import CACHE_SPECS, TwoLevelCache
+from agentops.runtime.guard import GuardDeps, make_breaker_registry
+from agentops.runtime.providers.base import Provider
+from agentops.runtime.providers.openai_compat import OpenAICompatProvider
+from agentops.runtime.providers.simulated import SimulatedProvider
+from agentops.runtime.timeouts import AdaptiveTimeouts
+
+
+def guarded_openai_client(base_url: str, api_key: str):
+    """The openai SDK client every provider uses: its transport checks each request (redirect hops too) after
+    DNS resolution and connects to the checked address (agentops/lib/netguard.py), so a base URL can never reach
+    loopback, link-local or private addresses the operator did not allow-list."""
+    import httpx2
+    import openai
+    from openai._constants import DEFAULT_CONNECTION_LIMITS
+
+    transport = netguard.guarded_transport(httpx2.HTTPTransport)(limits=DEFAULT_CONNECTION_LIMITS)
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key or "unset",
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=transport),
+    )
+
+
+def build_provider(row) -> Provider:
+    """A runtime provider from a Provider row."""
+    from agentops.config.models import Provider as ProviderRow
+
+    if row.kind == ProviderRow.Kind.OPENAI:
+        api_key = row.api_key or "unused"
+        return OpenAICompatProvider(
+            row.name, row.base_url, api_key, client=guarded_openai_client(row.base_url, api_key)
+        )
+    rates = {"ServiceUnavailable": row.fault_rate} if row.fault_rate else None
+    return SimulatedProvider(row.name, latency=row.latency_ms / 1000, fault_rates=rates, seed=None)
+
+
+_env_upstream: Provider | None = None
+
+
+def env_upstream() -> Provider | None:
+    """The default upstream that OPENAI_BASE_URL / OPENAI_API_KEY describe (one client per process)."""
+    global _env_upstream
+    from django.conf import settings
+
+    from agentops.config.source import ENV_UPSTREAM
+
+    if not settings.GATEWAY_UPSTREAM_URL:
+        return None
+    if _env_upstream is None:
+        api_key = settings.GATEWAY_UPSTREAM_KEY or "unused"
+        _env_upstream = OpenAICompatProvider(
+            ENV_UPSTREAM,
+            settings.GATEWAY_UPSTREAM_URL,
+            api_key,
+            client=guarded_openai_client(settings.GATEWAY_UPSTREAM_URL, api_key),
+        )
+    return _env_upstream
+
+
+class ProviderDirectory(Mapping):
+    """Providers by name, rebuilt from the database whenever the runtime config version changes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._version: object = object()
+        self._providers: dict[str, Provider] = {}
+
+    def _current(self) -> dict[str, Provider]:
+        version = config_source().get().version
+        if version != self._version:
+            with self._lock:
+                if version != self._version:
+                    from agentops.config.models import Provider as ProviderRow
+
+                    providers = {row.name: build_provider(row) for row in ProviderRow.objects.filter(enabled=True)}
+                    upstream = env_upstream()
+                    if upstream is not None:
+                        providers[upstream.name] = upstream
+                    self._providers = providers
+                    self._version = version
+        return self._providers
+
+    def __getitem__(self, name: str) -> Provider:
+        return self._current()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+
+def announce_breaker_change(name: str, old: BreakerState, new: BreakerState) -> None:
+    """Breaker state lives in Redis, not in a transaction: tell the ops page at once."""
+    from agentops.lib import live
+
+    live.send_now("ops", "breaker.changed", {"breaker": name, "from": str(old), "to": str(new)})
+
+
+_deps: GuardDeps | None = None
+_pid: int | None = None
+_lock = threading.Lock()
+
+
+def guard_deps() -> GuardDeps:
+    global _deps, _pid
+    with _lock:
+        if _deps is None or _pid != os.getpid():
+            from agentops.lib.redis import runtime_redis
+
+            redis = runtime_redis()
+            source = config_source()
+            from budgets.gate import BUDGET_GATE, USAGE_SINK
+
+            _deps = GuardDeps(
+                config=source,
+                budget=BUDGET_GATE,
+                usage=USAGE_SINK,
+                providers=ProviderDirectory(),
+                breakers=make_breaker_registry(redis, source, on_state_change=announce_breaker_change),
+                cache=TwoLevelCache(redis, CACHE_SPECS["llm"]),
+                adaptive=AdaptiveTimeouts(redis, source.get().adaptive),
+            )
+            _pid = os.getpid()
+        return _deps
+
+
+def breaker_registry() -> BreakerRegistry:
+    return guard_deps().breakers
+
+
+def probe_route(operation: str, prompt: str) -> dict:
+    """Send one prompt through the whole guard pipeline (what an operator's "probe" button does).
+
+    Returns the result's dict, or {"error": ..., "hops": [...]} when every handler failed."""
+    from agentops.runtime.errors import FallbackExhausted
+    from agentops.runtime.guard import guarded_llm
+    from agentops.runtime.providers.base import LLMRequest
+
+    request = LLMRequest(messages=[{"role": "user", "content": prompt}], operation=operation, max_tokens=200)
+    try:
+        return {"ok": True, **guarded_llm(request, deps=guard_deps()).to_dict()}
+    except FallbackExhausted as exc:
+        return {"ok": False, "error": str(exc), "hops": [hop.to_dict() for hop in exc.hops]}
+
+
+_tool_cache: tuple[int, TwoLevelCache] | None = None
+
+
+def tool_cache() -> TwoLevelCache:
+    """The per-process cache for cacheable tools (30 min / 500 entries)."""
+    global _tool_cache
+    with _lock:
+        if _tool_cache is None or _tool_cache[0] != os.getpid():
+            from agentops.lib.redis import runtime_redis
+
+            _tool_cache = (os.getpid(), TwoLevelCache(runtime_redis(), CACHE_SPECS["tool"]))
+        return _tool_cache[1]

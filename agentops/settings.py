@@ -84,6 +84,7 @@ TEMPLATES = [
                 "csp.context_processors.nonce",
                 "agentops.accounts.roles.navigation",
             ],
+            "builtins": ["agentops.lib.display_tags"],
         },
     }
 ]

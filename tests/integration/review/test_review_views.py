@@ -522,7 +522,9 @@ def test_release_gives_the_item_back_and_the_beacon_only_releases_an_unchanged_l
 def test_policy_admin_saves_through_the_action(client, monkeypatch):
     saved = []
     original = config_actions.save_runtime_object
-    monkeypatch.setattr(actions, "save_runtime_object", lambda obj, actor=None: saved.append(obj) or original(obj))
+    monkeypatch.setattr(
+        config_actions, "save_runtime_object", lambda obj, actor=None: saved.append(obj) or original(obj)
+    )
     login(client, "root", superuser=True)
     response = client.post(
         "/admin/review/escalationpolicy/add/",

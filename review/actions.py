@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -12,7 +13,9 @@ from django.utils.translation import gettext as _
 
 from agentops.lib import live
 from agentops.observability import metrics
+from agentops.runs import actions as run_actions
 from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, Escalation
+from review.policy import evaluate, policy_for
 
 log = structlog.get_logger(__name__)
 
@@ -105,8 +108,6 @@ def request_action(
     once (recorded, so what agents were allowed to do stays auditable); a rule fires → pending, with an
     escalation (source "api", no run) whose decision the agent then reads. The policy has no
     reject-at-once rule, so a request is never rejected here; rejections come from reviewers or expiry."""
-    from review.policy import evaluate
-
     verdict = evaluate(agent.name, operation, value=value, confidence=confidence, retry_count=retry_count)
     escalation = None
     if verdict.escalate:
@@ -268,8 +269,6 @@ def _resume(escalation: Escalation) -> None:
     """Hand the decision to the suspended run (its step replays with it when the run resumes)."""
     if escalation.run_id is None or escalation.step_seq is None:
         return
-    from agentops.runs import actions as run_actions
-
     run_actions.decide_step(
         escalation.run_id,
         escalation.step_seq,
@@ -314,8 +313,6 @@ def close_unwaited(escalation_id: int, *, channel: str, waited: float, why: str 
 def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: bool = False) -> Escalation:
     """Move the item to the expert queue with a fresh deadline — once: an item already there keeps its
     deadline, so passing it around cannot keep it open past what its waiter was promised."""
-    from review.policy import policy_for
-
     now = timezone.now()
     escalation = Escalation.objects.select_for_update().get(pk=escalation_id)
     if not escalation.is_open or (
@@ -347,8 +344,6 @@ def close_orphaned_holds() -> list[int]:
     """Beat: a gateway hold closes its undecided items when it ends; an item still open well after the
     longest hold (GATEWAY_HOLD_SECONDS) lost its hold — the web process stopped — so nobody waits for it:
     close it the same way."""
-    from django.conf import settings
-
     since = timezone.now() - timedelta(seconds=settings.GATEWAY_HOLD_SECONDS + HOLD_GRACE_SECONDS)
     orphans = Escalation.objects.filter(
         state__in=Escalation.OPEN_STATES, source="api", context__waiter="gateway", created_at__lt=since

@@ -27,14 +27,13 @@ from agentops.api.scopes import require
 from agentops.lib.longpoll import wait_for_change
 from agentops.runs.models import Agent
 from review import actions
-from review.models import ActionRequest, Escalation
+from review.models import ActionRequest
 
 router = Router(tags=["actions"])
 
 SCOPE = "actions"
 MAX_INT = 2**31 - 1  # PositiveIntegerField
 ActionStatus = Literal["pending", "approved", "modified", "taken_over", "rejected", "expired"]
-APPROVED_AT_ONCE = "approved at once: no escalation rule fired"
 
 
 class ActionContext(Schema):
@@ -88,44 +87,15 @@ class ActionOut(Schema):
     decision: DecisionOut | None = Field(None, description="Null while pending")
 
 
-def _decision(action: ActionRequest) -> dict | None:
-    escalation: Escalation | None = action.escalation
-    if escalation is None:
-        if action.status == ActionRequest.Status.PENDING:  # its escalation was deleted by an admin
-            return {"decision": "expired", "comment": "the escalation was withdrawn", "decided_at": None}
-        return {
-            "decision": action.status,
-            "arguments": action.arguments if action.status == ActionRequest.Status.APPROVED else None,
-            "comment": APPROVED_AT_ONCE if action.status == ActionRequest.Status.APPROVED else "",
-            "decided_at": action.created_at,
-        }
-    if escalation.state == Escalation.State.EXPIRED:
-        return {"decision": "expired", "comment": escalation.comment, "decided_at": escalation.decided_at}
-    if escalation.state != Escalation.State.DECIDED:
-        return None
-    decision = escalation.decision
-    arguments = {
-        Escalation.Decision.APPROVED: escalation.arguments,
-        Escalation.Decision.MODIFIED: escalation.final_arguments,
-    }.get(decision)
-    return {
-        "decision": decision,
-        "arguments": arguments,
-        "result": escalation.result if decision == Escalation.Decision.TAKEN_OVER else None,
-        "comment": escalation.comment,
-        "reviewer": escalation.decided_by.get_username() if escalation.decided_by_id else None,
-        "reviewer_confidence": escalation.reviewer_confidence,
-        "decided_at": escalation.decided_at,
-    }
-
-
 def status_of(action: ActionRequest) -> str:
-    decision = _decision(action)
+    """``pending`` while a reviewer has yet to decide, else the decision."""
+    decision = action.decision_made()
     return "pending" if decision is None else decision["decision"]
 
 
 def action_out(action: ActionRequest) -> dict:
-    decision = _decision(action)
+    """The ``ActionOut`` answer for ``action`` (fetched ``with_decision()``)."""
+    decision = action.decision_made()
     if decision is not None:
         decision = {
             "arguments": None,
@@ -154,10 +124,6 @@ def action_out(action: ActionRequest) -> dict:
         "created_at": action.created_at,
         "decision": decision,
     }
-
-
-def _actions():
-    return ActionRequest.objects.select_related("escalation", "escalation__decided_by")
 
 
 @router.post("", response=responses({201: ActionOut}), summary="Ask permission for an action")
@@ -195,7 +161,7 @@ async def get_action(
     principal = require(request, SCOPE)
 
     async def read() -> ActionRequest | None:
-        return await _actions().filter(pk=action_id, agent_id=principal.agent_id).afirst()
+        return await ActionRequest.objects.with_decision().filter(pk=action_id, agent_id=principal.agent_id).afirst()
 
     action = await read()
     if action is None:
@@ -227,10 +193,10 @@ def abandon_action(
     reject; the audit log says the waiter gave up on the api channel) and a reviewer can no longer decide
     it. A request already decided is answered as it is (the decision won the race). Idempotent."""
     principal = require(request, SCOPE)
-    action = _actions().filter(pk=action_id, agent_id=principal.agent_id).first()
+    action = ActionRequest.objects.with_decision().filter(pk=action_id, agent_id=principal.agent_id).first()
     if action is None:
         raise not_found("action")
     if action.escalation_id is not None and status_of(action) == "pending":
         actions.close_unwaited(action.escalation_id, channel="api", waited=waited, why="the client stopped waiting")
-        action = _actions().get(pk=action_id)
+        action = ActionRequest.objects.with_decision().get(pk=action_id)
     return action_out(action)

@@ -1,4 +1,4 @@
-"""Forms of the review pages: the queue filters and the reviewer's decision."""
+"""Forms of the review pages: the queue filters, the reviewer's decision, the decision data's filters."""
 
 from __future__ import annotations
 
@@ -130,3 +130,19 @@ def _json_kind(value) -> str:
     if value is None:
         return "null"
     return "a number"
+
+
+class DecisionFilterForm(forms.Form):
+    """Filters of the decision data (the export and the stats page)."""
+
+    agent = forms.ModelChoiceField(
+        queryset=Agent.objects.all(), to_field_name="name", required=False, empty_label="Every agent"
+    )
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise forms.ValidationError("“From” is after “To”.")
+        return data

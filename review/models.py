@@ -153,6 +153,16 @@ class AuditEvent(models.Model):
         return f"{self.event} on escalation {self.escalation_id}"
 
 
+APPROVED_AT_ONCE = "approved at once: no escalation rule fired"
+
+
+class ActionRequestQuerySet(models.QuerySet):
+    def with_decision(self) -> ActionRequestQuerySet:
+        """The requests with what ``ActionRequest.decision_made`` reads (the escalation and who decided it),
+        fetched in the same query."""
+        return self.select_related("escalation", "escalation__decided_by")
+
+
 class ActionRequest(models.Model):
     """A permission request an agent made over the REST API (POST /api/v1/actions): what it asked, the
     policy's verdict at once and, when a human has to decide, the escalation carrying the decision.
@@ -180,9 +190,46 @@ class ActionRequest(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    objects = ActionRequestQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["agent", "created_at"], name="action_agent_time")]
 
     def __str__(self) -> str:
         return f"action request {self.pk} ({self.operation}, {self.status})"
+
+    def decision_made(self) -> dict | None:
+        """The decision on this request, as its waiters read it (the REST API, the gateway's hold): a dict
+        with ``decision`` (approved / modified / taken_over / rejected / expired), ``comment`` and
+        ``decided_at``, and — when a reviewer made it — ``arguments``, ``result``, ``reviewer`` and
+        ``reviewer_confidence``; None while a reviewer has yet to decide. Read it from a row fetched
+        ``with_decision()`` so that it costs no query."""
+        escalation: Escalation | None = self.escalation
+        if escalation is None:
+            if self.status == self.Status.PENDING:  # its escalation was deleted by an admin
+                return {"decision": "expired", "comment": "the escalation was withdrawn", "decided_at": None}
+            return {
+                "decision": self.status,
+                "arguments": self.arguments if self.status == self.Status.APPROVED else None,
+                "comment": APPROVED_AT_ONCE if self.status == self.Status.APPROVED else "",
+                "decided_at": self.created_at,
+            }
+        if escalation.state == Escalation.State.EXPIRED:
+            return {"decision": "expired", "comment": escalation.comment, "decided_at": escalation.decided_at}
+        if escalation.state != Escalation.State.DECIDED:
+            return None
+        decision = escalation.decision
+        arguments = {
+            Escalation.Decision.APPROVED: escalation.arguments,
+            Escalation.Decision.MODIFIED: escalation.final_arguments,
+        }.get(decision)
+        return {
+            "decision": decision,
+            "arguments": arguments,
+            "result": escalation.result if decision == Escalation.Decision.TAKEN_OVER else None,
+            "comment": escalation.comment,
+            "reviewer": escalation.decided_by.get_username() if escalation.decided_by_id else None,
+            "reviewer_confidence": escalation.reviewer_confidence,
+            "decided_at": escalation.decided_at,
+        }

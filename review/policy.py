@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from agentops.config.source import config_source
+from agentops.runtime.context import Verdict
 from review.models import PRIORITY_ORDER, EscalationPolicy, Reason
 
 DEFAULT = EscalationPolicy()  # unsaved: the seed's thresholds and priorities
@@ -33,8 +35,6 @@ _cache: tuple[object, list[EscalationPolicy]] | None = None
 
 
 def _policies() -> list[EscalationPolicy]:
-    from agentops.config.source import config_source
-
     global _cache
     config = config_source().get()  # a new object after every reload (a policy save bumps the version)
     with _lock:
@@ -128,7 +128,5 @@ class ReviewToolPolicy:
         self.agent_name = agent_name
 
     def evaluate(self, tool, args, *, value, confidence, retry_count):
-        from agentops.runtime.context import Verdict
-
         verdict = evaluate(self.agent_name, tool, value=value, confidence=confidence, retry_count=retry_count)
         return Verdict(verdict.escalate, verdict.reason, verdict.priority, verdict.rule)

@@ -1,11 +1,11 @@
-"""Thin Celery tasks for the review app."""
+"""The review room's Celery tasks: thin, they call review.actions."""
 
-from agentops.celery import app
+from celery import shared_task
+
+from review import actions
 
 
-@app.task(name="review.expire_overdue")
+@shared_task(name="review.expire_overdue")
 def expire_overdue() -> dict:
     """Beat: overdue escalations go to the expert queue once, then the safe default applies."""
-    from review.actions import expire_overdue as expire
-
-    return expire()
+    return actions.expire_overdue()

@@ -1,10 +1,8 @@
 """Review pages, mounted at /review/ (DESIGN §8a)."""
 
-from importlib.util import find_spec
-
 from django.urls import path
 
-from review import views
+from review import data_views, views
 
 app_name = "review"
 
@@ -15,14 +13,6 @@ urlpatterns = [
     path("<int:pk>/claim", views.claim, name="claim"),
     path("<int:pk>/release", views.release, name="release"),
     path("<int:pk>/decide", views.decide, name="decide"),
+    path("export.jsonl", data_views.export_decisions, name="export"),
+    path("stats/", data_views.decision_stats, name="stats"),
 ]
-
-# Decision data (export and approval stats) lives in review/data_views.py, written separately: mounted
-# once it exists.
-if find_spec("review.data_views") is not None:
-    from review import data_views
-
-    urlpatterns += [
-        path("export.jsonl", data_views.export_decisions, name="export"),
-        path("stats/", data_views.decision_stats, name="stats"),
-    ]

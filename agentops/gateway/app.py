@@ -24,7 +24,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
+from agentops.gateway.handling import authenticate, bearer_key, catalog, chat_job, database_unavailable, invalid_api_key
+from agentops.gateway.tool_review import apply_decisions, decided_by_position, decisions_for
 from agentops.gateway.wire import WireError
+from agentops.keys.tokens import known_bad
+from agentops.lib.inflight import release as release_slot
 from agentops.observability import metrics
 
 log = structlog.get_logger("agentops.gateway")
@@ -108,11 +112,8 @@ def _headers(scope) -> dict[str, str]:
 
 
 def _refuse_known_bad_key(scope) -> None:
-    """A malformed key, or one found bad seconds ago (apikeys.known_bad), is refused here on the event
+    """A malformed key, or one found bad seconds ago (keys.tokens.known_bad), is refused here on the event
     loop: a flood of bad keys takes no gateway thread and no database read from good ones."""
-    from agentops.gateway.handling import bearer_key, invalid_api_key
-    from agentops.keys.tokens import known_bad
-
     if known_bad(bearer_key(_headers(scope))):
         raise invalid_api_key()
 
@@ -147,9 +148,6 @@ async def _watch_disconnect(receive, outbox: Outbox) -> None:
 
 
 async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
-    from agentops.gateway.handling import chat_job
-    from agentops.lib.inflight import release
-
     loop = asyncio.get_running_loop()
     outbox = Outbox(loop)
     job = loop.run_in_executor(pool(), chat_job, raw, _headers(scope), outbox, started, request_id)
@@ -172,7 +170,7 @@ async def _chat(scope, receive, send, raw: bytes, started: float, request_id: st
         except Exception:
             log.exception("gateway.job_failed", request_id=request_id)
         if outbox.slot is not None:  # a held answer's slot (the job released any other): off the loop
-            await loop.run_in_executor(None, release, outbox.slot)
+            await loop.run_in_executor(None, release_slot, outbox.slot)
 
 
 async def _send_answer(send, outbox: Outbox, own: list) -> None:
@@ -224,8 +222,6 @@ async def _pump(send, outbox: Outbox) -> None:
 async def _decisions(pending: list, gone: threading.Event) -> dict[int, dict]:
     """The decisions on the held calls, keyed by call position; the hold ends after GATEWAY_HOLD_SECONDS
     (or when the client goes away) and closes what nobody decided by then (see tool_review.decisions_for)."""
-    from agentops.gateway.tool_review import decided_by_position, decisions_for
-
     ids = [action.pk for _, action in pending]
     decided = await decisions_for(ids, settings.GATEWAY_HOLD_SECONDS, "gateway", gone)
     return decided_by_position(pending, decided)
@@ -233,8 +229,6 @@ async def _decisions(pending: list, gone: threading.Event) -> dict[int, dict]:
 
 async def _decided(body: dict, pending: list, gone: threading.Event) -> dict:
     """A held ``chat.completion`` body rewritten by its decisions."""
-    from agentops.gateway.tool_review import apply_decisions
-
     by_call = await _decisions(pending, gone)
     choice = body["choices"][0]
     choice["message"], finish = apply_decisions(choice["message"], by_call)
@@ -251,8 +245,6 @@ async def _held_reply(item: tuple, gone: threading.Event) -> tuple[int, list, by
 async def _held_events(item: tuple, gone: threading.Event) -> list[bytes]:
     """A streamed answer's held tail (tool calls, finish, usage): sent as it was when every call was
     approved, else rebuilt from the rewritten message."""
-    from agentops.gateway.tool_review import apply_decisions
-
     _, buffered, message, base, finish_reason, usage_event, pending = item
     by_call = await _decisions(pending, gone)
     if all(decision["decision"] == "approved" for decision in by_call.values()):
@@ -262,8 +254,6 @@ async def _held_events(item: tuple, gone: threading.Event) -> list[bytes]:
 
 
 def _models_job(headers: dict[str, str], path: str) -> tuple[int, bytes]:
-    from agentops.gateway.handling import authenticate, catalog, database_unavailable
-
     try:
         authenticate(headers)
         entries = catalog()

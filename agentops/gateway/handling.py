@@ -11,13 +11,21 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
+from agentops.gateway.tool_review import ask_for_calls, calls_of
 from agentops.gateway.wire import ChatRequest, WireError
+from agentops.keys.tokens import verify
+from agentops.lib.inflight import TooManyInFlight
+from agentops.lib.inflight import admit as take_slot
 from agentops.lib.inflight import release as release_slot
+from agentops.lib.ratelimit import RateLimited, take
 from agentops.observability import metrics
+from agentops.runs.models import Agent
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
+from agentops.runtime.guard import guarded_llm
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from agentops.runtime.providers.base import LLMRequest, content_text
 from agentops.runtime.routing import Route, Target
+from agentops.wiring import guard_deps
 
 log = structlog.get_logger("agentops.gateway")
 
@@ -44,8 +52,6 @@ def invalid_api_key() -> WireError:
 
 def authenticate(headers: dict[str, str]):
     """The verified principal of the bearer key, with the gateway scope; else 401 / 403."""
-    from agentops.keys.tokens import verify
-
     key = bearer_key(headers)
     principal = verify(key) if key else None
     if principal is None:
@@ -73,9 +79,6 @@ def database_unavailable() -> WireError:
 def admit(principal, outbox) -> None:
     """Take one of the key's in-flight slots for this request (released when the job ends, or by app._chat
     when a held answer's hold ends; a stream's job ends with the stream); at the cap, 429 in OpenAI's shape."""
-    from agentops.lib.inflight import TooManyInFlight
-    from agentops.lib.inflight import admit as take_slot
-
     try:
         outbox.slot = take_slot(principal.key_id, principal.max_in_flight)
     except TooManyInFlight as exc:
@@ -89,8 +92,6 @@ def admit(principal, outbox) -> None:
 
 
 def rate_limit(principal) -> None:
-    from agentops.lib.ratelimit import RateLimited, take
-
     try:
         take(principal.key_id)
     except RateLimited as exc:
@@ -109,8 +110,6 @@ def rate_limit(principal) -> None:
 def catalog() -> list[tuple[str, str]]:
     """``(model, owner)`` for /v1/models: the routes (model name = a route) and every model they name or a
     provider lists."""
-    from agentops.wiring import guard_deps
-
     cfg = guard_deps().config.get()
     router = cfg.router
     entries = [(name, "agentops-route") for name in router.routes]
@@ -183,9 +182,6 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
 def _answer(
     principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str, after: list
 ) -> None:
-    from agentops.runtime.guard import guarded_llm
-    from agentops.wiring import guard_deps
-
     deps = guard_deps()
     cfg = deps.config.get()
     operation = headers.get("x-operation", "").strip()[:50] or DEFAULT_OPERATION
@@ -476,16 +472,12 @@ class _HeldTail:
 
 
 def _tool_review_mode(principal) -> str:
-    from agentops.runs.models import Agent
-
     return Agent.objects.filter(pk=principal.agent_id).values_list("gateway_tool_review", flat=True).first() or "off"
 
 
 def _review(principal, request: ChatRequest, message: dict[str, Any], model: str, session: str) -> list:
     """Permission requests for the answer's tool and function calls that a reviewer must decide, as
     ``(position, request)`` (none: nothing to do)."""
-    from agentops.gateway.tool_review import ask_for_calls, calls_of
-
     mode = _tool_review_mode(principal) if calls_of(message) else "off"
     if mode == "off":
         return []

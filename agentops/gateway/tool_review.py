@@ -23,7 +23,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from asgiref.sync import sync_to_async
+
 from agentops.lib.longpoll import wait_for_change
+from agentops.runs.models import Agent
+from review import actions
+from review.models import ActionRequest
 
 WAITER = "gateway"
 
@@ -44,9 +49,6 @@ def ask_for_calls(
     """Record a permission request per call in ``message``; return ``(position, request)`` for those that
     wait for a reviewer. ``held``: a gateway hold waits for them (recorded, so that beat can close them if
     that hold vanishes)."""
-    from agentops.runs.models import Agent
-    from review import actions
-
     pending = []
     for position, call in enumerate(calls_of(message)):
         function = call.get("function") or {}
@@ -88,11 +90,6 @@ async def decisions_for(
     decision on each request. A request still pending at the end is closed at once as unwaited
     (``channel`` names the waiter in the audit log) and counts as expired — the safe default, reject
     (DESIGN.md §6); a decision that won the race counts as made."""
-    from asgiref.sync import sync_to_async
-
-    from review.actions import close_unwaited
-    from review.api import _actions, _decision
-
     loop = asyncio.get_running_loop()
     began = loop.time()
 
@@ -100,21 +97,21 @@ async def decisions_for(
         return gone is not None and gone.is_set()
 
     async def read(action_id: int):
-        return await _actions().filter(pk=action_id).afirst()
+        return await ActionRequest.objects.with_decision().filter(pk=action_id).afirst()
 
     async def one(action_id: int) -> tuple[int, dict[str, Any]]:
         action = await wait_for_change(
             "review.queue",
             lambda: read(action_id),
-            lambda a: a is None or _decision(a) is not None or left(),  # re-checked at least every 2 s
+            lambda a: a is None or a.decision_made() is not None or left(),  # re-checked at least every 2 s
             timeout,
         )
-        if action is not None and _decision(action) is None and action.escalation_id is not None:
+        if action is not None and action.decision_made() is None and action.escalation_id is not None:
             why = "the client disconnected" if left() else f"the hold ended after {timeout:g} s"
             waited = round(loop.time() - began, 1)
-            await sync_to_async(close_unwaited)(action.escalation_id, channel=channel, waited=waited, why=why)
+            await sync_to_async(actions.close_unwaited)(action.escalation_id, channel=channel, waited=waited, why=why)
             action = await read(action_id)
-        decision = _decision(action) if action is not None else None
+        decision = action.decision_made() if action is not None else None
         return action_id, decision or {"decision": "expired", "comment": ""}
 
     return dict(await asyncio.gather(*(one(pk) for pk in action_ids)))

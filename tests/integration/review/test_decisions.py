@@ -357,7 +357,7 @@ def test_export_has_one_line_per_finished_escalation(people, agent):
 
 
 def test_export_filters_by_agent_and_date_and_streams_under_asgi(people, agent):
-    from review import data_views
+    from review import data_views, presenters
 
     made, _ = decided_set(people, agent)
     request = RequestFactory().get("/review/export", {"agent": "t-other"})
@@ -383,8 +383,8 @@ def test_export_filters_by_agent_and_date_and_streams_under_asgi(people, agent):
     assert data_views.export_decisions(bad).status_code == 400
 
     # under ASGI the body is an async iterator read page by page
-    data_views_chunk = data_views.EXPORT_CHUNK
-    data_views.EXPORT_CHUNK = 2
+    export_chunk = presenters.EXPORT_CHUNK
+    presenters.EXPORT_CHUNK = 2
     try:
         request = AsyncRequestFactory().get("/review/export")
         request.user = people[0]
@@ -399,7 +399,7 @@ def test_export_filters_by_agent_and_date_and_streams_under_asgi(people, agent):
 
         chunks = asyncio.run(collect())
     finally:
-        data_views.EXPORT_CHUNK = data_views_chunk
+        presenters.EXPORT_CHUNK = export_chunk
     assert len(chunks) == 3  # six rows in pages of two
     assert len(b"".join(chunks).decode().splitlines()) == 6
 
@@ -421,7 +421,8 @@ def test_decision_data_needs_the_queue_role(people, agent):
 
 
 def test_stats_per_agent_and_operation(people, agent):
-    from review.data_views import decision_stats, decision_stats_rows
+    from review.data_views import decision_stats
+    from review.presenters import decision_stats_rows
 
     decided_set(people, agent)
     e = new_escalation(agent)

@@ -2,7 +2,7 @@
 budgets and prices as code.
 
 The key's agent is the caller: usage is recorded for it, reservations are held for it, and another agent's
-reservation answers 404 like a missing one. Every write goes through budgets/actions.py; budget and price
+reservation answers 404 like a missing one. Every write goes through budgets/actions/; budget and price
 changes are validated by the admin screens' own forms (BudgetForm, PriceForm) and then by the model's
 ``full_clean`` inside the action. Amounts of money go out as decimal strings.
 
@@ -30,7 +30,9 @@ from agentops.api.errors import ApiError, not_found
 from agentops.api.schemas import MAX_ID, Text, responses
 from agentops.api.scopes import require
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
-from budgets import actions, model_limits
+from budgets import model_limits
+from budgets.actions import budgets as budget_actions
+from budgets.actions import counters, directory, ledger, periods, prices, reservations
 from budgets.forms import BudgetForm, PriceForm
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation
 
@@ -242,11 +244,11 @@ def _invalid(field: str, message: str, kind: str = "value_error") -> ApiError:
     return ApiError(422, "invalid", message, {"errors": [error], "fields": {field: [message]}})
 
 
-def _remaining(caller: actions.Caller, now: dt.datetime | None = None) -> list[dict]:
+def _remaining(caller: directory.Caller, now: dt.datetime | None = None) -> list[dict]:
     """What is left of every enabled budget that applies to the caller, in its current period."""
     now = now or timezone.now()
     keys = [
-        (budget, subject, actions.period_start(budget, now)) for budget, subject in actions.applicable_budgets(caller)
+        (budget, subject, periods.period_start(budget, now)) for budget, subject in directory.applicable_budgets(caller)
     ]
     if not keys:
         return []
@@ -273,7 +275,7 @@ def _remaining(caller: actions.Caller, now: dt.datetime | None = None) -> list[d
                 # the caller's own session (the counter is keyed by agent and session; the agent is the caller)
                 "subject": caller.session_id if budget.scope == Budget.Scope.SESSION else subject,
                 "period": budget.period,
-                "period_end": actions.period_end(budget, now),
+                "period_end": periods.period_end(budget, now),
                 "limit_tokens": budget.limit_tokens,
                 "limit_usd": _usd(budget.limit_usd),
                 "spent_tokens": spent_tokens,
@@ -342,12 +344,12 @@ def record_usage(request, payload: UsageIn):
         "source": "api",
     }
     try:
-        record = actions.record_usage(usage)
-        remaining = _remaining(actions.Caller(agent=principal.agent, session_id=payload.session_id))
+        record = ledger.record_usage(usage)
+        remaining = _remaining(directory.Caller(agent=principal.agent, session_id=payload.session_id))
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(counters.fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
     return 201, {"id": record.pk, "cost_usd": _usd(record.cost_usd), "remaining": remaining}
@@ -371,10 +373,10 @@ def reserve(request, payload: ReservationIn):
     }
     now = timezone.now()
     try:
-        reservation_id = actions.reserve(meta, lease_seconds=payload.lease_seconds, now=now)
+        reservation_id = reservations.reserve(meta, lease_seconds=payload.lease_seconds, now=now)
         if reservation_id is None:
-            price = actions.price_in_force(payload.model, now)
-            usd = actions.cost_of(price, payload.estimated_input_tokens, payload.estimated_output_tokens)
+            price = prices.price_in_force(payload.model, now)
+            usd = prices.cost_of(price, payload.estimated_input_tokens, payload.estimated_output_tokens)
             tokens = payload.estimated_input_tokens + payload.estimated_output_tokens
             return 201, {
                 "id": None,
@@ -391,7 +393,7 @@ def reserve(request, payload: ReservationIn):
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(counters.fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
     return 201, {"id": row.pk, "expires_at": row.expires_at, "tokens": row.tokens, "usd": _usd(row.usd)}
@@ -418,12 +420,12 @@ def settle(request, payload: SettleIn, reservation_id: int = Path(..., ge=1, le=
             "model": payload.model or reservation.model,
             "source": "api",
         }
-        record = actions.settle(reservation.pk, usage)
-        remaining = _remaining(actions.Caller(agent=principal.agent, session_id=reservation.session_id))
+        record = ledger.settle(reservation.pk, usage)
+        remaining = _remaining(directory.Caller(agent=principal.agent, session_id=reservation.session_id))
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(counters.fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
     return {"usage_id": record.pk, "cost_usd": _usd(record.cost_usd), "remaining": remaining}
@@ -438,11 +440,11 @@ def release(request, reservation_id: int = Path(..., ge=1, le=MAX_ID)):
     principal = require(request, "usage")
     try:
         reservation = _own_reservation(principal, reservation_id)
-        released = actions.release(reservation.pk)
+        released = reservations.release(reservation.pk)
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(counters.fail_closed(exc)) from exc
     return {"released": released}
 
 
@@ -452,9 +454,9 @@ def remaining_budgets(request, session_id: Text = Query("", max_length=200)):
     current period's spend, holds and what is left."""
     principal = require(request, "budgets:read")
     try:
-        return {"items": _remaining(actions.Caller(agent=principal.agent, session_id=session_id))}
+        return {"items": _remaining(directory.Caller(agent=principal.agent, session_id=session_id))}
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(counters.fail_closed(exc)) from exc
 
 
 # --- budgets as code (admin) -------------------------------------------------------------------------
@@ -501,7 +503,7 @@ def _save_budget(data: dict, budget: Budget | None) -> Budget:
             raise _name_taken(data["name"])
         raise _form_problems({name: [m for e in errs for m in e.messages] for name, errs in errors.items()})
     try:
-        saved = actions.save_budget(form.save(commit=False))
+        saved = budget_actions.save_budget(form.save(commit=False))
     except DjangoValidationError as exc:  # changed meanwhile
         raise _form_problems(exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}) from exc
     except IntegrityError as exc:  # the same name saved by someone else meanwhile
@@ -566,7 +568,7 @@ def update_budget(request, payload: BudgetChange, budget_id: int = Path(..., ge=
 @router.delete("/admin/budgets/{budget_id}", response=responses({204: None}), summary="Delete a budget (admin)")
 def delete_budget(request, budget_id: int = Path(..., ge=1, le=MAX_ID)):
     require(request, "admin")
-    if not actions.delete_budget(budget_id):
+    if not budget_actions.delete_budget(budget_id):
         raise not_found("budget")
     return 204, None
 
@@ -614,7 +616,7 @@ def create_price(request, payload: PriceIn):
         raise _form_problems({name: list(messages) for name, messages in form.errors.items()}, "price")
     data = form.cleaned_data
     try:
-        row = actions.set_price(
+        row = prices.set_price(
             data["model"],
             data["input_per_1k"],
             data["output_per_1k"],
@@ -647,7 +649,7 @@ def delete_price(request, price_id: int = Path(..., ge=1, le=MAX_ID)):
     require(request, "admin")
     if not ModelPrice.objects.filter(pk=price_id).exists():
         raise not_found("price")
-    if not actions.delete_price(price_id):
+    if not prices.delete_price(price_id):
         raise ApiError(
             409, "conflict", "calls were already charged at this price, so it stays in the history", {"id": price_id}
         )

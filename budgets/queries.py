@@ -24,7 +24,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from budgets import actions
+from budgets.actions import directory, periods
 from budgets.models import Alert, Budget, UsageRecord
 from budgets.presenters import call_rows
 
@@ -119,7 +119,7 @@ def budget_usage(budgets: list[Budget], now: dt.datetime | None = None, top: int
     """Current-period usage of each budget, in the order given: two statements whatever the number of
     budgets and counters."""
     now = now or timezone.now()
-    usage = {b.pk: BudgetUsage(b, actions.period_start(b, now), actions.period_end(b, now)) for b in budgets}
+    usage = {b.pk: BudgetUsage(b, periods.period_start(b, now), periods.period_end(b, now)) for b in budgets}
     if not usage:
         return []
     rows = _rows(
@@ -306,8 +306,8 @@ def _rate_by_subject(rows, budget: Budget, teams: dict[str, str]) -> dict[str, t
     """Last-hour spend (tokens, usd) per counter subject of this budget."""
     out: dict[str, list] = defaultdict(lambda: [0, ZERO])
     for agent, session_id, tokens, usd in rows:
-        caller = actions.Caller(agent=agent, team=teams.get(agent, ""), session_id=session_id)
-        subject = actions.subject_for(budget, caller)
+        caller = directory.Caller(agent=agent, team=teams.get(agent, ""), session_id=session_id)
+        subject = directory.subject_for(budget, caller)
         if subject is None:
             continue
         out[subject][0] += int(tokens)
@@ -322,7 +322,7 @@ def _fmt_tokens(n: float) -> str:
 def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate: tuple[int, Decimal], now) -> Forecast:
     """When the remaining room runs out at the last hour's pace: the earlier of the token and dollar limit."""
     zone = zoneinfo.ZoneInfo(budget.timezone)
-    end = actions.period_end(budget, now)
+    end = periods.period_end(budget, now)
     counter = next((s for s in usage.top if s.subject == subject), None) if usage and usage.per_subject else usage
     spent_tokens = counter.spent_tokens + counter.reserved_tokens if counter else 0
     spent_usd = (counter.spent_usd + counter.reserved_usd) if counter else ZERO
@@ -342,7 +342,7 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
         left_usd = float(budget.limit_usd - spent_usd)
         left_hours.append(0.0 if left_usd <= 0 else (left_usd / usd_per_hour if usd_per_hour > 0 else None))
     known = [h for h in left_hours if h is not None]
-    who = f"{budget.name}" + (f" ({actions.subject_label(budget, subject)})" if subject else "")
+    who = f"{budget.name}" + (f" ({directory.subject_label(budget, subject)})" if subject else "")
     base = dict(
         budget=budget.name,
         subject=subject,

@@ -24,7 +24,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from agentops.accounts import roles
-from budgets import actions, queries
+from budgets import queries
+from budgets.actions import alerts as alert_actions
+from budgets.actions import budgets as budget_actions
+from budgets.actions import directory
+from budgets.actions import prices as price_actions
+from budgets.actions import webhooks as webhook_actions
 from budgets.forms import AlertSettingsForm, BudgetForm, PriceForm, WebhookForm, format_operation_limits, timezone_names
 from budgets.models import Alert, AlertSettings, Budget, ModelPrice, UsageRecord, Webhook, WebhookDelivery
 
@@ -199,7 +204,7 @@ def _budget_row(usage, base_url: str) -> BudgetRow:
         edit_url=f"{base_url}{budget.pk}/edit/",
         delete_url=f"{base_url}{budget.pk}/delete/",
     )
-    row.top = [SubjectRow(actions.subject_label(budget, s.subject), _bars(budget, s), s.in_flight) for s in usage.top]
+    row.top = [SubjectRow(directory.subject_label(budget, s.subject), _bars(budget, s), s.in_flight) for s in usage.top]
     return row
 
 
@@ -236,7 +241,7 @@ def _budget_form_page(request, form: BudgetForm, budget: Budget | None, status: 
 def _save_budget_form(request, form: BudgetForm, budget: Budget | None) -> HttpResponse:
     if form.is_valid():
         try:
-            saved = actions.save_budget(form.save(commit=False))
+            saved = budget_actions.save_budget(form.save(commit=False))
         except ValidationError as exc:  # changed meanwhile (e.g. the same name saved by someone else)
             form.add_error(None, exc)
         except IntegrityError:
@@ -269,7 +274,7 @@ def budget_edit(request, pk: int):
 def budget_delete(request, pk: int):
     budget = get_object_or_404(Budget, pk=pk)
     if request.method == "POST":
-        if actions.delete_budget(budget.pk):
+        if budget_actions.delete_budget(budget.pk):
             messages.success(request, f'Budget "{budget.name}" deleted.')
         else:
             messages.error(request, f'Budget "{budget.name}" was already deleted.')
@@ -379,7 +384,7 @@ def prices(request):
     if form.is_valid():
         data = form.cleaned_data
         try:
-            row = actions.set_price(
+            row = price_actions.set_price(
                 data["model"],
                 data["input_per_1k"],
                 data["output_per_1k"],
@@ -413,7 +418,7 @@ def price_delete(request, pk: int):
             f"The {row.model} price from {row.effective_from:%Y-%m-%d %H:%M} is in force or past: "
             "prices are history and are not deleted. Set a new price instead.",
         )
-    elif actions.delete_price(row.pk):
+    elif price_actions.delete_price(row.pk):
         messages.success(request, f"Deleted the future {row.model} price from {row.effective_from:%Y-%m-%d %H:%M}.")
     else:
         messages.error(request, f"The {row.model} price was already charged for calls, so it stays in the history.")
@@ -484,7 +489,7 @@ def webhooks(request):
         return _webhooks_page(request)
     form = WebhookForm(request.POST)
     if form.is_valid():
-        hook = actions.save_webhook(form.save(commit=False))
+        hook = webhook_actions.save_webhook(form.save(commit=False))
         messages.success(request, f'Webhook "{hook.name}" added: every alert is sent to it.')
         return redirect("budgets:webhooks")
     return _webhooks_page(request, form=form, status=422)
@@ -497,7 +502,7 @@ def webhook_edit(request, pk: int):
     form = WebhookForm(request.POST if request.method == "POST" else None, instance=hook)
     if request.method == "POST":
         if form.is_valid():
-            actions.save_webhook(form.save(commit=False))
+            webhook_actions.save_webhook(form.save(commit=False))
             messages.success(request, f'Webhook "{hook.name}" saved.')
             return redirect("budgets:webhooks")
         return _page(request, "budgets/webhook_form.html", {"form": form, "webhook": hook}, status=422)
@@ -508,7 +513,7 @@ def webhook_edit(request, pk: int):
 @require_POST
 def webhook_delete(request, pk: int):
     hook = get_object_or_404(Webhook, pk=pk)
-    actions.delete_webhook(hook.pk)
+    webhook_actions.delete_webhook(hook.pk)
     messages.success(request, f'Webhook "{hook.name}" deleted (with its delivery log).')
     return redirect("budgets:webhooks")
 
@@ -517,7 +522,7 @@ def webhook_delete(request, pk: int):
 @require_POST
 def webhook_test(request, pk: int):
     hook = get_object_or_404(Webhook, pk=pk)
-    actions.send_test_alert(hook, request.user)
+    webhook_actions.send_test_alert(hook, request.user)
     messages.success(request, f'Test alert queued for "{hook.name}": its delivery appears in the log below.')
     return redirect(f"{reverse('budgets:webhooks')}#deliveries")
 
@@ -527,7 +532,7 @@ def webhook_test(request, pk: int):
 def alert_settings(request):
     form = AlertSettingsForm(request.POST, instance=AlertSettings.current())
     if form.is_valid():
-        actions.save_alert_settings(form.save(commit=False))
+        webhook_actions.save_alert_settings(form.save(commit=False))
         messages.success(request, "Alert thresholds saved.")
         return redirect("budgets:webhooks")
     return _webhooks_page(request, settings_form=form, status=422)
@@ -597,7 +602,7 @@ def _after_ack(request) -> HttpResponse:
 @roles.section_required("budgets")
 @require_POST
 def alert_acknowledge(request, pk: int):
-    if not actions.acknowledge_alert(pk, request.user) and not request.htmx:
+    if not alert_actions.acknowledge_alert(pk, request.user) and not request.htmx:
         messages.info(request, "That alert was already acknowledged.")
     return _after_ack(request)
 
@@ -605,7 +610,7 @@ def alert_acknowledge(request, pk: int):
 @roles.section_required("budgets")
 @require_POST
 def alerts_acknowledge_all(request):
-    count = actions.acknowledge_all(request.user)
+    count = alert_actions.acknowledge_all(request.user)
     if not request.htmx:
         messages.success(request, f"Acknowledged {count} alert{'s' if count != 1 else ''}.")
     return _after_ack(request)

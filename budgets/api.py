@@ -16,215 +16,47 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
-from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
-from ninja import Field, Path, Query, Router, Schema
-from pydantic import AfterValidator
+from ninja import Path, Query, Router
 
 from agentops.api.errors import ApiError, not_found
 from agentops.api.schemas import MAX_ID, Text, responses
 from agentops.api.scopes import require
+from agentops.lib.display import plain_decimal
+from agentops.runs.models import Run
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from budgets import model_limits
 from budgets.actions import budgets as budget_actions
-from budgets.actions import counters, directory, ledger, periods, prices, reservations
+from budgets.actions import directory, ledger, periods, prices, reservations
+from budgets.actions.counters import fail_closed
 from budgets.forms import BudgetForm, PriceForm
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation
+from budgets.schemas import (
+    BudgetChange,
+    BudgetIn,
+    BudgetList,
+    BudgetOut,
+    BudgetsOut,
+    PriceIn,
+    PriceList,
+    PriceOut,
+    ReleaseOut,
+    ReservationIn,
+    ReservationOut,
+    SettleIn,
+    SettleOut,
+    UsageIn,
+    UsageOut,
+)
 
 router = Router(tags=["budgets"])
 
-MAX_TOKENS = 2**31 - 1  # the ledger's token columns are 32-bit integers
 STORE_DOWN = (OperationalError, InterfaceError)
-
-
-# --- input types -------------------------------------------------------------------------------------
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """An instant PostgreSQL and Python can both hold (a far-future time with an offset can overflow)."""
-    if value is None:
-        return None
-    try:
-        return value.astimezone(dt.UTC) if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
-    except (OverflowError, ValueError):
-        raise ValueError("the time is out of range") from None
-
-
-Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
-Instant = Annotated[dt.datetime, AfterValidator(_utc)]
-Scope = Literal["global", "team", "agent", "session"]
-Period = Literal["day", "month", "lifetime"]
-OnBlock = Literal["escalate", "fail"]
-OperationLimits = dict[Text, Annotated[int, Field(le=MAX_ID)]]
-
-
-def _usd(value: Decimal | None) -> str | None:
-    """A decimal as a plain string (never ``0E-8``)."""
-    return None if value is None else format(value, "f")
-
-
-# --- schemas -----------------------------------------------------------------------------------------
-
-
-class BudgetRemaining(Schema):
-    budget: str
-    scope: Scope
-    subject: str = Field(..., description="The counter this caller spends from: team, agent or session; '' = global")
-    period: Period
-    period_end: dt.datetime | None = Field(..., description="When the current period ends (null for lifetime)")
-    limit_tokens: int | None
-    limit_usd: str | None
-    spent_tokens: int
-    spent_usd: str
-    reserved_tokens: int
-    reserved_usd: str
-    remaining_tokens: int | None = Field(..., description="limit - spent - reserved, never below 0; null: no limit")
-    remaining_usd: str | None
-    hard_stop: bool
-
-
-class BudgetsOut(Schema):
-    items: list[BudgetRemaining]
-
-
-class UsageIn(Schema):
-    session_id: Text = Field("", max_length=200)
-    model: Text = Field(..., min_length=1, max_length=120, description='Priced by its own row, else the "*" row')
-    operation: Text = Field(..., min_length=1, max_length=100)
-    input_tokens: Tokens
-    output_tokens: Tokens
-    cached_tokens: Tokens = Field(0, description="Input tokens served from the provider's cache (≤ input_tokens)")
-    run_id: int | None = Field(None, ge=1, le=MAX_ID, description="One of this agent's runs")
-
-
-class UsageOut(Schema):
-    id: int
-    cost_usd: str
-    remaining: list[BudgetRemaining]
-
-
-class ReservationIn(Schema):
-    session_id: Text = Field("", max_length=200)
-    model: Text = Field(..., min_length=1, max_length=120)
-    operation: Text = Field(..., min_length=1, max_length=100)
-    estimated_input_tokens: Tokens
-    estimated_output_tokens: Tokens
-    lease_seconds: float | None = Field(None, ge=1, le=3600, description="Default: the server's lease (5 min)")
-
-
-class ReservationOut(Schema):
-    id: int | None = Field(..., description="null when no budget applies (nothing to settle or release)")
-    expires_at: dt.datetime | None
-    tokens: int
-    usd: str
-    note: str | None = None
-
-
-class SettleIn(Schema):
-    input_tokens: Tokens
-    output_tokens: Tokens
-    cached_tokens: Tokens = 0
-    model: Text | None = Field(None, min_length=1, max_length=120, description="Default: the reserved model")
-
-
-class SettleOut(Schema):
-    usage_id: int
-    cost_usd: str
-    remaining: list[BudgetRemaining]
-
-
-class ReleaseOut(Schema):
-    released: bool = Field(..., description="false when it was no longer held (settled, released or expired)")
-
-
-class BudgetIn(Schema):
-    name: Text = Field(..., max_length=100)
-    scope: Scope = "global"
-    scope_key: Text = Field("", max_length=200, description="team, agent or session id; blank = each one")
-    period: Period = "day"
-    timezone: Text | None = Field(None, max_length=64, description="Default: the server's BUDGET_TIMEZONE")
-    limit_tokens: int | None = Field(None, le=MAX_ID)
-    limit_usd: Decimal | None = None
-    soft_threshold_pct: int = Field(80, ge=1, le=100)
-    hard_stop: bool = True
-    operation_limits: OperationLimits = Field(default_factory=dict, description='{"planning": 1000, …}')
-    downgrade_model: Text = Field("", max_length=120)
-    on_block: OnBlock = "escalate"
-    enabled: bool = True
-
-
-class BudgetChange(Schema):
-    """Only the fields sent change."""
-
-    name: Text | None = Field(None, max_length=100)
-    scope: Scope | None = None
-    scope_key: Text | None = Field(None, max_length=200)
-    period: Period | None = None
-    timezone: Text | None = Field(None, max_length=64)
-    limit_tokens: int | None = Field(None, le=MAX_ID)
-    limit_usd: Decimal | None = None
-    soft_threshold_pct: int | None = Field(None, ge=1, le=100)
-    hard_stop: bool | None = None
-    operation_limits: OperationLimits | None = None
-    downgrade_model: Text | None = Field(None, max_length=120)
-    on_block: OnBlock | None = None
-    enabled: bool | None = None
-
-
-class BudgetOut(Schema):
-    id: int
-    name: str
-    scope: Scope
-    scope_key: str
-    period: Period
-    timezone: str
-    limit_tokens: int | None
-    limit_usd: str | None
-    soft_threshold_pct: int
-    hard_stop: bool
-    operation_limits: dict[str, Any]
-    downgrade_model: str
-    on_block: OnBlock
-    enabled: bool
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class BudgetList(Schema):
-    items: list[BudgetOut]
-    count: int
-
-
-class PriceIn(Schema):
-    model: Text = Field(..., max_length=120, description='Model name, or "*" for every model without its own price')
-    input_per_1k: Decimal
-    output_per_1k: Decimal
-    cached_input_per_1k: Decimal | None = Field(None, description="null = the input price")
-    effective_from: Instant | None = Field(None, description="Default now; never in the past")
-    note: Text = Field("", max_length=200)
-
-
-class PriceOut(Schema):
-    id: int
-    model: str
-    input_per_1k: str
-    output_per_1k: str
-    cached_input_per_1k: str | None
-    effective_from: dt.datetime
-    in_force: bool = Field(..., description="The row that prices this model's calls now")
-    note: str
-    created_by: str
-    created_at: dt.datetime
-
-
-class PriceList(Schema):
-    items: list[PriceOut]
-    count: int
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -277,13 +109,13 @@ def _remaining(caller: directory.Caller, now: dt.datetime | None = None) -> list
                 "period": budget.period,
                 "period_end": periods.period_end(budget, now),
                 "limit_tokens": budget.limit_tokens,
-                "limit_usd": _usd(budget.limit_usd),
+                "limit_usd": plain_decimal(budget.limit_usd),
                 "spent_tokens": spent_tokens,
-                "spent_usd": _usd(spent_usd),
+                "spent_usd": plain_decimal(spent_usd),
                 "reserved_tokens": reserved_tokens,
-                "reserved_usd": _usd(reserved_usd),
+                "reserved_usd": plain_decimal(reserved_usd),
                 "remaining_tokens": remaining_tokens,
-                "remaining_usd": _usd(remaining_usd),
+                "remaining_usd": plain_decimal(remaining_usd),
                 "hard_stop": budget.hard_stop,
             }
         )
@@ -326,12 +158,9 @@ def record_usage(request, payload: UsageIn):
     principal = require(request, "usage")
     _check_cached(payload.cached_tokens, payload.input_tokens)
     _check_reported(payload.model, payload.input_tokens, payload.output_tokens)
-    if payload.run_id is not None:
-        from agentops.runs.models import Run
-
-        # Another agent's run answers like a missing one: a report is only ever charged to the key's agent.
-        if not Run.objects.filter(pk=payload.run_id, agent_id=principal.agent_id).exists():
-            raise not_found("run")
+    # Another agent's run answers like a missing one: a report is only ever charged to the key's agent.
+    if payload.run_id is not None and not Run.objects.filter(pk=payload.run_id, agent_id=principal.agent_id).exists():
+        raise not_found("run")
     usage = {
         "agent": principal.agent,
         "session_id": payload.session_id,
@@ -349,10 +178,10 @@ def record_usage(request, payload: UsageIn):
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(counters.fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
-    return 201, {"id": record.pk, "cost_usd": _usd(record.cost_usd), "remaining": remaining}
+    return 201, {"id": record.pk, "cost_usd": plain_decimal(record.cost_usd), "remaining": remaining}
 
 
 @router.post(
@@ -382,7 +211,7 @@ def reserve(request, payload: ReservationIn):
                 "id": None,
                 "expires_at": None,
                 "tokens": tokens,
-                "usd": _usd(usd),
+                "usd": plain_decimal(usd),
                 "note": "no budget applies",
             }
         row = Reservation.objects.get(pk=reservation_id)
@@ -393,10 +222,10 @@ def reserve(request, payload: ReservationIn):
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(counters.fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
-    return 201, {"id": row.pk, "expires_at": row.expires_at, "tokens": row.tokens, "usd": _usd(row.usd)}
+    return 201, {"id": row.pk, "expires_at": row.expires_at, "tokens": row.tokens, "usd": plain_decimal(row.usd)}
 
 
 @router.post(
@@ -425,10 +254,10 @@ def settle(request, payload: SettleIn, reservation_id: int = Path(..., ge=1, le=
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(counters.fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
-    return {"usage_id": record.pk, "cost_usd": _usd(record.cost_usd), "remaining": remaining}
+    return {"usage_id": record.pk, "cost_usd": plain_decimal(record.cost_usd), "remaining": remaining}
 
 
 @router.post(
@@ -444,7 +273,7 @@ def release(request, reservation_id: int = Path(..., ge=1, le=MAX_ID)):
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(counters.fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
     return {"released": released}
 
 
@@ -456,7 +285,7 @@ def remaining_budgets(request, session_id: Text = Query("", max_length=200)):
     try:
         return {"items": _remaining(directory.Caller(agent=principal.agent, session_id=session_id))}
     except STORE_DOWN as exc:
-        raise _unavailable(counters.fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
 
 
 # --- budgets as code (admin) -------------------------------------------------------------------------
@@ -468,7 +297,7 @@ def budget_out(budget: Budget) -> dict:
     return {
         "id": budget.pk,
         **{name: getattr(budget, name) for name in BUDGET_FIELDS},
-        "limit_usd": _usd(budget.limit_usd),
+        "limit_usd": plain_decimal(budget.limit_usd),
         "created_at": budget.created_at,
         "updated_at": budget.updated_at,
     }
@@ -577,9 +406,9 @@ def price_out(row: ModelPrice, in_force: set[int]) -> dict:
     return {
         "id": row.pk,
         "model": row.model,
-        "input_per_1k": _usd(row.input_per_1k),
-        "output_per_1k": _usd(row.output_per_1k),
-        "cached_input_per_1k": _usd(row.cached_input_per_1k),
+        "input_per_1k": plain_decimal(row.input_per_1k),
+        "output_per_1k": plain_decimal(row.output_per_1k),
+        "cached_input_per_1k": plain_decimal(row.cached_input_per_1k),
         "effective_from": row.effective_from,
         "in_force": row.pk in in_force,
         "note": row.note,

@@ -21,11 +21,13 @@ from decimal import Decimal
 
 import structlog
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from agentops.lib import display
+from agentops.runs.models import Agent
 from budgets.actions import directory, periods
-from budgets.models import Alert, Budget, UsageRecord
+from budgets.models import Alert, Budget, ModelPrice, UsageRecord, WebhookDelivery
 from budgets.presenters import call_rows
 
 log = structlog.get_logger(__name__)
@@ -36,6 +38,8 @@ RECENT_CALLS = 20
 TOP_SESSIONS = 10
 TOP_SESSION_DAYS = 7  # grouping every session of 30 days is the one read that grows with traffic
 TOP_SUBJECTS = 5
+ALERTS_SHOWN = 100
+DELIVERIES_SHOWN = 50
 RATE_WINDOW = dt.timedelta(hours=1)
 ZERO = Decimal(0)
 
@@ -144,6 +148,36 @@ def budget_usage(budgets: list[Budget], now: dt.datetime | None = None, top: int
 
 def open_alert_count() -> int:
     return Alert.objects.filter(acknowledged_at=None).count()
+
+
+# --- prices, webhook deliveries, alerts ---------------------------------------------------------------
+
+
+def price_history() -> QuerySet[ModelPrice]:
+    """Every price row by model, newest first, each annotated ``used``: whether a call was charged at it."""
+    return ModelPrice.objects.annotate(used=Exists(UsageRecord.objects.filter(price=OuterRef("pk")))).order_by(
+        "model", "-effective_from"
+    )
+
+
+def recent_deliveries(limit: int = DELIVERIES_SHOWN) -> QuerySet[WebhookDelivery]:
+    """The newest webhook deliveries with their webhook and alert."""
+    return WebhookDelivery.objects.select_related("webhook", "alert").order_by("-created_at", "-pk")[:limit]
+
+
+def open_alerts() -> QuerySet[Alert]:
+    """Alerts nobody acknowledged yet, newest first."""
+    return Alert.objects.filter(acknowledged_at=None).order_by("-created_at", "-pk")
+
+
+def acknowledged_alerts() -> QuerySet[Alert]:
+    """Acknowledged alerts, newest first."""
+    return Alert.objects.exclude(acknowledged_at=None).order_by("-created_at", "-pk")
+
+
+def shown_alerts(alerts: QuerySet[Alert]) -> list[Alert]:
+    """The first ALERTS_SHOWN of ``alerts`` with what their rows show (budget, who acknowledged)."""
+    return list(alerts.select_related("budget", "acknowledged_by")[:ALERTS_SHOWN])
 
 
 # --- cost dashboard -----------------------------------------------------------------------------------
@@ -315,10 +349,6 @@ def _rate_by_subject(rows, budget: Budget, teams: dict[str, str]) -> dict[str, t
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-def _fmt_tokens(n: float) -> str:
-    return f"{n:,.0f} tokens"
-
-
 def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate: tuple[int, Decimal], now) -> Forecast:
     """When the remaining room runs out at the last hour's pace: the earlier of the token and dollar limit."""
     zone = zoneinfo.ZoneInfo(budget.timezone)
@@ -330,9 +360,9 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
     tokens_per_hour, usd_per_hour = rate[0] / hours, float(rate[1]) / hours
     limits, used, rates, left_hours = [], [], [], []
     if budget.limit_tokens:
-        limits.append(_fmt_tokens(budget.limit_tokens))
-        used.append(_fmt_tokens(spent_tokens))
-        rates.append(f"{_fmt_tokens(tokens_per_hour)}/h")
+        limits.append(display.tokens(budget.limit_tokens))
+        used.append(display.tokens(spent_tokens))
+        rates.append(f"{display.tokens(tokens_per_hour)}/h")
         left = budget.limit_tokens - spent_tokens
         left_hours.append(0.0 if left <= 0 else (left / tokens_per_hour if tokens_per_hour > 0 else None))
     if budget.limit_usd:
@@ -392,8 +422,6 @@ def forecasts(now: dt.datetime) -> list[Forecast]:
     recent = _rows(_RECENT, {"since": now - RATE_WINDOW, "now": now})
     teams: dict[str, str] = {}
     if any(b.scope == Budget.Scope.TEAM for b in budgets):
-        from agentops.runs.models import Agent
-
         teams = dict(Agent.objects.exclude(team="").values_list("name", "team"))
     out = []
     for budget in budgets:

@@ -4,7 +4,8 @@ budgets.actions writes them)."""
 
 from django.contrib import admin, messages
 
-from budgets import actions as budget_actions
+from budgets.actions import alerts, prices, webhooks
+from budgets.actions import budgets as budget_actions
 from budgets.models import (
     Alert,
     AlertSettings,
@@ -33,7 +34,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
-    """A price row is never edited: "changing" a price adds a row (budgets.actions.set_price)."""
+    """A price row is never edited: "changing" a price adds a row (budgets.actions.prices.set_price)."""
 
     list_display = ("model", "input_per_1k", "output_per_1k", "cached_input_per_1k", "effective_from", "created_by")
     list_filter = ("model",)
@@ -43,7 +44,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         return obj is None  # the list page, never an existing row
 
     def save_model(self, request, obj, form, change):
-        saved = budget_actions.set_price(
+        saved = prices.set_price(
             obj.model,
             obj.input_per_1k,
             obj.output_per_1k,
@@ -55,7 +56,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         obj.pk = saved.pk
 
     def delete_model(self, request, obj):
-        if not budget_actions.delete_price(obj.pk):
+        if not prices.delete_price(obj.pk):
             messages.error(request, f"{obj} was charged for calls: it stays in the price history.")
 
     def delete_queryset(self, request, queryset):
@@ -85,14 +86,14 @@ class WebhookAdmin(admin.ModelAdmin):
     list_display = ("name", "url", "min_severity", "enabled")
 
     def save_model(self, request, obj, form, change):
-        budget_actions.save_webhook(obj)
+        webhooks.save_webhook(obj)
 
     def delete_model(self, request, obj):
-        budget_actions.delete_webhook(obj.pk)
+        webhooks.delete_webhook(obj.pk)
 
     def delete_queryset(self, request, queryset):
         for pk in list(queryset.values_list("pk", flat=True)):
-            budget_actions.delete_webhook(pk)
+            webhooks.delete_webhook(pk)
 
 
 @admin.register(AlertSettings)
@@ -106,7 +107,7 @@ class AlertSettingsAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        budget_actions.save_alert_settings(obj)
+        webhooks.save_alert_settings(obj)
 
 
 @admin.register(Alert)
@@ -118,7 +119,7 @@ class AlertAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Acknowledge the selected alerts")
     def acknowledge(self, request, queryset):
-        done = sum(budget_actions.acknowledge_alert(pk, request.user) for pk in queryset.values_list("pk", flat=True))
+        done = sum(alerts.acknowledge_alert(pk, request.user) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"Acknowledged {done} alert(s).")
 
     def has_change_permission(self, request, obj=None):

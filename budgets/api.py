@@ -2,7 +2,7 @@
 budgets and prices as code.
 
 The key's agent is the caller: usage is recorded for it, reservations are held for it, and another agent's
-reservation answers 404 like a missing one. Every write goes through budgets/actions.py; budget and price
+reservation answers 404 like a missing one. Every write goes through budgets/actions/; budget and price
 changes are validated by the admin screens' own forms (BudgetForm, PriceForm) and then by the model's
 ``full_clean`` inside the action. Amounts of money go out as decimal strings.
 
@@ -16,213 +16,47 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
-from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
-from ninja import Field, Path, Query, Router, Schema
-from pydantic import AfterValidator
+from ninja import Path, Query, Router
 
 from agentops.api.errors import ApiError, not_found
 from agentops.api.schemas import MAX_ID, Text, responses
 from agentops.api.scopes import require
+from agentops.lib.display import plain_decimal
+from agentops.runs.models import Run
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
-from budgets import actions, model_limits
+from budgets import model_limits
+from budgets.actions import budgets as budget_actions
+from budgets.actions import directory, ledger, periods, prices, reservations
+from budgets.actions.counters import fail_closed
 from budgets.forms import BudgetForm, PriceForm
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation
+from budgets.schemas import (
+    BudgetChange,
+    BudgetIn,
+    BudgetList,
+    BudgetOut,
+    BudgetsOut,
+    PriceIn,
+    PriceList,
+    PriceOut,
+    ReleaseOut,
+    ReservationIn,
+    ReservationOut,
+    SettleIn,
+    SettleOut,
+    UsageIn,
+    UsageOut,
+)
 
 router = Router(tags=["budgets"])
 
-MAX_TOKENS = 2**31 - 1  # the ledger's token columns are 32-bit integers
 STORE_DOWN = (OperationalError, InterfaceError)
-
-
-# --- input types -------------------------------------------------------------------------------------
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """An instant PostgreSQL and Python can both hold (a far-future time with an offset can overflow)."""
-    if value is None:
-        return None
-    try:
-        return value.astimezone(dt.UTC) if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
-    except (OverflowError, ValueError):
-        raise ValueError("the time is out of range") from None
-
-
-Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
-Instant = Annotated[dt.datetime, AfterValidator(_utc)]
-Scope = Literal["global", "team", "agent", "session"]
-Period = Literal["day", "month", "lifetime"]
-OnBlock = Literal["escalate", "fail"]
-OperationLimits = dict[Text, Annotated[int, Field(le=MAX_ID)]]
-
-
-def _usd(value: Decimal | None) -> str | None:
-    """A decimal as a plain string (never ``0E-8``)."""
-    return None if value is None else format(value, "f")
-
-
-# --- schemas -----------------------------------------------------------------------------------------
-
-
-class BudgetRemaining(Schema):
-    budget: str
-    scope: Scope
-    subject: str = Field(..., description="The counter this caller spends from: team, agent or session; '' = global")
-    period: Period
-    period_end: dt.datetime | None = Field(..., description="When the current period ends (null for lifetime)")
-    limit_tokens: int | None
-    limit_usd: str | None
-    spent_tokens: int
-    spent_usd: str
-    reserved_tokens: int
-    reserved_usd: str
-    remaining_tokens: int | None = Field(..., description="limit - spent - reserved, never below 0; null: no limit")
-    remaining_usd: str | None
-    hard_stop: bool
-
-
-class BudgetsOut(Schema):
-    items: list[BudgetRemaining]
-
-
-class UsageIn(Schema):
-    session_id: Text = Field("", max_length=200)
-    model: Text = Field(..., min_length=1, max_length=120, description='Priced by its own row, else the "*" row')
-    operation: Text = Field(..., min_length=1, max_length=100)
-    input_tokens: Tokens
-    output_tokens: Tokens
-    cached_tokens: Tokens = Field(0, description="Input tokens served from the provider's cache (≤ input_tokens)")
-    run_id: int | None = Field(None, ge=1, le=MAX_ID, description="One of this agent's runs")
-
-
-class UsageOut(Schema):
-    id: int
-    cost_usd: str
-    remaining: list[BudgetRemaining]
-
-
-class ReservationIn(Schema):
-    session_id: Text = Field("", max_length=200)
-    model: Text = Field(..., min_length=1, max_length=120)
-    operation: Text = Field(..., min_length=1, max_length=100)
-    estimated_input_tokens: Tokens
-    estimated_output_tokens: Tokens
-    lease_seconds: float | None = Field(None, ge=1, le=3600, description="Default: the server's lease (5 min)")
-
-
-class ReservationOut(Schema):
-    id: int | None = Field(..., description="null when no budget applies (nothing to settle or release)")
-    expires_at: dt.datetime | None
-    tokens: int
-    usd: str
-    note: str | None = None
-
-
-class SettleIn(Schema):
-    input_tokens: Tokens
-    output_tokens: Tokens
-    cached_tokens: Tokens = 0
-    model: Text | None = Field(None, min_length=1, max_length=120, description="Default: the reserved model")
-
-
-class SettleOut(Schema):
-    usage_id: int
-    cost_usd: str
-    remaining: list[BudgetRemaining]
-
-
-class ReleaseOut(Schema):
-    released: bool = Field(..., description="false when it was no longer held (settled, released or expired)")
-
-
-class BudgetIn(Schema):
-    name: Text = Field(..., max_length=100)
-    scope: Scope = "global"
-    scope_key: Text = Field("", max_length=200, description="team, agent or session id; blank = each one")
-    period: Period = "day"
-    timezone: Text | None = Field(None, max_length=64, description="Default: the server's BUDGET_TIMEZONE")
-    limit_tokens: int | None = Field(None, le=MAX_ID)
-    limit_usd: Decimal | None = None
-    soft_threshold_pct: int = Field(80, ge=1, le=100)
-    hard_stop: bool = True
-    operation_limits: OperationLimits = Field(default_factory=dict, description='{"planning": 1000, …}')
-    downgrade_model: Text = Field("", max_length=120)
-    on_block: OnBlock = "escalate"
-    enabled: bool = True
-
-
-class BudgetChange(Schema):
-    """Only the fields sent change."""
-
-    name: Text | None = Field(None, max_length=100)
-    scope: Scope | None = None
-    scope_key: Text | None = Field(None, max_length=200)
-    period: Period | None = None
-    timezone: Text | None = Field(None, max_length=64)
-    limit_tokens: int | None = Field(None, le=MAX_ID)
-    limit_usd: Decimal | None = None
-    soft_threshold_pct: int | None = Field(None, ge=1, le=100)
-    hard_stop: bool | None = None
-    operation_limits: OperationLimits | None = None
-    downgrade_model: Text | None = Field(None, max_length=120)
-    on_block: OnBlock | None = None
-    enabled: bool | None = None
-
-
-class BudgetOut(Schema):
-    id: int
-    name: str
-    scope: Scope
-    scope_key: str
-    period: Period
-    timezone: str
-    limit_tokens: int | None
-    limit_usd: str | None
-    soft_threshold_pct: int
-    hard_stop: bool
-    operation_limits: dict[str, Any]
-    downgrade_model: str
-    on_block: OnBlock
-    enabled: bool
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class BudgetList(Schema):
-    items: list[BudgetOut]
-    count: int
-
-
-class PriceIn(Schema):
-    model: Text = Field(..., max_length=120, description='Model name, or "*" for every model without its own price')
-    input_per_1k: Decimal
-    output_per_1k: Decimal
-    cached_input_per_1k: Decimal | None = Field(None, description="null = the input price")
-    effective_from: Instant | None = Field(None, description="Default now; never in the past")
-    note: Text = Field("", max_length=200)
-
-
-class PriceOut(Schema):
-    id: int
-    model: str
-    input_per_1k: str
-    output_per_1k: str
-    cached_input_per_1k: str | None
-    effective_from: dt.datetime
-    in_force: bool = Field(..., description="The row that prices this model's calls now")
-    note: str
-    created_by: str
-    created_at: dt.datetime
-
-
-class PriceList(Schema):
-    items: list[PriceOut]
-    count: int
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -242,11 +76,11 @@ def _invalid(field: str, message: str, kind: str = "value_error") -> ApiError:
     return ApiError(422, "invalid", message, {"errors": [error], "fields": {field: [message]}})
 
 
-def _remaining(caller: actions.Caller, now: dt.datetime | None = None) -> list[dict]:
+def _remaining(caller: directory.Caller, now: dt.datetime | None = None) -> list[dict]:
     """What is left of every enabled budget that applies to the caller, in its current period."""
     now = now or timezone.now()
     keys = [
-        (budget, subject, actions.period_start(budget, now)) for budget, subject in actions.applicable_budgets(caller)
+        (budget, subject, periods.period_start(budget, now)) for budget, subject in directory.applicable_budgets(caller)
     ]
     if not keys:
         return []
@@ -273,15 +107,15 @@ def _remaining(caller: actions.Caller, now: dt.datetime | None = None) -> list[d
                 # the caller's own session (the counter is keyed by agent and session; the agent is the caller)
                 "subject": caller.session_id if budget.scope == Budget.Scope.SESSION else subject,
                 "period": budget.period,
-                "period_end": actions.period_end(budget, now),
+                "period_end": periods.period_end(budget, now),
                 "limit_tokens": budget.limit_tokens,
-                "limit_usd": _usd(budget.limit_usd),
+                "limit_usd": plain_decimal(budget.limit_usd),
                 "spent_tokens": spent_tokens,
-                "spent_usd": _usd(spent_usd),
+                "spent_usd": plain_decimal(spent_usd),
                 "reserved_tokens": reserved_tokens,
-                "reserved_usd": _usd(reserved_usd),
+                "reserved_usd": plain_decimal(reserved_usd),
                 "remaining_tokens": remaining_tokens,
-                "remaining_usd": _usd(remaining_usd),
+                "remaining_usd": plain_decimal(remaining_usd),
                 "hard_stop": budget.hard_stop,
             }
         )
@@ -324,12 +158,9 @@ def record_usage(request, payload: UsageIn):
     principal = require(request, "usage")
     _check_cached(payload.cached_tokens, payload.input_tokens)
     _check_reported(payload.model, payload.input_tokens, payload.output_tokens)
-    if payload.run_id is not None:
-        from agentops.runs.models import Run
-
-        # Another agent's run answers like a missing one: a report is only ever charged to the key's agent.
-        if not Run.objects.filter(pk=payload.run_id, agent_id=principal.agent_id).exists():
-            raise not_found("run")
+    # Another agent's run answers like a missing one: a report is only ever charged to the key's agent.
+    if payload.run_id is not None and not Run.objects.filter(pk=payload.run_id, agent_id=principal.agent_id).exists():
+        raise not_found("run")
     usage = {
         "agent": principal.agent,
         "session_id": payload.session_id,
@@ -342,15 +173,15 @@ def record_usage(request, payload: UsageIn):
         "source": "api",
     }
     try:
-        record = actions.record_usage(usage)
-        remaining = _remaining(actions.Caller(agent=principal.agent, session_id=payload.session_id))
+        record = ledger.record_usage(usage)
+        remaining = _remaining(directory.Caller(agent=principal.agent, session_id=payload.session_id))
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
-    return 201, {"id": record.pk, "cost_usd": _usd(record.cost_usd), "remaining": remaining}
+    return 201, {"id": record.pk, "cost_usd": plain_decimal(record.cost_usd), "remaining": remaining}
 
 
 @router.post(
@@ -371,16 +202,16 @@ def reserve(request, payload: ReservationIn):
     }
     now = timezone.now()
     try:
-        reservation_id = actions.reserve(meta, lease_seconds=payload.lease_seconds, now=now)
+        reservation_id = reservations.reserve(meta, lease_seconds=payload.lease_seconds, now=now)
         if reservation_id is None:
-            price = actions.price_in_force(payload.model, now)
-            usd = actions.cost_of(price, payload.estimated_input_tokens, payload.estimated_output_tokens)
+            price = prices.price_in_force(payload.model, now)
+            usd = prices.cost_of(price, payload.estimated_input_tokens, payload.estimated_output_tokens)
             tokens = payload.estimated_input_tokens + payload.estimated_output_tokens
             return 201, {
                 "id": None,
                 "expires_at": None,
                 "tokens": tokens,
-                "usd": _usd(usd),
+                "usd": plain_decimal(usd),
                 "note": "no budget applies",
             }
         row = Reservation.objects.get(pk=reservation_id)
@@ -391,10 +222,10 @@ def reserve(request, payload: ReservationIn):
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
-    return 201, {"id": row.pk, "expires_at": row.expires_at, "tokens": row.tokens, "usd": _usd(row.usd)}
+    return 201, {"id": row.pk, "expires_at": row.expires_at, "tokens": row.tokens, "usd": plain_decimal(row.usd)}
 
 
 @router.post(
@@ -418,15 +249,15 @@ def settle(request, payload: SettleIn, reservation_id: int = Path(..., ge=1, le=
             "model": payload.model or reservation.model,
             "source": "api",
         }
-        record = actions.settle(reservation.pk, usage)
-        remaining = _remaining(actions.Caller(agent=principal.agent, session_id=reservation.session_id))
+        record = ledger.settle(reservation.pk, usage)
+        remaining = _remaining(directory.Caller(agent=principal.agent, session_id=reservation.session_id))
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
-    return {"usage_id": record.pk, "cost_usd": _usd(record.cost_usd), "remaining": remaining}
+    return {"usage_id": record.pk, "cost_usd": plain_decimal(record.cost_usd), "remaining": remaining}
 
 
 @router.post(
@@ -438,11 +269,11 @@ def release(request, reservation_id: int = Path(..., ge=1, le=MAX_ID)):
     principal = require(request, "usage")
     try:
         reservation = _own_reservation(principal, reservation_id)
-        released = actions.release(reservation.pk)
+        released = reservations.release(reservation.pk)
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
     return {"released": released}
 
 
@@ -452,9 +283,9 @@ def remaining_budgets(request, session_id: Text = Query("", max_length=200)):
     current period's spend, holds and what is left."""
     principal = require(request, "budgets:read")
     try:
-        return {"items": _remaining(actions.Caller(agent=principal.agent, session_id=session_id))}
+        return {"items": _remaining(directory.Caller(agent=principal.agent, session_id=session_id))}
     except STORE_DOWN as exc:
-        raise _unavailable(actions._fail_closed(exc)) from exc
+        raise _unavailable(fail_closed(exc)) from exc
 
 
 # --- budgets as code (admin) -------------------------------------------------------------------------
@@ -466,7 +297,7 @@ def budget_out(budget: Budget) -> dict:
     return {
         "id": budget.pk,
         **{name: getattr(budget, name) for name in BUDGET_FIELDS},
-        "limit_usd": _usd(budget.limit_usd),
+        "limit_usd": plain_decimal(budget.limit_usd),
         "created_at": budget.created_at,
         "updated_at": budget.updated_at,
     }
@@ -501,7 +332,7 @@ def _save_budget(data: dict, budget: Budget | None) -> Budget:
             raise _name_taken(data["name"])
         raise _form_problems({name: [m for e in errs for m in e.messages] for name, errs in errors.items()})
     try:
-        saved = actions.save_budget(form.save(commit=False))
+        saved = budget_actions.save_budget(form.save(commit=False))
     except DjangoValidationError as exc:  # changed meanwhile
         raise _form_problems(exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}) from exc
     except IntegrityError as exc:  # the same name saved by someone else meanwhile
@@ -566,7 +397,7 @@ def update_budget(request, payload: BudgetChange, budget_id: int = Path(..., ge=
 @router.delete("/admin/budgets/{budget_id}", response=responses({204: None}), summary="Delete a budget (admin)")
 def delete_budget(request, budget_id: int = Path(..., ge=1, le=MAX_ID)):
     require(request, "admin")
-    if not actions.delete_budget(budget_id):
+    if not budget_actions.delete_budget(budget_id):
         raise not_found("budget")
     return 204, None
 
@@ -575,9 +406,9 @@ def price_out(row: ModelPrice, in_force: set[int]) -> dict:
     return {
         "id": row.pk,
         "model": row.model,
-        "input_per_1k": _usd(row.input_per_1k),
-        "output_per_1k": _usd(row.output_per_1k),
-        "cached_input_per_1k": _usd(row.cached_input_per_1k),
+        "input_per_1k": plain_decimal(row.input_per_1k),
+        "output_per_1k": plain_decimal(row.output_per_1k),
+        "cached_input_per_1k": plain_decimal(row.cached_input_per_1k),
         "effective_from": row.effective_from,
         "in_force": row.pk in in_force,
         "note": row.note,
@@ -614,7 +445,7 @@ def create_price(request, payload: PriceIn):
         raise _form_problems({name: list(messages) for name, messages in form.errors.items()}, "price")
     data = form.cleaned_data
     try:
-        row = actions.set_price(
+        row = prices.set_price(
             data["model"],
             data["input_per_1k"],
             data["output_per_1k"],
@@ -647,7 +478,7 @@ def delete_price(request, price_id: int = Path(..., ge=1, le=MAX_ID)):
     require(request, "admin")
     if not ModelPrice.objects.filter(pk=price_id).exists():
         raise not_found("price")
-    if not actions.delete_price(price_id):
+    if not prices.delete_price(price_id):
         raise ApiError(
             409, "conflict", "calls were already charged at this price, so it stays in the history", {"id": price_id}
         )

@@ -1,4 +1,5 @@
-"""The runtime's ``BudgetGate`` and ``UsageSink`` backed by budgets.actions (DESIGN.md §4 step 3 and 5)."""
+"""The runtime's ``BudgetGate`` and ``UsageSink`` backed by budgets.actions (reservations, ledger), DESIGN.md §4
+steps 3 and 5."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from django.db import connection
 
-from budgets import actions
+from budgets.actions import ledger, reservations
 
 
 def _return_pooled_connection() -> None:
@@ -23,24 +24,24 @@ class LedgerBudgetGate:
 
     def reserve(self, meta: Mapping[str, Any]) -> int | None:
         try:
-            return actions.reserve(meta)
+            return reservations.reserve(meta)
         finally:
             _return_pooled_connection()
 
     def settle(self, handle: int | None, usage: Mapping[str, Any]) -> None:
         # handle None: no budget applied, the call is recorded in the ledger only
-        actions.settle_durably(handle, usage)
+        ledger.settle_durably(handle, usage)
 
     def release(self, handle: int | None) -> None:
         if handle is not None:
-            actions.release(handle)
+            reservations.release(handle)
 
 
 class LedgerUsageSink:
     """Usage of calls that held no reservation (cache hits, human answers, calls no budget applied to)."""
 
     def record(self, usage: Mapping[str, Any]) -> None:
-        actions.settle_durably(None, usage)
+        ledger.settle_durably(None, usage)
 
 
 BUDGET_GATE = LedgerBudgetGate()

@@ -1,5 +1,5 @@
 """Prices, budgets, their per-period counters, reservations (leases), the usage ledger and its rollups,
-alerts and the webhooks they are delivered to. Only budgets/actions.py writes these rows."""
+alerts and the webhooks they are delivered to. Only budgets/actions/ writes these rows."""
 
 from __future__ import annotations
 

@@ -21,11 +21,13 @@ from decimal import Decimal
 
 import structlog
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from budgets import actions
-from budgets.models import Alert, Budget, UsageRecord
+from agentops.lib import display
+from agentops.runs.models import Agent
+from budgets.actions import directory, periods
+from budgets.models import Alert, Budget, ModelPrice, UsageRecord, WebhookDelivery
 from budgets.presenters import call_rows
 
 log = structlog.get_logger(__name__)
@@ -36,6 +38,8 @@ RECENT_CALLS = 20
 TOP_SESSIONS = 10
 TOP_SESSION_DAYS = 7  # grouping every session of 30 days is the one read that grows with traffic
 TOP_SUBJECTS = 5
+ALERTS_SHOWN = 100
+DELIVERIES_SHOWN = 50
 RATE_WINDOW = dt.timedelta(hours=1)
 ZERO = Decimal(0)
 
@@ -119,7 +123,7 @@ def budget_usage(budgets: list[Budget], now: dt.datetime | None = None, top: int
     """Current-period usage of each budget, in the order given: two statements whatever the number of
     budgets and counters."""
     now = now or timezone.now()
-    usage = {b.pk: BudgetUsage(b, actions.period_start(b, now), actions.period_end(b, now)) for b in budgets}
+    usage = {b.pk: BudgetUsage(b, periods.period_start(b, now), periods.period_end(b, now)) for b in budgets}
     if not usage:
         return []
     rows = _rows(
@@ -144,6 +148,36 @@ def budget_usage(budgets: list[Budget], now: dt.datetime | None = None, top: int
 
 def open_alert_count() -> int:
     return Alert.objects.filter(acknowledged_at=None).count()
+
+
+# --- prices, webhook deliveries, alerts ---------------------------------------------------------------
+
+
+def price_history() -> QuerySet[ModelPrice]:
+    """Every price row by model, newest first, each annotated ``used``: whether a call was charged at it."""
+    return ModelPrice.objects.annotate(used=Exists(UsageRecord.objects.filter(price=OuterRef("pk")))).order_by(
+        "model", "-effective_from"
+    )
+
+
+def recent_deliveries(limit: int = DELIVERIES_SHOWN) -> QuerySet[WebhookDelivery]:
+    """The newest webhook deliveries with their webhook and alert."""
+    return WebhookDelivery.objects.select_related("webhook", "alert").order_by("-created_at", "-pk")[:limit]
+
+
+def open_alerts() -> QuerySet[Alert]:
+    """Alerts nobody acknowledged yet, newest first."""
+    return Alert.objects.filter(acknowledged_at=None).order_by("-created_at", "-pk")
+
+
+def acknowledged_alerts() -> QuerySet[Alert]:
+    """Acknowledged alerts, newest first."""
+    return Alert.objects.exclude(acknowledged_at=None).order_by("-created_at", "-pk")
+
+
+def shown_alerts(alerts: QuerySet[Alert]) -> list[Alert]:
+    """The first ALERTS_SHOWN of ``alerts`` with what their rows show (budget, who acknowledged)."""
+    return list(alerts.select_related("budget", "acknowledged_by")[:ALERTS_SHOWN])
 
 
 # --- cost dashboard -----------------------------------------------------------------------------------
@@ -306,8 +340,8 @@ def _rate_by_subject(rows, budget: Budget, teams: dict[str, str]) -> dict[str, t
     """Last-hour spend (tokens, usd) per counter subject of this budget."""
     out: dict[str, list] = defaultdict(lambda: [0, ZERO])
     for agent, session_id, tokens, usd in rows:
-        caller = actions.Caller(agent=agent, team=teams.get(agent, ""), session_id=session_id)
-        subject = actions.subject_for(budget, caller)
+        caller = directory.Caller(agent=agent, team=teams.get(agent, ""), session_id=session_id)
+        subject = directory.subject_for(budget, caller)
         if subject is None:
             continue
         out[subject][0] += int(tokens)
@@ -315,14 +349,10 @@ def _rate_by_subject(rows, budget: Budget, teams: dict[str, str]) -> dict[str, t
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-def _fmt_tokens(n: float) -> str:
-    return f"{n:,.0f} tokens"
-
-
 def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate: tuple[int, Decimal], now) -> Forecast:
     """When the remaining room runs out at the last hour's pace: the earlier of the token and dollar limit."""
     zone = zoneinfo.ZoneInfo(budget.timezone)
-    end = actions.period_end(budget, now)
+    end = periods.period_end(budget, now)
     counter = next((s for s in usage.top if s.subject == subject), None) if usage and usage.per_subject else usage
     spent_tokens = counter.spent_tokens + counter.reserved_tokens if counter else 0
     spent_usd = (counter.spent_usd + counter.reserved_usd) if counter else ZERO
@@ -330,9 +360,9 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
     tokens_per_hour, usd_per_hour = rate[0] / hours, float(rate[1]) / hours
     limits, used, rates, left_hours = [], [], [], []
     if budget.limit_tokens:
-        limits.append(_fmt_tokens(budget.limit_tokens))
-        used.append(_fmt_tokens(spent_tokens))
-        rates.append(f"{_fmt_tokens(tokens_per_hour)}/h")
+        limits.append(display.tokens(budget.limit_tokens))
+        used.append(display.tokens(spent_tokens))
+        rates.append(f"{display.tokens(tokens_per_hour)}/h")
         left = budget.limit_tokens - spent_tokens
         left_hours.append(0.0 if left <= 0 else (left / tokens_per_hour if tokens_per_hour > 0 else None))
     if budget.limit_usd:
@@ -342,7 +372,7 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
         left_usd = float(budget.limit_usd - spent_usd)
         left_hours.append(0.0 if left_usd <= 0 else (left_usd / usd_per_hour if usd_per_hour > 0 else None))
     known = [h for h in left_hours if h is not None]
-    who = f"{budget.name}" + (f" ({actions.subject_label(budget, subject)})" if subject else "")
+    who = f"{budget.name}" + (f" ({directory.subject_label(budget, subject)})" if subject else "")
     base = dict(
         budget=budget.name,
         subject=subject,
@@ -392,8 +422,6 @@ def forecasts(now: dt.datetime) -> list[Forecast]:
     recent = _rows(_RECENT, {"since": now - RATE_WINDOW, "now": now})
     teams: dict[str, str] = {}
     if any(b.scope == Budget.Scope.TEAM for b in budgets):
-        from agentops.runs.models import Agent
-
         teams = dict(Agent.objects.exclude(team="").values_list("name", "team"))
     out = []
     for budget in budgets:

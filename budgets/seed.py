@@ -16,7 +16,7 @@ PRICES = [
 D = Decimal
 # The seed document's table and the families people call today (gpt-4o and gpt-4o-mini are in PRICES), each
 # from the date its provider's price took effect: (family, input, output, cached input or None, effective
-# from). Prices match by family: a dated answer (gpt-4-0613) is priced by its family's row (budgets.actions).
+# from). Prices match by family: a dated answer (gpt-4-0613) is priced by its family's row (budgets.actions.prices).
 PRICE_TABLE = [
     ("gpt-4", D("0.03"), D("0.06"), None, "2023-03-14"),
     ("gpt-4-32k", D("0.06"), D("0.12"), None, "2023-03-14"),

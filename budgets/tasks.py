@@ -1,15 +1,19 @@
-"""Thin Celery tasks for budgets: primary keys in, an action call, nothing else."""
+"""Thin Celery tasks for budgets: primary keys in, an action call, nothing else. Declared with
+``shared_task`` under their registered names; actions send them by name (agentops/lib/queue.py), so nothing
+in budgets/actions imports this module."""
 
 from __future__ import annotations
 
 import functools
 
 import httpx
+from celery import shared_task
 from django.conf import settings
 
-from agentops.celery import app
 from agentops.lib import netguard
 from agentops.observability import metrics
+from budgets.actions import alerts, ledger, reservations, rollups, webhooks
+from budgets.models import WebhookDelivery
 
 WEBHOOK_TIMEOUT = 5.0
 
@@ -24,48 +28,36 @@ def webhook_client() -> httpx.Client:
     )
 
 
-@app.task(name="budgets.reclaim_expired")
+@shared_task(name="budgets.reclaim_expired")
 def reclaim_expired() -> int:
     """Beat: give back reservations whose caller died before settling."""
-    from budgets.actions import reclaim_expired as reclaim
-
-    return reclaim()
+    return reservations.reclaim_expired()
 
 
-@app.task(name="budgets.settle_parked")
+@shared_task(name="budgets.settle_parked")
 def settle_parked() -> int:
     """Beat: write the usage of calls whose settle found PostgreSQL away."""
-    from budgets.actions import settle_parked as settle
-
-    return settle()
+    return ledger.settle_parked()
 
 
-@app.task(name="budgets.evaluate_alerts")
+@shared_task(name="budgets.evaluate_alerts")
 def evaluate_alerts() -> int:
     """Beat: thresholds, session spikes and the error rate."""
-    from budgets.actions import evaluate_alerts as evaluate
-    from budgets.actions import requeue_stalled_deliveries
-
-    requeue_stalled_deliveries()
-    return evaluate()
+    webhooks.requeue_stalled_deliveries()
+    return alerts.evaluate_alerts()
 
 
-@app.task(name="budgets.roll_up_usage")
+@shared_task(name="budgets.roll_up_usage")
 def roll_up_usage() -> int:
     """Beat: fold new ledger rows into the dashboard rollups."""
-    from budgets.actions import roll_up_usage as roll_up
-
-    return roll_up()
+    return rollups.roll_up_usage()
 
 
-@app.task(name="budgets.deliver_webhook", bind=True, acks_late=True)
+@shared_task(name="budgets.deliver_webhook", bind=True, acks_late=True)
 def deliver_webhook(self, delivery_pk: int) -> str:
     """POST one alert to one webhook; retried with backoff (settings.WEBHOOK_RETRY_BASE_SECONDS × 2^n, at
     most settings.WEBHOOK_MAX_RETRIES times) on a non-2xx answer or a network error. Every attempt is logged
     on the delivery row; a delivery already delivered or given up is left alone (a redelivered message)."""
-    from budgets.actions import record_delivery_attempt, slack_payload
-    from budgets.models import WebhookDelivery
-
     deliveries = WebhookDelivery.objects.select_related("webhook", "alert", "alert__budget")
     delivery = deliveries.filter(pk=delivery_pk).first()
     if delivery is None or delivery.status in (WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED):
@@ -75,7 +67,7 @@ def deliver_webhook(self, delivery_pk: int) -> str:
     # The log keeps the status code and the error's class only: never the answer's body or an exception's
     # text, which would echo whatever the far end (possibly an internal service) sent back.
     try:
-        response = webhook_client().post(delivery.webhook.url, json=slack_payload(delivery.alert))
+        response = webhook_client().post(delivery.webhook.url, json=webhooks.slack_payload(delivery.alert))
         status_code = response.status_code
         if not response.is_success:
             error = f"HTTP {status_code}"
@@ -83,7 +75,7 @@ def deliver_webhook(self, delivery_pk: int) -> str:
         error, final = f"RefusedURL: {exc}", True
     except Exception as exc:  # refused, timed out, a bad URL: each is one failed attempt, never a lost delivery
         error = type(exc).__name__
-    status = record_delivery_attempt(delivery_pk, status_code=status_code, error=error, final=final)
+    status = webhooks.record_delivery_attempt(delivery_pk, status_code=status_code, error=error, final=final)
     metrics.WEBHOOK_DELIVERIES.labels(outcome=status).inc()
     if status == WebhookDelivery.Status.RETRYING:
         raise self.retry(

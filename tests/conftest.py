@@ -46,7 +46,7 @@ def _flush_retrying_on_deadlock() -> None:
 
 def _forget_budget_directory() -> None:
     """The flush removed budgets behind budgets.actions' back: no process may reuse its cached directory."""
-    from budgets.actions import directory_changed
+    from budgets.actions.directory import directory_changed
 
     directory_changed()
 

@@ -57,7 +57,7 @@ def ensure_agent(name: str, *, description: str = "", team: str = "") -> Agent:
     if changed:
         agent.save(update_fields=changed)
     if "team" in changed or (created and team):  # budgets read the agent's team with their directory
-        from budgets.actions import directory_changed
+        from budgets.actions.directory import directory_changed
 
         transaction.on_commit(directory_changed)
     return agent
@@ -219,7 +219,7 @@ def step_finish(
         )
     cost = Decimal(0)
     if meta is not None and (meta.input_tokens or meta.output_tokens):
-        from budgets.actions import step_cost
+        from budgets.actions.ledger import step_cost
 
         cost = step_cost(run_pk, seq)  # the ledger rows this step's calls wrote, priced when they were made
         changes["cost_usd"] = cost

@@ -122,13 +122,13 @@ class Clients:
 
 
 def _new_budget(name: str, cap: int):
-    from budgets import actions
+    from budgets.actions import budgets as budget_actions
     from budgets.models import Budget
 
     for old in Budget.objects.filter(enabled=True):
         old.enabled = False
-        actions.save_budget(old)
-    return actions.save_budget(
+        budget_actions.save_budget(old)
+    return budget_actions.save_budget(
         Budget(
             name=name,
             scope=Budget.Scope.GLOBAL,
@@ -204,7 +204,7 @@ def reservations(env: dict) -> list[Result]:
     from django.db import connection
     from django.utils import timezone
 
-    from budgets import actions
+    from budgets.actions import periods, prices
     from budgets.models import Budget
 
     Budget.objects.filter(enabled=True).update(enabled=False)  # only the bench budget applies
@@ -257,13 +257,13 @@ def reservations(env: dict) -> list[Result]:
 
         def onestmt(n: int, measured: bool = True) -> None:
             budget = _new_budget(f"bench onestmt {next(counter)}", _cap(n))
-            price = actions.price_in_force(MODEL, timezone.now())
+            price = prices.price_in_force(MODEL, timezone.now())
             with connection.cursor() as cursor:
                 cursor.execute(
                     "INSERT INTO budgets_budgetcounter (budget_id, subject, period_start, spent_tokens, spent_usd,"
                     " reserved_tokens, reserved_usd, in_flight, updated_at) VALUES (%s, '', %s, 0, 0, 0, 0, 0, now())"
                     " RETURNING id",
-                    [budget.pk, actions.LIFETIME_START],
+                    [budget.pk, periods.LIFETIME_START],
                 )
                 counter_id = cursor.fetchone()[0]
             elapsed, counts = clients.round(
@@ -386,14 +386,14 @@ def _grow_to(rows: int, have: int) -> tuple[int, float, float]:
     from django.db import connection
     from django.utils import timezone
 
-    from budgets import actions
+    from budgets.actions import rollups
 
     now = timezone.now()
     started = time.perf_counter()
     _seed(have + 1, rows - TAIL, now - dt.timedelta(days=30), now - dt.timedelta(minutes=15))
     seeded = time.perf_counter() - started
     started = time.perf_counter()
-    rolled = actions.roll_up_usage()
+    rolled = rollups.roll_up_usage()
     rollup = time.perf_counter() - started
     _seed(rows - TAIL + 1, rows, now - dt.timedelta(minutes=15), now)
     with connection.cursor() as cursor:  # what autovacuum would have done by now

@@ -118,7 +118,7 @@ def mock_openai():
 def _setup() -> str:
     """Only the bench's global daily budget applies; an agent key with the gateway scope. Returns the key."""
     from agentops.keys import actions as key_actions
-    from budgets import actions as budget_actions
+    from budgets.actions import budgets as budget_actions
     from budgets.models import Budget
 
     Budget.objects.filter(enabled=True).update(enabled=False)  # the seeded 100k/day would run out → 429

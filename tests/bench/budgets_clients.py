@@ -147,11 +147,11 @@ class ClientThread(threading.Thread):
 
     def do_lifecycle(self, command: dict, counts: dict) -> None:
         from agentops.runtime.protocols import BudgetExceeded
-        from budgets import actions
+        from budgets.actions import ledger, reservations
 
         for i in range(command["n"]):
             try:
-                reservation = actions.reserve(self._meta(command, i))
+                reservation = reservations.reserve(self._meta(command, i))
             except BudgetExceeded:
                 counts["refused"] += 1
                 continue
@@ -160,7 +160,7 @@ class ClientThread(threading.Thread):
                 continue
             used_in, used_out = usage_for(self.number, i, command["est_in"], command["est_out"])
             try:
-                actions.settle(
+                ledger.settle(
                     reservation,
                     {
                         "input_tokens": used_in,
@@ -175,11 +175,11 @@ class ClientThread(threading.Thread):
 
     def do_reserve(self, command: dict, counts: dict) -> None:
         from agentops.runtime.protocols import BudgetExceeded
-        from budgets import actions
+        from budgets.actions import reservations
 
         for i in range(command["n"]):
             try:
-                self.held.append(actions.reserve(self._meta(command, i)))
+                self.held.append(reservations.reserve(self._meta(command, i)))
                 counts["ok"] += 1
             except BudgetExceeded:
                 counts["refused"] += 1
@@ -187,12 +187,12 @@ class ClientThread(threading.Thread):
                 self._count_error(counts, exc)
 
     def do_release(self, command: dict, counts: dict) -> None:
-        from budgets import actions
+        from budgets.actions import reservations
 
         held, self.held = self.held, []
         for reservation in held:
             try:
-                counts["ok" if actions.release(reservation) else "refused"] += 1
+                counts["ok" if reservations.release(reservation) else "refused"] += 1
             except Exception as exc:
                 self._count_error(counts, exc)
 

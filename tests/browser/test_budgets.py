@@ -13,7 +13,8 @@ from playwright.sync_api import expect
 
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import BUDGET_ADMIN
-from budgets import actions
+from budgets.actions import alerts, counters, ledger, rollups
+from budgets.actions import budgets as budget_actions
 from budgets.models import Alert, Budget
 from tests.fixtures.browser import login, screenshot
 from tests.integration.budgets.conftest import seed_prices
@@ -33,7 +34,7 @@ def budget_admin(transactional_db, redis_client):
     account_actions.ensure_role_groups()
     account_actions.ensure_user("bea", PASSWORD, roles=(BUDGET_ADMIN,))
     # other processes' throttle does not matter; ours must not swallow the first "budgets changed" signal
-    actions._LAST_PUBLISH[0] = 0.0
+    counters._LAST_PUBLISH[0] = 0.0
     return "bea"
 
 
@@ -79,7 +80,7 @@ def test_budget_admin_creates_a_budget_and_sees_its_utilization_bar(web, page, b
 
     # spend moves the bar live (the page re-reads on the `budgets` group's signal)
     page.wait_for_selector("#budgets-socket[data-live='open']", state="attached", timeout=10_000)
-    actions.record_usage({"agent": "a", "model": "gpt-4o", "input_tokens": 3000, "output_tokens": 1000})
+    ledger.record_usage({"agent": "a", "model": "gpt-4o", "input_tokens": 3000, "output_tokens": 1000})
     expect(card.locator(".ubar")).to_have_attribute("data-used-pct", "40", timeout=10_000)
     expect(card).to_contain_text("4,000 spent")
     spent = card.locator(".seg.spent")
@@ -97,7 +98,7 @@ def test_cost_dashboard_draws_its_charts(web, page, budget_admin):
         (1, "gpt-4o", "support", "reflection", 2500),
         (1, "gpt-4o-mini", "research", "response", 6000),
     ]:
-        actions.record_usage(
+        ledger.record_usage(
             {
                 "agent": agent,
                 "session_id": f"sess-{agent}-{days_ago}",
@@ -109,11 +110,11 @@ def test_cost_dashboard_draws_its_charts(web, page, budget_admin):
             },
             now=now - dt.timedelta(days=days_ago),
         )
-    actions.roll_up_usage()
-    actions.save_budget(Budget(name="Today", timezone="Europe/Berlin", limit_tokens=20_000))
-    actions.record_usage({"agent": "research", "session_id": "live", "model": "gpt-4o", "input_tokens": 5000})
+    rollups.roll_up_usage()
+    budget_actions.save_budget(Budget(name="Today", timezone="Europe/Berlin", limit_tokens=20_000))
+    ledger.record_usage({"agent": "research", "session_id": "live", "model": "gpt-4o", "input_tokens": 5000})
     # Answered under a dated name: priced by its family's row, and the screen says which row applied.
-    actions.record_usage({"agent": "support", "model": "gpt-4o-2024-08-06", "input_tokens": 100, "output_tokens": 10})
+    ledger.record_usage({"agent": "support", "model": "gpt-4o-2024-08-06", "input_tokens": 100, "output_tokens": 10})
 
     base = web.extra["url"]
     login(page, base, budget_admin, PASSWORD)
@@ -141,7 +142,7 @@ def test_a_fired_alert_appears_live_on_the_alerts_page(web, page, budget_admin):
     page.goto(f"{base}/budgets/alerts/")
     page.wait_for_selector("#alerts-socket[data-live='open']", state="attached", timeout=10_000)
     expect(page.locator("#alerts-badge")).to_have_text("0")
-    alert = actions.fire_alert(
+    alert = alerts.fire_alert(
         Alert.Kind.SOFT_THRESHOLD,
         f"browser-test:{timezone.now().isoformat()}",
         'budget "Browser daily" passed 80% <img src=x onerror=alert(1)>',

@@ -27,7 +27,7 @@ import pytest
 
 from agentops.config.models import Provider
 from agentops.keys import actions as key_actions
-from budgets import actions as budget_actions
+from budgets.actions import budgets as budget_actions
 from budgets.models import Budget, BudgetCounter, Reservation
 from tests.chaos.harness import record_row, retry_database, usage_totals, xfail_on_known_defects
 from tests.integration.budgets.conftest import seed_prices

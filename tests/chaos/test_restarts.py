@@ -32,7 +32,7 @@ from agentops.config.models import RetryPolicy
 from agentops.demo.management.commands.seed_demo import route_demo_models_to_mock
 from agentops.keys import actions as key_actions
 from agentops.runs.models import Run
-from budgets import actions as budget_actions
+from budgets.actions import budgets as budget_actions
 from budgets.models import Budget, BudgetCounter, Reservation
 from tests.chaos.harness import (
     Progress,

@@ -26,8 +26,9 @@ from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
 from agentops.runs import actions
 from agentops.runs.models import Run, Step
-from budgets import actions as budget_actions
-from budgets.models import Budget, Webhook
+from budgets.actions import budgets as budget_actions
+from budgets.actions import prices, webhooks
+from budgets.models import Budget, ModelPrice, Webhook
 from review import actions as review
 from review.models import Escalation
 
@@ -146,8 +147,8 @@ class Stage:
             operation="send_note", reason="sensitive_operation", priority="high", deadline_seconds=600, run=self.run
         )
         self.budget = budget_actions.save_budget(Budget(name="authz-budget", scope="global", limit_tokens=10**9))
-        self.webhook = budget_actions.save_webhook(Webhook(name="authz-hook", url="https://hooks.example.com/authz"))
-        self.price = budget_actions.ModelPrice.objects.order_by("pk").first() or budget_actions.set_price(
+        self.webhook = webhooks.save_webhook(Webhook(name="authz-hook", url="https://hooks.example.com/authz"))
+        self.price = ModelPrice.objects.order_by("pk").first() or prices.set_price(
             "authz-model", Decimal("0.001"), Decimal("0.002")
         )
         self.sessions = {role: self.sign_in(role, roles) for role, roles in CAST.items()}

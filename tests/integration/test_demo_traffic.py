@@ -25,7 +25,7 @@ from agentops.keys import actions as key_actions
 from agentops.keys.models import ApiKey
 from agentops.runs import actions
 from agentops.runs.models import Run
-from budgets import actions as budget_actions
+from budgets.actions import alerts, periods
 from budgets.models import Budget, BudgetCounter, Reservation, UsageRecord
 from budgets.seed import DAILY_NAME, seed_budget_defaults
 from review.models import Escalation
@@ -185,8 +185,8 @@ def test_paced_demo_traffic_keeps_the_global_daily_budget_under_its_alert_thresh
     assert projected < threshold, (spent, minutes, projected, text)
     # ...and so does the global budget now: a newcomer still has room.
     counter = BudgetCounter.objects.get(
-        budget=everyone, subject="", period_start=budget_actions.period_start(everyone, timezone.now())
+        budget=everyone, subject="", period_start=periods.period_start(everyone, timezone.now())
     )
-    assert budget_actions.utilization(everyone, counter.spent_tokens + counter.reserved_tokens, 0) * 100 < (
+    assert alerts.utilization(everyone, counter.spent_tokens + counter.reserved_tokens, 0) * 100 < (
         everyone.soft_threshold_pct
     )

@@ -8,31 +8,35 @@ from __future__ import annotations
 import pytest
 
 from agentops.demo.traffic import TokenPacer
-from budgets import actions, model_limits
+from budgets import model_limits
+from budgets.actions import directory
 from budgets.models import Budget
 
 SESSIONS = Budget(name="per session", scope=Budget.Scope.SESSION)
 
 
 def test_a_session_subject_is_the_session_of_one_agent():
-    caller = actions.Caller(agent="research", session_id="s1")
-    assert actions.subject_for(SESSIONS, caller) == "research/s1"
-    assert actions.subject_for(SESSIONS, actions.Caller(agent="support-refund", session_id="s1")) == "support-refund/s1"
-    assert actions.subject_parts(SESSIONS, "research/s1/with/slashes") == ("research", "s1/with/slashes")
-    assert actions.subject_label(SESSIONS, "research/s1") == "session s1 of agent research"
+    caller = directory.Caller(agent="research", session_id="s1")
+    assert directory.subject_for(SESSIONS, caller) == "research/s1"
+    assert (
+        directory.subject_for(SESSIONS, directory.Caller(agent="support-refund", session_id="s1"))
+        == "support-refund/s1"
+    )
+    assert directory.subject_parts(SESSIONS, "research/s1/with/slashes") == ("research", "s1/with/slashes")
+    assert directory.subject_label(SESSIONS, "research/s1") == "session s1 of agent research"
     # A keyed session budget names the session id (each agent's session of that id counted on its own).
     keyed = Budget(name="one session", scope=Budget.Scope.SESSION, scope_key="s1")
-    assert actions.subject_for(keyed, caller) == "research/s1"
-    assert actions.subject_for(keyed, actions.Caller(agent="research", session_id="s2")) is None
+    assert directory.subject_for(keyed, caller) == "research/s1"
+    assert directory.subject_for(keyed, directory.Caller(agent="research", session_id="s2")) is None
 
 
 def test_a_long_session_subject_fits_the_column_and_never_merges_two_sessions():
     long_a, long_b = "x" * 200 + "a", "x" * 200 + "b"
-    a = actions.session_subject("research", long_a)
-    b = actions.session_subject("research", long_b)
-    assert len(a) <= actions.SUBJECT_MAX and len(b) <= actions.SUBJECT_MAX and a != b
+    a = directory.session_subject("research", long_a)
+    b = directory.session_subject("research", long_b)
+    assert len(a) <= directory.SUBJECT_MAX and len(b) <= directory.SUBJECT_MAX and a != b
     assert a.startswith("research/sha256:")
-    assert len(actions.session_subject("a" * 80, long_a)) <= actions.SUBJECT_MAX
+    assert len(directory.session_subject("a" * 80, long_a)) <= directory.SUBJECT_MAX
 
 
 @pytest.mark.parametrize(

@@ -210,14 +210,14 @@ class Stage:
     def create(self, resource: str) -> int:
         """A fresh object of agent A (through the API for A's own objects)."""
         if resource == "budget":
-            from budgets.actions import save_budget
+            from budgets.actions.budgets import save_budget
             from budgets.models import Budget
 
             name = f"authz-extra-{len(self.a_ids.get('budget', ()))}"
             budget = save_budget(Budget(name=name, scope="agent", scope_key=AGENT_A, limit_tokens=10**9))
             ident = budget.pk
         elif resource == "price":
-            from budgets.actions import set_price
+            from budgets.actions.prices import set_price
 
             ident = set_price(f"authz-model-{len(self.a_ids.get('price', ()))}", Decimal("0.001"), Decimal("0.002")).pk
         else:
@@ -258,7 +258,8 @@ def _first_param(path: str) -> str:
 
 @pytest.fixture
 def stage(web, redis_client, transactional_db) -> Stage:
-    from budgets.actions import save_budget, set_price
+    from budgets.actions.budgets import save_budget
+    from budgets.actions.prices import set_price
     from budgets.models import Budget, ModelPrice
 
     reseed_runtime()

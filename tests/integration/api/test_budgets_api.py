@@ -10,7 +10,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from budgets import actions
+from budgets.actions import budgets as budget_actions
+from budgets.actions import reservations
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation, UsageRecord
 from tests.integration.budgets.conftest import seed_prices
 
@@ -31,7 +32,7 @@ def prices(base_url):
 def budget(prices):
     def make(name: str, **fields) -> Budget:
         fields.setdefault("timezone", "UTC")
-        return actions.save_budget(Budget(name=name, **fields))
+        return budget_actions.save_budget(Budget(name=name, **fields))
 
     return make
 
@@ -418,7 +419,7 @@ def test_a_store_outage_is_503_budget_unavailable(prices, make_key, monkeypatch)
     def down(*args, **kwargs):
         raise BudgetUnavailable("the budget store (PostgreSQL) is unreachable, so no call is admitted: boom")
 
-    monkeypatch.setattr(actions, "reserve", down)
+    monkeypatch.setattr(reservations, "reserve", down)
     client = TestClient(ninja_api)
     headers = {"Authorization": f"Bearer {make_key(AGENT)}"}
     body = {**MINI, "estimated_input_tokens": 1, "estimated_output_tokens": 1}

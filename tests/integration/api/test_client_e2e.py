@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 
 from agentops import client as c
-from budgets.actions import set_price
+from budgets.actions.prices import set_price
 from review import actions as review
 from review.models import Escalation
 from tests.integration.api.conftest import CLIENT_AGENT as AGENT

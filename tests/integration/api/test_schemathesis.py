@@ -59,7 +59,8 @@ def fuzz_web(stack_env, logdir):
 
 
 def _seed() -> str:
-    from budgets.actions import save_budget, set_price
+    from budgets.actions.budgets import save_budget
+    from budgets.actions.prices import set_price
     from budgets.models import Budget, ModelPrice
 
     reseed_runtime()

@@ -23,8 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.db.models import Sum
 
-from budgets import actions
-from budgets.models import Alert, Budget, BudgetCounter, Reservation, UsageRecord, Webhook, WebhookDelivery
+from budgets.actions import budgets as budget_actions
+from budgets.actions import directory, prices
+from budgets.models import Alert, Budget, BudgetCounter, ModelPrice, Reservation, UsageRecord, Webhook, WebhookDelivery
 from tests.fixtures.runtime import free_port
 
 SEED_FROM = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -38,8 +39,8 @@ PRICES = {
 
 def seed_prices() -> None:
     for model, (input_price, output_price, cached_price) in PRICES.items():
-        if not actions.ModelPrice.objects.filter(model=model).exists():
-            actions.set_price(
+        if not ModelPrice.objects.filter(model=model).exists():
+            prices.set_price(
                 model, input_price, output_price, cached_input_per_1k=cached_price, effective_from=SEED_FROM
             )
 
@@ -48,7 +49,7 @@ def seed_prices() -> None:
 def budget_db(transactional_db, redis_client):
     """Committed rows (other processes see them), the seed prices and no budgets."""
     Budget.objects.all().delete()
-    actions.directory_changed()
+    directory.directory_changed()
     seed_prices()
 
 
@@ -56,7 +57,7 @@ def budget_db(transactional_db, redis_client):
 def make_budget(budget_db):
     def make(name: str, **fields) -> Budget:
         fields.setdefault("timezone", "UTC")
-        return actions.save_budget(Budget(name=name, **fields))
+        return budget_actions.save_budget(Budget(name=name, **fields))
 
     return make
 

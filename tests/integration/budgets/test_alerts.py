@@ -17,7 +17,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentops.runtime.protocols import BudgetExceeded
-from budgets import actions
+from budgets.actions import alerts as alert_actions
+from budgets.actions import budgets as budget_actions
+from budgets.actions import ledger, reservations, webhooks
 from budgets.models import (
     Alert,
     AlertSettings,
@@ -81,7 +83,7 @@ def alert_worker(_workers, stack_env, logdir) -> Iterator[Proc]:
 
 
 def make_budget(name: str, *, limit_tokens: int = 1000, period: str = "day", hard_stop: bool = True, **fields):
-    return actions.save_budget(
+    return budget_actions.save_budget(
         Budget(name=name, period=period, timezone="UTC", limit_tokens=limit_tokens, hard_stop=hard_stop, **fields)
     )
 
@@ -98,10 +100,10 @@ def spend(
         "estimated_tokens": estimate or tokens,
     }
     usage = {"model": MODEL, "input_tokens": tokens, "output_tokens": 0, "operation": "call"}
-    reservation = actions.reserve(meta, now=now)
+    reservation = reservations.reserve(meta, now=now)
     if reservation is None:
-        return actions.record_usage({**meta, **usage}, now=now)
-    return actions.settle(reservation, usage, now=now)
+        return ledger.record_usage({**meta, **usage}, now=now)
+    return ledger.settle(reservation, usage, now=now)
 
 
 def alerts(kind: str, **filters) -> list[Alert]:
@@ -112,7 +114,7 @@ def set_alert_settings(**fields) -> AlertSettings:
     config = AlertSettings.current()
     for name, value in fields.items():
         setattr(config, name, value)
-    return actions.save_alert_settings(config)
+    return webhooks.save_alert_settings(config)
 
 
 # --- budget alerts: once per crossing ----------------------------------------------------------------
@@ -133,25 +135,25 @@ def test_soft_threshold_fires_once_per_crossing_and_raising_the_limit_rearms():
     for _ in range(3):
         spend(50)
     for _ in range(3):
-        actions.evaluate_alerts()
+        alert_actions.evaluate_alerts()
     assert len(alerts("soft_threshold")) == 1  # 95 % now, still the same crossing
 
     budget.limit_tokens = 2000
-    actions.save_budget(budget)
-    actions.evaluate_alerts()
+    budget_actions.save_budget(budget)
+    alert_actions.evaluate_alerts()
     assert len(alerts("soft_threshold")) == 1  # 950 of 2000 = 47.5 %: re-armed, not crossed
 
     spend(700)  # 1650 of 2000 = 82.5 %
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     first, second = alerts("soft_threshold")
     assert second.details["utilization"] == 0.825
     assert first.dedup_key != second.dedup_key
 
     # Lowering the soft threshold is a new line to cross as well.
     budget.soft_threshold_pct = 50
-    actions.save_budget(budget)
-    actions.evaluate_alerts()
-    actions.evaluate_alerts()
+    budget_actions.save_budget(budget)
+    alert_actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert len(alerts("soft_threshold")) == 3
     assert "passed 50%" in alerts("soft_threshold")[-1].message
 
@@ -164,7 +166,7 @@ def test_a_day_budget_over_its_limit_fires_one_daily_over():
     spend(600)  # 120 %: an alert-only budget lets the call through
     for _ in range(3):
         spend(300)
-        actions.evaluate_alerts()
+        alert_actions.evaluate_alerts()
 
     [daily] = alerts("daily_over")
     assert daily.budget.name == "alert-only-day"  # a month budget over its limit is no *daily* total
@@ -183,11 +185,11 @@ def test_hard_limit_refusals_fire_one_exhausted_alert_and_a_raised_limit_rearms_
     assert exhausted.budget_id == budget.pk
     assert exhausted.severity == "critical"
     assert "exhausted" in exhausted.message
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert len(alerts("exhausted")) == 1
 
     budget.limit_tokens = 1050
-    actions.save_budget(budget)
+    budget_actions.save_budget(budget)
     with pytest.raises(BudgetExceeded):
         spend(200)  # refused against the new limit: a new crossing
     with pytest.raises(BudgetExceeded):
@@ -199,12 +201,12 @@ def test_hard_limit_refusals_fire_one_exhausted_alert_and_a_raised_limit_rearms_
 
 def test_an_alert_rolled_back_with_its_transaction_fires_on_the_next_call():
     with pytest.raises(RuntimeError), transaction.atomic():
-        assert actions.fire_alert(Alert.Kind.EXHAUSTED, "rolled-back", "first try") is not None
+        assert alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "rolled-back", "first try") is not None
         raise RuntimeError("the caller's transaction fails")
     assert not Alert.objects.filter(dedup_key="rolled-back").exists()
 
-    assert actions.fire_alert(Alert.Kind.EXHAUSTED, "rolled-back", "second try") is not None
-    assert actions.fire_alert(Alert.Kind.EXHAUSTED, "rolled-back", "third try") is None
+    assert alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "rolled-back", "second try") is not None
+    assert alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "rolled-back", "third try") is None
     assert list(Alert.objects.values_list("message", flat=True)) == ["second try"]
 
 
@@ -218,12 +220,12 @@ def test_session_spike_counts_only_the_last_hour_and_fires_once():
     spend(1_000, session="s-old")  # $0.01 in the last hour
     spend(4_000, session="s-calm")  # $0.04: under the threshold
     spend(3_000, session="s-hot", now=now - dt.timedelta(minutes=40))
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert alerts("session_spike") == []
 
     spend(3_000, session="s-hot")  # $0.06 in the last hour
     for _ in range(3):
-        actions.evaluate_alerts()
+        alert_actions.evaluate_alerts()
         spend(1_000, session="s-hot")
     [spike] = alerts("session_spike")
     assert spike.subject == "s-hot"
@@ -236,10 +238,10 @@ def test_a_session_spike_is_one_agents_session():
     set_alert_settings(session_spike_usd=Decimal("0.05"))
     spend(4_000, session="s-shared", agent="amy")  # $0.04
     spend(4_000, session="s-shared", agent="bob")  # $0.04: $0.08 under one id, but two sessions
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert alerts("session_spike") == []
     spend(2_000, session="s-shared", agent="bob")  # bob's session: $0.06
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     [spike] = alerts("session_spike")
     assert (spike.subject, spike.details["agent"]) == ("s-shared", "bob")
     assert spike.message.startswith("session s-shared of agent bob spent $0.0600")
@@ -265,27 +267,27 @@ def test_error_rate_over_ten_percent_fires_once_per_episode():
     _steps(run, failed=30, kind="tool")  # tool failures are not LLM calls
     _steps(run, completed=5, failed=1, at=timezone.now() - dt.timedelta(minutes=6))  # outside the window
     _steps(run, completed=5, failed=1)  # 1 of 6: too few calls to judge
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     _steps(run, completed=4)  # 1 of 10 = 10 %: not more than 10 %
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert alerts("error_rate") == []
 
     _steps(run, failed=1)  # 2 of 11 = 18 %
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     _steps(run, failed=2)  # still the same episode
-    actions.evaluate_alerts()
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     [first] = alerts("error_rate")
     assert first.severity == "critical"
     assert first.details == {"failed": 2, "total": 11, "rate": 0.1818}
 
     _steps(run, completed=40)  # 4 of 53 = 7.5 %: the episode ends
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert len(alerts("error_rate")) == 1
 
     _steps(run, failed=10)  # 14 of 63 = 22 %: a new episode
-    actions.evaluate_alerts()
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert len(alerts("error_rate")) == 2
 
 
@@ -295,10 +297,10 @@ def test_error_rate_exactly_at_the_threshold_is_not_over():
     set_alert_settings(error_rate_pct=14, error_rate_min_calls=10)
     run = Run.objects.create(agent=Agent.objects.create(name="alerts-agent-2"))
     _steps(run, completed=43, failed=7)  # exactly 14 % (in floats 7 / 50 * 100 is 14.000000000000002)
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert alerts("error_rate") == []
     _steps(run, failed=1)  # 8 of 51 = 15.7 %
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert len(alerts("error_rate")) == 1
 
 
@@ -316,7 +318,7 @@ def test_a_fired_alert_appears_on_the_alerts_group_after_commit():
 
         try:
             with transaction.atomic():
-                actions.fire_alert(Alert.Kind.EXHAUSTED, "never-committed", "rolled back")
+                alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "never-committed", "rolled back")
                 raise RuntimeError
         except RuntimeError:
             pass
@@ -350,16 +352,16 @@ def test_acknowledge_once_then_all():
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.create_user("alert-reader", password="pw-" + "x" * 12)
-    first, *_ = [actions.fire_alert(Alert.Kind.SESSION_SPIKE, f"ack-{i}", f"spike {i}") for i in range(3)]
+    first, *_ = [alert_actions.fire_alert(Alert.Kind.SESSION_SPIKE, f"ack-{i}", f"spike {i}") for i in range(3)]
 
-    assert actions.acknowledge_alert(first.pk, user) is True
-    assert actions.acknowledge_alert(first.pk, user) is False
-    assert actions.acknowledge_alert(999_999_999, user) is False
+    assert alert_actions.acknowledge_alert(first.pk, user) is True
+    assert alert_actions.acknowledge_alert(first.pk, user) is False
+    assert alert_actions.acknowledge_alert(999_999_999, user) is False
     first.refresh_from_db()
     assert first.acknowledged_by == user and first.acknowledged_at is not None
 
-    assert actions.acknowledge_all(user) == 2
-    assert actions.acknowledge_all(user) == 0
+    assert alert_actions.acknowledge_all(user) == 2
+    assert alert_actions.acknowledge_all(user) == 0
     assert Alert.objects.filter(acknowledged_at=None).count() == 0
     assert set(Alert.objects.values_list("acknowledged_by", flat=True)) == {user.pk}
 
@@ -369,7 +371,7 @@ def test_acknowledge_once_then_all():
 
 def test_webhook_is_retried_on_500_and_every_attempt_is_logged(alert_worker, receiver):
     url = receiver.path([500, 500, 200])
-    hook = actions.save_webhook(Webhook(name="slack", url=url))
+    hook = webhooks.save_webhook(Webhook(name="slack", url=url))
     budget = make_budget("webhook-day", limit_tokens=1000)
     spend(850)  # crosses the soft threshold on settle; delivery runs in the worker after commit
     [alert] = alerts("soft_threshold")
@@ -392,14 +394,14 @@ def test_webhook_is_retried_on_500_and_every_attempt_is_logged(alert_worker, rec
     assert body["agentops"]["details"]["utilization"] == 0.85
 
     spend(50)  # the same crossing: no new alert, nothing more sent
-    actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
     assert WebhookDelivery.objects.count() == 1
 
 
 def test_a_receiver_that_keeps_failing_ends_failed_after_the_last_retry(alert_worker, receiver):
-    down = actions.save_webhook(Webhook(name="down", url=receiver.path([500])))
-    closed = actions.save_webhook(Webhook(name="closed", url=f"http://127.0.0.1:{free_port()}/hook"))
-    alert = actions.fire_alert(Alert.Kind.EXHAUSTED, "wh-failing", "budget X is exhausted", severity="critical")
+    down = webhooks.save_webhook(Webhook(name="down", url=receiver.path([500])))
+    closed = webhooks.save_webhook(Webhook(name="closed", url=f"http://127.0.0.1:{free_port()}/hook"))
+    alert = alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "wh-failing", "budget X is exhausted", severity="critical")
 
     failed = wait_for_delivery(alert, down, {"failed"})
     assert failed.attempts == 1 + WEBHOOK_MAX_RETRIES
@@ -413,15 +415,15 @@ def test_a_receiver_that_keeps_failing_ends_failed_after_the_last_retry(alert_wo
 
 
 def test_min_severity_and_disabled_webhooks_are_skipped(alert_worker, receiver):
-    everything = actions.save_webhook(Webhook(name="everything", url=receiver.path([200])))
-    critical_only = actions.save_webhook(Webhook(name="pager", url=receiver.path([200]), min_severity="critical"))
-    disabled = actions.save_webhook(Webhook(name="off", url=receiver.path([200]), enabled=False))
+    everything = webhooks.save_webhook(Webhook(name="everything", url=receiver.path([200])))
+    critical_only = webhooks.save_webhook(Webhook(name="pager", url=receiver.path([200]), min_severity="critical"))
+    disabled = webhooks.save_webhook(Webhook(name="off", url=receiver.path([200]), enabled=False))
 
     with pytest.raises(RuntimeError), transaction.atomic():  # rolled back: nothing is ever enqueued
-        actions.fire_alert(Alert.Kind.EXHAUSTED, "wh-rolled-back", "never committed", severity="critical")
+        alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "wh-rolled-back", "never committed", severity="critical")
         raise RuntimeError
-    warning = actions.fire_alert(Alert.Kind.SOFT_THRESHOLD, "wh-warning", "80 % used")
-    critical = actions.fire_alert(Alert.Kind.EXHAUSTED, "wh-critical", "exhausted", severity="critical")
+    warning = alert_actions.fire_alert(Alert.Kind.SOFT_THRESHOLD, "wh-warning", "80 % used")
+    critical = alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "wh-critical", "exhausted", severity="critical")
 
     wait_for_delivery(warning, everything, {"delivered"})
     wait_for_delivery(critical, everything, {"delivered"})
@@ -443,10 +445,10 @@ def test_send_test_alert_delivers_only_to_that_webhook(alert_worker, receiver):
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.create_user("webhook-admin", password="pw-" + "x" * 12)
-    chosen = actions.save_webhook(Webhook(name="chosen", url=receiver.path([200]), min_severity="critical"))
-    other = actions.save_webhook(Webhook(name="other", url=receiver.path([200])))
+    chosen = webhooks.save_webhook(Webhook(name="chosen", url=receiver.path([200]), min_severity="critical"))
+    other = webhooks.save_webhook(Webhook(name="other", url=receiver.path([200])))
 
-    alert = actions.send_test_alert(chosen, user)
+    alert = webhooks.send_test_alert(chosen, user)
     delivery = wait_for_delivery(alert, chosen, {"delivered", "failed"})
     assert delivery.status == "delivered" and delivery.attempts == 1
     assert alert.kind == "test" and alert.acknowledged_at is not None  # nothing left open in the alert list
@@ -458,15 +460,15 @@ def test_send_test_alert_delivers_only_to_that_webhook(alert_worker, receiver):
 
 def test_a_delivery_whose_task_was_lost_is_requeued_by_beat(alert_worker, receiver):
     url = receiver.path([200])
-    hook = actions.save_webhook(Webhook(name="lost", url=url))
+    hook = webhooks.save_webhook(Webhook(name="lost", url=url))
     long_ago = timezone.now() - dt.timedelta(minutes=10)
     alert = Alert.objects.create(
         kind="test", message="queued while Redis was down", dedup_key="lost-delivery", created_at=long_ago
     )
     # As if the enqueue after commit failed: the row exists, no task does.
     WebhookDelivery.objects.create(webhook=hook, alert=alert, created_at=long_ago, updated_at=long_ago)
-    assert actions.requeue_stalled_deliveries() == 1
-    assert actions.requeue_stalled_deliveries() == 0  # just handed over: not stalled again at once
+    assert webhooks.requeue_stalled_deliveries() == 1
+    assert webhooks.requeue_stalled_deliveries() == 0  # just handed over: not stalled again at once
     delivery = wait_for_delivery(alert, hook, {"delivered", "failed"})
     assert delivery.status == "delivered" and delivery.attempts == 1
     assert receiver.received(url)[0]["text"].endswith("queued while Redis was down")

@@ -18,7 +18,7 @@ from agentops.config.models import RuntimeSettings
 from agentops.config.source import config_source
 from agentops.runs import actions
 from agentops.runs.models import Run, Step
-from budgets import actions as budget_actions
+from budgets.actions import prices
 from budgets.models import Alert, Reservation, UsageRecord
 from review import actions as review
 from review.models import Escalation
@@ -92,9 +92,9 @@ def test_every_llm_call_of_a_run_reserves_and_settles_into_one_priced_ledger_row
         assert (record.model, record.provider) == (step.model, "simulated")
         assert (record.input_tokens, record.output_tokens) == (step.input_tokens, step.output_tokens)
         assert 0 < record.total_tokens <= reservation.tokens  # the estimate covered the call
-        price = budget_actions.price_in_force(record.model, record.created_at)
+        price = prices.price_in_force(record.model, record.created_at)
         assert record.price_id == price.pk and price.model == step.model
-        assert record.cost_usd == budget_actions.cost_of(price, record.input_tokens, record.output_tokens) > 0
+        assert record.cost_usd == prices.cost_of(price, record.input_tokens, record.output_tokens) > 0
         assert not record.cached
     assert {r.model for r in records} == {"gpt-4o", "gpt-4o-mini"}  # planning on the large model, the rest small
     for counter, filters in (

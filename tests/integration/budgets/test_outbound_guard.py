@@ -28,7 +28,7 @@ from agentops.config.models import Provider
 from agentops.lib import netguard
 from agentops.runtime.errors import ProviderError
 from agentops.runtime.providers.base import LLMRequest
-from budgets import actions
+from budgets.actions import alerts, webhooks
 from budgets.models import Alert, Webhook, WebhookDelivery
 from tests.fixtures.runtime import free_port
 from tests.fixtures.stack import Proc, start_worker
@@ -116,7 +116,7 @@ def test_the_webhook_form_refuses_inside_addresses(admin_client, settings, url):
     assert b"Webhooks may only reach public addresses" in response.content
     assert not Webhook.objects.filter(name="inside").exists()
     with pytest.raises(ValidationError) as refused:  # every caller of the action, not only the form
-        actions.save_webhook(Webhook(name="inside", url=url))
+        webhooks.save_webhook(Webhook(name="inside", url=url))
     assert "url" in refused.value.message_dict
 
 
@@ -212,7 +212,7 @@ def unchecked_webhook(name: str, url: str) -> Webhook:
 def test_delivery_refuses_an_inside_address_that_got_into_the_table(guarded_worker, no_webhooks, inside):
     url = inside.path([200])
     hook = unchecked_webhook("inside", url)
-    alert = actions.fire_alert(Alert.Kind.EXHAUSTED, "guard-inside", "budget exhausted", severity="critical")
+    alert = alerts.fire_alert(Alert.Kind.EXHAUSTED, "guard-inside", "budget exhausted", severity="critical")
 
     delivery = wait_for_delivery(alert, hook, {"delivered", "failed"})
     assert delivery.status == "failed" and delivery.attempts == 1
@@ -224,8 +224,8 @@ def test_delivery_refuses_an_inside_address_that_got_into_the_table(guarded_work
 def test_delivery_does_not_follow_a_redirect_inside(guarded_worker, no_webhooks, redirector, inside):
     received = sum(len(inside.received(inside.url + path)) for path in inside.scripts)
     hits = redirector.hits
-    hook = actions.save_webhook(Webhook(name="bouncer", url=redirector.url))  # allowed: 127.0.0.1
-    alert = actions.fire_alert(Alert.Kind.EXHAUSTED, "guard-redirect", "budget exhausted", severity="critical")
+    hook = webhooks.save_webhook(Webhook(name="bouncer", url=redirector.url))  # allowed: 127.0.0.1
+    alert = alerts.fire_alert(Alert.Kind.EXHAUSTED, "guard-redirect", "budget exhausted", severity="critical")
 
     delivery = wait_for_delivery(alert, hook, {"delivered", "failed"})
     assert delivery.status == "failed" and delivery.last_status_code == 302
@@ -235,8 +235,8 @@ def test_delivery_does_not_follow_a_redirect_inside(guarded_worker, no_webhooks,
 
 def test_the_delivery_log_keeps_no_response_body(guarded_worker, no_webhooks, receiver, settings):
     url = receiver.path([500])  # answers "receiver is having a bad day"
-    hook = actions.save_webhook(Webhook(name="talkative", url=url))
-    alert = actions.fire_alert(Alert.Kind.EXHAUSTED, "guard-body", "budget exhausted", severity="critical")
+    hook = webhooks.save_webhook(Webhook(name="talkative", url=url))
+    alert = alerts.fire_alert(Alert.Kind.EXHAUSTED, "guard-body", "budget exhausted", severity="critical")
 
     delivery = wait_for_delivery(alert, hook, {"failed"})
     assert [entry["status_code"] for entry in delivery.log] == [500]

@@ -28,7 +28,9 @@ from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from agentops.runtime.providers import LLMRequest
 from agentops.runtime.providers.simulated import SimulatedProvider
 from agentops.runtime.routing import Route, Target
-from budgets import actions
+from budgets.actions import budgets as budget_actions
+from budgets.actions import ledger as ledger_actions
+from budgets.actions import periods, prices, reservations
 from budgets.gate import BUDGET_GATE, USAGE_SINK
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation, UsageRecord
 from tests.fixtures.runtime import REPO_ROOT, free_port
@@ -69,7 +71,7 @@ CHILD = textwrap.dedent(
     import django
     django.setup()
     from django.db import connection
-    from budgets import actions
+    from budgets.actions import ledger as ledger_actions, reservations
     from agentops.runtime.protocols import BudgetExceeded
 
     proc, threads, per_thread, extra, outdir = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), \\
@@ -88,7 +90,7 @@ CHILD = textwrap.dedent(
             start.wait()
             for i in range(per_thread):
                 try:
-                    held[t].append((i, actions.reserve(meta(t, i))))
+                    held[t].append((i, reservations.reserve(meta(t, i))))
                 except BudgetExceeded:
                     refused[t] += 1
         except Exception as exc:
@@ -102,19 +104,19 @@ CHILD = textwrap.dedent(
             for i, rid in held[t]:
                 kind = (proc + t + i) % 3
                 if kind == 0:
-                    assert actions.release(rid)
+                    assert reservations.release(rid)
                 elif kind == 1:  # used less than estimated
-                    actions.settle(rid, {"input_tokens": 55, "output_tokens": i % 30, "model": "gpt-4o"})
+                    ledger_actions.settle(rid, {"input_tokens": 55, "output_tokens": i % 30, "model": "gpt-4o"})
                 else:
-                    actions.settle(rid, {"input_tokens": 60, "output_tokens": 40, "model": "gpt-4o"})
+                    ledger_actions.settle(rid, {"input_tokens": 60, "output_tokens": 40, "model": "gpt-4o"})
             for i in range(extra):
                 try:
-                    rid = actions.reserve(meta(t, i))
+                    rid = reservations.reserve(meta(t, i))
                 except BudgetExceeded:
                     extra_refused[t] += 1
                     continue
                 extra_admitted[t] += 1
-                actions.settle(rid, {"input_tokens": 30, "output_tokens": 20, "model": "gpt-4o"})
+                ledger_actions.settle(rid, {"input_tokens": 30, "output_tokens": 20, "model": "gpt-4o"})
         except Exception as exc:
             errors.append(repr(exc))
         finally:
@@ -229,7 +231,7 @@ def test_1000_concurrent_reservations_from_four_processes_never_pass_the_cap(mak
     # After settle, what was charged is what was used, priced at the price in force.
     price = ModelPrice.objects.get(model="gpt-4o")
     for record in UsageRecord.objects.all()[:50]:
-        assert record.cost_usd == actions.cost_of(price, record.input_tokens, record.output_tokens)
+        assert record.cost_usd == prices.cost_of(price, record.input_tokens, record.output_tokens)
         assert record.price_id == price.pk and record.reservation_id is not None
 
 
@@ -249,7 +251,7 @@ def test_a_refusal_by_one_budget_leaves_every_other_budget_untouched(make_budget
     agents = make_budget("agents", scope="agent", limit_tokens=1500, on_block="fail")
     sessions = make_budget("sessions", scope="session", period="lifetime", limit_usd=Decimal("0.0100"))
 
-    first = actions.reserve(meta(300, 100, agent="amy", session="s1"))  # 400 tokens, $0.00175
+    first = reservations.reserve(meta(300, 100, agent="amy", session="s1"))  # 400 tokens, $0.00175
     assert first is not None
     assert {(c.budget.name, c.subject) for c in BudgetCounter.objects.select_related("budget")} == {
         ("everyone", ""),
@@ -260,33 +262,33 @@ def test_a_refusal_by_one_budget_leaves_every_other_budget_untouched(make_budget
 
     # The agent budget (in the middle of the lock order) has no room: nothing is held anywhere.
     with pytest.raises(BudgetExceeded) as refused:
-        actions.reserve(meta(1000, 150, agent="amy", session="s1"))
+        reservations.reserve(meta(1000, 150, agent="amy", session="s1"))
     assert refused.value.budget == "agents"
     assert 'budget "agents" for agent amy' in str(refused.value) and "1100 of 1500 tokens left" in str(refused.value)
     assert refused.value.escalate is False
     assert snapshot(everyone, agents, sessions) == before
     # The session budget (last in the lock order) refuses on dollars: the same.
     with pytest.raises(BudgetExceeded) as refused:
-        actions.reserve(meta(10, 900, agent="amy", session="s1"))  # $0.009025 > $0.00825 left
+        reservations.reserve(meta(10, 900, agent="amy", session="s1"))  # $0.009025 > $0.00825 left
     assert refused.value.budget == "sessions" and "$0.0082 of $0.0100 left" in str(refused.value)
     assert "for session s1 of agent amy" in str(refused.value)
     assert snapshot(everyone, agents, sessions) == before
     # The global one (first in the lock order) refuses: the same.
     with pytest.raises(BudgetExceeded) as refused:
-        actions.reserve(meta(9_000, 900, agent="cy", session="s9"))
+        reservations.reserve(meta(9_000, 900, agent="cy", session="s9"))
     assert refused.value.budget == "everyone"
     assert counter_of(everyone).reserved_tokens == 400 and counter_of(everyone).in_flight == 1
     assert held_reservations() == 1
 
     # Another agent's session of the same id is its own: the call amy's "s1" refused fits bob's "s1".
-    second = actions.reserve(meta(10, 900, agent="bob", session="s1"))
+    second = reservations.reserve(meta(10, 900, agent="bob", session="s1"))
     assert counter_of(sessions, "bob/s1").reserved_usd == Decimal("0.009025")
-    actions.release(second)
-    second = actions.reserve(meta(150, 50, agent="bob", session="s1"))
-    actions.settle(first, usage(250, 50))  # settling frees amy's room again
-    third = actions.reserve(meta(150, 50, agent="amy", session="s1"))
+    reservations.release(second)
+    second = reservations.reserve(meta(150, 50, agent="bob", session="s1"))
+    ledger_actions.settle(first, usage(250, 50))  # settling frees amy's room again
+    third = reservations.reserve(meta(150, 50, agent="amy", session="s1"))
     for rid in (second, third):
-        actions.settle(rid, usage(100, 20))
+        ledger_actions.settle(rid, usage(100, 20))
     assert_balanced(counter_of(everyone))
     assert_balanced(counter_of(agents, "amy"), agent="amy")
     assert_balanced(counter_of(sessions, "amy/s1"), agent="amy", session_id="s1")
@@ -301,9 +303,9 @@ KILLED_CHILD = textwrap.dedent(
     import os, sys, time
     import django
     django.setup()
-    from budgets import actions
+    from budgets.actions import reservations
 
-    rid = actions.reserve({"agent": "amy", "session": "doomed", "operation": "planning", "model": "gpt-4o",
+    rid = reservations.reserve({"agent": "amy", "session": "doomed", "operation": "planning", "model": "gpt-4o",
                            "estimated_input_tokens": 700, "estimated_output_tokens": 300}, lease_seconds=0.5)
     with open(sys.argv[1] + ".tmp", "w") as f:
         f.write(str(rid))
@@ -334,38 +336,38 @@ def test_the_lease_of_a_killed_caller_is_reclaimed_and_a_late_settle_records_its
     reservation = Reservation.objects.get(pk=rid)
     assert reservation.status == "held" and counter_of(budget).reserved_tokens == 1_000
     with pytest.raises(BudgetExceeded):  # the dead caller's lease still blocks until it is reclaimed
-        actions.reserve(meta(400, 200))
+        reservations.reserve(meta(400, 200))
 
     while timezone.now() <= reservation.expires_at:  # the lease runs out (0.5 s)
         time.sleep(0.05)
-    assert actions.reclaim_expired() == 1
-    assert actions.reclaim_expired() == 0
+    assert reservations.reclaim_expired() == 1
+    assert reservations.reclaim_expired() == 0
     reservation.refresh_from_db()
     assert reservation.status == "expired" and reservation.closed_at is not None
     counter = counter_of(budget)
     assert (counter.reserved_tokens, counter.reserved_usd, counter.in_flight, counter.spent_tokens) == (0, 0, 0, 0)
-    assert actions.release(rid) is False  # nothing left to give back
+    assert reservations.release(rid) is False  # nothing left to give back
 
     # The call did happen after all (a settle arriving late): its spend is recorded, once.
-    record = actions.settle(rid, usage(650, 250, session_id="ignored"))
+    record = ledger_actions.settle(rid, usage(650, 250, session_id="ignored"))
     assert (record.reservation_id, record.session_id, record.agent) == (rid, "doomed", "amy")
-    again = actions.settle(rid, usage(650, 250))  # a retried settle (say, the API client timed out)
+    again = ledger_actions.settle(rid, usage(650, 250))  # a retried settle (say, the API client timed out)
     assert again.pk == record.pk
     assert UsageRecord.objects.filter(reservation_id=rid).count() == 1
     assert Reservation.objects.get(pk=rid).status == "settled"
     assert_balanced(counter_of(budget))
     assert counter_of(budget).spent_tokens == 900
-    assert actions.reclaim_expired() == 0
+    assert reservations.reclaim_expired() == 0
 
 
 def test_a_second_settle_of_a_settled_reservation_changes_nothing(make_budget):
     budget = make_budget("daily", scope="global", limit_tokens=10_000)
-    rid = actions.reserve(meta(600, 400))
-    first = actions.settle(rid, usage(500, 300))
-    second = actions.settle(rid, usage(500, 300))
+    rid = reservations.reserve(meta(600, 400))
+    first = ledger_actions.settle(rid, usage(500, 300))
+    second = ledger_actions.settle(rid, usage(500, 300))
     assert second.pk == first.pk and UsageRecord.objects.count() == 1
     assert Reservation.objects.get(pk=rid).status == "settled"
-    assert actions.release(rid) is False
+    assert reservations.release(rid) is False
     assert_balanced(counter_of(budget))
     assert counter_of(budget).spent_tokens == 800
 
@@ -383,10 +385,10 @@ def test_reclaiming_takes_the_counter_locks_in_the_same_order_as_a_reservation(m
     """A beat reclaim of several leases must not deadlock with a reservation that locks counters in id order."""
     agents = make_budget("agents", scope="agent", period="lifetime", limit_tokens=10**6)
     sessions = make_budget("sessions", scope="session", period="lifetime", limit_tokens=10**6)
-    actions.release(actions.reserve(meta(agent="zed")))  # counter: agents/zed (lowest id)
+    reservations.release(reservations.reserve(meta(agent="zed")))  # counter: agents/zed (lowest id)
     past = timezone.now() - dt.timedelta(hours=1)
-    r1 = actions.reserve(meta(agent="amy", session="s1"), lease_seconds=1, now=past)  # agents/amy, sessions/s1
-    r2 = actions.reserve(meta(agent="zed", session="s2"), lease_seconds=1, now=past)  # agents/zed, sessions/s2
+    r1 = reservations.reserve(meta(agent="amy", session="s1"), lease_seconds=1, now=past)  # agents/amy, sessions/s1
+    r2 = reservations.reserve(meta(agent="zed", session="s2"), lease_seconds=1, now=past)  # agents/zed, sessions/s2
     zed, s1 = counter_of(agents, "zed"), counter_of(sessions, "amy/s1")
     assert zed.pk < counter_of(agents, "amy").pk < s1.pk < counter_of(sessions, "zed/s2").pk
 
@@ -400,7 +402,7 @@ def test_reclaiming_takes_the_counter_locks_in_the_same_order_as_a_reservation(m
 
         def reclaim():
             try:
-                outcome["reclaimed"] = actions.reclaim_expired()
+                outcome["reclaimed"] = reservations.reclaim_expired()
             except Exception as exc:
                 outcome["error"] = exc
             finally:
@@ -431,7 +433,7 @@ def test_reclaiming_takes_the_counter_locks_in_the_same_order_as_a_reservation(m
 
 def test_a_dropped_database_connection_fails_closed_and_admits_nothing(make_budget):
     make_budget("daily", scope="global", limit_tokens=10_000)
-    actions.release(actions.reserve(meta()))  # the connection is open and works
+    reservations.release(reservations.reserve(meta()))  # the connection is open and works
     before = Reservation.objects.count()
     conninfo = database_url_for(connection.settings_dict)
     with connection.cursor() as cursor:
@@ -441,7 +443,7 @@ def test_a_dropped_database_connection_fails_closed_and_admits_nothing(make_budg
         assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]
     try:
         with pytest.raises(BudgetUnavailable, match=r"budget store \(PostgreSQL\) is unreachable, so no call is"):
-            actions.reserve(meta())
+            reservations.reserve(meta())
     finally:
         connection.close()
     assert Reservation.objects.count() == before
@@ -474,7 +476,7 @@ def test_an_unreachable_database_makes_the_guard_fail_the_call_without_calling_t
         guarded_llm(ask, deps=deps)
     assert "unreachable" in str(failed.value) and "connection" in str(failed.value).lower()
     with pytest.raises(BudgetUnavailable):
-        actions.reserve(meta())
+        reservations.reserve(meta())
     assert provider.calls == 1  # the model was never asked: nothing admitted unchecked
 
 
@@ -514,8 +516,8 @@ def test_after_the_outage_the_guard_admits_again_and_nothing_was_recorded_meanwh
 
 def spend(tokens: int, at: dt.datetime, **fields) -> int:
     """Reserve and settle one call of ``tokens`` (all output) at ``at``; returns the reservation id."""
-    rid = actions.reserve(meta(0, tokens, **fields), now=at)
-    actions.settle(rid, usage(0, tokens), now=at)
+    rid = reservations.reserve(meta(0, tokens, **fields), now=at)
+    ledger_actions.settle(rid, usage(0, tokens), now=at)
     return rid
 
 
@@ -533,7 +535,7 @@ def test_a_day_budget_rolls_over_at_midnight_in_its_time_zone(make_budget):
     tokyo = make_budget("tokyo day", scope="global", period="day", timezone="Asia/Tokyo", limit_tokens=1_000)
     spend(900, local("Asia/Tokyo", 2025, 6, 30, 23, 59, 30))  # 14:59:30 UTC
     with pytest.raises(BudgetExceeded, match=r'budget "tokyo day" \(day\) has 100 of 1000 tokens left'):
-        actions.reserve(meta(0, 500), now=local("Asia/Tokyo", 2025, 6, 30, 23, 59, 50))
+        reservations.reserve(meta(0, 500), now=local("Asia/Tokyo", 2025, 6, 30, 23, 59, 50))
     spend(500, local("Asia/Tokyo", 2025, 7, 1, 0, 0, 10))  # a new day: the whole limit again
     assert counter_starts(tokyo) == [
         (dt.datetime(2025, 6, 29, 15, tzinfo=UTC), 900),
@@ -568,9 +570,9 @@ def test_day_periods_on_the_dst_days_of_new_york_are_23_and_25_hours_long(make_b
         (dt.datetime(2025, 11, 3, 5, tzinfo=UTC), 256),
     ]
     spring = local(zone, 2025, 3, 9, 12)
-    assert actions.period_end(ny, spring) - actions.period_start(ny, spring) == dt.timedelta(hours=23)
+    assert periods.period_end(ny, spring) - periods.period_start(ny, spring) == dt.timedelta(hours=23)
     autumn = local(zone, 2025, 11, 2, 12)
-    assert actions.period_end(ny, autumn) - actions.period_start(ny, autumn) == dt.timedelta(hours=25)
+    assert periods.period_end(ny, autumn) - periods.period_start(ny, autumn) == dt.timedelta(hours=25)
 
 
 def test_month_and_lifetime_periods(make_budget):
@@ -584,10 +586,10 @@ def test_month_and_lifetime_periods(make_budget):
         (dt.datetime(2024, 12, 31, 15, tzinfo=UTC), 1 + 8),
         (dt.datetime(2025, 1, 31, 15, tzinfo=UTC), 2 + 4),
     ]
-    assert counter_starts(forever) == [(actions.LIFETIME_START, 15)]
-    assert actions.period_end(forever, timezone.now()) is None
+    assert counter_starts(forever) == [(periods.LIFETIME_START, 15)]
+    assert periods.period_end(forever, timezone.now()) is None
     at = dt.datetime(2025, 2, 10, tzinfo=UTC)
-    assert actions.period_end(month, at) == dt.datetime(2025, 2, 28, 15, tzinfo=UTC)
+    assert periods.period_end(month, at) == dt.datetime(2025, 2, 28, 15, tzinfo=UTC)
 
 
 # --- prices ------------------------------------------------------------------------------------------
@@ -596,14 +598,14 @@ def test_month_and_lifetime_periods(make_budget):
 def test_a_price_change_mid_day_prices_later_calls_only(make_budget):
     budget = make_budget("daily", scope="global", limit_usd=Decimal("10"))
     day = dt.datetime(2025, 5, 1, tzinfo=UTC)
-    old = actions.set_price(
+    old = prices.set_price(
         "acme-1", Decimal("0.001"), Decimal("0.002"), cached_input_per_1k=Decimal("0.0005"), effective_from=day
     )
-    new = actions.set_price("acme-1", Decimal("0.004"), Decimal("0.008"), effective_from=day + dt.timedelta(hours=12))
+    new = prices.set_price("acme-1", Decimal("0.004"), Decimal("0.008"), effective_from=day + dt.timedelta(hours=12))
 
     def call(at: dt.datetime) -> UsageRecord:
-        rid = actions.reserve(meta(1_000, 500, model="acme-1"), now=at)
-        return actions.settle(rid, usage(1_000, 500, model="acme-1", cached_tokens=400), now=at)
+        rid = reservations.reserve(meta(1_000, 500, model="acme-1"), now=at)
+        return ledger_actions.settle(rid, usage(1_000, 500, model="acme-1", cached_tokens=400), now=at)
 
     morning = call(day + dt.timedelta(hours=11, minutes=59))
     # 600 uncached × $0.001 + 400 cached × $0.0005 + 500 out × $0.002, per 1K
@@ -615,22 +617,22 @@ def test_a_price_change_mid_day_prices_later_calls_only(make_budget):
     assert morning.cost_usd == Decimal("0.0018")  # an earlier call keeps what it was charged
     assert counter_of(budget).spent_usd == Decimal("0.0098")
     # The reservation's estimate is priced at reserve time too.
-    rid = actions.reserve(meta(1_000, 500, model="acme-1"), now=day + dt.timedelta(hours=1))
+    rid = reservations.reserve(meta(1_000, 500, model="acme-1"), now=day + dt.timedelta(hours=1))
     assert Reservation.objects.get(pk=rid).usd == Decimal("0.002")
-    actions.release(rid)
+    reservations.release(rid)
     # A model without a price row of its own is priced by the catch-all row.
-    other = actions.record_usage(usage(1_000, 1_000, model="unlisted-model"), now=day)
+    other = ledger_actions.record_usage(usage(1_000, 1_000, model="unlisted-model"), now=day)
     assert other.price.model == "*" and other.cost_usd == Decimal("0.003")
     with pytest.raises(Exception, match="already exists"):  # a row is never edited in place
-        actions.set_price("acme-1", Decimal("1"), Decimal("1"), effective_from=day)
+        prices.set_price("acme-1", Decimal("1"), Decimal("1"), effective_from=day)
 
 
 def test_a_new_price_applies_from_now_on_in_real_time(make_budget):
     make_budget("daily", scope="global", limit_tokens=10**6)
-    before = actions.settle(actions.reserve(meta(1_000, 1_000)), usage(1_000, 1_000))
+    before = ledger_actions.settle(reservations.reserve(meta(1_000, 1_000)), usage(1_000, 1_000))
     assert before.cost_usd == Decimal("0.0125")  # gpt-4o: 1K × $0.0025 + 1K × $0.01
-    actions.set_price("gpt-4o", Decimal("0.005"), Decimal("0.02"))  # from now
-    after = actions.settle(actions.reserve(meta(1_000, 1_000)), usage(1_000, 1_000))
+    prices.set_price("gpt-4o", Decimal("0.005"), Decimal("0.02"))  # from now
+    after = ledger_actions.settle(reservations.reserve(meta(1_000, 1_000)), usage(1_000, 1_000))
     assert after.cost_usd == Decimal("0.025")
     before.refresh_from_db()
     assert before.cost_usd == Decimal("0.0125")
@@ -638,11 +640,11 @@ def test_a_new_price_applies_from_now_on_in_real_time(make_budget):
 
 def test_cached_tokens_get_the_cached_price_and_cache_hits_cost_nothing(make_budget):
     budget = make_budget("daily", scope="global", limit_tokens=10**6)
-    rid = actions.reserve(meta(2_000, 500))
-    record = actions.settle(rid, usage(2_000, 500, cached_tokens=1_500))
+    rid = reservations.reserve(meta(2_000, 500))
+    record = ledger_actions.settle(rid, usage(2_000, 500, cached_tokens=1_500))
     # 500 × $0.0025 + 1500 × $0.00125 + 500 × $0.01, per 1K
     assert record.cost_usd == Decimal("0.008125") and record.cached_tokens == 1_500 and not record.cached
-    hit = actions.record_usage(usage(2_000, 500, agent="amy", cache_hit=True, operation="classify"))
+    hit = ledger_actions.record_usage(usage(2_000, 500, agent="amy", cache_hit=True, operation="classify"))
     assert (hit.cached, hit.cost_usd, hit.price_id, hit.operation, hit.agent) == (True, 0, None, "classify", "amy")
     counter = counter_of(budget)
     assert counter.spent_tokens == 2_500 and counter.spent_usd == Decimal("0.008125")  # the hit used no budget
@@ -660,39 +662,39 @@ def test_a_per_operation_limit_refuses_one_oversized_call_and_admits_normal_ones
         operation_limits={"planning": 1_000, "reflection": 500},
         on_block="fail",
     )
-    assert actions.reserve(meta(200, 800)) is not None  # exactly the limit
+    assert reservations.reserve(meta(200, 800)) is not None  # exactly the limit
     with pytest.raises(BudgetExceeded) as refused:
-        actions.reserve(meta(200, 801))
+        reservations.reserve(meta(200, 801))
     assert refused.value.budget == "ops"
     assert str(refused.value) == (
         'budget "ops" (day) allows at most 1000 tokens per planning call; this call would use up to 1001'
     )
-    assert actions.reserve(meta(100, 300, operation="reflection")) is not None
+    assert reservations.reserve(meta(100, 300, operation="reflection")) is not None
     with pytest.raises(BudgetExceeded, match="at most 500 tokens per reflection call"):
-        actions.reserve(meta(100, 401, operation="reflection"))
-    assert actions.reserve(meta(5_000, 5_000, operation="response")) is not None  # no limit for this one
+        reservations.reserve(meta(100, 401, operation="reflection"))
+    assert reservations.reserve(meta(5_000, 5_000, operation="response")) is not None  # no limit for this one
     assert held_reservations() == 3
     # A budget with only per-operation limits still refuses an oversized call, and holds nothing otherwise.
     Budget.objects.all().delete()
     make_budget("only ops", scope="global", operation_limits={"planning": 100})
-    assert actions.reserve(meta(50, 50)) is None
+    assert reservations.reserve(meta(50, 50)) is None
     with pytest.raises(BudgetExceeded):
-        actions.reserve(meta(50, 51))
+        reservations.reserve(meta(50, 51))
 
 
 def test_an_alert_only_budget_admits_past_its_limit_and_counts_everything(make_budget):
     soft = make_budget("soft", scope="global", limit_tokens=1_000, hard_stop=False)
     hard = make_budget("hard agent", scope="agent", scope_key="amy", limit_tokens=1_000)
-    rids = [actions.reserve(meta(300, 300, agent="bob")) for _ in range(3)]  # 1800 held against 1000
+    rids = [reservations.reserve(meta(300, 300, agent="bob")) for _ in range(3)]  # 1800 held against 1000
     assert all(rids) and counter_of(soft).reserved_tokens == 1_800
     for rid in rids:
-        actions.settle(rid, usage(300, 300))
+        ledger_actions.settle(rid, usage(300, 300))
     assert counter_of(soft).spent_tokens == 1_800
     assert_balanced(counter_of(soft))
     # For amy the keyed hard budget still refuses; the soft one is left as it was.
-    actions.settle(actions.reserve(meta(300, 300, agent="amy")), usage(300, 300))
+    ledger_actions.settle(reservations.reserve(meta(300, 300, agent="amy")), usage(300, 300))
     with pytest.raises(BudgetExceeded) as refused:
-        actions.reserve(meta(300, 300, agent="amy"))
+        reservations.reserve(meta(300, 300, agent="amy"))
     assert refused.value.budget == "hard agent"
     assert counter_of(soft).spent_tokens == 2_400 and counter_of(soft).in_flight == 0
     assert counter_of(hard, "amy").spent_tokens == 600
@@ -700,16 +702,16 @@ def test_an_alert_only_budget_admits_past_its_limit_and_counts_everything(make_b
 
 def test_no_budget_applies_then_no_reservation_is_held_and_usage_is_still_priced(make_budget):
     make_budget("someone else", scope="agent", scope_key="zoe", limit_tokens=10)
-    assert actions.reserve(meta(agent="amy")) is None
-    record = actions.record_usage(usage(1_000, 0, agent="amy"))
+    assert reservations.reserve(meta(agent="amy")) is None
+    record = ledger_actions.record_usage(usage(1_000, 0, agent="amy"))
     assert record.cost_usd == Decimal("0.0025") and record.reservation_id is None
     assert BudgetCounter.objects.count() == 0
 
 
 def test_a_call_settled_after_midnight_counts_in_the_period_it_was_reserved_in(make_budget):
     budget = make_budget("daily", scope="global", limit_tokens=10**6)
-    rid = actions.reserve(meta(0, 100), now=dt.datetime(2025, 4, 1, 23, 59, 59, tzinfo=UTC))
-    actions.settle(rid, usage(0, 80), now=dt.datetime(2025, 4, 2, 0, 0, 5, tzinfo=UTC))
+    rid = reservations.reserve(meta(0, 100), now=dt.datetime(2025, 4, 1, 23, 59, 59, tzinfo=UTC))
+    ledger_actions.settle(rid, usage(0, 80), now=dt.datetime(2025, 4, 2, 0, 0, 5, tzinfo=UTC))
     assert counter_starts(budget) == [(dt.datetime(2025, 4, 1, tzinfo=UTC), 80)]
     assert_balanced(counter_of(budget))
 
@@ -749,7 +751,7 @@ def test_a_fallback_to_a_pricier_backup_model_cannot_pass_a_dollar_limit(make_bu
     assert refused.value.budget == "dollars" and "may cost up to $0.003" in str(refused.value)
 
     budget.downgrade_model = "gpt-4o-mini"
-    actions.save_budget(budget)
+    budget_actions.save_budget(budget)
     with pytest.raises(FallbackExhausted):  # the cheap model is down: the call fails, gpt-4o is not asked
         guarded_llm(ask, deps=guard_with(down, steady))
     assert steady.calls == 0
@@ -766,8 +768,8 @@ def test_a_reservation_given_only_a_token_total_is_still_priced_against_a_dollar
     budget = make_budget("dollars", scope="global", limit_usd=Decimal("0.0050"), on_block="fail")
     # 1000 tokens on gpt-4o: up to $0.01 if they are all output; the split is unknown, so assume the dearest.
     with pytest.raises(BudgetExceeded, match=r"may cost up to \$0\.0100"):
-        actions.reserve({"operation": "planning", "model": "gpt-4o", "estimated_tokens": 1_000})
-    rid = actions.reserve({"operation": "planning", "model": "gpt-4o", "estimated_tokens": 400})
+        reservations.reserve({"operation": "planning", "model": "gpt-4o", "estimated_tokens": 1_000})
+    rid = reservations.reserve({"operation": "planning", "model": "gpt-4o", "estimated_tokens": 400})
     assert Reservation.objects.get(pk=rid).usd == Decimal("0.004")
     assert counter_of(budget).reserved_usd == Decimal("0.004")
 
@@ -776,4 +778,4 @@ def test_usage_reported_while_the_database_is_unreachable_fails_closed_with_a_cl
     make_budget, unreachable_database
 ):
     with pytest.raises(BudgetUnavailable, match="unreachable"):
-        actions.record_usage(usage(100, 100, agent="amy"))
+        ledger_actions.record_usage(usage(100, 100, agent="amy"))

@@ -16,7 +16,9 @@ from django.utils import timezone
 
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import BUDGET_ADMIN, REVIEWER
-from budgets import actions, queries
+from budgets import queries
+from budgets.actions import alerts, ledger, periods, prices, reservations, rollups, webhooks
+from budgets.actions import budgets as budget_actions
 from budgets.models import (
     Alert,
     AlertSettings,
@@ -67,7 +69,7 @@ def admin_client() -> Client:
 def make_budget(name: str, **fields) -> Budget:
     fields.setdefault("timezone", "UTC")
     fields.setdefault("limit_tokens", 100_000)
-    return actions.save_budget(Budget(name=name, **fields))
+    return budget_actions.save_budget(Budget(name=name, **fields))
 
 
 def budget_post(**overrides) -> dict:
@@ -103,8 +105,8 @@ def text(response) -> str:
 
 def test_reviewers_get_403_and_anonymous_users_are_sent_to_login():
     budget = make_budget("Guarded")
-    alert = actions.fire_alert(Alert.Kind.SOFT_THRESHOLD, "k1", "passed 80%")
-    hook = actions.save_webhook(Webhook(name="ops", url="https://hooks.example.com/x"))
+    alert = alerts.fire_alert(Alert.Kind.SOFT_THRESHOLD, "k1", "passed 80%")
+    hook = webhooks.save_webhook(Webhook(name="ops", url="https://hooks.example.com/x"))
     price = ModelPrice.objects.first()
     posts = [
         "/budgets/new/",
@@ -223,7 +225,7 @@ def test_create_edit_and_delete_a_budget(admin_client):
 def test_a_session_budget_lists_each_agents_session_on_its_own(admin_client):
     sessions = make_budget("Each session", scope="session", limit_tokens=1_000)
     for agent, tokens in (("alpha", 600), ("beta", 100)):
-        actions.record_usage(
+        ledger.record_usage(
             {"agent": agent, "session_id": "s1", "model": "gpt-4o", "input_tokens": tokens, "output_tokens": 0}
         )
     page = text(admin_client.get("/budgets/"))
@@ -235,11 +237,11 @@ def test_a_session_budget_lists_each_agents_session_on_its_own(admin_client):
 
 def test_top_sessions_list_each_agents_session_apart():
     for agent, tokens in (("alpha", 600), ("beta", 100), ("alpha", 100)):
-        actions.record_usage(
+        ledger.record_usage(
             {"agent": agent, "session_id": "s1", "model": "gpt-4o", "input_tokens": tokens, "output_tokens": 0}
         )
-    actions.roll_up_usage()  # one of each in the rollup, then one more in the un-rolled tail
-    actions.record_usage({"agent": "beta", "session_id": "s1", "model": "gpt-4o", "input_tokens": 50})
+    rollups.roll_up_usage()  # one of each in the rollup, then one more in the un-rolled tail
+    ledger.record_usage({"agent": "beta", "session_id": "s1", "model": "gpt-4o", "input_tokens": 50})
     rows = [
         (row["session_id"], row["agent"], row["calls"], row["tokens"]) for row in queries.top_sessions(timezone.now())
     ]
@@ -249,9 +251,9 @@ def test_top_sessions_list_each_agents_session_apart():
 def test_list_shows_utilization_reservations_and_top_subjects(admin_client):
     daily = make_budget("Everyone", limit_tokens=10_000, limit_usd=Decimal("2"))
     per_agent = make_budget("Each agent", scope="agent", limit_tokens=1_000)
-    actions.record_usage({"agent": "alpha", "model": "gpt-4o", "input_tokens": 400, "output_tokens": 100})
-    actions.record_usage({"agent": "beta", "model": "gpt-4o", "input_tokens": 150, "output_tokens": 50})
-    held = actions.reserve({"agent": "alpha", "model": "gpt-4o", "estimated_input_tokens": 200, "operation": "x"})
+    ledger.record_usage({"agent": "alpha", "model": "gpt-4o", "input_tokens": 400, "output_tokens": 100})
+    ledger.record_usage({"agent": "beta", "model": "gpt-4o", "input_tokens": 150, "output_tokens": 50})
+    held = reservations.reserve({"agent": "alpha", "model": "gpt-4o", "estimated_input_tokens": 200, "operation": "x"})
     assert held
     page = text(admin_client.get("/budgets/"))
     section = page[page.index(f'data-budget="{daily.pk}"') :]
@@ -284,7 +286,7 @@ def test_budget_list_and_cost_data_query_counts_stay_bounded(admin_client, djang
             BudgetCounter(
                 budget=budget,
                 subject=s,
-                period_start=actions.period_start(budget, now),
+                period_start=periods.period_start(budget, now),
                 spent_tokens=j * 10,
                 spent_usd=Decimal(j) / 100,
             )
@@ -305,7 +307,7 @@ def test_budget_list_and_cost_data_query_counts_stay_bounded(admin_client, djang
         for i in range(3000)
     ]
     UsageRecord.objects.bulk_create(records)
-    actions.roll_up_usage()
+    rollups.roll_up_usage()
     UsageRecord.objects.bulk_create(
         [
             UsageRecord(
@@ -350,7 +352,7 @@ def test_price_change_adds_a_row_and_keeps_the_history(admin_client):
         Decimal("0.008"),
         "bea",
     )
-    assert actions.price_in_force("gpt-4o", timezone.now()).pk == rows[-1].pk
+    assert prices.price_in_force("gpt-4o", timezone.now()).pk == rows[-1].pk
     page = text(admin_client.get("/budgets/prices/"))
     assert "History (2 rows)" in page
 
@@ -382,7 +384,7 @@ def test_price_change_adds_a_row_and_keeps_the_history(admin_client):
     response = admin_client.post(f"/budgets/prices/{current.pk}/delete", follow=True)
     assert ModelPrice.objects.filter(pk=current.pk).exists() and "not deleted" in text(response)
     # charged: delete_price says no
-    charged = actions.set_price(
+    charged = prices.set_price(
         "gpt-4o", Decimal("1"), Decimal("1"), effective_from=timezone.now() + dt.timedelta(days=1)
     )
     UsageRecord.objects.create(model="gpt-4o", operation="x", price=charged, created_at=timezone.now())
@@ -416,8 +418,8 @@ def test_webhook_crud_test_button_and_delivery_log(admin_client):
     assert response.status_code == 302
     delivery = WebhookDelivery.objects.get(webhook=hook)
     assert delivery.alert.kind == Alert.Kind.TEST and delivery.status == "pending"
-    actions.record_delivery_attempt(delivery.pk, status_code=500, error="HTTP 500 <b>boom</b>", final=False)
-    actions.record_delivery_attempt(delivery.pk, status_code=200, error="", final=True)
+    webhooks.record_delivery_attempt(delivery.pk, status_code=500, error="HTTP 500 <b>boom</b>", final=False)
+    webhooks.record_delivery_attempt(delivery.pk, status_code=200, error="", final=True)
     page = text(admin_client.get("/budgets/webhooks/"))
     row = page[page.index(f'data-delivery="{delivery.pk}"') :]
     assert 'data-status="delivered"' in row and "2 attempts" in row
@@ -444,9 +446,9 @@ def test_alert_thresholds_are_validated_and_saved(admin_client):
 
 
 def test_acknowledge_one_and_all_alerts(admin_client):
-    first = actions.fire_alert(Alert.Kind.SOFT_THRESHOLD, "a1", "budget <script>x</script> passed 80%")
-    second = actions.fire_alert(Alert.Kind.EXHAUSTED, "a2", "exhausted", severity=Alert.Severity.CRITICAL)
-    third = actions.fire_alert(Alert.Kind.SESSION_SPIKE, "a3", "spike")
+    first = alerts.fire_alert(Alert.Kind.SOFT_THRESHOLD, "a1", "budget <script>x</script> passed 80%")
+    second = alerts.fire_alert(Alert.Kind.EXHAUSTED, "a2", "exhausted", severity=Alert.Severity.CRITICAL)
+    third = alerts.fire_alert(Alert.Kind.SESSION_SPIKE, "a3", "spike")
     page = text(admin_client.get("/budgets/alerts/"))
     assert 'data-count="3"' in page  # the header badge
     assert "budget &lt;script&gt;x&lt;/script&gt; passed 80%" in page and "<script>x</script>" not in page
@@ -470,7 +472,7 @@ def test_acknowledge_one_and_all_alerts(admin_client):
 
 def _usage(when: dt.datetime, **fields) -> UsageRecord:
     base = {"agent": "alpha", "session_id": "s-1", "model": "gpt-4o", "operation": "planning"}
-    return actions.record_usage({**base, **fields}, now=when)
+    return ledger.record_usage({**base, **fields}, now=when)
 
 
 def test_cost_data_adds_the_unrolled_tail_to_the_rollups_without_double_counting(admin_client):
@@ -484,7 +486,7 @@ def test_cost_data_adds_the_unrolled_tail_to_the_rollups_without_double_counting
         _usage(yesterday, agent="beta", session_id="s-2", input_tokens=400, output_tokens=100, cached_tokens=200),
         _usage(old, input_tokens=99_999, output_tokens=99_999),
     ]
-    assert actions.roll_up_usage() == 4
+    assert rollups.roll_up_usage() == 4
     tail = [
         _usage(now - dt.timedelta(minutes=5), input_tokens=100, output_tokens=100),  # same session s-1
         _usage(now - dt.timedelta(minutes=1), agent="gamma", session_id="s-3", operation="response", input_tokens=10),
@@ -536,7 +538,7 @@ def test_cost_data_adds_the_unrolled_tail_to_the_rollups_without_double_counting
     # a second read gives the same numbers
     assert admin_client.get("/costs/data.json").json()["totals"] == data["totals"]
     # rolling the tail up changes nothing on the dashboard
-    assert actions.roll_up_usage() == 3
+    assert rollups.roll_up_usage() == 3
     again = admin_client.get("/costs/data.json").json()
     for key in ("totals", "spend_by_day", "by_agent", "by_operation", "tokens_by_day", "top_sessions"):
         assert again[key] == data[key], key

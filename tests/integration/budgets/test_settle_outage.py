@@ -9,7 +9,7 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from budgets import actions
+from budgets.actions import counters, ledger, reservations
 from budgets.gate import BUDGET_GATE
 from budgets.models import Reservation, UsageRecord
 from tests.integration.budgets.conftest import assert_balanced, counter_of
@@ -23,17 +23,17 @@ USAGE = {"operation": "planning", "model": "gpt-4o", "provider": "mock", "input_
 @pytest.fixture
 def database_away(monkeypatch):
     """Every ledger write fails as it does while PostgreSQL restarts, until `back()` is called."""
-    real_settle, real_record = actions.settle, actions.record_usage
+    real_settle, real_record = ledger.settle, ledger.record_usage
 
     def away(*args, **kwargs):
-        raise actions._fail_closed(OperationalError("the database system is shutting down"))
+        raise counters.fail_closed(OperationalError("the database system is shutting down"))
 
-    monkeypatch.setattr(actions, "settle", away)
-    monkeypatch.setattr(actions, "record_usage", away)
+    monkeypatch.setattr(ledger, "settle", away)
+    monkeypatch.setattr(ledger, "record_usage", away)
 
     def back():
-        monkeypatch.setattr(actions, "settle", real_settle)
-        monkeypatch.setattr(actions, "record_usage", real_record)
+        monkeypatch.setattr(ledger, "settle", real_settle)
+        monkeypatch.setattr(ledger, "record_usage", real_record)
 
     return back
 
@@ -41,7 +41,7 @@ def database_away(monkeypatch):
 def test_a_settle_that_outlasts_its_patience_is_parked_and_applied_by_beat(make_budget, database_away, settings):
     settings.BUDGET_SETTLE_PATIENCE_SECONDS = 0.6
     budget = make_budget("daily", scope="global", period="day", limit_tokens=10_000)
-    reservation = actions.reserve(META)
+    reservation = reservations.reserve(META)
     answered_at = timezone.now()
 
     BUDGET_GATE.settle(reservation, USAGE)  # tries for 0.6 s, then parks
@@ -49,10 +49,10 @@ def test_a_settle_that_outlasts_its_patience_is_parked_and_applied_by_beat(make_
     assert UsageRecord.objects.count() == 0
     assert Reservation.objects.get(pk=reservation).status == "held"
 
-    assert actions.settle_parked() == 0  # PostgreSQL still away: the parked settles wait in Redis
+    assert ledger.settle_parked() == 0  # PostgreSQL still away: the parked settles wait in Redis
     database_away()
-    assert actions.settle_parked() == 2
-    assert actions.settle_parked() == 0  # applied once
+    assert ledger.settle_parked() == 2
+    assert ledger.settle_parked() == 0  # applied once
 
     records = list(UsageRecord.objects.order_by("id"))
     assert [(r.input_tokens, r.output_tokens) for r in records] == [(120, 30), (7, 3)]
@@ -68,12 +68,12 @@ def test_a_settle_that_postgresql_answers_within_its_patience_is_not_parked(make
 
     settings.BUDGET_SETTLE_PATIENCE_SECONDS = 10
     budget = make_budget("daily", scope="global", period="day", limit_tokens=10_000)
-    reservation = actions.reserve(META)
+    reservation = reservations.reserve(META)
     threading.Timer(0.8, database_away).start()  # PostgreSQL is back after 0.8 s
 
     BUDGET_GATE.settle(reservation, USAGE)
     assert UsageRecord.objects.get(reservation_id=reservation).input_tokens == 120
-    assert actions.settle_parked() == 0
+    assert ledger.settle_parked() == 0
     assert counter_of(budget).spent_tokens == 150
 
 
@@ -82,10 +82,10 @@ def test_a_parked_item_that_cannot_be_applied_is_logged_and_the_rest_still_are(m
 
     settings.BUDGET_SETTLE_PATIENCE_SECONDS = 0
     budget = make_budget("daily", scope="global", period="day", limit_tokens=10_000)
-    runtime_redis().rpush(actions.PARKED_KEY, b"not a parked settle")
-    BUDGET_GATE.settle(actions.reserve(META), USAGE)
+    runtime_redis().rpush(ledger.PARKED_KEY, b"not a parked settle")
+    BUDGET_GATE.settle(reservations.reserve(META), USAGE)
     database_away()
 
-    assert actions.settle_parked() == 1
-    assert runtime_redis().llen(actions.PARKED_KEY) == 0
+    assert ledger.settle_parked() == 1
+    assert runtime_redis().llen(ledger.PARKED_KEY) == 0
     assert counter_of(budget).spent_tokens == 150

@@ -76,9 +76,9 @@ def test_a_session_budget_spent_by_one_agent_leaves_another_agents_session_of_th
 ):
     """Session budgets count per (agent, session): agent A's exhausted "s1" refuses A (OpenAI's quota error
     naming the budget) and still admits agent B's calls with X-Session-Id "s1"."""
-    from budgets import actions as budgets
+    from budgets.actions import budgets as budget_actions
 
-    budgets.save_budget(Budget(name="gw-per-session", scope="session", limit_tokens=1000, timezone="UTC"))
+    budget_actions.save_budget(Budget(name="gw-per-session", scope="session", limit_tokens=1000, timezone="UTC"))
     key_a, key_b = make_key("gw-session-a"), make_key("gw-session-b")
     spent = httpx.post(
         gateway.removesuffix("/v1") + "/api/v1/usage",
@@ -170,9 +170,11 @@ def test_malformed_bodies_and_wrong_methods_get_openai_shaped_4xx(gateway, make_
 
 
 def test_a_spent_budget_answers_openais_quota_error_naming_the_budget(client, make_key, mock):
-    from budgets import actions as budgets
+    from budgets.actions import budgets as budget_actions
 
-    budgets.save_budget(Budget(name="gw-tiny", scope="agent", scope_key="gw-poor", limit_tokens=10, timezone="UTC"))
+    budget_actions.save_budget(
+        Budget(name="gw-tiny", scope="agent", scope_key="gw-poor", limit_tokens=10, timezone="UTC")
+    )
     sdk = client(make_key("gw-poor"), max_retries=2)  # the SDK would retry a 429, but we say x-should-retry: false
     with pytest.raises(openai.RateLimitError) as quota:
         sdk.chat.completions.create(model=MOCK_A, messages=ASK, max_tokens=50)
@@ -245,9 +247,9 @@ def test_a_stream_from_the_simulated_provider_is_shaped_like_openais(client):
 
 
 def test_a_client_that_disconnects_mid_stream_releases_the_rest_of_its_reservation(client, make_key, mock):
-    from budgets import actions as budgets
+    from budgets.actions import budgets as budget_actions
 
-    budget = budgets.save_budget(Budget(name="gw-stream-cap", limit_tokens=100_000, timezone="UTC"))
+    budget = budget_actions.save_budget(Budget(name="gw-stream-cap", limit_tokens=100_000, timezone="UTC"))
     mock.script(UPSTREAM_ONLY, ["slow_body:4000"])
     stream = client(make_key("gw-leaver")).chat.completions.create(
         model=UPSTREAM_ONLY, messages=ASK, stream=True, max_tokens=2000, extra_body={"mock_words": 200}
@@ -265,10 +267,10 @@ def test_a_client_that_disconnects_mid_stream_releases_the_rest_of_its_reservati
 
 @pytest.mark.slow
 def test_two_hundred_concurrent_calls_never_overspend_one_cap(gateway, make_key, mock):
-    from budgets import actions as budgets
+    from budgets.actions import budgets as budget_actions
 
     cap = 3000
-    budget = budgets.save_budget(Budget(name="gw-cap", limit_tokens=cap, timezone="UTC"))
+    budget = budget_actions.save_budget(Budget(name="gw-cap", limit_tokens=cap, timezone="UTC"))
     key = make_key("gw-crowd", max_in_flight=200)  # the budget is under test here, not the fair share
 
     async def crowd() -> list[int]:

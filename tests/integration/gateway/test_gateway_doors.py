@@ -140,9 +140,9 @@ def test_generated_unstorable_text_in_any_field_never_gets_a_5xx(gateway, make_k
 
 
 def test_two_hundred_aborted_streams_end_their_request_tasks_and_settle_every_reservation(gateway, mock):
-    from budgets import actions as budgets
+    from budgets.actions import budgets as budget_actions
 
-    budgets.save_budget(Budget(name="gw-abort-cap", limit_tokens=100_000_000, timezone="UTC"))
+    budget_actions.save_budget(Budget(name="gw-abort-cap", limit_tokens=100_000_000, timezone="UTC"))
     row, key = key_actions.create_api_key("gw-aborter", max_in_flight=1000)  # aborted ones count until they end
     mock.script(UPSTREAM_ONLY, ["slow_body:4000"] * 200)
 

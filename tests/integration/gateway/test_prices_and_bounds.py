@@ -19,7 +19,8 @@ import openai
 import pytest
 from PIL import Image
 
-from budgets import actions
+from budgets.actions import budgets as budget_actions
+from budgets.actions import directory
 from budgets.models import Budget, ModelPrice, Reservation, UsageRecord
 from budgets.seed import seed_price_table
 from tests.integration.gateway.test_gateway import no_holds, settled
@@ -39,13 +40,15 @@ def price_table(gateway):
     from django.apps import apps
 
     seed_price_table(apps.get_model)
-    actions.directory_changed()
+    directory.directory_changed()
 
 
 @pytest.fixture
 def lifetime_budget(gateway):
-    budget = actions.save_budget(Budget(name="all spend", scope="global", period="lifetime", limit_tokens=10_000_000))
-    actions.directory_changed()
+    budget = budget_actions.save_budget(
+        Budget(name="all spend", scope="global", period="lifetime", limit_tokens=10_000_000)
+    )
+    directory.directory_changed()
     return budget
 
 

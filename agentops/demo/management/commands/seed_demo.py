@@ -146,7 +146,7 @@ def ensure_gateway_demo_agent():
 
 def seed_demo_budgets() -> None:
     """The demo's budgets (created once: an admin's later edits are kept) and the agents' teams."""
-    from budgets import actions as budget_actions
+    from budgets.actions import budgets as budget_actions
     from budgets.models import Budget
 
     for agent, team in DEMO_TEAMS.items():

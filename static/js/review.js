@@ -21,7 +21,7 @@
     if (!isNaN(server)) { skew = server - Date.now(); }
   }
 
-  // --- clocks: "m:ss" to the deadline (red when overdue) and ages, same labels as review/views.py ---
+  // --- clocks: "m:ss" to the deadline (red when overdue) and ages, same labels as agentops/lib/display.py (time_left, age) ---
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function slaLabel(ms) {
     var whole = Math.floor(Math.abs(ms) / 1000);

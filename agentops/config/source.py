@@ -1,7 +1,7 @@
 """The Django side of the runtime's ConfigSource: admin-editable models → one RuntimeConfig.
 
 Workers cache the config in memory and probe a version key in Redis at most once a second; every
-change made through agentops.actions bumps that key after commit, so a running worker uses a changed
+change made through agentops.config.actions bumps that key after commit, so a running worker uses a changed
 retry policy, timeout, breaker threshold, route or rule within about a second, without a restart.
 """
 
@@ -107,7 +107,7 @@ def current_version() -> bytes | None:
 
 
 def bump_version() -> None:
-    """Tell every process to reload (called after commit by agentops.actions)."""
+    """Tell every process to reload (called after commit by agentops.config.actions)."""
     runtime_redis().incr(VERSION_KEY)
 
 

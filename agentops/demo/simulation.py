@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from agentops import wiring
 from agentops.client import AgentOps, ApiError
-from agentops.demo.management.commands.seed_demo import GATEWAY_DEMO_AGENT
+from agentops.demo.agents.openai_sdk import GATEWAY_DEMO_AGENT
 from agentops.demo.scenarios import INPUTS, FaultMix, reviewer_decision
 from agentops.demo.traffic import AppAgent, PermissionAsker, Tally, TokenPacer, Workers
 from agentops.keys import actions as key_actions

@@ -17,8 +17,8 @@ from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
 from agentops.config import actions as config_actions
 from agentops.config.models import ModelRoute, Provider, RuntimeSettings
+from agentops.demo.agents.openai_sdk import GATEWAY_DEMO_AGENT, ensure_gateway_demo_agent
 from agentops.runs.actions import agents as agent_actions
-from agentops.runs.models import Agent
 from budgets import actions as budget_actions
 from budgets.models import Budget
 
@@ -107,7 +107,6 @@ DEMO_BUDGETS = (
     },
 )
 DEMO_TEAMS = {"support-refund": "support", "research": "research"}
-GATEWAY_DEMO_AGENT = "openai-sdk"
 # Each demo agent's own daily tokens, a hard stop: the three together can never take more than 60,000 of
 # the seeded global budget's 100,000 a day (under its 80 % alert threshold), however fast the traffic
 # runs. The traffic is paced below this (DEMO_TOKENS_PER_MINUTE: 12 × (60 + 1440) = 18,000 a day per agent), so
@@ -125,23 +124,6 @@ DEMO_AGENT_BUDGETS = tuple(
     }
     for agent in (*DEMO_TEAMS, GATEWAY_DEMO_AGENT)
 )
-
-
-def ensure_gateway_demo_agent():
-    """The demo's plain-OpenAI-SDK agent (no agent function: it only calls the gateway). Created with its
-    sensitive tool calls annotated rather than held, so demo traffic never waits on a reviewer; an admin's
-    later choice is kept."""
-    existed = Agent.objects.filter(name=GATEWAY_DEMO_AGENT).exists()
-    agent = agent_actions.ensure_agent(
-        GATEWAY_DEMO_AGENT,
-        description="A support assistant written against the plain openai SDK, pointed at the /v1 gateway.",
-        team="product",
-    )
-    if not existed:
-        # No action sets this field yet; a single-field update on the row just created.
-        agent.gateway_tool_review = Agent.ToolReview.ANNOTATE
-        agent.save(update_fields=["gateway_tool_review"])
-    return agent
 
 
 def seed_demo_budgets() -> None:

@@ -48,7 +48,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from agentops.client import AgentOps, ApiError, Unauthenticated
-from agentops.demo.management.commands.seed_demo import GATEWAY_DEMO_AGENT, ensure_gateway_demo_agent
+from agentops.demo.agents.openai_sdk import GATEWAY_DEMO_AGENT, ensure_gateway_demo_agent
 from agentops.demo.scenarios import DEMO_AGENTS, INPUTS, FaultMix
 from agentops.demo.simulation import (
     GATEWAY_SCOPES,

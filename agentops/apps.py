@@ -6,6 +6,10 @@ class AgentopsConfig(AppConfig):
     verbose_name = "Agent runs"
 
     def ready(self) -> None:
-        # The project's Celery app becomes the current one in every process (web, worker, command), so that
-        # agentops/lib/queue.py sends tasks by name through it.
-        from agentops import celery  # noqa: F401  (ready() is where Django wants the wiring done)
+        # ready() is where Django wants the wiring done: every process (web, Celery worker, management
+        # command, test) runs it once its models are loaded, and not before. The project's Celery app becomes
+        # the current one (agentops/lib/queue.py sends tasks by name through it), and runs get their ports to
+        # the rooms above them (review's escalator, the budgets ledger, the guard), which import models.
+        from agentops import celery, wiring  # noqa: F401, PLC0415
+
+        wiring.install()

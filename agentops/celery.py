@@ -4,33 +4,36 @@ from __future__ import annotations
 
 import os
 
+import redis
+import structlog
 from celery import Celery, signals
+from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
 
 app = Celery("agentops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["agentops.runs", "review", "budgets"])
+app.autodiscover_tasks(["agentops.runs", "agentops.ops", "review", "budgets"])
 
 
 @signals.setup_logging.connect
 def _keep_our_logging(**kwargs):
-    """Connecting this stops Celery from replacing the structlog JSON configuration."""
-    from django.conf import settings  # noqa: F401  (importing settings configures logging)
+    """Connecting this stops Celery from replacing the structlog JSON configuration (settings.py configures
+    logging when Django loads it)."""
 
 
 @signals.task_prerun.connect
 def _bind_task_context(task_id=None, task=None, **kwargs):
-    import structlog
-
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(task_id=task_id, task=task.name if task else None)
 
 
 @signals.task_postrun.connect
 def _count_task(task=None, state=None, **kwargs):
-    from agentops.observability import metrics
-    from agentops.observability.process import update_memory_gauge
+    # Imported here, not at the top: a worker imports this module before Django's settings, and settings.py
+    # sets PROMETHEUS_MULTIPROC_DIR, which must be in the environment before prometheus_client is imported.
+    from agentops.observability import metrics  # noqa: PLC0415
+    from agentops.observability.process import update_memory_gauge  # noqa: PLC0415
 
     metrics.CELERY_TASKS.labels(task=task.name if task else "?", outcome=(state or "unknown").lower()).inc()
     update_memory_gauge()
@@ -38,14 +41,15 @@ def _count_task(task=None, state=None, **kwargs):
 
 @signals.worker_process_init.connect
 def _warm_tokenizers(**kwargs):
-    from agentops.runtime import tokens
+    # agentops.runtime imports the metrics: after settings, as in _count_task
+    from agentops.runtime import tokens  # noqa: PLC0415
 
     tokens.warm(background=True)  # a run's first reservation need not wait for the tokenizer to load
 
 
 @signals.worker_process_shutdown.connect
 def _forget_dead_process(pid=None, **kwargs):
-    from prometheus_client import multiprocess
+    from prometheus_client import multiprocess  # noqa: PLC0415  (after settings, as in _count_task)
 
     multiprocess.mark_process_dead(pid or os.getpid())
 
@@ -62,9 +66,6 @@ def _survive_broker_loss() -> None:
     the message stays in kombu's unacked set (restored after the visibility timeout; a finished run's
     redelivery finds it terminal, and beat enqueues a stale queued run again sooner), and the consumer
     reconnects."""
-    import redis
-    from kombu.transport import redis as kombu_redis
-
     connparams = kombu_redis.Channel._connparams
     if getattr(connparams, "survives_broker_loss", False):
         return

@@ -249,6 +249,9 @@ METRICS_TOKEN = env_secret("METRICS_TOKEN", required=False, min_length=16)
 OTEL_ENABLED = bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""))
 
 # --- agentops ----------------------------------------------------------------------------------
+# Agent functions are registered by importing their modules (agentops/runs/registry.py): the built-in demo
+# agents first, then the modules a deployment names in AGENTOPS_AGENT_MODULES (comma-separated import paths).
+AGENTOPS_BUILTIN_AGENT_MODULES = ("agentops.demo.agents.support_refund", "agentops.demo.agents.research")
 AGENTOPS_AGENT_MODULES = env_list("AGENTOPS_AGENT_MODULES", [])
 AGENTOPS_BENCH_ENDPOINTS = env_bool("AGENTOPS_BENCH_ENDPOINTS", False)
 # The demo traffic (manage.py simulate_traffic, make run's `traffic`) paces each of its agents to this many

@@ -1,8 +1,11 @@
-"""Assemble the runtime's guard pipeline from Django-side parts, once per process.
+"""Assemble the runtime's guard pipeline from Django-side parts, once per process, and install the ports
+that runs use to reach the rooms above them.
 
 `guard_deps()` gives the GuardDeps every caller (Celery tasks, the gateway, the API) passes to
 `agentops.runtime.guard.guarded_llm`: config from admin-editable models, providers from the Provider
 table, breakers/cache/adaptive timeouts on Redis, breaker changes announced live on the `ops` group.
+`install()` (called by AgentopsConfig.ready() in every process) hands runs their ports
+(agentops/runs/ports.py): these guard dependencies, review's escalator and the budgets ledger.
 """
 
 from __future__ import annotations
@@ -10,26 +13,38 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from typing import Any
 
-from agentops.config.source import config_source
-from agentops.lib import netguard
+import httpx2
+import openai
+from django.conf import settings
+from openai._constants import DEFAULT_CONNECTION_LIMITS
+
+from agentops.config.models import Provider as ProviderRow
+from agentops.config.source import ENV_UPSTREAM, config_source
+from agentops.lib import live, netguard
+from agentops.lib.redis import runtime_redis
+from agentops.runs import ports
 from agentops.runtime.breaker import BreakerRegistry, BreakerState
 from agentops.runtime.cache import CACHE_SPECS, TwoLevelCache
-from agentops.runtime.guard import GuardDeps, make_breaker_registry
-from agentops.runtime.providers.base import Provider
+from agentops.runtime.errors import FallbackExhausted
+from agentops.runtime.guard import GuardDeps, guarded_llm, make_breaker_registry
+from agentops.runtime.providers.base import LLMRequest, Provider
 from agentops.runtime.providers.openai_compat import OpenAICompatProvider
 from agentops.runtime.providers.simulated import SimulatedProvider
 from agentops.runtime.timeouts import AdaptiveTimeouts
+from budgets.actions.directory import directory_changed
+from budgets.actions.ledger import step_cost
+from budgets.gate import BUDGET_GATE, USAGE_SINK
+from budgets.models import UsageRecord
+from budgets.presenters import call_rows
+from review.escalator import ReviewEscalations
 
 
 def guarded_openai_client(base_url: str, api_key: str):
     """The openai SDK client every provider uses: its transport checks each request (redirect hops too) after
     DNS resolution and connects to the checked address (agentops/lib/netguard.py), so a base URL can never reach
     loopback, link-local or private addresses the operator did not allow-list."""
-    import httpx2
-    import openai
-    from openai._constants import DEFAULT_CONNECTION_LIMITS
-
     transport = netguard.guarded_transport(httpx2.HTTPTransport)(limits=DEFAULT_CONNECTION_LIMITS)
     return openai.OpenAI(
         base_url=base_url,
@@ -41,8 +56,6 @@ def guarded_openai_client(base_url: str, api_key: str):
 
 def build_provider(row) -> Provider:
     """A runtime provider from a Provider row."""
-    from agentops.config.models import Provider as ProviderRow
-
     if row.kind == ProviderRow.Kind.OPENAI:
         api_key = row.api_key or "unused"
         return OpenAICompatProvider(
@@ -58,10 +71,6 @@ _env_upstream: Provider | None = None
 def env_upstream() -> Provider | None:
     """The default upstream that OPENAI_BASE_URL / OPENAI_API_KEY describe (one client per process)."""
     global _env_upstream
-    from django.conf import settings
-
-    from agentops.config.source import ENV_UPSTREAM
-
     if not settings.GATEWAY_UPSTREAM_URL:
         return None
     if _env_upstream is None:
@@ -88,8 +97,6 @@ class ProviderDirectory(Mapping):
         if version != self._version:
             with self._lock:
                 if version != self._version:
-                    from agentops.config.models import Provider as ProviderRow
-
                     providers = {row.name: build_provider(row) for row in ProviderRow.objects.filter(enabled=True)}
                     upstream = env_upstream()
                     if upstream is not None:
@@ -110,8 +117,6 @@ class ProviderDirectory(Mapping):
 
 def announce_breaker_change(name: str, old: BreakerState, new: BreakerState) -> None:
     """Breaker state lives in Redis, not in a transaction: tell the ops page at once."""
-    from agentops.lib import live
-
     live.send_now("ops", "breaker.changed", {"breaker": name, "from": str(old), "to": str(new)})
 
 
@@ -124,12 +129,8 @@ def guard_deps() -> GuardDeps:
     global _deps, _pid
     with _lock:
         if _deps is None or _pid != os.getpid():
-            from agentops.lib.redis import runtime_redis
-
             redis = runtime_redis()
             source = config_source()
-            from budgets.gate import BUDGET_GATE, USAGE_SINK
-
             _deps = GuardDeps(
                 config=source,
                 budget=BUDGET_GATE,
@@ -151,10 +152,6 @@ def probe_route(operation: str, prompt: str) -> dict:
     """Send one prompt through the whole guard pipeline (what an operator's "probe" button does).
 
     Returns the result's dict, or {"error": ..., "hops": [...]} when every handler failed."""
-    from agentops.runtime.errors import FallbackExhausted
-    from agentops.runtime.guard import guarded_llm
-    from agentops.runtime.providers.base import LLMRequest
-
     request = LLMRequest(messages=[{"role": "user", "content": prompt}], operation=operation, max_tokens=200)
     try:
         return {"ok": True, **guarded_llm(request, deps=guard_deps()).to_dict()}
@@ -170,7 +167,24 @@ def tool_cache() -> TwoLevelCache:
     global _tool_cache
     with _lock:
         if _tool_cache is None or _tool_cache[0] != os.getpid():
-            from agentops.lib.redis import runtime_redis
-
             _tool_cache = (os.getpid(), TwoLevelCache(runtime_redis(), CACHE_SPECS["tool"]))
         return _tool_cache[1]
+
+
+def run_calls(run_pk: int) -> list[dict[str, Any]]:
+    """A run's priced calls (its ledger rows, at most 500), as the run page lists them."""
+    return call_rows(UsageRecord.objects.filter(run_id=run_pk).select_related("price").order_by("id")[:500])
+
+
+def install() -> None:
+    """Give runs their ports in this process (AgentopsConfig.ready() calls this in every process)."""
+    ports.install(
+        ports.RunPorts(
+            guard_deps=guard_deps,
+            tool_cache=tool_cache,
+            escalations=ReviewEscalations(),
+            step_cost=step_cost,
+            agents_changed=directory_changed,
+            run_calls=run_calls,
+        )
+    )

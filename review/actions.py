@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 
 from agentops.lib import live
 from agentops.observability import metrics
-from agentops.runs import actions as run_actions
+from agentops.runs.actions import lifecycle as run_lifecycle
 from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, Escalation
 from review.policy import evaluate, policy_for
 
@@ -269,7 +269,7 @@ def _resume(escalation: Escalation) -> None:
     """Hand the decision to the suspended run (its step replays with it when the run resumes)."""
     if escalation.run_id is None or escalation.step_seq is None:
         return
-    run_actions.decide_step(
+    run_lifecycle.decide_step(
         escalation.run_id,
         escalation.step_seq,
         {

@@ -1,21 +1,24 @@
-"""The escalation hooks runs use, backed by the review app: the admin-editable policy decides when a
-tool call needs a human, and every such step opens an Escalation in the live review queue. Decisions
-come back through review.actions.decide → agentops.runs.actions.decide_step, which resumes the run."""
+"""The review queue as runs use it: the escalation port of agentops/runs/ports.py, implemented with review's
+actions, policy and models (agentops/wiring.py installs it). The admin-editable policy decides when a tool call
+needs a human, and every such step opens an Escalation in the live review queue. Decisions come back through
+review.actions.decide → agentops.runs.actions.lifecycle.decide_step, which resumes the run."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-def tool_policy(agent_name: str = ""):
-    from review.policy import ReviewToolPolicy
+from review import actions as review_actions
+from review.models import Escalation
+from review.policy import ReviewToolPolicy, policy_for, verdict_for_reason
 
+
+def tool_policy(agent_name: str = "") -> ReviewToolPolicy:
     return ReviewToolPolicy(agent_name)
 
 
-def open_escalation(run, step, *, reason: str, priority: str, payload: dict) -> int:
+def open_escalation(run, step, *, reason: str, priority: str, payload: Mapping[str, Any]) -> int:
     """Create the escalation for a waiting step (inside the step's transaction); returns its id."""
-    from review import actions as review_actions
-    from review.policy import policy_for, verdict_for_reason
-
     agent_name = run.agent.name
     operation = payload.get("tool") or payload.get("operation") or step.name
     if step.kind == "llm":  # raised by the guard's fallback chain, not by a policy rule
@@ -47,3 +50,22 @@ def open_escalation(run, step, *, reason: str, priority: str, payload: dict) -> 
         deadline_seconds=deadline,
     )
     return escalation.pk
+
+
+class ReviewEscalations:
+    """agentops.runs.ports.EscalationPort over the review queue."""
+
+    def tool_policy(self, agent_name: str) -> ReviewToolPolicy:
+        return tool_policy(agent_name)
+
+    def open_for_step(self, run, step, *, reason: str, priority: str, payload: Mapping[str, Any]) -> int:
+        return open_escalation(run, step, reason=reason, priority=priority, payload=payload)
+
+    def withdraw_for_run(self, run_pk: int, *, why: str) -> int:
+        return review_actions.withdraw_for_run(run_pk, why=why)
+
+    def by_id(self, ids: Iterable[int]) -> dict[int, Escalation]:
+        return Escalation.objects.select_related("claimed_by", "decided_by").in_bulk(list(ids))
+
+    def visible_ids(self, user, ids: Iterable[int]) -> set[int]:
+        return set(Escalation.objects.visible_to(user).filter(pk__in=list(ids)).values_list("pk", flat=True))

@@ -23,13 +23,9 @@ from django.utils import timezone
 
 from agentops.lib import display
 from agentops.runs.models import Step
+from agentops.runs.presenters import timeline_steps
 from review.forms import ALL_QUEUES, DecisionForm
 from review.models import AuditEvent, Escalation, Priority, Reason
-
-try:
-    from agentops.runs.presenters import timeline_steps
-except ImportError:  # the runs room's presenters land in the same redesign (issue 15): drop this at merge
-    from agentops.runs.views import timeline_steps
 
 QUEUE_LIMIT = 100  # rows on the queue page; the count says how many more wait
 RECENT_LIMIT = 10

@@ -13,12 +13,27 @@ import structlog
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from agentops.lib.live import group_allowed
+from agentops.accounts import roles
 
 log = structlog.get_logger(__name__)
 # Joining the group is one Redis call; one that hangs (Redis restarting under a pooled connection) would leave
 # the browser's handshake pending with no close event, so it would never retry.
 JOIN_TIMEOUT = 5.0
+
+
+def group_allowed(user, group: str) -> bool:
+    """May this user listen to this group? (Runs and the queue for reviewers, etc.)"""
+    if group == "ops":
+        return roles.can_open(user, "ops")
+    if group in ("alerts", "budgets"):
+        return roles.can_open(user, "budgets") or roles.can_open(user, "costs")
+    if group == "review.queue":
+        return roles.can_open(user, "queue")
+    if group == "review.experts":
+        return user.is_superuser or roles.EXPERT in roles.user_roles(user)
+    if group == "runs" or (group.startswith("run.") and group[4:].isdigit()):
+        return roles.can_open(user, "runs")
+    return False
 
 
 class LiveConsumer(AsyncWebsocketConsumer):

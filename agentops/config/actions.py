@@ -6,12 +6,13 @@ import structlog
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from agentops.config.source import bump_version
+
 log = structlog.get_logger(__name__)
 
 
 def _reload_runtime_config_everywhere() -> None:
     """After commit: every process re-reads the runtime config within about a second."""
-    from agentops.config.source import bump_version
 
     def bump():
         try:

@@ -1,4 +1,4 @@
-"""Django admin for runtime settings. Saves and deletes go through agentops.actions so every worker
+"""Django admin for runtime settings. Saves and deletes go through agentops.config.actions so every worker
 picks the change up without a restart."""
 
 from django.contrib import admin

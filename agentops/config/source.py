@@ -1,7 +1,7 @@
 """The Django side of the runtime's ConfigSource: admin-editable models → one RuntimeConfig.
 
 Workers cache the config in memory and probe a version key in Redis at most once a second; every
-change made through agentops.actions bumps that key after commit, so a running worker uses a changed
+change made through agentops.config.actions bumps that key after commit, so a running worker uses a changed
 retry policy, timeout, breaker threshold, route or rule within about a second, without a restart.
 """
 
@@ -11,6 +11,8 @@ import threading
 
 from django.conf import settings
 
+from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy, RuntimeSettings
+from agentops.lib.redis import runtime_redis
 from agentops.runtime.breaker import BreakerSettings
 from agentops.runtime.config import DEFAULT_CONFIG, CachedConfigSource, RuntimeConfig, TimeoutSettings
 from agentops.runtime.errors import ErrorClass
@@ -30,8 +32,6 @@ def _csv(value: str) -> tuple[str, ...]:
 
 def load_runtime_config() -> RuntimeConfig:
     """Read every runtime setting from the database (a handful of small queries)."""
-    from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy, RuntimeSettings
-
     row = RuntimeSettings.objects.select_related("default_provider", "backup_provider").first()
     if row is None:
         return DEFAULT_CONFIG
@@ -103,15 +103,11 @@ def _version_label(suffix: str) -> str:
 
 
 def current_version() -> bytes | None:
-    from agentops.lib.redis import runtime_redis
-
     return runtime_redis().get(VERSION_KEY)
 
 
 def bump_version() -> None:
-    """Tell every process to reload (called after commit by agentops.actions)."""
-    from agentops.lib.redis import runtime_redis
-
+    """Tell every process to reload (called after commit by agentops.config.actions)."""
     runtime_redis().incr(VERSION_KEY)
 
 

@@ -78,6 +78,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
+
 from agentops.demo.mock_usage import (  # noqa: F401  count_tokens, prompt_tokens: tests use them here
     answered_name,
     approx_tokens,
@@ -85,8 +87,16 @@ from agentops.demo.mock_usage import (  # noqa: F401  count_tokens, prompt_token
     cut_to_tokens,
     prompt_tokens,
     text_of,
+    warm,
 )
 from agentops.runtime.model_names import is_reasoning_model
+
+try:  # the faster event loop when it is installed
+    import uvloop  # noqa: F401
+
+    LOOP = "uvloop"
+except ImportError:
+    LOOP = "asyncio"
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "mock-small", "mock-large")
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
@@ -593,27 +603,17 @@ async def app(scope, receive, send) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description="Fault-injecting mock of the OpenAI API")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    from agentops.runtime import tokens
-
-    tokens.warm()  # before the first request: its timing must not include loading the tokenizer
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
+    warm()  # before the first request: its timing must not include loading the tokenizer
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
-        loop=loop,
+        loop=LOOP,
         http="httptools",
         lifespan="off",
         access_log=False,

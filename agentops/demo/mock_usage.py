@@ -1,9 +1,14 @@
 """How the mock answers like the real API: the dated snapshot name it answers with, and token counts made
-with OpenAI's tokenizer (agentops.runtime.tokens), so every test sees what real providers bill."""
+with OpenAI's tokenizer (bpe_openai, as agentops.runtime.tokens counts), so every test sees what real providers bill."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+import bpe_openai
+
+from agentops.runtime.tokens import UnboundedInput, encoding_name, image_tokens
 
 
 def text_of(content: Any) -> str:
@@ -46,11 +51,20 @@ def count_tokens(text: str, model: str = "") -> int:
     return len(_encoding(model).encode(text, disallowed_special=()))
 
 
-def _encoding(model: str) -> Any:
-    from agentops.runtime.tokens import _encoding as encoding
-    from agentops.runtime.tokens import encoding_name
+@functools.cache
+def _tokenizer(name: str) -> Any:
+    """OpenAI's tokenizer ``name`` (built once per process)."""
+    return bpe_openai.get_encoding(name)
 
-    return encoding(encoding_name(model) or "o200k_base")
+
+def _encoding(model: str) -> Any:
+    return _tokenizer(encoding_name(model) or "o200k_base")
+
+
+def warm() -> None:
+    """Load the tokenizers now, so that no request's timing includes loading them."""
+    for name in ("o200k_base", "cl100k_base"):
+        _tokenizer(name)
 
 
 def approx_tokens(text: str, model: str = "") -> int:
@@ -75,8 +89,6 @@ def _content_tokens(content: Any, model: str) -> int:
 
 
 def _image_tokens(part: dict[str, Any], model: str) -> int:
-    from agentops.runtime.tokens import UnboundedInput, image_tokens
-
     try:
         return image_tokens(part, model)
     except UnboundedInput:

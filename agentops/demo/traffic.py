@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 import httpx
+import openai
 
 from agentops.client import AgentOps, ApiError
 
@@ -228,9 +229,6 @@ class AppAgent:
     """A support assistant written against the plain OpenAI SDK, talking to agentops' gateway."""
 
     def __init__(self, base_url: str, api_key: str, *, token: str, seed: int | None, tally: Tally, timeout=45.0):
-        import openai
-
-        self.openai = openai
         self.client = openai.OpenAI(
             base_url=base_url.rstrip("/") + "/v1", api_key=api_key, max_retries=2, timeout=timeout
         )
@@ -316,7 +314,7 @@ class AppAgent:
                 extra_headers={"X-Session-Id": session},
             )
             pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
-        except self.openai.APIError as exc:
+        except openai.APIError as exc:
             self._failed(exc)
             return
         self.tally.add("gateway_ok")
@@ -354,7 +352,7 @@ class AppAgent:
         try:
             raw = self.client.chat.completions.with_raw_response.create(extra_headers=headers, **request)
             answer = raw.parse()
-        except self.openai.APIError as exc:
+        except openai.APIError as exc:
             self._failed(exc)
             return
         self.tally.add("gateway_ok")

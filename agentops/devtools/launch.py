@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 from agentops.devtools import services
@@ -69,8 +70,6 @@ def base_env(profile_name: str, service_env: dict) -> dict:
 
 
 def wait_redis_ready(env: dict) -> None:
-    import urllib.parse
-
     url = urllib.parse.urlparse(env["REDIS_URL"])
     if not services.port_open(url.port or 6379) and url.hostname in {"127.0.0.1", "localhost"}:
         raise ServiceError(f"Redis at {env['REDIS_URL']} is not answering; start it or unset REDIS_URL")

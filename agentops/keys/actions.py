@@ -1,4 +1,4 @@
-"""The only code that changes API keys."""
+"""The only code that changes API keys (their last use aside: verification records it, in tokens.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentops.keys.models import ApiKey
-from agentops.runs.actions import ensure_agent
+from agentops.keys.tokens import hash_key, new_key, validate_scopes
+from agentops.runs.actions.agents import ensure_agent
 
 log = structlog.get_logger(__name__)
 
@@ -18,8 +19,6 @@ def create_api_key(
     """A new key for ``agent_name`` (the agent is created if missing). Returns the row and the key itself,
     which is never stored and cannot be shown again. Without ``scopes`` a key gets every agent scope,
     never ``admin``; without ``max_in_flight``, the model's default gateway share."""
-    from agentops.keys.tokens import hash_key, new_key, validate_scopes
-
     chosen = validate_scopes(list(scopes) if scopes else list(ApiKey.AGENT_SCOPES))
     with transaction.atomic():
         agent = ensure_agent(agent_name)
@@ -52,8 +51,3 @@ def revoke_api_key(key_id: int) -> bool:
     if updated:
         log.info("api_key.revoked", key_id=key_id)
     return bool(updated)
-
-
-def touch_api_key(key_id: int) -> None:
-    """Record that a key was used (callers throttle this to about once a minute per key)."""
-    ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())

@@ -1,8 +1,10 @@
-"""Django admin for runtime settings. Saves and deletes go through agentops.actions so every worker
-picks the change up without a restart."""
+"""Django admin for API keys: a key is created (and shown once), its gateway share changed or it is revoked,
+always through agentops.keys.actions."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 
 from agentops.keys import actions as key_actions
 from agentops.keys.models import ApiKey
@@ -52,10 +54,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return False
 
     def add_view(self, request, form_url="", extra_context=None):
-        from django.contrib import messages
-        from django.shortcuts import redirect
-        from django.template.response import TemplateResponse
-
         form = ApiKeyCreationForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             row, key = key_actions.create_api_key(

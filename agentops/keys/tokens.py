@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.utils import timezone
 
 from agentops.keys.models import ApiKey
 
@@ -130,7 +131,11 @@ def verify(key: str) -> Principal | None:
         return None
     if _touched.get(principal.key_id, 0.0) < now:
         _touched[principal.key_id] = now + TOUCH_EVERY
-        from agentops.keys.actions import touch_api_key
-
         touch_api_key(principal.key_id)
     return principal
+
+
+def touch_api_key(key_id: int) -> None:
+    """Record that a key was used (verify throttles this to about once a minute per key). It lives beside
+    verification rather than in actions.py, which creates keys with this module's hashing: one direction."""
+    ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())

@@ -15,6 +15,8 @@ import uuid
 import structlog
 from django.conf import settings
 
+from agentops.lib.redis import runtime_redis
+
 log = structlog.get_logger(__name__)
 
 # KEYS[1] the key's slots; ARGV: slot id, cap, ttl (s). Returns 1 (admitted) or 0 (at the cap).
@@ -46,8 +48,6 @@ def slots_key(key_id: int) -> str:
 def admit(key_id: int, cap: int) -> tuple[int, str]:
     """A slot for one request of this key (pass it to ``release``), or ``TooManyInFlight``."""
     global _script
-    from agentops.lib.redis import runtime_redis
-
     slot = uuid.uuid4().hex
     try:
         if _script is None:
@@ -62,8 +62,6 @@ def admit(key_id: int, cap: int) -> tuple[int, str]:
 
 
 def release(slot: tuple[int, str]) -> None:
-    from agentops.lib.redis import runtime_redis
-
     key_id, member = slot
     try:
         runtime_redis().zrem(slots_key(key_id), member)
@@ -73,6 +71,4 @@ def release(slot: tuple[int, str]) -> None:
 
 def in_flight(key_id: int) -> int:
     """Slots held now (for tests and the ops view)."""
-    from agentops.lib.redis import runtime_redis
-
     return int(runtime_redis().zcard(slots_key(key_id)))

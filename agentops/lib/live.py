@@ -1,6 +1,7 @@
 """Publish "something changed" events to Channels groups, only after the transaction commits.
 
-Groups: review.queue, review.experts, run.<id>, runs, alerts, budgets (spend moved), ops. Every
+Groups: review.queue, review.experts, run.<id>, runs, alerts, budgets (spend moved), ops (who may listen to
+which is decided beside the socket consumer, in agentops/accounts/consumers.py). Every
 process (web or Celery worker) sends through one long-lived event loop in a daemon thread, so the
 channel layer keeps one Redis connection pool per process instead of opening one per send (the
 async_to_sync trap of channels-redis 4: a new loop per call, and "Event loop is closed" on the next one).
@@ -14,6 +15,7 @@ import threading
 from concurrent.futures import Future
 
 import structlog
+from channels.layers import get_channel_layer
 from django.db import transaction
 
 from agentops.observability import metrics
@@ -25,23 +27,6 @@ SEND_TIMEOUT = 5.0
 
 def group_kind(group: str) -> str:
     return group.split(".", 1)[0] if group.startswith("run.") else group
-
-
-def group_allowed(user, group: str) -> bool:
-    """May this user listen to this group? (Runs and the queue for reviewers, etc.)"""
-    from agentops.accounts import roles
-
-    if group == "ops":
-        return roles.can_open(user, "ops")
-    if group in ("alerts", "budgets"):
-        return roles.can_open(user, "budgets") or roles.can_open(user, "costs")
-    if group == "review.queue":
-        return roles.can_open(user, "queue")
-    if group == "review.experts":
-        return user.is_superuser or roles.EXPERT in roles.user_roles(user)
-    if group == "runs" or (group.startswith("run.") and group[4:].isdigit()):
-        return roles.can_open(user, "runs")
-    return False
 
 
 class _Sender:
@@ -109,8 +94,6 @@ _sender = _Sender()
 
 
 def _layer():
-    from channels.layers import get_channel_layer
-
     return get_channel_layer()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+from channels.layers import get_channel_layer
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +79,6 @@ async def wait_for_change(
 
 
 async def _subscribe(group: str):
-    from channels.layers import get_channel_layer
-
     layer = get_channel_layer()
     if layer is None:
         return None, None

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from django.conf import settings
+
 from agentops.runtime.errors import RefusedDestination
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -167,8 +169,6 @@ def _parsed(entries: tuple[str, ...]) -> AllowList:
 
 def configured_allow_list() -> AllowList:
     """settings.AGENTOPS_ALLOW_PRIVATE_URLS, parsed (cached per value, so a test's override applies)."""
-    from django.conf import settings
-
     return _parsed(tuple(getattr(settings, "AGENTOPS_ALLOW_PRIVATE_URLS", ())))
 
 

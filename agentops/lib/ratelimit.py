@@ -10,6 +10,8 @@ import time
 import structlog
 from django.conf import settings
 
+from agentops.lib.redis import runtime_redis
+
 log = structlog.get_logger(__name__)
 
 # KEYS[1] bucket; ARGV: rate per second, burst, now (s). Returns {allowed, seconds until a token is back}.
@@ -42,8 +44,6 @@ _script = None
 def take(key_id: int) -> None:
     """Spend one token of this key's bucket, or raise RateLimited."""
     global _script
-    from agentops.lib.redis import runtime_redis
-
     try:
         if _script is None:
             _script = runtime_redis().register_script(TAKE)

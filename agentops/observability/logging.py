@@ -13,6 +13,10 @@ import time
 import uuid
 
 import structlog
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from opentelemetry import trace
+
+from agentops.observability import metrics
 
 _configured = False
 
@@ -21,8 +25,6 @@ def _add_trace_id(logger, method_name, event_dict):
     """Stamp the current OpenTelemetry trace id on the line when a span is active."""
     if "trace_id" not in event_dict:
         try:
-            from opentelemetry import trace
-
             context = trace.get_current_span().get_span_context()
             if context.is_valid:
                 event_dict["trace_id"] = format(context.trace_id, "032x")
@@ -103,8 +105,6 @@ class RequestLogMiddleware:
 
     def __init__(self, get_response):
         self.get_response = get_response
-        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-
         self._is_async = iscoroutinefunction(get_response)
         if self._is_async:
             markcoroutinefunction(self)
@@ -131,8 +131,6 @@ class RequestLogMiddleware:
         return time.perf_counter()
 
     def _finish(self, request, response, started: float) -> None:
-        from agentops.observability import metrics
-
         elapsed = time.perf_counter() - started
         response["X-Request-ID"] = request.request_id
         metrics.HTTP_REQUESTS.labels(method=request.method, status=f"{response.status_code // 100}xx").inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 
 from agentops.observability import metrics
 
@@ -14,8 +15,6 @@ def resident_memory_bytes() -> int:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * _PAGE_SIZE
     except OSError:
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

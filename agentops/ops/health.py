@@ -1,4 +1,5 @@
-"""Dependency checks shared by /readyz and the ops page. Each returns a Check, never raises."""
+"""Dependency checks shared by /readyz and the ops page. Each returns a Check, never raises. The Celery app is
+the current one (AgentopsConfig.ready() makes the project's app current in every process)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import time
 from dataclasses import dataclass
 
 import redis
+from celery import current_app
 from django.conf import settings
 from django.db import connection
+
+from agentops import wiring
+from agentops.lib.redis import runtime_redis
+from agentops.runtime.timeouts import p95
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,7 @@ def _redis_ping(url: str) -> None:
 
 
 def _broker() -> None:
-    from agentops.celery import app
-
-    with app.connection_for_write() as conn:
+    with current_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=settings.READYZ_TIMEOUT)
 
 
@@ -65,10 +69,8 @@ def run_checks() -> list[Check]:
 
 def ping_workers(timeout: float = 1.0) -> list[str]:
     """Names of Celery workers that answered a broadcast ping within `timeout` seconds."""
-    from agentops.celery import app
-
     try:
-        replies = app.control.ping(timeout=timeout) or []
+        replies = current_app.control.ping(timeout=timeout) or []
     except Exception:
         return []
     return sorted(name for reply in replies for name in reply)
@@ -76,8 +78,6 @@ def ping_workers(timeout: float = 1.0) -> list[str]:
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting in each Celery queue (the Redis broker keeps one list per queue)."""
-    from agentops.lib.redis import runtime_redis
-
     try:
         return {"default": int(runtime_redis().llen("default"))}
     except Exception:
@@ -86,11 +86,7 @@ def queue_depths() -> dict[str, int]:
 
 def adaptive_timeouts_in_force(limit: int = 50) -> list[dict]:
     """Per operation and model: samples seen, their p95 and the timeout the guard uses now."""
-    from agentops.lib.redis import runtime_redis
-    from agentops.runtime.timeouts import p95
-    from agentops.wiring import guard_deps
-
-    deps = guard_deps()
+    deps = wiring.guard_deps()
     adaptive, config = deps.adaptive, deps.config.get()
     rows = []
     try:

@@ -1,12 +1,15 @@
-"""Platform views: home, health, readiness, metrics and the ops page."""
+"""Platform views: home, health, readiness, metrics and the ops page. The ops probe runs on a worker
+(agentops.ops.tasks), sent by task name."""
 
 from __future__ import annotations
 
 import hmac
 
+from celery.result import AsyncResult
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -14,10 +17,15 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from agentops import wiring
 from agentops.accounts import roles
+from agentops.config.models import ModelRoute
+from agentops.config.source import config_source
+from agentops.lib import queue
 from agentops.observability.process import update_memory_gauge
 from agentops.ops import actions as ops_actions
 from agentops.ops import health
+from agentops.runs.models import Run
 
 
 @login_required
@@ -79,11 +87,6 @@ def ops_status(request):
 
 
 def _ops_context() -> dict:
-    from django.db.models import Count
-
-    from agentops.config.models import ModelRoute
-    from agentops.runs.models import Run
-
     return {
         "checks": health.run_checks(),
         "workers": health.ping_workers(timeout=0.5),
@@ -98,10 +101,7 @@ def _ops_context() -> dict:
 def _breaker_snapshots() -> list[dict]:
     """Every breaker known in Redis plus one per configured route target (closed until first used), so
     the page lists them before their first call and after Redis lost its keys."""
-    from agentops.config.source import config_source
-    from agentops.wiring import breaker_registry
-
-    registry, config = breaker_registry(), config_source().get()
+    registry, config = wiring.breaker_registry(), config_source().get()
     names = set(registry.all_names())
     names.update(t.name for route in config.routes for t in route.chain)
     names.update(t.name for t in config.default_chain)
@@ -130,9 +130,7 @@ def ops_probe(request):
     form = ProbeForm(request.POST)
     if not form.is_valid():
         return render(request, "agentops/ops.html#probe-form", {"probe_form": form}, status=422)
-    from agentops.runs.tasks import probe_route
-
-    task = probe_route.delay(form.cleaned_data["operation"], form.cleaned_data["prompt"])
+    task = queue.send_now("agentops.probe_route", form.cleaned_data["operation"], form.cleaned_data["prompt"])
     return render(
         request,
         "agentops/ops.html#probe-result",
@@ -142,8 +140,6 @@ def ops_probe(request):
 
 @roles.section_required("ops")
 def ops_probe_result(request, task_id: str):
-    from celery.result import AsyncResult
-
     outcome = AsyncResult(task_id)
     result = None
     if outcome.ready():

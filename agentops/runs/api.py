@@ -1,6 +1,6 @@
 """Runs over the REST API (DESIGN.md §5, §8): start one (idempotently), read it — optionally long-polling
 until its status changes —, cancel it, list them. Every run an agent sees is its own; another agent's run
-answers 404 like a missing one. State changes go through agentops.actions."""
+answers 404 like a missing one. State changes go through agentops.runs.actions.lifecycle."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from agentops.api.errors import ApiError, not_found
 from agentops.api.schemas import MAX_ID, JsonObject, Text, responses
 from agentops.api.scopes import require
 from agentops.lib.longpoll import wait_for_change
-from agentops.runs import actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Agent, Run
+from agentops.runs.registry import load_agents
 
 router = Router(tags=["runs"])
 
@@ -79,8 +80,6 @@ def create_run(
     ),
 ):
     """201 with a new queued run, or 200 with the existing run when the Idempotency-Key was used before."""
-    from agentops.demo.agents import load_agents
-
     principal = require(request, SCOPE)
     name = body.agent or principal.agent
     if name != principal.agent:
@@ -95,7 +94,7 @@ def create_run(
             422, "invalid", f"{name!r} is not a registered agent function", {"agent": name, "field": "agent"}
         )
     agent = Agent.objects.get(pk=principal.agent_id)
-    run, created = actions.start_run(
+    run, created = lifecycle.start_run(
         agent, body.input, session_id=body.session_id, idempotency_key=(idempotency_key or "").strip()
     )
     return (201 if created else 200), run_out(run, agent.name)
@@ -160,5 +159,5 @@ def cancel_run(request, run_id: int = Path(..., ge=1, le=MAX_ID)):
             raise ApiError(
                 409, "conflict", f"the run already finished ({run.status})", {"run": run.pk, "status": run.status}
             )
-        run = actions.cancel_run(run.pk)
+        run = lifecycle.cancel_run(run.pk)
     return run_out(run, principal.agent)

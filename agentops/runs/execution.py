@@ -19,10 +19,12 @@ from django.db.models import Q
 from opentelemetry import trace
 
 from agentops.config.source import config_source
-from agentops.demo.agents import load_agents
 from agentops.lib.db import discard_connection
 from agentops.observability import metrics
-from agentops.runs import actions
+from agentops.runs import ports
+from agentops.runs.actions import journal, lifecycle
+from agentops.runs.models import Step
+from agentops.runs.registry import load_agents
 from agentops.runtime.context import (
     LeaseLost,
     NondeterminismError,
@@ -38,8 +40,6 @@ from agentops.runtime.context import (
 )
 from agentops.runtime.errors import FallbackExhausted, ProviderError
 from agentops.runtime.protocols import BudgetUnavailable
-from agentops.wiring import guard_deps, tool_cache
-from review.escalator import tool_policy
 
 log = structlog.get_logger("agentops.runs")
 tracer = trace.get_tracer("agentops.runs")
@@ -58,8 +58,6 @@ class DbJournal:
     """The StepJournal of one execution: steps in PostgreSQL, every write checked against our lease."""
 
     def __init__(self, run_pk: int, worker: str):
-        from agentops.runs.models import Step
-
         self.run_pk, self.worker = run_pk, worker
         # A phase still "running" was interrupted by a suspension or a crash: it resumes without a
         # second begin (its inner steps replay on their own).
@@ -75,21 +73,21 @@ class DbJournal:
         return self._recorded.get(seq)
 
     def begin(self, seq, kind, name, phase, args) -> None:
-        actions.step_begin(self.run_pk, self.worker, seq, kind, name, phase, _jsonable(args))
+        journal.step_begin(self.run_pk, self.worker, seq, kind, name, phase, _jsonable(args))
 
     def complete(self, seq, result, meta: StepMeta, *, end_seq=None) -> None:
-        actions.step_finish(
+        journal.step_finish(
             self.run_pk, self.worker, seq, "completed", result=_jsonable(result), meta=meta, end_seq=end_seq
         )
 
     def skip(self, seq, reason, meta: StepMeta, *, end_seq=None) -> None:
-        actions.step_finish(self.run_pk, self.worker, seq, "skipped", meta=meta, error=reason, end_seq=end_seq)
+        journal.step_finish(self.run_pk, self.worker, seq, "skipped", meta=meta, error=reason, end_seq=end_seq)
 
     def fail(self, seq, error_class, message, meta: StepMeta) -> None:
-        actions.step_finish(self.run_pk, self.worker, seq, "failed", meta=meta, error_class=error_class, error=message)
+        journal.step_finish(self.run_pk, self.worker, seq, "failed", meta=meta, error_class=error_class, error=message)
 
     def wait_human(self, seq, *, reason, priority, payload, meta, step=None) -> Any:
-        return actions.step_wait_human(
+        return journal.step_wait_human(
             self.run_pk,
             self.worker,
             seq,
@@ -128,7 +126,7 @@ class Heartbeat(threading.Thread):
         try:
             while not self._stop.wait(self.lease_seconds / 3):
                 try:
-                    ours, cancel = actions.renew_lease(self.run_pk, self.worker, self.lease_seconds)
+                    ours, cancel = lifecycle.renew_lease(self.run_pk, self.worker, self.lease_seconds)
                 except Exception:  # database blip: try again next beat; the lease has slack
                     log.warning("run.heartbeat_failed", run_id=self.run_pk, exc_info=True)
                     continue
@@ -148,7 +146,7 @@ def hand_back(run_pk: int, worker: str, active_seconds: float, *, patience: floa
     while True:
         discard_connection()
         try:
-            actions.release_run(run_pk, worker, active_seconds)
+            lifecycle.release_run(run_pk, worker, active_seconds)
             return True
         except LeaseLost:
             return False
@@ -180,17 +178,18 @@ def run_settings() -> RunSettings:
 
 
 def _run_context(run, worker: str, heartbeat: Heartbeat) -> RunContext:
+    installed = ports.current()
     return RunContext(
         run.pk,
         journal=DbJournal(run.pk, worker),
-        deps=guard_deps(),
-        policy=tool_policy(run.agent.name),
+        deps=installed.guard_deps(),
+        policy=installed.escalations.tool_policy(run.agent.name),
         settings=run_settings(),
         active_seconds=run.active_seconds,
         session_id=run.session_id,
         agent=run.agent.name,
         cancelled=lambda: heartbeat.cancel_requested,
-        tool_cache=tool_cache(),
+        tool_cache=installed.tool_cache(),
     )
 
 
@@ -200,7 +199,7 @@ def execute_run(run_pk: int) -> str:
     worker = worker_identity()
     lease = settings.RUN_LEASE_SECONDS
     try:
-        run = actions.claim_run(run_pk, worker, lease)
+        run = lifecycle.claim_run(run_pk, worker, lease)
     except (OperationalError, InterfaceError) as exc:
         discard_connection()
         raise ClaimUnavailable(f"claiming run {run_pk} failed: {exc}") from exc
@@ -210,7 +209,7 @@ def execute_run(run_pk: int) -> str:
     try:
         spec = load_agents().get(run.agent.name)
     except Exception as exc:  # a broken agent module fails the run clearly instead of leaving it leased
-        actions.fail_run(
+        lifecycle.fail_run(
             run.pk,
             worker,
             error_class="AgentLoadError",
@@ -219,7 +218,7 @@ def execute_run(run_pk: int) -> str:
         )
         return "failed"
     if spec is None:
-        actions.fail_run(
+        lifecycle.fail_run(
             run.pk,
             worker,
             error_class="UnknownAgent",
@@ -245,13 +244,13 @@ def execute_run(run_pk: int) -> str:
         heartbeat.start()
         try:
             if not run.trace_id:
-                actions.record_trace_id(run.pk, trace_id)
+                lifecycle.record_trace_id(run.pk, trace_id)
             ctx = _run_context(run, worker, heartbeat)
             output = spec.fn(ctx, run.input)
-            actions.complete_run(run.pk, worker, _jsonable(output), active())
+            lifecycle.complete_run(run.pk, worker, _jsonable(output), active())
             outcome = "succeeded"
         except Suspend as suspend:
-            actions.suspend_run(run.pk, worker, active())
+            lifecycle.suspend_run(run.pk, worker, active())
             outcome = "waiting_human"
             log.info("run.suspended", step=suspend.seq, reason=suspend.reason)
         except LeaseLost:
@@ -261,12 +260,12 @@ def execute_run(run_pk: int) -> str:
             log.warning("run.interrupted", error_class=type(exc).__name__, error=str(exc)[:500])
             outcome = "requeued" if hand_back(run.pk, worker, active(), patience=lease) else "interrupted"
         except RunCancelled:
-            actions.finish_cancelled(run.pk, worker, active())
+            lifecycle.finish_cancelled(run.pk, worker, active())
             outcome = "cancelled"
         except (RequestTimeout, PhaseTimeout, NondeterminismError, ToolRejected) as exc:
-            actions.fail_run(run.pk, worker, error_class=type(exc).__name__, error=str(exc), active_seconds=active())
+            lifecycle.fail_run(run.pk, worker, error_class=type(exc).__name__, error=str(exc), active_seconds=active())
         except SoftTimeLimitExceeded:
-            actions.fail_run(
+            lifecycle.fail_run(
                 run.pk,
                 worker,
                 error_class="RequestTimeout",
@@ -277,7 +276,7 @@ def execute_run(run_pk: int) -> str:
             name = error_class_name(exc)
             log.warning("run.failed", error_class=name, error=str(exc)[:500])
             try:
-                actions.fail_run(run.pk, worker, error_class=name, error=str(exc), active_seconds=active())
+                lifecycle.fail_run(run.pk, worker, error_class=name, error=str(exc), active_seconds=active())
             except LeaseLost:
                 outcome = "lease-lost"
         finally:

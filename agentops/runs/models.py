@@ -6,8 +6,8 @@ from django.db import models
 
 
 class Agent(models.Model):
-    """A registered agent function (agentops/demo/agents/ or AGENTOPS_AGENT_MODULES) or an external agent
-    that calls the REST API."""
+    """A registered agent function (agentops/runs/registry.py: the demo's agents and AGENTOPS_AGENT_MODULES) or an
+    external agent that calls the REST API."""
 
     name = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)

@@ -13,7 +13,7 @@
    statement each on the same tables (what the hot path would gain from holding the counter lock for no
    client round trip; see budgets_clients.py).
 2. Scale: UsageRecord rows seeded with INSERT … SELECT … FROM generate_series (30 days, 8 agents,
-   3 models, 4 operations, ~50k sessions), folded by budgets.actions.roll_up_usage() (timed) with an
+   3 models, 4 operations, ~50k sessions), folded by budgets.actions.rollups.roll_up_usage() (timed) with an
    un-rolled tail of TAIL rows left, then GET /costs/, /costs/data.json and /budgets/ as a budget_admin
    through Django's test Client in-process (server time; median of N after warm-up) at 10k and at 1M rows.
 

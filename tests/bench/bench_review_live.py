@@ -149,12 +149,12 @@ def _prepare() -> None:
     from django.utils import timezone
 
     from agentops.accounts import actions as account_actions
-    from agentops.runs import actions
+    from agentops.runs.actions import agents as agent_actions
     from review.models import Escalation
 
     account_actions.ensure_role_groups()
     account_actions.ensure_user(USERNAME, PASSWORD, superuser=True)
-    agent = actions.ensure_agent(AGENT, description="Benchmark: escalations for the live queue")
+    agent = agent_actions.ensure_agent(AGENT, description="Benchmark: escalations for the live queue")
     Escalation.objects.filter(agent=agent, state__in=Escalation.OPEN_STATES).update(
         state=Escalation.State.DECIDED, decision="approved", decided_at=timezone.now()
     )

@@ -61,7 +61,7 @@ def _configure():
     """A zero-latency simulated provider and a route for the bench operation; the bench agent's row."""
     from agentops.config import actions as config_actions
     from agentops.config.models import ModelRoute, Provider
-    from agentops.runs import actions
+    from agentops.runs.actions import agents as agent_actions
 
     provider = Provider.objects.filter(name=PROVIDER).first() or Provider(name=PROVIDER)
     provider.kind, provider.latency_ms, provider.fault_rate, provider.enabled = Provider.Kind.SIMULATED, 0, 0.0, True
@@ -70,7 +70,7 @@ def _configure():
     route.primary_provider, route.primary_model = provider, "gpt-4o-mini"
     route.backup_provider, route.backup_model = None, ""
     config_actions.save_runtime_object(route)
-    return actions.ensure_agent(AGENT, description="Benchmark: 4 ctx steps on a zero-latency simulated model")
+    return agent_actions.ensure_agent(AGENT, description="Benchmark: 4 ctx steps on a zero-latency simulated model")
 
 
 @contextmanager
@@ -105,11 +105,11 @@ def _runs_round(bench_agent, count: int) -> float:
     """Start `count` runs, wait until all succeeded; runs per second."""
     from django.db.models import Count
 
-    from agentops.runs import actions
+    from agentops.runs.actions import lifecycle
     from agentops.runs.models import Run
 
     started = time.perf_counter()
-    pks = [actions.start_run(bench_agent, {"n": n})[0].pk for n in range(count)]
+    pks = [lifecycle.start_run(bench_agent, {"n": n})[0].pk for n in range(count)]
     deadline = time.monotonic() + 120
     while True:
         counts = dict(Run.objects.filter(pk__in=pks).values_list("status").order_by().annotate(n=Count("pk")))

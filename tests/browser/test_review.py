@@ -14,7 +14,8 @@ from playwright.sync_api import expect
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import REVIEWER
 from agentops.config.source import config_source
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, ToolEffect
 from review import actions as review
 from review.models import Escalation
@@ -50,7 +51,7 @@ def stack_ready(redis_client):
 
 
 def start_approval_run(data: dict | None = None) -> Run:
-    run, _ = actions.start_run(actions.ensure_agent("t-approval"), data or {})
+    run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-approval"), data or {})
     return run
 
 
@@ -100,7 +101,7 @@ def test_worker_escalation_appears_live_and_is_approved_with_the_keyboard(web, w
             operation="search_kb",
             reason="low_confidence",
             priority="medium",
-            agent=actions.ensure_agent("research"),
+            agent=agent_actions.ensure_agent("research"),
             confidence=0.41,
             **common,
         )
@@ -108,7 +109,7 @@ def test_worker_escalation_appears_live_and_is_approved_with_the_keyboard(web, w
             operation="lookup_order",
             reason="max_retries_exceeded",
             priority="low",
-            agent=actions.ensure_agent("support-refund"),
+            agent=agent_actions.ensure_agent("support-refund"),
             retry_count=3,
             **common,
         )
@@ -230,7 +231,7 @@ def test_second_reviewer_gets_the_conflict_and_keeps_what_they_typed(web, page, 
         reason="sensitive_operation",
         priority="high",
         deadline_seconds=600,
-        agent=actions.ensure_agent("t-approval"),
+        agent=agent_actions.ensure_agent("t-approval"),
         arguments={"to": "ana@example.com"},
         context={"user_input": "refund order 42"},
     )
@@ -277,7 +278,7 @@ def test_xss_corpus_in_every_agent_supplied_field_is_inert(web, worker, page, st
         reason="low_confidence",
         priority="high",
         deadline_seconds=600,
-        agent=actions.ensure_agent('evil"><script>alert(1)</script>'),
+        agent=agent_actions.ensure_agent('evil"><script>alert(1)</script>'),
         session_id=XSS[:200],
         arguments={XSS: XSS, "long": LONG, "nested": {"hx": XSS_CORPUS[3], "md": XSS_CORPUS[4]}},
         context={

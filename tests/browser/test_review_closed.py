@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
 from review import actions as review
 from review.models import Escalation
 from tests.browser.test_review import PASSWORD, errors, open_detail, stack_ready  # noqa: F401 (a fixture)
@@ -23,7 +23,7 @@ def test_an_item_closed_because_its_waiter_gave_up_cannot_be_decided(web, page, 
         reason="sensitive_operation",
         priority="high",
         deadline_seconds=600,
-        agent=actions.ensure_agent("t-approval"),
+        agent=agent_actions.ensure_agent("t-approval"),
         source="api",
         arguments={"account": "acme"},
     )

@@ -13,7 +13,8 @@ from playwright.sync_api import expect
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import REVIEWER
 from agentops.lib import live
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step
 from review.models import Escalation
 from tests.fixtures.browser import login, screenshot
@@ -24,8 +25,8 @@ REFUSAL_CONSOLE = re.compile(r"409|responseError")
 
 
 def seed_runs() -> dict[str, Run]:
-    refund = actions.ensure_agent("support-refund", description="refunds with approval")
-    research = actions.ensure_agent("research", description="search and summarise")
+    refund = agent_actions.ensure_agent("support-refund", description="refunds with approval")
+    research = agent_actions.ensure_agent("research", description="search and summarise")
     now = timezone.now()
 
     def run(agent, status, minutes_ago, **fields):
@@ -173,7 +174,7 @@ def test_reviewer_filters_runs_and_watches_a_run_timeline_live(web, page):
     Run.objects.filter(pk=queued.pk).update(status="running", started_at=timezone.now())
     live.send_now("runs", "run.changed", {"run": queued.pk, "status": "running"}, wait=True)
     expect(page.locator(f'tr[data-run="{queued.pk}"] .badge').first).to_have_text("Running")
-    actions.cancel_run(runs["to_cancel"].pk)  # running: the action asks its worker and publishes after commit
+    lifecycle.cancel_run(runs["to_cancel"].pk)  # running: the action asks its worker and publishes after commit
     expect(page.locator(f'tr[data-run="{runs["to_cancel"].pk}"]')).to_contain_text("cancelling")
     screenshot(page, "runs-list")
 

@@ -15,9 +15,9 @@ from agentops.runtime.context import agent, tool
 
 @tool("post_entry", side_effect=True, description="Post a ledger entry (a payment system that answers slowly).")
 def post_entry(args, idempotency_key=None):
-    from agentops.runs import actions
+    from agentops.runs.actions import journal
 
-    effect, created = actions.record_effect(idempotency_key, "post_entry", dict(args))
+    effect, created = journal.record_effect(idempotency_key, "post_entry", dict(args))
     time.sleep(float(args.get("ack_seconds", 0.1)))  # the effect happened; its acknowledgement is on its way
     return {"entry_id": effect.pk, "created": created}
 

@@ -19,7 +19,8 @@ from django.db.models import Count, Sum
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import REVIEWER
 from agentops.demo.agents import tools
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from review import actions as review
 from review.models import AuditEvent, Escalation
@@ -69,8 +70,8 @@ def start_runs(inputs: Iterable[tuple[str, dict]]) -> list[int]:
     agents = {}
     pks = []
     for name, data in inputs:
-        agent = agents.get(name) or agents.setdefault(name, actions.ensure_agent(name))
-        pks.append(actions.start_run(agent, data)[0].pk)
+        agent = agents.get(name) or agents.setdefault(name, agent_actions.ensure_agent(name))
+        pks.append(lifecycle.start_run(agent, data)[0].pk)
     return pks
 
 

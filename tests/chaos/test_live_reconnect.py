@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import REVIEWER
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
 from review import actions as review
 from tests.chaos.harness import record_row
 from tests.fixtures.browser import login, screenshot
@@ -41,7 +41,7 @@ def open_escalation(operation: str):
         reason="sensitive_operation",
         priority="high",
         deadline_seconds=900,
-        agent=actions.ensure_agent("support-refund"),
+        agent=agent_actions.ensure_agent("support-refund"),
         arguments={"to": "ana@example.com"},
         context={},
     )

@@ -24,7 +24,7 @@ import pytest
 
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
 from agentops.runs.models import Run, Step
 from budgets.actions import budgets as budget_actions
 from budgets.actions import prices, webhooks
@@ -104,7 +104,7 @@ class Stage:
         account_actions.ensure_role_groups()
         alice = account_actions.ensure_user("authz-alice", PASSWORD, roles=(REVIEWER,))
         erin = account_actions.ensure_user("authz-erin", PASSWORD, roles=(EXPERT,))
-        agent = actions.ensure_agent("authz-browser-agent")  # no agent function: a resume changes nothing
+        agent = agent_actions.ensure_agent("authz-browser-agent")  # no agent function: a resume changes nothing
         self.run = Run.objects.create(agent=agent, status="waiting_human", input={"q": "authz"})
         Step.objects.create(run=self.run, seq=1, kind="tool", name="lookup_order", status="completed", result={})
         Step.objects.create(run=self.run, seq=2, kind="tool", name=EXPERT_OPERATION, status="waiting_human")

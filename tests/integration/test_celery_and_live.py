@@ -18,7 +18,7 @@ from agentops.lib import live
 
 
 def test_celery_round_trip_through_a_real_worker(worker):
-    from agentops.runs.tasks import ping
+    from agentops.ops.tasks import ping
 
     token = uuid.uuid4().hex
     result = ping.delay(token).get(timeout=20)
@@ -34,7 +34,7 @@ def _worker_ping_count(metrics_text: str) -> float:
 
 
 def test_metrics_show_a_counter_incremented_in_a_worker_process(worker, web):
-    from agentops.runs.tasks import ping
+    from agentops.ops.tasks import ping
 
     before = _worker_ping_count(httpx.get(web.extra["url"] + "/metrics", timeout=10).text)
     for _ in range(3):

@@ -23,7 +23,7 @@ from django.utils import timezone
 from agentops.demo.traffic import TokenPacer
 from agentops.keys import actions as key_actions
 from agentops.keys.models import ApiKey
-from agentops.runs import actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run
 from budgets.actions import alerts, periods
 from budgets.models import Budget, BudgetCounter, Reservation, UsageRecord
@@ -62,7 +62,7 @@ def settle_our_runs(token: str) -> None:
     """Cancel what the traffic left queued, running or waiting, so the worker is idle before the flush."""
     runs = Run.objects.filter(session_id__startswith=f"sim-{token}-")
     for run in runs.exclude(status__in=("succeeded", "failed", "cancelled")):
-        actions.cancel_run(run.pk)
+        lifecycle.cancel_run(run.pk)
     wait_until(lambda: not runs.filter(status__in=("queued", "running")).exists(), 30, "our runs to stop")
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
 from agentops.runs.models import Run, Step
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,7 @@ def make_run(agent="support-refund", status=Run.Status.SUCCEEDED, **fields) -> R
     }
     if status in Run.TERMINAL:
         defaults["finished_at"] = now
-    return Run.objects.create(agent=actions.ensure_agent(agent), status=status, **{**defaults, **fields})
+    return Run.objects.create(agent=agent_actions.ensure_agent(agent), status=status, **{**defaults, **fields})
 
 
 def run_ids(html: str) -> list[int]:
@@ -88,7 +88,7 @@ def test_list_filters_by_agent_and_status_and_keeps_them_in_paging(reviewer):
 
 
 def test_list_pages_fifty_runs_and_htmx_gets_only_the_table(reviewer):
-    agent = actions.ensure_agent("research")
+    agent = agent_actions.ensure_agent("research")
     Run.objects.bulk_create([Run(agent=agent, status="succeeded", input={"n": i}) for i in range(55)])
     make_run("support-refund")
     first = reviewer.get("/runs/", {"agent": "research"}).content.decode()

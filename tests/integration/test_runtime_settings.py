@@ -47,7 +47,7 @@ def test_a_changed_retry_policy_reaches_this_process_within_a_second(defaults):
 
 
 def test_a_running_worker_uses_a_changed_route_without_restart(defaults, worker):
-    from agentops.runs.tasks import probe_route
+    from agentops.ops.tasks import probe_route
 
     first = probe_route.delay("planning", "Plan a trip to Lisbon").get(timeout=30)
     assert first["ok"] and first["model"] == "gpt-4o"

@@ -27,7 +27,8 @@ from websockets.sync.client import ClientConnection, connect
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import REVIEWER
 from agentops.config.source import bump_version, config_source
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from review.models import Escalation
 from tests.fixtures.stack import reseed_runtime, start_web, start_worker
@@ -111,7 +112,7 @@ def executed_runs(worker: str) -> int:
 
 
 def waiting_approval_run() -> tuple[Run, Escalation]:
-    run, _ = actions.start_run(actions.ensure_agent("t-approval"), {"to": "ana@example.com"})
+    run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-approval"), {"to": "ana@example.com"})
     run = wait_for_run(run.pk, {"waiting_human"})
     return run, Escalation.objects.get(run=run)
 

@@ -22,6 +22,7 @@ import re
 import time
 from typing import Any
 
+from agentops.runs.actions import journal
 from agentops.runtime.context import tool
 
 ARCHIVE_LATENCY = 12.0  # seconds; the tool_search phase allows 10
@@ -91,11 +92,9 @@ def lookup_order(args, idempotency_key=None):
 
 def _record(tool_name: str, idempotency_key: str | None, payload: dict) -> tuple[int, bool]:
     """Record the effect once per idempotency key; (effect id, whether this call created it)."""
-    from agentops.runs import actions
-
     if not idempotency_key:
         raise ValueError(f"{tool_name} has side effects and needs an idempotency key")
-    effect, created = actions.record_effect(idempotency_key, tool_name, payload)
+    effect, created = journal.record_effect(idempotency_key, tool_name, payload)
     return effect.pk, created
 
 

@@ -3,7 +3,9 @@ once."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.core.validators import validate_slug
 
 from agentops.keys import actions as key_actions
 from agentops.keys.models import ApiKey
@@ -24,9 +26,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, agent: str, scopes: str, name: str, max_in_flight: int | None, **options):
-        from django.core.exceptions import ValidationError
-        from django.core.validators import validate_slug
-
         try:
             validate_slug(agent)
         except ValidationError as exc:

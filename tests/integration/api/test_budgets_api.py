@@ -123,9 +123,12 @@ def test_usage_is_priced_and_counted_against_the_budgets_that_apply(agent, budge
 
 
 def test_usage_for_a_run_must_be_one_of_the_agents_runs(agent, make_key, prices):
-    from agentops.runs import actions as runs
+    from agentops.runs.actions import agents as agent_actions
+    from agentops.runs.actions import lifecycle
 
-    theirs, _ = runs.start_run(runs.ensure_agent(OTHER), {}, session_id="s-theirs")  # no worker: it stays queued
+    theirs, _ = lifecycle.start_run(
+        agent_actions.ensure_agent(OTHER), {}, session_id="s-theirs"
+    )  # no worker: it stays queued
     usage = {**MINI, "input_tokens": 1, "output_tokens": 1}
     missing = error_of(agent.post("/usage", json={**usage, "run_id": 2**40}), 404, "not_found")
     # Another agent's run answers exactly like a missing one: the report is neither charged nor told apart.

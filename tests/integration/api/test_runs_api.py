@@ -13,7 +13,8 @@ import pytest
 from django.db import connection
 
 from agentops.accounts import actions as account_actions
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run
 from review import actions as review
 from review.models import Escalation
@@ -100,7 +101,7 @@ def test_concurrent_identical_posts_start_one_run(make_key, api):
 def test_start_run_is_race_safe_in_the_database(transactional_db):
     """The action itself, raced by threads with their own connections (the web process may serve the
     API's requests one at a time; several web processes would not)."""
-    agent = actions.ensure_agent(STEPS)
+    agent = agent_actions.ensure_agent(STEPS)
     threads = 12
     barrier = threading.Barrier(threads)
     results: list = []
@@ -109,7 +110,7 @@ def test_start_run_is_race_safe_in_the_database(transactional_db):
     def start() -> None:
         try:
             barrier.wait()
-            run, created = actions.start_run(agent, {"steps": 1}, idempotency_key="raced")
+            run, created = lifecycle.start_run(agent, {"steps": 1}, idempotency_key="raced")
             results.append((run.pk, created))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)

@@ -16,7 +16,8 @@ from agentops.accounts.roles import REVIEWER
 from agentops.config import actions as config_actions
 from agentops.config.models import RuntimeSettings
 from agentops.config.source import config_source
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step
 from budgets.actions import prices
 from budgets.models import Alert, Reservation, UsageRecord
@@ -42,7 +43,7 @@ def gate(make_budget, settings, worker):
 
 
 def start(agent: str, data: dict, **kwargs) -> Run:
-    run, _ = actions.start_run(actions.ensure_agent(agent), data, **kwargs)
+    run, _ = lifecycle.start_run(agent_actions.ensure_agent(agent), data, **kwargs)
     return run
 
 

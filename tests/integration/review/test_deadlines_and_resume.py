@@ -16,7 +16,8 @@ from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import EXPERT, REVIEWER
 from agentops.config import actions as config_actions
 from agentops.config.source import bump_version, config_source
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from review import actions as review
 from review.actions import DecisionConflict
@@ -52,7 +53,7 @@ def expert(defaults):
 
 def waiting_approval_run(to: str = PROPOSED["to"]) -> tuple[Run, Escalation]:
     """A t-approval run suspended on its sensitive send_note step, and that step's escalation."""
-    run, _ = actions.start_run(actions.ensure_agent("t-approval"), {"to": to})
+    run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-approval"), {"to": to})
     run = wait_for_run(run.pk, {"waiting_human"})
     step = Step.objects.get(run=run, status="waiting_human")
     escalation = Escalation.objects.get(run=run)
@@ -117,7 +118,7 @@ def test_overdue_goes_to_experts_once_then_the_safe_default_resumes_the_run(defa
 
 
 def test_the_deadline_comes_from_the_policy_and_a_held_claim_does_not_stop_it(defaults, worker, reviewer, expert):
-    agent = actions.ensure_agent("t-approval")
+    agent = agent_actions.ensure_agent("t-approval")
     config_actions.save_runtime_object(EscalationPolicy(agent=agent, operation="send_note", deadline_seconds=30))
     time.sleep(1.2)  # the worker reloads its policy rows within about a second of the version bump
     run, escalation = waiting_approval_run()

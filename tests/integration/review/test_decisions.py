@@ -21,7 +21,7 @@ from django.utils import timezone
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import EXPERT, REVIEWER
 from agentops.config.source import config_source
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
 from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation
@@ -50,7 +50,7 @@ def people(defaults):
 
 @pytest.fixture
 def agent(defaults):
-    return actions.ensure_agent("t-approval")
+    return agent_actions.ensure_agent("t-approval")
 
 
 def new_escalation(agent, **overrides) -> Escalation:
@@ -297,7 +297,7 @@ def test_the_audit_log_has_every_event_with_its_actor(people, agent):
 def decided_set(people, agent):
     """Five finished escalations of two operations, one still open, one expired."""
     alice, bob, _ = people
-    other = actions.ensure_agent("t-other")
+    other = agent_actions.ensure_agent("t-other")
     made = []
     e = new_escalation(agent)
     made.append(review.decide(e.pk, alice, "approved", comment="ok", confidence=95))

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from agentops.gateway.tool_review import ask_for_calls
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
 from review import actions as review
 from review.models import AuditEvent, Escalation
 from tests.fixtures.stack import reseed_runtime
@@ -22,7 +22,7 @@ RISKY = {"type": "function", "function": {"name": "delete_account", "arguments":
 
 
 def held_escalation(session: str, held: bool = True) -> Escalation:
-    agent = actions.ensure_agent("orphan-agent")
+    agent = agent_actions.ensure_agent("orphan-agent")
     message = {"tool_calls": [RISKY]}
     [(_, action)] = ask_for_calls(agent.pk, agent.name, session, message, "wipe acme", "mock-a", held=held)
     return Escalation.objects.get(pk=action.escalation_id)

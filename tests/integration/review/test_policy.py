@@ -10,7 +10,7 @@ import pytest
 
 from agentops.config import actions as config_actions
 from agentops.config.source import config_source
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
 from review.models import EscalationPolicy
 from review.policy import ReviewToolPolicy, evaluate, policy_for, verdict_for_reason
 from tests.fixtures.stack import reseed_runtime
@@ -27,7 +27,7 @@ def defaults(redis_client):
 
 @pytest.fixture
 def agents(defaults):
-    return actions.ensure_agent("t-approval"), actions.ensure_agent("t-other")
+    return agent_actions.ensure_agent("t-approval"), agent_actions.ensure_agent("t-other")
 
 
 def save_policy(**fields) -> EscalationPolicy:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
 from agentops.config import actions as config_actions
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
 from agentops.runs.models import Run, Step
 from review import actions as review
 from review.models import AuditEvent, Escalation, EscalationPolicy
@@ -57,7 +57,7 @@ def new_escalation(agent="t-approval", **overrides) -> Escalation:
         "reason": "sensitive_operation",
         "priority": "high",
         "deadline_seconds": 600,
-        "agent": actions.ensure_agent(agent),
+        "agent": agent_actions.ensure_agent(agent),
         "arguments": {"to": "ana@example.com", "body": "refund issued"},
         "context": {"user_input": "please refund order 42", "agent_analysis": "refund looks right"},
         "rule": "operation starts with one of delete, modify, send · default",
@@ -221,7 +221,7 @@ def test_roles_guard_every_review_page(client):
 
 # --- the approval screen -----------------------------------------------------------------------
 def test_approval_screen_shows_everything_escaped_inside_hx_disable_and_claims(alice):
-    agent = actions.ensure_agent("t-approval")
+    agent = agent_actions.ensure_agent("t-approval")
     run = Run.objects.create(
         agent=agent,
         status="waiting_human",
@@ -317,7 +317,7 @@ def post(client, escalation, action, **fields):
 
 
 def test_approve_goes_through_the_action_and_resumes_the_run(alice):
-    agent = actions.ensure_agent("t-approval")
+    agent = agent_actions.ensure_agent("t-approval")
     run = Run.objects.create(agent=agent, status="waiting_human", input={"to": "ana"})
     Step.objects.create(run=run, seq=1, kind="tool", name="send_note", status="waiting_human")
     escalation = new_escalation(run=run, step_seq=1)

@@ -16,7 +16,8 @@ from agentops.config.models import RetryPolicy
 from agentops.config.source import config_source
 from agentops.demo.agents import tools
 from agentops.demo.management.commands.seed_demo import route_demo_models_to_mock
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from tests.fixtures.stack import reseed_runtime
 
@@ -70,7 +71,7 @@ def wait_for_run(run_pk: int, *statuses: str, timeout: float = 20.0) -> Run:
 
 
 def start(agent: str, data: dict) -> Run:
-    run, _ = actions.start_run(actions.ensure_agent(agent), data)
+    run, _ = lifecycle.start_run(agent_actions.ensure_agent(agent), data)
     return run
 
 
@@ -137,7 +138,7 @@ def test_support_refund_survives_faults_suspends_for_the_email_and_finishes_once
     active = app.control.inspect(timeout=1).active() or {}
     assert not any(task["args"] == [run.pk] for tasks in active.values() for task in tasks)
 
-    actions.decide_step(run.pk, email.seq, {"decision": "approved"})
+    lifecycle.decide_step(run.pk, email.seq, {"decision": "approved"})
     run = wait_for_run(run.pk, "succeeded")
     assert run.output["status"] == "refunded" and run.output["refund"]["amount"] == order["total"]
     assert run.output["email"]["message_id"].startswith("<msg-")
@@ -163,7 +164,7 @@ def test_a_high_value_refund_waits_for_a_reviewer_and_a_rejection_is_answered(de
     assert escalation["reason"] == "high_value_decision" and escalation["priority"] == "high"
     assert escalation["value"] == order["total"] and refund.executions == 0
 
-    actions.decide_step(run.pk, refund.seq, {"decision": "rejected", "comment": "fraud check first"})
+    lifecycle.decide_step(run.pk, refund.seq, {"decision": "rejected", "comment": "fraud check first"})
     run = wait_for_run(run.pk, "succeeded")
     assert run.output["status"] == "refund_rejected" and run.output["email"] is None
     assert (
@@ -187,7 +188,7 @@ def test_an_archived_order_skips_the_optional_lookup_and_escalates_for_low_confi
     )
     order = tools.order_book("ARCH-123456")
     data = {"order_id": order["order_id"], "amount": 80.0, "email": order["email"], "message": "Refund please"}
-    run = Run.objects.create(agent=actions.ensure_agent("support-refund"), input=data)  # not enqueued
+    run = Run.objects.create(agent=agent_actions.ensure_agent("support-refund"), input=data)  # not enqueued
     assert execution.execute_run(run.pk) == "waiting_human"
 
     search = Step.objects.get(run=run, kind="phase", name="tool_search")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agentops.config import actions as config_actions
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from agentops.runtime.model_names import base_model_name
 from tests.fixtures.waiting import wait_for_run
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def start(agent_name: str, data: dict, **kwargs) -> Run:
-    run, _ = actions.start_run(actions.ensure_agent(agent_name), data, **kwargs)
+    run, _ = lifecycle.start_run(agent_actions.ensure_agent(agent_name), data, **kwargs)
     return run
 
 
@@ -58,7 +59,7 @@ def test_suspend_holds_no_worker_and_a_decision_resumes_the_run(defaults, worker
     # another run goes through meanwhile
     assert wait_for_run(start("t-steps", {"steps": 1}).pk, {"succeeded"}).status == "succeeded"
 
-    actions.decide_step(
+    lifecycle.decide_step(
         run.pk, waiting.seq, {"decision": "modified", "arguments": {"to": "ana@example.org", "body": "refund issued"}}
     )
     run = wait_for_run(run.pk, {"succeeded"})
@@ -71,7 +72,7 @@ def test_suspend_holds_no_worker_and_a_decision_resumes_the_run(defaults, worker
 def test_a_rejection_reaches_the_agent_code_which_handles_it(defaults, worker):
     run = wait_for_run(start("t-approval", {}).pk, {"waiting_human"})
     seq = Step.objects.get(run=run, status="waiting_human").seq
-    actions.decide_step(run.pk, seq, {"decision": "rejected", "comment": "wrong customer"})
+    lifecycle.decide_step(run.pk, seq, {"decision": "rejected", "comment": "wrong customer"})
     run = wait_for_run(run.pk, {"succeeded"})
     assert run.output["sent"] is None and "wrong customer" in run.output["rejected"]
     assert not ToolEffect.objects.filter(idempotency_key=f"run:{run.pk}:step:{seq}").exists()
@@ -80,7 +81,7 @@ def test_a_rejection_reaches_the_agent_code_which_handles_it(defaults, worker):
 def test_a_human_can_take_over_a_step(defaults, worker):
     run = wait_for_run(start("t-approval", {}).pk, {"waiting_human"})
     seq = Step.objects.get(run=run, status="waiting_human").seq
-    actions.decide_step(run.pk, seq, {"decision": "taken_over", "result": {"sent_by_hand": True}})
+    lifecycle.decide_step(run.pk, seq, {"decision": "taken_over", "result": {"sent_by_hand": True}})
     run = wait_for_run(run.pk, {"succeeded"})
     assert run.output["sent"] == {"sent_by_hand": True}
 
@@ -103,14 +104,14 @@ def test_retry_from_the_last_checkpoint_replays_completed_steps(defaults, worker
     assert (first.status, flaky.status) == ("completed", "failed")
 
     ToolEffect.objects.create(idempotency_key=f"allow:{run.pk}", tool="test")
-    actions.retry_run(run.pk)
+    lifecycle.retry_run(run.pk)
     run = wait_for_run(run.pk, {"succeeded"})
     first, flaky = steps_of(run)
     assert first.executions == 1  # replayed from the journal
     assert flaky.executions == 2 and flaky.status == "completed"
     assert run.output == {"first": "checkpoint", "stock": 7}
     with pytest.raises(ValueError, match="only a failed run"):
-        actions.retry_run(run.pk)
+        lifecycle.retry_run(run.pk)
 
 
 def test_the_request_timeout_ends_a_runaway_run(defaults, worker):
@@ -126,10 +127,10 @@ def test_the_request_timeout_ends_a_runaway_run(defaults, worker):
 
 def test_cancel_a_waiting_run_and_a_running_one(defaults, worker):
     waiting = wait_for_run(start("t-approval", {}).pk, {"waiting_human"})
-    assert actions.cancel_run(waiting.pk).status == "cancelled"
+    assert lifecycle.cancel_run(waiting.pk).status == "cancelled"
     running = start("t-steps", {"steps": 8, "pause": 0.3})
     wait_for_run(running.pk, {"running"})
-    actions.cancel_run(running.pk)
+    lifecycle.cancel_run(running.pk)
     running = wait_for_run(running.pk, {"cancelled", "succeeded"}, timeout=20)
     assert running.status == "cancelled"
     assert Step.objects.filter(run=running).count() < 17

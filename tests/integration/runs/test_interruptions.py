@@ -14,7 +14,9 @@ from django.utils import timezone
 
 from agentops.accounts import actions as account_actions
 from agentops.keys import actions as key_actions
-from agentops.runs import actions, execution
+from agentops.runs import execution
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import journal, lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from review.models import Escalation
 
@@ -27,12 +29,12 @@ def in_process(monkeypatch) -> list[int]:
     worker started by an earlier test would otherwise claim the run between this test's steps). Returns the
     ids of the runs that would have been sent."""
     sent: list[int] = []
-    monkeypatch.setattr(actions, "send_execution", lambda run_pk, countdown=0: sent.append(run_pk) or True)
+    monkeypatch.setattr(lifecycle, "send_execution", lambda run_pk, countdown=0: sent.append(run_pk) or True)
     return sent
 
 
 def start(agent_name: str, data: dict, **kwargs) -> Run:
-    return actions.start_run(actions.ensure_agent(agent_name), data, **kwargs)[0]
+    return lifecycle.start_run(agent_actions.ensure_agent(agent_name), data, **kwargs)[0]
 
 
 def waiting_step(run: Run) -> Step:
@@ -44,7 +46,9 @@ def test_a_decided_step_is_carried_out_again_and_the_human_is_not_asked_twice(de
     run = start("t-approval", {"to": "ana@example.com"})
     assert execution.execute_run(run.pk) == "waiting_human"
     step = waiting_step(run)
-    actions.decide_step(run.pk, step.seq, {"decision": "modified", "arguments": {"to": "bo@example.com", "body": "ok"}})
+    lifecycle.decide_step(
+        run.pk, step.seq, {"decision": "modified", "arguments": {"to": "bo@example.com", "body": "ok"}}
+    )
     # The execution after the decision began the tool and then its worker died (running) or the tool failed
     # and the run was retried (failed): either way the step holds the decision and is not completed.
     Step.objects.filter(pk=step.pk).update(status=interrupted_as, executions=1)
@@ -59,7 +63,7 @@ def test_a_decided_step_is_carried_out_again_and_the_human_is_not_asked_twice(de
 
 def test_a_run_interrupted_by_postgresql_goes_back_to_the_queue_and_then_finishes(defaults, in_process, monkeypatch):
     run = start("t-steps", {"steps": 2})
-    real_finish, calls = actions.step_finish, []
+    real_finish, calls = journal.step_finish, []
 
     def finish_until_the_database_goes(*args, **kwargs):
         calls.append(args[2])
@@ -67,7 +71,7 @@ def test_a_run_interrupted_by_postgresql_goes_back_to_the_queue_and_then_finishe
             raise OperationalError("terminating connection due to administrator command")
         return real_finish(*args, **kwargs)
 
-    monkeypatch.setattr(actions, "step_finish", finish_until_the_database_goes)
+    monkeypatch.setattr(journal, "step_finish", finish_until_the_database_goes)
     assert execution.execute_run(run.pk) == "requeued"
     run.refresh_from_db()
     assert (run.status, run.lease_owner, run.error_class) == ("queued", "", "")  # not failed
@@ -89,7 +93,7 @@ def test_postgresql_away_before_the_first_step_requeues_the_run_and_stops_its_he
     def trace_write_fails(*args, **kwargs):
         raise OperationalError("terminating connection due to administrator command")
 
-    monkeypatch.setattr(actions, "record_trace_id", trace_write_fails)
+    monkeypatch.setattr(lifecycle, "record_trace_id", trace_write_fails)
     assert execution.execute_run(run.pk) == "requeued"
     assert Run.objects.get(pk=run.pk).status == "queued"
     # A heartbeat left running would renew the lease of a run nobody executes, and beat would never reclaim it.
@@ -103,20 +107,21 @@ def test_a_claim_that_meets_postgresql_away_is_handed_to_the_task_retry(defaults
     def claim_fails(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(actions, "claim_run", claim_fails)
+    monkeypatch.setattr(lifecycle, "claim_run", claim_fails)
     with pytest.raises(execution.ClaimUnavailable):
         execution.execute_run(run.pk)
     assert Run.objects.get(pk=run.pk).status == "queued"
 
 
 def test_a_run_whose_message_was_lost_is_enqueued_again_by_beat(defaults, worker, monkeypatch):
-    from agentops.runs.tasks import execute_run, reclaim_runs
+    from agentops.lib import queue
+    from agentops.runs.tasks import reclaim_runs
 
     def broker_away(*args, **kwargs):
         raise ConnectionError("Error 111 connecting to the broker")
 
     with monkeypatch.context() as patched:
-        patched.setattr(execute_run, "delay", broker_away)
+        patched.setattr(queue, "send_now", broker_away)
         run = start("t-steps", {"steps": 1})  # committed; its message could not be sent
     assert Run.objects.get(pk=run.pk).status == "queued"
 
@@ -137,7 +142,7 @@ def test_the_api_answers_503_with_retry_after_when_postgresql_is_away(defaults, 
     def database_away(*args, **kwargs):
         raise OperationalError("the database system is shutting down")
 
-    monkeypatch.setattr(actions, "start_run", database_away)
+    monkeypatch.setattr(lifecycle, "start_run", database_away)
     response = Client().post(
         "/api/v1/runs",
         {"agent": "t-steps", "input": {"steps": 1}},
@@ -152,19 +157,19 @@ def test_the_api_answers_503_with_retry_after_when_postgresql_is_away(defaults, 
 def test_a_stale_run_whose_message_still_waits_in_the_queue_is_not_sent_twice(defaults, settings, monkeypatch):
     from agentops.lib.broker import queue_keys
     from agentops.lib.redis import runtime_redis
-    from agentops.runs import actions as run_actions
+    from agentops.runs.actions import recovery
     from agentops.runs.tasks import execute_run
 
     assert execute_run.app.conf.task_default_queue == "default"  # Celery read its settings before the change
     settings.CELERY_TASK_DEFAULT_QUEUE = "requeue-test"  # the queue requeue_stale_runs reads: no worker's
     sent = []
-    monkeypatch.setattr(run_actions, "send_execution", lambda run_pk, **_: sent.append(run_pk))
+    monkeypatch.setattr(lifecycle, "send_execution", lambda run_pk, **_: sent.append(run_pk))
     waiting, lost = start("t-steps", {"steps": 1}), start("t-steps", {"steps": 1})
     sent.clear()
     execute_run.apply_async(args=[waiting.pk], queue="requeue-test")  # a real message, behind a backlog
     Run.objects.filter(pk__in=[waiting.pk, lost.pk]).update(updated_at=timezone.now() - timedelta(seconds=120))
     try:
-        assert run_actions.requeue_stale_runs(60) == [lost.pk]
+        assert recovery.requeue_stale_runs(60) == [lost.pk]
         assert sent == [lost.pk]
     finally:
         runtime_redis().delete(*queue_keys("requeue-test"))

@@ -5,7 +5,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentops.observability.tracing import tracer_provider
-from agentops.runs import actions
+from agentops.runs.actions import agents as agent_actions
+from agentops.runs.actions import lifecycle
 from agentops.runs.execution import execute_run
 from agentops.runs.models import Run
 
@@ -21,7 +22,7 @@ def spans():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_run_emits_nested_spans_with_genai_attributes(defaults, spans):
-    run, _ = actions.start_run(actions.ensure_agent("t-steps"), {"steps": 1})
+    run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-steps"), {"steps": 1})
     assert execute_run(run.pk) == "succeeded"
     finished = {span.name: span for span in spans.get_finished_spans()}
     root, chat = finished["agent.run"], finished["gen_ai.chat"]

@@ -16,7 +16,11 @@ from django.core.management.base import BaseCommand
 from agentops.accounts import actions as account_actions
 from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
 from agentops.config import actions as config_actions
-from agentops.runs import actions
+from agentops.config.models import ModelRoute, Provider, RuntimeSettings
+from agentops.demo.agents.openai_sdk import GATEWAY_DEMO_AGENT, ensure_gateway_demo_agent
+from agentops.runs.actions import agents as agent_actions
+from budgets.actions import budgets as budget_actions
+from budgets.models import Budget
 
 DEMO_USERS = (
     # role label, username, role groups, superuser
@@ -51,8 +55,6 @@ DEMO_ROUTES = (
 def route_demo_models_to_mock(mock_url: str) -> None:
     """Primary models answer from the fault-injecting mock (its faults drive retries, breakers and
     fallbacks the demo shows); backups answer from the offline simulated provider."""
-    from agentops.config.models import ModelRoute, Provider, RuntimeSettings
-
     mock = Provider.objects.filter(name="mock").first() or Provider(name="mock")
     mock.kind, mock.base_url, mock.api_key, mock.enabled = Provider.Kind.OPENAI, mock_url, "demo-key", True
     config_actions.save_runtime_object(mock)
@@ -105,7 +107,6 @@ DEMO_BUDGETS = (
     },
 )
 DEMO_TEAMS = {"support-refund": "support", "research": "research"}
-GATEWAY_DEMO_AGENT = "openai-sdk"
 # Each demo agent's own daily tokens, a hard stop: the three together can never take more than 60,000 of
 # the seeded global budget's 100,000 a day (under its 80 % alert threshold), however fast the traffic
 # runs. The traffic is paced below this (DEMO_TOKENS_PER_MINUTE: 12 × (60 + 1440) = 18,000 a day per agent), so
@@ -125,32 +126,10 @@ DEMO_AGENT_BUDGETS = tuple(
 )
 
 
-def ensure_gateway_demo_agent():
-    """The demo's plain-OpenAI-SDK agent (no agent function: it only calls the gateway). Created with its
-    sensitive tool calls annotated rather than held, so demo traffic never waits on a reviewer; an admin's
-    later choice is kept."""
-    from agentops.runs.models import Agent
-
-    existed = Agent.objects.filter(name=GATEWAY_DEMO_AGENT).exists()
-    agent = actions.ensure_agent(
-        GATEWAY_DEMO_AGENT,
-        description="A support assistant written against the plain openai SDK, pointed at the /v1 gateway.",
-        team="product",
-    )
-    if not existed:
-        # No action sets this field yet; a single-field update on the row just created.
-        agent.gateway_tool_review = Agent.ToolReview.ANNOTATE
-        agent.save(update_fields=["gateway_tool_review"])
-    return agent
-
-
 def seed_demo_budgets() -> None:
     """The demo's budgets (created once: an admin's later edits are kept) and the agents' teams."""
-    from budgets.actions import budgets as budget_actions
-    from budgets.models import Budget
-
     for agent, team in DEMO_TEAMS.items():
-        actions.ensure_agent(agent, team=team)
+        agent_actions.ensure_agent(agent, team=team)
     ensure_gateway_demo_agent()
     for fields in (*DEMO_BUDGETS, *DEMO_AGENT_BUDGETS):
         if not Budget.objects.filter(name=fields["name"]).exists():
@@ -176,7 +155,7 @@ class Command(BaseCommand):
             password = known.get(username) or secrets.token_urlsafe(12)
             account_actions.ensure_user(username, password, roles=groups, superuser=superuser)
             lines.append(f"{role} {username} {password}")
-        actions.sync_registered_agents()
+        agent_actions.sync_registered_agents()
         seed_demo_budgets()
         if mock_url:
             route_demo_models_to_mock(mock_url)

@@ -1,0 +1,318 @@
+"""What the runs pages show, as plain display values (the templates hold no logic).
+
+Everything an agent or an LLM produced (input, output, arguments, results, errors) is untrusted: the
+templates only ever auto-escape it and render it inside `hx-disable` containers, so neither the browser
+nor htmx acts on it. The review queue's escalation rows come through the runs' ports (agentops/runs/ports.py),
+so this module never imports the review app.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from agentops.lib import display
+from agentops.runs import ports
+from agentops.runs.models import Run, Step
+
+JSON_DISPLAY_LIMIT = 20_000  # characters of pretty JSON shown per value; the rest is cut with a note
+PREVIEW_CHARS = 90
+
+RUN_BADGES = {
+    Run.Status.QUEUED: "",
+    Run.Status.RUNNING: "info",
+    Run.Status.WAITING_HUMAN: "warn",
+    Run.Status.SUCCEEDED: "ok",
+    Run.Status.FAILED: "bad",
+    Run.Status.CANCELLED: "muted",
+}
+STEP_BADGES = {
+    Step.Status.RUNNING: "info",
+    Step.Status.COMPLETED: "ok",
+    Step.Status.FAILED: "bad",
+    Step.Status.SKIPPED: "muted",
+    Step.Status.WAITING_HUMAN: "warn",
+    Step.Status.DECIDED: "ok",
+}
+HOP_BADGES = {"ok": "ok", "answered": "ok", "failed": "bad", "rejected": "bad", "no_rule": "muted", "pending": "warn"}
+CANCELLABLE = (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_HUMAN)
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON for a <pre>, cut at JSON_DISPLAY_LIMIT characters (the template escapes it)."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if len(text) > JSON_DISPLAY_LIMIT:
+        return f"{text[:JSON_DISPLAY_LIMIT]}\n… ({len(text) - JSON_DISPLAY_LIMIT:,} more characters not shown)"
+    return text
+
+
+def preview(value: Any) -> str:
+    """One line summarising a value, for the <summary> of its collapsed <details>."""
+    if value is None or value in ({}, [], ""):
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def run_duration(run: Run, now=None) -> tuple[str, bool]:
+    """Wall-clock time from start to finish (to now while unfinished), and whether it is still going."""
+    if run.started_at is None:
+        return display.DASH, False
+    ongoing = run.finished_at is None
+    end = run.finished_at or now or timezone.now()
+    return display.duration(max((end - run.started_at).total_seconds(), 0.0)), ongoing and not run.is_terminal
+
+
+def review_url(escalation_id) -> str:
+    """The approval screen for an escalation, once the review app is installed."""
+    if escalation_id is None:
+        return ""
+    try:
+        return reverse("review:detail", args=[escalation_id])
+    except NoReverseMatch:
+        return ""
+
+
+@dataclass
+class RunRow:
+    run: Run
+    badge: str
+    steps: int
+    duration: str
+    ongoing: bool
+
+
+@dataclass
+class HopView:
+    handler: str
+    outcome: str
+    badge: str
+    target: str
+    error_class: str
+    reason: str
+    attempts: Any
+    waits: str
+    duration: str
+    status: Any
+
+
+@dataclass
+class EscalationView:
+    reason: str
+    priority: str
+    subject: str  # the tool or operation the human decides on
+    kind: str  # "tool" | "llm" | ""
+    value: Any
+    confidence: Any
+    rule: str
+    side_effect: Any
+    details_json: str  # proposed tool arguments, or the messages of an llm call nobody could answer
+    review_url: str
+    # from the review queue's escalation row, when there is one
+    state: str = ""
+    queue: str = ""
+    claimed_by: str = ""
+    deadline_at: Any = None
+    decision: str = ""
+    decision_badge: str = ""
+    decided_by: str = ""
+    comment: str = ""
+    reviewer_confidence: Any = None
+    outcome_json: str = ""  # the reviewer's final arguments or written result
+    withheld: bool = False  # an expert-queue item shown to a non-expert: what it is, none of its content
+
+
+@dataclass
+class StepView:
+    step: Step
+    badge: str
+    hops: list[HopView]
+    escalation: EscalationView | None
+    duration: str
+    duration_ms: float
+    arguments_json: str
+    arguments_preview: str
+    result_json: str
+    result_preview: str
+    decision_json: str
+    # a key that changes whenever what the step shows may change: unchanged steps keep their
+    # <details> open/closed across live refreshes (hx-preserve)
+    state_key: str
+
+
+def hop_view(hop: Any) -> HopView:
+    data = hop if isinstance(hop, dict) else {"handler": str(hop)}
+    waits = data.get("waits") or []
+    if not isinstance(waits, list | tuple):
+        waits = [waits]
+    duration_ms = data.get("duration_ms")
+    return HopView(
+        handler=str(data.get("handler") or "?"),
+        outcome=str(data.get("outcome") or ""),
+        badge=HOP_BADGES.get(data.get("outcome"), "warn"),
+        target=str(data.get("target") or ""),
+        error_class=str(data.get("error_class") or ""),
+        reason=str(data.get("reason") or ""),
+        attempts=data.get("attempts", ""),
+        waits=", ".join(display.duration(w) if isinstance(w, int | float) else str(w) for w in waits),
+        duration=display.duration(duration_ms / 1000) if isinstance(duration_ms, int | float) else "",
+        status=data.get("status") or "",
+    )
+
+
+def escalation_view(step: Step, escalation=None) -> EscalationView | None:
+    """What the human must decide for a waiting step (or decided, for a decided one): from the review
+    queue's Escalation row when there is one, else from the request recorded on the step itself."""
+    inline = (step.arguments if isinstance(step.arguments, dict) else {}).get("escalation")
+    inline = inline if isinstance(inline, dict) else {}
+    if escalation is None and not inline:
+        return None
+    url = review_url(step.escalation_id) if step.status == Step.Status.WAITING_HUMAN else ""
+    if escalation is not None:
+        messages_ = (escalation.context or {}).get("messages") if escalation.kind == "llm" else None
+        return EscalationView(
+            reason=escalation.reason,
+            priority=escalation.priority,
+            subject=escalation.operation,
+            kind=escalation.kind,
+            value=escalation.value,
+            confidence=escalation.confidence,
+            rule=escalation.rule,
+            side_effect=inline.get("side_effect"),
+            details_json=pretty_json(messages_ if escalation.kind == "llm" else escalation.arguments or None),
+            review_url=url,
+            state=escalation.state,
+            queue=escalation.queue,
+            claimed_by=escalation.claimed_by.get_username() if escalation.claimed_by_id else "",
+            deadline_at=escalation.deadline_at if escalation.is_open else None,
+            decision=escalation.get_decision_display() if escalation.decision else "",
+            decision_badge="bad" if escalation.decision == "rejected" else "ok",
+            decided_by=escalation.decided_by.get_username() if escalation.decided_by_id else "",
+            comment=escalation.comment,
+            reviewer_confidence=escalation.reviewer_confidence,
+            outcome_json=pretty_json(
+                escalation.result if escalation.result is not None else escalation.final_arguments
+            ),
+        )
+    if inline.get("tool"):
+        kind, subject, details = "tool", str(inline["tool"]), inline.get("arguments")
+    elif inline.get("operation"):
+        kind, subject, details = "llm", str(inline["operation"]), inline.get("messages")
+    else:
+        kind, subject, details = step.kind if step.kind in ("tool", "llm") else "", step.name, None
+    return EscalationView(
+        reason=str(inline.get("reason") or ""),
+        priority=str(inline.get("priority") or ""),
+        subject=subject,
+        kind=kind,
+        value=inline.get("value"),
+        confidence=inline.get("confidence"),
+        rule=str(inline.get("rule") or ""),
+        side_effect=inline.get("side_effect"),
+        details_json=pretty_json(details),
+        review_url=url,
+    )
+
+
+def escalations_for(steps) -> dict:
+    """The review queue's escalation rows of these steps, by id (one query)."""
+    ids = [step.escalation_id for step in steps if step.escalation_id is not None]
+    if not ids:
+        return {}
+    rows = ports.current().escalations.by_id(ids)
+    # before the review queue existed a step's escalation id was its own pk: only trust a row that
+    # points back at this very step
+    by_step = {(step.run_id, step.seq): step.escalation_id for step in steps}
+    return {pk: row for pk, row in rows.items() if by_step.get((row.run_id, row.step_seq)) == pk}
+
+
+def withheld_escalation_view(escalation) -> EscalationView:
+    """An expert-queue escalation as a non-expert sees it on a timeline: what kind of decision it is and
+    where it stands, never its arguments, context, messages, decision, comment or outcome."""
+    return EscalationView(
+        reason=escalation.reason,
+        priority=escalation.priority,
+        subject=escalation.operation,
+        kind=escalation.kind,
+        value=None,
+        confidence=None,
+        rule="",
+        side_effect=None,
+        details_json="",
+        review_url="",
+        state=escalation.state,
+        queue=escalation.queue,
+        withheld=True,
+    )
+
+
+def step_view(step: Step, escalations: dict | None = None, *, withheld: bool = False) -> StepView:
+    """One step of a timeline. `withheld`: its escalation is in the expert queue and the viewer is no expert,
+    so the step's arguments, result and decision (the same content) are left out as well."""
+    if withheld:
+        return StepView(
+            step=step,
+            badge=STEP_BADGES.get(step.status, ""),
+            hops=[hop_view(hop) for hop in (step.hops if isinstance(step.hops, list) else [])],
+            escalation=withheld_escalation_view(escalations[step.escalation_id]),
+            duration=display.duration(step.duration_ms / 1000) if step.duration_ms else display.DASH,
+            duration_ms=step.duration_ms,
+            arguments_json="",
+            arguments_preview="",
+            result_json="",
+            result_preview="",
+            decision_json="",
+            state_key=f"{step.executions}-{step.status}-{step.attempts}-withheld",
+        )
+    arguments = step.arguments
+    escalation = None
+    if step.status in (Step.Status.WAITING_HUMAN, Step.Status.DECIDED):
+        escalation = escalation_view(step, (escalations or {}).get(step.escalation_id))
+    if isinstance(arguments, dict) and "escalation" in arguments:
+        # the escalation block shows what the human decides on; a held tool call's own arguments are
+        # the same values, so they are not repeated below it
+        arguments = {k: v for k, v in arguments.items() if k != "escalation"}
+        if escalation is not None and escalation.kind == "tool":
+            arguments = None
+    return StepView(
+        step=step,
+        badge=STEP_BADGES.get(step.status, ""),
+        hops=[hop_view(hop) for hop in (step.hops if isinstance(step.hops, list) else [])],
+        escalation=escalation,
+        duration=display.duration(step.duration_ms / 1000) if step.duration_ms else display.DASH,
+        duration_ms=step.duration_ms,
+        arguments_json=pretty_json(arguments or None),
+        arguments_preview=preview(arguments),
+        result_json=pretty_json(step.result),
+        result_preview=preview(step.result),
+        decision_json=pretty_json(step.decision),
+        state_key=f"{step.executions}-{step.status}-{step.attempts}",
+    )
+
+
+def timeline_steps(run: Run, user) -> list[StepView]:
+    """The run's steps as `user` may see them: a step whose escalation is in the expert queue keeps only
+    what kind of decision it is for a non-expert (the review queue's visibility rule decides)."""
+    rows = list(run.steps.order_by("seq"))
+    escalations = escalations_for(rows)
+    withheld: set[int] = set()
+    if escalations:
+        withheld = set(escalations) - ports.current().escalations.visible_ids(user, list(escalations))
+    return [step_view(step, escalations, withheld=step.escalation_id in withheld) for step in rows]
+
+
+def run_rows(runs: list[Run], step_counts: dict[int, int], now=None) -> list[RunRow]:
+    """The rows of the runs list: badge, number of steps and duration of each run."""
+    now = now or timezone.now()
+    rows = []
+    for run in runs:
+        run_time, ongoing = run_duration(run, now)
+        rows.append(RunRow(run, RUN_BADGES.get(run.status, ""), step_counts.get(run.pk, 0), run_time, ongoing))
+    return rows

@@ -159,6 +159,9 @@ def lint() -> None:
             raise ServiceError(
                 f"`{' '.join(cmd[1:])}` failed; run `.venv/bin/ruff check --fix . && .venv/bin/ruff format .`"
             )
+    step("import contracts (rooms, one-way doors, no circles) ...")
+    if subprocess.run([str(Path(PY).parent / "lint-imports"), "--no-cache"], cwd=ROOT).returncode != 0:
+        raise ServiceError("an import breaks the house's contracts ([tool.importlinter] in pyproject.toml); see above")
 
 
 def test(argv: list[str]) -> int:

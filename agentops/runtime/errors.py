@@ -22,6 +22,10 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+import openai
+
+from agentops.runtime.timeouts import TimeoutExceeded
+
 
 class ErrorCategory(StrEnum):
     """Where a failure lives. ``kind`` groups the categories into ``system`` and ``business``."""
@@ -234,12 +238,7 @@ def _load_optional() -> tuple[tuple[type, ...], ...]:
         transport.append(mod.TransportError)
         status.append(mod.HTTPStatusError)
         decoding.append(mod.DecodingError)
-    try:
-        from agentops.runtime.timeouts import TimeoutExceeded
-
-        ours.append(TimeoutExceeded)
-    except ImportError:  # pragma: no cover - present once the timeouts module lands
-        pass
+    ours.append(TimeoutExceeded)
     return tuple(timeouts), tuple(transport), tuple(status), tuple(decoding), tuple(ours)
 
 
@@ -258,8 +257,6 @@ def classify(exc: BaseException | int, *, provider: str | None = None, model: st
         return exc.for_target(provider, model)
     if isinstance(exc, int):
         return from_status(exc, provider=provider, model=model)
-
-    import openai  # imported here so this module stays importable without the SDK in odd contexts
 
     def make(error_class: ErrorClass, **kw: Any) -> ProviderError:
         err = ProviderError(error_class, str(exc) or type(exc).__name__, provider=provider, model=model, **kw)

@@ -20,11 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import os
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +36,7 @@ from agentops.runtime.cache import TwoLevelCache, cache_key
 from agentops.runtime.config import ConfigSource, RuntimeConfig
 from agentops.runtime.errors import FallbackExhausted
 from agentops.runtime.fallback import ChainContext, Hop, run_chain
+from agentops.runtime.latency import LatencyRecorder
 from agentops.runtime.protocols import (
     ALLOW_ALL,
     BudgetExceeded,
@@ -52,6 +49,7 @@ from agentops.runtime.protocols import (
     UsageSink,
 )
 from agentops.runtime.providers.base import LLMRequest, LLMResult, Provider
+from agentops.runtime.results import GuardResult, from_cache_entry, to_cache_entry
 from agentops.runtime.retry import RetryBudget
 from agentops.runtime.routing import Route
 from agentops.runtime.timeouts import Deadline
@@ -66,156 +64,6 @@ _stdlib_log = logging.getLogger("agentops.llm")  # the logger structlog's stdlib
 tracer = trace.get_tracer("agentops.runtime")
 
 MODEL_HANDLERS_PREFIXES = ("primary", "backup")
-
-
-@dataclass(frozen=True)
-class GuardResult:
-    """The answer of a guarded call and how it was obtained."""
-
-    text: str
-    model: str
-    provider: str
-    handler: str  # primary | backup | backup_N | rules | human | cache
-    operation: str = "default"
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    attempts: int = 0
-    hops: tuple[Hop, ...] = ()
-    cache_hit: bool = False
-    duration_ms: float = 0.0
-    finish_reason: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    error_class: str | None = None  # the last error seen on the way, if any
-    replayed: bool = False
-    upstream_ms: float = 0.0  # of duration_ms, spent waiting for providers or backing off between attempts
-    raw: dict[str, Any] | None = None  # the provider's own response body (passthrough requests)
-    stream: GuardedStream | None = None  # a streamed answer: iterate it, then it settles (see GuardedStream)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "model": self.model,
-            "provider": self.provider,
-            "handler": self.handler,
-            "operation": self.operation,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cached_tokens": self.cached_tokens,
-            "attempts": self.attempts,
-            "hops": [hop.to_dict() for hop in self.hops],
-            "cache_hit": self.cache_hit,
-            "duration_ms": round(self.duration_ms, 3),
-            "finish_reason": self.finish_reason,
-            "tool_calls": self.tool_calls,
-            "error_class": self.error_class,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> GuardResult:
-        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        values["hops"] = tuple(Hop.from_dict(h) for h in data.get("hops") or ())
-        values.update(overrides)
-        return cls(**values)
-
-
-class LatencyRecorder:
-    """Feeds call durations to ``AdaptiveTimeouts`` off the hot path, in batches.
-
-    ``background=True``: samples go through a bounded queue to one daemon thread per process (started
-    lazily, restarted after a fork), so a guarded call never waits on Redis for it; a full queue drops the
-    sample. The thread writes at most once per ``interval`` seconds (sooner when ``batch_size`` samples are
-    waiting or on ``flush()``): everything queued goes to ``adaptive.record_many(samples)`` — one pipelined
-    round trip — when it exists, else to ``record`` one by one. A busy process thus costs Redis (and its own
-    GIL) a handful of writes a second instead of one per call; the samples reach Redis at most ``interval``
-    late, well within the adaptive timeout's own 1 s in-process cache. ``background=False`` records inline
-    (tests, scripts). ``flush()`` waits until every sample queued before it is written.
-    """
-
-    def __init__(
-        self,
-        adaptive: Any,
-        *,
-        background: bool = True,
-        maxsize: int = 10000,
-        interval: float = 0.1,
-        batch_size: int = 500,
-    ) -> None:
-        self.adaptive = adaptive
-        self.background = background
-        self.interval = interval
-        self.batch_size = batch_size
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self._wake = threading.Event()
-        self._pid: int | None = None
-        self._lock = threading.Lock()
-
-    def record(self, operation: str, model: str, seconds: float) -> None:
-        if not self.background:
-            self.adaptive.record(operation, model, seconds)
-            return
-        if self._pid != os.getpid():
-            self._start()
-        q = self._queue
-        try:
-            q.put_nowait((operation, model, seconds))
-        except queue.Full:
-            return
-        if q.qsize() >= self.batch_size:
-            self._wake.set()
-
-    def flush(self, timeout: float = 5.0) -> None:
-        if not self.background or self._pid != os.getpid():
-            return
-        done = threading.Event()
-        try:
-            self._queue.put((None, None, done), timeout=timeout)
-        except queue.Full:
-            return
-        self._wake.set()
-        done.wait(timeout)
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._queue = queue.Queue(maxsize=self._queue.maxsize)  # a forked child must not share them
-            self._wake = threading.Event()
-            thread = threading.Thread(
-                target=self._run, args=(self._queue, self._wake), name="agentops-latency", daemon=True
-            )
-            thread.start()
-            self._pid = os.getpid()
-
-    def _run(self, q: queue.Queue, wake: threading.Event) -> None:
-        record_many = getattr(self.adaptive, "record_many", None)
-        last_write = -math.inf
-        while True:
-            batch = [q.get()]  # blocks while the process is idle
-            if batch[0][0] is not None:  # a sample: let more pile up until `interval` after the last write
-                delay = last_write + self.interval - time.monotonic()
-                if delay > 0:
-                    wake.wait(delay)
-            wake.clear()
-            while len(batch) < 20000:  # bounded even if callers keep up with the draining
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            samples = [item for item in batch if item[0] is not None]
-            try:
-                if record_many is not None:
-                    if samples:
-                        record_many(samples)
-                else:
-                    for operation, model, seconds in samples:
-                        self.adaptive.record(operation, model, seconds)
-            except Exception:  # never let the recorder thread die
-                logger.exception("latency recorder: record failed")
-            last_write = time.monotonic()
-            for item in batch:
-                if item[0] is None:
-                    item[2].set()
 
 
 @dataclass
@@ -349,7 +197,7 @@ def _run_in_span(
     if key is not None:
         hit = deps.cache.get(key)
         if hit is not None:
-            result = _from_cache(hit.value, request, hit.source, _ms(deps, start))
+            result = from_cache_entry(hit.value, request, hit.source, _ms(deps, start))
             _finish(deps, cfg, request, result, span, recording, outcome="cache_hit", reservation=None, defer=defer)
             return _journaled(deps, journal_key, result)
 
@@ -433,7 +281,7 @@ def _run_in_span(
     )
     _finish(deps, cfg, request, result, span, recording, outcome=outcome, reservation=reservation, defer=defer)
     if key is not None and chain.handler.startswith(MODEL_HANDLERS_PREFIXES):
-        _quietly(_store, deps.cache, key, _to_cache(result), what="storing the answer in the cache")
+        _quietly(_store, deps.cache, key, to_cache_entry(result), what="storing the answer in the cache")
     return _journaled(deps, journal_key, result)
 
 
@@ -806,35 +654,6 @@ def _store(cache: Any, key: str, value: dict[str, Any]) -> None:
         cache.set(key, value, background=True)
     else:
         cache.set(key, value)
-
-
-def _to_cache(result: GuardResult) -> dict[str, Any]:
-    return {
-        "text": result.text,
-        "model": result.model,
-        "provider": result.provider,
-        "finish_reason": result.finish_reason,
-        "tool_calls": result.tool_calls,
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
-    }
-
-
-def _from_cache(value: Mapping[str, Any], request: LLMRequest, source: str, duration_ms: float) -> GuardResult:
-    # A hit costs nothing: zero tokens are reported and recorded (the original counts stay in the cache).
-    return GuardResult(
-        text=value["text"],
-        model=value["model"],
-        provider=value["provider"],
-        handler="cache",
-        operation=request.operation,
-        attempts=0,
-        hops=(Hop("cache", "ok", target=source),),
-        cache_hit=True,
-        duration_ms=duration_ms,
-        finish_reason=value.get("finish_reason"),
-        tool_calls=value.get("tool_calls"),
-    )
 
 
 def _journaled(deps: GuardDeps, key: str | None, result: GuardResult) -> GuardResult:

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ class UnboundedInput(ValueError):
 
 @functools.cache
 def _encoding(name: str) -> Any:
-    import bpe_openai
+    import bpe_openai  # noqa: PLC0415  (a second to import: warm() pays it once at start-up, off the caller's path)
 
     return bpe_openai.get_encoding(name)
 
@@ -54,8 +55,6 @@ def warm(*, background: bool = False) -> None:
     """Load the tokenizers now (about a second, mostly the package's import) rather than in the first call
     that needs them; ``background`` does it in a daemon thread so a process starts without waiting."""
     if background:
-        import threading
-
         threading.Thread(target=warm, name="tokenizer-warm-up", daemon=True).start()
         return
     for name in ("o200k_base", "cl100k_base"):
@@ -116,7 +115,7 @@ def _image_size(url: str) -> tuple[int, int] | None:
     if ";base64" not in header:
         return None
     try:
-        from PIL import Image
+        from PIL import Image  # noqa: PLC0415  (only a request with an image pays Pillow's import)
 
         raw = base64.b64decode(data[: 64 * 1024 * 4 // 3 + 4], validate=False)  # headers sit at the start
         with Image.open(io.BytesIO(raw)) as image:

@@ -15,6 +15,8 @@ def send_now(task: str, *args: Any, **options: Any):
     return current_app.send_task(task, args=args, **options)
 
 
-def enqueue_on_commit(task: str, *args: Any, **options: Any) -> None:
-    """Send task ``task`` once the current transaction commits (at once outside a transaction)."""
-    transaction.on_commit(lambda: send_now(task, *args, **options))
+def enqueue_on_commit(task: str, *args: Any, robust: bool = False, **options: Any) -> None:
+    """Send task ``task`` once the current transaction commits (at once outside a transaction). ``robust``: a
+    broker that refuses the send is logged, not raised into the caller whose work has already committed
+    (for work that beat re-sends anyway)."""
+    transaction.on_commit(lambda: send_now(task, *args, **options), robust=robust)

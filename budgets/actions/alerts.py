@@ -16,7 +16,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from agentops.lib import live
-from agentops.lib.queue import send_now
+from agentops.lib.queue import enqueue_on_commit
 from agentops.lib.redis import runtime_redis
 from agentops.observability import metrics
 from agentops.runs.models import Step
@@ -110,9 +110,9 @@ def announce(alert: Alert, webhooks: Iterable[Webhook]) -> None:
     ]
     live.publish("alerts", "alert.fired", {"alert": alert.pk, "kind": alert.kind, "message": alert.message})
     for delivery in deliveries:
-        # Not queue.enqueue_on_commit: robust, so a broker that refuses the send fails neither the committed
-        # caller nor the callbacks after this one; beat's requeue_stalled_deliveries sends it later.
-        transaction.on_commit(lambda pk=delivery.pk: send_now("budgets.deliver_webhook", pk), robust=True)
+        # robust: a broker that refuses the send fails neither the committed caller nor the callbacks after
+        # this one; beat's requeue_stalled_deliveries sends it later.
+        enqueue_on_commit("budgets.deliver_webhook", delivery.pk, robust=True)
 
 
 def acknowledge_alert(alert_id: int, user) -> bool:

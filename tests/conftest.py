@@ -5,7 +5,13 @@ import os
 # Playwright's sync API keeps an event loop in the main thread; Django would refuse ORM calls there.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-pytest_plugins = ["tests.fixtures.runtime", "tests.fixtures.stack", "tests.fixtures.browser"]
+pytest_plugins = [
+    "tests.fixtures.runtime",
+    "tests.fixtures.stack",
+    "tests.fixtures.browser",
+    "tests.fixtures.people",
+    "tests.fixtures.factories",
+]
 
 
 import pytest  # noqa: E402

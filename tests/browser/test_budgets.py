@@ -16,7 +16,7 @@ from agentops.accounts.roles import BUDGET_ADMIN
 from budgets import actions
 from budgets.models import Alert, Budget
 from tests.fixtures.browser import login, screenshot
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import seed_prices
 
 PASSWORD = "budget-browser-pass-1"
 FORM_REFUSAL = re.compile(r"status of 422")  # the form page answers 422 with the errors (expected)

@@ -30,7 +30,7 @@ from agentops.keys import actions as key_actions
 from budgets import actions as budget_actions
 from budgets.models import Budget, BudgetCounter, Reservation
 from tests.chaos.harness import record_row, retry_database, usage_totals, xfail_on_known_defects
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import seed_prices
 
 pytestmark = pytest.mark.slow
 

@@ -48,7 +48,7 @@ from tests.chaos.harness import (
     statuses,
     usage_totals,
 )
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import seed_prices
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 
 from budgets import actions
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation, UsageRecord
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import seed_prices
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,8 +13,8 @@ import openai
 import pytest
 
 from agentops.config.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings
+from tests.fixtures.factories import seed_prices
 from tests.fixtures.stack import Proc, reseed_runtime, start_web
-from tests.integration.budgets.conftest import seed_prices
 
 ROUTE = "gw-route"  # a route whose primary is MOCK_A and backup MOCK_B, both on the "mock" provider
 MOCK_A, MOCK_B = "mock-a", "mock-b"

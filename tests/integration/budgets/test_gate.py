@@ -20,10 +20,10 @@ from budgets import actions as budget_actions
 from budgets.models import Alert, Reservation, UsageRecord
 from review import actions as review
 from review.models import Escalation
-from tests.fixtures.factories import make_budget
+from tests.fixtures.factories import make_budget, run_in
 from tests.fixtures.people import ALICE
 from tests.fixtures.stack import reseed_runtime
-from tests.fixtures.waiting import run_in, wait_for
+from tests.fixtures.waiting import wait_for
 from tests.integration.budgets.conftest import assert_balanced, counter_of
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -20,9 +20,10 @@ from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation, EscalationPolicy
 from tests.fixtures import factories
+from tests.fixtures.factories import run_in
 from tests.fixtures.people import CHARLIE
 from tests.fixtures.stack import reseed_runtime
-from tests.fixtures.waiting import run_in, wait_for
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

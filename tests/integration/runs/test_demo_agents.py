@@ -18,8 +18,9 @@ from agentops.demo.agents import tools
 from agentops.demo.management.commands.seed_demo import route_demo_models_to_mock
 from agentops.runs import actions
 from agentops.runs.models import Run, Step, ToolEffect
+from tests.fixtures.factories import run_in
 from tests.fixtures.stack import reseed_runtime
-from tests.fixtures.waiting import run_in, wait_for
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,8 @@ from agentops.config import actions as config_actions
 from agentops.runs import actions
 from agentops.runs.models import Run, Step, ToolEffect
 from agentops.runtime.model_names import base_model_name
-from tests.fixtures.waiting import run_in, wait_for
+from tests.fixtures.factories import run_in
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -18,12 +18,13 @@ from budgets.actions import directory_changed
 # Playwright's sync API keeps an event loop in the main thread; Django would refuse ORM calls there.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
+# In the order they import each other (a plugin imported by an earlier one would miss assert rewriting).
 pytest_plugins = [
     "tests.fixtures.runtime",
-    "tests.fixtures.stack",
-    "tests.fixtures.browser",
     "tests.fixtures.people",
     "tests.fixtures.factories",
+    "tests.fixtures.stack",
+    "tests.fixtures.browser",
 ]
 
 

@@ -1,14 +1,31 @@
-"""Test-wide setup. `make test` points DATABASE_URL / REDIS_URL at the test profile's services."""
+"""Test-wide setup. `make test` points DATABASE_URL / REDIS_URL at the test profile's services.
+
+The shared fixtures are plugins in tests/fixtures/: the cast of people and agents (people), the object
+builders (factories), the one wait (waiting, imported where used), the runtime's doubles and services
+(runtime), the real stack as subprocesses (stack) and Chromium (browser). pytest-django has set Django up
+before this file is imported, so it and the plugins import models at the top.
+"""
 
 import os
+import time
+
+import pytest
+from django.core.management.base import CommandError
+from django.test.testcases import TransactionTestCase
+
+from budgets.actions import directory_changed
 
 # Playwright's sync API keeps an event loop in the main thread; Django would refuse ORM calls there.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-pytest_plugins = ["tests.fixtures.runtime", "tests.fixtures.stack", "tests.fixtures.browser"]
-
-
-import pytest  # noqa: E402
+# In the order they import each other (a plugin imported by an earlier one would miss assert rewriting).
+pytest_plugins = [
+    "tests.fixtures.runtime",
+    "tests.fixtures.people",
+    "tests.fixtures.factories",
+    "tests.fixtures.stack",
+    "tests.fixtures.browser",
+]
 
 
 @pytest.hookimpl(trylast=True)
@@ -23,11 +40,6 @@ def _flush_retrying_on_deadlock() -> None:
     Celery worker may still be finishing work the test started (a queued run picked up late). PostgreSQL
     then resolves the lock cycle by cancelling one side; when the flush is the victim, retrying it is
     correct — the other side's transaction has finished by then."""
-    import time
-
-    from django.core.management.base import CommandError
-    from django.test.testcases import TransactionTestCase
-
     original = TransactionTestCase._fixture_teardown
 
     def teardown(self):
@@ -46,8 +58,6 @@ def _flush_retrying_on_deadlock() -> None:
 
 def _forget_budget_directory() -> None:
     """The flush removed budgets behind budgets.actions' back: no process may reuse its cached directory."""
-    from budgets.actions.directory import directory_changed
-
     directory_changed()
 
 

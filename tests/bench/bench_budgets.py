@@ -403,15 +403,12 @@ def _grow_to(rows: int, have: int) -> tuple[int, float, float]:
 
 
 def _page_client():
-    from django.contrib.auth.models import Group, User
     from django.test import Client
 
-    from agentops.accounts.roles import BUDGET_ADMIN
+    from tests.fixtures.people import BEA
 
-    user = User.objects.create_user("bench-budget-admin", password="x" * 20)
-    user.groups.add(Group.objects.get_or_create(name=BUDGET_ADMIN)[0])
     client = Client(HTTP_HOST="127.0.0.1")
-    client.force_login(user)
+    client.force_login(BEA.user())  # the cast's budget admin
     return client
 
 

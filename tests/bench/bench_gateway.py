@@ -38,7 +38,8 @@ import redis
 
 from tests.bench.common import bench_database, uvicorn_server
 from tests.bench.harness import Result, interleaved, median_of_rounds, percentile
-from tests.fixtures.runtime import free_port, run_mock_openai_in_background, wait_for_mock_openai
+from tests.fixtures.runtime import free_port, mock_openai_answers, run_mock_openai_in_background
+from tests.fixtures.waiting import wait_for, while_running
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".run" / "bench"
@@ -104,7 +105,8 @@ def mock_openai():
     log = LOGS / "gateway-mock-openai.log"
     proc = run_mock_openai_in_background(port, log_path=log)
     try:
-        wait_for_mock_openai(f"http://127.0.0.1:{port}", proc=proc, log_path=log)
+        root = f"http://127.0.0.1:{port}"
+        wait_for(while_running(proc, lambda: mock_openai_answers(root), "the mock", log), timeout=15, interval=0.05)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()

@@ -41,7 +41,8 @@ from agentops.runtime.providers import LLMRequest, OpenAICompatProvider
 from agentops.runtime.routing import Target
 from agentops.runtime.timeouts import AdaptiveTimeouts
 from tests.bench.harness import Result, interleaved, median_of_rounds
-from tests.fixtures.runtime import fail_fast_redis, free_port, wait_for_mock_openai
+from tests.fixtures.runtime import fail_fast_redis, free_port, mock_openai_answers
+from tests.fixtures.waiting import wait_for, while_running
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_FILE = ROOT / ".run" / "bench" / "bench_guard.log"
@@ -272,7 +273,7 @@ def _mock_openai() -> Iterator[str]:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
     try:
-        wait_for_mock_openai(root, proc=proc, log_path=log)
+        wait_for(while_running(proc, lambda: mock_openai_answers(root), "the mock", log), timeout=15, interval=0.05)
         yield root + "/v1"
     finally:
         proc.terminate()

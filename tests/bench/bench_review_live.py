@@ -33,7 +33,6 @@ from tests.bench.harness import Result, median_of_rounds, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = "bench-review-live"
-USERNAME, PASSWORD = "bench-review-admin", "bench-review-password-1234"
 ROUNDS, PER_ROUND, WARMUP = 4, 30, 4  # 120 measured escalations and 120 measured pings
 GAP = 0.18  # seconds between two events: each one's page refresh has finished before the next
 OPEN_KEEP = 12  # bench escalations left open on the page (older ones are closed without events)
@@ -148,12 +147,11 @@ def produce(total: int, warmup: int, per_round: int, gap: float) -> None:
 def _prepare() -> None:
     from django.utils import timezone
 
-    from agentops.accounts import actions as account_actions
     from agentops.runs.actions import agents as agent_actions
     from review.models import Escalation
+    from tests.fixtures.people import ROOT
 
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user(USERNAME, PASSWORD, superuser=True)
+    ROOT.user()  # the cast's superuser watches the queue
     agent = agent_actions.ensure_agent(AGENT, description="Benchmark: escalations for the live queue")
     Escalation.objects.filter(agent=agent, state__in=Escalation.OPEN_STATES).update(
         state=Escalation.State.DECIDED, decision="approved", decided_at=timezone.now()
@@ -165,13 +163,14 @@ def _page(base_url: str):
     from playwright.sync_api import sync_playwright
 
     from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS, login
+    from tests.fixtures.people import ROOT
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
-            login(page, base_url, USERNAME, PASSWORD)
+            login(page, base_url, ROOT)
             context.add_init_script(INIT_SCRIPT)
             page.goto(f"{base_url}/review/?agent={AGENT}")
             page.wait_for_selector("#queue-rows", timeout=15_000)

@@ -86,11 +86,15 @@ def _worker(env: dict):
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
+        # imported here: this module is also the worker's agent module, loaded before Django is set up
+        from tests.fixtures.waiting import wait_for, while_running
+
         name = hostname.split("@")[0]
-        while not any(name in host for reply in app.control.ping(timeout=0.5) for host in reply):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the bench worker did not start; see {log}")
+
+        def answered() -> bool:
+            return any(name in host for reply in app.control.ping(timeout=0.5) for host in reply)
+
+        wait_for(while_running(proc, answered, f"the bench worker (see {log})", log), timeout=60, interval=0)
         yield proc
     finally:
         proc.terminate()

@@ -11,15 +11,14 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import BUDGET_ADMIN
-from budgets.actions import alerts, counters, ledger, rollups
+from budgets.actions import alerts, ledger, rollups
 from budgets.actions import budgets as budget_actions
+from budgets.actions import counters as counter_actions
 from budgets.models import Alert, Budget
 from tests.fixtures.browser import login, screenshot
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import seed_prices
+from tests.fixtures.people import BEA
 
-PASSWORD = "budget-browser-pass-1"
 FORM_REFUSAL = re.compile(r"status of 422")  # the form page answers 422 with the errors (expected)
 
 
@@ -28,14 +27,13 @@ def console_errors(page) -> list[str]:
 
 
 @pytest.fixture
-def budget_admin(transactional_db, redis_client):
+def budget_admin(transactional_db, redis_client, bea):
+    """Bea, the cast's budget admin, with the seed prices and no budgets."""
     Budget.objects.all().delete()
     seed_prices()
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("bea", PASSWORD, roles=(BUDGET_ADMIN,))
     # other processes' throttle does not matter; ours must not swallow the first "budgets changed" signal
-    counters._LAST_PUBLISH[0] = 0.0
-    return "bea"
+    counter_actions._LAST_PUBLISH[0] = 0.0
+    return BEA
 
 
 def canvas_has_pixels(page, canvas_id: str) -> bool:
@@ -54,7 +52,7 @@ def canvas_has_pixels(page, canvas_id: str) -> bool:
 @pytest.mark.browser
 def test_budget_admin_creates_a_budget_and_sees_its_utilization_bar(web, page, budget_admin):
     base = web.extra["url"]
-    login(page, base, budget_admin, PASSWORD)
+    login(page, base, budget_admin)
     page.goto(f"{base}/budgets/new/")
     page.fill("#id_name", "Browser daily")
     page.select_option("#id_scope", "global")
@@ -117,7 +115,7 @@ def test_cost_dashboard_draws_its_charts(web, page, budget_admin):
     ledger.record_usage({"agent": "support", "model": "gpt-4o-2024-08-06", "input_tokens": 100, "output_tokens": 10})
 
     base = web.extra["url"]
-    login(page, base, budget_admin, PASSWORD)
+    login(page, base, budget_admin)
     page.goto(f"{base}/costs/")
     page.wait_for_selector("#costs-page[data-state='ready']", timeout=15_000)
     for canvas in ("chart-daily", "chart-agents", "chart-operations", "chart-tokens"):
@@ -138,7 +136,7 @@ def test_cost_dashboard_draws_its_charts(web, page, budget_admin):
 @pytest.mark.browser
 def test_a_fired_alert_appears_live_on_the_alerts_page(web, page, budget_admin):
     base = web.extra["url"]
-    login(page, base, budget_admin, PASSWORD)
+    login(page, base, budget_admin)
     page.goto(f"{base}/budgets/alerts/")
     page.wait_for_selector("#alerts-socket[data-live='open']", state="attached", timeout=10_000)
     expect(page.locator("#alerts-badge")).to_have_text("0")

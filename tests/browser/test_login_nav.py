@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import BUDGET_ADMIN, REVIEWER
 from tests.fixtures.browser import login, screenshot
-
-PASSWORD = "browser-pass-123"
+from tests.fixtures.people import ALICE, ROOT
 
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_reviewer_sees_only_reviewer_sections(web, page):
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("rev", PASSWORD, roles=(REVIEWER,))
-    login(page, web.extra["url"], "rev", PASSWORD)
+def test_reviewer_sees_only_reviewer_sections(web, page, alice):
+    login(page, web.extra["url"], ALICE)
     nav = page.locator("header nav a").all_inner_texts()
     assert "Ops" not in nav and "Budgets" not in nav and "Costs" not in nav and "Admin" not in nav
     assert set(nav) <= {"Queue", "Runs"}
-    assert page.locator("header .who span").inner_text() == "rev"
+    assert page.locator("header .who span").inner_text() == "alice"
     screenshot(page, "login-reviewer-nav")
     assert page.console_errors == []
     # a section outside the role is refused, not just hidden
@@ -30,9 +25,8 @@ def test_reviewer_sees_only_reviewer_sections(web, page):
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_admin_sees_ops_with_live_dependency_status(web, worker, page):
-    account_actions.ensure_user("boss", PASSWORD, superuser=True)
-    login(page, web.extra["url"], "boss", PASSWORD)
+def test_admin_sees_ops_with_live_dependency_status(web, worker, page, root):
+    login(page, web.extra["url"], ROOT)
     page.goto(web.extra["url"] + "/ops/")
     nav = page.locator("header nav a").all_inner_texts()
     assert "Ops" in nav and "Admin" in nav
@@ -45,12 +39,11 @@ def test_admin_sees_ops_with_live_dependency_status(web, worker, page):
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_wrong_password_shows_a_form_error_and_keeps_the_username(web, page):
-    account_actions.ensure_user("budgeteer", PASSWORD, roles=(BUDGET_ADMIN,))
+def test_wrong_password_shows_a_form_error_and_keeps_the_username(web, page, bea):
     page.goto(web.extra["url"] + "/accounts/login/")
-    page.fill("#id_username", "budgeteer")
+    page.fill("#id_username", "bea")
     page.fill("#id_password", "wrong-password")
     page.click("button[type=submit]")
     assert page.locator(".form-error").is_visible()
-    assert page.input_value("#id_username") == "budgeteer"
+    assert page.input_value("#id_username") == "bea"
     screenshot(page, "login-error")

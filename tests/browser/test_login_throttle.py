@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
 from tests.fixtures.browser import screenshot
-
-PASSWORD = "browser-throttle-pass-1"
+from tests.fixtures.people import PASSWORD
 
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_the_lockout_page_says_when_to_retry(web, page):
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("locked-lou", PASSWORD, roles=(REVIEWER,))
+def test_the_lockout_page_says_when_to_retry(web, page, alice):
     statuses = []
     for number in range(11):
         page.goto(web.extra["url"] + "/accounts/login/")
         if page.locator("#id_username").count() == 0:  # already the lockout page
             break
-        page.fill("#id_username", "locked-lou")
+        page.fill("#id_username", "alice")
         page.fill("#id_password", PASSWORD if number == 10 else f"wrong-{number}")
         with page.expect_response(lambda r: r.request.method == "POST") as answer:
             page.click("button[type=submit]")

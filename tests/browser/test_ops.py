@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from agentops.accounts import actions as account_actions
 from agentops.config.source import config_source
 from tests.fixtures.browser import login, screenshot
+from tests.fixtures.people import ROOT
 from tests.fixtures.stack import reseed_runtime
-
-PASSWORD = "browser-pass-123"
 
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_operator_probes_and_forces_a_breaker_live(web, worker, page, redis_client):
+def test_operator_probes_and_forces_a_breaker_live(web, worker, page, redis_client, root):
     reseed_runtime()
     config_source().invalidate()
-    account_actions.ensure_user("op", PASSWORD, superuser=True)
-    login(page, web.extra["url"], "op", PASSWORD)
+    login(page, web.extra["url"], ROOT)
     page.goto(web.extra["url"] + "/ops/")
     page.fill("#id_operation", "planning")
     page.fill("#id_prompt", "Plan a <b>bold</b> rollout")

@@ -11,8 +11,6 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import expect
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
 from agentops.config.source import config_source
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
@@ -20,10 +18,11 @@ from agentops.runs.models import Run, ToolEffect
 from review import actions as review
 from review.models import Escalation
 from tests.fixtures.browser import login, screenshot
+from tests.fixtures.factories import run_in
+from tests.fixtures.people import ALICE, BOB
 from tests.fixtures.stack import reseed_runtime
-from tests.fixtures.waiting import wait_until
+from tests.fixtures.waiting import wait_for
 
-PASSWORD = "browser-pass-123"
 REFUSAL_CONSOLE = re.compile(r"status of 409|status of 422")
 
 LONG = "A" * 20_000
@@ -41,13 +40,11 @@ XSS = " ".join(XSS_CORPUS)
 
 
 @pytest.fixture
-def stack_ready(redis_client):
-    """Flushes between transactional tests remove the migration's seed rows; put them back."""
+def stack_ready(redis_client, alice, bob):
+    """Flushes between transactional tests remove the migration's seed rows; put them back. The cast's two
+    reviewers, alice and bob, work the queue."""
     reseed_runtime()
     config_source().invalidate()
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,))
-    account_actions.ensure_user("bob", PASSWORD, roles=(REVIEWER,))
 
 
 def start_approval_run(data: dict | None = None) -> Run:
@@ -55,16 +52,9 @@ def start_approval_run(data: dict | None = None) -> Run:
     return run
 
 
-def escalation_of(run: Run, timeout: float = 30.0) -> Escalation:
-    return wait_until(lambda: Escalation.objects.filter(run=run).first(), timeout, f"the escalation of run {run.pk}")
-
-
-def run_status(run: Run, statuses, timeout: float = 30.0) -> Run:
-    return wait_until(
-        lambda: (r := Run.objects.get(pk=run.pk)).status in statuses and r,
-        timeout,
-        f"run {run.pk} to reach {statuses} (it is {Run.objects.get(pk=run.pk).status})",
-    )
+def escalation_of(run: Run) -> Escalation:
+    of_run = Escalation.objects.filter(run=run)
+    return wait_for(of_run.first, timeout=30, message=f"the escalation of run {run.pk}")
 
 
 def open_queue(page, base: str) -> None:
@@ -113,8 +103,8 @@ def test_worker_escalation_appears_live_and_is_approved_with_the_keyboard(web, w
             retry_count=3,
             **common,
         )
-        review.claim(held.pk, account_actions.ensure_user("bob", PASSWORD, roles=(REVIEWER,)))
-        login(page, base, "alice", PASSWORD)
+        review.claim(held.pk, BOB.user())
+        login(page, base, ALICE)
         open_queue(page, base)
         expect(page.locator("#queue-rows tr[data-escalation]")).to_have_count(2)
         expect(page.locator(f"tr[data-escalation='{held.pk}'] .holder")).to_have_text("bob")
@@ -144,7 +134,7 @@ def test_worker_escalation_appears_live_and_is_approved_with_the_keyboard(web, w
         expect(page.locator("#queue-rows tr[data-escalation]")).to_have_count(2)
         expect(page.locator(f"tr[data-decided='{escalation.pk}']")).to_be_visible()
 
-        done = run_status(run, {"succeeded", "failed"})
+        done = wait_for(run_in(run.pk, "succeeded", "failed"))
         assert done.status == "succeeded", done.error
         assert done.output["after"] == "after" and done.output["sent"]["created"] is True
         decided = Escalation.objects.select_related("decided_by").get(pk=escalation.pk)
@@ -162,7 +152,7 @@ def test_modify_with_edited_arguments_and_take_over(web, worker, page, stack_rea
     modify_run = start_approval_run({"to": "ana@example.com"})
     takeover_run = start_approval_run({"to": "ben@example.com"})
     to_modify, to_take_over = escalation_of(modify_run), escalation_of(takeover_run)
-    login(page, base, "alice", PASSWORD)
+    login(page, base, ALICE)
 
     # modify: from the queue, m opens the approval screen with the arguments focused
     open_queue(page, base)
@@ -201,7 +191,7 @@ def test_modify_with_edited_arguments_and_take_over(web, worker, page, stack_rea
     page.wait_for_url(f"{base}/review/")
     expect(page.locator(".messages")).to_contain_text(f"Approved with modified arguments: escalation {to_modify.pk}")
 
-    done = run_status(modify_run, {"succeeded", "failed"})
+    done = wait_for(run_in(modify_run.pk, "succeeded", "failed"))
     assert done.status == "succeeded", done.error
     effect = ToolEffect.objects.get(pk=done.output["sent"]["effect_id"])
     assert effect.payload["to"] == "bo@example.com" and effect.payload["cc"] == "ops@example.com"
@@ -216,7 +206,7 @@ def test_modify_with_edited_arguments_and_take_over(web, worker, page, stack_rea
     page.keyboard.type('{"sent_by_hand": true, "channel": "phone"}')
     page.click("#act-take-over")
     page.wait_for_url(f"{base}/review/")
-    done = run_status(takeover_run, {"succeeded", "failed"})
+    done = wait_for(run_in(takeover_run.pk, "succeeded", "failed"))
     assert done.status == "succeeded", done.error
     assert done.output["sent"] == {"sent_by_hand": True, "channel": "phone"}
     assert errors(page) == []
@@ -235,8 +225,8 @@ def test_second_reviewer_gets_the_conflict_and_keeps_what_they_typed(web, page, 
         arguments={"to": "ana@example.com"},
         context={"user_input": "refund order 42"},
     )
-    login(page, base, "alice", PASSWORD)
-    login(second_page, base, "bob", PASSWORD)
+    login(page, base, ALICE)
+    login(second_page, base, BOB)
     open_detail(page, base, escalation)
     expect(page.locator("#claim-holder")).to_have_text("claimed by you")
     open_detail(second_page, base, escalation)
@@ -294,7 +284,7 @@ def test_xss_corpus_in_every_agent_supplied_field_is_inert(web, worker, page, st
     dialogs, requests = [], []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.on("request", lambda request: requests.append(request.url))
-    login(page, base, "alice", PASSWORD)
+    login(page, base, ALICE)
     requests.clear()
 
     open_queue(page, base)

@@ -10,8 +10,9 @@ from playwright.sync_api import expect
 from agentops.runs.actions import agents as agent_actions
 from review import actions as review
 from review.models import Escalation
-from tests.browser.test_review import PASSWORD, errors, open_detail, stack_ready  # noqa: F401 (a fixture)
+from tests.browser.test_review import errors, open_detail, stack_ready  # noqa: F401 (a fixture)
 from tests.fixtures.browser import login, screenshot
+from tests.fixtures.people import ALICE
 
 
 @pytest.mark.browser
@@ -27,7 +28,7 @@ def test_an_item_closed_because_its_waiter_gave_up_cannot_be_decided(web, page, 
         source="api",
         arguments={"account": "acme"},
     )
-    login(page, base, "alice", PASSWORD)
+    login(page, base, ALICE)
     open_detail(page, base, escalation)
     expect(page.locator("#claim-holder")).to_have_text("claimed by you")
 

@@ -10,16 +10,15 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
 from agentops.lib import live
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step
 from review.models import Escalation
 from tests.fixtures.browser import login, screenshot
+from tests.fixtures.factories import make_run
+from tests.fixtures.people import ALICE
 
-PASSWORD = "browser-pass-123"
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 REFUSAL_CONSOLE = re.compile(r"409|responseError")
 
@@ -33,9 +32,9 @@ def seed_runs() -> dict[str, Run]:
         created = now - timedelta(minutes=minutes_ago)
         started = created + timedelta(seconds=1) if status != "queued" else None
         finished = started + timedelta(seconds=7.5) if status in Run.TERMINAL else None
-        obj = Run.objects.create(
-            agent=agent,
-            status=status,
+        obj = make_run(
+            agent,
+            status,
             started_at=started,
             finished_at=finished,
             input=fields.pop("input", {"question": f"{agent.name} task {minutes_ago}"}),
@@ -133,10 +132,8 @@ def rows(page):
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_reviewer_filters_runs_and_watches_a_run_timeline_live(web, page):
+def test_reviewer_filters_runs_and_watches_a_run_timeline_live(web, page, alice):
     base = web.extra["url"]
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("runs-rev", PASSWORD, roles=(REVIEWER,))
     runs = seed_runs()
     dialogs: list[str] = []
 
@@ -148,7 +145,7 @@ def test_reviewer_filters_runs_and_watches_a_run_timeline_live(web, page):
             dialog.dismiss()
 
     page.on("dialog", on_dialog)
-    login(page, base, "runs-rev", PASSWORD)
+    login(page, base, ALICE)
 
     # --- the list, newest first, filtered with the filters kept in the URL ---------------------------
     page.goto(base + "/runs/")

@@ -28,12 +28,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
+from redis.exceptions import RedisError
 
+from agentops.config.source import config_source
 from agentops.devtools import services
 from tests.chaos.harness import AGENT_MODULES, LONG, SUMMARY, chaos_rows, format_table, reconnect_database
-from tests.fixtures.stack import REPO_ROOT, Proc, start_process, start_web, start_worker, wait_for
+from tests.fixtures.stack import REPO_ROOT, Proc, reseed_runtime, start_process, start_web, start_worker
+from tests.fixtures.waiting import wait_for, while_running
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ class LocalServices:
             pass  # the server closes the connection as it exits
         finally:
             client.close()
-        wait_for(lambda: not services.port_open(self.prof.redis_port), timeout=20, what="Redis to stop")
+        wait_for(
+            lambda: not services.port_open(self.prof.redis_port), timeout=20, interval=0.05, message="Redis to stop"
+        )
 
     def start_redis(self) -> None:
         services.redis_up(self.prof)
@@ -104,14 +110,17 @@ class LocalServices:
         """The snapshot only carried the data across this restart: the next session starts empty as before."""
         client = redis.Redis(host="127.0.0.1", port=self.prof.redis_port, socket_timeout=5)
         try:
-            wait_for(client.ping, timeout=20, what="Redis to load its data")  # answers once the snapshot is in
+            # it answers once the snapshot is in; until then it refuses or answers LOADING
+            wait_for(client.ping, timeout=20, interval=0.05, message="Redis to load its data", ignore=(RedisError,))
         finally:
             client.close()
         (self.prof.home / "redis" / "dump.rdb").unlink(missing_ok=True)
 
     def stop_postgres(self) -> None:
         services.pg_down(self.prof)  # pg_ctl stop -m fast: clients are disconnected, data is kept
-        wait_for(lambda: not services.port_open(self.prof.pg_port), timeout=30, what="PostgreSQL to stop")
+        wait_for(
+            lambda: not services.port_open(self.prof.pg_port), timeout=30, interval=0.05, message="PostgreSQL to stop"
+        )
 
     def start_postgres(self) -> None:
         services.pg_up(self.prof)
@@ -280,15 +289,13 @@ def chaos_stack(local_services, chaos_env, logdir, tmp_path_factory) -> Iterator
 def stack(chaos_stack) -> ChaosStack:
     """The chaos stack with both workers alive (a test before may have killed one) and the web ready (a test
     before may have restarted PostgreSQL under it)."""
-    import httpx
-
     chaos_stack.ensure_workers()
-    wait_for(
-        lambda: httpx.get(chaos_stack.web.extra["url"] + "/readyz", timeout=5).status_code == 200,
-        timeout=60,
-        what="the web server's /readyz",
-        proc=chaos_stack.web,
-    )
+    web = chaos_stack.web
+
+    def ready() -> bool:
+        return httpx.get(web.extra["url"] + "/readyz", timeout=5).status_code == 200
+
+    wait_for(while_running(web.popen, ready, "the web server's /readyz", web.log), timeout=60, interval=0.05)
     return chaos_stack
 
 
@@ -305,11 +312,6 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture
 def chaos_db(transactional_db, redis_client, settings):
     """Committed rows (the stack's processes see them) with the runtime seed put back and reloaded everywhere."""
-    from agentops.accounts import actions as account_actions
-    from agentops.config.source import config_source
-    from tests.fixtures.stack import reseed_runtime
-
     settings.AGENTOPS_AGENT_MODULES = AGENT_MODULES
     reseed_runtime()
     config_source().invalidate()
-    account_actions.ensure_role_groups()

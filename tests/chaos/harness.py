@@ -16,15 +16,15 @@ import redis
 from django.db import DatabaseError
 from django.db.models import Count, Sum
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
 from agentops.demo.agents import tools
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from review import actions as review
 from review.models import AuditEvent, Escalation
+from tests.fixtures.people import ALICE
 from tests.fixtures.stack import REPO_ROOT
+from tests.fixtures.waiting import wait_for
 
 LONG = os.environ.get("CHAOS_SCALE", "short").lower() == "long"
 SUMMARY = REPO_ROOT / "test-results" / "chaos" / "summary.json"
@@ -32,7 +32,6 @@ SUMMARY = REPO_ROOT / "test-results" / "chaos" / "summary.json"
 TERMINAL = set(Run.TERMINAL)
 SIDE_EFFECT_TOOLS = {"write_note", "send_note", "issue_refund", "send_email", "post_entry"}
 AGENT_MODULES = ["tests.fixtures.test_agents", "tests.chaos.agents"]
-REVIEWER_NAME, REVIEWER_PASSWORD = "chaos-reviewer", "chaos-reviewer-pass-1"
 
 
 def delivered_orders(count: int) -> list[str]:
@@ -85,8 +84,9 @@ def terminal_count(run_pks: list[int]) -> int:
 
 @dataclass
 class Reviewer:
-    """Plays the reviewers: claims and approves every open escalation through review.actions, like the
-    approval screen does. A decision that failed (the database or the broker was away) is tried again."""
+    """Plays the reviewers as alice (the cast's reviewer): claims and approves every open escalation through
+    review.actions, like the approval screen does. A decision that failed (the database or the broker was
+    away) is tried again."""
 
     user: object = None
     decided: dict[int, str] = field(default_factory=dict)  # escalation → how our call ended
@@ -94,8 +94,7 @@ class Reviewer:
 
     def __post_init__(self):
         if self.user is None:
-            account_actions.ensure_role_groups()
-            self.user = account_actions.ensure_user(REVIEWER_NAME, REVIEWER_PASSWORD, roles=(REVIEWER,))
+            self.user = ALICE.user()
 
     def work(self, limit: int = 50) -> int:
         """Decide what is open now; returns how many decisions were accepted."""
@@ -130,13 +129,29 @@ class Reviewer:
 
 
 class Progress:
-    """Fails a wait when the runs stop moving: no run changed state for `stall_seconds` (a stuck run shows
-    at once instead of after the whole deadline), or the deadline passed."""
+    """Waits for runs to be terminal (``until_done``, through wait_for) and fails the wait when they stop
+    moving: no run changed state for `stall_seconds` (a stuck run shows at once instead of after the whole
+    deadline), or `timeout` passed."""
 
     def __init__(self, run_pks: list[int], *, stall_seconds: float, timeout: float, what: str = "every run"):
-        self.run_pks, self.stall_seconds, self.what = run_pks, stall_seconds, what
+        self.run_pks, self.stall_seconds, self.what, self.timeout = run_pks, stall_seconds, what, timeout
         self.deadline = time.monotonic() + timeout
         self.last_change, self.last_seen = time.monotonic(), None
+
+    def describe(self) -> str:
+        return f"{self.what} to be terminal:\n" + describe_stuck(self.run_pks)
+
+    def until_done(self, work: Callable[[], object] = lambda: None, interval: float = 0.1) -> None:
+        """Poll every ``interval`` seconds until every run is terminal, calling ``work`` (the reviewer's,
+        the kills) between polls; AssertionError if the runs stop moving or the deadline passes."""
+
+        def done_or_work() -> bool:
+            if self.done():
+                return True
+            work()
+            return False
+
+        wait_for(done_or_work, timeout=self.timeout + self.stall_seconds, interval=interval, message=self.describe)
 
     def done(self) -> bool:
         """True once every run is terminal; raises AssertionError naming the stuck runs if they stopped."""
@@ -160,16 +175,6 @@ def _work_done(run_pks: list[int]) -> tuple[int, int]:
     runs = Run.objects.filter(pk__in=run_pks).aggregate(n=Sum("executions"))["n"] or 0
     steps = Step.objects.filter(run_id__in=run_pks).aggregate(n=Sum("executions"))["n"] or 0
     return runs, steps
-
-
-def wait_until_terminal(
-    run_pks: list[int], timeout: float, *, tick: Callable[[], None] = lambda: None, stall_seconds: float = 30.0
-) -> None:
-    """Poll until every run is terminal (calling tick meanwhile: the reviewer's work)."""
-    progress = Progress(run_pks, stall_seconds=stall_seconds, timeout=timeout)
-    while not progress.done():
-        tick()
-        time.sleep(0.1)
 
 
 def describe_stuck(run_pks: list[int], limit: int = 15) -> str:

@@ -30,7 +30,8 @@ from agentops.keys import actions as key_actions
 from budgets.actions import budgets as budget_actions
 from budgets.models import Budget, BudgetCounter, Reservation
 from tests.chaos.harness import record_row, retry_database, usage_totals, xfail_on_known_defects
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import seed_prices
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -94,10 +95,12 @@ def test_budget_store_unavailable_fails_closed_and_nothing_is_overspent(stack, b
 
     # The gateway comes back by itself: answers 503 at most while its pooled connections are replaced.
     after_restart = []
-    deadline = time.monotonic() + 30
-    while not after_restart or after_restart[-1][0] != 200:
-        assert time.monotonic() < deadline, f"the gateway did not recover: {after_restart}"
+
+    def answers_again() -> bool:
         after_restart.append(call(sdk))
+        return after_restart[-1][0] == 200
+
+    wait_for(answers_again, timeout=30, interval=0, message=lambda: f"the gateway to recover: {after_restart}")
     # Spend the rest: the budget refuses the call that does not fit, with OpenAI's quota error.
     spend = []
     while not spend or spend[-1][0] == 200:
@@ -144,12 +147,10 @@ def test_budget_store_unavailable_fails_closed_and_nothing_is_overspent(stack, b
         )
 
 
-def settled_counter(budget: Budget, timeout: float = 15.0):
+def settled_counter(budget: Budget):
     """The budget's counter once no reservation is held any more (the gateway settles just after answering)."""
-    deadline = time.monotonic() + timeout
-    while Reservation.objects.filter(status=Reservation.Status.HELD).exists():
-        assert time.monotonic() < deadline, "reservations are still held"
-        time.sleep(0.1)
+    held = Reservation.objects.filter(status=Reservation.Status.HELD)
+    wait_for(lambda: not held.exists(), timeout=15, message="no reservation to be held")
     return BudgetCounter.objects.get(budget=budget), usage_totals()
 
 

@@ -24,7 +24,7 @@ from agentops.config.source import bump_version, config_source
 from agentops.keys import actions as key_actions
 from agentops.runs.models import Step
 from agentops.wiring import breaker_registry
-from tests.chaos.harness import record_row, start_runs, statuses, wait_until_terminal
+from tests.chaos.harness import Progress, record_row, start_runs, statuses
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def hung_primary(chaos_db, mock):
 def test_a_hung_provider_opens_its_breaker_and_the_backup_finishes_the_runs(stack, hung_primary, mock, scale, request):
     started = time.monotonic()
     runs = start_runs([("t-steps", {"topic": f"hung {i}", "steps": 1}) for i in range(scale.hung_runs)])
-    wait_until_terminal(runs, REQUEST_TIMEOUT + 30)
+    Progress(runs, stall_seconds=30, timeout=REQUEST_TIMEOUT + 30).until_done()
 
     sdk = openai.OpenAI(
         base_url=stack.web.extra["url"] + "/v1",

@@ -129,14 +129,16 @@ def kill_while_running(stack, runs: list[int], kills: list[dict], reviewer: Revi
     thresholds = sorted(rng.uniform(0.1, 0.8) for _ in range(scale.kills))
     kinds = ["worker" if i % 2 == 0 else "pool-process" for i in range(scale.kills)]
     progress = Progress(runs, stall_seconds=30, timeout=scale.settle_timeout + 30 * scale.kills)
-    while not progress.done():
+
+    def work_and_kill() -> None:
         reviewer.work()
         if thresholds and terminal_count(runs) >= thresholds[0] * len(runs):
             thresholds.pop(0)
             time.sleep(rng.uniform(0.0, 0.3))
             kills.append(kill_at_random(stack, rng, kinds[len(kills)]))
             stack.ensure_workers()  # a new worker takes the killed one's place (as a supervisor would)
-        time.sleep(0.05)
+
+    progress.until_done(work_and_kill, interval=0.05)
 
 
 def account(runs: list[int], kills: list[dict]) -> dict:

@@ -19,14 +19,12 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
 from agentops.runs.actions import agents as agent_actions
 from review import actions as review
 from tests.chaos.harness import record_row
 from tests.fixtures.browser import login, screenshot
+from tests.fixtures.people import ALICE
 
-PASSWORD = "chaos-live-pass-123"
 RECORD_SOCKET = (
     "window.__socket = [];"
     "document.addEventListener('htmx:wsOpen', () => window.__socket.push(['open', Date.now()]));"
@@ -50,16 +48,15 @@ def open_escalation(operation: str):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_review_queue_reconnects_after_a_redis_restart_and_reconciles(
-    stack, chaos_db, local_services, browser, request
+    stack, chaos_db, local_services, browser, request, alice
 ):
     started = time.monotonic()
     base = stack.web.extra["url"]
-    account_actions.ensure_user("chaos-live", PASSWORD, roles=(REVIEWER,))
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.add_init_script(RECORD_SOCKET)
     page = context.new_page()
     try:
-        login(page, base, "chaos-live", PASSWORD)
+        login(page, base, ALICE)
         page.goto(f"{base}/review/")
         queue = page.locator("#queue-page")
         expect(queue).to_have_attribute("data-live", "open", timeout=10_000)

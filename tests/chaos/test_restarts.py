@@ -48,7 +48,8 @@ from tests.chaos.harness import (
     statuses,
     usage_totals,
 )
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import seed_prices
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -97,21 +98,22 @@ class AgentClient(threading.Thread):
             self.error = exc
 
     def _start(self, client: httpx.Client, key: str, agent: str, data: dict) -> int:
-        deadline = time.monotonic() + 120
-        while True:
+        def accepted() -> int | None:
             try:
                 response = client.post(
                     "/runs",
                     json={"agent": agent, "input": data},
                     headers={"Authorization": f"Bearer {self.keys[agent]}", "Idempotency-Key": key},
                 )
-                self.answers[response.status_code] += 1
-                if response.status_code in (200, 201):
-                    return response.json()["id"]
             except httpx.HTTPError as exc:
                 self.answers[type(exc).__name__] += 1
-            assert time.monotonic() < deadline, f"the API never accepted run {key}: {self.answers}"
-            time.sleep(0.3)
+                return None
+            self.answers[response.status_code] += 1
+            return response.json()["id"] if response.status_code in (200, 201) else None
+
+        return wait_for(
+            accepted, timeout=120, interval=0.3, message=lambda: f"the API to accept run {key}: {self.answers}"
+        )
 
 
 def restart_inputs(count: int) -> list[tuple[str, dict]]:
@@ -177,7 +179,17 @@ def test_restart_redis_then_postgres_under_load(stack, mocked_models, local_serv
     assert_escalations_whole(escalations)
     assert escalations["decided"] == escalations["escalations"] == len(inputs) // 3
     assert report["usage lost"] == 0, f"the mock answered {report['usage lost']} calls the ledger does not have"
-    assert _counters_settle(mocked_models), "the budget counters do not match the ledger"
+    counter = wait_for(
+        lambda: _counter_once_nothing_is_held(mocked_models),
+        timeout=30,
+        interval=0.5,
+        message="the reservations of calls cut off by an outage to be given back",
+    )
+    ledger = usage_totals()
+    assert (counter.reserved_tokens, counter.reserved_usd, counter.in_flight) == (0, Decimal(0), 0) and (
+        counter.spent_tokens,
+        counter.spent_usd,
+    ) == (ledger["tokens"], ledger["usd"]), "the budget counters do not match the ledger"
     assert httpx.get(stack.web.extra["url"] + "/readyz", timeout=5).status_code == 200
 
 
@@ -202,8 +214,14 @@ def restart_under_load(stack, local_services, client, reviewer, outages: list[di
         _keep_working(client, reviewer, stack)
     assert client.error is None, client.error
     progress = Progress(sorted(client.runs.values()), stall_seconds=30, timeout=scale.settle_timeout)
-    while not retry_database(progress.done):
-        _keep_working(client, reviewer, stack)
+
+    def settled() -> bool:
+        if retry_database(progress.done):
+            return True
+        _keep_working(client, reviewer, stack)  # it sleeps 0.1 s
+        return False
+
+    wait_for(settled, timeout=progress.timeout + progress.stall_seconds, interval=0, message=progress.describe)
 
 
 def account(run_ids: list[int], mock) -> dict:
@@ -235,18 +253,9 @@ def _recovered(client: AgentClient, outages: list[dict]) -> bool:
     return bool(later) and retry_database(lambda: Run.objects.filter(pk__in=later, status__in=Run.TERMINAL).exists())
 
 
-def _counters_settle(budget: Budget, timeout: float = 30.0) -> bool:
-    """Reservations of calls cut off by an outage are given back by beat when their lease ends; then the
-    global counter must hold nothing and equal the ledger."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        held = Reservation.objects.filter(status=Reservation.Status.HELD).count()
-        counter = BudgetCounter.objects.filter(budget=budget).first()
-        if held == 0 and counter is not None:
-            ledger = usage_totals()
-            return (counter.reserved_tokens, counter.reserved_usd, counter.in_flight) == (0, Decimal(0), 0) and (
-                counter.spent_tokens,
-                counter.spent_usd,
-            ) == (ledger["tokens"], ledger["usd"])
-        time.sleep(0.5)
-    return False
+def _counter_once_nothing_is_held(budget: Budget) -> BudgetCounter | None:
+    """The budget's global counter once no reservation is held (beat gives back the reservations of calls
+    cut off by an outage when their lease ends); then it must hold nothing and equal the ledger."""
+    if Reservation.objects.filter(status=Reservation.Status.HELD).exists():
+        return None
+    return BudgetCounter.objects.filter(budget=budget).first()

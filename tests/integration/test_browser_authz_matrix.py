@@ -16,37 +16,36 @@ file; a route whose section (or whose path parameter) this file does not know fa
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 import httpx
 import pytest
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.models import Run, Step
-from budgets.actions import budgets as budget_actions
-from budgets.actions import prices, webhooks
-from budgets.models import Budget, ModelPrice, Webhook
+from budgets.actions import prices as price_actions
+from budgets.actions import webhooks as webhook_actions
+from budgets.models import ModelPrice, Webhook
 from review import actions as review
 from review.models import Escalation
+from tests.fixtures.factories import make_budget
+from tests.fixtures.people import ALICE, BEA, CHARLIE, ERIN, ROOT, sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "pw-browser-authz-1234"
 MARK = "expert-only-secret"  # in the expert item's arguments, context, comment and outcome
 EXPERT_OPERATION = "wire_funds_abroad"  # the expert item's operation (its stats row)
 REVIEWER_MARK = "reviewer-item-note"  # in the reviewers' item: a reviewer does see it
 
-# Roles: who opens which section (agentops/accounts/roles.py SECTIONS); "*" = any signed-in user with a role.
+# The roles, each played by one of the cast (tests/fixtures/people.py); who opens which section is
+# agentops/accounts/roles.py SECTIONS.
 CAST = {
     "anonymous": None,
-    "no-role": (),
-    "reviewer": (REVIEWER,),
-    "expert": (EXPERT,),
-    "budget-admin": (BUDGET_ADMIN,),
-    "superuser": "superuser",
+    "no-role": CHARLIE,
+    "reviewer": ALICE,
+    "expert": ERIN,
+    "budget-admin": BEA,
+    "superuser": ROOT,
 }
 SECTION_ROLES = {
     "queue": {"reviewer", "expert", "superuser"},
@@ -101,9 +100,7 @@ class Stage:
 
     def __init__(self, url: str):
         self.url = url
-        account_actions.ensure_role_groups()
-        alice = account_actions.ensure_user("authz-alice", PASSWORD, roles=(REVIEWER,))
-        erin = account_actions.ensure_user("authz-erin", PASSWORD, roles=(EXPERT,))
+        alice, erin = ALICE.user(), ERIN.user()
         agent = agent_actions.ensure_agent("authz-browser-agent")  # no agent function: a resume changes nothing
         self.run = Run.objects.create(agent=agent, status="waiting_human", input={"q": "authz"})
         Step.objects.create(run=self.run, seq=1, kind="tool", name="lookup_order", status="completed", result={})
@@ -146,28 +143,15 @@ class Stage:
         self.open_item = review.create_escalation(
             operation="send_note", reason="sensitive_operation", priority="high", deadline_seconds=600, run=self.run
         )
-        self.budget = budget_actions.save_budget(Budget(name="authz-budget", scope="global", limit_tokens=10**9))
-        self.webhook = webhooks.save_webhook(Webhook(name="authz-hook", url="https://hooks.example.com/authz"))
-        self.price = ModelPrice.objects.order_by("pk").first() or prices.set_price(
+        self.budget = make_budget("authz-budget", scope="global", limit_tokens=10**9)
+        self.webhook = webhook_actions.save_webhook(Webhook(name="authz-hook", url="https://hooks.example.com/authz"))
+        self.price = ModelPrice.objects.order_by("pk").first() or price_actions.set_price(
             "authz-model", Decimal("0.001"), Decimal("0.002")
         )
-        self.sessions = {role: self.sign_in(role, roles) for role, roles in CAST.items()}
-
-    def sign_in(self, role: str, roles) -> httpx.Client:
-        client = httpx.Client(base_url=self.url, timeout=30, follow_redirects=False)
-        if roles is None:
-            return client
-        username = f"authz-{role}"
-        account_actions.ensure_user(
-            username, PASSWORD, roles=() if roles == "superuser" else roles, superuser=roles == "superuser"
-        )
-        page = client.get("/accounts/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]*)"', page.text).group(1)
-        answer = client.post(
-            "/accounts/login/", data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token}
-        )
-        assert answer.status_code == 302, (role, answer.status_code, answer.text[-300:])
-        return client
+        self.sessions = {
+            role: sign_in(url, person) if person else httpx.Client(base_url=url, timeout=30)
+            for role, person in CAST.items()
+        }
 
     def concrete(self, route: str) -> list[tuple[str, str]]:
         """The paths to request for a route, each with what its parameter names."""

@@ -12,9 +12,8 @@ import httpx
 import pytest
 import websockets
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
 from agentops.lib import live
+from tests.fixtures.people import ALICE, ROOT, Person
 
 
 def test_celery_round_trip_through_a_real_worker(worker):
@@ -44,10 +43,8 @@ def test_metrics_show_a_counter_incremented_in_a_worker_process(worker, web):
     assert "agent_memory_usage_bytes" in after_text
 
 
-def _session_cookie(client, username: str, *, roles=(), superuser=False) -> str:
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user(username, "pw-" + "x" * 12, roles=roles, superuser=superuser)
-    assert client.login(username=username, password="pw-" + "x" * 12)
+def _session_cookie(client, person: Person) -> str:
+    client.force_login(person.user())
     return client.cookies["sessionid"].value
 
 
@@ -63,7 +60,7 @@ async def _listen(url: str, cookie: str, count: int, timeout: float = 10) -> lis
 
 @pytest.mark.django_db(transaction=True)
 def test_websocket_round_trip_through_the_redis_layer(web, client):
-    cookie = _session_cookie(client, "ops-admin", superuser=True)
+    cookie = _session_cookie(client, ROOT)
     ws_url = web.extra["url"].replace("http://", "ws://") + "/ws/live/ops/"
 
     async def scenario():
@@ -79,7 +76,7 @@ def test_websocket_round_trip_through_the_redis_layer(web, client):
 @pytest.mark.django_db(transaction=True)
 def test_many_publishes_from_one_process_reuse_one_loop_and_arrive(web, client):
     """The channels-redis trap: thousands of sync sends from a worker-like process."""
-    cookie = _session_cookie(client, "ops-admin2", superuser=True)
+    cookie = _session_cookie(client, ROOT)
     ws_url = web.extra["url"].replace("http://", "ws://") + "/ws/live/ops/"
     total = 2000
 
@@ -101,7 +98,7 @@ def test_many_publishes_from_one_process_reuse_one_loop_and_arrive(web, client):
 
 @pytest.mark.django_db(transaction=True)
 def test_websocket_refuses_anonymous_and_wrong_role(web, client):
-    cookie = _session_cookie(client, "a-reviewer", roles=(REVIEWER,))
+    cookie = _session_cookie(client, ALICE)
     ws_url = web.extra["url"].replace("http://", "ws://") + "/ws/live/ops/"
     origin = web.extra["url"]
 
@@ -126,7 +123,7 @@ def test_publish_waits_for_commit(web, client):
     """An event published inside a transaction that rolls back is never sent."""
     from django.db import transaction
 
-    cookie = _session_cookie(client, "ops-admin3", superuser=True)
+    cookie = _session_cookie(client, ROOT)
     ws_url = web.extra["url"].replace("http://", "ws://") + "/ws/live/ops/"
 
     def publish_rolled_back_then_committed():

@@ -30,7 +30,7 @@ from budgets.models import Budget, BudgetCounter, Reservation, UsageRecord
 from budgets.seed import DAILY_NAME, seed_budget_defaults
 from review.models import Escalation
 from tests.fixtures.stack import reseed_runtime
-from tests.fixtures.waiting import wait_until
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +54,7 @@ def demo_stack(redis_client, mock, web, worker, tmp_path) -> str:
         listed = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5).json()
         return {"summarize", "response"} <= {model["id"] for model in listed.get("data", [])}
 
-    wait_until(web_serves_the_demo_routes, 10, "the web process to serve the demo's routes")
+    wait_for(web_serves_the_demo_routes, timeout=10, message="the web process to serve the demo's routes")
     return url
 
 
@@ -63,7 +63,7 @@ def settle_our_runs(token: str) -> None:
     runs = Run.objects.filter(session_id__startswith=f"sim-{token}-")
     for run in runs.exclude(status__in=("succeeded", "failed", "cancelled")):
         lifecycle.cancel_run(run.pk)
-    wait_until(lambda: not runs.filter(status__in=("queued", "running")).exists(), 30, "our runs to stop")
+    wait_for(lambda: not runs.filter(status__in=("queued", "running")).exists(), timeout=30, message="our runs to stop")
 
 
 def test_demo_traffic_goes_through_the_rest_api_and_the_gateway(demo_stack):
@@ -173,7 +173,11 @@ def test_paced_demo_traffic_keeps_the_global_daily_budget_under_its_alert_thresh
         assert set(held) == set(DEMO_AGENTS) and int(held[GATEWAY_AGENT]) > 0, text
     finally:
         settle_our_runs(token)
-    wait_until(lambda: not Reservation.objects.filter(agent__in=DEMO_AGENTS, status="held").exists(), 30, "settles")
+    wait_for(
+        lambda: not Reservation.objects.filter(agent__in=DEMO_AGENTS, status="held").exists(),
+        timeout=30,
+        message="the settles",
+    )
 
     spent = demo_tokens(since)
     # Each agent spent what its pace allowed (head start included), plus at most about one run beyond it.

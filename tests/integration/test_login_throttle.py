@@ -17,20 +17,17 @@ import httpx
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
+from tests.fixtures.people import PASSWORD, ROOT
 from tests.fixtures.stack import Proc, start_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "pw-throttle-1234567"
 LIMIT = 10
 LOGIN, ADMIN_LOGIN = "/accounts/login/", "/admin/login/"
 
 
 @pytest.fixture
 def base_url(web, transactional_db) -> str:
-    account_actions.ensure_role_groups()
     return web.extra["url"]
 
 
@@ -72,68 +69,62 @@ def second_web(stack_env, logdir) -> Iterator[Proc]:
     proc.stop()
 
 
-def test_ten_wrong_passwords_lock_the_username_everywhere(base_url, second_web, web):
-    account_actions.ensure_user("throttle-ana", PASSWORD, roles=(REVIEWER,))
-    account_actions.ensure_user("throttle-ben", PASSWORD, roles=(REVIEWER,))
+def test_ten_wrong_passwords_lock_the_username_everywhere(base_url, second_web, web, alice, bob):
     logged_before = web.log.stat().st_size
     attacker = browser(base_url, "127.0.0.2")
-    fail(attacker, "throttle-ana", LIMIT - 1)
+    fail(attacker, "alice", LIMIT - 1)
     # the 10th failure, on the admin's sign-in (counted the same), is answered with the lockout
-    assert_locked(attempt(attacker, "throttle-ana", "wrong-password", ADMIN_LOGIN))
+    assert_locked(attempt(attacker, "alice", "wrong-password", ADMIN_LOGIN))
 
-    assert_locked(attempt(attacker, "throttle-ana", PASSWORD))  # the right password, too late
-    assert_locked(attempt(attacker, "throttle-ana", PASSWORD, ADMIN_LOGIN))
-    # the real ana, from another address: her name is locked (per username)...
-    ana = browser(base_url, "127.0.0.3")
-    assert_locked(attempt(ana, "throttle-ana", PASSWORD))
+    assert_locked(attempt(attacker, "alice", PASSWORD))  # the right password, too late
+    assert_locked(attempt(attacker, "alice", PASSWORD, ADMIN_LOGIN))
+    # the real alice, from another address: her name is locked (per username)...
+    alices_browser = browser(base_url, "127.0.0.3")
+    assert_locked(attempt(alices_browser, "alice", PASSWORD))
     # ... on the other web process too: the count lives in PostgreSQL
-    assert_locked(attempt(browser(second_web.extra["url"], "127.0.0.3"), "throttle-ana", PASSWORD))
+    assert_locked(attempt(browser(second_web.extra["url"], "127.0.0.3"), "alice", PASSWORD))
     # another user from that address is not affected
-    assert attempt(browser(base_url, "127.0.0.3"), "throttle-ben", PASSWORD).status_code == 302
+    assert attempt(browser(base_url, "127.0.0.3"), "bob", PASSWORD).status_code == 302
 
     # audit: axes' rows (listed in the admin) and one structured log line per refused attempt
-    assert AccessAttempt.objects.filter(username="throttle-ana").count() >= 1
-    assert AccessFailureLog.objects.filter(username="throttle-ana").count() >= LIMIT
+    assert AccessAttempt.objects.filter(username="alice").count() >= 1
+    assert AccessFailureLog.objects.filter(username="alice").count() >= LIMIT
     admin = browser(base_url, "127.0.0.9")
-    account_actions.ensure_user("throttle-root", PASSWORD, superuser=True)
-    assert attempt(admin, "throttle-root", PASSWORD, ADMIN_LOGIN).status_code == 302
+    ROOT.user()
+    assert attempt(admin, "root", PASSWORD, ADMIN_LOGIN).status_code == 302
     listing = admin.get("/admin/axes/accessattempt/")
-    assert listing.status_code == 200 and "throttle-ana" in listing.text
+    assert listing.status_code == 200 and "alice" in listing.text
     with web.log.open("rb") as log:
         log.seek(logged_before)
         lines = [line for line in log.read().decode(errors="replace").splitlines() if "auth.login_locked_out" in line]
-    assert lines and all("throttle-ana" in line and "127.0.0." in line for line in lines), lines
+    assert lines and all("alice" in line and "127.0.0." in line for line in lines), lines
 
 
-def test_ten_failures_from_one_address_lock_it_for_every_username(base_url):
-    account_actions.ensure_user("throttle-cho", PASSWORD, roles=(REVIEWER,))
+def test_ten_failures_from_one_address_lock_it_for_every_username(base_url, alice):
     sprayer = browser(base_url, "127.0.0.4")
     for number in range(LIMIT - 1):
         path = LOGIN if number % 2 else ADMIN_LOGIN
         assert attempt(sprayer, f"throttle-nobody-{number}", "wrong-password", path).status_code == 200
     assert_locked(attempt(sprayer, "throttle-nobody-last", "wrong-password"))
 
-    assert_locked(attempt(sprayer, "throttle-cho", PASSWORD))  # a real user from that address: locked
-    assert attempt(browser(base_url, "127.0.0.5"), "throttle-cho", PASSWORD).status_code == 302  # elsewhere: in
+    assert_locked(attempt(sprayer, "alice", PASSWORD))  # a real user from that address: locked
+    assert attempt(browser(base_url, "127.0.0.5"), "alice", PASSWORD).status_code == 302  # elsewhere: in
 
 
-def test_a_success_forgives_only_its_own_failures(base_url):
+def test_a_success_forgives_only_its_own_failures(base_url, alice, bob):
     """Signing in to one's own account must not clear what an address did against other accounts (axes'
     default reset on success would: one valid account would buy unlimited guesses)."""
-    account_actions.ensure_user("throttle-dee", PASSWORD, roles=(REVIEWER,))
-    account_actions.ensure_user("throttle-eve", PASSWORD, roles=(REVIEWER,))
-    eve = browser(base_url, "127.0.0.6")
-    fail(eve, "throttle-eve", 2)  # her own typos ...
-    fail(eve, "throttle-dee", LIMIT - 3)  # ... and guesses at dee's account
-    assert attempt(eve, "throttle-eve", PASSWORD).status_code == 302  # forgives her own 2 typos only
-    fail(browser(base_url, "127.0.0.6"), "throttle-dee", 2)  # 7 + 2 = 9 failures on record for the address
-    assert_locked(attempt(browser(base_url, "127.0.0.6"), "throttle-dee", "wrong"))  # the 10th
-    assert_locked(attempt(browser(base_url, "127.0.0.6"), "throttle-eve", PASSWORD))
+    bobs_browser = browser(base_url, "127.0.0.6")
+    fail(bobs_browser, "bob", 2)  # his own typos ...
+    fail(bobs_browser, "alice", LIMIT - 3)  # ... and guesses at alice's account
+    assert attempt(bobs_browser, "bob", PASSWORD).status_code == 302  # forgives his own 2 typos only
+    fail(browser(base_url, "127.0.0.6"), "alice", 2)  # 7 + 2 = 9 failures on record for the address
+    assert_locked(attempt(browser(base_url, "127.0.0.6"), "alice", "wrong"))  # the 10th
+    assert_locked(attempt(browser(base_url, "127.0.0.6"), "bob", PASSWORD))
 
 
-def test_the_test_client_login_is_not_throttled(client):
+def test_the_test_client_login_is_not_throttled(client, alice):
     """Sign-ins without an HTTP request (the test client's login(), a shell) have no address to count."""
-    account_actions.ensure_user("throttle-fay", PASSWORD, roles=(REVIEWER,))
     for _ in range(LIMIT + 2):
-        assert not client.login(username="throttle-fay", password="wrong")
-    assert client.login(username="throttle-fay", password=PASSWORD)
+        assert not client.login(username="alice", password="wrong")
+    assert client.login(username="alice", password=PASSWORD)

@@ -8,38 +8,23 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.models import Run, Step
+from tests.fixtures.factories import make_run
+from tests.fixtures.people import ALICE, BEA, CHARLIE, ERIN, ROOT, client_for
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "pages-pass-123456"
 XSS = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
 
 
 @pytest.fixture
-def reviewer(client):
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("pages-reviewer", PASSWORD, roles=(REVIEWER,))
-    assert client.login(username="pages-reviewer", password=PASSWORD)
+def reviewer(client, alice):
+    """Alice, the cast's reviewer, signed in with the test client."""
+    client.force_login(alice)
     return client
-
-
-def make_run(agent="support-refund", status=Run.Status.SUCCEEDED, **fields) -> Run:
-    now = timezone.now()
-    defaults = {
-        "input": {"question": "refund order 42"},
-        "session_id": "sess-1",
-        "started_at": now - timedelta(seconds=3),
-    }
-    if status in Run.TERMINAL:
-        defaults["finished_at"] = now
-    return Run.objects.create(agent=agent_actions.ensure_agent(agent), status=status, **{**defaults, **fields})
 
 
 def run_ids(html: str) -> list[int]:
@@ -220,7 +205,7 @@ def test_waiting_and_decided_steps_show_the_review_queue_escalation(reviewer):
 
     run = make_run("support-refund", Run.Status.WAITING_HUMAN, finished_at=None)
     agent = run.agent
-    someone = account_actions.ensure_user("pages-expert", PASSWORD, roles=(EXPERT,))
+    someone = ERIN.user()
     decided = Escalation.objects.create(
         run=run,
         step_seq=1,
@@ -268,17 +253,16 @@ def test_waiting_and_decided_steps_show_the_review_queue_escalation(reviewer):
     html = reviewer.get(f"/runs/{run.pk}/").content.decode()
     first = html[html.index('id="step-1"') : html.index('id="step-2"')]
     assert "decided by a human" in first and "high_value_decision" in first
-    assert '<span class="badge ok">Modified</span> by pages-expert' in first and "confidence 80 %" in first
+    assert '<span class="badge ok">Modified</span> by erin' in first and "confidence 80 %" in first
     assert "cap it &lt;script&gt;" in first and "&quot;amount&quot;: 1000.0" in first
     # step 2 waits in the expert queue: a reviewer sees that, not its messages (issue 14, item 11)
     second = html[html.index('id="step-2"') :]
     assert "needs a human" in second and "all_fallbacks_failed" in second
     assert "belongs to the expert queue" in second and "where is my refund?" not in second
-    expert = Client()
-    assert expert.login(username="pages-expert", password=PASSWORD)
+    expert = client_for(ERIN)
     html = expert.get(f"/runs/{run.pk}/").content.decode()
     second = html[html.index('id="step-2"') :]
-    assert "claimed by pages-expert · expert queue · decide by" in second
+    assert "claimed by erin · expert queue · decide by" in second
     assert "Every fallback failed for operation <code>response</code>" in second
     assert "where is my refund?" in second
 
@@ -377,19 +361,12 @@ def test_unknown_run_is_a_404_page(reviewer):
 
 
 @pytest.mark.parametrize(
-    ("roles", "superuser", "status"),
-    [
-        ((REVIEWER,), False, 200),
-        ((EXPERT,), False, 200),
-        ((), True, 200),
-        ((BUDGET_ADMIN,), False, 403),
-        ((), False, 403),
-    ],
+    ("person", "status"),
+    [(ALICE, 200), (ERIN, 200), (ROOT, 200), (BEA, 403), (CHARLIE, 403)],
+    ids=["reviewer", "expert", "superuser", "budget admin", "no role"],
 )
-def test_roles_that_may_open_runs(client, roles, superuser, status):
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("pages-someone", PASSWORD, roles=roles, superuser=superuser)
-    client.login(username="pages-someone", password=PASSWORD)
+def test_roles_that_may_open_runs(client, person, status):
+    client.force_login(person.user())
     run = make_run(status=Run.Status.FAILED)
     assert client.get("/runs/").status_code == status
     assert client.get(f"/runs/{run.pk}/").status_code == status

@@ -13,7 +13,9 @@ from agentops.config import actions as config_actions
 from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy
 from agentops.config.source import config_source
 from agentops.runtime.errors import ErrorClass
+from tests.fixtures.people import ROOT
 from tests.fixtures.stack import reseed_runtime
+from tests.fixtures.waiting import wait_for
 from tests.integration.test_celery_and_live import _listen, _session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,23 +28,13 @@ def defaults(redis_client):
     config_source().invalidate()
 
 
-def wait_until(check, timeout=8.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    return check()
-
-
 def test_a_changed_retry_policy_reaches_this_process_within_a_second(defaults):
     assert config_source().get().retry.policy_for(ErrorClass.RATE_LIMIT).max_retries == 3
     policy = RetryPolicy.objects.get(error_class="RateLimitError")
     policy.max_retries = 7
     config_actions.save_runtime_object(policy)
     started = time.monotonic()
-    assert wait_until(lambda: config_source().get().retry.policy_for(ErrorClass.RATE_LIMIT).max_retries == 7)
+    assert wait_for(lambda: config_source().get().retry.policy_for(ErrorClass.RATE_LIMIT).max_retries == 7, timeout=8)
     assert time.monotonic() - started < 2.5
 
 
@@ -59,7 +51,7 @@ def test_a_running_worker_uses_a_changed_route_without_restart(defaults, worker)
     def worker_uses_new_model():
         return probe_route.delay("planning", "Plan a trip to Lisbon").get(timeout=30)["model"] == "gpt-4.1"
 
-    assert wait_until(worker_uses_new_model, timeout=10, interval=0.3)
+    assert wait_for(worker_uses_new_model, timeout=10, interval=0.3)
     assert worker.popen.poll() is None  # the same worker process: it was never restarted
 
 
@@ -75,7 +67,9 @@ def test_a_changed_rule_answers_when_every_model_fails(defaults):
     config_actions.save_runtime_object(
         FallbackRule(name="refund-policy", pattern=r"\brefund\b", answer="Refunds take 5 days.", position=1)
     )
-    result = wait_until(lambda: (r := probe_route("default", "Where is my refund?")).get("handler") == "rules" and r)
+    result = wait_for(
+        lambda: (r := probe_route("default", "Where is my refund?")).get("handler") == "rules" and r, timeout=8
+    )
     assert result["text"] == "Refunds take 5 days."
     assert [hop["outcome"] for hop in result["hops"]][:2] == ["failed", "failed"]
     assert result["hops"][-1]["handler"] == "rules"
@@ -92,7 +86,7 @@ def test_invalid_runtime_settings_are_refused_with_a_clear_message(defaults):
 def test_admin_edits_go_through_actions_and_reload_workers(defaults, client):
     from agentops.config.source import current_version
 
-    _session_cookie(client, "root", superuser=True)
+    client.force_login(ROOT.user())
     policy = RetryPolicy.objects.get(error_class="ConnectionError")
     before = current_version()
     response = client.post(
@@ -108,15 +102,15 @@ def test_admin_edits_go_through_actions_and_reload_workers(defaults, client):
     )
     assert response.status_code == 302, response.content[:500]
     assert current_version() != before
-    assert config_source().get().retry.policy_for(ErrorClass.CONNECTION).max_retries == 2 or wait_until(
-        lambda: config_source().get().retry.policy_for(ErrorClass.CONNECTION).max_retries == 2
+    assert config_source().get().retry.policy_for(ErrorClass.CONNECTION).max_retries == 2 or wait_for(
+        lambda: config_source().get().retry.policy_for(ErrorClass.CONNECTION).max_retries == 2, timeout=8
     )
 
 
 def test_operator_forces_a_breaker_open_from_the_ops_page_and_everyone_sees_it(defaults, client, web):
     from agentops.wiring import breaker_registry, probe_route
 
-    cookie = _session_cookie(client, "operator", superuser=True)
+    cookie = _session_cookie(client, ROOT)
     assert probe_route("planning", "warm the breaker up")["handler"] == "primary"
     ws_url = web.extra["url"].replace("http://", "ws://") + "/ws/live/ops/"
 
@@ -143,11 +137,13 @@ def test_operator_forces_a_breaker_open_from_the_ops_page_and_everyone_sees_it(d
 
 
 def test_ops_probe_runs_on_a_worker_and_shows_hops(defaults, client, worker):
-    _session_cookie(client, "prober", superuser=True)
+    client.force_login(ROOT.user())
     response = client.post("/ops/probe", {"operation": "planning", "prompt": "<script>alert(1)</script> plan"})
     assert response.status_code == 200
     task_id = response.content.decode().split("/ops/probe/")[1].split('"')[0]
-    page = wait_until(lambda: (r := client.get(f"/ops/probe/{task_id}").content.decode()) and "answered" in r and r)
+    page = wait_for(
+        lambda: (r := client.get(f"/ops/probe/{task_id}").content.decode()) and "answered" in r and r, timeout=8
+    )
     assert "primary" in page and "gpt-4o" in page
     assert "<script>alert(1)</script>" not in page  # the model echoes the prompt: escaped, inside hx-disable
     assert "&lt;script&gt;" in page and "hx-disable" in page

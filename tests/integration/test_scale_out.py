@@ -24,20 +24,16 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
 from agentops.config.source import bump_version, config_source
-from agentops.runs.actions import agents as agent_actions
-from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from review.models import Escalation
+from tests.fixtures.factories import waiting_approval_run
+from tests.fixtures.people import ALICE, sign_in
 from tests.fixtures.stack import reseed_runtime, start_web, start_worker
-from tests.fixtures.waiting import wait_for_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 QUEUE = "default"
-PASSWORD = "pw-scale-out-1234567"
 EVENT_TIMEOUT = 20.0
 
 
@@ -48,7 +44,6 @@ def defaults(redis_client, settings):
     reseed_runtime()
     config_source().invalidate()
     bump_version()
-    account_actions.ensure_role_groups()
 
 
 @pytest.fixture
@@ -111,12 +106,6 @@ def executed_runs(worker: str) -> int:
     return stats[worker]["total"].get("agentops.execute_run", 0)
 
 
-def waiting_approval_run() -> tuple[Run, Escalation]:
-    run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-approval"), {"to": "ana@example.com"})
-    run = wait_for_run(run.pk, {"waiting_human"})
-    return run, Escalation.objects.get(run=run)
-
-
 def echo_pids(run: Run) -> list[int]:
     """The worker process ids that executed the run's t_echo steps ("before", then "after" the decision)."""
     return [step.result["pid"] for step in Step.objects.filter(run=run, name="t_echo").order_by("seq")]
@@ -126,19 +115,6 @@ def form_value(html: str, name: str) -> str:
     match = re.search(rf'name="{name}" value="([^"]*)"', html)
     assert match, f"no {name} field in the page"
     return match.group(1)
-
-
-def sign_in(base_url: str, username: str) -> httpx.Client:
-    """A browser-like session signed in through the login form of `base_url`."""
-    account_actions.ensure_user(username, PASSWORD, roles=(REVIEWER,))
-    client = httpx.Client(base_url=base_url, timeout=15)
-    page = client.get("/accounts/login/")
-    token = form_value(page.text, "csrfmiddlewaretoken")
-    answer = client.post(
-        "/accounts/login/", data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token}
-    )
-    assert answer.status_code == 302 and "sessionid" in client.cookies, answer.text[-500:]
-    return client
 
 
 def decide_on(base_url: str, session: httpx.Client, escalation: Escalation, comment: str) -> None:
@@ -199,7 +175,7 @@ def test_live_updates_and_runs_cross_two_webs_and_two_workers(defaults, two_webs
     pids = {worker_a: pool_pids(worker_a), worker_b: pool_pids(worker_b)}
     assert pids[worker_a] and pids[worker_b] and not pids[worker_a] & pids[worker_b]
 
-    reviewer = sign_in(web_a, "scale-reviewer")  # the session lives in PostgreSQL: web B honours it too
+    reviewer = sign_in(web_a, ALICE, timeout=15)  # the session lives in PostgreSQL: web B honours it too
     with live_socket(web_a, reviewer, "review.queue") as queue, live_socket(web_a, reviewer, "runs") as runs:
         # run 1 executes on worker A up to its sensitive step; the escalation shows up on web A
         only_consumer(worker_a, idle=worker_b)
@@ -240,6 +216,6 @@ def test_live_updates_and_runs_cross_two_webs_and_two_workers(defaults, two_webs
             "approved",
             "approved on web B",
         )
-        assert escalation.decided_by.username == "scale-reviewer"
+        assert escalation.decided_by.username == "alice"
         send = Step.objects.get(run=run, name="send_note")
         assert ToolEffect.objects.filter(idempotency_key=f"run:{run.pk}:step:{send.seq}").count() == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
+
+from tests.fixtures.waiting import wait_for
 
 
 def test_a_process_that_exits_is_started_again_and_sigterm_stops_it(tmp_path):
@@ -23,10 +24,12 @@ def test_a_process_that_exits_is_started_again_and_sigterm_stops_it(tmp_path):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 15
-        while not (starts.exists() and len(starts.read_text()) == 2):
-            assert time.monotonic() < deadline, "the command was not started again"
-            time.sleep(0.05)
+        wait_for(
+            lambda: starts.exists() and len(starts.read_text()) == 2,
+            timeout=15,
+            interval=0.05,
+            message="the command to be started again",
+        )
         supervisor.send_signal(signal.SIGTERM)
         code = supervisor.wait(10)
     finally:

@@ -1,4 +1,5 @@
-"""Shared fixtures for the /api/v1 tests: API keys and httpx clients bound to the live uvicorn server.
+"""Shared fixtures for the /api/v1 tests: httpx clients bound to the live uvicorn server (API keys come from
+``make_key``, tests/fixtures/factories.py; the people who decide escalations from the cast).
 
     def test_something(make_key, api):
         key = make_key("t-steps", scopes=["runs"])
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from agentops.client import AgentOps
 from tests.fixtures.stack import reseed_runtime
 
 API_PREFIX = "/api/v1"
@@ -25,19 +27,6 @@ def base_url(web, redis_client, transactional_db) -> str:
     """The live server's root URL (no /api/v1); the runtime settings a flush removed are put back."""
     reseed_runtime()
     return web.extra["url"]
-
-
-@pytest.fixture
-def make_key(transactional_db) -> Callable[..., str]:
-    """``make_key(agent="t-agent", scopes=None) -> str``: a new API key (the agent row is created if
-    missing; no scopes = every agent scope, never admin)."""
-    from agentops.keys.actions import create_api_key
-
-    def make(agent: str = "t-agent", scopes: list[str] | None = None) -> str:
-        _row, key = create_api_key(agent, scopes=scopes)
-        return key
-
-    return make
 
 
 @pytest.fixture
@@ -63,15 +52,5 @@ CLIENT_AGENT = "t-steps"  # a registered agent function (tests.fixtures.test_age
 @pytest.fixture
 def ops(base_url, make_key):
     """The Python client (agentops/client.py) with a key of CLIENT_AGENT, closed at teardown."""
-    from agentops import client
-
-    with client.AgentOps(base_url, make_key(CLIENT_AGENT), timeout=10) as agent_ops:
+    with AgentOps(base_url, make_key(CLIENT_AGENT), timeout=10) as agent_ops:
         yield agent_ops
-
-
-@pytest.fixture
-def reviewer(transactional_db):
-    """A signed-up user who decides escalations through review.actions."""
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.create_user("api-reviewer", password="x" * 20)

@@ -13,7 +13,6 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from agentops.accounts import actions as account_actions
 from review import actions as review
 from review.models import ActionRequest, Escalation
 
@@ -27,11 +26,6 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict:
     body = response.json()
     assert set(body) == {"error"} and body["error"]["code"] == code, body
     return body["error"]
-
-
-@pytest.fixture
-def reviewer(transactional_db):
-    return account_actions.ensure_user("api-alice", "pw-alice-123456")
 
 
 @pytest.fixture
@@ -82,7 +76,7 @@ def test_a_rule_that_fires_makes_it_pending_with_an_escalation(client, body, rea
     assert escalation.events.filter(event="created").exists()
 
 
-def test_long_poll_returns_promptly_when_a_reviewer_decides(client, reviewer):
+def test_long_poll_returns_promptly_when_a_reviewer_decides(client, alice):
     answer = ask(client, operation="send_refund", arguments={"amount": 30})
     answer_box: dict = {}
 
@@ -95,9 +89,7 @@ def test_long_poll_returns_promptly_when_a_reviewer_decides(client, reviewer):
     thread.start()
     time.sleep(0.5)
     decided = time.monotonic()
-    review.decide(
-        answer["escalation_id"], reviewer, "modified", arguments={"amount": 20}, comment="max 20", confidence=80
-    )
+    review.decide(answer["escalation_id"], alice, "modified", arguments={"amount": 20}, comment="max 20", confidence=80)
     thread.join(15)
     response = answer_box["response"]
     assert response.status_code == 200, response.text
@@ -105,7 +97,7 @@ def test_long_poll_returns_promptly_when_a_reviewer_decides(client, reviewer):
     got = response.json()
     assert got["status"] == "modified" and got["arguments"] == {"amount": 20}
     assert got["requested_arguments"] == {"amount": 30}
-    assert (got["comment"], got["reviewer"], got["reviewer_confidence"]) == ("max 20", "api-alice", 80)
+    assert (got["comment"], got["reviewer"], got["reviewer_confidence"]) == ("max 20", "alice", 80)
     assert got["decided_at"] and got["decision"]["decision"] == "modified"
 
 
@@ -126,14 +118,14 @@ def test_long_poll_times_out_with_the_unchanged_state(client):
         ("rejected", {}, None, None),
     ],
 )
-def test_every_decision_reads_back(client, reviewer, decision, kwargs, arguments, result):
+def test_every_decision_reads_back(client, alice, decision, kwargs, arguments, result):
     answer = ask(client, operation="delete_file", arguments={"path": "/tmp/x"})
-    review.claim(answer["escalation_id"], reviewer)
+    review.claim(answer["escalation_id"], alice)
     assert client.get(f"/actions/{answer['id']}").json()["status"] == "pending"  # claimed is still pending
-    review.decide(answer["escalation_id"], reviewer, decision, comment="done", **kwargs)
+    review.decide(answer["escalation_id"], alice, decision, comment="done", **kwargs)
     got = client.get(f"/actions/{answer['id']}", params={"wait": 10}).json()
     assert got["status"] == decision and got["arguments"] == arguments and got["result"] == result
-    assert got["reviewer"] == "api-alice" and got["comment"] == "done"
+    assert got["reviewer"] == "alice" and got["comment"] == "done"
 
 
 def test_an_expired_request_reads_as_expired(client):

@@ -23,12 +23,17 @@ import pytest
 
 from agentops.keys import actions as key_actions
 from agentops.keys.models import ApiKey
+from budgets.actions.prices import set_price
+from budgets.models import Budget
+from tests.fixtures.factories import make_budget, seed_prices
+from tests.fixtures.people import AGENT_A as CAST_A
+from tests.fixtures.people import AGENT_B as CAST_B
 from tests.fixtures.stack import reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BASE = "/api/v1"
-AGENT_A, AGENT_B = "t-steps", "t-approval"  # registered agent functions (tests.fixtures.test_agents)
+AGENT_A, AGENT_B = CAST_A.name, CAST_B.name  # the cast's two agents (registered agent functions)
 MARK = "authz-secret-of-a"  # put into A's objects; must never appear in what B gets back
 
 # The scope each path needs (first matching prefix wins; admin paths before the rest).
@@ -183,10 +188,10 @@ class Stage:
         agent_scopes = list(ApiKey.AGENT_SCOPES)
         self.keys: dict[str, str | None] = {
             "none": None,
-            "A": key_actions.create_api_key(AGENT_A, scopes=agent_scopes, name="authz A")[1],
-            "A-admin": key_actions.create_api_key(AGENT_A, scopes=["admin"], name="authz A admin")[1],
-            "B": key_actions.create_api_key(AGENT_B, scopes=agent_scopes, name="authz B")[1],
-            "B-admin": key_actions.create_api_key(AGENT_B, scopes=["admin"], name="authz B admin")[1],
+            "A": CAST_A.key(agent_scopes, name="authz A"),
+            "A-admin": CAST_A.key(["admin"], name="authz A admin"),
+            "B": CAST_B.key(agent_scopes, name="authz B"),
+            "B-admin": CAST_B.key(["admin"], name="authz B admin"),
         }
         row, revoked = key_actions.create_api_key(AGENT_A, scopes=["admin"], name="authz revoked")
         key_actions.revoke_api_key(row.pk)
@@ -198,7 +203,7 @@ class Stage:
     def key_lacking(self, scope: str) -> str:
         if scope not in self.lacking:
             others = [s for s in ApiKey.AGENT_SCOPES if s != scope]
-            self.lacking[scope] = key_actions.create_api_key(AGENT_A, scopes=others, name=f"authz no {scope}")[1]
+            self.lacking[scope] = CAST_A.key(others, name=f"authz no {scope}")
         return self.lacking[scope]
 
     def call(self, method: str, path: str, key: str | None, body=None, params=None) -> httpx.Response:
@@ -210,15 +215,10 @@ class Stage:
     def create(self, resource: str) -> int:
         """A fresh object of agent A (through the API for A's own objects)."""
         if resource == "budget":
-            from budgets.actions.budgets import save_budget
-            from budgets.models import Budget
-
             name = f"authz-extra-{len(self.a_ids.get('budget', ()))}"
-            budget = save_budget(Budget(name=name, scope="agent", scope_key=AGENT_A, limit_tokens=10**9))
+            budget = make_budget(name, scope="agent", scope_key=AGENT_A, limit_tokens=10**9)
             ident = budget.pk
         elif resource == "price":
-            from budgets.actions.prices import set_price
-
             ident = set_price(f"authz-model-{len(self.a_ids.get('price', ()))}", Decimal("0.001"), Decimal("0.002")).pk
         else:
             path = {"run": "/runs", "action": "/actions", "reservation": "/reservations"}[resource]
@@ -258,19 +258,12 @@ def _first_param(path: str) -> str:
 
 @pytest.fixture
 def stage(web, redis_client, transactional_db) -> Stage:
-    from budgets.actions.budgets import save_budget
-    from budgets.actions.prices import set_price
-    from budgets.models import Budget, ModelPrice
-
     reseed_runtime()
     Budget.objects.all().delete()  # only this test's budgets apply
-    since = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    for model, prices in {"gpt-4o-mini": ("0.00015", "0.0006"), "*": ("0.001", "0.002")}.items():
-        if not ModelPrice.objects.filter(model=model).exists():  # the seed's, unless a flush removed them
-            set_price(model, Decimal(prices[0]), Decimal(prices[1]), effective_from=since)
+    seed_prices()  # the seed's, unless a flush removed them
     # a budget of A's so its reservations have an id (and B's budget list has something of its own)
     for agent in (AGENT_A, AGENT_B):
-        save_budget(Budget(name=f"authz-{agent}", scope="agent", scope_key=agent, limit_tokens=10**9))
+        make_budget(f"authz-{agent}", scope="agent", scope_key=agent, limit_tokens=10**9)
     return Stage(web.extra["url"])
 
 

@@ -10,10 +10,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from budgets.actions import budgets as budget_actions
 from budgets.actions import reservations
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation, UsageRecord
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import make_budget, seed_prices
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,15 +25,6 @@ def prices(base_url):
     """Committed seed prices and no budgets (the flush between transactional tests removes both)."""
     Budget.objects.all().delete()
     seed_prices()
-
-
-@pytest.fixture
-def budget(prices):
-    def make(name: str, **fields) -> Budget:
-        fields.setdefault("timezone", "UTC")
-        return budget_actions.save_budget(Budget(name=name, **fields))
-
-    return make
 
 
 @pytest.fixture
@@ -65,10 +55,10 @@ def remaining_of(items: list[dict], name: str) -> dict:
 # --- usage -------------------------------------------------------------------------------------------
 
 
-def test_usage_is_priced_and_counted_against_the_budgets_that_apply(agent, budget):
-    budget("api-agent", scope="agent", scope_key=AGENT, limit_tokens=10_000, limit_usd=Decimal("1.00"))
-    budget("api-someone-else", scope="agent", scope_key=OTHER, limit_tokens=10)
-    budget("api-per-agent-month", scope="agent", period="month", limit_usd=Decimal("5"))
+def test_usage_is_priced_and_counted_against_the_budgets_that_apply(agent, prices):
+    make_budget("api-agent", scope="agent", scope_key=AGENT, limit_tokens=10_000, limit_usd=Decimal("1.00"))
+    make_budget("api-someone-else", scope="agent", scope_key=OTHER, limit_tokens=10)
+    make_budget("api-per-agent-month", scope="agent", period="month", limit_usd=Decimal("5"))
 
     response = agent.post("/usage", json={**MINI, "input_tokens": 1000, "output_tokens": 500, "session_id": "s-u"})
     assert response.status_code == 201, response.text
@@ -136,8 +126,8 @@ def test_usage_for_a_run_must_be_one_of_the_agents_runs(agent, make_key, prices)
     assert not UsageRecord.objects.exists()
 
 
-def test_usage_is_attributed_to_the_keys_agent_whatever_the_body_says(agent, budget):
-    budget("api-victim", scope="agent", scope_key=OTHER, limit_tokens=10_000)
+def test_usage_is_attributed_to_the_keys_agent_whatever_the_body_says(agent, prices):
+    make_budget("api-victim", scope="agent", scope_key=OTHER, limit_tokens=10_000)
     body = {**MINI, "input_tokens": 100, "output_tokens": 50, "agent": OTHER, "agent_id": 1, "team": "x"}
     assert agent.post("/usage", json=body).status_code == 201
     [row] = UsageRecord.objects.all()
@@ -145,10 +135,10 @@ def test_usage_is_attributed_to_the_keys_agent_whatever_the_body_says(agent, bud
     assert not BudgetCounter.objects.filter(budget__name="api-victim").exclude(spent_tokens=0).exists()
 
 
-def test_a_report_beyond_what_one_call_of_the_model_can_use_is_422(agent, budget):
+def test_a_report_beyond_what_one_call_of_the_model_can_use_is_422(agent, prices):
     """The issue's report of 2,000,000,000 tokens was charged to the global budget; now it is refused, naming
     the field and the limit: the model's context + output limit when known, else the configured ceiling."""
-    everyone = budget("api-everyone", scope="global", limit_tokens=1_000_000)
+    everyone = make_budget("api-everyone", scope="global", limit_tokens=1_000_000)
     huge = agent.post("/usage", json={**MINI, "model": "gpt-4o", "input_tokens": 2_000_000_000, "output_tokens": 0})
     error = error_of(huge, 422, "invalid")
     assert error["details"]["errors"][0]["loc"] == ["body", "input_tokens"]
@@ -255,8 +245,8 @@ def reserve(client: httpx.Client, tokens_in: int, tokens_out: int, **extra) -> h
     )
 
 
-def test_reserve_settle_is_idempotent_and_remaining_is_exact(agent, budget):
-    budget("api-hold", scope="agent", scope_key=AGENT, limit_tokens=5000, limit_usd=Decimal("1"))
+def test_reserve_settle_is_idempotent_and_remaining_is_exact(agent, prices):
+    make_budget("api-hold", scope="agent", scope_key=AGENT, limit_tokens=5000, limit_usd=Decimal("1"))
 
     held = reserve(agent, 1000, 1000, session_id="s-r", lease_seconds=60)
     assert held.status_code == 201, held.text
@@ -306,8 +296,8 @@ def test_reserve_settle_is_idempotent_and_remaining_is_exact(agent, budget):
     )
 
 
-def test_release_gives_the_hold_back(agent, budget):
-    budget("api-release", scope="agent", scope_key=AGENT, limit_tokens=3000)
+def test_release_gives_the_hold_back(agent, prices):
+    make_budget("api-release", scope="agent", scope_key=AGENT, limit_tokens=3000)
     held = reserve(agent, 1000, 1000).json()
     assert remaining_of(agent.get("/budgets").json()["items"], "api-release")["remaining_tokens"] == 1000
 
@@ -319,8 +309,8 @@ def test_release_gives_the_hold_back(agent, budget):
     assert agent.post(f"/reservations/{held['id']}/release").json() == {"released": False}
 
 
-def test_a_refused_reservation_is_402_naming_the_budget(agent, budget):
-    budget("api-small", scope="agent", scope_key=AGENT, limit_tokens=1000, downgrade_model="gpt-4o-mini")
+def test_a_refused_reservation_is_402_naming_the_budget(agent, prices):
+    make_budget("api-small", scope="agent", scope_key=AGENT, limit_tokens=1000, downgrade_model="gpt-4o-mini")
     assert reserve(agent, 300, 300).status_code == 201
 
     refused = reserve(agent, 300, 200)
@@ -329,20 +319,20 @@ def test_a_refused_reservation_is_402_naming_the_budget(agent, budget):
     assert error["details"] == {"budget": "api-small", "cheaper_model": "gpt-4o-mini"}
     assert Reservation.objects.count() == 1  # nothing held for the refused call
 
-    budget("api-ops", scope="global", operation_limits={"response": 100})
+    make_budget("api-ops", scope="global", operation_limits={"response": 100})
     per_call = error_of(reserve(agent, 60, 60), 402, "budget_exceeded")
     assert "api-ops" in per_call["message"] and "at most 100 tokens per response call" in per_call["message"]
     assert per_call["details"] == {"budget": "api-ops", "cheaper_model": None}
 
 
-def test_usd_limits_refuse_too(agent, budget):
-    budget("api-dollars", scope="agent", scope_key=AGENT, limit_usd=Decimal("0.001"))
+def test_usd_limits_refuse_too(agent, prices):
+    make_budget("api-dollars", scope="agent", scope_key=AGENT, limit_usd=Decimal("0.001"))
     error = error_of(reserve(agent, 0, 2000), 402, "budget_exceeded")  # $0.0012
     assert "api-dollars" in error["message"] and "$0.0010 of $0.0010 left" in error["message"]
 
 
-def test_no_budget_applies(agent, budget):
-    budget("api-not-mine", scope="agent", scope_key=OTHER, limit_tokens=1)
+def test_no_budget_applies(agent, prices):
+    make_budget("api-not-mine", scope="agent", scope_key=OTHER, limit_tokens=1)
     response = reserve(agent, 1000, 500)
     assert response.status_code == 201
     assert response.json() == {
@@ -355,8 +345,8 @@ def test_no_budget_applies(agent, budget):
     assert agent.get("/budgets").json() == {"items": []}
 
 
-def test_another_agents_reservation_is_404_like_a_missing_one(agent, make_key, api, budget):
-    budget("api-each-agent", scope="agent", limit_tokens=10_000)
+def test_another_agents_reservation_is_404_like_a_missing_one(agent, make_key, api, prices):
+    make_budget("api-each-agent", scope="agent", limit_tokens=10_000)
     held = reserve(agent, 100, 100).json()
     other = api(make_key(OTHER))
     body = {"input_tokens": 1, "output_tokens": 1}
@@ -370,8 +360,8 @@ def test_another_agents_reservation_is_404_like_a_missing_one(agent, make_key, a
     assert agent.post(f"/reservations/{held['id']}/release").json() == {"released": True}
 
 
-def test_session_budgets_show_with_the_session(agent, budget):
-    budget("api-session", scope="session", limit_tokens=700)
+def test_session_budgets_show_with_the_session(agent, prices):
+    make_budget("api-session", scope="session", limit_tokens=700)
     assert agent.get("/budgets").json() == {"items": []}
     error_of(reserve(agent, 400, 400, session_id="s-1"), 402, "budget_exceeded")
     assert reserve(agent, 400, 200, session_id="s-1").status_code == 201
@@ -386,8 +376,8 @@ def test_session_budgets_show_with_the_session(agent, budget):
     )
 
 
-def test_scopes(make_key, api, budget):
-    budget("api-scopes", scope="agent", scope_key=AGENT, limit_tokens=10_000)
+def test_scopes(make_key, api, prices):
+    make_budget("api-scopes", scope="agent", scope_key=AGENT, limit_tokens=10_000)
     reader = api(make_key(AGENT, scopes=["budgets:read"]))
     assert error_of(reader.post("/usage", json={**MINI, "input_tokens": 1, "output_tokens": 1}), 403, "forbidden")[
         "details"
@@ -621,10 +611,10 @@ def test_admin_price_validation(admin, prices, body, field):
 
 
 def test_one_agent_spending_its_session_leaves_another_agents_session_of_the_same_id_alone(
-    agent, make_key, api, budget
+    agent, make_key, api, prices
 ):
     """Session budgets count per (agent, session): agent A exhausting its "s1" does not refuse agent B's "s1"."""
-    budget("api-per-session", scope="session", limit_tokens=1000)
+    make_budget("api-per-session", scope="session", limit_tokens=1000)
     other = api(make_key(OTHER))
     assert reserve(agent, 600, 400, session_id="s1").status_code == 201  # A's "s1" is full
     error = error_of(reserve(agent, 1, 0, session_id="s1"), 402, "budget_exceeded")

@@ -18,23 +18,19 @@ from agentops import client as c
 from budgets.actions.prices import set_price
 from review import actions as review
 from review.models import Escalation
+from tests.fixtures.waiting import wait_for, wait_for_async
 from tests.integration.api.conftest import CLIENT_AGENT as AGENT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def pending_escalation(session_id: str, timeout: float = 15) -> Escalation:
+def pending_escalation(session_id: str) -> Escalation:
     """The escalation the decorated call created (it shows up once the POST /actions committed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        escalation = Escalation.objects.filter(source="api", session_id=session_id, state="pending").first()
-        if escalation is not None:
-            return escalation
-        time.sleep(0.05)
-    raise AssertionError(f"no pending escalation for session {session_id!r}")
+    pending = Escalation.objects.filter(source="api", session_id=session_id, state="pending")
+    return wait_for(pending.first, timeout=15, interval=0.05, message=f"a pending escalation for {session_id!r}")
 
 
-def test_require_approval_approve_modify_reject_take_over(ops, reviewer):
+def test_require_approval_approve_modify_reject_take_over(ops, alice):
     calls: list[tuple] = []
     session = f"client-{uuid.uuid4().hex[:8]}"
 
@@ -51,7 +47,7 @@ def test_require_approval_approve_modify_reject_take_over(ops, reviewer):
             assert escalation.operation == "send_refund" and escalation.value == 250.0
             assert escalation.arguments == {"customer": "c-42", "amount": 250.0, "note": "late delivery"}
             time.sleep(0.3)  # the client is now long-polling GET /actions/{id}?wait=
-            review.decide(escalation.pk, reviewer, decision, **options)
+            review.decide(escalation.pk, alice, decision, **options)
             return future.result(timeout=30)
 
     assert decided("approved") == {"refunded": 250.0, "to": "c-42"}
@@ -66,13 +62,13 @@ def test_require_approval_approve_modify_reject_take_over(ops, reviewer):
     with pytest.raises(c.ActionRejected) as rejected:
         decided("rejected", comment="no refunds this month")
     assert rejected.value.decision.status == "rejected" and rejected.value.comment == "no refunds this month"
-    assert rejected.value.decision.reviewer == "api-reviewer"
+    assert rejected.value.decision.reviewer == "alice"
 
     assert decided("taken_over", result={"refunded": 0, "by": "a human"}) == {"refunded": 0, "by": "a human"}
     assert calls == []  # neither the rejected nor the taken-over call ran the function
 
 
-def test_approved_at_once_calls_without_waiting_and_decisions_can_be_read(ops, reviewer):
+def test_approved_at_once_calls_without_waiting_and_decisions_can_be_read(ops, alice):
     session = f"client-{uuid.uuid4().hex[:8]}"
 
     @ops.require_approval("lookup_order", confidence=0.99, session_id=session)
@@ -91,7 +87,7 @@ def test_approved_at_once_calls_without_waiting_and_decisions_can_be_read(ops, r
     started = time.monotonic()
     assert ops.get_action(pending.id, wait=1).status == "pending"
     assert 0.8 <= time.monotonic() - started < 5
-    timer = threading.Timer(0.5, review.decide, (pending.escalation_id, reviewer, "approved"))
+    timer = threading.Timer(0.5, review.decide, (pending.escalation_id, alice, "approved"))
     timer.start()
     decision = ops.wait_for_decision(pending.id, timeout=20)
     timer.join()
@@ -101,7 +97,7 @@ def test_approved_at_once_calls_without_waiting_and_decisions_can_be_read(ops, r
         ops.get_action(10**9)
 
 
-async def test_async_require_approval(base_url, make_key, reviewer):
+async def test_async_require_approval(base_url, make_key, alice):
     session = f"client-{uuid.uuid4().hex[:8]}"
     async with c.AsyncAgentOps(base_url, make_key(AGENT), timeout=10) as ops:
 
@@ -111,11 +107,13 @@ async def test_async_require_approval(base_url, make_key, reviewer):
             return f"sent {body!r} to {to}"
 
         task = asyncio.create_task(send_email("ana@example.org", "hello"))
-        deadline = time.monotonic() + 15
-        while not (escalation := Escalation.objects.filter(session_id=session, state="pending").first()):
-            assert time.monotonic() < deadline and not task.done()
-            await asyncio.sleep(0.05)
-        review.decide(escalation.pk, reviewer, "modified", arguments={"to": "ops@example.org"})
+
+        def pending() -> Escalation | None:
+            assert not task.done(), task  # the call ended without asking
+            return Escalation.objects.filter(session_id=session, state="pending").first()
+
+        escalation = await wait_for_async(pending, timeout=15, interval=0.05, message="the pending escalation")
+        review.decide(escalation.pk, alice, "modified", arguments={"to": "ops@example.org"})
         assert await asyncio.wait_for(task, 30) == "sent 'hello' to ops@example.org"
 
 

@@ -140,9 +140,8 @@ def test_verify_compares_the_hash_in_constant_time(monkeypatch):
 # --- the admin screen ---------------------------------------------------------------------------------
 
 
-def test_admin_creates_a_key_shown_once_and_revokes_it(tight, django_user_model, client):
-    user = django_user_model.objects.create_superuser("keys-admin", "k@example.com", "keys-admin-password-1")
-    client.force_login(user)
+def test_admin_creates_a_key_shown_once_and_revokes_it(tight, root, client):
+    client.force_login(root)
     form = client.get("/admin/agentops/apikey/add/")
     assert form.status_code == 200 and b"Create an API key" in form.content
 
@@ -157,7 +156,7 @@ def test_admin_creates_a_key_shown_once_and_revokes_it(tight, django_user_model,
     assert len(set(keys)) == 1, page[-3000:]
     key = keys[0]
     row = ApiKey.objects.get(agent__name="admin-made")
-    assert row.scopes == ["budgets:read", "runs"] and row.created_by == "keys-admin" and row.name == "from the admin"
+    assert row.scopes == ["budgets:read", "runs"] and row.created_by == "root" and row.name == "from the admin"
     assert httpx.get(tight + READ, headers=bearer(key)).status_code == 200
 
     again = client.get("/admin/agentops/apikey/").content.decode()

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from django.db import connection
 
-from agentops.accounts import actions as account_actions
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run
 from review import actions as review
 from review.models import Escalation
+from tests.fixtures.people import ALICE
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,15 +35,17 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict:
     return body["error"]
 
 
-def wait_for_status(client: httpx.Client, run_id: int, statuses: set[str], timeout: float = 40.0) -> dict:
-    """Follow a run by long-polling (each answer is a change or a timeout) until it reaches a status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def followed(client: httpx.Client, run_id: int, *statuses: str) -> Callable[[], dict | None]:
+    """A predicate for wait_for (with interval=0: each call is one long poll, answered at a change or after
+    5 s): the run as the API shows it once it reaches one of ``statuses``."""
+
+    def reached() -> dict | None:
         response = client.get(f"/runs/{run_id}", params={"wait": 5})
         assert response.status_code == 200, response.text
-        if response.json()["status"] in statuses:
-            return response.json()
-    raise AssertionError(f"run {run_id} never reached {statuses}: {Run.objects.get(pk=run_id).status}")
+        return response.json() if response.json()["status"] in statuses else None
+
+    reached.describe = lambda: f"run {run_id} to reach {statuses}: it is {Run.objects.get(pk=run_id).status}"
+    return reached
 
 
 def test_start_follow_and_list_a_run(make_key, api, worker):
@@ -53,7 +57,7 @@ def test_start_follow_and_list_a_run(make_key, api, worker):
     assert run["input"] == {"topic": "api", "steps": 2} and run["output"] is None and run["error"] == ""
     assert run["url"] == f"/runs/{run['id']}/" and not run["cancel_requested"]
 
-    done = wait_for_status(client, run["id"], {"succeeded", "failed"})
+    done = wait_for(followed(client, run["id"], "succeeded", "failed"), timeout=40, interval=0)
     assert done["status"] == "succeeded", done
     assert done["output"]["results"] == ["step 0", "step 1"]
 
@@ -129,7 +133,7 @@ def test_start_run_is_race_safe_in_the_database(transactional_db):
 def test_long_poll_returns_when_the_status_changes(make_key, api, worker):
     client = api(make_key(APPROVAL))
     run_id = client.post("/runs", json={"input": {"to": "ana@example.com"}}).json()["id"]
-    waiting = wait_for_status(client, run_id, {"waiting_human"})
+    waiting = wait_for(followed(client, run_id, "waiting_human"), timeout=40, interval=0)
     assert waiting["status"] == "waiting_human"
 
     # unchanged: answers at the timeout with the same state
@@ -140,7 +144,7 @@ def test_long_poll_returns_when_the_status_changes(make_key, api, worker):
     assert 0.9 <= elapsed < 2.5, elapsed
 
     # a reviewer decides while a long poll is in flight: it answers promptly with the new status
-    reviewer = account_actions.ensure_user("api-reviewer", "pw-reviewer-123456")
+    reviewer = ALICE.user()
     escalation = Escalation.objects.get(run_id=run_id, state="pending")
     answer: dict = {}
 
@@ -161,7 +165,7 @@ def test_long_poll_returns_when_the_status_changes(make_key, api, worker):
     assert answer["response"].json()["status"] != "waiting_human"
     assert answer["elapsed"] < 5, answer
     assert time.monotonic() - decided_at < 3
-    assert wait_for_status(client, run_id, {"succeeded"})["output"]["sent"]["created"] is True
+    assert wait_for(followed(client, run_id, "succeeded"), timeout=40, interval=0)["output"]["sent"]["created"] is True
 
 
 def test_long_poll_on_a_finished_run_answers_at_once(make_key, api):
@@ -177,7 +181,7 @@ def test_long_poll_on_a_finished_run_answers_at_once(make_key, api):
 def test_cancel(make_key, api, worker):
     client = api(make_key(APPROVAL))
     run_id = client.post("/runs", json={"input": {}}).json()["id"]
-    wait_for_status(client, run_id, {"waiting_human"})
+    wait_for(followed(client, run_id, "waiting_human"), timeout=40, interval=0)
     cancelled = client.post(f"/runs/{run_id}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
@@ -192,10 +196,13 @@ def test_cancel_a_running_run_asks_the_worker(make_key, api, worker):
     pause = 2 + (time.time_ns() % 10**6) / 10**9
     # long enough (about 10 s) to be seen running even when the worker is still busy with earlier tests' runs
     run_id = client.post("/runs", json={"input": {"steps": 5, "pause": pause}}).json()["id"]
-    wait_for_status(client, run_id, {"running"})
+    wait_for(followed(client, run_id, "running"), timeout=40, interval=0)
     response = client.post(f"/runs/{run_id}/cancel")
     assert response.status_code == 200 and response.json()["cancel_requested"] is True
-    assert wait_for_status(client, run_id, {"cancelled", "succeeded", "failed"})["status"] == "cancelled"
+    assert (
+        wait_for(followed(client, run_id, "cancelled", "succeeded", "failed"), timeout=40, interval=0)["status"]
+        == "cancelled"
+    )
 
 
 def test_authentication_and_scope_errors(make_key, api):
@@ -212,9 +219,9 @@ def test_authentication_and_scope_errors(make_key, api):
         assert error_of(response, 403, "forbidden")["details"] == {"scope": "runs"}
 
 
-def test_another_agents_run_is_not_found(make_key, api):
-    mine = api(make_key(STEPS))
-    theirs = api(make_key(APPROVAL))
+def test_another_agents_run_is_not_found(agent_a, agent_b, make_key, api):
+    mine = api(agent_a.key)
+    theirs = api(agent_b.key)
     run_id = mine.post("/runs", json={"input": {"secret": "x"}}).json()["id"]
     for response in (
         theirs.get(f"/runs/{run_id}"),
@@ -226,7 +233,7 @@ def test_another_agents_run_is_not_found(make_key, api):
     assert theirs.get("/runs").json() == {"items": [], "count": 0}
     assert Run.objects.get(pk=run_id).status != "cancelled"
     # even an admin key of another agent sees nothing
-    admin = api(make_key(APPROVAL, scopes=["admin"]))
+    admin = api(make_key(agent_b.agent, scopes=["admin"]))
     error_of(admin.get(f"/runs/{run_id}"), 404, "not_found")
 
 

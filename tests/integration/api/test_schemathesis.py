@@ -12,10 +12,8 @@ Budget: at least MIN_CASES cases in all and about a minute of wall time on two c
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
-from decimal import Decimal
 
 import httpx
 import pytest
@@ -30,12 +28,14 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from agentops.keys import actions as key_actions
+from budgets.models import Budget
+from tests.fixtures.factories import make_budget, seed_prices
+from tests.fixtures.people import AGENT_A
 from tests.fixtures.stack import REPO_ROOT, reseed_runtime, start_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-AGENT = "t-steps"  # a registered agent function (tests.fixtures.test_agents), so POST /runs can succeed
+AGENT = AGENT_A.name  # a registered agent function (tests.fixtures.test_agents), so POST /runs can succeed
 MIN_CASES = 1000
 BUDGET_SECONDS = 300.0  # a runaway guard only: every operation gets its examples (about 30 s on 2 cores)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -59,18 +59,11 @@ def fuzz_web(stack_env, logdir):
 
 
 def _seed() -> str:
-    from budgets.actions.budgets import save_budget
-    from budgets.actions.prices import set_price
-    from budgets.models import Budget, ModelPrice
-
     reseed_runtime()
     Budget.objects.all().delete()  # only this test's budgets apply
-    since = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    for model, prices in {"gpt-4o-mini": ("0.00015", "0.0006"), "*": ("0.001", "0.002")}.items():
-        if not ModelPrice.objects.filter(model=model).exists():  # the seed's, unless a flush removed them
-            set_price(model, Decimal(prices[0]), Decimal(prices[1]), effective_from=since)
-    save_budget(Budget(name="fuzz-agent", scope="agent", scope_key=AGENT, limit_tokens=10**12))
-    return key_actions.create_api_key(AGENT, scopes=["admin"], name="schemathesis")[1]
+    seed_prices()  # the seed's, unless a flush removed them
+    make_budget("fuzz-agent", scope="agent", scope_key=AGENT, limit_tokens=10**12)
+    return AGENT_A.key(["admin"], name="schemathesis")
 
 
 def _per_operation(count: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from tests.integration.api.test_client_e2e import AGENT, pending_escalation
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_client_whose_wait_ends_closes_the_request(ops, reviewer):
+def test_a_client_whose_wait_ends_closes_the_request(ops, alice):
     session = f"gives-up-{uuid.uuid4().hex[:8]}"
     asked = ops.request_action("send_refund", {"amount": 5}, session_id=session)
     assert asked.pending
@@ -28,7 +28,7 @@ def test_a_client_whose_wait_ends_closes_the_request(ops, reviewer):
     [event] = AuditEvent.objects.filter(escalation=escalation, event=review.WAITER_GAVE_UP)
     assert event.data["channel"] == "api" and event.data["waited_seconds"] == 1
     with pytest.raises(review.DecisionConflict, match="Already closed: the agent stopped waiting"):
-        review.decide(escalation.pk, reviewer, "approved")
+        review.decide(escalation.pk, alice, "approved")
     assert ops.get_action(asked.id).status == "expired"
 
 
@@ -46,12 +46,12 @@ def test_require_approval_raises_and_closes_when_nobody_decides_in_time(ops):
     assert Escalation.objects.get(session_id=session).state == "expired"
 
 
-def test_abandoning_after_a_decision_keeps_the_decision(ops, reviewer):
+def test_abandoning_after_a_decision_keeps_the_decision(ops, alice):
     session = f"gives-up-{uuid.uuid4().hex[:8]}"
     asked = ops.request_action("send_refund", {"amount": 5}, session_id=session)
     escalation = pending_escalation(session)
-    review.claim(escalation.pk, reviewer)
-    review.decide(escalation.pk, reviewer, "approved")
+    review.claim(escalation.pk, alice)
+    review.decide(escalation.pk, alice, "approved")
     assert ops.abandon_action(asked.id, waited=3).status == "approved"
     assert not AuditEvent.objects.filter(escalation=escalation, event=review.WAITER_GAVE_UP).exists()
 

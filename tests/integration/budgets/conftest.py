@@ -2,47 +2,30 @@
 and Celery workers see them).
 
 - ``budget_db``: a transactional test database with the seed's model prices and no budgets (the flush
-  between transactional tests removes the data migration's rows; each test creates the budgets it needs);
-- ``make_budget(**fields)``: a validated budget through ``budgets.actions.save_budget``;
+  between transactional tests removes the data migration's rows; each test creates the budgets it needs,
+  with ``tests.fixtures.factories.make_budget``);
 - ``counter_of`` / ``counters_of`` / ``ledger`` / ``assert_balanced``: read counters and the usage ledger;
 - ``child_env``: the environment a subprocess needs to reach the test database and the test Redis;
-- ``receiver`` / ``Receiver`` / ``wait_for_delivery``: a loopback webhook receiver and a delivery's outcome.
+- ``receiver`` / ``Receiver`` / ``delivery_in``: a loopback webhook receiver, and a predicate for
+  ``wait_for`` on a delivery's outcome.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db.models import Sum
 
-from budgets.actions import budgets as budget_actions
-from budgets.actions import directory, prices
-from budgets.models import Alert, Budget, BudgetCounter, ModelPrice, Reservation, UsageRecord, Webhook, WebhookDelivery
+from budgets.actions import directory
+from budgets.models import Alert, Budget, BudgetCounter, Reservation, UsageRecord, Webhook, WebhookDelivery
+from tests.fixtures.factories import seed_prices
 from tests.fixtures.runtime import free_port
-
-SEED_FROM = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-# USD per 1K tokens: input, output, cached input (the seed's list prices).
-PRICES = {
-    "gpt-4o": (Decimal("0.0025"), Decimal("0.0100"), Decimal("0.00125")),
-    "gpt-4o-mini": (Decimal("0.00015"), Decimal("0.0006"), Decimal("0.000075")),
-    "*": (Decimal("0.0010"), Decimal("0.0020"), None),
-}
-
-
-def seed_prices() -> None:
-    for model, (input_price, output_price, cached_price) in PRICES.items():
-        if not ModelPrice.objects.filter(model=model).exists():
-            prices.set_price(
-                model, input_price, output_price, cached_input_per_1k=cached_price, effective_from=SEED_FROM
-            )
 
 
 @pytest.fixture
@@ -51,15 +34,6 @@ def budget_db(transactional_db, redis_client):
     Budget.objects.all().delete()
     directory.directory_changed()
     seed_prices()
-
-
-@pytest.fixture
-def make_budget(budget_db):
-    def make(name: str, **fields) -> Budget:
-        fields.setdefault("timezone", "UTC")
-        return budget_actions.save_budget(Budget(name=name, **fields))
-
-    return make
 
 
 @pytest.fixture
@@ -156,11 +130,15 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-def wait_for_delivery(alert: Alert, webhook: Webhook, statuses: set[str], timeout: float = 20) -> WebhookDelivery:
-    deadline = time.monotonic() + timeout
-    while True:
+def delivery_in(alert: Alert, webhook: Webhook, *statuses: str) -> Callable[[], WebhookDelivery | None]:
+    """A predicate for wait_for: the alert's delivery to the webhook once its status is one of ``statuses``."""
+
+    def reached() -> WebhookDelivery | None:
+        return WebhookDelivery.objects.filter(alert=alert, webhook=webhook, status__in=statuses).first()
+
+    def describe() -> str:
         delivery = WebhookDelivery.objects.filter(alert=alert, webhook=webhook).first()
-        if delivery is not None and delivery.status in statuses:
-            return delivery
-        assert time.monotonic() < deadline, f"delivery still {delivery.status if delivery else 'missing'}"
-        time.sleep(0.05)
+        return f"the delivery to be {'/'.join(statuses)}: it is {delivery.status if delivery else 'missing'}"
+
+    reached.describe = describe
+    return reached

@@ -20,6 +20,7 @@ from agentops.runtime.protocols import BudgetExceeded
 from budgets.actions import alerts as alert_actions
 from budgets.actions import budgets as budget_actions
 from budgets.actions import ledger, reservations, webhooks
+from budgets.actions import webhooks as webhook_actions
 from budgets.models import (
     Alert,
     AlertSettings,
@@ -31,9 +32,12 @@ from budgets.models import (
     Webhook,
     WebhookDelivery,
 )
+from tests.fixtures.factories import make_budget, make_run
+from tests.fixtures.people import BEA
 from tests.fixtures.runtime import free_port
 from tests.fixtures.stack import Proc, start_worker
-from tests.integration.budgets.conftest import wait_for_delivery
+from tests.fixtures.waiting import wait_for
+from tests.integration.budgets.conftest import delivery_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,12 +84,6 @@ def alert_worker(_workers, stack_env, logdir) -> Iterator[Proc]:
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def make_budget(name: str, *, limit_tokens: int = 1000, period: str = "day", hard_stop: bool = True, **fields):
-    return budget_actions.save_budget(
-        Budget(name=name, period=period, timezone="UTC", limit_tokens=limit_tokens, hard_stop=hard_stop, **fields)
-    )
 
 
 def spend(
@@ -260,10 +258,10 @@ def _steps(run, *, completed: int = 0, failed: int = 0, kind: str = "llm", at: d
 
 
 def test_error_rate_over_ten_percent_fires_once_per_episode():
-    from agentops.runs.models import Agent, Run
+    from agentops.runs.models import Run
 
     set_alert_settings(error_rate_pct=10, error_rate_min_calls=10)
-    run = Run.objects.create(agent=Agent.objects.create(name="alerts-agent"))
+    run = make_run("alerts-agent", Run.Status.RUNNING)
     _steps(run, failed=30, kind="tool")  # tool failures are not LLM calls
     _steps(run, completed=5, failed=1, at=timezone.now() - dt.timedelta(minutes=6))  # outside the window
     _steps(run, completed=5, failed=1)  # 1 of 6: too few calls to judge
@@ -292,10 +290,10 @@ def test_error_rate_over_ten_percent_fires_once_per_episode():
 
 
 def test_error_rate_exactly_at_the_threshold_is_not_over():
-    from agentops.runs.models import Agent, Run
+    from agentops.runs.models import Run
 
     set_alert_settings(error_rate_pct=14, error_rate_min_calls=10)
-    run = Run.objects.create(agent=Agent.objects.create(name="alerts-agent-2"))
+    run = make_run("alerts-agent-2", Run.Status.RUNNING)
     _steps(run, completed=43, failed=7)  # exactly 14 % (in floats 7 / 50 * 100 is 14.000000000000002)
     alert_actions.evaluate_alerts()
     assert alerts("error_rate") == []
@@ -349,9 +347,7 @@ def test_a_fired_alert_appears_on_the_alerts_group_after_commit():
 
 
 def test_acknowledge_once_then_all():
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model().objects.create_user("alert-reader", password="pw-" + "x" * 12)
+    user = BEA.user()
     first, *_ = [alert_actions.fire_alert(Alert.Kind.SESSION_SPIKE, f"ack-{i}", f"spike {i}") for i in range(3)]
 
     assert alert_actions.acknowledge_alert(first.pk, user) is True
@@ -376,7 +372,7 @@ def test_webhook_is_retried_on_500_and_every_attempt_is_logged(alert_worker, rec
     spend(850)  # crosses the soft threshold on settle; delivery runs in the worker after commit
     [alert] = alerts("soft_threshold")
 
-    delivery = wait_for_delivery(alert, hook, {"delivered", "failed"})
+    delivery = wait_for(delivery_in(alert, hook, "delivered", "failed"))
     assert delivery.status == "delivered"
     assert delivery.attempts == 3
     assert [entry["status_code"] for entry in delivery.log] == [500, 500, 200]
@@ -403,13 +399,13 @@ def test_a_receiver_that_keeps_failing_ends_failed_after_the_last_retry(alert_wo
     closed = webhooks.save_webhook(Webhook(name="closed", url=f"http://127.0.0.1:{free_port()}/hook"))
     alert = alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "wh-failing", "budget X is exhausted", severity="critical")
 
-    failed = wait_for_delivery(alert, down, {"failed"})
+    failed = wait_for(delivery_in(alert, down, "failed"))
     assert failed.attempts == 1 + WEBHOOK_MAX_RETRIES
     assert [entry["status_code"] for entry in failed.log] == [500] * (1 + WEBHOOK_MAX_RETRIES)
     assert failed.last_error.startswith("HTTP 500") and failed.delivered_at is None
     assert len(receiver.received(down.url)) == 1 + WEBHOOK_MAX_RETRIES
 
-    unreachable = wait_for_delivery(alert, closed, {"failed"})
+    unreachable = wait_for(delivery_in(alert, closed, "failed"))
     assert unreachable.attempts == 1 + WEBHOOK_MAX_RETRIES
     assert unreachable.last_status_code is None and "ConnectError" in unreachable.last_error
 
@@ -425,9 +421,9 @@ def test_min_severity_and_disabled_webhooks_are_skipped(alert_worker, receiver):
     warning = alert_actions.fire_alert(Alert.Kind.SOFT_THRESHOLD, "wh-warning", "80 % used")
     critical = alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "wh-critical", "exhausted", severity="critical")
 
-    wait_for_delivery(warning, everything, {"delivered"})
-    wait_for_delivery(critical, everything, {"delivered"})
-    wait_for_delivery(critical, critical_only, {"delivered"})
+    wait_for(delivery_in(warning, everything, "delivered"))
+    wait_for(delivery_in(critical, everything, "delivered"))
+    wait_for(delivery_in(critical, critical_only, "delivered"))
     assert set(WebhookDelivery.objects.values_list("alert__dedup_key", "webhook__name")) == {
         ("wh-warning", "everything"),
         ("wh-critical", "everything"),
@@ -442,14 +438,12 @@ def test_min_severity_and_disabled_webhooks_are_skipped(alert_worker, receiver):
 
 
 def test_send_test_alert_delivers_only_to_that_webhook(alert_worker, receiver):
-    from django.contrib.auth import get_user_model
+    user = BEA.user()
+    chosen = webhook_actions.save_webhook(Webhook(name="chosen", url=receiver.path([200]), min_severity="critical"))
+    other = webhook_actions.save_webhook(Webhook(name="other", url=receiver.path([200])))
 
-    user = get_user_model().objects.create_user("webhook-admin", password="pw-" + "x" * 12)
-    chosen = webhooks.save_webhook(Webhook(name="chosen", url=receiver.path([200]), min_severity="critical"))
-    other = webhooks.save_webhook(Webhook(name="other", url=receiver.path([200])))
-
-    alert = webhooks.send_test_alert(chosen, user)
-    delivery = wait_for_delivery(alert, chosen, {"delivered", "failed"})
+    alert = webhook_actions.send_test_alert(chosen, user)
+    delivery = wait_for(delivery_in(alert, chosen, "delivered", "failed"))
     assert delivery.status == "delivered" and delivery.attempts == 1
     assert alert.kind == "test" and alert.acknowledged_at is not None  # nothing left open in the alert list
     [body] = receiver.received(chosen.url)
@@ -467,8 +461,8 @@ def test_a_delivery_whose_task_was_lost_is_requeued_by_beat(alert_worker, receiv
     )
     # As if the enqueue after commit failed: the row exists, no task does.
     WebhookDelivery.objects.create(webhook=hook, alert=alert, created_at=long_ago, updated_at=long_ago)
-    assert webhooks.requeue_stalled_deliveries() == 1
-    assert webhooks.requeue_stalled_deliveries() == 0  # just handed over: not stalled again at once
-    delivery = wait_for_delivery(alert, hook, {"delivered", "failed"})
+    assert webhook_actions.requeue_stalled_deliveries() == 1
+    assert webhook_actions.requeue_stalled_deliveries() == 0  # just handed over: not stalled again at once
+    delivery = wait_for(delivery_in(alert, hook, "delivered", "failed"))
     assert delivery.status == "delivered" and delivery.attempts == 1
     assert receiver.received(url)[0]["text"].endswith("queued while Redis was down")

@@ -11,8 +11,6 @@ from decimal import Decimal
 
 import pytest
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import REVIEWER
 from agentops.config import actions as config_actions
 from agentops.config.models import RuntimeSettings
 from agentops.config.source import config_source
@@ -23,7 +21,10 @@ from budgets.actions import prices
 from budgets.models import Alert, Reservation, UsageRecord
 from review import actions as review
 from review.models import Escalation
+from tests.fixtures.factories import make_budget, run_in
+from tests.fixtures.people import ALICE
 from tests.fixtures.stack import reseed_runtime
+from tests.fixtures.waiting import wait_for
 from tests.integration.budgets.conftest import assert_balanced, counter_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,7 +34,7 @@ CONFIG_RELOAD_SECONDS = 1.2  # workers probe the runtime config version at most 
 
 
 @pytest.fixture
-def gate(make_budget, settings, worker):
+def gate(budget_db, settings, worker):
     """Seed runtime settings (simulated models), seed prices, no budgets; the worker has reloaded them."""
     settings.AGENTOPS_AGENT_MODULES = [TEST_AGENT_MODULES]
     reseed_runtime()
@@ -51,18 +52,6 @@ def steps_of(run: Run) -> list[Step]:
     return list(Step.objects.filter(run=run).order_by("seq"))
 
 
-def wait_for_run(run_pk: int, *statuses: str, timeout: float = 30.0) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = Run.objects.get(pk=run_pk)
-        if run.status in statuses:
-            return run
-        time.sleep(0.05)
-    run = Run.objects.get(pk=run_pk)
-    steps = [(s.seq, s.kind, s.name, s.status, s.error_class, s.error[:200]) for s in steps_of(run)]
-    raise AssertionError(f"run {run_pk} is {run.status} ({run.error_class}: {run.error[:300]}); {steps}")
-
-
 def topic() -> str:
     return f"budgets {uuid.uuid4().hex[:8]}"  # never answered from an earlier test's cache
 
@@ -72,7 +61,7 @@ def test_every_llm_call_of_a_run_reserves_and_settles_into_one_priced_ledger_row
     sessions = gate("per session", scope="session", period="lifetime", limit_tokens=50_000)
     agents = gate("research agent", scope="agent", scope_key="research", limit_usd=Decimal("10"))
 
-    run = wait_for_run(start("research", {"topic": topic(), "depth": 1}, session_id="sess-42").pk, "succeeded")
+    run = wait_for(run_in(start("research", {"topic": topic(), "depth": 1}, session_id="sess-42").pk, "succeeded"))
     llm_steps = [s for s in steps_of(run) if s.kind == "llm"]
     assert [s.name for s in llm_steps] == ["planning", "summarize"]
 
@@ -116,7 +105,7 @@ def test_a_per_operation_limit_fails_the_oversized_call_with_the_budgets_name(ga
         downgrade_model="gpt-4o-mini",  # a cheaper model does not make the call smaller
         on_block="fail",
     )
-    run = wait_for_run(start("t-steps", {"topic": topic(), "steps": 1}).pk, "failed", "succeeded", "waiting_human")
+    run = wait_for(run_in(start("t-steps", {"topic": topic(), "steps": 1}).pk, "failed", "succeeded", "waiting_human"))
     assert run.status == "failed" and run.error_class == "BudgetExceeded"
     assert 'budget "per call" (day) allows at most 500 tokens per planning call' in run.error
     planning = steps_of(run)[0]
@@ -129,7 +118,7 @@ def test_a_per_operation_limit_fails_the_oversized_call_with_the_budgets_name(ga
     assert 'budget "per call"' in planning.error
     assert not UsageRecord.objects.exists() and not Reservation.objects.exists()
     # A call within the limit goes through (research plans with max_tokens=300).
-    ok = wait_for_run(start("research", {"topic": topic(), "depth": 1}).pk, "succeeded", "failed")
+    ok = wait_for(run_in(start("research", {"topic": topic(), "depth": 1}).pk, "succeeded", "failed"))
     assert ok.status == "succeeded", ok.error
 
 
@@ -143,7 +132,7 @@ def test_a_call_over_a_dollar_limit_is_downgraded_to_the_budgets_cheaper_model(g
         downgrade_model="gpt-4o-mini",
         on_block="fail",
     )
-    run = wait_for_run(start("t-steps", {"topic": topic(), "steps": 1}).pk, "succeeded", "failed", "waiting_human")
+    run = wait_for(run_in(start("t-steps", {"topic": topic(), "steps": 1}).pk, "succeeded", "failed", "waiting_human"))
     assert run.status == "succeeded", run.error
     planning = steps_of(run)[0]
     assert (planning.model, planning.handler) == ("gpt-4o-mini", "primary")
@@ -160,7 +149,7 @@ def test_a_call_over_a_dollar_limit_is_downgraded_to_the_budgets_cheaper_model(g
 def test_a_blocked_call_escalates_with_reason_budget_exceeded_and_a_take_over_resumes_the_run(gate):
     # The cheaper model does not fit either (the limit is in tokens): the call goes to a reviewer.
     budget = gate("tight", scope="global", limit_tokens=100, downgrade_model="gpt-4o-mini", on_block="escalate")
-    run = wait_for_run(start("t-steps", {"topic": topic(), "steps": 1}).pk, "waiting_human", "failed")
+    run = wait_for(run_in(start("t-steps", {"topic": topic(), "steps": 1}).pk, "waiting_human", "failed"))
     assert run.status == "waiting_human", run.error
     waiting = steps_of(run)[0]
     assert (waiting.kind, waiting.name, waiting.status) == ("llm", "planning", "waiting_human")
@@ -170,10 +159,8 @@ def test_a_blocked_call_escalates_with_reason_budget_exceeded_and_a_take_over_re
     assert any(hop.get("target") == "tight" for hop in escalation.context["hops"])  # which budget refused
     assert not Reservation.objects.exists()
 
-    account_actions.ensure_role_groups()
-    rita = account_actions.ensure_user("rita", "pw-rita-123456", roles=(REVIEWER,))
-    review.decide(escalation.pk, rita, "taken_over", result="a plan the reviewer wrote by hand")
-    run = wait_for_run(run.pk, "succeeded", "failed")
+    review.decide(escalation.pk, ALICE.user(), "taken_over", result="a plan the reviewer wrote by hand")
+    run = wait_for(run_in(run.pk, "succeeded", "failed"))
     assert run.status == "succeeded", run.error
     assert run.output["plan"] == "a plan the reviewer wrote by hand"[:40]
     assert steps_of(run)[0].handler == "human"
@@ -184,7 +171,7 @@ def test_a_blocked_call_escalates_with_reason_budget_exceeded_and_a_take_over_re
 
 def test_a_blocked_call_fails_the_run_with_a_clear_budget_message(gate):
     budget = gate("tight", scope="global", limit_tokens=100, on_block="fail")
-    run = wait_for_run(start("t-steps", {"topic": topic(), "steps": 1}).pk, "failed", "waiting_human", "succeeded")
+    run = wait_for(run_in(start("t-steps", {"topic": topic(), "steps": 1}).pk, "failed", "waiting_human", "succeeded"))
     assert run.status == "failed" and run.error_class == "BudgetExceeded"
     assert 'budget "tight" (day) has 100 of 100 tokens left; this call needs up to' in run.error
     assert not Escalation.objects.filter(run=run).exists()
@@ -200,8 +187,8 @@ def test_a_cache_hit_records_a_zero_cost_cached_usage_row(gate):
     time.sleep(CONFIG_RELOAD_SECONDS)
 
     same = {"topic": topic(), "steps": 1}
-    first = wait_for_run(start("t-steps", same, session_id="s-1").pk, "succeeded", "failed")
-    second = wait_for_run(start("t-steps", same, session_id="s-2").pk, "succeeded", "failed")
+    first = wait_for(run_in(start("t-steps", same, session_id="s-1").pk, "succeeded", "failed"))
+    second = wait_for(run_in(start("t-steps", same, session_id="s-2").pk, "succeeded", "failed"))
     assert (first.status, second.status) == ("succeeded", "succeeded")
     assert steps_of(second)[0].cache_hit and not steps_of(first)[0].cache_hit
 

@@ -21,8 +21,6 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.utils import timezone
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import BUDGET_ADMIN
 from agentops.config import actions as config_actions
 from agentops.config.models import Provider
 from agentops.lib import netguard
@@ -30,11 +28,12 @@ from agentops.runtime.errors import ProviderError
 from agentops.runtime.providers.base import LLMRequest
 from budgets.actions import alerts, webhooks
 from budgets.models import Alert, Webhook, WebhookDelivery
+from tests.fixtures.people import BEA, client_for
 from tests.fixtures.runtime import free_port
 from tests.fixtures.stack import Proc, start_worker
-from tests.integration.budgets.conftest import Receiver, wait_for_delivery
+from tests.fixtures.waiting import wait_for
+from tests.integration.budgets.conftest import Receiver, delivery_in
 
-PASSWORD = "outbound-guard-pass-1"
 INSIDE = [
     "http://127.0.0.1:6379/",  # Redis on loopback
     "http://localhost:5432/",  # a name that resolves to loopback
@@ -99,12 +98,9 @@ def redirector(inside) -> Iterator[Redirector]:
 
 @pytest.fixture
 def admin_client(settings, db) -> Client:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("outbound-admin", PASSWORD, roles=[BUDGET_ADMIN])
-    client = Client()
-    assert client.login(username="outbound-admin", password=PASSWORD)
-    return client
+    """Bea, the cast's budget admin, signed in."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # sign-ins are not the subject
+    return client_for(BEA)
 
 
 @pytest.mark.parametrize("url", INSIDE)
@@ -214,7 +210,7 @@ def test_delivery_refuses_an_inside_address_that_got_into_the_table(guarded_work
     hook = unchecked_webhook("inside", url)
     alert = alerts.fire_alert(Alert.Kind.EXHAUSTED, "guard-inside", "budget exhausted", severity="critical")
 
-    delivery = wait_for_delivery(alert, hook, {"delivered", "failed"})
+    delivery = wait_for(delivery_in(alert, hook, "delivered", "failed"))
     assert delivery.status == "failed" and delivery.attempts == 1
     assert delivery.last_status_code is None
     assert delivery.last_error.startswith("RefusedURL") and "127.0.0.2" in delivery.last_error
@@ -227,7 +223,7 @@ def test_delivery_does_not_follow_a_redirect_inside(guarded_worker, no_webhooks,
     hook = webhooks.save_webhook(Webhook(name="bouncer", url=redirector.url))  # allowed: 127.0.0.1
     alert = alerts.fire_alert(Alert.Kind.EXHAUSTED, "guard-redirect", "budget exhausted", severity="critical")
 
-    delivery = wait_for_delivery(alert, hook, {"delivered", "failed"})
+    delivery = wait_for(delivery_in(alert, hook, "delivered", "failed"))
     assert delivery.status == "failed" and delivery.last_status_code == 302
     assert redirector.hits == hits + 1
     assert sum(len(inside.received(inside.url + path)) for path in inside.scripts) == received
@@ -238,7 +234,7 @@ def test_the_delivery_log_keeps_no_response_body(guarded_worker, no_webhooks, re
     hook = webhooks.save_webhook(Webhook(name="talkative", url=url))
     alert = alerts.fire_alert(Alert.Kind.EXHAUSTED, "guard-body", "budget exhausted", severity="critical")
 
-    delivery = wait_for_delivery(alert, hook, {"failed"})
+    delivery = wait_for(delivery_in(alert, hook, "failed"))
     assert [entry["status_code"] for entry in delivery.log] == [500]
     assert delivery.log[0]["error"] == "HTTP 500" and delivery.last_error == "HTTP 500"
     assert len(receiver.received(url)) == 1
@@ -257,11 +253,8 @@ def test_the_delivery_log_keeps_no_response_body(guarded_worker, no_webhooks, re
         log=[{"at": now.isoformat(), "status_code": 500, "error": "HTTP 500: redis_version:7.0 bad day"}],
     )
 
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    account_actions.ensure_role_groups()
-    account_actions.ensure_user("outbound-reader", PASSWORD, roles=[BUDGET_ADMIN])
-    client = Client()
-    assert client.login(username="outbound-reader", password=PASSWORD)
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # sign-ins are not the subject
+    client = client_for(BEA)
     page = client.get("/budgets/webhooks/")
     assert page.status_code == 200 and b"HTTP 500" in page.content
     assert b"bad day" not in page.content and b"redis_version" not in page.content

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,10 +32,13 @@ from agentops.runtime.routing import Route, Target
 from budgets.actions import budgets as budget_actions
 from budgets.actions import ledger as ledger_actions
 from budgets.actions import periods, prices, reservations
+from budgets.actions import reservations as reservation_actions
 from budgets.gate import BUDGET_GATE, USAGE_SINK
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation, UsageRecord
+from tests.fixtures.factories import make_budget
 from tests.fixtures.runtime import REPO_ROOT, free_port
 from tests.fixtures.stack import database_url_for
+from tests.fixtures.waiting import wait_for
 from tests.integration.budgets.conftest import (
     assert_balanced,
     counter_of,
@@ -149,19 +153,23 @@ ESTIMATE = 100  # tokens per reservation (60 in + 40 out)
 CAP = 43_750  # room for 437 estimates, with 50 tokens left over
 
 
-def wait_for_files(paths: list[Path], procs: list[subprocess.Popen], what: str, timeout: float = 120) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while not all(p.exists() for p in paths):
+def reports(paths: list[Path], procs: list[subprocess.Popen], what: str) -> Callable[[], list[dict] | None]:
+    """A predicate for wait_for: the children's JSON reports once every one of ``paths`` is written;
+    AssertionError at once when a child failed before that."""
+
+    def written() -> list[dict] | None:
+        if all(p.exists() for p in paths):
+            return [json.loads(p.read_text()) for p in paths]
         for proc in procs:
             if proc.poll() not in (None, 0):
                 raise AssertionError(f"a child exited with {proc.returncode} before {what}: {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"children did not report {what}")
-        time.sleep(0.02)
-    return [json.loads(p.read_text()) for p in paths]
+        return None
+
+    written.describe = lambda: f"the children to report {what}"
+    return written
 
 
-def test_1000_concurrent_reservations_from_four_processes_never_pass_the_cap(make_budget, child_env, tmp_path):
+def test_1000_concurrent_reservations_from_four_processes_never_pass_the_cap(budget_db, child_env, tmp_path):
     cap = make_budget("cap", scope="global", period="day", limit_tokens=CAP)
     per_agent = make_budget("per agent", scope="agent", period="day", limit_usd=Decimal("100"))
     per_session = make_budget("per session", scope="session", period="lifetime", limit_tokens=10**9)
@@ -179,7 +187,8 @@ def test_1000_concurrent_reservations_from_four_processes_never_pass_the_cap(mak
         for n in range(PROCESSES)
     ]
     try:
-        held = wait_for_files([tmp_path / f"held-{n}.json" for n in range(PROCESSES)], procs, "their reservations")
+        held_files = [tmp_path / f"held-{n}.json" for n in range(PROCESSES)]
+        held = wait_for(reports(held_files, procs, "their reservations"), timeout=120, interval=0.02)
         assert [r["errors"] for r in held] == [[]] * PROCESSES
         admitted = sum(r["admitted"] for r in held)
         assert admitted + sum(r["refused"] for r in held) == PROCESSES * THREADS * PER_THREAD == 1000
@@ -201,7 +210,8 @@ def test_1000_concurrent_reservations_from_four_processes_never_pass_the_cap(mak
             assert row.spent_tokens + row.reserved_tokens <= CAP, row
             samples += 1
             time.sleep(0.01)  # leave the two cores to the children
-        final = wait_for_files([tmp_path / f"final-{n}.json" for n in range(PROCESSES)], procs, "the end")
+        final_files = [tmp_path / f"final-{n}.json" for n in range(PROCESSES)]
+        final = wait_for(reports(final_files, procs, "the end"), timeout=120, interval=0.02)
         assert [proc.returncode for proc in procs] == [0] * PROCESSES
         assert [r["errors"] for r in final] == [[]] * PROCESSES
     finally:
@@ -246,7 +256,7 @@ def snapshot(*budgets: Budget) -> list[tuple]:
     ]
 
 
-def test_a_refusal_by_one_budget_leaves_every_other_budget_untouched(make_budget):
+def test_a_refusal_by_one_budget_leaves_every_other_budget_untouched(budget_db):
     everyone = make_budget("everyone", scope="global", limit_tokens=10_000)
     agents = make_budget("agents", scope="agent", limit_tokens=1500, on_block="fail")
     sessions = make_budget("sessions", scope="session", period="lifetime", limit_usd=Decimal("0.0100"))
@@ -316,7 +326,7 @@ KILLED_CHILD = textwrap.dedent(
 
 
 def test_the_lease_of_a_killed_caller_is_reclaimed_and_a_late_settle_records_its_spend_once(
-    make_budget, child_env, tmp_path
+    budget_db, child_env, tmp_path
 ):
     budget = make_budget("daily", scope="global", limit_tokens=1_500)
     out = tmp_path / "rid"
@@ -324,7 +334,7 @@ def test_the_lease_of_a_killed_caller_is_reclaimed_and_a_late_settle_records_its
         [sys.executable, "-c", KILLED_CHILD, str(out)], cwd=REPO_ROOT, env=child_env, stderr=subprocess.PIPE
     )
     try:
-        wait_for_files([out], [proc], "its reservation")
+        wait_for(reports([out], [proc], "its reservation"), timeout=120, interval=0.02)
         rid = int(out.read_text())
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -338,10 +348,9 @@ def test_the_lease_of_a_killed_caller_is_reclaimed_and_a_late_settle_records_its
     with pytest.raises(BudgetExceeded):  # the dead caller's lease still blocks until it is reclaimed
         reservations.reserve(meta(400, 200))
 
-    while timezone.now() <= reservation.expires_at:  # the lease runs out (0.5 s)
-        time.sleep(0.05)
-    assert reservations.reclaim_expired() == 1
-    assert reservations.reclaim_expired() == 0
+    wait_for(lambda: timezone.now() > reservation.expires_at, timeout=10, interval=0.05, message="the lease (0.5 s)")
+    assert reservation_actions.reclaim_expired() == 1
+    assert reservation_actions.reclaim_expired() == 0
     reservation.refresh_from_db()
     assert reservation.status == "expired" and reservation.closed_at is not None
     counter = counter_of(budget)
@@ -360,7 +369,7 @@ def test_the_lease_of_a_killed_caller_is_reclaimed_and_a_late_settle_records_its
     assert reservations.reclaim_expired() == 0
 
 
-def test_a_second_settle_of_a_settled_reservation_changes_nothing(make_budget):
+def test_a_second_settle_of_a_settled_reservation_changes_nothing(budget_db):
     budget = make_budget("daily", scope="global", limit_tokens=10_000)
     rid = reservations.reserve(meta(600, 400))
     first = ledger_actions.settle(rid, usage(500, 300))
@@ -381,7 +390,7 @@ def _backends_waiting_for_a_lock(conninfo: str, exclude: int) -> int:
         ).fetchone()[0]
 
 
-def test_reclaiming_takes_the_counter_locks_in_the_same_order_as_a_reservation(make_budget):
+def test_reclaiming_takes_the_counter_locks_in_the_same_order_as_a_reservation(budget_db):
     """A beat reclaim of several leases must not deadlock with a reservation that locks counters in id order."""
     agents = make_budget("agents", scope="agent", period="lifetime", limit_tokens=10**6)
     sessions = make_budget("sessions", scope="session", period="lifetime", limit_tokens=10**6)
@@ -410,10 +419,12 @@ def test_reclaiming_takes_the_counter_locks_in_the_same_order_as_a_reservation(m
 
         beat = threading.Thread(target=reclaim)
         beat.start()
-        deadline = time.monotonic() + 10
-        while _backends_waiting_for_a_lock(conninfo, other_pid) == 0 and beat.is_alive():
-            assert time.monotonic() < deadline, "the reclaim never waited for the counter lock"
-            time.sleep(0.02)
+        wait_for(
+            lambda: _backends_waiting_for_a_lock(conninfo, other_pid) > 0 or not beat.is_alive(),
+            timeout=10,
+            interval=0.02,
+            message="the reclaim to wait for the counter lock",
+        )
         # ...and now goes on to s1, while the reclaim waits for zed.
         try:
             other.execute("SELECT id FROM budgets_budgetcounter WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [[s1.pk]])
@@ -431,7 +442,7 @@ def test_reclaiming_takes_the_counter_locks_in_the_same_order_as_a_reservation(m
 # --- fail closed -------------------------------------------------------------------------------------
 
 
-def test_a_dropped_database_connection_fails_closed_and_admits_nothing(make_budget):
+def test_a_dropped_database_connection_fails_closed_and_admits_nothing(budget_db):
     make_budget("daily", scope="global", limit_tokens=10_000)
     reservations.release(reservations.reserve(meta()))  # the connection is open and works
     before = Reservation.objects.count()
@@ -463,7 +474,7 @@ def unreachable_database():
         connection.settings_dict["PORT"] = saved
 
 
-def test_an_unreachable_database_makes_the_guard_fail_the_call_without_calling_the_model(make_budget, request):
+def test_an_unreachable_database_makes_the_guard_fail_the_call_without_calling_the_model(budget_db, request):
     make_budget("daily", scope="global", limit_tokens=10_000)
     provider = SimulatedProvider("sim")
     config = RuntimeConfig(routes=(Route("planning", (Target("sim", "gpt-4o"),)),), default_chain=())
@@ -480,7 +491,7 @@ def test_an_unreachable_database_makes_the_guard_fail_the_call_without_calling_t
     assert provider.calls == 1  # the model was never asked: nothing admitted unchecked
 
 
-def test_after_the_outage_the_guard_admits_again_and_nothing_was_recorded_meanwhile(make_budget):
+def test_after_the_outage_the_guard_admits_again_and_nothing_was_recorded_meanwhile(budget_db):
     make_budget("daily", scope="global", limit_tokens=10_000)
     deps = GuardDeps(
         config=StaticConfigSource(
@@ -531,7 +542,7 @@ def local(zone: str, *args) -> dt.datetime:
     return dt.datetime(*args, tzinfo=ZoneInfo(zone))
 
 
-def test_a_day_budget_rolls_over_at_midnight_in_its_time_zone(make_budget):
+def test_a_day_budget_rolls_over_at_midnight_in_its_time_zone(budget_db):
     tokyo = make_budget("tokyo day", scope="global", period="day", timezone="Asia/Tokyo", limit_tokens=1_000)
     spend(900, local("Asia/Tokyo", 2025, 6, 30, 23, 59, 30))  # 14:59:30 UTC
     with pytest.raises(BudgetExceeded, match=r'budget "tokyo day" \(day\) has 100 of 1000 tokens left'):
@@ -548,7 +559,7 @@ def test_a_day_budget_rolls_over_at_midnight_in_its_time_zone(make_budget):
     assert counter_starts(utc) == [(dt.datetime(2025, 6, 30, tzinfo=UTC), 15)]
 
 
-def test_day_periods_on_the_dst_days_of_new_york_are_23_and_25_hours_long(make_budget):
+def test_day_periods_on_the_dst_days_of_new_york_are_23_and_25_hours_long(budget_db):
     ny = make_budget("ny day", scope="global", period="day", timezone="America/New_York", limit_tokens=10**6)
     zone = "America/New_York"
     # Spring forward (2025-03-09): midnight EST starts the day, midnight EDT 23 hours later ends it.
@@ -575,7 +586,7 @@ def test_day_periods_on_the_dst_days_of_new_york_are_23_and_25_hours_long(make_b
     assert periods.period_end(ny, autumn) - periods.period_start(ny, autumn) == dt.timedelta(hours=25)
 
 
-def test_month_and_lifetime_periods(make_budget):
+def test_month_and_lifetime_periods(budget_db):
     month = make_budget("tokyo month", scope="global", period="month", timezone="Asia/Tokyo", limit_tokens=10**6)
     forever = make_budget("lifetime", scope="global", period="lifetime", timezone="Asia/Tokyo", limit_tokens=10**6)
     spend(1, dt.datetime(2025, 1, 31, 14, 59, 59, tzinfo=UTC))  # Jan 31 23:59:59 in Tokyo
@@ -595,7 +606,7 @@ def test_month_and_lifetime_periods(make_budget):
 # --- prices ------------------------------------------------------------------------------------------
 
 
-def test_a_price_change_mid_day_prices_later_calls_only(make_budget):
+def test_a_price_change_mid_day_prices_later_calls_only(budget_db):
     budget = make_budget("daily", scope="global", limit_usd=Decimal("10"))
     day = dt.datetime(2025, 5, 1, tzinfo=UTC)
     old = prices.set_price(
@@ -627,7 +638,7 @@ def test_a_price_change_mid_day_prices_later_calls_only(make_budget):
         prices.set_price("acme-1", Decimal("1"), Decimal("1"), effective_from=day)
 
 
-def test_a_new_price_applies_from_now_on_in_real_time(make_budget):
+def test_a_new_price_applies_from_now_on_in_real_time(budget_db):
     make_budget("daily", scope="global", limit_tokens=10**6)
     before = ledger_actions.settle(reservations.reserve(meta(1_000, 1_000)), usage(1_000, 1_000))
     assert before.cost_usd == Decimal("0.0125")  # gpt-4o: 1K × $0.0025 + 1K × $0.01
@@ -638,7 +649,7 @@ def test_a_new_price_applies_from_now_on_in_real_time(make_budget):
     assert before.cost_usd == Decimal("0.0125")
 
 
-def test_cached_tokens_get_the_cached_price_and_cache_hits_cost_nothing(make_budget):
+def test_cached_tokens_get_the_cached_price_and_cache_hits_cost_nothing(budget_db):
     budget = make_budget("daily", scope="global", limit_tokens=10**6)
     rid = reservations.reserve(meta(2_000, 500))
     record = ledger_actions.settle(rid, usage(2_000, 500, cached_tokens=1_500))
@@ -654,7 +665,7 @@ def test_cached_tokens_get_the_cached_price_and_cache_hits_cost_nothing(make_bud
 # --- per-operation limits and alert-only budgets -----------------------------------------------------
 
 
-def test_a_per_operation_limit_refuses_one_oversized_call_and_admits_normal_ones(make_budget):
+def test_a_per_operation_limit_refuses_one_oversized_call_and_admits_normal_ones(budget_db):
     make_budget(
         "ops",
         scope="global",
@@ -682,7 +693,7 @@ def test_a_per_operation_limit_refuses_one_oversized_call_and_admits_normal_ones
         reservations.reserve(meta(50, 51))
 
 
-def test_an_alert_only_budget_admits_past_its_limit_and_counts_everything(make_budget):
+def test_an_alert_only_budget_admits_past_its_limit_and_counts_everything(budget_db):
     soft = make_budget("soft", scope="global", limit_tokens=1_000, hard_stop=False)
     hard = make_budget("hard agent", scope="agent", scope_key="amy", limit_tokens=1_000)
     rids = [reservations.reserve(meta(300, 300, agent="bob")) for _ in range(3)]  # 1800 held against 1000
@@ -700,7 +711,7 @@ def test_an_alert_only_budget_admits_past_its_limit_and_counts_everything(make_b
     assert counter_of(hard, "amy").spent_tokens == 600
 
 
-def test_no_budget_applies_then_no_reservation_is_held_and_usage_is_still_priced(make_budget):
+def test_no_budget_applies_then_no_reservation_is_held_and_usage_is_still_priced(budget_db):
     make_budget("someone else", scope="agent", scope_key="zoe", limit_tokens=10)
     assert reservations.reserve(meta(agent="amy")) is None
     record = ledger_actions.record_usage(usage(1_000, 0, agent="amy"))
@@ -708,7 +719,7 @@ def test_no_budget_applies_then_no_reservation_is_held_and_usage_is_still_priced
     assert BudgetCounter.objects.count() == 0
 
 
-def test_a_call_settled_after_midnight_counts_in_the_period_it_was_reserved_in(make_budget):
+def test_a_call_settled_after_midnight_counts_in_the_period_it_was_reserved_in(budget_db):
     budget = make_budget("daily", scope="global", limit_tokens=10**6)
     rid = reservations.reserve(meta(0, 100), now=dt.datetime(2025, 4, 1, 23, 59, 59, tzinfo=UTC))
     ledger_actions.settle(rid, usage(0, 80), now=dt.datetime(2025, 4, 2, 0, 0, 5, tzinfo=UTC))
@@ -736,7 +747,7 @@ def guard_with(primary: SimulatedProvider, backup: SimulatedProvider) -> GuardDe
     )
 
 
-def test_a_fallback_to_a_pricier_backup_model_cannot_pass_a_dollar_limit(make_budget):
+def test_a_fallback_to_a_pricier_backup_model_cannot_pass_a_dollar_limit(budget_db):
     """The estimate on the cheap primary would fit, the backup's would not: the reservation is priced at the
     dearest model of the chain, and a downgraded call never falls back to the model the budget refused."""
     budget = make_budget("dollars", scope="global", limit_usd=Decimal("0.0005"), on_block="fail")
@@ -764,7 +775,7 @@ def test_a_fallback_to_a_pricier_backup_model_cannot_pass_a_dollar_limit(make_bu
     assert UsageRecord.objects.get().model == "gpt-4o-mini"
 
 
-def test_a_reservation_given_only_a_token_total_is_still_priced_against_a_dollar_limit(make_budget):
+def test_a_reservation_given_only_a_token_total_is_still_priced_against_a_dollar_limit(budget_db):
     budget = make_budget("dollars", scope="global", limit_usd=Decimal("0.0050"), on_block="fail")
     # 1000 tokens on gpt-4o: up to $0.01 if they are all output; the split is unknown, so assume the dearest.
     with pytest.raises(BudgetExceeded, match=r"may cost up to \$0\.0100"):
@@ -775,7 +786,7 @@ def test_a_reservation_given_only_a_token_total_is_still_priced_against_a_dollar
 
 
 def test_usage_reported_while_the_database_is_unreachable_fails_closed_with_a_clear_error(
-    make_budget, unreachable_database
+    budget_db, unreachable_database
 ):
     with pytest.raises(BudgetUnavailable, match="unreachable"):
         ledger_actions.record_usage(usage(100, 100, agent="amy"))

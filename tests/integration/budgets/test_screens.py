@@ -14,11 +14,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import BUDGET_ADMIN, REVIEWER
 from budgets import queries
 from budgets.actions import alerts, ledger, periods, prices, reservations, rollups, webhooks
-from budgets.actions import budgets as budget_actions
+from budgets.actions import alerts as alert_actions
+from budgets.actions import webhooks as webhook_actions
 from budgets.models import (
     Alert,
     AlertSettings,
@@ -29,11 +28,11 @@ from budgets.models import (
     Webhook,
     WebhookDelivery,
 )
-from tests.integration.budgets.conftest import seed_prices
+from tests.fixtures.factories import make_budget, seed_prices
+from tests.fixtures.people import ALICE, BEA, ROOT, client_for
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "budget-screens-pass-1"
 GET_URLS = [
     "/budgets/",
     "/budgets/new/",
@@ -48,28 +47,15 @@ GET_URLS = [
 
 @pytest.fixture(autouse=True)
 def clean(settings, redis_client):  # redis_client: no cached dashboard sums from an earlier test
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    account_actions.ensure_role_groups()
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # sign-ins are not the subject
     Budget.objects.all().delete()
     seed_prices()
 
 
-def signed_in(username: str, *roles: str) -> Client:
-    account_actions.ensure_user(username, PASSWORD, roles=roles)
-    client = Client()
-    assert client.login(username=username, password=PASSWORD)
-    return client
-
-
 @pytest.fixture
 def admin_client() -> Client:
-    return signed_in("bea", BUDGET_ADMIN)
-
-
-def make_budget(name: str, **fields) -> Budget:
-    fields.setdefault("timezone", "UTC")
-    fields.setdefault("limit_tokens", 100_000)
-    return budget_actions.save_budget(Budget(name=name, **fields))
+    """Bea, the cast's budget admin, signed in."""
+    return client_for(BEA)
 
 
 def budget_post(**overrides) -> dict:
@@ -104,9 +90,9 @@ def text(response) -> str:
 
 
 def test_reviewers_get_403_and_anonymous_users_are_sent_to_login():
-    budget = make_budget("Guarded")
-    alert = alerts.fire_alert(Alert.Kind.SOFT_THRESHOLD, "k1", "passed 80%")
-    hook = webhooks.save_webhook(Webhook(name="ops", url="https://hooks.example.com/x"))
+    budget = make_budget("Guarded", limit_tokens=100_000)
+    alert = alert_actions.fire_alert(Alert.Kind.SOFT_THRESHOLD, "k1", "passed 80%")
+    hook = webhook_actions.save_webhook(Webhook(name="ops", url="https://hooks.example.com/x"))
     price = ModelPrice.objects.first()
     posts = [
         "/budgets/new/",
@@ -122,7 +108,7 @@ def test_reviewers_get_403_and_anonymous_users_are_sent_to_login():
         f"/budgets/alerts/{alert.pk}/acknowledge",
         "/budgets/alerts/acknowledge-all",
     ]
-    reviewer = signed_in("rita", REVIEWER)
+    reviewer = client_for(ALICE)
     for url in [*GET_URLS, f"/budgets/{budget.pk}/edit/", f"/budgets/webhooks/{hook.pk}/"]:
         assert reviewer.get(url).status_code == 403, url
     for url in posts:
@@ -135,7 +121,7 @@ def test_reviewers_get_403_and_anonymous_users_are_sent_to_login():
     assert Budget.objects.filter(pk=budget.pk, name="Guarded").exists()
     assert Webhook.objects.filter(pk=hook.pk).exists() and not WebhookDelivery.objects.exists()
     assert Alert.objects.get(pk=alert.pk).acknowledged_at is None
-    budget_admin = signed_in("bea", BUDGET_ADMIN)
+    budget_admin = client_for(BEA)
     for url in GET_URLS:
         assert budget_admin.get(url).status_code == 200, url
 
@@ -144,7 +130,7 @@ def test_reviewers_get_403_and_anonymous_users_are_sent_to_login():
 
 
 def test_budget_form_reports_each_error_on_its_field_and_keeps_the_input(admin_client):
-    make_budget("Daily (all agents)")
+    make_budget("Daily (all agents)", limit_tokens=100_000)
     response = admin_client.post(
         "/budgets/new/",
         budget_post(
@@ -275,7 +261,7 @@ def test_list_shows_utilization_reservations_and_top_subjects(admin_client):
 def test_budget_list_and_cost_data_query_counts_stay_bounded(admin_client, django_assert_max_num_queries):
     now = timezone.now()
     for i in range(12):
-        make_budget(f"global {i}", limit_usd=Decimal("50"), period="day" if i % 2 else "month")
+        make_budget(f"global {i}", limit_tokens=100_000, limit_usd=Decimal("50"), period="day" if i % 2 else "month")
     for scope in ("agent", "session", "team"):
         make_budget(f"each {scope}", scope=scope, limit_tokens=5_000)
     budgets = list(Budget.objects.all())
@@ -568,10 +554,8 @@ def test_burn_rate_forecast_in_the_budget_time_zone():
 
 
 def test_admin_lists_every_budget_model_and_saves_prices_through_the_action():
-    account_actions.ensure_user("root", PASSWORD, superuser=True)
-    client = Client()
-    assert client.login(username="root", password=PASSWORD)
-    make_budget("Admin sees me")
+    client = client_for(ROOT)
+    make_budget("Admin sees me", limit_tokens=100_000)
     for model in (
         "modelprice",
         "budget",

@@ -12,6 +12,7 @@ from django.utils import timezone
 from budgets.actions import counters, ledger, reservations
 from budgets.gate import BUDGET_GATE
 from budgets.models import Reservation, UsageRecord
+from tests.fixtures.factories import make_budget
 from tests.integration.budgets.conftest import assert_balanced, counter_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +39,7 @@ def database_away(monkeypatch):
     return back
 
 
-def test_a_settle_that_outlasts_its_patience_is_parked_and_applied_by_beat(make_budget, database_away, settings):
+def test_a_settle_that_outlasts_its_patience_is_parked_and_applied_by_beat(budget_db, database_away, settings):
     settings.BUDGET_SETTLE_PATIENCE_SECONDS = 0.6
     budget = make_budget("daily", scope="global", period="day", limit_tokens=10_000)
     reservation = reservations.reserve(META)
@@ -63,7 +64,7 @@ def test_a_settle_that_outlasts_its_patience_is_parked_and_applied_by_beat(make_
     assert_balanced(counter)
 
 
-def test_a_settle_that_postgresql_answers_within_its_patience_is_not_parked(make_budget, database_away, settings):
+def test_a_settle_that_postgresql_answers_within_its_patience_is_not_parked(budget_db, database_away, settings):
     import threading
 
     settings.BUDGET_SETTLE_PATIENCE_SECONDS = 10
@@ -77,7 +78,7 @@ def test_a_settle_that_postgresql_answers_within_its_patience_is_not_parked(make
     assert counter_of(budget).spent_tokens == 150
 
 
-def test_a_parked_item_that_cannot_be_applied_is_logged_and_the_rest_still_are(make_budget, database_away, settings):
+def test_a_parked_item_that_cannot_be_applied_is_logged_and_the_rest_still_are(budget_db, database_away, settings):
     from agentops.lib.redis import runtime_redis
 
     settings.BUDGET_SETTLE_PATIENCE_SECONDS = 0

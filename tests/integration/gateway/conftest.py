@@ -1,5 +1,6 @@
 """Fixtures for the OpenAI-compatible gateway tests: a uvicorn process whose default upstream
-(OPENAI_BASE_URL) is the session's fault-injecting mock, API keys, and official ``openai`` SDK clients.
+(OPENAI_BASE_URL) is the session's fault-injecting mock, and official ``openai`` SDK clients (API keys come
+from ``make_key``, tests/fixtures/factories.py).
 
 The gateway answers with committed rows only (it runs in another process), so every test module uses
 ``pytestmark = pytest.mark.django_db(transaction=True)``.
@@ -13,8 +14,9 @@ import openai
 import pytest
 
 from agentops.config.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings
+from agentops.config.source import bump_version, config_source
+from tests.fixtures.factories import seed_prices
 from tests.fixtures.stack import Proc, reseed_runtime, start_web
-from tests.integration.budgets.conftest import seed_prices
 
 ROUTE = "gw-route"  # a route whose primary is MOCK_A and backup MOCK_B, both on the "mock" provider
 MOCK_A, MOCK_B = "mock-a", "mock-b"
@@ -46,8 +48,6 @@ def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
 def gateway(gateway_web, mock, redis_client, transactional_db) -> str:
     """The gateway's base URL (``…/v1``) with the runtime seed put back, a "mock" provider serving MOCK_A
     and MOCK_B, the route ROUTE over them, fast retries, and the seed prices (no budgets)."""
-    from agentops.config.source import bump_version, config_source
-
     reseed_runtime()
     seed_prices()
     provider, _ = Provider.objects.update_or_create(
@@ -75,16 +75,6 @@ def gateway(gateway_web, mock, redis_client, transactional_db) -> str:
     bump_version()
     config_source().invalidate()
     return gateway_web.extra["url"] + "/v1"
-
-
-@pytest.fixture
-def make_key(transactional_db) -> Callable[..., str]:
-    from agentops.keys.actions import create_api_key
-
-    def make(agent: str = "gw-agent", scopes: list[str] | None = None, max_in_flight: int | None = None) -> str:
-        return create_api_key(agent, scopes=scopes, max_in_flight=max_in_flight)[1]
-
-    return make
 
 
 @pytest.fixture

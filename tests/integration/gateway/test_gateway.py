@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 import openai
@@ -16,6 +17,10 @@ import pytest
 from agentops.config.models import RuntimeSettings
 from agentops.runs.models import Agent
 from budgets.models import Budget, BudgetCounter, Reservation, UsageRecord
+from review import actions as review
+from review.models import Escalation
+from tests.fixtures.people import ALICE
+from tests.fixtures.waiting import wait_for
 from tests.integration.budgets.conftest import ledger
 from tests.integration.gateway.conftest import MOCK_A, MOCK_B, ROUTE, UPSTREAM_ONLY
 
@@ -24,24 +29,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def settled(agent: str, count: int, timeout: float = 10.0) -> list[UsageRecord]:
-    """The agent's ledger rows once there are ``count`` of them (settling may finish just after the answer)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = list(UsageRecord.objects.filter(agent=agent).order_by("id"))
-        if len(rows) >= count:
-            return rows
-        time.sleep(0.05)
-    raise AssertionError(f"{agent}: {len(rows)} ledger rows, expected {count}")
+def settled(agent: str, count: int) -> Callable[[], list[UsageRecord] | None]:
+    """A predicate for wait_for: the agent's ledger rows once there are ``count`` of them (settling may
+    finish just after the answer)."""
+
+    def rows() -> list[UsageRecord] | None:
+        found = list(UsageRecord.objects.filter(agent=agent).order_by("id"))
+        return found if len(found) >= count else None
+
+    rows.describe = lambda: f"{count} ledger rows of {agent}: {UsageRecord.objects.filter(agent=agent).count()}"
+    return rows
 
 
-def no_holds(timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not Reservation.objects.filter(status=Reservation.Status.HELD).exists():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"reservations still held: {list(Reservation.objects.filter(status='held').values())}")
+def no_holds() -> bool:
+    """A predicate for wait_for: no reservation is held any more."""
+    return not Reservation.objects.filter(status=Reservation.Status.HELD).exists()
+
+
+no_holds.describe = lambda: f"no holds: {list(Reservation.objects.filter(status='held').values())}"
 
 
 # --- answers -------------------------------------------------------------------------------------------
@@ -57,7 +62,7 @@ def test_a_completion_through_the_default_upstream_is_the_upstreams_answer_with_
     assert float(raw.headers["x-agentops-overhead-ms"]) >= 0 and raw.headers["x-agentops-request-id"]
     sent = mock.stats()["last_request"]["body"]
     assert sent["max_tokens"] == 50 and sent["user"] == "u-7" and sent["messages"] == ASK
-    [row] = settled("gw-plain", 1)
+    [row] = wait_for(settled("gw-plain", 1))
     assert (row.model, row.session_id) == (UPSTREAM_ONLY, "u-7")  # no X-Session-Id: the `user` field
     assert (row.input_tokens, row.output_tokens) == (answer.usage.prompt_tokens, answer.usage.completion_tokens)
 
@@ -67,7 +72,7 @@ def test_the_session_header_and_operation_header_reach_the_ledger(client, make_k
     sdk.chat.completions.create(
         model=MOCK_A, messages=ASK, user="ignored", extra_headers={"X-Session-Id": "s-42", "X-Operation": "planning"}
     )
-    [row] = settled("gw-session", 1)
+    [row] = wait_for(settled("gw-session", 1))
     assert (row.session_id, row.operation, row.model) == ("s-42", "planning", MOCK_A)
 
 
@@ -93,7 +98,7 @@ def test_a_session_budget_spent_by_one_agent_leaves_another_agents_session_of_th
     assert "gw-per-session" in refused.value.message
     answer = client(key_b).chat.completions.create(model=MOCK_A, messages=ASK, max_tokens=50, extra_headers=in_s1)
     assert answer.choices[0].message.content
-    [row] = settled("gw-session-b", 1)
+    [row] = wait_for(settled("gw-session-b", 1))
     assert row.session_id == "s1"
     counters = {c.subject: c.spent_tokens for c in BudgetCounter.objects.filter(budget__name="gw-per-session")}
     assert counters == {"gw-session-a/s1": 1000, "gw-session-b/s1": row.total_tokens}
@@ -229,13 +234,13 @@ def test_a_stream_passes_the_upstreams_chunks_and_settles_from_its_usage(client,
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Mock answer to: What is the capital of France?"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
-    [row] = settled("gw-stream", 1)
+    [row] = wait_for(settled("gw-stream", 1))
     assert (row.input_tokens, row.output_tokens) == (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens)
     assert mock.stats()["last_request"]["body"]["stream_options"] == {"include_usage": True}
 
     plain = list(sdk.chat.completions.create(model=UPSTREAM_ONLY, messages=ASK, stream=True))
     assert all(c.choices for c in plain) and plain[-1].choices[0].finish_reason == "stop"
-    settled("gw-stream", 2)
+    wait_for(settled("gw-stream", 2))
 
 
 def test_a_stream_from_the_simulated_provider_is_shaped_like_openais(client):
@@ -258,9 +263,9 @@ def test_a_client_that_disconnects_mid_stream_releases_the_rest_of_its_reservati
     counter = BudgetCounter.objects.get(budget=budget)
     assert counter.reserved_tokens >= 2000  # the whole max_tokens is held while the stream flows
     stream.close()
-    no_holds()
+    wait_for(no_holds)
     counter.refresh_from_db()
-    [row] = settled("gw-leaver", 1)
+    [row] = wait_for(settled("gw-leaver", 1))
     assert counter.reserved_tokens == 0 and counter.spent_tokens == row.input_tokens + row.output_tokens
     assert row.output_tokens < 2000
 
@@ -296,7 +301,7 @@ def test_two_hundred_concurrent_calls_never_overspend_one_cap(gateway, make_key,
             await sdk.close()
 
     statuses = asyncio.run(crowd())
-    no_holds()
+    wait_for(no_holds)
     counter = BudgetCounter.objects.get(budget=budget)
     spent = ledger(agent="gw-crowd")
     assert statuses.count(200) == spent["rows"] and statuses.count(429) == 200 - spent["rows"]
@@ -359,28 +364,13 @@ def test_tool_calls_pass_through_unchanged(client, make_key, mock):
     assert json.loads(arguments) == {"city": "Paris"}
 
 
-def _reviewer():
-    from django.contrib.auth.models import Group, User
-
-    user, _ = User.objects.get_or_create(username="gw-reviewer")
-    user.groups.add(Group.objects.get_or_create(name="reviewer")[0])
-    return user
-
-
 def _decide_when_pending(decision: str, **kwargs) -> None:
-    """In the test process, while the gateway holds the answer: wait for the escalation, then decide it."""
-    from review import actions as review
-    from review.models import Escalation
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        escalation = Escalation.objects.filter(operation=RISKY["name"], state="pending").first()
-        if escalation is not None:
-            review.claim(escalation.pk, _reviewer())
-            review.decide(escalation.pk, _reviewer(), decision, **kwargs)
-            return
-        time.sleep(0.05)
-    raise AssertionError("no escalation appeared")
+    """In the test process, while the gateway holds the answer: wait for the escalation, then alice (the
+    cast's reviewer) decides it."""
+    pending = Escalation.objects.filter(operation=RISKY["name"], state="pending")
+    escalation = wait_for(pending.first, timeout=15, interval=0.05, message="the escalation")
+    review.claim(escalation.pk, ALICE.user())
+    review.decide(escalation.pk, ALICE.user(), decision, **kwargs)
 
 
 def test_a_sensitive_tool_call_is_held_until_a_reviewer_modifies_it(client, make_key, mock):
@@ -443,7 +433,7 @@ def test_the_async_sdk_works_the_same(async_client, make_key):
 
     answer, pieces = asyncio.run(main())
     assert answer.choices[0].message.content == "".join(c.choices[0].delta.content or "" for c in pieces if c.choices)
-    settled("gw-async", 2)
+    wait_for(settled("gw-async", 2))
 
 
 # --- nothing an agent sends yields a 5xx ---------------------------------------------------------------

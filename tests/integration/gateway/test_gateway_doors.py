@@ -17,7 +17,7 @@ from agentops.keys import actions as key_actions
 from agentops.lib import inflight
 from budgets.models import Budget, Reservation
 from tests.fixtures.stack import Proc
-from tests.fixtures.waiting import wait_until
+from tests.fixtures.waiting import wait_for
 from tests.integration.gateway.conftest import MOCK_A, UPSTREAM_ONLY, start_gateway_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -159,8 +159,8 @@ def test_two_hundred_aborted_streams_end_their_request_tasks_and_settle_every_re
             await asyncio.gather(*(one(http, gate) for _ in range(200)))
 
     asyncio.run(main())
-    wait_until(lambda: live_requests(gateway) == 0, timeout=30, what="every gateway request task to end")
-    wait_until(lambda: not Reservation.objects.filter(status=Reservation.Status.HELD).exists(), timeout=30)
+    wait_for(lambda: live_requests(gateway) == 0, timeout=30, message="every gateway request task to end")
+    wait_for(lambda: not Reservation.objects.filter(status=Reservation.Status.HELD).exists(), timeout=30)
     statuses = set(Reservation.objects.values_list("status", flat=True))
     assert Reservation.objects.count() >= 200 and statuses <= {"settled", "released"}, statuses
     assert inflight.in_flight(row.pk) == 0
@@ -179,7 +179,7 @@ def test_a_key_over_its_in_flight_cap_gets_429_with_retry_after_until_one_ends(g
             client(key).chat.completions.create(model=MOCK_A, messages=ASK)
         for response, _ in streams:
             response.close()
-    wait_until(lambda: inflight.in_flight(row.pk) == 0, timeout=15, what="the slots to be released")
+    wait_for(lambda: inflight.in_flight(row.pk) == 0, timeout=15, message="the slots to be released")
     assert client(key).chat.completions.create(model=MOCK_A, messages=ASK).choices[0].message.content
 
 
@@ -223,15 +223,14 @@ def test_max_in_flight_is_set_from_the_command_line(transactional_db):
         call_command("create_api_key", "gw-cli", "--max-in-flight", "0", stdout=StringIO(), stderr=StringIO())
 
 
-def test_max_in_flight_is_the_one_field_an_admin_can_change_on_a_key(transactional_db, django_user_model):
+def test_max_in_flight_is_the_one_field_an_admin_can_change_on_a_key(transactional_db, root):
     from django.test import Client
 
     from agentops.keys.models import ApiKey
 
     row, _ = key_actions.create_api_key("gw-admin-edit", name="first")
-    admin = django_user_model.objects.create_superuser("gw-keys-admin", "k@example.com", "gw-keys-admin-pass-1")
     browser = Client()
-    browser.force_login(admin)
+    browser.force_login(root)
     page = f"/admin/agentops/apikey/{row.pk}/change/"
     response = browser.post(page, {"max_in_flight": "40", "name": "renamed", "_save": "Save"})
     assert response.status_code == 302, response.content.decode()[:2000]

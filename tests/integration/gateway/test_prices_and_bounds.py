@@ -23,6 +23,7 @@ from budgets.actions import budgets as budget_actions
 from budgets.actions import directory
 from budgets.models import Budget, ModelPrice, Reservation, UsageRecord
 from budgets.seed import seed_price_table
+from tests.fixtures.waiting import wait_for
 from tests.integration.gateway.test_gateway import no_holds, settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -75,23 +76,22 @@ def test_a_dated_or_prefixed_answer_is_priced_by_its_familys_row(
         model=requested, messages=[{"role": "user", "content": "Quote the price."}], max_tokens=40
     )
     assert answer.model == answered  # the mock answers like the real API
-    [row] = settled(agent, 1)
+    [row] = wait_for(settled(agent, 1))
     price = ModelPrice.objects.filter(model=family).order_by("-effective_from").first()
     assert row.model == answered and row.price_id == price.pk  # the ledger names the row that applied
     assert row.cost_usd == _cost(row, price) > 0
     assert row.input_tokens == answer.usage.prompt_tokens and row.output_tokens == answer.usage.completion_tokens
 
 
-def test_the_costs_screen_shows_which_price_row_applied(client, make_key, price_table, django_user_model):
+def test_the_costs_screen_shows_which_price_row_applied(client, make_key, price_table, root):
     from django.test import Client
 
     client(make_key("price-screen")).chat.completions.create(
         model="gpt-4", messages=[{"role": "user", "content": "hello"}], max_tokens=10
     )
-    settled("price-screen", 1)
-    admin = django_user_model.objects.create_superuser("price-admin", password="pw-price-admin-1")
+    wait_for(settled("price-screen", 1))
     browser = Client()
-    browser.force_login(admin)
+    browser.force_login(root)
     calls = browser.get("/costs/data.json").json()["recent_calls"]
     [call] = [c for c in calls if c["agent"] == "price-screen"]
     assert call["model"] == "gpt-4-0613" and call["priced_as"].startswith("gpt-4 from 2023-03-14")
@@ -109,12 +109,12 @@ def test_the_reservation_bounds_the_charge_for_every_kind_of_text(
         messages=[{"role": "system", "content": "Answer at length."}, {"role": "user", "content": PROMPTS[kind]}],
         extra_body={"mock_words": 3000},
     )
-    [row] = settled(agent, 1)
+    [row] = wait_for(settled(agent, 1))
     held = Reservation.objects.get(pk=row.reservation_id)
     charged = row.input_tokens + row.output_tokens
     assert answer.usage.total_tokens == charged and held.tokens >= charged, (held.tokens, charged)
     assert held.usd >= row.cost_usd
-    no_holds()
+    wait_for(no_holds)
 
 
 def test_the_reserved_cap_is_sent_by_the_name_a_reasoning_model_accepts(client, make_key, mock, price_table):
@@ -141,7 +141,7 @@ def test_images_are_reserved_by_the_providers_rule_or_refused(client, make_key, 
     linked = {"type": "image_url", "image_url": {"url": "https://example.com/receipt.png"}}
     message = {"role": "user", "content": [{"type": "text", "text": "What is this?"}, linked]}
     sdk.chat.completions.create(model="gpt-4o", messages=[message], max_tokens=20)
-    [row] = settled("image-agent", 1)
+    [row] = wait_for(settled("image-agent", 1))
     assert Reservation.objects.get(pk=row.reservation_id).tokens >= 85 + 170 * 8 + 20  # the tile rule's worst case
     inline = {"type": "image_url", "image_url": {"url": _png(2000, 500)}}
     with pytest.raises(openai.BadRequestError) as refused:

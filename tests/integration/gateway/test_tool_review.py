@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 
 import openai
@@ -21,9 +20,10 @@ import pytest
 from agentops.runs.models import Agent
 from review import actions as review
 from review.models import AuditEvent, Escalation
-from tests.fixtures.waiting import wait_until
+from tests.fixtures.people import ALICE
+from tests.fixtures.waiting import wait_for
 from tests.integration.gateway.conftest import MOCK_A
-from tests.integration.gateway.test_gateway import ASK, CALL, RISKY, _reviewer
+from tests.integration.gateway.test_gateway import ASK, CALL, RISKY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,17 +60,14 @@ def reviewer_deciding(count: int, choose: Callable[[Escalation], tuple[str, dict
     ``choose(escalation) -> (decision, kwargs)``."""
 
     def work() -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        def all_pending() -> list[Escalation] | None:
             pending = list(Escalation.objects.filter(state="pending").order_by("id"))
-            if len(pending) >= count:
-                for escalation in pending:
-                    decision, kwargs = choose(escalation)
-                    review.claim(escalation.pk, _reviewer())
-                    review.decide(escalation.pk, _reviewer(), decision, **kwargs)
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"fewer than {count} escalations appeared")
+            return pending if len(pending) >= count else None
+
+        for escalation in wait_for(all_pending, timeout=15, interval=0.05, message=f"{count} escalations"):
+            decision, kwargs = choose(escalation)
+            review.claim(escalation.pk, ALICE.user())
+            review.decide(escalation.pk, ALICE.user(), decision, **kwargs)
 
     thread = Reviewer(target=work)
     thread.start()
@@ -199,10 +196,10 @@ def test_a_client_that_leaves_a_hold_closes_its_escalation(client, make_key, moc
         sdk.with_options(timeout=1).chat.completions.create(
             model=MOCK_A, messages=ASK, extra_body={"mock_tool_calls": [RISKY]}
         )
-    escalation = wait_until(
+    escalation = wait_for(
         lambda: Escalation.objects.filter(agent__name="tr-leaves", state="expired").first(),
         timeout=10,
-        what="the escalation closed after the client left",
+        message="the escalation closed after the client left",
     )
     [event] = AuditEvent.objects.filter(escalation=escalation, event=review.WAITER_GAVE_UP)
     assert (event.data["channel"], event.data["why"]) == ("gateway", "the client disconnected")

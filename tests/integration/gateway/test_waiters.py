@@ -13,8 +13,9 @@ import pytest
 
 from review import actions as review
 from review.models import AuditEvent, Escalation
+from tests.fixtures.people import ALICE
 from tests.fixtures.stack import Proc, start_web
-from tests.integration.gateway.test_gateway import RISKY, _reviewer
+from tests.integration.gateway.test_gateway import RISKY
 from tests.integration.gateway.test_tool_review import holding_client, streamed
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,7 +45,7 @@ def assert_closed_because_the_gateway_gave_up(agent: str) -> None:
     assert event.data["channel"] == "gateway" and event.data["why"] == f"the hold ended after {HOLD_SECONDS} s"
     assert HOLD_SECONDS <= event.data["waited_seconds"] < HOLD_SECONDS + 3
     with pytest.raises(review.DecisionConflict, match="Already closed: the agent stopped waiting"):
-        review.decide(escalation.pk, _reviewer(), "approved")
+        review.decide(escalation.pk, ALICE.user(), "approved")
     assert Escalation.objects.get(pk=escalation.pk).decided_by is None  # the late approval was not applied
 
 

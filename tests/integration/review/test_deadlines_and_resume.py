@@ -12,18 +12,18 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import EXPERT, REVIEWER
 from agentops.config import actions as config_actions
 from agentops.config.source import bump_version, config_source
 from agentops.runs.actions import agents as agent_actions
-from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation, EscalationPolicy
+from tests.fixtures import factories
+from tests.fixtures.factories import run_in
+from tests.fixtures.people import CHARLIE
 from tests.fixtures.stack import reseed_runtime
-from tests.fixtures.waiting import wait_for_run
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,25 +38,12 @@ def defaults(redis_client, settings):
     reseed_runtime()
     config_source().invalidate()
     bump_version()
-    account_actions.ensure_role_groups()
-
-
-@pytest.fixture
-def reviewer(defaults):
-    return account_actions.ensure_user("rita", "pw-rita-1234567", roles=(REVIEWER,))
-
-
-@pytest.fixture
-def expert(defaults):
-    return account_actions.ensure_user("ezra", "pw-ezra-1234567", roles=(EXPERT,))
 
 
 def waiting_approval_run(to: str = PROPOSED["to"]) -> tuple[Run, Escalation]:
-    """A t-approval run suspended on its sensitive send_note step, and that step's escalation."""
-    run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-approval"), {"to": to})
-    run = wait_for_run(run.pk, {"waiting_human"})
+    """A t-approval run suspended on its sensitive send_note step, and that step's escalation (checked)."""
+    run, escalation = factories.waiting_approval_run(to)
     step = Step.objects.get(run=run, status="waiting_human")
-    escalation = Escalation.objects.get(run=run)
     assert (step.name, step.seq, step.escalation_id) == ("send_note", escalation.step_seq, escalation.pk)
     assert (escalation.operation, escalation.reason, escalation.priority) == (
         "send_note",
@@ -97,7 +84,7 @@ def test_overdue_goes_to_experts_once_then_the_safe_default_resumes_the_run(defa
     assert expired.decided_at is not None and expired.decided_by is None and "safe default" in expired.comment
     assert review.expire_overdue() == {"to_experts": [], "expired": []}  # applied once
 
-    run = wait_for_run(run.pk, {"succeeded", "failed"})
+    run = wait_for(run_in(run.pk, "succeeded", "failed"))
     assert run.status == "succeeded", run.error
     assert run.output["sent"] is None and "rejected" in run.output["rejected"]
     assert "safe default" in run.output["rejected"]
@@ -114,17 +101,17 @@ def test_overdue_goes_to_experts_once_then_the_safe_default_resumes_the_run(defa
     assert log[2].data == {"decision": "rejected"}
 
     with pytest.raises(DecisionConflict, match="expired and the safe default"):
-        review.decide(escalation.pk, account_actions.ensure_user("late", "pw-late-1234567"), "approved")
+        review.decide(escalation.pk, CHARLIE.user(), "approved")
 
 
-def test_the_deadline_comes_from_the_policy_and_a_held_claim_does_not_stop_it(defaults, worker, reviewer, expert):
+def test_the_deadline_comes_from_the_policy_and_a_held_claim_does_not_stop_it(defaults, worker, alice, erin):
     agent = agent_actions.ensure_agent("t-approval")
     config_actions.save_runtime_object(EscalationPolicy(agent=agent, operation="send_note", deadline_seconds=30))
     time.sleep(1.2)  # the worker reloads its policy rows within about a second of the version bump
     run, escalation = waiting_approval_run()
     assert 25 <= (escalation.deadline_at - escalation.created_at).total_seconds() <= 31
 
-    review.claim(escalation.pk, reviewer)  # a reviewer opened it and walked away
+    review.claim(escalation.pk, alice)  # a reviewer opened it and walked away
     overdue(escalation)
     assert review.expire_overdue()["to_experts"] == [escalation.pk]
     moved = Escalation.objects.get(pk=escalation.pk)
@@ -132,22 +119,22 @@ def test_the_deadline_comes_from_the_policy_and_a_held_claim_does_not_stop_it(de
     assert 25 <= (moved.deadline_at - timezone.now()).total_seconds() <= 31  # the policy's deadline again
 
     # an expert decides in time: the run resumes with the approval
-    decided = review.decide(escalation.pk, expert, "approved", comment="checked", confidence=100)
+    decided = review.decide(escalation.pk, erin, "approved", comment="checked", confidence=100)
     assert decided.decision == "approved"
     overdue(escalation)
     assert review.expire_overdue() == {"to_experts": [], "expired": []}  # decided items never expire
-    run = wait_for_run(run.pk, {"succeeded", "failed"})
+    run = wait_for(run_in(run.pk, "succeeded", "failed"))
     assert run.status == "succeeded" and run.output["after"] == "after", run.error
     assert effect_of(run, escalation.step_seq).payload == PROPOSED
 
 
 # --- every decision kind resumes the run --------------------------------------------------------------
-def test_approved_runs_the_tool_with_the_proposed_arguments(defaults, worker, reviewer):
+def test_approved_runs_the_tool_with_the_proposed_arguments(defaults, worker, alice):
     run, escalation = waiting_approval_run()
-    review.claim(escalation.pk, reviewer)
+    review.claim(escalation.pk, alice)
     current = Escalation.objects.get(pk=escalation.pk)
-    review.decide(escalation.pk, reviewer, "approved", comment="fine", confidence=90, version=current.version)
-    run = wait_for_run(run.pk, {"succeeded", "failed"})
+    review.decide(escalation.pk, alice, "approved", comment="fine", confidence=90, version=current.version)
+    run = wait_for(run_in(run.pk, "succeeded", "failed"))
     assert run.status == "succeeded", run.error
     effect = effect_of(run, escalation.step_seq)
     assert effect.payload == PROPOSED and effect.tool == "send_note"
@@ -161,11 +148,11 @@ def test_approved_runs_the_tool_with_the_proposed_arguments(defaults, worker, re
     assert steps[1].decision["decision"] == "approved" and steps[1].decision["comment"] == "fine"
 
 
-def test_modified_runs_the_tool_with_the_reviewers_arguments(defaults, worker, reviewer):
+def test_modified_runs_the_tool_with_the_reviewers_arguments(defaults, worker, alice):
     run, escalation = waiting_approval_run()
     edited = {"to": "ana@example.org", "body": "refund of 42 EUR issued"}
-    review.decide(escalation.pk, reviewer, "modified", arguments=edited, comment="typo in the address")
-    run = wait_for_run(run.pk, {"succeeded", "failed"})
+    review.decide(escalation.pk, alice, "modified", arguments=edited, comment="typo in the address")
+    run = wait_for(run_in(run.pk, "succeeded", "failed"))
     assert run.status == "succeeded", run.error
     effect = effect_of(run, escalation.step_seq)
     assert effect.payload == edited  # the reviewer's arguments, not the proposed ones
@@ -175,11 +162,11 @@ def test_modified_runs_the_tool_with_the_reviewers_arguments(defaults, worker, r
     assert Escalation.objects.get(pk=escalation.pk).final_arguments == edited
 
 
-def test_taken_over_makes_the_reviewers_result_the_step_result(defaults, worker, reviewer):
+def test_taken_over_makes_the_reviewers_result_the_step_result(defaults, worker, alice):
     run, escalation = waiting_approval_run()
     written = {"sent_by_hand": True, "channel": "phone"}
-    review.decide(escalation.pk, reviewer, "taken_over", result=written, comment="called her instead")
-    run = wait_for_run(run.pk, {"succeeded", "failed"})
+    review.decide(escalation.pk, alice, "taken_over", result=written, comment="called her instead")
+    run = wait_for(run_in(run.pk, "succeeded", "failed"))
     assert run.status == "succeeded", run.error
     assert run.output == {"sent": written, "after": "after"}
     assert effect_of(run, escalation.step_seq) is None  # the tool itself never ran
@@ -188,10 +175,10 @@ def test_taken_over_makes_the_reviewers_result_the_step_result(defaults, worker,
     assert step.executions == 0
 
 
-def test_rejected_reaches_the_agent_code_which_handles_it(defaults, worker, reviewer):
+def test_rejected_reaches_the_agent_code_which_handles_it(defaults, worker, alice):
     run, escalation = waiting_approval_run()
-    review.decide(escalation.pk, reviewer, "rejected", comment="wrong customer", confidence=100)
-    run = wait_for_run(run.pk, {"succeeded", "failed"})
+    review.decide(escalation.pk, alice, "rejected", comment="wrong customer", confidence=100)
+    run = wait_for(run_in(run.pk, "succeeded", "failed"))
     assert run.status == "succeeded", run.error
     assert run.output["sent"] is None
     assert "rejected" in run.output["rejected"] and "wrong customer" in run.output["rejected"]
@@ -200,12 +187,12 @@ def test_rejected_reaches_the_agent_code_which_handles_it(defaults, worker, revi
     assert step.result == {"rejected": True, "comment": "wrong customer"}
 
 
-def test_a_losing_reviewer_does_not_resume_the_run_twice(defaults, worker, reviewer, expert):
+def test_a_losing_reviewer_does_not_resume_the_run_twice(defaults, worker, alice, erin):
     run, escalation = waiting_approval_run()
-    review.decide(escalation.pk, reviewer, "approved")
-    with pytest.raises(DecisionConflict, match=r"Already decided \(approved\) by rita"):
-        review.decide(escalation.pk, expert, "rejected", comment="too late")
-    run = wait_for_run(run.pk, {"succeeded", "failed"})
+    review.decide(escalation.pk, alice, "approved")
+    with pytest.raises(DecisionConflict, match=r"Already decided \(approved\) by alice"):
+        review.decide(escalation.pk, erin, "rejected", comment="too late")
+    run = wait_for(run_in(run.pk, "succeeded", "failed"))
     assert run.status == "succeeded" and run.output["after"] == "after"
     assert effect_of(run, escalation.step_seq).payload == PROPOSED
     assert Step.objects.get(run=run, seq=escalation.step_seq).decision["decision"] == "approved"

@@ -18,13 +18,13 @@ from django.db.models import F
 from django.test import AsyncRequestFactory, RequestFactory
 from django.utils import timezone
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import EXPERT, REVIEWER
 from agentops.config.source import config_source
 from agentops.runs.actions import agents as agent_actions
 from review import actions as review
 from review.actions import DecisionConflict
 from review.models import AuditEvent, Escalation
+from tests.fixtures.factories import make_escalation
+from tests.fixtures.people import CHARLIE
 from tests.fixtures.stack import reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,36 +36,17 @@ TRIALS = 100
 def defaults(redis_client):
     reseed_runtime()
     config_source().invalidate()
-    account_actions.ensure_role_groups()
 
 
 @pytest.fixture
-def people(defaults):
-    return (
-        account_actions.ensure_user("alice", "pw-alice-123456", roles=(REVIEWER,)),
-        account_actions.ensure_user("bob", "pw-bob-1234567", roles=(REVIEWER,)),
-        account_actions.ensure_user("erin", "pw-erin-123456", roles=(EXPERT,)),
-    )
+def people(defaults, alice, bob, erin):
+    """The cast's two reviewers racing for items, and the expert."""
+    return alice, bob, erin
 
 
 @pytest.fixture
 def agent(defaults):
     return agent_actions.ensure_agent("t-approval")
-
-
-def new_escalation(agent, **overrides) -> Escalation:
-    fields = {
-        "operation": "send_note",
-        "reason": "sensitive_operation",
-        "priority": "high",
-        "deadline_seconds": 600,
-        "agent": agent,
-        "arguments": {"to": "ana@example.com", "body": "refund issued"},
-        "context": {"user_input": "please refund order 42", "agent_analysis": "refund looks right"},
-        "rule": "operation starts with one of delete, modify, send · default",
-        "confidence": 0.9,
-    }
-    return review.create_escalation(**{**fields, **overrides})
 
 
 def events(escalation) -> list[tuple[str, str | None]]:
@@ -81,7 +62,7 @@ def test_two_reviewers_racing_decide_exactly_one_decision_each_time(people, agen
     winners: dict[str, int] = {"alice": 0, "bob": 0}
 
     for trial in range(TRIALS):
-        escalation = new_escalation(agent, session_id=f"trial-{trial}")
+        escalation = make_escalation(agent, session_id=f"trial-{trial}")
         barrier = threading.Barrier(2)
         outcomes: dict[str, object] = {}
 
@@ -132,7 +113,7 @@ def test_two_reviewers_racing_decide_exactly_one_decision_each_time(people, agen
 def test_racing_claims_give_the_item_to_one_reviewer(people, agent):
     alice, bob, _ = people
     for _ in range(20):
-        escalation = new_escalation(agent)
+        escalation = make_escalation(agent)
         barrier = threading.Barrier(2)
         outcomes = {}
 
@@ -160,7 +141,7 @@ def test_racing_claims_give_the_item_to_one_reviewer(people, agent):
 # --- claims ---------------------------------------------------------------------------------------
 def test_a_claim_keeps_a_second_reviewer_out(people, agent):
     alice, bob, _ = people
-    escalation = new_escalation(agent)
+    escalation = make_escalation(agent)
     claimed = review.claim(escalation.pk, alice)
     assert claimed.state == "claimed" and claimed.claimed_by == alice
     remaining = (claimed.claim_expires_at - timezone.now()).total_seconds()
@@ -192,7 +173,7 @@ def test_a_claim_keeps_a_second_reviewer_out(people, agent):
 
 def test_a_released_item_can_be_claimed_by_someone_else(people, agent):
     alice, bob, _ = people
-    escalation = new_escalation(agent)
+    escalation = make_escalation(agent)
     review.claim(escalation.pk, alice)
     released = review.release(escalation.pk, alice)
     assert (released.state, released.claimed_by, released.claim_expires_at) == ("pending", None, None)
@@ -201,7 +182,7 @@ def test_a_released_item_can_be_claimed_by_someone_else(people, agent):
 
 def test_an_expired_claim_can_be_taken_or_decided_over(people, agent):
     alice, bob, _ = people
-    escalation = new_escalation(agent)
+    escalation = make_escalation(agent)
     review.claim(escalation.pk, alice)
     Escalation.objects.filter(pk=escalation.pk).update(claim_expires_at=timezone.now() - timedelta(seconds=1))
 
@@ -218,7 +199,7 @@ def test_an_expired_claim_can_be_taken_or_decided_over(people, agent):
 
 def test_a_stale_version_is_refused_and_keeps_the_item_open(people, agent):
     alice, bob, _ = people
-    escalation = new_escalation(agent)
+    escalation = make_escalation(agent)
     seen = escalation.version
     review.claim(escalation.pk, bob)
     review.release(escalation.pk, bob)  # the item changed after alice loaded it
@@ -235,7 +216,7 @@ def test_a_stale_version_is_refused_and_keeps_the_item_open(people, agent):
 
 def test_bad_decisions_are_refused_before_touching_the_item(people, agent):
     alice, _, _ = people
-    escalation = new_escalation(agent)
+    escalation = make_escalation(agent)
     with pytest.raises(ValueError, match="unknown decision"):
         review.decide(escalation.pk, alice, "maybe")
     with pytest.raises(ValueError, match="JSON object"):
@@ -246,7 +227,7 @@ def test_bad_decisions_are_refused_before_touching_the_item(people, agent):
 
 def test_an_expert_can_decide_an_escalated_item(people, agent):
     alice, _, erin = people
-    escalation = new_escalation(agent)
+    escalation = make_escalation(agent)
     review.claim(escalation.pk, alice)
     moved = review.escalate_to_expert(escalation.pk, alice, comment="needs legal")
     assert (moved.queue, moved.state, moved.claimed_by) == ("experts", "pending", None)
@@ -257,7 +238,7 @@ def test_an_expert_can_decide_an_escalated_item(people, agent):
 
 def test_the_audit_log_has_every_event_with_its_actor(people, agent):
     alice, bob, erin = people
-    escalation = new_escalation(agent)
+    escalation = make_escalation(agent)
     review.claim(escalation.pk, alice)
     with pytest.raises(DecisionConflict):
         review.claim(escalation.pk, bob)  # refused attempts change nothing and are not events
@@ -299,18 +280,18 @@ def decided_set(people, agent):
     alice, bob, _ = people
     other = agent_actions.ensure_agent("t-other")
     made = []
-    e = new_escalation(agent)
+    e = make_escalation(agent)
     made.append(review.decide(e.pk, alice, "approved", comment="ok", confidence=95))
-    e = new_escalation(agent)
+    e = make_escalation(agent)
     made.append(review.decide(e.pk, bob, "modified", arguments={"to": "x@example.org"}, confidence=60))
-    e = new_escalation(agent)
+    e = make_escalation(agent)
     made.append(review.decide(e.pk, alice, "rejected", comment="no"))
-    e = new_escalation(agent, operation="delete_account", arguments={"id": 7})
+    e = make_escalation(agent, operation="delete_account", arguments={"id": 7})
     made.append(review.decide(e.pk, bob, "taken_over", result={"deleted": False, "why": "kept"}))
-    e = new_escalation(other, operation="send_note")
+    e = make_escalation(other, operation="send_note")
     made.append(review.decide(e.pk, alice, "approved"))
-    new_escalation(agent)  # still open: not exported
-    expired = new_escalation(agent)
+    make_escalation(agent)  # still open: not exported
+    expired = make_escalation(agent)
     Escalation.objects.filter(pk=expired.pk).update(
         state="expired", decision="rejected", decided_at=timezone.now(), escalated_at=timezone.now()
     )
@@ -407,7 +388,7 @@ def test_export_filters_by_agent_and_date_and_streams_under_asgi(people, agent):
 def test_decision_data_needs_the_queue_role(people, agent):
     from review.data_views import decision_stats, export_decisions
 
-    nobody = account_actions.ensure_user("nobody", "pw-nobody-12345")
+    nobody = CHARLIE.user()
     for view in (export_decisions, decision_stats):
         request = RequestFactory().get("/review/x")
         request.user = nobody
@@ -425,7 +406,7 @@ def test_stats_per_agent_and_operation(people, agent):
     from review.presenters import decision_stats_rows
 
     decided_set(people, agent)
-    e = new_escalation(agent)
+    e = make_escalation(agent)
     review.decide(e.pk, people[0], "approved")
     rows = {(r.agent, r.operation): r for r in decision_stats_rows({}, people[2])}
     assert set(rows) == {("t-approval", "send_note"), ("t-approval", "delete_account"), ("t-other", "send_note")}
@@ -462,7 +443,7 @@ def test_stats_per_agent_and_operation(people, agent):
 def test_agent_supplied_text_is_escaped_in_the_stats(people, agent):
     from review.data_views import decision_stats
 
-    e = new_escalation(agent, operation='send_<img src=x onerror="alert(1)">')
+    e = make_escalation(agent, operation='send_<img src=x onerror="alert(1)">')
     review.decide(e.pk, people[0], "approved")
     request = RequestFactory().get("/review/stats")
     request.user = people[0]

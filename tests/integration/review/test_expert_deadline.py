@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import EXPERT
 from review import actions as review
 from review.models import AuditEvent
 from tests.fixtures.stack import reseed_runtime
@@ -15,15 +13,13 @@ from tests.fixtures.stack import reseed_runtime
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_re_escalating_an_item_in_the_expert_queue_keeps_its_deadline(redis_client):
+def test_re_escalating_an_item_in_the_expert_queue_keeps_its_deadline(redis_client, erin):
     reseed_runtime()
-    account_actions.ensure_role_groups()
-    expert = account_actions.ensure_user("erin", "pw-erin-1234567", roles=(EXPERT,))
     escalation = review.create_escalation(
         operation="send_invoice", reason="sensitive_operation", priority="high", deadline_seconds=600
     )
-    first = review.escalate_to_expert(escalation.pk, expert, comment="needs an expert")
+    first = review.escalate_to_expert(escalation.pk, erin, comment="needs an expert")
     assert first.queue == "experts" and first.deadline_at > escalation.deadline_at
-    again = review.escalate_to_expert(escalation.pk, expert, comment="still unsure")
+    again = review.escalate_to_expert(escalation.pk, erin, comment="still unsure")
     assert (again.deadline_at, again.escalated_at) == (first.deadline_at, first.escalated_at)
     assert AuditEvent.objects.filter(escalation=escalation, event="escalated_to_expert").count() == 2

@@ -4,8 +4,6 @@ runtime config version so every process reloads the rows)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from agentops.config import actions as config_actions
@@ -14,6 +12,7 @@ from agentops.runs.actions import agents as agent_actions
 from review.models import EscalationPolicy
 from review.policy import ReviewToolPolicy, evaluate, policy_for, verdict_for_reason
 from tests.fixtures.stack import reseed_runtime
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -220,10 +219,7 @@ def test_a_saved_policy_reaches_the_cache_through_the_version_bump(agents):
     assert evaluate("t-approval", "send_note").escalate
     config_source().get()
     config_actions.save_runtime_object(EscalationPolicy(agent=agents[0], sensitive_prefixes="delete"))
-    deadline = time.monotonic() + 5
-    while evaluate("t-approval", "send_note").escalate and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not evaluate("t-approval", "send_note").escalate
+    wait_for(lambda: not evaluate("t-approval", "send_note").escalate, timeout=5, message="the saved policy")
     assert evaluate("t-approval", "delete_note").escalate
 
 

@@ -12,58 +12,39 @@ from html.parser import HTMLParser
 import pytest
 from django.utils import timezone
 
-from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
 from agentops.config import actions as config_actions
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.models import Run, Step
 from review import actions as review
 from review.models import AuditEvent, Escalation, EscalationPolicy
+from tests.fixtures.factories import make_escalation
+from tests.fixtures.people import ALICE, BEA, BOB, ERIN, ROOT, Person, client_for
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "review-pass-123456"
 XSS = '<script>alert(1)</script><img src=x onerror=alert(1)><a href="javascript:alert(1)">x</a>'
 HX = '<div hx-get="/admin/" hx-trigger="load">hx</div>'
 
 
 @pytest.fixture(autouse=True)
-def groups(settings):
+def fast_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # sign-ins are not the subject
-    account_actions.ensure_role_groups()
 
 
-def login(client, username: str, *roles: str, superuser: bool = False):
-    account_actions.ensure_user(username, PASSWORD, roles=roles, superuser=superuser)
-    assert client.login(username=username, password=PASSWORD)
+def login(client, person: Person):
+    client.force_login(person.user())
     return client
 
 
+# In this module alice and bob are the cast's two reviewers signed in, each with their own test client.
 @pytest.fixture
 def alice(client):
-    return login(client, "alice", REVIEWER)
+    return login(client, ALICE)
 
 
 @pytest.fixture
-def bob(django_user_model):
-    from django.test import Client
-
-    return login(Client(), "bob", REVIEWER)
-
-
-def new_escalation(agent="t-approval", **overrides) -> Escalation:
-    fields = {
-        "operation": "send_note",
-        "reason": "sensitive_operation",
-        "priority": "high",
-        "deadline_seconds": 600,
-        "agent": agent_actions.ensure_agent(agent),
-        "arguments": {"to": "ana@example.com", "body": "refund issued"},
-        "context": {"user_input": "please refund order 42", "agent_analysis": "refund looks right"},
-        "rule": "operation starts with one of delete, modify, send · default",
-        "confidence": 0.55,
-    }
-    return review.create_escalation(**{**fields, **overrides})
+def bob(db):
+    return client_for(BOB)
 
 
 def aged(escalation: Escalation, minutes: float) -> Escalation:
@@ -143,12 +124,12 @@ def assert_inert(html: str, marker: str = "alert(1)") -> DisabledRegions:
 
 # --- the queue ---------------------------------------------------------------------------------
 def test_queue_orders_by_priority_then_age_and_shows_open_items_only(alice):
-    low = aged(new_escalation(reason="max_retries_exceeded", priority="low", operation="lookup"), 30)
-    high_new = aged(new_escalation(), 1)
-    medium = aged(new_escalation(reason="low_confidence", priority="medium", operation="lookup"), 20)
-    high_old = aged(new_escalation(), 10)
-    decided = new_escalation()
-    review.decide(decided.pk, account_actions.ensure_user("carol", PASSWORD, roles=(REVIEWER,)), "approved")
+    low = aged(make_escalation(reason="max_retries_exceeded", priority="low", operation="lookup"), 30)
+    high_new = aged(make_escalation(), 1)
+    medium = aged(make_escalation(reason="low_confidence", priority="medium", operation="lookup"), 20)
+    high_old = aged(make_escalation(), 10)
+    decided = make_escalation()
+    review.decide(decided.pk, BOB.user(), "approved")
 
     response = alice.get("/review/")
     html = response.content.decode()
@@ -166,9 +147,9 @@ def test_queue_orders_by_priority_then_age_and_shows_open_items_only(alice):
 
 
 def test_queue_filters_by_reason_agent_and_priority(alice):
-    refund = new_escalation(agent="support-refund")
-    research = new_escalation(agent="research", reason="low_confidence", priority="medium", operation="search")
-    budget = new_escalation(agent="research", reason="budget_exceeded", priority="high", operation="planning")
+    refund = make_escalation(agent="support-refund")
+    research = make_escalation(agent="research", reason="low_confidence", priority="medium", operation="search")
+    budget = make_escalation(agent="research", reason="budget_exceeded", priority="high", operation="planning")
 
     def ids(**params):
         return row_ids(alice.get("/review/", params).content.decode())
@@ -185,36 +166,36 @@ def test_queue_filters_by_reason_agent_and_priority(alice):
 
 
 def test_expert_queue_is_for_experts_and_superusers(client):
-    reviewer_item = new_escalation()
-    expert_item = new_escalation(operation="send_refund")
+    reviewer_item = make_escalation()
+    expert_item = make_escalation(operation="send_refund")
     review.escalate_to_expert(expert_item.pk, None, comment="deadline passed", system=True)
 
-    login(client, "rita", REVIEWER)
+    login(client, ALICE)
     assert row_ids(client.get("/review/").content.decode()) == [reviewer_item.pk]
     assert client.get("/review/", {"queue": "experts"}).status_code == 403
     assert client.get(f"/review/{expert_item.pk}/").status_code == 403
 
-    login(client, "erin", EXPERT)
+    login(client, ERIN)
     html = client.get("/review/").content.decode()
     assert row_ids(html) == [expert_item.pk] and 'ws-connect="/ws/live/review.experts/"' in html
     assert row_ids(client.get("/review/", {"queue": "all"}).content.decode()) == [reviewer_item.pk, expert_item.pk]
     assert client.get(f"/review/{expert_item.pk}/").status_code == 200
 
-    login(client, "root", superuser=True)
+    login(client, ROOT)
     assert set(row_ids(client.get("/review/").content.decode())) == {reviewer_item.pk, expert_item.pk}
 
 
 def test_roles_guard_every_review_page(client):
-    escalation = new_escalation()
+    escalation = make_escalation()
     assert client.get("/review/").status_code == 302  # to the login page
-    login(client, "bea", BUDGET_ADMIN)
+    login(client, BEA)
     assert client.get("/review/").status_code == 403
     assert client.get(f"/review/{escalation.pk}/").status_code == 403
     assert client.post(f"/review/{escalation.pk}/decide", {"action": "approve", "version": 0}).status_code == 403
     assert client.post(f"/review/{escalation.pk}/claim").status_code == 403
     assert fresh(escalation).state == "pending"
     assert client.get("/review/999999/").status_code == 403  # the role check comes first
-    login(client, "rex", REVIEWER)
+    login(client, ALICE)
     assert client.get("/review/999999/").status_code == 404
     assert client.get(f"/review/{escalation.pk}/decide").status_code == 405
 
@@ -234,7 +215,7 @@ def test_approval_screen_shows_everything_escaped_inside_hx_disable_and_claims(a
     )
     Step.objects.create(run=run, seq=1, kind="tool", name="t_echo", status="completed", result={"echo": XSS})
     Step.objects.create(run=run, seq=2, kind="tool", name="send_note", status="waiting_human")
-    escalation = new_escalation(
+    escalation = make_escalation(
         run=run,
         step_seq=2,
         operation=f"send_{XSS}"[:100],
@@ -285,7 +266,7 @@ def test_approval_screen_shows_everything_escaped_inside_hx_disable_and_claims(a
 
 
 def test_second_reviewer_sees_who_holds_the_item(alice, bob):
-    escalation = new_escalation()
+    escalation = make_escalation()
     alice.get(f"/review/{escalation.pk}/")
     html = bob.get(f"/review/{escalation.pk}/").content.decode()
     assert "alice is working on this item right now." in html and "alice is working on this" in html
@@ -293,7 +274,7 @@ def test_second_reviewer_sees_who_holds_the_item(alice, bob):
 
 
 def test_live_fragment_has_status_and_audit_log_but_never_the_form(alice):
-    escalation = new_escalation()
+    escalation = make_escalation()
     alice.get(f"/review/{escalation.pk}/")
     fragment = alice.get(f"/review/{escalation.pk}/live", headers={"HX-Request": "true"}).content.decode()
     assert 'id="escalation-status"' in fragment and 'id="audit-log" hx-swap-oob="true"' in fragment
@@ -301,11 +282,10 @@ def test_live_fragment_has_status_and_audit_log_but_never_the_form(alice):
 
 
 def test_decided_item_shows_the_decision_without_a_form(alice):
-    escalation = new_escalation()
-    carol = account_actions.ensure_user("carol", PASSWORD, roles=(REVIEWER,))
-    review.decide(escalation.pk, carol, "modified", arguments={"to": "bo@example.com"}, comment="wrong address")
+    escalation = make_escalation()
+    review.decide(escalation.pk, BOB.user(), "modified", arguments={"to": "bo@example.com"}, comment="wrong address")
     html = alice.get(f"/review/{escalation.pk}/").content.decode()
-    assert "decision-form" not in html and "by carol" in html and "wrong address" in html
+    assert "decision-form" not in html and "by bob" in html and "wrong address" in html
     assert "diff-changed" in html and "diff-removed" in html  # to changed, body removed
     assert fresh(escalation).state == "decided"  # opening it did not claim it
 
@@ -320,7 +300,7 @@ def test_approve_goes_through_the_action_and_resumes_the_run(alice):
     agent = agent_actions.ensure_agent("t-approval")
     run = Run.objects.create(agent=agent, status="waiting_human", input={"to": "ana"})
     Step.objects.create(run=run, seq=1, kind="tool", name="send_note", status="waiting_human")
-    escalation = new_escalation(run=run, step_seq=1)
+    escalation = make_escalation(run=run, step_seq=1)
     alice.get(f"/review/{escalation.pk}/")
 
     response = post(alice, escalation, "approve", comment="looks right")
@@ -336,7 +316,7 @@ def test_approve_goes_through_the_action_and_resumes_the_run(alice):
 
 
 def test_htmx_decision_redirects_the_browser_to_the_queue(alice):
-    escalation = new_escalation()
+    escalation = make_escalation()
     response = alice.post(
         f"/review/{escalation.pk}/decide",
         {"action": "reject", "version": fresh(escalation).version, "confidence": 90, "comment": "no"},
@@ -348,7 +328,7 @@ def test_htmx_decision_redirects_the_browser_to_the_queue(alice):
 
 
 def test_modify_validates_the_json_and_keeps_the_text(alice):
-    escalation = new_escalation()
+    escalation = make_escalation()
     broken = '{"to": "bo@example.com", "body": <b>oops</b>'
     response = post(alice, escalation, "modify", arguments=broken, comment="fixing the address")
     html = response.content.decode()
@@ -381,18 +361,18 @@ def test_modify_validates_the_json_and_keeps_the_text(alice):
 
 
 def test_take_over_accepts_json_or_plain_text(alice):
-    first, second = new_escalation(), new_escalation()
+    first, second = make_escalation(), make_escalation()
     assert post(alice, first, "take_over", result='{"sent_by_hand": true}').status_code == 302
     assert fresh(first).decision == "taken_over" and fresh(first).result == {"sent_by_hand": True}
     assert post(alice, second, "take_over", result="I phoned the customer.").status_code == 302
     assert fresh(second).result == "I phoned the customer."
-    third = new_escalation()
+    third = make_escalation()
     response = post(alice, third, "take_over", result="  ")
     assert response.status_code == 422 and "Write the result" in response.content.decode()
 
 
 def test_escalate_moves_the_item_to_the_expert_queue(alice, client):
-    escalation = new_escalation()
+    escalation = make_escalation()
     alice.get(f"/review/{escalation.pk}/")
     response = post(alice, escalation, "escalate", comment="needs legal")
     assert response.status_code == 302
@@ -406,7 +386,7 @@ def test_escalate_moves_the_item_to_the_expert_queue(alice, client):
 
 
 def test_reject_with_comment_and_confidence(alice):
-    escalation = new_escalation()
+    escalation = make_escalation()
     assert post(alice, escalation, "reject", comment="wrong customer", confidence=95).status_code == 302
     escalation = fresh(escalation)
     assert (escalation.decision, escalation.comment, escalation.reviewer_confidence) == (
@@ -417,7 +397,7 @@ def test_reject_with_comment_and_confidence(alice):
 
 
 def test_bad_action_or_confidence_is_422(alice):
-    escalation = new_escalation()
+    escalation = make_escalation()
     assert post(alice, escalation, "delete_everything").status_code == 422
     assert post(alice, escalation, "approve", confidence=101).status_code == 422
     assert alice.post(f"/review/{escalation.pk}/decide", {"action": "approve"}).status_code == 422  # no version
@@ -426,7 +406,7 @@ def test_bad_action_or_confidence_is_422(alice):
 
 # --- conflicts ---------------------------------------------------------------------------------
 def test_conflict_when_someone_else_holds_the_item_keeps_what_was_typed(alice, bob):
-    escalation = new_escalation()
+    escalation = make_escalation()
     alice.get(f"/review/{escalation.pk}/")
     bob.get(f"/review/{escalation.pk}/")  # alice holds it; bob may still try
     response = post(bob, escalation, "reject", comment="bob's <careful> reasoning", confidence=33)
@@ -438,7 +418,7 @@ def test_conflict_when_someone_else_holds_the_item_keeps_what_was_typed(alice, b
 
 
 def test_conflict_after_someone_else_decided(alice, bob):
-    escalation = new_escalation()
+    escalation = make_escalation()
     version = fresh(escalation).version
     bob.get("/review/")  # bob opened the queue, alice decides first
     assert post(alice, escalation, "approve").status_code == 302
@@ -456,10 +436,10 @@ def test_conflict_after_someone_else_decided(alice, bob):
 
 
 def test_stale_version_is_refused(alice):
-    escalation = new_escalation()
+    escalation = make_escalation()
     stale = fresh(escalation).version
-    review.claim(escalation.pk, account_actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,)))
-    review.release(escalation.pk, account_actions.ensure_user("alice", PASSWORD, roles=(REVIEWER,)))
+    review.claim(escalation.pk, ALICE.user())
+    review.release(escalation.pk, ALICE.user())
     response = alice.post(
         f"/review/{escalation.pk}/decide", {"action": "approve", "version": stale, "confidence": 50, "comment": "c"}
     )
@@ -471,7 +451,7 @@ def test_stale_version_is_refused(alice):
 
 
 def test_quick_decisions_from_the_queue_answer_a_notice(alice, bob):
-    escalation, held = new_escalation(), new_escalation()
+    escalation, held = make_escalation(), make_escalation()
     bob.get(f"/review/{held.pk}/")
     response = alice.post(
         f"/review/{escalation.pk}/decide",
@@ -493,7 +473,7 @@ def test_quick_decisions_from_the_queue_answer_a_notice(alice, bob):
 
 # --- claim and release -------------------------------------------------------------------------
 def test_claim_renewal_answers_the_new_version_out_of_band(alice):
-    escalation = new_escalation()
+    escalation = make_escalation()
     alice.get(f"/review/{escalation.pk}/")
     before = fresh(escalation).version
     response = alice.post(f"/review/{escalation.pk}/claim", headers={"HX-Request": "true"})
@@ -503,7 +483,7 @@ def test_claim_renewal_answers_the_new_version_out_of_band(alice):
 
 
 def test_release_gives_the_item_back_and_the_beacon_only_releases_an_unchanged_lease(alice):
-    escalation = new_escalation()
+    escalation = make_escalation()
     alice.get(f"/review/{escalation.pk}/")
     version = fresh(escalation).version
     # a reload claimed again meanwhile: the old page's beacon leaves the item alone
@@ -525,7 +505,7 @@ def test_policy_admin_saves_through_the_action(client, monkeypatch):
     monkeypatch.setattr(
         config_actions, "save_runtime_object", lambda obj, actor=None: saved.append(obj) or original(obj)
     )
-    login(client, "root", superuser=True)
+    login(client, ROOT)
     response = client.post(
         "/admin/review/escalationpolicy/add/",
         {
@@ -551,7 +531,7 @@ def test_policy_admin_saves_through_the_action(client, monkeypatch):
 
 
 def test_llm_handoff_offers_take_over_and_reject_only(alice):
-    escalation = new_escalation(
+    escalation = make_escalation(
         kind="llm",
         operation="planning",
         reason="all_fallbacks_failed",

@@ -19,7 +19,9 @@ from agentops.demo.management.commands.seed_demo import route_demo_models_to_moc
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
+from tests.fixtures.factories import run_in
 from tests.fixtures.stack import reseed_runtime
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,29 +47,6 @@ def demo(redis_client, settings, mock):
     config_source().invalidate()
     time.sleep(CONFIG_RELOAD_SECONDS)
     return mock
-
-
-def wait_for(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def wait_for_run(run_pk: int, *statuses: str, timeout: float = 20.0) -> Run:
-    def reached():
-        run = Run.objects.get(pk=run_pk)
-        return run if run.status in statuses else None
-
-    try:
-        return wait_for(reached, timeout, f"run {run_pk} to be {'/'.join(statuses)}")
-    except AssertionError:
-        run = Run.objects.get(pk=run_pk)
-        steps = [(s.seq, s.kind, s.name, s.status, s.error_class, s.error[:200]) for s in steps_of(run)]
-        raise AssertionError(f"run {run_pk} is {run.status} ({run.error_class}: {run.error[:300]}); {steps}") from None
 
 
 def start(agent: str, data: dict) -> Run:
@@ -106,7 +85,7 @@ def test_support_refund_survives_faults_suspends_for_the_email_and_finishes_once
     # planning's primary: rate limited (Retry-After 0.3 s), then overloaded twice → the backup answers
     demo.script("gpt-4o", ["429:0.3", "503", "503"])
     run = start("support-refund", {"order_id": order["order_id"], "message": "My order arrived broken."})
-    run = wait_for_run(run.pk, "waiting_human")
+    run = wait_for(run_in(run.pk, "waiting_human"))
 
     steps = steps_of(run)
     assert [(s.kind, s.name, s.status) for s in steps] == [
@@ -139,7 +118,7 @@ def test_support_refund_survives_faults_suspends_for_the_email_and_finishes_once
     assert not any(task["args"] == [run.pk] for tasks in active.values() for task in tasks)
 
     lifecycle.decide_step(run.pk, email.seq, {"decision": "approved"})
-    run = wait_for_run(run.pk, "succeeded")
+    run = wait_for(run_in(run.pk, "succeeded"))
     assert run.output["status"] == "refunded" and run.output["refund"]["amount"] == order["total"]
     assert run.output["email"]["message_id"].startswith("<msg-")
     assert run.output["answer"].startswith("Mock answer to:")
@@ -158,14 +137,14 @@ def test_support_refund_survives_faults_suspends_for_the_email_and_finishes_once
 
 def test_a_high_value_refund_waits_for_a_reviewer_and_a_rejection_is_answered(demo, worker):
     order = an_order("B2B", over=1000)
-    run = wait_for_run(start("support-refund", {"order_id": order["order_id"]}).pk, "waiting_human")
+    run = wait_for(run_in(start("support-refund", {"order_id": order["order_id"]}).pk, "waiting_human"))
     refund = step(run, "issue_refund")
     escalation = escalation_of(refund)
     assert escalation["reason"] == "high_value_decision" and escalation["priority"] == "high"
     assert escalation["value"] == order["total"] and refund.executions == 0
 
     lifecycle.decide_step(run.pk, refund.seq, {"decision": "rejected", "comment": "fraud check first"})
-    run = wait_for_run(run.pk, "succeeded")
+    run = wait_for(run_in(run.pk, "succeeded"))
     assert run.output["status"] == "refund_rejected" and run.output["email"] is None
     assert (
         "fraud check first"
@@ -203,7 +182,7 @@ def test_research_retries_through_faults_and_a_second_run_reads_its_searches_fro
     topic = f"tidal energy {time.time_ns()}"  # unique: workers keep an in-memory cache between tests
     # gpt-4o answers planning first, then the summary: connection reset, then overloaded, then ok
     demo.script("gpt-4o", ["ok", "reset", "503"])
-    run = wait_for_run(start("research", {"topic": topic, "depth": 3}).pk, "succeeded")
+    run = wait_for(run_in(start("research", {"topic": topic, "depth": 3}).pk, "succeeded"))
     summary = step(run, "summarize")
     assert summary.phase == "response_generation" and summary.handler == "primary" and summary.attempts == 3
     assert summary.error_class == "ServiceUnavailable"  # the last error on the way
@@ -214,7 +193,7 @@ def test_research_retries_through_faults_and_a_second_run_reads_its_searches_fro
     assert not run.output["search_skipped"]
     assert all(s.executions == 1 for s in steps_of(run))
 
-    again = wait_for_run(start("research", {"topic": topic, "depth": 3}).pk, "succeeded")
+    again = wait_for(run_in(start("research", {"topic": topic, "depth": 3}).pk, "succeeded"))
     cached = list(Step.objects.filter(run=again, name="web_search").order_by("seq"))
     assert [s.cache_hit for s in cached] == [True, True, True] and all(s.attempts == 0 for s in cached)
     assert [s.result for s in cached] == [s.result for s in searches]
@@ -228,6 +207,6 @@ def test_simulate_traffic_starts_runs_at_the_given_rate(demo, worker, capsys):
     runs = Run.objects.filter(agent__name="research", session_id__startswith="sim-")
     assert 4 <= runs.count() <= 6
     assert all(r.input["topic"] and 2 <= r.input["depth"] <= 4 for r in runs)
-    wait_for(lambda: all(r.status == "succeeded" for r in runs.all()), what="the simulated runs to succeed")
+    wait_for(lambda: all(r.status == "succeeded" for r in runs.all()), message="the simulated runs to succeed")
     out = capsys.readouterr().out
     assert "started" in out and "done" in out

@@ -15,7 +15,8 @@ from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from agentops.runtime.model_names import base_model_name
-from tests.fixtures.waiting import wait_for_run
+from tests.fixtures.factories import run_in
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +31,7 @@ def steps_of(run: Run) -> list[Step]:
 
 
 def test_a_run_executes_every_step_once_on_a_worker(defaults, worker):
-    run = wait_for_run(start("t-steps", {"topic": "durability", "steps": 3, "note": True}).pk, {"succeeded"})
+    run = wait_for(run_in(start("t-steps", {"topic": "durability", "steps": 3, "note": True}).pk, "succeeded"))
     assert run.output["results"] == ["step 0", "step 1", "step 2"]
     assert [(s.kind, s.name, s.status, s.executions) for s in steps_of(run)] == [
         ("llm", "planning", "completed", 1),
@@ -49,7 +50,7 @@ def test_a_run_executes_every_step_once_on_a_worker(defaults, worker):
 def test_suspend_holds_no_worker_and_a_decision_resumes_the_run(defaults, worker):
     from agentops.celery import app
 
-    run = wait_for_run(start("t-approval", {"to": "ana@example.com"}).pk, {"waiting_human"})
+    run = wait_for(run_in(start("t-approval", {"to": "ana@example.com"}).pk, "waiting_human"))
     waiting = Step.objects.get(run=run, status="waiting_human")
     assert waiting.name == "send_note" and waiting.executions == 0
     assert waiting.arguments["escalation"]["reason"] == "sensitive_operation"
@@ -57,12 +58,12 @@ def test_suspend_holds_no_worker_and_a_decision_resumes_the_run(defaults, worker
     assert all(not tasks for tasks in active.values())  # the waiting run holds no worker
 
     # another run goes through meanwhile
-    assert wait_for_run(start("t-steps", {"steps": 1}).pk, {"succeeded"}).status == "succeeded"
+    assert wait_for(run_in(start("t-steps", {"steps": 1}).pk, "succeeded")).status == "succeeded"
 
     lifecycle.decide_step(
         run.pk, waiting.seq, {"decision": "modified", "arguments": {"to": "ana@example.org", "body": "refund issued"}}
     )
-    run = wait_for_run(run.pk, {"succeeded"})
+    run = wait_for(run_in(run.pk, "succeeded"))
     assert run.output["after"] == "after"
     assert [s.executions for s in steps_of(run)] == [1, 1, 1]  # nothing completed ran twice
     effect = ToolEffect.objects.get(idempotency_key=f"run:{run.pk}:step:{waiting.seq}")
@@ -70,42 +71,44 @@ def test_suspend_holds_no_worker_and_a_decision_resumes_the_run(defaults, worker
 
 
 def test_a_rejection_reaches_the_agent_code_which_handles_it(defaults, worker):
-    run = wait_for_run(start("t-approval", {}).pk, {"waiting_human"})
+    run = wait_for(run_in(start("t-approval", {}).pk, "waiting_human"))
     seq = Step.objects.get(run=run, status="waiting_human").seq
     lifecycle.decide_step(run.pk, seq, {"decision": "rejected", "comment": "wrong customer"})
-    run = wait_for_run(run.pk, {"succeeded"})
+    run = wait_for(run_in(run.pk, "succeeded"))
     assert run.output["sent"] is None and "wrong customer" in run.output["rejected"]
     assert not ToolEffect.objects.filter(idempotency_key=f"run:{run.pk}:step:{seq}").exists()
 
 
 def test_a_human_can_take_over_a_step(defaults, worker):
-    run = wait_for_run(start("t-approval", {}).pk, {"waiting_human"})
+    run = wait_for(run_in(start("t-approval", {}).pk, "waiting_human"))
     seq = Step.objects.get(run=run, status="waiting_human").seq
     lifecycle.decide_step(run.pk, seq, {"decision": "taken_over", "result": {"sent_by_hand": True}})
-    run = wait_for_run(run.pk, {"succeeded"})
+    run = wait_for(run_in(run.pk, "succeeded"))
     assert run.output["sent"] == {"sent_by_hand": True}
 
 
 def test_optional_phase_timeout_is_skipped_and_critical_one_fails_the_run(defaults, worker):
-    skipped = wait_for_run(start("t-phases", {"search_seconds": 2, "search_timeout": 0.3}).pk, {"succeeded", "failed"})
+    skipped = wait_for(
+        run_in(start("t-phases", {"search_seconds": 2, "search_timeout": 0.3}).pk, "succeeded", "failed")
+    )
     assert skipped.status == "succeeded" and skipped.output["found"] == {"skipped": True}
     phase = Step.objects.get(run=skipped, kind="phase", name="tool_search")
     assert phase.status == "skipped" and phase.error_class == "Timeout"
 
-    failed = wait_for_run(start("t-phases", {"answer_seconds": 2, "answer_timeout": 0.3}).pk, {"succeeded", "failed"})
+    failed = wait_for(run_in(start("t-phases", {"answer_seconds": 2, "answer_timeout": 0.3}).pk, "succeeded", "failed"))
     assert failed.status == "failed" and failed.error_class == "PhaseTimeout"
     assert "response_generation" in failed.error
 
 
 def test_retry_from_the_last_checkpoint_replays_completed_steps(defaults, worker):
-    run = wait_for_run(start("t-flaky", {}).pk, {"failed"})
+    run = wait_for(run_in(start("t-flaky", {}).pk, "failed"))
     assert run.error_class == "ConnectionRefusedError"
     first, flaky = steps_of(run)
     assert (first.status, flaky.status) == ("completed", "failed")
 
     ToolEffect.objects.create(idempotency_key=f"allow:{run.pk}", tool="test")
     lifecycle.retry_run(run.pk)
-    run = wait_for_run(run.pk, {"succeeded"})
+    run = wait_for(run_in(run.pk, "succeeded"))
     first, flaky = steps_of(run)
     assert first.executions == 1  # replayed from the journal
     assert flaky.executions == 2 and flaky.status == "completed"
@@ -121,17 +124,17 @@ def test_the_request_timeout_ends_a_runaway_run(defaults, worker):
     row.request_timeout = 1.0
     config_actions.save_runtime_object(row)
     time.sleep(1.2)  # workers reload the config within a second
-    run = wait_for_run(start("t-steps", {"steps": 6, "pause": 0.4}).pk, {"failed", "succeeded"})
+    run = wait_for(run_in(start("t-steps", {"steps": 6, "pause": 0.4}).pk, "failed", "succeeded"))
     assert run.status == "failed" and run.error_class == "RequestTimeout"
 
 
 def test_cancel_a_waiting_run_and_a_running_one(defaults, worker):
-    waiting = wait_for_run(start("t-approval", {}).pk, {"waiting_human"})
+    waiting = wait_for(run_in(start("t-approval", {}).pk, "waiting_human"))
     assert lifecycle.cancel_run(waiting.pk).status == "cancelled"
     running = start("t-steps", {"steps": 8, "pause": 0.3})
-    wait_for_run(running.pk, {"running"})
+    wait_for(run_in(running.pk, "running"))
     lifecycle.cancel_run(running.pk)
-    running = wait_for_run(running.pk, {"cancelled", "succeeded"}, timeout=20)
+    running = wait_for(run_in(running.pk, "cancelled", "succeeded"), timeout=20)
     assert running.status == "cancelled"
     assert Step.objects.filter(run=running).count() < 17
 
@@ -156,19 +159,20 @@ def test_kill_9_a_worker_mid_run_and_another_finishes_it(defaults, worker, stack
     second = start_worker(stack_env, logdir, name="second", concurrency=1)
     try:
         run = start("t-steps", {"steps": 6, "pause": 0.5, "note": True})
-        deadline = time.monotonic() + 30
-        while Step.objects.filter(run=run, status="completed").count() < 4:
-            assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(0.05)
+        completed = Step.objects.filter(run=run, status="completed")
+        wait_for(lambda: completed.count() >= 4, timeout=30, interval=0.05, message="the run to complete 4 steps")
         killed = _kill_worker_holding(run.pk)
         done_before_kill = set(Step.objects.filter(run=run, status="completed").values_list("seq", flat=True))
         survivor = worker if killed == second.popen.pid else second
         assert survivor.popen.poll() is None
-        deadline = time.monotonic() + 40
-        while Run.objects.get(pk=run.pk).status != "succeeded":
-            assert time.monotonic() < deadline, f"run is {Run.objects.get(pk=run.pk).status}"
+
+        def reclaimed_and_finished() -> bool:
+            if Run.objects.get(pk=run.pk).status == "succeeded":
+                return True
             reclaim_runs.delay().get(timeout=10)  # what beat does every few seconds
-            time.sleep(0.5)
+            return False
+
+        wait_for(reclaimed_and_finished, timeout=40, interval=0.5, message=run_in(run.pk, "succeeded").describe)
     finally:
         second.stop()
     run.refresh_from_db()

@@ -12,13 +12,13 @@ from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
 
-from agentops.accounts import actions as account_actions
-from agentops.keys import actions as key_actions
 from agentops.runs import execution
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import journal, lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from review.models import Escalation
+from tests.fixtures.people import AGENT_A, ROOT, client_for
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -129,15 +129,13 @@ def test_a_run_whose_message_was_lost_is_enqueued_again_by_beat(defaults, worker
     Run.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(seconds=61))
     assert reclaim_runs()["requeued"] == [run.pk]
     # A worker took the re-sent message and executed the run (how its steps end is other tests' business).
-    deadline = timezone.now() + timedelta(seconds=30)
-    while (found := Run.objects.get(pk=run.pk)).status in ("queued", "running"):
-        assert timezone.now() < deadline, found.status
-        time.sleep(0.05)
+    executed = Run.objects.filter(pk=run.pk).exclude(status__in=("queued", "running"))
+    found = wait_for(executed.first, timeout=30, interval=0.05, message="the re-sent run to be executed")
     assert found.executions == 1 and found.status in ("succeeded", "waiting_human"), (found.status, found.error)
 
 
 def test_the_api_answers_503_with_retry_after_when_postgresql_is_away(defaults, monkeypatch):
-    _, key = key_actions.create_api_key("t-steps", scopes=["runs"])
+    key = AGENT_A.key(["runs"])
 
     def database_away(*args, **kwargs):
         raise OperationalError("the database system is shutting down")
@@ -178,9 +176,7 @@ def test_a_stale_run_whose_message_still_waits_in_the_queue_is_not_sent_twice(de
 def test_a_page_answers_503_with_retry_after_when_postgresql_is_away(defaults, monkeypatch):
     from agentops.runs import views as runs_views
 
-    user = account_actions.ensure_user("outage-admin", "outage-admin-pass-1", superuser=True)
-    client = Client()
-    client.force_login(user)
+    client = client_for(ROOT)
 
     def database_away(*args, **kwargs):
         raise OperationalError("the database system is shutting down")

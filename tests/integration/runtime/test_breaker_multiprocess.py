@@ -139,10 +139,10 @@ def test_half_open_probe_limit_holds_across_processes(redis_client, redis_url):
     breaker.record_failure()
     opened_at = breaker.snapshot()["opened_at"]
 
-    def wait_for_recovery() -> None:
+    def sleep_past_the_recovery_timeout() -> None:
         time.sleep(max(0.0, opened_at + 0.21 - time.time()))
 
-    results = run_forked(redis_url, name, "allow", 10, settings, before_go=wait_for_recovery)
+    results = run_forked(redis_url, name, "allow", 10, settings, before_go=sleep_past_the_recovery_timeout)
     assert sum(r["admitted"] for r in results) == 2
     assert sum(len(r["events"]) for r in results) == 1  # open → half_open, once
     assert breaker.snapshot()["probes_in_flight"] == 2

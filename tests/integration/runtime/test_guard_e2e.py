@@ -34,6 +34,7 @@ from agentops.runtime.retry import RetryPolicy, RetrySettings
 from agentops.runtime.routing import Route, Target
 from agentops.runtime.timeouts import AdaptiveSettings, AdaptiveTimeouts
 from tests.fixtures.runtime import REPO_ROOT
+from tests.fixtures.waiting import wait_for
 
 PRIMARY, BACKUP = "mock-large", "mock-small"
 
@@ -179,9 +180,7 @@ def test_a_changed_setting_reaches_a_running_worker(mock, redis_client):
     thread = threading.Thread(target=worker)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while len(models) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(models) >= 3, timeout=10, interval=0.01, message="the first answers")
         # An admin moves planning to the small model and makes 503s unretried.
         deps.config.set(
             CONFIG.replace(
@@ -190,8 +189,7 @@ def test_a_changed_setting_reaches_a_running_worker(mock, redis_client):
             )
         )
         changed_at = len(models)
-        while len(models) < changed_at + 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(models) >= changed_at + 3, timeout=10, interval=0.01, message="answers after the change")
     finally:
         stop.set()
         thread.join(10)

@@ -13,18 +13,7 @@ import redis
 
 from agentops.observability.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
 from agentops.runtime.breaker import BreakerRegistry, BreakerSettings, BreakerState, CircuitBreaker
-from tests.fixtures.runtime import fail_fast_redis, free_port
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fixtures.runtime import FakeClock, fail_fast_redis, free_port
 
 
 def gauge(name: str) -> float:
@@ -37,7 +26,7 @@ def transitions(name: str, to_state: str) -> float:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(start=1_000_000.0)
 
 
 @pytest.fixture

@@ -10,14 +10,7 @@ import pytest
 
 from agentops.observability.metrics import CACHE_REQUESTS
 from agentops.runtime.cache import CACHE_SPECS, CacheHit, CacheSpec, TwoLevelCache, cache_key
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fixtures.runtime import FakeClock
 
 
 def counts(name: str) -> dict[str, float]:
@@ -78,7 +71,7 @@ def test_hits_are_fresh_copies(redis_client):
 
 
 def test_ttl_memory_by_clock_and_redis_by_expiry(redis_client):
-    clock = FakeClock()
+    clock = FakeClock(start=500.0)
     spec = CacheSpec("t_ttl", 10, 10)
     cache = TwoLevelCache(redis_client, spec, clock=clock)
     cache.set("k", "v")

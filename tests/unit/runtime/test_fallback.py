@@ -9,36 +9,12 @@ from agentops.runtime.config import RuntimeConfig
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.fallback import ChainContext, Hop, run_chain
 from agentops.runtime.protocols import HumanPending, ScriptedEscalator
-from agentops.runtime.providers import LLMRequest, LLMResult, Rule
+from agentops.runtime.providers import LLMRequest, Rule
 from agentops.runtime.retry import RetryBudget, RetryPolicy, RetrySettings
 from agentops.runtime.routing import Route, Target
 from agentops.runtime.timeouts import Deadline
 from agentops.runtime.validation import ValidationSettings
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Provider:
-    def __init__(self, clock: Clock, outcomes: dict[str, list]) -> None:
-        self.name = "p"
-        self.clock = clock
-        self.outcomes = outcomes
-        self.calls: list[str] = []
-
-    def complete(self, request: LLMRequest, timeout: float) -> LLMResult:
-        self.calls.append(request.model)
-        self.clock.now += 0.002
-        queue = self.outcomes.get(request.model, [])
-        outcome = queue.pop(0) if queue else f"{request.model} says hi"
-        if isinstance(outcome, Exception):
-            raise outcome
-        return LLMResult(outcome, request.model, "p", input_tokens=3, output_tokens=4)
-
+from tests.fixtures.runtime import FakeClock, ScriptedProvider, Sleeper
 
 ROUTE = Route("op", (Target("p", "a"), Target("p", "b"), Target("p", "c")))
 CONFIG = RuntimeConfig(
@@ -48,14 +24,11 @@ CONFIG = RuntimeConfig(
 
 
 def run(outcomes, *, route=ROUTE, config=CONFIG, escalator=None, text="hello", deadline=60.0):
-    clock = Clock()
-    provider = Provider(clock, outcomes)
-    slept: list[float] = []
-
-    def sleep(s: float) -> None:
-        slept.append(s)
-        clock.now += s
-
+    clock = FakeClock()
+    provider = ScriptedProvider(clock, "p", 0.002, answer="{model} says hi", tokens=(3, 4), finish_reason=None)
+    for model, scripted in outcomes.items():
+        provider.script(model, *scripted)
+    sleep = Sleeper(clock)
     ctx = ChainContext(
         config=config,
         providers={"p": provider},
@@ -66,7 +39,7 @@ def run(outcomes, *, route=ROUTE, config=CONFIG, escalator=None, text="hello", d
         clock=clock,
     )
     request = LLMRequest([{"role": "user", "content": text}], operation="op")
-    return run_chain(request, route, ctx), provider, slept, ctx
+    return run_chain(request, route, ctx), provider, sleep.waits, ctx
 
 
 def unavailable() -> ProviderError:
@@ -78,7 +51,7 @@ def test_the_first_handler_that_answers_wins_and_every_hop_is_recorded():
     errors_before = ERRORS.labels("ServiceUnavailable")._value.get()
     outcome, provider, slept, ctx = run({"a": [ProviderError(ErrorClass.BAD_REQUEST)], "b": [unavailable()] * 2})
     assert outcome.handler == "backup_2" and outcome.result.text == "c says hi"
-    assert provider.calls == ["a", "b", "b", "c"]
+    assert provider.models_called() == ["a", "b", "b", "c"]
     assert [(h.handler, h.outcome, h.error_class, h.attempts, h.reason) for h in outcome.hops] == [
         ("primary", "failed", "BadRequest", 1, "permanent"),
         ("backup", "failed", "ServiceUnavailable", 2, "max_retries"),
@@ -131,7 +104,7 @@ def test_human_pending_carries_the_hops():
 
 def test_a_route_without_models_goes_straight_to_rules():
     outcome, provider, *_ = run({}, route=Route("op", ()), text="weather today?")
-    assert outcome.handler == "rules" and provider.calls == []
+    assert outcome.handler == "rules" and provider.models_called() == []
 
 
 def test_hops_round_trip():

@@ -30,50 +30,19 @@ from agentops.runtime.protocols import (
     RecordingUsageSink,
     ScriptedEscalator,
 )
-from agentops.runtime.providers import LLMRequest, LLMResult, Rule
+from agentops.runtime.providers import LLMRequest, Rule
 from agentops.runtime.retry import RetryPolicy, RetrySettings
 from agentops.runtime.routing import Route, Target
 from agentops.runtime.timeouts import Deadline
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class ScriptedProvider:
-    """Per model a FIFO of outcomes (an exception to raise, or a text); then ``answer from <model>``."""
-
-    def __init__(self, clock: FakeClock, name: str = "fake", latency: float = 0.01) -> None:
-        self.name = name
-        self.clock = clock
-        self.latency = latency
-        self.scripts: dict[str, list] = {}
-        self.calls: list[tuple[str, float]] = []
-        self.requests: list[LLMRequest] = []
-
-    def script(self, model: str, *outcomes) -> ScriptedProvider:
-        self.scripts.setdefault(model, []).extend(outcomes)
-        return self
-
-    def complete(self, request: LLMRequest, timeout: float) -> LLMResult:
-        self.calls.append((request.model, timeout))
-        self.requests.append(request)
-        self.clock.now += self.latency
-        queue = self.scripts.get(request.model) or []
-        outcome = queue.pop(0) if queue else f"answer from {request.model}"
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if outcome == "forever":
-            queue.insert(0, outcome)
-            raise ProviderError(ErrorClass.SERVICE_UNAVAILABLE, "down", status=503)
-        return LLMResult(outcome, request.model, self.name, input_tokens=10, output_tokens=5, finish_reason="stop")
-
-    def models_called(self) -> list[str]:
-        return [m for m, _ in self.calls]
+from tests.fixtures.runtime import (
+    BatchingAdaptive,
+    BrokenLedger,
+    FakeAdaptive,
+    FakeClock,
+    ScriptedProvider,
+    Sleeper,
+)
+from tests.fixtures.waiting import wait_for
 
 
 def perr(cls: ErrorClass, **kw) -> ProviderError:
@@ -104,8 +73,9 @@ CONFIG = RuntimeConfig(
 
 class Harness:
     def __init__(self, config: RuntimeConfig = CONFIG, **deps) -> None:
-        self.clock = FakeClock()
-        self.waits: list[float] = []
+        self.clock = FakeClock(start=1000.0)
+        self.sleep = Sleeper(self.clock)
+        self.waits = self.sleep.waits
         self.provider = ScriptedProvider(self.clock)
         self.source = StaticConfigSource(config)
         self.usage = RecordingUsageSink()
@@ -123,10 +93,6 @@ class Harness:
         )
         defaults.update(deps)
         self.deps = GuardDeps(**defaults)
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.clock.now += seconds
 
     def call(self, text: str = "plan a trip", operation: str = "planning", **kw) -> GuardResult:
         request = LLMRequest([{"role": "user", "content": text}], operation=operation, max_tokens=100)
@@ -333,18 +299,6 @@ def test_an_expired_deadline_skips_the_models_but_rules_and_human_still_answer(h
     assert h.provider.calls == []
 
 
-class FakeAdaptive:
-    def __init__(self, value: float) -> None:
-        self.value = value
-        self.recorded: list[tuple[str, str, float]] = []
-
-    def timeout_for(self, operation, model, default):
-        return self.value if model == "large" else default
-
-    def record(self, operation, model, seconds):
-        self.recorded.append((operation, model, round(seconds, 6)))
-
-
 def test_adaptive_timeouts_are_used_and_fed():
     adaptive = FakeAdaptive(2.5)
     h = Harness(adaptive=adaptive, record_latency_in_background=False)
@@ -490,22 +444,8 @@ def test_result_round_trips_through_a_dict(h):
     assert GuardResult.from_dict(result.to_dict()).hops == result.hops
 
 
-class Broken:
-    def settle(self, handle, usage):
-        raise RuntimeError("ledger down")
-
-    def reserve(self, meta):
-        return 1
-
-    def release(self, handle):
-        raise RuntimeError("ledger down")
-
-    def record(self, usage):
-        raise RuntimeError("ledger down")
-
-
 def test_a_failing_ledger_does_not_lose_a_paid_answer():
-    h = Harness(budget=Broken(), usage=Broken())
+    h = Harness(budget=BrokenLedger(), usage=BrokenLedger())
     assert h.call().text == "answer from large"
     h.provider.script("large", perr(ErrorClass.AUTHENTICATION))
     h.provider.script("small", perr(ErrorClass.AUTHENTICATION))
@@ -527,15 +467,6 @@ def test_config_switch_turns_rules_off_everywhere(h):
     h.provider.script("small", perr(ErrorClass.BAD_REQUEST))
     result = h.call("opening hours?")
     assert [hop.handler for hop in result.hops] == ["primary", "backup", "human"]
-
-
-class BatchingAdaptive(FakeAdaptive):
-    def __init__(self) -> None:
-        super().__init__(2.5)
-        self.batches: list[list[tuple[str, str, float]]] = []
-
-    def record_many(self, samples):
-        self.batches.append(list(samples))
 
 
 def test_background_latency_recorder_writes_in_batches():
@@ -560,9 +491,7 @@ def test_background_latency_recorder_wakes_early_for_a_full_batch():
     recorder.flush()
     for i in range(21):  # the thread holds the first one while it waits; 20 more wake it
         recorder.record("op", "m", float(i))
-    deadline = time.monotonic() + 5
-    while sum(len(b) for b in adaptive.batches) < 22 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: sum(len(b) for b in adaptive.batches) >= 22, timeout=5, interval=0.01, message="the batch")
     assert sum(len(b) for b in adaptive.batches) == 22  # long before the 60 s interval
 
 

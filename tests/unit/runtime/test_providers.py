@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import httpx2
-import openai
 import pytest
 
 from agentops.runtime.errors import ErrorClass, NoRuleMatched, ProviderError
@@ -20,6 +19,7 @@ from agentops.runtime.providers import (
     content_text,
     estimate_prompt_tokens,
 )
+from tests.fixtures.runtime import Edge
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "plan a trip to Rome"}]
 
@@ -40,30 +40,6 @@ def completion(content="Day 1: Colosseum", **extra):
     }
     body.update(extra)
     return body
-
-
-class Edge:
-    """A fake network edge: records requests, answers with the queued responses."""
-
-    def __init__(self, *responses):
-        self.responses = list(responses)
-        self.requests: list[httpx2.Request] = []
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.requests.append(request)
-        answer = self.responses.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def provider(self, **kw) -> OpenAICompatProvider:
-        client = openai.OpenAI(
-            api_key="k",
-            base_url="http://edge.test/v1",
-            max_retries=0,
-            http_client=httpx2.Client(transport=httpx2.MockTransport(self)),
-        )
-        return OpenAICompatProvider("edge", "http://edge.test/v1", "k", client=client, **kw)
 
 
 def test_openai_compat_sends_the_request_and_reads_usage():

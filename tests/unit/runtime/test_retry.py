@@ -18,27 +18,7 @@ from agentops.runtime.retry import (
     call_with_retries,
 )
 from agentops.runtime.timeouts import Deadline
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Sleeper:
-    """Records waits and advances the fake clock instead of sleeping."""
-
-    def __init__(self, clock: FakeClock | None = None) -> None:
-        self.waits: list[float] = []
-        self.clock = clock
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if self.clock is not None:
-            self.clock.now += seconds
+from tests.fixtures.runtime import FakeClock, Sleeper
 
 
 def failing(*errors: ProviderError, result: str = "ok"):
@@ -150,7 +130,7 @@ def test_retry_after_replaces_the_curve():
 
 
 def test_a_wait_past_the_deadline_stops_retrying():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     sleep = Sleeper(clock)
     deadline = Deadline.after(5.0, clock=clock)
     fn = failing(err(ErrorClass.RATE_LIMIT, retry_after=30.0))
@@ -161,7 +141,7 @@ def test_a_wait_past_the_deadline_stops_retrying():
 
 
 def test_the_curve_is_cut_by_the_deadline_too():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     sleep = Sleeper(clock)
     deadline = Deadline.after(10.0, clock=clock)  # 2 + 4 fit, the next 8 would not
     fn = failing(*[err(ErrorClass.SERVICE_UNAVAILABLE) for _ in range(5)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agentops.runtime.config import DEFAULT_CONFIG, LARGE_MODEL, SMALL_MODEL, CachedConfigSource, seed_routes
 from agentops.runtime.routing import Route, Router, Target, handler_name
+from tests.fixtures.runtime import FakeClock
 
 
 def test_seed_routes_choose_by_complexity():
@@ -52,15 +53,8 @@ def test_config_builds_derived_objects_once_and_rebuilds_on_replace():
     assert cfg.router is not DEFAULT_CONFIG.router
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_cached_config_source_reloads_on_ttl_and_on_a_version_change():
-    clock = Clock()
+    clock = FakeClock()
     loads: list[int] = []
     version = {"v": 1}
 
@@ -86,7 +80,7 @@ def test_cached_config_source_reloads_on_ttl_and_on_a_version_change():
 
 
 def test_cached_config_source_survives_a_failing_loader():
-    clock = Clock()
+    clock = FakeClock()
     calls = {"n": 0}
 
     def load():

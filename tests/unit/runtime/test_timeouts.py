@@ -16,14 +16,7 @@ from agentops.runtime.timeouts import (
     TimeoutExceeded,
     p95,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fixtures.runtime import FakeClock
 
 
 def test_seed_defaults():
@@ -38,7 +31,7 @@ def test_seed_defaults():
 
 
 def test_deadline_math():
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     d = Deadline.after(10, clock=clock)
     assert d.remaining() == 10
     assert not d.expired
@@ -134,7 +127,7 @@ def test_shared_between_instances(redis_client):
 
 
 def test_value_is_cached_in_process_for_about_a_second(redis_client):
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     reader = AdaptiveTimeouts(redis_client, clock=clock)
     writer = fresh(redis_client)
     assert reader.timeout_for("op", "m", 25.0) == 25.0

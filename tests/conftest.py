@@ -13,7 +13,7 @@ import pytest
 from django.core.management.base import CommandError
 from django.test.testcases import TransactionTestCase
 
-from budgets.actions import directory_changed
+from budgets.actions.directory import directory_changed
 
 # Playwright's sync API keeps an event loop in the main thread; Django would refuse ORM calls there.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

@@ -17,8 +17,9 @@ from agentops.runs.actions import lifecycle
 from agentops.runs.models import Step
 from review.escalator import ReviewEscalations
 from review.models import Escalation
+from tests.fixtures.factories import run_in
 from tests.fixtures.stack import REPO_ROOT
-from tests.fixtures.waiting import wait_for_run
+from tests.fixtures.waiting import wait_for
 
 
 def test_this_process_got_the_ports_at_start_up():
@@ -39,7 +40,7 @@ def test_the_celery_worker_got_the_ports(defaults, worker):
     """On the worker the run takes its guard and tool policy from the ports, and its held tool call opens an
     escalation in the review queue through them."""
     run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-approval"), {"to": "ana@example.com"})
-    run = wait_for_run(run.pk, {"waiting_human"})
+    run = wait_for(run_in(run.pk, "waiting_human"))
     step = Step.objects.get(run=run, status="waiting_human")
     escalation = Escalation.objects.get(pk=step.escalation_id)
     assert (escalation.run_id, escalation.step_seq, escalation.reason) == (run.pk, step.seq, "sensitive_operation")

@@ -17,6 +17,9 @@ Endpoints
     with lorem-ipsum filler); ``mock_content`` — this exact answer; ``mock_tool_calls`` —
     ``[{"name": …, "arguments": {…}}]``: answer with these tool calls
     (``finish_reason="tool_calls"``). ``X-Mock-Words`` header works too.
+    Like a model after a tool ran: when the last message is a tool result (``role: "tool"``), the answer is
+    text, ``"Mock answer from the tool: <its content>"``, and ``mock_tool_calls`` is not applied — so an agent
+    loop that sends the knob on every turn (an SDK's ``extra_body``) ends after one round trip.
     Like the real API: the answer names the model's dated snapshot (``gpt-4o`` answers as
     ``gpt-4o-2024-08-06``, ``gpt-4`` as ``gpt-4-0613``; names it does not know come back as sent, like vLLM);
     tokens are counted with OpenAI's tokenizer (``o200k_base``, ``cl100k_base`` for gpt-4 / gpt-3.5):
@@ -212,6 +215,8 @@ def answer_for(req: dict[str, Any], headers: dict[str, str]) -> str:
     if isinstance(req.get("mock_content"), str):
         return req["mock_content"]
     messages = req.get("messages") or []
+    if after_tool_result(messages):
+        return f"Mock answer from the tool: {text_of(messages[-1].get('content'))}"
     last_user = next(
         (text_of(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
         "",
@@ -225,6 +230,16 @@ def answer_for(req: dict[str, Any], headers: dict[str, str]) -> str:
     if n <= len(parts):
         return " ".join(parts[:n])
     return " ".join(parts + [FILLER[i % len(FILLER)] for i in range(n - len(parts))])
+
+
+def after_tool_result(messages: Any) -> bool:
+    """Whether the conversation ends with a tool's result (a model then answers with text)."""
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and isinstance(messages[-1], dict)
+        and messages[-1].get("role") == "tool"
+    )
 
 
 def _json(obj: Any) -> bytes:
@@ -323,7 +338,7 @@ def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]
     }
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     calls = req.get("mock_tool_calls")
-    if isinstance(calls, list) and calls:
+    if isinstance(calls, list) and calls and not after_tool_result(req.get("messages")):
         message["content"] = None
         message["tool_calls"] = [_mock_tool_call(index, call) for index, call in enumerate(calls)]
         finish = "tool_calls"

@@ -169,9 +169,10 @@ def check_for_models(request: EmbeddingsBody, models: Sequence[str]) -> int:
         if request.dimensions is not None and request.dimensions > width:
             raise bad_request(f"Invalid value for 'dimensions': {model} allows at most {width}.", "dimensions")
         counts = item_tokens(request.input, model)
+        batch = isinstance(request.input, list) and not _token_list(request.input)
         for index, count in enumerate(counts):
             if count > EMBEDDING_MAX_INPUT_TOKENS:
-                where = "input" if len(counts) == 1 else f"input[{index}]"
+                where = f"input[{index}]" if batch else "input"
                 raise bad_request(
                     f"This model's maximum context length is {EMBEDDING_MAX_INPUT_TOKENS} tokens, however you "
                     f"requested {count} tokens in {where}. Please reduce your input.",

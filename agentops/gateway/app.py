@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
+from agentops.gateway.embeddings import embeddings_job
 from agentops.gateway.handling import authenticate, bearer_key, catalog, chat_job, database_unavailable, invalid_api_key
 from agentops.gateway.tool_review import apply_decisions, decided_by_position, decisions_for
 from agentops.gateway.wire import WireError
@@ -34,6 +35,7 @@ from agentops.observability import metrics
 log = structlog.get_logger("agentops.gateway")
 
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
 
 _pool: ThreadPoolExecutor | None = None
@@ -91,6 +93,12 @@ async def _serve(scope, receive, send) -> None:
             _refuse_known_bad_key(scope)
             raw = await _read_body(scope, receive)
             await _chat(scope, receive, send, raw, started, request_id, own)
+        elif path == EMBEDDINGS_PATH:
+            if method != "POST":
+                raise WireError(405, f"Method {method} is not allowed on {path}; use POST.", code="method_not_allowed")
+            _refuse_known_bad_key(scope)
+            raw = await _read_body(scope, receive)
+            await _job(embeddings_job, scope, receive, send, raw, started, request_id, own)
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             if method != "GET":
                 raise WireError(405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed")
@@ -148,9 +156,14 @@ async def _watch_disconnect(receive, outbox: Outbox) -> None:
 
 
 async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
+    await _job(chat_job, scope, receive, send, raw, started, request_id, own)
+
+
+async def _job(run, scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
+    """Run ``run(raw, headers, outbox, started, request_id)`` on a gateway thread and send what it posts."""
     loop = asyncio.get_running_loop()
     outbox = Outbox(loop)
-    job = loop.run_in_executor(pool(), chat_job, raw, _headers(scope), outbox, started, request_id)
+    job = loop.run_in_executor(pool(), run, raw, _headers(scope), outbox, started, request_id)
     watcher = asyncio.ensure_future(_watch_disconnect(receive, outbox))
     answer = asyncio.ensure_future(_send_answer(send, outbox, own))
     try:

@@ -45,7 +45,7 @@ def assert_guarded(headers: Mapping[str, str]) -> None:
 
 def ledger_rows(agent: str, count: int) -> list[UsageRecord]:
     """The agent's gateway ledger rows, oldest first, once there are ``count`` (settling follows the answer);
-    each is priced (the seed's "*" price covers the mock's models)."""
+    each is priced (the seed's "*" price covers the mock's models) unless it was answered from the cache."""
 
     def rows() -> list[UsageRecord] | None:
         found = list(UsageRecord.objects.filter(agent=agent).order_by("id"))
@@ -55,7 +55,8 @@ def ledger_rows(agent: str, count: int) -> list[UsageRecord]:
     found = wait_for(rows)
     assert len(found) == count, [(r.model, r.input_tokens, r.output_tokens) for r in found]
     for row in found:
-        assert row.source == "gateway" and row.cost_usd > 0 and row.price_id is not None, row.__dict__
+        assert row.source == "gateway", row.__dict__
+        assert row.cached or (row.cost_usd > 0 and row.price_id is not None), row.__dict__  # a cache hit is free
     return found
 
 

@@ -23,7 +23,7 @@ import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from agentops.gateway import wire
+from agentops.gateway import responses, wire
 from agentops.gateway.handling import authenticate, bearer_key, catalog, chat_job, database_unavailable, invalid_api_key
 from agentops.gateway.tool_review import apply_decisions, decided_by_position, decisions_for
 from agentops.gateway.wire import WireError
@@ -35,6 +35,7 @@ log = structlog.get_logger("agentops.gateway")
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
+RESPONSES_PATH = "/v1/responses"
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -91,6 +92,24 @@ async def _serve(scope, receive, send) -> None:
             _refuse_known_bad_key(scope)
             raw = await _read_body(scope, receive)
             await _chat(scope, receive, send, raw, started, request_id, own)
+        elif path == RESPONSES_PATH:
+            if method != "POST":
+                raise WireError(405, f"Method {method} is not allowed on {path}; use POST.", code="method_not_allowed")
+            _refuse_known_bad_key(scope)
+            raw = await _read_body(scope, receive)
+            turn = responses.Turn(request_id)
+            reply = responses.TranslatingSend(send, turn, pool())
+            await _chat(scope, receive, reply, raw, started, request_id, own, job=turn.job)
+        elif path.startswith(RESPONSES_PATH + "/"):
+            if method not in ("GET", "DELETE"):
+                raise WireError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+            _refuse_known_bad_key(scope)
+            loop = asyncio.get_running_loop()
+            job = responses.stored_job
+            status, body = await loop.run_in_executor(
+                pool(), job, _headers(scope), path[len(RESPONSES_PATH) + 1 :], method
+            )
+            await _respond(send, status, body, own)
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             if method != "GET":
                 raise WireError(405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed")
@@ -147,10 +166,10 @@ async def _watch_disconnect(receive, outbox: Outbox) -> None:
     outbox.gone.set()
 
 
-async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
+async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list, job=chat_job) -> None:
     loop = asyncio.get_running_loop()
     outbox = Outbox(loop)
-    job = loop.run_in_executor(pool(), chat_job, raw, _headers(scope), outbox, started, request_id)
+    job = loop.run_in_executor(pool(), job, raw, _headers(scope), outbox, started, request_id)
     watcher = asyncio.ensure_future(_watch_disconnect(receive, outbox))
     answer = asyncio.ensure_future(_send_answer(send, outbox, own))
     try:

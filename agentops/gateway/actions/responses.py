@@ -36,7 +36,15 @@ def purge_expired(batch: int = 5000) -> int:
     deleted = 0
     while True:
         with transaction.atomic():
-            ids = list(StoredResponse.objects.filter(expires_at__lte=timezone.now()).values_list("id", flat=True)[:batch])
+            ids = list(
+                StoredResponse.objects.filter(expires_at__lte=timezone.now()).values_list("id", flat=True)[:batch]
+            )
             if not ids:
                 return deleted
             deleted += StoredResponse.objects.filter(id__in=ids).delete()[0]
+
+
+def delete_response(response_id: str, agent_id: int) -> bool:
+    """Delete the agent's own answer ``response_id``; whether there was one."""
+    with transaction.atomic():
+        return StoredResponse.objects.filter(id=response_id, agent_id=agent_id).delete()[0] > 0

@@ -101,7 +101,9 @@ class OpenAICompatProvider:
         try:
             # The SDK's client as for passthrough completions (auth, its exception classes on a bad status),
             # the response left unread: the lines are parsed here as they arrive.
-            response = self.client.post(path, body=body, cast_to=sdk_http.Response, options={"timeout": timeout}, stream=True)
+            response = self.client.post(
+                path, body=body, cast_to=sdk_http.Response, options={"timeout": timeout}, stream=True
+            )
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
         chunks = self._chunks(request, response, native=native is not None)
@@ -151,7 +153,9 @@ class OpenAICompatProvider:
             kwargs["temperature"] = request.temperature
         return kwargs
 
-    def _chunks(self, request: LLMRequest, response: Any, native: bool = False) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def _chunks(
+        self, request: LLMRequest, response: Any, native: bool = False
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """``(payload, chunk)`` per SSE ``data:`` line until ``[DONE]`` (``native``: a Responses event stream,
         as chat chunks); failures leave classified."""
         lines = self._lines(request, response)

@@ -126,7 +126,9 @@ def chat_chunks_of(events: Iterator[dict[str, Any]], requested_model: str) -> It
         elif kind == "response.function_call_arguments.delta":
             index = calls.get(int(event.get("output_index") or 0))
             if index is not None:
-                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": str(event.get("delta") or "")}}]})
+                yield chunk(
+                    {"tool_calls": [{"index": index, "function": {"arguments": str(event.get("delta") or "")}}]}
+                )
         elif kind in ("response.completed", "response.incomplete"):
             response = event.get("response") or {}
             message = {"tool_calls": [1]} if calls else {}

@@ -385,7 +385,7 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str], respo
         req = chat_of(original)
     model = str(req.get("model") or "unknown")
     fault = STATE.next_fault(model, headers.get("x-mock-fault"))
-    STATE.record(model, fault, headers, req, scope["path"])
+    STATE.record(model, fault, headers, original or req, scope["path"])
     if not valid_fault(fault):
         await _error(send, 400, message=f"Unknown mock fault {fault!r}.")
         return

@@ -34,8 +34,15 @@ from agentops.runtime.providers.responses_native import message_of
 
 ROLES = frozenset({"user", "system", "developer", "assistant"})
 TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
-# Fields the chat completion carries on as they came (besides what is translated below).
-CHAT_FIELDS = ("top_p", "user", "parallel_tool_calls", "safety_identifier", "prompt_cache_key", "seed", "stop")
+# Responses fields read (and translated) here, or with no chat-completions counterpart (dropped); every other
+# field goes to the upstream's chat completion as it came, as on /v1/chat/completions.
+RESPONSES_FIELDS = frozenset(
+    {
+        "model", "input", "instructions", "tools", "tool_choice", "stream", "stream_options", "store",
+        "previous_response_id", "metadata", "max_output_tokens", "temperature", "text", "reasoning", "include",
+        "truncation", "background", "conversation", "prompt", "max_tool_calls", "top_logprobs",
+    }
+)  # fmt: skip
 UNSUPPORTED = {
     "background": "background responses",
     "conversation": "conversations (send previous_response_id, or the items themselves)",
@@ -255,7 +262,7 @@ def chat_request(request: ResponsesRequest, history: list[dict[str, Any]], nativ
     items of its previous response). ``native``: keep the Responses body for a provider that speaks it."""
     items = [*history, *request.items]
     body = request.body
-    upstream: dict[str, Any] = {name: body[name] for name in CHAT_FIELDS if body.get(name) is not None}
+    upstream = {name: value for name, value in body.items() if name not in RESPONSES_FIELDS and value is not None}
     if request.tools:
         upstream["tools"] = [
             {

@@ -4,6 +4,7 @@ and what goes back (see app.py for the threading). Failures become OpenAI-shaped
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -24,6 +25,7 @@ from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.guard import guarded_llm
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from agentops.runtime.providers.base import LLMRequest, content_text
+from agentops.runtime.providers.responses_native import NATIVE_KEY
 from agentops.runtime.routing import Route, Target
 from agentops.wiring import guard_deps
 
@@ -144,14 +146,26 @@ def cacheable(cfg, request: ChatRequest) -> bool:
 # --- the job -----------------------------------------------------------------------------------------
 
 
-def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str) -> None:
-    """Answer one chat completion request through ``outbox`` (see app.Outbox)."""
+def parse_chat(raw: bytes, principal) -> ChatRequest:
+    return wire.parse_chat_request(raw)
+
+
+def chat_job(
+    raw: bytes,
+    headers: dict[str, str],
+    outbox,
+    started: float,
+    request_id: str,
+    parse: Callable[[bytes, Any], ChatRequest] = parse_chat,
+) -> None:
+    """Answer one chat completion request through ``outbox`` (see app.Outbox). ``parse(raw, principal)`` reads
+    the request (another wire format translates its own to a chat completion here, e.g. /v1/responses)."""
     after: list = []  # the settle and log line of the answer, run once it is on its way (guarded_llm's defer)
     try:
         principal = authenticate(headers)
         admit(principal, outbox)
         rate_limit(principal)
-        request = wire.parse_chat_request(raw)
+        request = parse(raw, principal)
         _answer(principal, request, headers, outbox, started, request_id, after)
     except WireError as error:
         outbox.put("reply", error.status, error.headers()[1:], error.body())
@@ -191,6 +205,8 @@ def _answer(
     max_tokens = request.max_tokens or settings.GATEWAY_DEFAULT_MAX_TOKENS
     if request.cap_field == "max_completion_tokens":
         extra["max_completion_tokens"] = max_tokens
+    if request.native is not None:
+        extra[NATIVE_KEY] = request.native
     use_cache = cacheable(cfg, request)
     llm_request = LLMRequest(
         messages=request.messages,

@@ -95,6 +95,7 @@ import uvicorn
 from agentops.demo.mock_embeddings import EmbeddingsRefused, embeddings_response
 from agentops.demo.mock_responses import chat_of, events_of, response_of
 from agentops.demo.mock_usage import (  # noqa: F401  count_tokens, prompt_tokens: tests use them here
+    after_tool_result,
     answered_name,
     approx_tokens,
     count_tokens,
@@ -241,16 +242,6 @@ def answer_for(req: dict[str, Any], headers: dict[str, str]) -> str:
     if n <= len(parts):
         return " ".join(parts[:n])
     return " ".join(parts + [FILLER[i % len(FILLER)] for i in range(n - len(parts))])
-
-
-def after_tool_result(messages: Any) -> bool:
-    """Whether the conversation ends with a tool's result (a model then answers with text)."""
-    return (
-        isinstance(messages, list)
-        and bool(messages)
-        and isinstance(messages[-1], dict)
-        and messages[-1].get("role") == "tool"
-    )
 
 
 def _json(obj: Any) -> bytes:

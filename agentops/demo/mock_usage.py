@@ -19,6 +19,16 @@ def text_of(content: Any) -> str:
     return ""
 
 
+def after_tool_result(messages: Any) -> bool:
+    """Whether the conversation ends with a tool's result (a model then answers with text)."""
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and isinstance(messages[-1], dict)
+        and messages[-1].get("role") == "tool"
+    )
+
+
 # What the real API answers for an undated name: its current snapshot.
 DATED_NAMES = {
     "gpt-4": "gpt-4-0613",

@@ -30,6 +30,8 @@ Endpoints
     ``function_call`` (``finish_reason="function_call"``). Streamed, a tool call comes in pieces like
     OpenAI's: name, type and id in its first delta (no id when it has none), the arguments split over
     several deltas, ``index`` per call; a ``function_call`` streams the same way under ``delta.function_call``.
+``POST /v1/messages``, ``POST /v1/messages/count_tokens``
+    Anthropic's Messages API with the same knobs and faults (``agentops/demo/mock_anthropic.py``).
 ``GET /v1/models``
     A model list (a few default ids plus every model seen).
 
@@ -592,6 +594,15 @@ async def app(scope, receive, send) -> None:
     if path == "/v1/chat/completions" and method == "POST":
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         await _chat(scope, receive, send, raw, headers)
+    elif path in ("/v1/messages", "/v1/messages/count_tokens") and method == "POST":
+        # Anthropic's side (it uses this module's helpers, so it is imported once this module is whole).
+        from agentops.demo import mock_anthropic  # noqa: PLC0415
+
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if path == "/v1/messages":
+            await mock_anthropic.messages(scope, receive, send, raw, headers, STATE)
+        else:
+            await mock_anthropic.count(scope, send, raw, headers, STATE)
     elif path == "/v1/models" and method == "GET":
         await _models(send)
     elif path == "/_mock/stats" and method == "GET":

@@ -31,7 +31,7 @@ import itertools
 import json
 from typing import Any
 
-from agentops.demo import mock_openai as base
+from agentops.demo import mock_http as base
 from agentops.demo.mock_usage import answered_name, count_tokens, cut_to_tokens
 from agentops.runtime.tokens import image_tokens
 

@@ -33,7 +33,13 @@ MAX_MODEL_CHARS = 256
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 # Fields that change the answer but have no chat-completions counterpart: kept for a native upstream,
 # and a request naming them is not answered from the cache (its key is built from the translation).
-NATIVE_ONLY = ("top_k", "thinking", "container", "mcp_servers", "service_tier")
+NATIVE_ONLY = ("top_k", "thinking", "container", "mcp_servers", "service_tier", "context_management")
+# Every field the Messages API defines: translated, or kept for a native upstream only. Any other field (a
+# provider's extension) goes to a chat-completions upstream unchanged, as on /v1/chat/completions.
+MESSAGES_FIELDS = frozenset(
+    {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature", "top_p"}
+    | {"tools", "tool_choice", "output_format", "output_config", "inference_geo", *NATIVE_ONLY}
+)
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -130,7 +136,7 @@ def parse(raw: bytes, headers: Mapping[str, str], *, count_only: bool = False) -
         raise bad_request("metadata.user_id: Input should be a valid string")
 
     messages = [*_system(body.get("system")), *_turns(body.get("messages"))]
-    upstream: dict[str, Any] = {}
+    upstream: dict[str, Any] = {key: value for key, value in body.items() if key not in MESSAGES_FIELDS}
     tools = _tools(body.get("tools"))
     if tools:
         upstream["tools"] = tools

@@ -18,6 +18,7 @@ from PIL import Image
 
 from agentops.config.models import ModelRoute, Provider
 from agentops.config.source import bump_version, config_source
+from agentops.demo.mock_usage import count_tokens
 from agentops.runs.models import Agent
 from budgets.actions import budgets as budget_actions
 from budgets.models import Budget, Reservation
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CLAUDE = "claude-3-5-sonnet-20241022"  # served natively by the "claude" provider (the mock's Anthropic side)
 CLAUDE_ALIAS = "claude-3-5-sonnet-latest"  # answers as its dated snapshot, like the real API
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
+ANSWER = "Mock answer to: What is the capital of France?"
 WEATHER = {"name": "lookup_weather", "description": "Weather of a city", "input_schema": {"type": "object"}}
 DELETE = {"name": RISKY["name"], "input_schema": {"type": "object"}}
 
@@ -69,7 +71,8 @@ def root(gateway, mock) -> str:
 
 @pytest.fixture
 def sdk(root, make_key):
-    """``sdk(agent, **kwargs)``: an ``anthropic.Anthropic`` for a new key of ``agent`` (sent as x-api-key)."""
+    """``sdk(agent, **kwargs)``: an ``anthropic.Anthropic`` for a new key of ``agent`` (this SDK sends an
+    ``api_key`` as a bearer token; Claude Code and older SDKs send ``x-api-key``, see ``sse``)."""
 
     def make(agent: str = "msg-agent", **kwargs) -> anthropic.Anthropic:
         kwargs.setdefault("max_retries", 0)
@@ -106,18 +109,24 @@ def test_a_message_translated_to_chat_completions_comes_back_as_a_message_with_t
     [row] = wait_for(settled("msg-text", 1))
     assert (row.model, row.session_id, row.operation) == (MOCK_A, "u-9", "chat")
     assert (row.input_tokens, row.output_tokens) == (message.usage.input_tokens, message.usage.output_tokens)
-    assert message.usage.input_tokens > 0 and message.usage.output_tokens == 9
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens == count_tokens(ANSWER, MOCK_A)
 
 
 def test_the_native_provider_gets_the_clients_body_and_headers_and_its_cache_usage_reaches_the_ledger(sdk, mock):
-    client = sdk("msg-native", default_headers={"anthropic-beta": "prompt-caching-2024-07-31"})
+    passed = {"anthropic-beta": "prompt-caching-2024-07-31", "anthropic-version": "2023-06-01"}
+    client = sdk("msg-native", default_headers=passed)
     system = [{"type": "text", "text": "You are a geography tutor. " * 20, "cache_control": {"type": "ephemeral"}}]
-    first = client.messages.create(model=CLAUDE_ALIAS, max_tokens=60, system=system, messages=ASK, top_k=5)
+    first = client.messages.create(
+        model=CLAUDE_ALIAS, max_tokens=60, system=system, messages=ASK, extra_body={"top_k": 5}
+    )
     sent = mock.stats()["last_request"]
     assert sent["path"] == "/v1/messages"
     assert sent["body"]["system"] == system and sent["body"]["top_k"] == 5 and sent["body"]["max_tokens"] == 60
     assert sent["headers"]["anthropic-beta"] == "prompt-caching-2024-07-31"
-    assert sent["headers"]["anthropic-version"] == "2023-06-01" and sent["headers"]["x-api-key"] == "sk-ant-test"
+    assert (
+        sent["headers"]["anthropic-version"] == "2023-06-01"
+        and sent["headers"]["authorization"] == "Bearer sk-ant-test"
+    )
     raw = client.messages.with_raw_response.create(model=CLAUDE_ALIAS, max_tokens=60, system=system, messages=ASK)
     second = raw.parse()
     assert first.model == second.model == "claude-3-5-sonnet-20241022"
@@ -299,7 +308,7 @@ def test_a_stream_has_anthropics_events_in_order_and_its_final_usage_is_the_ledg
     end = events[-2][1]
     assert end["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     [row] = wait_for(settled(agent, 1))
-    assert end["usage"]["output_tokens"] == row.output_tokens == 9
+    assert end["usage"]["output_tokens"] == row.output_tokens == count_tokens(ANSWER, model)
     start_usage = events[0][1]["message"]["usage"]
     assert end["usage"].get("input_tokens", start_usage["input_tokens"]) == row.input_tokens
 
@@ -329,12 +338,22 @@ def test_count_tokens_is_the_bound_the_reservation_holds(sdk):
     assert counted.input_tokens >= message.usage.input_tokens > 0
 
 
-def test_a_bearer_token_works_like_x_api_key_and_a_wrong_key_is_an_authentication_error(root, make_key):
+def test_x_api_key_and_a_bearer_token_both_name_the_agent_and_a_wrong_key_is_an_authentication_error(root, make_key):
+    by_header = httpx.post(
+        f"{root}/v1/messages",
+        json={"model": MOCK_A, "max_tokens": 20, "messages": ASK},
+        headers={"x-api-key": make_key("msg-x-api-key"), "anthropic-version": "2023-06-01"},
+        timeout=10,
+    )
+    assert by_header.status_code == 200 and by_header.json()["content"][0]["text"] == ANSWER
+    assert by_header.headers["x-agentops-handler"] == "primary"
     bearer = anthropic.Anthropic(base_url=root, auth_token=make_key("msg-bearer"), max_retries=0)
     message = bearer.messages.create(model=MOCK_A, max_tokens=20, messages=ASK)
-    assert message.content[0].text.startswith("Mock answer")
+    assert message.content[0].text == ANSWER
     [row] = wait_for(settled("msg-bearer", 1))
     assert row.output_tokens == message.usage.output_tokens
+    [row] = wait_for(settled("msg-x-api-key", 1))
+    assert row.output_tokens == by_header.json()["usage"]["output_tokens"]
     wrong = anthropic.Anthropic(base_url=root, api_key="ao_not-a-real-key", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError) as refused:
         wrong.messages.create(model=MOCK_A, max_tokens=20, messages=ASK)
@@ -342,6 +361,8 @@ def test_a_bearer_token_works_like_x_api_key_and_a_wrong_key_is_an_authenticatio
     assert refused.value.body["error"]["type"] == "authentication_error"
     with pytest.raises(anthropic.AuthenticationError):
         wrong.messages.count_tokens(model=MOCK_A, messages=ASK)
+    response = httpx.post(f"{root}/v1/messages", json={}, headers={"x-api-key": "ao_wrong"}, timeout=10)
+    assert (response.status_code, response.json()["error"]["type"]) == (401, "authentication_error")
 
 
 @pytest.mark.parametrize(
@@ -365,12 +386,13 @@ def test_bad_input_is_a_400_invalid_request_error_and_nothing_goes_upstream(root
     assert mock.stats()["requests"] == 0
 
 
-def test_not_json_and_unknown_models_are_anthropic_errors(sdk, root, make_key):
+def test_not_json_and_an_upstreams_404_are_anthropic_errors(sdk, root, make_key, mock):
+    mock.script("no-such-model", ["404"])  # the default upstream does not know it: its 404 passes through
     response = httpx.post(f"{root}/v1/messages", content=b"{nope", headers={"x-api-key": make_key("msg-json")})
     assert (response.status_code, response.json()["error"]["type"]) == (400, "invalid_request_error")
     with pytest.raises(anthropic.NotFoundError) as missing:
         sdk("msg-404").messages.create(model="no-such-model", max_tokens=10, messages=ASK)
-    assert missing.value.body["error"]["type"] == "not_found_error"
+    assert missing.value.body["error"]["type"] == "not_found_error" and "does not exist" in missing.value.message
     response = httpx.get(f"{root}/v1/messages", headers={"x-api-key": make_key("msg-get")})
     assert (response.status_code, response.json()["error"]["type"]) == (405, "invalid_request_error")
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import anthropic
 import httpx2
 import openai
 from django.conf import settings
@@ -29,6 +30,7 @@ from agentops.runtime.breaker import BreakerRegistry, BreakerState
 from agentops.runtime.cache import CACHE_SPECS, TwoLevelCache
 from agentops.runtime.errors import FallbackExhausted
 from agentops.runtime.guard import GuardDeps, guarded_llm, make_breaker_registry
+from agentops.runtime.providers.anthropic_native import AnthropicProvider
 from agentops.runtime.providers.base import LLMRequest, Provider
 from agentops.runtime.providers.openai_compat import OpenAICompatProvider
 from agentops.runtime.providers.simulated import SimulatedProvider
@@ -54,8 +56,23 @@ def guarded_openai_client(base_url: str, api_key: str):
     )
 
 
+def guarded_anthropic_client(base_url: str | None, api_key: str):
+    """The anthropic SDK client of an Anthropic provider, behind the same address guard as the openai one."""
+    transport = netguard.guarded_transport(httpx2.HTTPTransport)(limits=anthropic.DEFAULT_CONNECTION_LIMITS)
+    return anthropic.Anthropic(
+        base_url=base_url or None,
+        api_key=api_key or "unset",
+        max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(transport=transport),
+    )
+
+
 def build_provider(row) -> Provider:
     """A runtime provider from a Provider row."""
+    if row.kind == ProviderRow.Kind.ANTHROPIC:
+        return AnthropicProvider(
+            row.name, row.base_url or None, row.api_key, client=guarded_anthropic_client(row.base_url, row.api_key)
+        )
     if row.kind == ProviderRow.Kind.OPENAI:
         api_key = row.api_key or "unused"
         return OpenAICompatProvider(

@@ -38,11 +38,16 @@ class Provider(models.Model):
 
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible HTTP API"
+        ANTHROPIC = "anthropic", "Anthropic Messages API"
         SIMULATED = "simulated", "Simulated (offline, deterministic)"
 
     name = models.SlugField(max_length=50, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.SIMULATED)
-    base_url = models.URLField(blank=True, help_text="For OpenAI-compatible providers, e.g. https://api.openai.com/v1")
+    base_url = models.URLField(
+        blank=True,
+        help_text="For OpenAI-compatible providers, e.g. https://api.openai.com/v1; for Anthropic, the API's root "
+        "(blank: https://api.anthropic.com).",
+    )
     api_key = models.CharField(max_length=300, blank=True, help_text="Stored as given; leave blank for none.")
     latency_ms = models.PositiveIntegerField(default=0, help_text="Simulated providers: added latency.")
     fault_rate = models.FloatField(

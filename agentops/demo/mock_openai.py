@@ -42,6 +42,8 @@ Endpoints
 ``POST /v1/responses``
     OpenAI's Responses API, answered by the same code (faults, knobs, token counts) as a chat completion:
     see mock_responses.py. Streamed as Responses' typed events.
+``POST /v1/messages``, ``POST /v1/messages/count_tokens``
+    Anthropic's Messages API with the same knobs and faults (``agentops/demo/mock_anthropic.py``).
 ``GET /v1/models``
     A model list (a few default ids plus every model seen).
 
@@ -77,14 +79,10 @@ rates (a seeded RNG per entry, so a sequence is reproducible); ``POST /_mock/res
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import math
 import random
-import re
-import socket
-import struct
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -92,7 +90,19 @@ from typing import Any
 
 import uvicorn
 
+from agentops.demo import mock_anthropic
 from agentops.demo.mock_embeddings import EmbeddingsRefused, embeddings_response
+from agentops.demo.mock_http import (  # the plumbing shared with the Anthropic side (mock_anthropic.py)
+    FILLER,  # noqa: F401
+    HANG_SECONDS,
+    REFUSAL_TEXT,
+    _drop_connection,
+    _respond,
+    _sleep_unless_disconnected,
+    _until_disconnect,  # noqa: F401
+    answer_for,
+    valid_fault,
+)
 from agentops.demo.mock_responses import chat_of, events_of, response_of
 from agentops.demo.mock_usage import (  # noqa: F401  count_tokens, prompt_tokens: tests use them here
     after_tool_result,
@@ -114,15 +124,7 @@ except ImportError:
     LOOP = "asyncio"
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "mock-small", "mock-large")
-REFUSAL_TEXT = "I'm sorry, but I can't help with that."
-HANG_SECONDS = 600.0
 SLOW_BODY_PIECES = 10
-FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".split()  # noqa: SIM905
-_FAULT_RE = re.compile(
-    r"^(ok|reset|cut|malformed|empty|refusal|hang(:\d+(\.\d+)?)?|"
-    r"(delay|slow_body):\d+(\.\d+)?|[45]\d\d(:\d+(\.\d+)?)?)$"
-)
-
 _ERRORS = {
     400: ("invalid_request_error", None, "Invalid request (mock fault 400)."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided (mock fault 401)."),
@@ -136,10 +138,6 @@ _ERRORS = {
         "The engine is currently overloaded, please try again later (mock fault 503).",
     ),
 }
-
-
-def valid_fault(fault: str) -> bool:
-    return bool(_FAULT_RE.match(fault))
 
 
 @dataclass
@@ -223,27 +221,6 @@ _IDS = itertools.count(1)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def answer_for(req: dict[str, Any], headers: dict[str, str]) -> str:
-    if isinstance(req.get("mock_content"), str):
-        return req["mock_content"]
-    messages = req.get("messages") or []
-    if after_tool_result(messages):
-        return f"Mock answer from the tool: {text_of(messages[-1].get('content'))}"
-    last_user = next(
-        (text_of(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
-        "",
-    )
-    text = f"Mock answer to: {last_user}"
-    words = req.get("mock_words", headers.get("x-mock-words"))
-    if words is None:
-        return text
-    n = int(words)
-    parts = text.split()
-    if n <= len(parts):
-        return " ".join(parts[:n])
-    return " ".join(parts + [FILLER[i % len(FILLER)] for i in range(n - len(parts))])
-
-
 def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -257,35 +234,6 @@ async def _read_body(receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
-
-
-async def _until_disconnect(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _sleep_unless_disconnected(receive, seconds: float) -> bool:
-    """Sleep; return True early (and True) if the client went away meanwhile."""
-    try:
-        await asyncio.wait_for(_until_disconnect(receive), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _respond(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _error(
@@ -303,27 +251,6 @@ async def _error(
     body = _json({"error": error})
     headers = [(b"retry-after", retry_after.encode())] if retry_after is not None else []
     await _respond(send, status, body, headers)
-
-
-async def _drop_connection(send, receive) -> None:
-    """Close the TCP connection with a reset and no response at all.
-
-    uvicorn answers 500 when an app raises before starting a response, so raising is not enough: reach the
-    transport through uvicorn's bound ``send`` and abort it with SO_LINGER 0 (a real RST).
-    """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is None:  # another server: headers promising a body that never comes, then an error
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100000")]})
-        raise ConnectionAbortedError("mock fault: reset")
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    transport.abort()
-    # Let uvicorn see the disconnect before we return, or it would try to send a 500 on a dead transport.
-    await _sleep_unless_disconnected(receive, 1.0)
 
 
 def _completion(req: dict[str, Any], content: str, model: str) -> dict[str, Any]:
@@ -663,6 +590,12 @@ async def app(scope, receive, send) -> None:
     elif path == "/v1/embeddings" and method == "POST":
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         await _embeddings(scope, receive, send, raw, headers)
+    elif path in ("/v1/messages", "/v1/messages/count_tokens") and method == "POST":
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if path == "/v1/messages":
+            await mock_anthropic.messages(scope, receive, send, raw, headers, STATE)
+        else:
+            await mock_anthropic.count(scope, send, raw, headers, STATE)
     elif path == "/v1/models" and method == "GET":
         await _models(send)
     elif path == "/_mock/stats" and method == "GET":

@@ -23,9 +23,10 @@ import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from agentops.gateway import responses, wire
+from agentops.gateway import messages_wire, responses, wire
 from agentops.gateway.embeddings import embeddings_job
 from agentops.gateway.handling import authenticate, bearer_key, catalog, chat_job, database_unavailable, invalid_api_key
+from agentops.gateway.messages import count_tokens_job, messages_job, with_api_key
 from agentops.gateway.tool_review import apply_decisions, decided_by_position, decisions_for
 from agentops.gateway.wire import WireError
 from agentops.keys.tokens import known_bad
@@ -38,6 +39,8 @@ CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
 RESPONSES_PATH = "/v1/responses"
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -118,6 +121,8 @@ async def _serve(scope, receive, send) -> None:
                 pool(), job, _headers(scope), path[len(RESPONSES_PATH) + 1 :], method
             )
             await _respond(send, status, body, own)
+        elif path in (MESSAGES_PATH, COUNT_TOKENS_PATH):
+            await _messages(scope, receive, send, path, started, request_id, own)
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             if method != "GET":
                 raise WireError(405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed")
@@ -129,6 +134,26 @@ async def _serve(scope, receive, send) -> None:
             raise WireError(404, f"Unknown request URL: {method} {scope['path']}.", code="unknown_url")
     except WireError as error:
         await _respond(send, error.status, error.body(), own + error.headers()[1:])
+
+
+async def _messages(scope, receive, send, path: str, started: float, request_id: str, own: list) -> None:
+    """The Anthropic routes: errors in Anthropic's shape, the key from ``x-api-key`` or the bearer."""
+    try:
+        if scope["method"] != "POST":
+            raise WireError(405, f"Method {scope['method']} is not allowed on {path}; use POST.")
+        if known_bad(bearer_key(with_api_key(_headers(scope)))):
+            raise invalid_api_key()
+        raw = await _read_body(scope, receive)
+    except WireError as error:
+        status, headers, body = messages_wire.render_error(error)
+        await _respond(send, status, body, own + headers)
+        return
+    if path == MESSAGES_PATH:
+        await _chat(scope, receive, send, raw, started, request_id, own, job=messages_job)
+        return
+    loop = asyncio.get_running_loop()
+    status, headers, body = await loop.run_in_executor(pool(), count_tokens_job, raw, _headers(scope))
+    await _respond(send, status, body, own + headers)
 
 
 # --- HTTP plumbing -----------------------------------------------------------------------------------
@@ -214,6 +239,10 @@ async def _send_answer(send, outbox: Outbox, own: list) -> None:
         elif item[0] == "hold":
             status, headers, body = await _held_reply(item, outbox.gone)
             await _respond(send, status, body, own + headers)
+        elif item[0] == "hold_reply":  # ("hold_reply", pending, render): render(decisions) → status, headers, body
+            _, pending, render = item
+            status, headers, body = render(await _decisions(pending, outbox.gone))
+            await _respond(send, status, body, own + headers)
         else:  # "start": a stream
             await send(
                 {
@@ -241,6 +270,10 @@ async def _pump(send, outbox: Outbox) -> None:
             await send({"type": "http.response.body", "body": item[1], "more_body": True})
         elif kind == "hold_stream":
             for event in await _held_events(item, outbox.gone):
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        elif kind == "hold_events":  # ("hold_events", pending, render): render(decisions) → the events left
+            _, pending, render = item
+            for event in render(await _decisions(pending, outbox.gone)):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
         elif kind == "hold_body":  # a whole answer sent as a stream: the events of its decided body
             _, body, include_usage, pending = item

@@ -30,10 +30,10 @@ from agentops.gateway.handling import (
     _count,
     _exhausted,
     _header_value,
-    _overhead,
     admit,
     authenticate,
     database_unavailable,
+    overhead,
     rate_limit,
 )
 from agentops.gateway.wire import WireError, bad_request
@@ -293,7 +293,7 @@ def _answer(
         (b"x-agentops-handler", result.handler.encode()),
         (b"x-agentops-model", _header_value(result.model)),
         *_cost_header(principal.agent, request, result, models),
-        (b"x-agentops-overhead-ms", _overhead(started, result, "json")),
+        (b"x-agentops-overhead-ms", overhead(started, result, "json")),
     ]
     return 200, info, content
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -24,6 +25,7 @@ from agentops.runs.models import Agent
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.guard import guarded_llm
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
+from agentops.runtime.providers.anthropic_native import NATIVE
 from agentops.runtime.providers.base import LLMRequest, content_text
 from agentops.runtime.providers.responses_native import NATIVE_KEY
 from agentops.runtime.routing import Route, Target
@@ -160,27 +162,50 @@ def chat_job(
 ) -> None:
     """Answer one chat completion request through ``outbox`` (see app.Outbox). ``parse(raw, principal)`` reads
     the request (another wire format translates its own to a chat completion here, e.g. /v1/responses)."""
+
+    def answer(principal, raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str, after) -> None:
+        _answer(principal, parse(raw, principal), headers, outbox, started, request_id, after)
+
+    run_job(raw, headers, outbox, started, request_id, answer)
+
+
+def openai_error(error: WireError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return error.status, error.headers()[1:], error.body()
+
+
+def run_job(
+    raw: bytes,
+    headers: dict[str, str],
+    outbox,
+    started: float,
+    request_id: str,
+    answer: Callable[..., None],
+    render: Callable[[WireError], tuple[int, list[tuple[bytes, bytes]], bytes]] = openai_error,
+) -> None:
+    """One gateway request on its thread: the key, its in-flight slot and rate limit, then
+    ``answer(principal, raw, headers, outbox, started, request_id, after)``; any failure answered through
+    ``outbox`` as ``render`` shapes it (OpenAI's by default; /v1/messages passes Anthropic's)."""
     after: list = []  # the settle and log line of the answer, run once it is on its way (guarded_llm's defer)
+
+    def fail(error: WireError) -> None:
+        status, extra, body = render(error)
+        outbox.put("reply", status, extra, body)
+        _count(status, raw)
+
     try:
         principal = authenticate(headers)
         admit(principal, outbox)
         rate_limit(principal)
-        request = parse(raw, principal)
-        _answer(principal, request, headers, outbox, started, request_id, after)
+        answer(principal, raw, headers, outbox, started, request_id, after)
     except WireError as error:
-        outbox.put("reply", error.status, error.headers()[1:], error.body())
-        _count(error.status, raw)
+        fail(error)
     except (OperationalError, InterfaceError):  # PostgreSQL unreachable (a key not in the cache, a tool review …)
         # Only these mean "away": a DataError is a bug of ours, and a 503 would make the SDK retry it.
         log.warning("gateway.database_unavailable", request_id=request_id, exc_info=True)
-        error = database_unavailable()
-        outbox.put("reply", error.status, error.headers()[1:], error.body())
-        _count(error.status, raw)
+        fail(database_unavailable())
     except Exception:
         log.exception("gateway.failed", request_id=request_id)
-        error = WireError(500, "The gateway failed unexpectedly; the error is logged.", type_="server_error")
-        outbox.put("reply", 500, error.headers()[1:], error.body())
-        _count(500, raw)
+        fail(WireError(500, "The gateway failed unexpectedly; the error is logged.", type_="server_error"))
     finally:
         for work in after:
             work()
@@ -193,9 +218,29 @@ def chat_job(
         close_old_connections()  # return the pooled connection (web: DB_POOL) between requests
 
 
-def _answer(
-    principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str, after: list
-) -> None:
+@dataclass
+class Guarded:
+    """A guarded call's outcome: the result, the guard's headers, the session and the cache decision."""
+
+    result: Any
+    info: list[tuple[bytes, bytes]]
+    session: str
+    use_cache: bool
+
+
+def guarded_call(
+    principal,
+    request: ChatRequest,
+    headers: dict[str, str],
+    request_id: str,
+    after: list,
+    *,
+    metadata: dict[str, Any] | None = None,
+    cache: bool = True,
+) -> Guarded:
+    """``request`` through the guard (cache, reservation, retries, breakers, fallback, settle deferred to
+    ``after``) for the key's agent; budget and upstream failures raised as ``WireError``. ``metadata``
+    travels with the call (a native request for its provider); ``cache=False`` keeps it out of the cache."""
     deps = guard_deps()
     cfg = deps.config.get()
     operation = headers.get("x-operation", "").strip()[:50] or DEFAULT_OPERATION
@@ -207,7 +252,7 @@ def _answer(
         extra["max_completion_tokens"] = max_tokens
     if request.native is not None:
         extra[NATIVE_KEY] = request.native
-    use_cache = cacheable(cfg, request)
+    use_cache = cache and cacheable(cfg, request)
     llm_request = LLMRequest(
         messages=request.messages,
         model=request.model,
@@ -222,6 +267,7 @@ def _answer(
             "request_id": request_id,
             "cache_scope": principal.agent,
             "prompt_tokens_estimate": wire.input_token_bound(request, [t.model for t in route.chain]),
+            **(metadata or {}),
         },
         stream=request.stream,
         passthrough=True,
@@ -246,24 +292,31 @@ def _answer(
         ) from None
     except FallbackExhausted as exc:
         raise _exhausted(exc, cfg) from None
-
     info = [
         (b"x-agentops-cache", b"hit" if result.cache_hit else (b"miss" if use_cache else b"bypass")),
         (b"x-agentops-handler", result.handler.encode()),
         (b"x-agentops-model", _header_value(result.model)),
     ]
+    _count(200, mode="stream" if request.stream else "json")
+    return Guarded(result, info, session, use_cache)
+
+
+def _answer(
+    principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str, after: list
+) -> None:
+    call = guarded_call(principal, request, headers, request_id, after)
+    result, info, session = call.result, call.info, call.session
     mode = "stream" if request.stream else "json"
-    _count(200, mode=mode)
     if result.stream is not None:
         close_old_connections()  # do not hold a pooled connection while the stream flows
         _stream(principal, request, result, outbox, started, info, session)
         return
-    body = _body_of(result, request_id)
-    info.append((b"x-agentops-overhead-ms", _overhead(started, result, mode)))
-    pending = _review(principal, request, body["choices"][0]["message"], body["model"], session)
+    body = body_of(result, request_id)
+    info.append((b"x-agentops-overhead-ms", overhead(started, result, mode)))
+    pending = review(principal, request, body["choices"][0]["message"], body["model"], session)
     if pending:
-        info += _annotations(pending)
-    hold = bool(pending) and _tool_review_mode(principal) == "hold"
+        info += annotations(pending)
+    hold = bool(pending) and tool_review_mode(principal) == "hold"
     if request.stream:  # an answer that was not streamed upstream (simulated, rules, cache) as events
         outbox.put("start", info)
         if hold:
@@ -285,7 +338,7 @@ def _header_value(text: str) -> bytes:
     return "".join(c if " " <= c <= "~" else "?" for c in text).encode()
 
 
-def _overhead(started: float, result, mode: str) -> bytes:
+def overhead(started: float, result, mode: str) -> bytes:
     """Milliseconds from the request's arrival to its answer, upstream calls excluded (also observed)."""
     overhead = max((time.perf_counter() - started) * 1000.0 - result.upstream_ms, 0.0)
     metrics.GATEWAY_OVERHEAD_SECONDS.labels(mode).observe(overhead / 1000.0)
@@ -298,9 +351,11 @@ def _count(status: int, raw: bytes = b"", mode: str | None = None) -> None:
     metrics.GATEWAY_REQUESTS.labels(str(status), mode).inc()
 
 
-def _body_of(result, request_id: str) -> dict[str, Any]:
+def body_of(result, request_id: str, *, keep_native: bool = False) -> dict[str, Any]:
     """The provider's own body when it gave one (fields we do not know survive), else one built for it."""
     if result.raw is not None and not result.cache_hit and result.handler.startswith(("primary", "backup")):
+        if NATIVE in result.raw and not keep_native:  # a native Anthropic answer: its message is for /v1/messages only
+            return {key: value for key, value in result.raw.items() if key != NATIVE}
         return result.raw
     return wire.completion(
         completion_id=f"chatcmpl-{request_id}",
@@ -370,7 +425,7 @@ def _exhausted(exc: FallbackExhausted, cfg) -> WireError:
 
 def _stream(principal, request: ChatRequest, result, outbox, started: float, info: list, session: str) -> None:
     stream = result.stream
-    outbox.put("start", [*info, (b"x-agentops-overhead-ms", _overhead(started, result, "stream"))])
+    outbox.put("start", [*info, (b"x-agentops-overhead-ms", overhead(started, result, "stream"))])
     # Whether calls are reviewed depends on the answer, never on whether the request listed tools: every
     # call delta is kept back until its call is whole and reviewed (text deltas flow meanwhile). The agent's
     # review mode is read when the first call shows up, so a stream without calls costs no query.
@@ -390,7 +445,7 @@ def _stream(principal, request: ChatRequest, result, outbox, started: float, inf
                         outbox.put("data", event)
                 continue
             if mode is None and _HeldTail.carries_call(chunk):
-                mode = _tool_review_mode(principal)
+                mode = tool_review_mode(principal)
                 tail = tail if mode != "off" else None
             if tail is not None and tail.takes(chunk, wire.sse(payload)):
                 continue
@@ -404,7 +459,7 @@ def _stream(principal, request: ChatRequest, result, outbox, started: float, inf
         stream.close()
         close_old_connections()
     if tail is not None and tail.active:
-        pending = _review(principal, request, tail.message(), stream.model, session)
+        pending = review(principal, request, tail.message(), stream.model, session)
         if pending and mode == "hold":
             outbox.put(
                 "hold_stream", tail.events(), tail.message(), tail.base, tail.finish_reason, tail.usage_event, pending
@@ -487,21 +542,21 @@ class _HeldTail:
 # --- tool calls --------------------------------------------------------------------------------------
 
 
-def _tool_review_mode(principal) -> str:
+def tool_review_mode(principal) -> str:
     return Agent.objects.filter(pk=principal.agent_id).values_list("gateway_tool_review", flat=True).first() or "off"
 
 
-def _review(principal, request: ChatRequest, message: dict[str, Any], model: str, session: str) -> list:
+def review(principal, request: ChatRequest, message: dict[str, Any], model: str, session: str) -> list:
     """Permission requests for the answer's tool and function calls that a reviewer must decide, as
     ``(position, request)`` (none: nothing to do)."""
-    mode = _tool_review_mode(principal) if calls_of(message) else "off"
+    mode = tool_review_mode(principal) if calls_of(message) else "off"
     if mode == "off":
         return []
     prompt = next((content_text(m.get("content")) for m in reversed(request.messages) if m.get("role") == "user"), "")
     return ask_for_calls(principal.agent_id, principal.agent, session, message, prompt, model, held=mode == "hold")
 
 
-def _annotations(pending: list) -> list[tuple[bytes, bytes]]:
+def annotations(pending: list) -> list[tuple[bytes, bytes]]:
     ids = ",".join(str(action.escalation_id) for _, action in pending)
     urls = ",".join(f"/review/{action.escalation_id}/" for _, action in pending)
     return [(b"x-agentops-escalations", ids.encode()), (b"x-agentops-review-url", urls.encode())]

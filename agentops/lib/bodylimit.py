@@ -22,10 +22,14 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 GATEWAY_PREFIX = "/v1/"
+ANTHROPIC_PREFIX = "/v1/messages"
 
 
 def too_large_body(path: str, limit: int) -> bytes:
     """The 413 body in the shape the path's clients parse: OpenAI's on the gateway, ours elsewhere."""
+    if path.startswith(ANTHROPIC_PREFIX):  # Anthropic's shape for its clients
+        message = f"The request body is over the limit of {limit} bytes."
+        return json.dumps({"type": "error", "error": {"type": "request_too_large", "message": message}}).encode()
     if path.startswith(GATEWAY_PREFIX):
         error = {
             "message": f"The request body is over the limit of {limit} bytes.",

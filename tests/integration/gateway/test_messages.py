@@ -448,3 +448,14 @@ def test_an_upstream_stream_that_breaks_after_its_start_ends_with_an_error_event
     assert "The upstream stream failed" in data["error"]["message"]
     [row] = wait_for(settled("msg-cut", 1))
     assert row.model == CLAUDE and row.input_tokens > 0
+
+
+def test_a_body_over_the_limit_is_a_413_in_anthropics_shape(root, make_key, mock):
+    big = {"model": MOCK_A, "max_tokens": 10, "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 10)}]}
+    response = httpx.post(f"{root}/v1/messages", json=big, headers={"x-api-key": make_key("msg-big")}, timeout=10)
+    assert response.status_code == 413
+    assert response.json() == {
+        "type": "error",
+        "error": {"type": "request_too_large", "message": "The request body is over the limit of 1048576 bytes."},
+    }
+    assert mock.stats()["requests"] == 0

@@ -81,9 +81,8 @@ def events_of(message: Mapping[str, Any]) -> list[bytes]:
     usage = dict(message.get("usage") or {})
     events = [_start(message, {**usage, "output_tokens": 1 if usage.get("output_tokens") else 0})]
     for index, block in enumerate(message.get("content") or ()):
-        events += block_events(index, block)
-        if index == 0:
-            events.append(PING)
+        block_start, *rest = block_events(index, block)
+        events += [block_start, PING, *rest] if index == 0 else [block_start, *rest]
     if not message.get("content"):
         events.append(PING)
     return events + _end(message.get("stop_reason"), message.get("stop_sequence"), usage)

@@ -134,7 +134,7 @@ def test_the_native_provider_gets_the_clients_body_and_headers_and_its_cache_usa
     written, read = first.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens
     assert written > 100 and read == written and second.usage.cache_creation_input_tokens == 0
     assert raw.headers["x-agentops-handler"] == "primary" and raw.headers["x-agentops-model"] == second.model
-    rows = wait_for(settled("msg-native", 2))
+    rows = sorted(wait_for(settled("msg-native", 2)), key=lambda row: row.cached_tokens)  # settles in any order
     assert rows[0].input_tokens == first.usage.input_tokens + written and rows[0].cached_tokens == 0
     assert rows[1].input_tokens == second.usage.input_tokens + read and rows[1].cached_tokens == read
     assert rows[1].output_tokens == second.usage.output_tokens and rows[1].model == second.model
@@ -148,7 +148,7 @@ def test_a_stop_sequence_and_the_output_cap_are_anthropics_stop_reasons(sdk):
     capped = client.messages.create(model=MOCK_A, max_tokens=3, messages=ASK)
     assert capped.stop_reason == "max_tokens" and capped.usage.output_tokens == 3
     rows = wait_for(settled("msg-stops", 2))
-    assert [row.output_tokens for row in rows] == [stopped.usage.output_tokens, 3]
+    assert sorted(row.output_tokens for row in rows) == sorted([stopped.usage.output_tokens, 3])
 
 
 def png(width: int, height: int) -> str:
@@ -222,10 +222,9 @@ def test_a_tool_round_trip_with_tool_use_and_tool_result(sdk, mock, model):
     else:  # native: as the client sent it
         assert sent["messages"] == history and sent["tools"] == [WEATHER]
     rows = wait_for(settled(f"msg-tools-{model[:6]}", 2))
-    assert [(r.input_tokens, r.output_tokens) for r in rows] == [
-        (first.usage.input_tokens, first.usage.output_tokens),
-        (second.usage.input_tokens, second.usage.output_tokens),
-    ]
+    assert sorted((r.input_tokens, r.output_tokens) for r in rows) == sorted(  # settles may finish in any order
+        [(first.usage.input_tokens, first.usage.output_tokens), (second.usage.input_tokens, second.usage.output_tokens)]
+    )
 
 
 def decide_when_pending(decision: str, **kwargs) -> threading.Thread:
@@ -416,4 +415,47 @@ def test_a_spent_budget_is_a_rate_limit_error_the_sdk_does_not_retry(sdk, mock):
         sdk("msg-broke", max_retries=2).messages.create(model=MOCK_A, max_tokens=50, messages=ASK)
     assert refused.value.body["error"]["type"] == "rate_limit_error" and "msg-tiny" in refused.value.message
     assert refused.value.response.headers["x-should-retry"] == "false"
+    assert mock.stats()["requests"] == 0
+
+
+def test_a_chat_completions_client_naming_a_claude_model_is_answered_by_the_native_provider(root, client, mock):
+    """The other direction: an OpenAI client on /v1/chat/completions, a model on the Anthropic provider; the
+    request reaches the mock's /v1/messages translated (system, max_tokens, tools) and the answer comes back
+    as a chat completion, streamed or not, with the cache reads as cached tokens."""
+    sdk = client()
+    asked = [{"role": "system", "content": "Be brief."}, *ASK]
+    tools = [{"type": "function", "function": {"name": "lookup_weather", "parameters": {"type": "object"}}}]
+    answer = sdk.chat.completions.create(model=CLAUDE, messages=asked, max_tokens=40, tools=tools)
+    sent = mock.stats()["last_request"]
+    assert sent["path"] == "/v1/messages" and sent["body"]["system"] == "Be brief."
+    assert sent["body"]["messages"] == [{"role": "user", "content": [{"type": "text", "text": ASK[0]["content"]}]}]
+    assert sent["body"]["tools"] == [{"name": "lookup_weather", "input_schema": {"type": "object"}}]
+    assert answer.choices[0].message.content == ANSWER and answer.choices[0].finish_reason == "stop"
+    assert answer.model == CLAUDE and not hasattr(answer, "anthropic_message")
+    chunks = list(sdk.chat.completions.create(model=CLAUDE, messages=ASK, max_tokens=40, stream=True,
+                                              stream_options={"include_usage": True}))  # fmt: skip
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
+    assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
+
+
+def test_an_upstream_stream_that_breaks_after_its_start_ends_with_an_error_event_and_settles(root, make_key, mock):
+    mock.script(CLAUDE, ["cut"])  # half the events, then the connection drops: no retry can repair a started stream
+    body = {"model": CLAUDE, "max_tokens": 100, "messages": ASK, "stream": True}
+    response, events = sse(root, make_key("msg-cut"), body)
+    assert response.status_code == 200 and events[0][0] == "message_start"
+    kind, data = events[-1]
+    assert kind == "error" and data["error"]["type"] == "overloaded_error"
+    assert "The upstream stream failed" in data["error"]["message"]
+    [row] = wait_for(settled("msg-cut", 1))
+    assert row.model == CLAUDE and row.input_tokens > 0
+
+
+def test_a_body_over_the_limit_is_a_413_in_anthropics_shape(root, make_key, mock):
+    big = {"model": MOCK_A, "max_tokens": 10, "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 10)}]}
+    response = httpx.post(f"{root}/v1/messages", json=big, headers={"x-api-key": make_key("msg-big")}, timeout=10)
+    assert response.status_code == 413
+    assert response.json() == {
+        "type": "error",
+        "error": {"type": "request_too_large", "message": "The request body is over the limit of 1048576 bytes."},
+    }
     assert mock.stats()["requests"] == 0

@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db.models import Aggregate, Count, F, FloatField, Func, Q, QuerySet
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from agentops.lib import display
 from agentops.runs.models import Step
@@ -159,7 +160,7 @@ def _queue_row(esc: Escalation, user, now, queue_url: str) -> QueueRow:
         state=esc.state,
         version=esc.version,
         expert=esc.queue == Escalation.Queue.EXPERTS,
-        approvable=esc.kind != "llm",
+        approvable=esc.approvable,
         agent=reveal(esc.agent.name) if esc.agent_id else "—",
         operation=reveal(esc.operation),
         arguments=summary(esc.arguments),
@@ -333,10 +334,30 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
         **(_timeline(run, user) if run else {}),
         "events": events,
         "can_escalate": escalation.queue == Escalation.Queue.REVIEWERS,
-        "can_approve": escalation.kind != "llm",
+        "can_approve": escalation.approvable,
+        "can_modify": escalation.modifiable,
+        "llm_hint": _llm_hint(escalation),
         "reason_label": Reason(escalation.reason).label if escalation.reason in Reason.values else escalation.reason,
         "refresh_event": REFRESH_EVENT,
     }
+
+
+def _llm_hint(escalation: Escalation) -> str:
+    """What the reviewer's choices mean for an LLM call (no arguments to modify); empty for a tool call."""
+    if escalation.modifiable:
+        return ""
+    if escalation.source == "gateway":
+        if escalation.approvable:
+            return _(
+                "A budget blocks this gateway call and its client is waiting: approve lets the call go ahead "
+                "once, past the block; take over sends your text as the answer; reject answers the client "
+                "with the quota error."
+            )
+        return _(
+            "Every upstream failed for this gateway call and its client is waiting: write the answer yourself "
+            "(take over) or reject it (the client gets the provider's error)."
+        )
+    return _("Every fallback failed for this LLM call: write the answer yourself (take over) or reject.")
 
 
 # --- decision data: which escalations -----------------------------------------------------------

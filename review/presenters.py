@@ -283,7 +283,7 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
     now = timezone.now()
     held_by, mine = holder(escalation, user, now)
     context = escalation.context if isinstance(escalation.context, dict) else {"context": escalation.context}
-    known = ("user_input", "agent_analysis", "analysis", "suggestions", "suggested_actions", "confidence")
+    known = ("user_input", "agent_analysis", "analysis", "suggestions", "suggested_actions", "confidence", "messages")
     other = {k: v for k, v in context.items() if k not in known}
     arguments = escalation.arguments
     diff = []
@@ -309,6 +309,7 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
         "analysis": pretty(context.get("agent_analysis", context.get("analysis"))),
         "suggestions": _suggestions(context.get("suggestions", context.get("suggested_actions"))),
         "other_context": pretty(other),
+        "request_messages": _request_messages(context.get("messages")),
         "agent_confidence": pretty(agent_confidence) if not isinstance(agent_confidence, int | float) else None,
         "confidence_value": agent_confidence if isinstance(agent_confidence, int | float) else None,
         "confidence_percent": round(agent_confidence * 100)
@@ -340,6 +341,24 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
         "reason_label": Reason(escalation.reason).label if escalation.reason in Reason.values else escalation.reason,
         "refresh_event": REFRESH_EVENT,
     }
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    role: str
+    content: str
+
+
+def _request_messages(messages: Any) -> list[MessageRow]:
+    """The messages of an LLM call handed to a human (a run's step, a held gateway call), role and text."""
+    if not isinstance(messages, list):
+        return []
+    rows = []
+    for message in messages:
+        if isinstance(message, dict):
+            content = message.get("content")
+            rows.append(MessageRow(summary(message.get("role"), 20) or "?", pretty(content) if content else ""))
+    return rows
 
 
 def _llm_hint(escalation: Escalation) -> str:

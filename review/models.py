@@ -91,7 +91,7 @@ class Escalation(models.Model):
     step_seq = models.PositiveIntegerField(null=True, blank=True)
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="escalations")
     session_id = models.CharField(max_length=200, blank=True)
-    source = models.CharField(max_length=20, default="run")  # run | api | budget
+    source = models.CharField(max_length=20, default="run")  # run | api | budget | gateway
     kind = models.CharField(max_length=10, default="tool")  # tool | llm
     operation = models.CharField(max_length=100)
     arguments = models.JSONField(default=dict, blank=True)

@@ -39,15 +39,18 @@ PRICE_TABLE = [
     ("claude-opus-4", D("0.015"), D("0.075"), D("0.0015"), "2025-05-22"),
     ("claude-sonnet-4-5", D("0.003"), D("0.015"), D("0.0003"), "2025-09-29"),
     ("claude-haiku-4-5", D("0.001"), D("0.005"), D("0.0001"), "2025-10-15"),
+    # Embedding models: input tokens only (budgets.migrations.0008_embedding_prices adds them to older installs).
     ("text-embedding-3-small", D("0.00002"), D("0"), None, "2024-01-25"),
     ("text-embedding-3-large", D("0.00013"), D("0"), None, "2024-01-25"),
+    ("text-embedding-ada-002", D("0.0001"), D("0"), None, "2023-06-13"),
 ]
 
 
-def seed_price_table(get_model: Callable[[str, str], type]) -> None:
-    """Add the rows of ``PRICE_TABLE`` beside the rows already there (idempotent: one row per model and date)."""
+def seed_price_table(get_model: Callable[[str, str], type], rows: list[tuple] | None = None) -> None:
+    """Add ``rows`` (default: ``PRICE_TABLE``) beside the rows already there (idempotent: one row per model and
+    date)."""
     ModelPrice = get_model("budgets", "ModelPrice")
-    for model, input_price, output_price, cached_price, since in PRICE_TABLE:
+    for model, input_price, output_price, cached_price, since in PRICE_TABLE if rows is None else rows:
         effective = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC)
         ModelPrice.objects.get_or_create(
             model=model,

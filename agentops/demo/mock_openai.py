@@ -30,6 +30,12 @@ Endpoints
     ``function_call`` (``finish_reason="function_call"``). Streamed, a tool call comes in pieces like
     OpenAI's: name, type and id in its first delta (no id when it has none), the arguments split over
     several deltas, ``index`` per call; a ``function_call`` streams the same way under ``delta.function_call``.
+``POST /v1/embeddings``
+    OpenAI's embeddings (``agentops.demo.mock_embeddings``): deterministic unit vectors seeded from the model
+    and the input, 1536 wide (3072 for text-embedding-3-large), ``dimensions`` honoured where OpenAI allows it
+    (a 400 on text-embedding-ada-002), ``encoding_format`` float or base64 (little-endian float32), usage
+    counted with OpenAI's tokenizer, dated names as OpenAI answers them. Faults as for chat completions
+    (``empty``: no vectors at all).
 ``GET /v1/models``
     A model list (a few default ids plus every model seen).
 
@@ -80,6 +86,7 @@ from typing import Any
 
 import uvicorn
 
+from agentops.demo.mock_embeddings import EmbeddingsRefused, embeddings_response
 from agentops.demo.mock_usage import (  # noqa: F401  count_tokens, prompt_tokens: tests use them here
     answered_name,
     approx_tokens,
@@ -394,19 +401,8 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
         )
         return
 
-    if kind == "delay":
-        if await _sleep_unless_disconnected(receive, float(arg) / 1000):
-            return
-        kind = "ok"
-    if kind == "hang":
-        if not await _sleep_unless_disconnected(receive, float(arg) / 1000 if arg else HANG_SECONDS):
-            await _drop_connection(send, receive)
-        return
-    if kind == "reset":
-        await _drop_connection(send, receive)
-        return
-    if kind.isdigit():
-        await _error(send, int(kind), retry_after=arg or None)
+    kind = await _before_answer(send, receive, kind, arg)
+    if kind is None:
         return
 
     content = {"empty": "", "refusal": REFUSAL_TEXT}.get(kind)
@@ -423,33 +419,44 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
         await _stream(send, receive, response, include_usage, kind, float(arg or 0) / 1000)
         return
 
-    body = _json(response)
+    await _send_body(send, receive, _json(response), kind, arg)
+
+
+async def _before_answer(send, receive, kind: str, arg: str) -> str | None:
+    """The faults that come before any answer (delay, hang, reset, an error status): None when the request
+    is answered (or dropped) already, else the kind of answer to send."""
+    if kind == "delay":
+        if await _sleep_unless_disconnected(receive, float(arg) / 1000):
+            return None
+        return "ok"
+    if kind == "hang":
+        if not await _sleep_unless_disconnected(receive, float(arg) / 1000 if arg else HANG_SECONDS):
+            await _drop_connection(send, receive)
+        return None
+    if kind == "reset":
+        await _drop_connection(send, receive)
+        return None
+    if kind.isdigit():
+        await _error(send, int(kind), retry_after=arg or None)
+        return None
+    return kind
+
+
+async def _send_body(send, receive, body: bytes, kind: str, arg: str) -> None:
+    """A whole JSON answer, broken as the fault says (malformed, cut, slow_body) or not at all."""
+    head = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
     if kind == "malformed":
         await _respond(send, 200, body[: len(body) // 2])
     elif kind == "cut":
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        await send(head)
         await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
         await _drop_connection(send, receive)
     elif kind == "slow_body":
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        await send(head)
         step = math.ceil(len(body) / SLOW_BODY_PIECES)
         pause = float(arg) / 1000 / SLOW_BODY_PIECES
         for i in range(0, len(body), step):
@@ -459,6 +466,33 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
             await send({"type": "http.response.body", "body": piece, "more_body": i + step < len(body)})
     else:
         await _respond(send, 200, body)
+
+
+async def _embeddings(scope, receive, send, raw: bytes, headers: dict[str, str]) -> None:
+    """``POST /v1/embeddings`` (see mock_embeddings), with the same faults as chat completions."""
+    try:
+        req = json.loads(raw or b"{}")
+        if not isinstance(req, dict):
+            raise ValueError("body must be a JSON object")
+    except ValueError as exc:
+        await _error(send, 400, message=f"Could not parse the JSON body: {exc}")
+        return
+    model = str(req.get("model") or "unknown")
+    fault = STATE.next_fault(model, headers.get("x-mock-fault"))
+    STATE.record(model, fault, headers, req, scope["path"])
+    if not valid_fault(fault):
+        await _error(send, 400, message=f"Unknown mock fault {fault!r}.")
+        return
+    kind, _, arg = fault.partition(":")
+    kind = await _before_answer(send, receive, kind, arg)
+    if kind is None:
+        return
+    try:
+        response = embeddings_response(req, empty=kind == "empty")
+    except EmbeddingsRefused as refused:
+        await _error(send, 400, message=refused.message, param=refused.param)
+        return
+    await _send_body(send, receive, _json(response), kind, arg)
 
 
 async def _stream(send, receive, response: dict[str, Any], include_usage: bool, kind: str, total: float) -> None:
@@ -592,6 +626,9 @@ async def app(scope, receive, send) -> None:
     if path == "/v1/chat/completions" and method == "POST":
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         await _chat(scope, receive, send, raw, headers)
+    elif path == "/v1/embeddings" and method == "POST":
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        await _embeddings(scope, receive, send, raw, headers)
     elif path == "/v1/models" and method == "GET":
         await _models(send)
     elif path == "/_mock/stats" and method == "GET":

@@ -37,6 +37,7 @@ DATED_NAMES = {
     "claude-3-5-haiku-latest": "claude-3-5-haiku-20241022",
     "claude-3-opus-latest": "claude-3-opus-20240229",
     "claude-sonnet-4-0": "claude-sonnet-4-20250514",
+    "text-embedding-ada-002": "text-embedding-ada-002-v2",  # the text-embedding-3 models answer as asked
 }
 
 

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import human_hold, wire
+from agentops.gateway.embeddings import embeddings_job
 from agentops.gateway.handling import (
     authenticate,
     bearer_key,
@@ -43,6 +44,7 @@ from agentops.observability import metrics
 log = structlog.get_logger("agentops.gateway")
 
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
 
 _pool: ThreadPoolExecutor | None = None
@@ -102,6 +104,12 @@ async def _serve(scope, receive, send) -> None:
             _refuse_known_bad_key(scope)
             raw = await _read_body(scope, receive)
             await _chat(scope, receive, send, raw, started, request_id, own)
+        elif path == EMBEDDINGS_PATH:
+            if method != "POST":
+                raise WireError(405, f"Method {method} is not allowed on {path}; use POST.", code="method_not_allowed")
+            _refuse_known_bad_key(scope)
+            raw = await _read_body(scope, receive)
+            await _job(embeddings_job, scope, receive, send, raw, started, request_id, own)
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             if method != "GET":
                 raise WireError(405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed")
@@ -159,9 +167,14 @@ async def _watch_disconnect(receive, outbox: Outbox) -> None:
 
 
 async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
+    await _job(chat_job, scope, receive, send, raw, started, request_id, own)
+
+
+async def _job(run, scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
+    """Run ``run(raw, headers, outbox, started, request_id)`` on a gateway thread and send what it posts."""
     loop = asyncio.get_running_loop()
     outbox = Outbox(loop)
-    job = loop.run_in_executor(pool(), chat_job, raw, _headers(scope), outbox, started, request_id)
+    job = loop.run_in_executor(pool(), run, raw, _headers(scope), outbox, started, request_id)
     watcher = asyncio.ensure_future(_watch_disconnect(receive, outbox))
     answer = asyncio.ensure_future(_send_answer(send, outbox, own))
     try:

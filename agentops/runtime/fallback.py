@@ -31,7 +31,7 @@ from agentops.runtime.breaker import BreakerState
 from agentops.runtime.config import RuntimeConfig
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, NoRuleMatched, ProviderError, classify
 from agentops.runtime.protocols import Escalator, HumanPending, HumanRejected
-from agentops.runtime.providers.base import LLMRequest, LLMResult, Provider
+from agentops.runtime.providers.base import EmbeddingsRequest, LLMRequest, LLMResult, Provider
 from agentops.runtime.retry import RetryBudget, RetryTrace, call_with_retries
 from agentops.runtime.routing import Route, Target, handler_name
 from agentops.runtime.timeouts import Deadline
@@ -88,7 +88,7 @@ class Hop:
 class ChainOutcome:
     """What the chain produced: the answer, who gave it, and every hop."""
 
-    result: LLMResult
+    result: LLMResult  # an EmbeddingsResult for an EmbeddingsRequest
     handler: str
     hops: list[Hop]
     last_error: ProviderError | None = None
@@ -125,8 +125,9 @@ class ChainContext:
     upstream_seconds: float = 0.0  # spent waiting for providers (attempts), for the "our overhead" figure
 
 
-def run_chain(request: LLMRequest, route: Route, ctx: ChainContext) -> ChainOutcome:
-    """Run ``route``'s handlers in order until one answers; see the module docstring."""
+def run_chain(request: LLMRequest | EmbeddingsRequest, route: Route, ctx: ChainContext) -> ChainOutcome:
+    """Run ``route``'s handlers in order until one answers; see the module docstring. An ``EmbeddingsRequest``
+    is answered by the providers' ``embed`` (its result is an ``EmbeddingsResult``)."""
     hops: list[Hop] = []
     last_error: ProviderError | None = None
     reason_for_next: str | None = None
@@ -208,7 +209,7 @@ def _ms(ctx: ChainContext, start: float) -> float:
 
 
 def _run_model_handler(
-    request: LLMRequest, handler: str, target: Target, ctx: ChainContext
+    request: LLMRequest | EmbeddingsRequest, handler: str, target: Target, ctx: ChainContext
 ) -> tuple[Hop, LLMResult | None, ProviderError | None]:
     cfg = ctx.config
     start = ctx.clock()
@@ -218,6 +219,10 @@ def _run_model_handler(
         return Hop(handler, "no_provider", target=target.name, reason=target.provider), None, None
     if ctx.deadline.remaining() <= 0:
         return Hop(handler, "deadline", target=target.name, reason="request_deadline"), None, None
+
+    embeds = isinstance(request, EmbeddingsRequest)  # the same chain, asking ``embed`` and validating no text
+    if embeds and not hasattr(provider, "embed"):
+        return Hop(handler, "no_provider", target=target.name, reason="no_embeddings"), None, None
 
     breaker = ctx.breakers.get(target.provider, target.model) if ctx.breakers is not None else None
     if breaker is not None and not breaker.allow():
@@ -232,7 +237,7 @@ def _run_model_handler(
         timeout = default_timeout
     attempt_request = request.with_model(model)
     streams = request.stream and hasattr(provider, "open_stream")
-    call = provider.open_stream if streams else provider.complete
+    call = provider.embed if embeds else provider.open_stream if streams else provider.complete
     trace = RetryTrace()
     tripped = [False]  # this handler's failures opened its breaker: do not wait for a refused retry
 
@@ -270,7 +275,7 @@ def _run_model_handler(
             ctx.record_latency(operation, model, took)
         if breaker is not None:
             breaker.record_success()
-        if streams:  # the text is not known yet; the first chunk arrived, which is what a retry could fix
+        if streams or embeds:  # a stream's text is not known yet; vectors have no text (the provider checks them)
             return result
         try:
             validate_text(

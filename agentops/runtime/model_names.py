@@ -23,6 +23,13 @@ _SUFFIXES = (
 )
 # Vendor prefixes written with a dot (Bedrock: anthropic.claude-3-5-sonnet-…, us.anthropic.…).
 _DOTTED_VENDOR = re.compile(r"^(?:[a-z]{2}\.)?(?:anthropic|openai|meta|mistral|cohere|amazon|ai21)\.")
+# OpenAI's embedding models: (width of their vectors, whether ``dimensions`` may ask for fewer).
+EMBEDDING_MODELS = {
+    "text-embedding-3-small": (1536, True),
+    "text-embedding-3-large": (3072, True),
+    "text-embedding-ada-002": (1536, False),
+}
+EMBEDDING_MAX_INPUT_TOKENS = 8192  # per input, for each of them
 # OpenAI's reasoning models refuse ``max_tokens`` and take ``max_completion_tokens``.
 _REASONING = re.compile(r"^(o\d+|gpt-5)(\b|-|$)")
 
@@ -64,3 +71,8 @@ def is_reasoning_model(name: str) -> bool:
 def output_cap_field(name: str) -> str:
     """The request field that caps this model's output."""
     return "max_completion_tokens" if is_reasoning_model(name) else "max_tokens"
+
+
+def embedding_model(name: str) -> tuple[int, bool] | None:
+    """``(width, accepts dimensions)`` of a known OpenAI embedding model (dated or prefixed names too), else None."""
+    return EMBEDDING_MODELS.get(base_model_name(name))

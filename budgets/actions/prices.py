@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentops.runtime.model_names import price_names
-from budgets.actions.directory import directory_changed, save_to_directory
+from budgets.actions.directory import cached_directory, directory_changed, save_to_directory
 from budgets.models import ANY_MODEL, ModelPrice, UsageRecord
 
 THOUSAND = Decimal(1000)
@@ -37,6 +37,22 @@ def usage_price_names(usage: Mapping[str, Any]) -> list[str]:
     return price_names(
         str(usage.get("model") or ""), str(usage.get("requested_model") or ""), str(usage.get("route_model") or "")
     )
+
+
+def quoted_cost(agent: str, usage: Mapping[str, Any]) -> Decimal:
+    """What the settle will charge for ``usage`` at today's prices (the same names in the same order:
+    ``usage_price_names``, the reservation's model, then ``*``), from the process's price directory, so an
+    answer can say its cost before the ledger row is written. A cache hit costs nothing."""
+    if usage.get("cache_hit"):
+        return Decimal(0)
+    names = [*usage_price_names(usage), *([str(usage["model_reserved"])] if usage.get("model_reserved") else [])]
+    _, _, prices = cached_directory(agent, names)
+    exact = (prices.get(name) for name in names)
+    price = next((row for name, row in zip(names, exact, strict=True) if row is not None and row.model == name), None)
+    if price is None:
+        price = next((row for row in prices.values() if row is not None and row.model == ANY_MODEL), None)
+    tokens = (int(usage.get(name) or 0) for name in ("input_tokens", "output_tokens", "cached_tokens"))
+    return cost_of(price, *tokens)
 
 
 def cost_of(price: ModelPrice | None, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> Decimal:

@@ -67,6 +67,68 @@ class LLMResult:
     stream: Iterator[tuple[bytes, dict[str, Any]]] | None = None
 
 
+@dataclass(frozen=True)
+class EmbeddingsRequest:
+    """One embeddings request, provider-neutral: ``input`` as the client sent it (a string, a list of strings,
+    a list of token ids or a list of such lists), ``extra`` the other body fields sent on unchanged
+    (``encoding_format``, ``dimensions``, ``user`` …), ``metadata`` for agentops only (never sent).
+
+    It walks the same fallback chain as an ``LLMRequest`` (``operation``, ``with_model``, ``passthrough``);
+    ``max_tokens`` is 0 and ``stream`` False because an embedding has no output tokens and never streams.
+    """
+
+    input: Any
+    model: str = ""
+    operation: str = "embeddings"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    passthrough: bool = True
+    max_tokens: int = 0
+    stream: bool = False
+
+    def with_model(self, model: str) -> EmbeddingsRequest:
+        return self if model == self.model else dataclasses.replace(self, model=model)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of an OpenAI ``/embeddings`` call."""
+        return {"model": self.model, "input": self.input, **self.extra}
+
+    @property
+    def item_count(self) -> int:
+        """How many vectors the answer must hold: one per string or token list."""
+        return embedding_item_count(self.input)
+
+
+@dataclass(frozen=True)
+class EmbeddingsResult:
+    """A provider's embeddings answer: ``raw`` is its body (``object: "list"``, ``data``, ``model``,
+    ``usage``) and ``content`` the bytes it came as, when they can be passed on unchanged. ``input_tokens``
+    is None when the provider reported no usage (the guard then charges the bound it reserved)."""
+
+    model: str
+    provider: str
+    raw: dict[str, Any]
+    input_tokens: int | None = None
+    content: bytes | None = None
+
+
+def embedding_item_count(value: Any) -> int:
+    """Vectors an embeddings ``input`` asks for: 1 for a string or one list of token ids, else its length."""
+    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, int) for v in value)):
+        return 1
+    return len(value) if isinstance(value, list) else 1
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A provider that also answers embeddings (the fallback chain asks ``embed`` for an
+    ``EmbeddingsRequest``; a provider without it is skipped)."""
+
+    name: str
+
+    def embed(self, request: EmbeddingsRequest, timeout: float) -> EmbeddingsResult: ...
+
+
 @runtime_checkable
 class Provider(Protocol):
     """Anything that answers an ``LLMRequest`` within ``timeout`` seconds or raises ``ProviderError``."""

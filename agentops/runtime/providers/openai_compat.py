@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - older SDKs use httpx itself
 
 from agentops.runtime.errors import ErrorClass, ProviderError, classify
 from agentops.runtime.model_names import output_cap_field
-from agentops.runtime.providers.base import LLMRequest, LLMResult
+from agentops.runtime.providers.base import EmbeddingsRequest, EmbeddingsResult, LLMRequest, LLMResult
 
 
 class OpenAICompatProvider:
@@ -72,6 +72,40 @@ class OpenAICompatProvider:
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
         return self._result(request, response)
+
+    def embed(self, request: EmbeddingsRequest, timeout: float) -> EmbeddingsResult:
+        """``POST /embeddings`` with the request's body as it is; the answer's body is kept (and its bytes, to
+        pass on unchanged). A body that is not a list of one embedding per input is ``InvalidResponse``."""
+        try:
+            response = self.client.post(
+                "/embeddings", body=request.body(), cast_to=sdk_http.Response, options={"timeout": timeout}
+            )
+            content = response.content
+            data = json.loads(content)
+        except Exception as exc:
+            raise classify(exc, provider=self.name, model=request.model) from exc
+        items = data.get("data") if isinstance(data, dict) else None
+        if (
+            not isinstance(items, list)
+            or len(items) != request.item_count
+            or not all(isinstance(item, dict) and isinstance(item.get("embedding"), list | str) for item in items)
+        ):
+            raise ProviderError(
+                ErrorClass.INVALID_RESPONSE,
+                "the response body is not one embedding per input",
+                reason="malformed",
+                provider=self.name,
+                model=request.model,
+            )
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        tokens = usage.get("prompt_tokens")
+        return EmbeddingsResult(
+            model=str(data.get("model") or request.model),
+            provider=self.name,
+            raw=data,
+            input_tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else None,
+            content=content,
+        )
 
     def open_stream(self, request: LLMRequest, timeout: float) -> LLMResult:
         """Start a streamed completion and wait for its first chunk, so that every failure a retry or a

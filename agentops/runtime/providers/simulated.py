@@ -8,13 +8,25 @@ provider would (a latency longer than the attempt timeout becomes a ``Timeout``)
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import random
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from agentops.runtime.errors import ErrorClass, ProviderError
-from agentops.runtime.providers.base import LLMRequest, LLMResult, estimate_prompt_tokens, estimate_tokens
+from agentops.runtime.model_names import embedding_model
+from agentops.runtime.providers.base import (
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    LLMRequest,
+    LLMResult,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
 
 _FAULT_STATUS = {
     ErrorClass.RATE_LIMIT: 429,
@@ -33,6 +45,33 @@ def simulated_answer(request: LLMRequest) -> str:
         return labels[int(digest, 16) % len(labels)]
     topic = " ".join(prompt.split()[:16]) or "your request"
     return f"Simulated answer from {request.model or 'simulated'} [{digest}] about: {topic}"
+
+
+EMBEDDING_DEFAULT_WIDTH = 1536  # the width of models that are not OpenAI's (they accept ``dimensions``)
+
+
+def embedding_width(model: str) -> tuple[int, bool]:
+    """``(native width, accepts dimensions)`` of ``model``."""
+    return embedding_model(model) or (EMBEDDING_DEFAULT_WIDTH, True)
+
+
+def simulated_embedding(model: str, item: Any, dimensions: int | None = None) -> list[float]:
+    """A deterministic unit vector for ``item`` (a string or a list of token ids) on ``model``: seeded from a
+    hash of both, float32 values (so its base64 form decodes to exactly these floats), ``dimensions`` taken as
+    OpenAI's text-embedding-3 models do (the first ``dimensions`` values, normalised again)."""
+    width, _ = embedding_width(model)
+    seed = hashlib.sha256(f"{model}\n{json.dumps(item, ensure_ascii=False)}".encode()).digest()
+    raw = random.Random(seed).randbytes(4 * width)
+    values = [n / 2147483648.0 - 1.0 for n in struct.unpack(f"<{width}I", raw)]
+    if dimensions:
+        values = values[:dimensions]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return float32([v / norm for v in values])
+
+
+def float32(values: list[float]) -> list[float]:
+    """``values`` rounded to float32, as embeddings travel."""
+    return list(struct.unpack(f"<{len(values)}f", struct.pack(f"<{len(values)}f", *values)))
 
 
 class SimulatedProvider:
@@ -66,6 +105,40 @@ class SimulatedProvider:
         self._lock = threading.Lock()
 
     def complete(self, request: LLMRequest, timeout: float) -> LLMResult:
+        self._wait_or_fail(request, timeout)
+        text = self.answer(request)
+        output_tokens = estimate_tokens(text)
+        if request.max_tokens is not None:
+            output_tokens = min(output_tokens, request.max_tokens)
+        return LLMResult(
+            text=text,
+            model=request.model or self.name,
+            provider=self.name,
+            input_tokens=estimate_prompt_tokens(request.messages),
+            output_tokens=output_tokens,
+            finish_reason="stop",
+        )
+
+    def embed(self, request: EmbeddingsRequest, timeout: float) -> EmbeddingsResult:
+        """Deterministic vectors (``simulated_embedding``), as floats; usage counted like ``complete``'s."""
+        self._wait_or_fail(request, timeout)
+        value = request.input
+        items = list(value) if _is_batch(value) else [value]
+        dimensions = request.extra.get("dimensions")
+        data = [
+            {"object": "embedding", "index": index, "embedding": simulated_embedding(request.model, item, dimensions)}
+            for index, item in enumerate(items)
+        ]
+        tokens = sum(len(item) if isinstance(item, list) else estimate_tokens(item) for item in items)
+        body = {
+            "object": "list",
+            "data": data,
+            "model": request.model or self.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return EmbeddingsResult(model=body["model"], provider=self.name, raw=body, input_tokens=tokens)
+
+    def _wait_or_fail(self, request: Any, timeout: float) -> None:
         with self._lock:
             self.calls += 1
             draw = self._rng.random() if self.fault_rates else 1.0
@@ -81,20 +154,8 @@ class SimulatedProvider:
             cumulative += rate
             if draw < cumulative:
                 raise self._error(error_class, request, f"simulated {error_class.value}")
-        text = self.answer(request)
-        output_tokens = estimate_tokens(text)
-        if request.max_tokens is not None:
-            output_tokens = min(output_tokens, request.max_tokens)
-        return LLMResult(
-            text=text,
-            model=request.model or self.name,
-            provider=self.name,
-            input_tokens=estimate_prompt_tokens(request.messages),
-            output_tokens=output_tokens,
-            finish_reason="stop",
-        )
 
-    def _error(self, error_class: ErrorClass, request: LLMRequest, message: str) -> ProviderError:
+    def _error(self, error_class: ErrorClass, request: Any, message: str) -> ProviderError:
         return ProviderError(
             error_class,
             message,
@@ -104,3 +165,8 @@ class SimulatedProvider:
             provider=self.name,
             model=request.model,
         )
+
+
+def _is_batch(value: Any) -> bool:
+    """A list of inputs (strings or token lists), not one list of token ids."""
+    return isinstance(value, list) and any(not isinstance(item, int) for item in value)

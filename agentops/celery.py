@@ -13,7 +13,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
 
 app = Celery("agentops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["agentops.runs", "agentops.ops", "review", "budgets"])
+app.autodiscover_tasks(["agentops.runs", "agentops.ops", "agentops.gateway", "review", "budgets"])
 
 
 @signals.setup_logging.connect

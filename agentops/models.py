@@ -2,6 +2,7 @@
 that the tables and migrations keep (agentops_provider, agentops_run, agentops_apikey, ...)."""
 
 from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy, RuntimeSettings
+from agentops.gateway.models import StoredResponse
 from agentops.keys.models import ApiKey
 from agentops.runs.models import Agent, Run, Step, ToolEffect
 
@@ -15,5 +16,6 @@ __all__ = [
     "Run",
     "RuntimeSettings",
     "Step",
+    "StoredResponse",
     "ToolEffect",
 ]

@@ -175,6 +175,10 @@ CELERY_BEAT_SCHEDULE: dict = {
     },
     "evaluate-alerts": {"task": "budgets.evaluate_alerts", "schedule": env_float("ALERTS_EVERY", 30.0, minimum=1.0)},
     "roll-up-usage": {"task": "budgets.roll_up_usage", "schedule": env_float("ROLLUP_EVERY", 10.0, minimum=1.0)},
+    "purge-responses": {
+        "task": "agentops.purge_responses",
+        "schedule": env_float("PURGE_RESPONSES_EVERY", 3600.0, minimum=1.0),
+    },
 }
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
 
@@ -350,6 +354,9 @@ GATEWAY_THREADS = env_int("GATEWAY_THREADS", 64, minimum=1)
 # How long a held answer (a sensitive tool call, agent setting "hold") waits for a reviewer before the
 # safe default (reject) applies.
 GATEWAY_HOLD_SECONDS = env_float("GATEWAY_HOLD_SECONDS", 300.0, minimum=1.0)
+# How long /v1/responses answers stay retrievable (GET /v1/responses/{id}, previous_response_id); beat deletes
+# older ones (agentops.purge_responses).
+AGENTOPS_RESPONSES_RETENTION_DAYS = env_float("AGENTOPS_RESPONSES_RETENTION_DAYS", 30.0, minimum=0.001)
 # A gateway request's in-flight slot (ApiKey.max_in_flight) lapses after this even if its process died
 # before releasing it; a request that lasts longer stops counting against its key from then on.
 GATEWAY_IN_FLIGHT_TTL_SECONDS = env_float("GATEWAY_IN_FLIGHT_TTL_SECONDS", 900.0, minimum=10.0)

@@ -59,7 +59,11 @@ def build_provider(row) -> Provider:
     if row.kind == ProviderRow.Kind.OPENAI:
         api_key = row.api_key or "unused"
         return OpenAICompatProvider(
-            row.name, row.base_url, api_key, client=guarded_openai_client(row.base_url, api_key)
+            row.name,
+            row.base_url,
+            api_key,
+            client=guarded_openai_client(row.base_url, api_key),
+            speaks_responses=row.speaks_responses,
         )
     rates = {"ServiceUnavailable": row.fault_rate} if row.fault_rate else None
     return SimulatedProvider(row.name, latency=row.latency_ms / 1000, fault_rates=rates, seed=None)

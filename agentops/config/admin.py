@@ -21,7 +21,7 @@ class ThroughActionsAdmin(admin.ModelAdmin):
 
 @admin.register(Provider)
 class ProviderAdmin(ThroughActionsAdmin):
-    list_display = ("name", "kind", "base_url", "latency_ms", "fault_rate", "enabled")
+    list_display = ("name", "kind", "base_url", "speaks_responses", "latency_ms", "fault_rate", "enabled")
     list_filter = ("kind", "enabled")
 
 

@@ -56,6 +56,11 @@ class Provider(models.Model):
         help_text="Models this provider serves, comma-separated: the gateway sends a request naming one here "
         "and lists them at /v1/models.",
     )
+    speaks_responses = models.BooleanField(
+        default=False,
+        help_text="OpenAI-compatible providers: it answers OpenAI's Responses API (POST /responses) itself, so the "
+        "gateway's /v1/responses is passed to it natively instead of being translated to chat completions.",
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -36,6 +36,10 @@ Endpoints
     (a 400 on text-embedding-ada-002), ``encoding_format`` float or base64 (little-endian float32), usage
     counted with OpenAI's tokenizer, dated names as OpenAI answers them. Faults as for chat completions
     (``empty``: no vectors at all).
+
+``POST /v1/responses``
+    OpenAI's Responses API, answered by the same code (faults, knobs, token counts) as a chat completion:
+    see mock_responses.py. Streamed as Responses' typed events.
 ``GET /v1/models``
     A model list (a few default ids plus every model seen).
 
@@ -87,6 +91,7 @@ from typing import Any
 import uvicorn
 
 from agentops.demo.mock_embeddings import EmbeddingsRefused, embeddings_response
+from agentops.demo.mock_responses import chat_of, events_of, response_of
 from agentops.demo.mock_usage import (  # noqa: F401  count_tokens, prompt_tokens: tests use them here
     answered_name,
     approx_tokens,
@@ -375,7 +380,7 @@ def _mock_tool_call(index: int, call: Any) -> dict[str, Any]:
 
 
 # --- endpoints ---------------------------------------------------------------------------------
-async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> None:
+async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str], responses: bool = False) -> None:
     try:
         req = json.loads(raw or b"{}")
         if not isinstance(req, dict):
@@ -383,9 +388,12 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
     except ValueError as exc:
         await _error(send, 400, message=f"Could not parse the JSON body: {exc}")
         return
+    original = req if responses else None  # a Responses request, answered as the chat request it amounts to
+    if original is not None:
+        req = chat_of(original)
     model = str(req.get("model") or "unknown")
     fault = STATE.next_fault(model, headers.get("x-mock-fault"))
-    STATE.record(model, fault, headers, req, scope["path"])
+    STATE.record(model, fault, headers, original or req, scope["path"])
     if not valid_fault(fault):
         await _error(send, 400, message=f"Unknown mock fault {fault!r}.")
         return
@@ -413,6 +421,9 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str]) -> No
             await _error(send, 400, message="mock_words must be an integer.")
             return
     response = _completion(req, content, model)
+    if original is not None:
+        await _answer_responses(send, receive, response_of(original, response), bool(req.get("stream")), kind)
+        return
 
     if req.get("stream"):
         include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
@@ -493,6 +504,24 @@ async def _embeddings(scope, receive, send, raw: bytes, headers: dict[str, str])
         await _error(send, 400, message=refused.message, param=refused.param)
         return
     await _send_body(send, receive, _json(response), kind, arg)
+
+
+async def _answer_responses(send, receive, response: dict[str, Any], stream: bool, kind: str) -> None:
+    """A Responses answer: the object, or its typed events (``malformed`` and ``cut`` break it as for chat)."""
+    if not stream:
+        body = _json(response)
+        await _respond(send, 200, body[: len(body) // 2] if kind == "malformed" else body)
+        return
+    events = events_of(response)
+    if kind == "malformed":
+        events = [events[0], events[1][: len(events[1]) // 2] + b"\n\n"]
+    headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if kind == "cut":
+        await send({"type": "http.response.body", "body": b"".join(events[: len(events) // 2]), "more_body": True})
+        await _drop_connection(send, receive)
+        return
+    await send({"type": "http.response.body", "body": b"".join(events), "more_body": False})
 
 
 async def _stream(send, receive, response: dict[str, Any], include_usage: bool, kind: str, total: float) -> None:
@@ -623,9 +652,9 @@ async def app(scope, receive, send) -> None:
     path = scope["path"].rstrip("/")
     method = scope["method"]
     raw = await _read_body(receive)
-    if path == "/v1/chat/completions" and method == "POST":
+    if path in ("/v1/chat/completions", "/v1/responses") and method == "POST":
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        await _chat(scope, receive, send, raw, headers)
+        await _chat(scope, receive, send, raw, headers, responses=path == "/v1/responses")
     elif path == "/v1/embeddings" and method == "POST":
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         await _embeddings(scope, receive, send, raw, headers)

@@ -24,7 +24,7 @@ import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from agentops.gateway import human_hold, wire
+from agentops.gateway import human_hold, responses, wire
 from agentops.gateway.embeddings import embeddings_job
 from agentops.gateway.handling import (
     authenticate,
@@ -46,6 +46,7 @@ log = structlog.get_logger("agentops.gateway")
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
+RESPONSES_PATH = "/v1/responses"
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -110,6 +111,24 @@ async def _serve(scope, receive, send) -> None:
             _refuse_known_bad_key(scope)
             raw = await _read_body(scope, receive)
             await _job(embeddings_job, scope, receive, send, raw, started, request_id, own)
+        elif path == RESPONSES_PATH:
+            if method != "POST":
+                raise WireError(405, f"Method {method} is not allowed on {path}; use POST.", code="method_not_allowed")
+            _refuse_known_bad_key(scope)
+            raw = await _read_body(scope, receive)
+            turn = responses.Turn(request_id)
+            reply = responses.TranslatingSend(send, turn, pool())
+            await _chat(scope, receive, reply, raw, started, request_id, own, job=turn.job)
+        elif path.startswith(RESPONSES_PATH + "/"):
+            if method not in ("GET", "DELETE"):
+                raise WireError(405, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+            _refuse_known_bad_key(scope)
+            loop = asyncio.get_running_loop()
+            job = responses.stored_job
+            status, body = await loop.run_in_executor(
+                pool(), job, _headers(scope), path[len(RESPONSES_PATH) + 1 :], method
+            )
+            await _respond(send, status, body, own)
         elif path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             if method != "GET":
                 raise WireError(405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed")
@@ -166,8 +185,8 @@ async def _watch_disconnect(receive, outbox: Outbox) -> None:
     outbox.gone.set()
 
 
-async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:
-    await _job(chat_job, scope, receive, send, raw, started, request_id, own)
+async def _chat(scope, receive, send, raw: bytes, started: float, request_id: str, own: list, job=chat_job) -> None:
+    await _job(job, scope, receive, send, raw, started, request_id, own)
 
 
 async def _job(run, scope, receive, send, raw: bytes, started: float, request_id: str, own: list) -> None:

@@ -27,6 +27,7 @@ from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.guard import guarded_llm
 from agentops.runtime.protocols import ALLOW_ALL, BudgetExceeded, BudgetUnavailable
 from agentops.runtime.providers.base import LLMRequest, content_text
+from agentops.runtime.providers.responses_native import NATIVE_KEY
 from agentops.runtime.routing import Route, Target
 from agentops.wiring import guard_deps
 
@@ -147,14 +148,26 @@ def cacheable(cfg, request: ChatRequest) -> bool:
 # --- the job -----------------------------------------------------------------------------------------
 
 
-def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str) -> None:
-    """Answer one chat completion request through ``outbox`` (see app.Outbox)."""
+def parse_chat(raw: bytes, principal) -> ChatRequest:
+    return wire.parse_chat_request(raw)
+
+
+def chat_job(
+    raw: bytes,
+    headers: dict[str, str],
+    outbox,
+    started: float,
+    request_id: str,
+    parse: Callable[[bytes, Any], ChatRequest] = parse_chat,
+) -> None:
+    """Answer one chat completion request through ``outbox`` (see app.Outbox). ``parse(raw, principal)`` reads
+    the request (another wire format translates its own to a chat completion here, e.g. /v1/responses)."""
 
     def work(after: list) -> None:
         principal = authenticate(headers)
         admit(principal, outbox)
         rate_limit(principal)
-        request = wire.parse_chat_request(raw)
+        request = parse(raw, principal)
         _answer(principal, request, headers, outbox, started, request_id, after)
 
     _job(work, outbox, request_id, "stream" if b'"stream":true' in raw.replace(b" ", b"") else "json")
@@ -251,6 +264,8 @@ def _answer(
     max_tokens = request.max_tokens or settings.GATEWAY_DEFAULT_MAX_TOKENS
     if request.cap_field == "max_completion_tokens":
         extra["max_completion_tokens"] = max_tokens
+    if request.native is not None:
+        extra[NATIVE_KEY] = request.native
     use_cache = cacheable(cfg, request)
     llm_request = LLMRequest(
         messages=request.messages,

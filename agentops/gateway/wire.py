@@ -84,6 +84,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     upstream: dict[str, Any] = field(default_factory=dict)
+    native: dict[str, Any] | None = None  # a /v1/responses body for a provider that speaks Responses
 
     @property
     def has_tools(self) -> bool:

@@ -26,10 +26,13 @@ except ImportError:  # pragma: no cover - older SDKs use httpx itself
 from agentops.runtime.errors import ErrorClass, ProviderError, classify
 from agentops.runtime.model_names import output_cap_field
 from agentops.runtime.providers.base import EmbeddingsRequest, EmbeddingsResult, LLMRequest, LLMResult
+from agentops.runtime.providers.responses_native import NATIVE_KEY, chat_chunks_of, chat_completion_of, native_body
 
 
 class OpenAICompatProvider:
-    """Chat completions against ``base_url`` with ``api_key``."""
+    """Chat completions against ``base_url`` with ``api_key``. ``speaks_responses``: a request that carries a
+    Responses body (the gateway's ``/v1/responses``, ``extra["native"]``) goes to the provider's own
+    ``/responses`` as it came instead (see responses_native.py)."""
 
     def __init__(
         self,
@@ -40,10 +43,12 @@ class OpenAICompatProvider:
         keep_raw: bool = False,
         default_headers: dict[str, str] | None = None,
         client: openai.OpenAI | None = None,
+        speaks_responses: bool = False,
     ) -> None:
         self.name = name
         self.base_url = base_url
         self.keep_raw = keep_raw
+        self.speaks_responses = speaks_responses
         self.client = client or openai.OpenAI(
             base_url=base_url, api_key=api_key or "unset", max_retries=0, default_headers=default_headers
         )
@@ -52,7 +57,16 @@ class OpenAICompatProvider:
         return f"OpenAICompatProvider({self.name!r}, base_url={self.base_url!r})"
 
     def complete(self, request: LLMRequest, timeout: float) -> LLMResult:
+        native = self._native(request)
         try:
+            if native is not None:
+                response = self.client.post(
+                    "/responses",
+                    body=native_body(native, request.model, request.max_tokens, stream=False),
+                    cast_to=sdk_http.Response,
+                    options={"timeout": timeout},
+                )
+                return self._result_from_body(request, response.content, native=True)
             if request.passthrough:
                 # The SDK's client (auth, its exception classes) without its per-call parameter transform and
                 # response models: ~0.5 ms less per call; the body is parsed once with json, and fields the
@@ -111,18 +125,22 @@ class OpenAICompatProvider:
         """Start a streamed completion and wait for its first chunk, so that every failure a retry or a
         fallback can still repair (status, connection, a hung or malformed start) is raised here, classified.
         The result's ``stream`` yields the chunks (the first one included); usage is always asked for."""
-        body = self._body(request)
-        body["stream"] = True
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        native = self._native(request)
+        if native is not None:
+            path, body = "/responses", native_body(native, request.model, request.max_tokens, stream=True)
+        else:
+            path, body = "/chat/completions", self._body(request)
+            body["stream"] = True
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         try:
             # The SDK's client as for passthrough completions (auth, its exception classes on a bad status),
             # the response left unread: the lines are parsed here as they arrive.
             response = self.client.post(
-                "/chat/completions", body=body, cast_to=sdk_http.Response, options={"timeout": timeout}, stream=True
+                path, body=body, cast_to=sdk_http.Response, options={"timeout": timeout}, stream=True
             )
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
-        chunks = self._chunks(request, response)
+        chunks = self._chunks(request, response, native=native is not None)
         try:
             first = next(chunks)
         except StopIteration:
@@ -144,6 +162,11 @@ class OpenAICompatProvider:
             stream=_ClosingStream(first, chunks, response),
         )
 
+    def _native(self, request: LLMRequest) -> dict[str, Any] | None:
+        """The Responses body to post natively, when this provider speaks Responses and the request has one."""
+        native = request.extra.get(NATIVE_KEY) if request.extra else None
+        return native if self.speaks_responses and isinstance(native, dict) else None
+
     def _body(self, request: LLMRequest) -> dict[str, Any]:
         """The JSON body of a chat completion: model, messages, our parameters, ``extra_body`` merged in."""
         body: dict[str, Any] = {"model": request.model, "messages": request.messages}
@@ -156,6 +179,7 @@ class OpenAICompatProvider:
 
     def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(request.extra) if request.extra else {}
+        kwargs.pop(NATIVE_KEY, None)  # a Responses body: only for a provider that speaks Responses
         if request.max_tokens is not None and "max_completion_tokens" not in kwargs:
             # Reasoning models refuse ``max_tokens``: the same cap goes by the name the model accepts.
             kwargs[output_cap_field(request.model)] = request.max_tokens
@@ -163,8 +187,33 @@ class OpenAICompatProvider:
             kwargs["temperature"] = request.temperature
         return kwargs
 
-    def _chunks(self, request: LLMRequest, response: Any) -> Iterator[tuple[bytes, dict[str, Any]]]:
-        """``(payload, chunk)`` per SSE ``data:`` line until ``[DONE]``; failures leave classified."""
+    def _chunks(
+        self, request: LLMRequest, response: Any, native: bool = False
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """``(payload, chunk)`` per SSE ``data:`` line until ``[DONE]`` (``native``: a Responses event stream,
+        as chat chunks); failures leave classified."""
+        lines = self._lines(request, response)
+        if native:
+            lines = chat_chunks_of((event for _, event in lines), request.model)
+        try:
+            for payload, chunk in lines:
+                if "error" in chunk and "choices" not in chunk:
+                    error = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                    raise ProviderError(
+                        ErrorClass.SERVICE_UNAVAILABLE,
+                        str(error.get("message") or "error in the stream"),
+                        reason="stream_error",
+                        provider=self.name,
+                        model=request.model,
+                    )
+                yield payload, chunk
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise classify(exc, provider=self.name, model=request.model) from exc
+
+    def _lines(self, request: LLMRequest, response: Any) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """``(payload, object)`` per SSE ``data:`` line until ``[DONE]``."""
         try:
             for line in response.iter_lines():
                 if not line.startswith("data:"):
@@ -190,24 +239,17 @@ class OpenAICompatProvider:
                         provider=self.name,
                         model=request.model,
                     )
-                if "error" in chunk and "choices" not in chunk:
-                    error = chunk["error"] if isinstance(chunk["error"], dict) else {}
-                    raise ProviderError(
-                        ErrorClass.SERVICE_UNAVAILABLE,
-                        str(error.get("message") or "error in the stream"),
-                        reason="stream_error",
-                        provider=self.name,
-                        model=request.model,
-                    )
                 yield payload.encode(), chunk
         except ProviderError:
             raise
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
 
-    def _result_from_body(self, request: LLMRequest, body: bytes) -> LLMResult:
+    def _result_from_body(self, request: LLMRequest, body: bytes, native: bool = False) -> LLMResult:
         try:
             data = json.loads(body)
+            if native:  # a Responses object, read as the chat completion it amounts to
+                data = chat_completion_of(data, request.model) if isinstance(data, dict) and "output" in data else {}
             choice = data["choices"][0]
             message = choice["message"]
         except (ValueError, KeyError, IndexError, TypeError):

@@ -201,10 +201,11 @@ def test_cache_seconds_comes_from_settings(settings):
     assert apikeys.CACHE_SECONDS == settings.API_KEY_CACHE_SECONDS
 
 
-def test_a_disabled_agents_keys_answer_401(tight):
+def test_a_disabled_agents_keys_answer_403(tight):
     _, key = key_actions.create_api_key("disabled-agent")
     Agent.objects.filter(name="disabled-agent").update(enabled=False)
-    assert_error(httpx.get(tight + READ, headers=bearer(key)), 401, "unauthenticated")
+    error = assert_error(httpx.get(tight + READ, headers=bearer(key)), 403, "agent_disabled")
+    assert error["details"] == {"agent": "disabled-agent"} and "disabled" in error["message"]
 
 
 def test_last_used_at_is_recorded(make_key, api):

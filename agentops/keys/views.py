@@ -86,8 +86,6 @@ def _detail_page(request, agent: Agent, *, form: AgentForm | None = None, status
         response = render(request, "agentops/agents/detail.html#keys", context, status=status)
     else:
         response = render(request, "agentops/agents/detail.html", context, status=status)
-    if keys.get("new_key"):
-        response["Cache-Control"] = "no-store"  # the key is in this answer only: no cache may keep it
     return response
 
 
@@ -112,7 +110,7 @@ def agent_detail(request, name: str):
 
 @roles.section_required(SECTION)
 @require_POST
-@never_cache
+@never_cache  # no-store: the key is in this answer only, no cache may keep it
 def key_create(request, name: str):
     """Create a key: shown once, in this answer."""
     agent = get_object_or_404(Agent, name=name)

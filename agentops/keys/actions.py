@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from agentops.keys.models import ApiKey
 from agentops.keys.tokens import forget, hash_key, new_key, validate_scopes
-from agentops.runs.actions.agents import ensure_agent
+from agentops.runs.actions.agents import ensure_agent, update_agent
 
 log = structlog.get_logger(__name__)
 
@@ -122,3 +122,12 @@ def revoke_api_key(key_id: int) -> bool:
             forget(prefix)  # this process at once
         log.info("api_key.revoked", key_id=key_id)
     return bool(updated)
+
+
+def save_agent_settings(agent_name: str, **changes):
+    """The Agents screen's save: ``agentops.runs.actions.agents.update_agent``, then this process forgets the
+    agent's verified keys at once (a disabled agent's keys are refused here without waiting for the cache)."""
+    agent = update_agent(agent_name, **changes)
+    for prefix in ApiKey.objects.filter(agent=agent).values_list("prefix", flat=True):
+        forget(prefix)
+    return agent

@@ -99,7 +99,7 @@ def agent_detail(request, name: str):
     form = AgentForm.of(agent, request.POST)
     if form.is_valid():
         try:
-            agent_actions.update_agent(agent.name, **form.cleaned_data)
+            key_actions.save_agent_settings(agent.name, **form.cleaned_data)
         except ValidationError as exc:
             _form_errors(form, exc)
         else:

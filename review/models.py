@@ -136,6 +136,18 @@ class Escalation(models.Model):
     def is_open(self) -> bool:
         return self.state in self.OPEN_STATES
 
+    @property
+    def approvable(self) -> bool:
+        """Whether "approve" means something: a proposed tool call runs as proposed, or a gateway call that a
+        budget blocked goes ahead once, past the block. An LLM call whose every fallback failed proposes
+        nothing to approve: a reviewer writes the answer (take over) or rejects it."""
+        return self.kind != "llm" or (self.source == "gateway" and self.reason == Reason.BUDGET_EXCEEDED)
+
+    @property
+    def modifiable(self) -> bool:
+        """Whether the reviewer may change the arguments: only a tool call has arguments to run with."""
+        return self.kind != "llm"
+
 
 class AuditEvent(models.Model):
     """Append-only: every event of every escalation, with who and when."""

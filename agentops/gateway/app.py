@@ -7,7 +7,8 @@ that went away) and each request runs as ONE job on the gateway's thread pool �
 model resolution, ``guarded_llm`` (cache → reservation → fallback chain → settle), the answer's body —
 posting what to send back through an ``Outbox``. A streamed answer is read by the same job chunk by chunk
 and settled when it ends; a client that disconnects stops it and only what was produced is settled.
-Waiting for a reviewer (a held tool call) happens on the event loop, holding no thread.
+Waiting for a reviewer (a held tool call, or a call held for the human in the gateway: human_hold.py)
+happens on the event loop, holding no thread; the decided call's answer is one more job.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from agentops.gateway import wire
-from agentops.gateway.handling import authenticate, bearer_key, catalog, chat_job, database_unavailable, invalid_api_key
+from agentops.gateway import human_hold, wire
+from agentops.gateway.handling import (
+    authenticate,
+    bearer_key,
+    catalog,
+    chat_job,
+    database_unavailable,
+    held_job,
+    invalid_api_key,
+)
 from agentops.gateway.tool_review import apply_decisions, decided_by_position, decisions_for
 from agentops.gateway.wire import WireError
 from agentops.keys.tokens import known_bad
@@ -53,8 +62,9 @@ HOLD_CLOSE_GRACE_SECONDS = 5.0
 
 class Outbox:
     """What a job thread hands to the event loop, in order: ``("reply", status, headers, body)``, or
-    ``("start", headers)`` then ``("data", bytes)``… ``("end",)``, or a hold (``("hold", …)``).
-    ``gone`` is set when the client disconnected."""
+    ``("start", headers)`` then ``("data", bytes)``… ``("end",)``, or a hold (``("hold", …)``; for the
+    human in the gateway ``("hold_human", Held)``: the answer comes from a job started once the reviewer
+    decided, in ``followups``). ``gone`` is set when the client disconnected."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -62,6 +72,7 @@ class Outbox:
         self.gone = threading.Event()
         self.slot: tuple[int, str] | None = None  # the key's in-flight slot, once the job took it
         self.holding = False  # a hold was posted: the answer waits for reviewers after the job has ended
+        self.followups: list[asyncio.Future] = []  # jobs answering a call once its reviewer decided
 
     def put(self, *item: Any) -> None:
         if item[0].startswith("hold"):  # set in the job's thread, before the loop sees the item
@@ -165,10 +176,11 @@ async def _chat(scope, receive, send, raw: bytes, started: float, request_id: st
             # left (DESIGN.md §6): cancelling it now would leave those items open for a reviewer to approve.
             await asyncio.wait({answer}, timeout=HOLD_CLOSE_GRACE_SECONDS)
         answer.cancel()
-        try:
-            await job
-        except Exception:
-            log.exception("gateway.job_failed", request_id=request_id)
+        for work in [job, *outbox.followups]:
+            try:
+                await work
+            except Exception:
+                log.exception("gateway.job_failed", request_id=request_id)
         if outbox.slot is not None:  # a held answer's slot (the job released any other): off the loop
             await loop.run_in_executor(None, release_slot, outbox.slot)
 
@@ -176,6 +188,12 @@ async def _chat(scope, receive, send, raw: bytes, started: float, request_id: st
 async def _send_answer(send, outbox: Outbox, own: list) -> None:
     try:
         item = await outbox.queue.get()
+        while item[0] == "hold_human":  # nothing is sent before the reviewer decided: then one more job answers
+            held = item[1]
+            decided = await human_hold.decision(held, outbox.gone)
+            loop = asyncio.get_running_loop()
+            outbox.followups.append(loop.run_in_executor(pool(), held_job, held, decided, outbox))
+            item = await outbox.queue.get()
         if item[0] == "reply":
             _, status, headers, body = item
             await _respond(send, status, body, own + headers)

@@ -3,14 +3,17 @@ and what goes back (see app.py for the threading). Failures become OpenAI-shaped
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from agentops.gateway import wire
+from agentops.gateway import human_hold, wire
+from agentops.gateway.human_hold import Held
 from agentops.gateway.tool_review import ask_for_calls, calls_of
 from agentops.gateway.wire import ChatRequest, WireError
 from agentops.keys.tokens import lookup
@@ -22,7 +25,7 @@ from agentops.observability import metrics
 from agentops.runs.models import Agent
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.guard import guarded_llm
-from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
+from agentops.runtime.protocols import ALLOW_ALL, BudgetExceeded, BudgetUnavailable
 from agentops.runtime.providers.base import LLMRequest, content_text
 from agentops.runtime.routing import Route, Target
 from agentops.wiring import guard_deps
@@ -167,31 +170,76 @@ def cacheable(cfg, request: ChatRequest) -> bool:
 
 def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str) -> None:
     """Answer one chat completion request through ``outbox`` (see app.Outbox)."""
-    after: list = []  # the settle and log line of the answer, run once it is on its way (guarded_llm's defer)
-    try:
+
+    def work(after: list) -> None:
         principal = authenticate(headers)
         admit(principal, outbox)
         rate_limit(principal)
         request = wire.parse_chat_request(raw)
         authorize_model(principal, request.model)
         _answer(principal, request, headers, outbox, started, request_id, after)
+
+    _job(work, outbox, request_id, "stream" if b'"stream":true' in raw.replace(b" ", b"") else "json")
+
+
+def held_job(held: Held, decided: dict[str, Any], outbox) -> None:
+    """Answer a call held for a reviewer once they decided (human_hold.py): approved — the call goes
+    ahead once, past the budget that blocked it; taken over — the reviewer's text; else the refusal."""
+
+    def work(after: list) -> None:
+        verdict = decided["decision"]
+        if outbox.gone.is_set():  # nobody is listening any more: ask no upstream
+            raise human_hold.refused(held, decided)
+        if verdict in ("approved", "modified") and held.reason == human_hold.BUDGET_EXCEEDED:
+            log.info("gateway.hold_approved", escalation=held.escalation_id, request_id=held.request_id)
+            _answer(
+                held.principal,
+                held.request,
+                held.headers,
+                outbox,
+                time.perf_counter(),
+                held.request_id,
+                after,
+                approved=held,
+            )
+        elif verdict == "taken_over":
+            info, body = human_hold.taken_over(held, decided, guard_deps().usage)
+            _count(200, "stream" if held.request.stream else "json")
+            if held.request.stream:
+                outbox.put("start", info)
+                for event in wire.chunks_of(body, held.request.include_usage):
+                    outbox.put("data", event)
+                outbox.put("end")
+            else:
+                outbox.put("reply", 200, info, wire.dumps(body))
+        else:
+            raise human_hold.refused(held, decided)
+
+    _job(work, outbox, held.request_id, "stream" if held.request.stream else "json")
+
+
+def _job(work: Callable[[list], None], outbox, request_id: str, mode: str) -> None:
+    """Run ``work(after)`` on this gateway thread; its failures become OpenAI-shaped errors in ``outbox``."""
+    after: list = []  # the settle and log line of the answer, run once it is on its way (guarded_llm's defer)
+    try:
+        work(after)
     except WireError as error:
         outbox.put("reply", error.status, error.headers()[1:], error.body())
-        _count(error.status, raw)
+        _count(error.status, mode)
     except (OperationalError, InterfaceError):  # PostgreSQL unreachable (a key not in the cache, a tool review …)
         # Only these mean "away": a DataError is a bug of ours, and a 503 would make the SDK retry it.
         log.warning("gateway.database_unavailable", request_id=request_id, exc_info=True)
         error = database_unavailable()
         outbox.put("reply", error.status, error.headers()[1:], error.body())
-        _count(error.status, raw)
+        _count(error.status, mode)
     except Exception:
         log.exception("gateway.failed", request_id=request_id)
         error = WireError(500, "The gateway failed unexpectedly; the error is logged.", type_="server_error")
         outbox.put("reply", 500, error.headers()[1:], error.body())
-        _count(500, raw)
+        _count(500, mode)
     finally:
-        for work in after:
-            work()
+        for work_after in after:
+            work_after()
         if outbox.slot is not None and not outbox.holding:
             # Released here, in the job's thread: a hop back to a thread from the loop would delay the end of
             # the request, and the next request on the same connection waits for that. A held answer keeps
@@ -202,9 +250,21 @@ def chat_job(raw: bytes, headers: dict[str, str], outbox, started: float, reques
 
 
 def _answer(
-    principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str, after: list
+    principal,
+    request: ChatRequest,
+    headers: dict[str, str],
+    outbox,
+    started,
+    request_id: str,
+    after: list,
+    *,
+    approved: Held | None = None,
 ) -> None:
+    """The guarded call and its answer. ``approved``: a reviewer let this call, which a budget blocked, go
+    ahead once — no reservation (its ledger row still counts against the budgets)."""
     deps = guard_deps()
+    if approved is not None:
+        deps = dataclasses.replace(deps, budget=ALLOW_ALL)
     cfg = deps.config.get()
     operation = headers.get("x-operation", "").strip()[:50] or DEFAULT_OPERATION
     session = (headers.get("x-session-id", "").strip() or request.user)[:200]
@@ -235,13 +295,29 @@ def _answer(
     try:
         result = guarded_llm(llm_request, deps=deps, cache=use_cache, route=route, defer=after.append)
     except BudgetExceeded as exc:
-        raise WireError(
+        error = WireError(
             429,
             f"You exceeded your current quota: budget '{exc.budget}' blocks this call. {exc.message}",
             type_="insufficient_quota",
             code="insufficient_quota",
             retryable=False,
-        ) from None
+        )
+        if exc.escalate and human_hold.mode(principal.agent_id) == human_hold.HOLD:
+            why = f"Budget '{exc.budget}' blocks this call and is set to escalate: {exc.message}"
+            held = human_hold.hold(
+                principal,
+                request,
+                headers,
+                reason=human_hold.BUDGET_EXCEEDED,
+                why=why,
+                refusal=error,
+                operation=operation,
+                session=session,
+                request_id=request_id,
+            )
+            outbox.put("hold_human", held)
+            return
+        raise error from None
     except BudgetUnavailable:
         raise WireError(
             503,
@@ -251,15 +327,32 @@ def _answer(
             retry_after=5,
         ) from None
     except FallbackExhausted as exc:
-        raise _exhausted(exc, cfg) from None
+        error = _exhausted(exc, cfg)
+        if human_hold.holds_for(error) and human_hold.mode(principal.agent_id) == human_hold.HOLD:
+            held = human_hold.hold(
+                principal,
+                request,
+                headers,
+                reason=human_hold.ALL_FALLBACKS_FAILED,
+                why=f"Every upstream for {request.model} failed: {error.message}",
+                refusal=error,
+                operation=operation,
+                session=session,
+                request_id=request_id,
+                hops=[hop.to_dict() for hop in exc.hops or ()],
+            )
+            outbox.put("hold_human", held)
+            return
+        raise error from None
 
     info = [
         (b"x-agentops-cache", b"hit" if result.cache_hit else (b"miss" if use_cache else b"bypass")),
         (b"x-agentops-handler", result.handler.encode()),
         (b"x-agentops-model", _header_value(result.model)),
+        *(approved.review_headers() if approved is not None else ()),
     ]
     mode = "stream" if request.stream else "json"
-    _count(200, mode=mode)
+    _count(200, mode)
     if result.stream is not None:
         close_old_connections()  # do not hold a pooled connection while the stream flows
         _stream(principal, request, result, outbox, started, info, session)
@@ -298,9 +391,7 @@ def _overhead(started: float, result, mode: str) -> bytes:
     return f"{overhead:.3f}".encode()
 
 
-def _count(status: int, raw: bytes = b"", mode: str | None = None) -> None:
-    if mode is None:  # an error before the body was understood: a cheap look is enough for a label
-        mode = "stream" if b'"stream":true' in raw.replace(b" ", b"") else "json"
+def _count(status: int, mode: str) -> None:
     metrics.GATEWAY_REQUESTS.labels(str(status), mode).inc()
 
 

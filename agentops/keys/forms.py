@@ -62,14 +62,15 @@ class AgentForm(forms.Form):
         label=_("Gateway tool review"),
         help_text=_("What the gateway does with answers whose tool calls the escalation policy finds sensitive."),
     )
-    # >>> gateway_human (hold / fail): the human-in-the-gateway mode is added on branch h16-hold. Once the Agent
-    # model has that field, add a ChoiceField over Agent.GatewayHuman here and "gateway_human" to
-    # agentops.runs.actions.agents.AGENT_SETTINGS; the template and the view need no change (they loop over
-    # the form's fields).
+    gateway_human = forms.ChoiceField(
+        choices=Agent.GatewayHuman.choices,
+        label=_("Human in the gateway"),
+        help_text=Agent._meta.get_field("gateway_human").help_text,
+    )
 
     @classmethod
     def of(cls, agent: Agent, data=None) -> AgentForm:
-        initial = {"team": agent.team, "enabled": agent.enabled, "gateway_tool_review": agent.gateway_tool_review}
+        initial = {field: getattr(agent, field) for field in cls.base_fields}
         return cls(data, initial=initial, prefix="agent")
 
 

@@ -86,12 +86,14 @@ def test_agent_admin_creates_a_key_sees_it_once_revokes_it_and_edits_the_agent(w
     expect(page.locator("#id_agent-team_error")).to_be_visible()
     expect(page.locator("#id_agent-gateway_tool_review")).to_have_value("annotate")
     page.fill("#id_agent-team", "billing")
+    page.select_option("#id_agent-gateway_human", "hold")
     page.uncheck("#id_agent-enabled")
     page.click("#agent-form button[type=submit]")
     expect(page.locator(".messages")).to_contain_text(f"Agent {AGENT} saved.")
     expect(page.locator("h1 .badge")).to_have_text("disabled")
     agent = Agent.objects.get(name=AGENT)
     assert (agent.team, agent.enabled, agent.gateway_tool_review) == ("billing", False, "annotate")
+    assert agent.gateway_human == "hold"
     screenshot(page, "agents-detail")
 
     # the agent's other key is refused with 403 (once the process's short key cache has let go of it)

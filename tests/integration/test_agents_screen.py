@@ -74,16 +74,25 @@ def test_the_list_shows_each_agents_settings_keys_and_last_use(agent):
 def test_an_agent_admin_edits_team_enabled_and_tool_review(agent):
     browser = client_for(ADA)
     page = f"/agents/{agent.name}/"
-    answer = browser.post(page, {"agent-team": "billing", "agent-gateway_tool_review": "off"})  # enabled unticked
+    assert agent.gateway_human == "fail"  # the default
+    answer = browser.post(  # enabled unticked
+        page, {"agent-team": "billing", "agent-gateway_tool_review": "off", "agent-gateway_human": "hold"}
+    )
     assert answer.status_code == 302 and answer["Location"] == page
     agent.refresh_from_db()
-    assert (agent.team, agent.enabled, agent.gateway_tool_review) == ("billing", False, "off")
+    assert (agent.team, agent.enabled, agent.gateway_tool_review, agent.gateway_human) == (
+        "billing",
+        False,
+        "off",
+        "hold",
+    )
     assert "Agent screen-agent saved." in browser.get(page).content.decode()
 
     bad = browser.post(page, {"agent-team": "no spaces!", "agent-enabled": "on", "agent-gateway_tool_review": "maybe"})
     assert bad.status_code == 422
     text = bad.content.decode()
-    assert 'id="id_agent-team_error"' in text and 'id="id_agent-gateway_tool_review_error"' in text
+    for field in ("team", "gateway_tool_review", "gateway_human"):
+        assert f'id="id_agent-{field}_error"' in text, field
     agent.refresh_from_db()
     assert (agent.team, agent.enabled) == ("billing", False)  # nothing saved
     assert "Answers &lt;b&gt;refunds&lt;/b&gt;" in text  # the agent's description stays text

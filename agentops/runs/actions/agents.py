@@ -36,7 +36,7 @@ def sync_registered_agents() -> list[Agent]:
     return [ensure_agent(spec.name, description=spec.description) for spec in load_agents().values()]
 
 
-AGENT_SETTINGS = ("team", "enabled", "gateway_tool_review")  # what the Agents screen edits (+ gateway_human)
+AGENT_SETTINGS = ("team", "enabled", "gateway_tool_review", "gateway_human")  # what the Agents screen edits
 
 
 def update_agent(name: str, **changes) -> Agent:

@@ -34,6 +34,7 @@ def test_agent_admin_creates_a_key_sees_it_once_revokes_it_and_edits_the_agent(w
     base = web.extra["url"]
     agent_actions.ensure_agent(AGENT, team="support")
     _, other_key = key_actions.create_api_key(AGENT, name="older")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     login(page, base, ADA)
     page.goto(f"{base}/")
     page.click("header nav a:has-text('Agents')")
@@ -53,11 +54,12 @@ def test_agent_admin_creates_a_key_sees_it_once_revokes_it_and_edits_the_agent(w
     row = ApiKey.objects.get(name="laptop")
     assert key.startswith(f"ao_{row.prefix}_") and row.allowed_models == ["gpt-4o-mini"] and row.rate_per_minute == 600
     page.click("#new-key-box button.copy")
-    copied = page.evaluate(
+    copy_done = (  # the clipboard answers asynchronously: copied, or refused and the key selected instead
         "() => document.querySelector('#new-key-box button.copy').textContent === 'Copied'"
         " || window.getSelection().toString().trim() === document.getElementById('new-key').textContent.trim()"
     )
-    assert copied, "the copy button neither copied nor selected the key"
+    wait_for(lambda: page.evaluate(copy_done), timeout=5, message="the copy button to copy or select the key")
+    assert page.evaluate("() => navigator.clipboard.readText()") == key  # on the clipboard, this page may read it
     expect(page.locator(f"tr[data-key='{row.prefix}']")).to_contain_text("gpt-4o-mini")
     screenshot(page, "agents-new-key")
     headers = {"Authorization": f"Bearer {key}"}

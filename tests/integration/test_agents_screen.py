@@ -6,10 +6,13 @@ the screen in Chromium in tests/browser/test_agents.py)."""
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 
 from agentops.keys import actions as key_actions
@@ -48,8 +51,6 @@ def test_only_agent_admins_and_superusers_open_the_agents_screen(agent, person, 
 
 
 def test_signed_out_goes_to_the_login_page(agent):
-    from django.test import Client
-
     response = Client().get(f"/agents/{agent.name}/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
@@ -179,3 +180,14 @@ def test_an_external_agent_is_added_from_the_list(agent):
     taken = browser.post("/agents/", {"name": "billing-bot"})
     assert taken.status_code == 422 and "already exists" in taken.content.decode()
     assert browser.get("/agents/no-such-agent/").status_code == 404
+
+
+def test_the_demo_seed_has_an_agent_admin_login_who_opens_the_agents_screen(tmp_path):
+    out = io.StringIO()
+    call_command("seed_demo", credentials_file=str(tmp_path / "credentials.txt"), stdout=out)
+    line = next(line for line in (tmp_path / "credentials.txt").read_text().splitlines() if line.startswith("agent_"))
+    role, username, password = line.split()
+    assert (role, username) == ("agent_admin", "agents") and f"agent_admin   agents     {password}" in out.getvalue()
+    browser = Client()
+    assert browser.login(username=username, password=password)
+    assert browser.get("/agents/").status_code == 200 and browser.get("/budgets/").status_code == 403

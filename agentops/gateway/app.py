@@ -305,8 +305,8 @@ async def _held_events(item: tuple, gone: threading.Event) -> list[bytes]:
 
 def _models_job(headers: dict[str, str], path: str) -> tuple[int, bytes]:
     try:
-        authenticate(headers)
-        entries = catalog()
+        principal = authenticate(headers)
+        entries = [entry for entry in catalog() if principal.allows_model(entry[0])]  # the key's allowed models
         if path == MODELS_PATH:
             return 200, wire.dumps(wire.model_list(entries))
         name = path[len(MODELS_PATH) + 1 :]

@@ -16,7 +16,7 @@ from agentops.gateway import human_hold, wire
 from agentops.gateway.human_hold import Held
 from agentops.gateway.tool_review import ask_for_calls, calls_of
 from agentops.gateway.wire import ChatRequest, WireError
-from agentops.keys.tokens import verify
+from agentops.keys.tokens import lookup
 from agentops.lib.inflight import TooManyInFlight
 from agentops.lib.inflight import admit as take_slot
 from agentops.lib.inflight import release as release_slot
@@ -55,11 +55,19 @@ def invalid_api_key() -> WireError:
 
 
 def authenticate(headers: dict[str, str]):
-    """The verified principal of the bearer key, with the gateway scope; else 401 / 403."""
+    """The verified principal of the bearer key, with the gateway scope; else 401 (unknown, revoked, expired)
+    / 403 (its agent disabled, or no gateway scope)."""
     key = bearer_key(headers)
-    principal = verify(key) if key else None
+    principal = lookup(key) if key else None
     if principal is None:
         raise invalid_api_key()
+    if not principal.enabled:
+        raise WireError(
+            403,
+            f"The agent '{principal.agent}' is disabled: its keys are refused until an agent admin enables it again.",
+            type_="permission_error",
+            code="agent_disabled",
+        )
     if not principal.allows(SCOPE):
         raise WireError(
             403,
@@ -95,9 +103,22 @@ def admit(principal, outbox) -> None:
         ) from None
 
 
+def authorize_model(principal, model: str) -> None:
+    """The key's allowed models (set on the Agents screen; empty = all): another model is 403 in OpenAI's
+    shape. ``model`` is the name exactly as the request gives it (a route's fallbacks stay behind it)."""
+    if not principal.allows_model(model):
+        raise WireError(
+            403,
+            f"This API key may not use the model '{model}'; it may use: {', '.join(sorted(principal.allowed_models))}.",
+            type_="permission_error",
+            param="model",
+            code="model_not_allowed",
+        )
+
+
 def rate_limit(principal) -> None:
     try:
-        take(principal.key_id)
+        take(principal.key_id, principal.rate_per_minute)
     except RateLimited as exc:
         raise WireError(
             429,
@@ -168,6 +189,7 @@ def chat_job(
         admit(principal, outbox)
         rate_limit(principal)
         request = parse(raw, principal)
+        authorize_model(principal, request.model)
         _answer(principal, request, headers, outbox, started, request_id, after)
 
     _job(work, outbox, request_id, "stream" if b'"stream":true' in raw.replace(b" ", b"") else "json")

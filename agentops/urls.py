@@ -41,6 +41,7 @@ urlpatterns = [
     path("runs/", include("agentops.runs.urls")),
     path("review/", include("review.urls")),
     path("", include("budgets.urls")),
+    path("agents/", include("agentops.keys.urls")),
     path("ops/", views.ops, name="ops"),
     path("ops/status", views.ops_status, name="ops-status"),
     path("ops/breakers/<str:name>/<slug:operation>", views.ops_breaker, name="ops-breaker"),

@@ -15,7 +15,7 @@ from agentops.lib import live
 from agentops.observability import metrics
 from agentops.runs.actions import lifecycle as run_lifecycle
 from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, Escalation
-from review.policy import evaluate, policy_for
+from review.policy import evaluate, policy_for, verdict_for_reason
 
 log = structlog.get_logger(__name__)
 
@@ -151,6 +151,41 @@ def request_action(
         escalation=escalation.pk if escalation else None,
     )
     return action
+
+
+GATEWAY_WAITER = "gateway"  # context["waiter"] of an item a gateway hold waits for (see close_orphaned_holds)
+
+
+@transaction.atomic
+def hold_gateway_call(
+    agent,
+    *,
+    reason: str,
+    operation: str,
+    hold_seconds: float,
+    session_id: str = "",
+    arguments: dict | None = None,
+    context: dict | None = None,
+) -> Escalation:
+    """A gateway call whose answer waits for a reviewer (its agent's ``gateway_human`` is ``hold``): a budget
+    set to escalate blocked it (``budget_exceeded``: approve lets it go ahead once, past the block) or every
+    fallback failed (``all_fallbacks_failed``). Either way the reviewer may write the answer (take over) or
+    reject it. The item (source ``gateway``, kind ``llm``) is due when the hold ends, since nobody acts on a
+    decision after that; the hold closes it then (``close_unwaited``), beat if the hold vanished."""
+    verdict = verdict_for_reason(agent.name, operation, reason)
+    return create_escalation(
+        operation=operation,
+        reason=reason,
+        priority=verdict.priority,
+        deadline_seconds=max(1, min(verdict.deadline_seconds, round(hold_seconds))),
+        agent=agent,
+        session_id=session_id,
+        source="gateway",
+        kind="llm",
+        arguments=arguments,
+        context={**(context or {}), "waiter": GATEWAY_WAITER},
+        rule=verdict.rule or "",
+    )
 
 
 def _claimable_by(user, now) -> Q:
@@ -341,12 +376,12 @@ HOLD_GRACE_SECONDS = 30  # a hold closes its own items at its end; beat only cat
 
 
 def close_orphaned_holds() -> list[int]:
-    """Beat: a gateway hold closes its undecided items when it ends; an item still open well after the
-    longest hold (GATEWAY_HOLD_SECONDS) lost its hold — the web process stopped — so nobody waits for it:
-    close it the same way."""
+    """Beat: a gateway hold (a held tool call, or a call held for the human in the gateway) closes its
+    undecided items when it ends; an item still open well after the longest hold (GATEWAY_HOLD_SECONDS)
+    lost its hold — the web process stopped — so nobody waits for it: close it the same way."""
     since = timezone.now() - timedelta(seconds=settings.GATEWAY_HOLD_SECONDS + HOLD_GRACE_SECONDS)
     orphans = Escalation.objects.filter(
-        state__in=Escalation.OPEN_STATES, source="api", context__waiter="gateway", created_at__lt=since
+        state__in=Escalation.OPEN_STATES, context__waiter=GATEWAY_WAITER, created_at__lt=since
     )
     closed = []
     for pk in orphans.values_list("pk", flat=True):

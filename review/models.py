@@ -91,7 +91,7 @@ class Escalation(models.Model):
     step_seq = models.PositiveIntegerField(null=True, blank=True)
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="escalations")
     session_id = models.CharField(max_length=200, blank=True)
-    source = models.CharField(max_length=20, default="run")  # run | api | budget
+    source = models.CharField(max_length=20, default="run")  # run | api | budget | gateway
     kind = models.CharField(max_length=10, default="tool")  # tool | llm
     operation = models.CharField(max_length=100)
     arguments = models.JSONField(default=dict, blank=True)
@@ -135,6 +135,18 @@ class Escalation(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state in self.OPEN_STATES
+
+    @property
+    def approvable(self) -> bool:
+        """Whether "approve" means something: a proposed tool call runs as proposed, or a gateway call that a
+        budget blocked goes ahead once, past the block. An LLM call whose every fallback failed proposes
+        nothing to approve: a reviewer writes the answer (take over) or rejects it."""
+        return self.kind != "llm" or (self.source == "gateway" and self.reason == Reason.BUDGET_EXCEEDED)
+
+    @property
+    def modifiable(self) -> bool:
+        """Whether the reviewer may change the arguments: only a tool call has arguments to run with."""
+        return self.kind != "llm"
 
 
 class AuditEvent(models.Model):

@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db.models import Aggregate, Count, F, FloatField, Func, Q, QuerySet
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from agentops.lib import display
 from agentops.runs.models import Step
@@ -159,7 +160,7 @@ def _queue_row(esc: Escalation, user, now, queue_url: str) -> QueueRow:
         state=esc.state,
         version=esc.version,
         expert=esc.queue == Escalation.Queue.EXPERTS,
-        approvable=esc.kind != "llm",
+        approvable=esc.approvable,
         agent=reveal(esc.agent.name) if esc.agent_id else "—",
         operation=reveal(esc.operation),
         arguments=summary(esc.arguments),
@@ -282,7 +283,7 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
     now = timezone.now()
     held_by, mine = holder(escalation, user, now)
     context = escalation.context if isinstance(escalation.context, dict) else {"context": escalation.context}
-    known = ("user_input", "agent_analysis", "analysis", "suggestions", "suggested_actions", "confidence")
+    known = ("user_input", "agent_analysis", "analysis", "suggestions", "suggested_actions", "confidence", "messages")
     other = {k: v for k, v in context.items() if k not in known}
     arguments = escalation.arguments
     diff = []
@@ -308,6 +309,7 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
         "analysis": pretty(context.get("agent_analysis", context.get("analysis"))),
         "suggestions": _suggestions(context.get("suggestions", context.get("suggested_actions"))),
         "other_context": pretty(other),
+        "request_messages": _request_messages(context.get("messages")),
         "agent_confidence": pretty(agent_confidence) if not isinstance(agent_confidence, int | float) else None,
         "confidence_value": agent_confidence if isinstance(agent_confidence, int | float) else None,
         "confidence_percent": round(agent_confidence * 100)
@@ -333,10 +335,48 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
         **(_timeline(run, user) if run else {}),
         "events": events,
         "can_escalate": escalation.queue == Escalation.Queue.REVIEWERS,
-        "can_approve": escalation.kind != "llm",
+        "can_approve": escalation.approvable,
+        "can_modify": escalation.modifiable,
+        "llm_hint": _llm_hint(escalation),
         "reason_label": Reason(escalation.reason).label if escalation.reason in Reason.values else escalation.reason,
         "refresh_event": REFRESH_EVENT,
     }
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    role: str
+    content: str
+
+
+def _request_messages(messages: Any) -> list[MessageRow]:
+    """The messages of an LLM call handed to a human (a run's step, a held gateway call), role and text."""
+    if not isinstance(messages, list):
+        return []
+    rows = []
+    for message in messages:
+        if isinstance(message, dict):
+            content = message.get("content")
+            rows.append(MessageRow(summary(message.get("role"), 20) or "?", pretty(content) if content else ""))
+    return rows
+
+
+def _llm_hint(escalation: Escalation) -> str:
+    """What the reviewer's choices mean for an LLM call (no arguments to modify); empty for a tool call."""
+    if escalation.modifiable:
+        return ""
+    if escalation.source == "gateway":
+        if escalation.approvable:
+            return _(
+                "A budget blocks this gateway call and its client is waiting: approve lets the call go ahead "
+                "once, past the block; take over sends your text as the answer; reject answers the client "
+                "with the quota error."
+            )
+        return _(
+            "Every upstream failed for this gateway call and its client is waiting: write the answer yourself "
+            "(take over) or reject it (the client gets the provider's error)."
+        )
+    return _("Every fallback failed for this LLM call: write the answer yourself (take over) or reject.")
 
 
 # --- decision data: which escalations -----------------------------------------------------------

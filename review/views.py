@@ -192,10 +192,11 @@ def decide(request, pk: int):
     from_queue = request.POST.get("source") == "queue"
     form = DecisionForm(request.POST)
     if form.is_valid() and escalation.kind == "llm":
-        # every fallback failed: there is no proposed action to approve, only an answer to write
-        if form.cleaned_data["action"] in (APPROVE, MODIFY):
+        # an LLM call has no arguments to modify; only a gateway call a budget blocked has something to approve
+        action = form.cleaned_data["action"]
+        if action == MODIFY or (action == APPROVE and not escalation.approvable):
             form.add_error(None, "There is no proposed action to approve: take over (write the answer) or reject.")
-        elif form.cleaned_data["action"] == TAKE_OVER:
+        elif action == TAKE_OVER:
             form.cleaned_data["parsed_result"] = form.cleaned_data["result"].strip()  # the answer is text
     if not form.is_valid():
         return _refused(request, escalation, form, status=422, from_queue=from_queue)

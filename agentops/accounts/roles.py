@@ -8,25 +8,28 @@ from functools import wraps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext_lazy as _
 
 REVIEWER, EXPERT, BUDGET_ADMIN = "reviewer", "expert", "budget_admin"
-ROLE_GROUPS = (REVIEWER, EXPERT, BUDGET_ADMIN)
+AGENT_ADMIN = "agent_admin"  # the Agents screen: teams, enabled, tool review, API keys and their limits
+ROLE_GROUPS = (REVIEWER, EXPERT, BUDGET_ADMIN, AGENT_ADMIN)
 
 
 @dataclass(frozen=True)
 class Section:
     key: str
-    label: str
+    label: str  # translated lazily (gettext_lazy)
     url_name: str
     roles: frozenset[str]  # superusers may open every section
 
 
 SECTIONS = (
-    Section("queue", "Queue", "review:queue", frozenset({REVIEWER, EXPERT})),
-    Section("runs", "Runs", "runs:list", frozenset({REVIEWER, EXPERT})),
-    Section("budgets", "Budgets", "budgets:list", frozenset({BUDGET_ADMIN})),
-    Section("costs", "Costs", "budgets:costs", frozenset({BUDGET_ADMIN})),
-    Section("ops", "Ops", "ops", frozenset()),
+    Section("queue", _("Queue"), "review:queue", frozenset({REVIEWER, EXPERT})),
+    Section("runs", _("Runs"), "runs:list", frozenset({REVIEWER, EXPERT})),
+    Section("budgets", _("Budgets"), "budgets:list", frozenset({BUDGET_ADMIN})),
+    Section("costs", _("Costs"), "budgets:costs", frozenset({BUDGET_ADMIN})),
+    Section("agents", _("Agents"), "agents:list", frozenset({AGENT_ADMIN})),
+    Section("ops", _("Ops"), "ops", frozenset()),
 )
 SECTIONS_BY_KEY = {section.key: section for section in SECTIONS}
 
@@ -92,7 +95,8 @@ def section_required(section_key: str):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             if not can_open(request.user, section_key):
-                raise PermissionDenied(f"Your role cannot open {SECTIONS_BY_KEY[section_key].label}.")
+                label = SECTIONS_BY_KEY[section_key].label
+                raise PermissionDenied(_("Your role cannot open %(section)s.") % {"section": label})
             return view(request, *args, **kwargs)
 
         return wrapper

@@ -64,7 +64,7 @@ def install_error_handlers(api: NinjaAPI) -> None:
             request,
             401,
             "unauthenticated",
-            "a valid API key is required: Authorization: Bearer <key> (missing, unknown or revoked)",
+            "a valid API key is required: Authorization: Bearer <key> (missing, unknown, revoked or expired)",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -7,7 +7,8 @@ that went away) and each request runs as ONE job on the gateway's thread pool �
 model resolution, ``guarded_llm`` (cache → reservation → fallback chain → settle), the answer's body —
 posting what to send back through an ``Outbox``. A streamed answer is read by the same job chunk by chunk
 and settled when it ends; a client that disconnects stops it and only what was produced is settled.
-Waiting for a reviewer (a held tool call) happens on the event loop, holding no thread.
+Waiting for a reviewer (a held tool call, or a call held for the human in the gateway: human_hold.py)
+happens on the event loop, holding no thread; the decided call's answer is one more job.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from agentops.gateway import messages_wire, responses, wire
+from agentops.gateway import human_hold, messages_wire, responses, wire
 from agentops.gateway.embeddings import embeddings_job
-from agentops.gateway.handling import authenticate, bearer_key, catalog, chat_job, database_unavailable, invalid_api_key
+from agentops.gateway.handling import (
+    authenticate,
+    bearer_key,
+    catalog,
+    chat_job,
+    database_unavailable,
+    held_job,
+    invalid_api_key,
+)
 from agentops.gateway.messages import count_tokens_job, messages_job, with_api_key
 from agentops.gateway.tool_review import apply_decisions, decided_by_position, decisions_for
 from agentops.gateway.wire import WireError
@@ -59,8 +68,9 @@ HOLD_CLOSE_GRACE_SECONDS = 5.0
 
 class Outbox:
     """What a job thread hands to the event loop, in order: ``("reply", status, headers, body)``, or
-    ``("start", headers)`` then ``("data", bytes)``… ``("end",)``, or a hold (``("hold", …)``).
-    ``gone`` is set when the client disconnected."""
+    ``("start", headers)`` then ``("data", bytes)``… ``("end",)``, or a hold (``("hold", …)``; for the
+    human in the gateway ``("hold_human", Held)``: the answer comes from a job started once the reviewer
+    decided, in ``followups``). ``gone`` is set when the client disconnected."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -68,6 +78,7 @@ class Outbox:
         self.gone = threading.Event()
         self.slot: tuple[int, str] | None = None  # the key's in-flight slot, once the job took it
         self.holding = False  # a hold was posted: the answer waits for reviewers after the job has ended
+        self.followups: list[asyncio.Future] = []  # jobs answering a call once its reviewer decided
 
     def put(self, *item: Any) -> None:
         if item[0].startswith("hold"):  # set in the job's thread, before the loop sees the item
@@ -222,10 +233,11 @@ async def _job(run, scope, receive, send, raw: bytes, started: float, request_id
             # left (DESIGN.md §6): cancelling it now would leave those items open for a reviewer to approve.
             await asyncio.wait({answer}, timeout=HOLD_CLOSE_GRACE_SECONDS)
         answer.cancel()
-        try:
-            await job
-        except Exception:
-            log.exception("gateway.job_failed", request_id=request_id)
+        for work in [job, *outbox.followups]:
+            try:
+                await work
+            except Exception:
+                log.exception("gateway.job_failed", request_id=request_id)
         if outbox.slot is not None:  # a held answer's slot (the job released any other): off the loop
             await loop.run_in_executor(None, release_slot, outbox.slot)
 
@@ -233,6 +245,12 @@ async def _job(run, scope, receive, send, raw: bytes, started: float, request_id
 async def _send_answer(send, outbox: Outbox, own: list) -> None:
     try:
         item = await outbox.queue.get()
+        while item[0] == "hold_human":  # nothing is sent before the reviewer decided: then one more job answers
+            held = item[1]
+            decided = await human_hold.decision(held, outbox.gone)
+            loop = asyncio.get_running_loop()
+            outbox.followups.append(loop.run_in_executor(pool(), held.job or held_job, held, decided, outbox))
+            item = await outbox.queue.get()
         if item[0] == "reply":
             _, status, headers, body = item
             await _respond(send, status, body, own + headers)
@@ -320,8 +338,8 @@ async def _held_events(item: tuple, gone: threading.Event) -> list[bytes]:
 
 def _models_job(headers: dict[str, str], path: str) -> tuple[int, bytes]:
     try:
-        authenticate(headers)
-        entries = catalog()
+        principal = authenticate(headers)
+        entries = [entry for entry in catalog() if principal.allows_model(entry[0])]  # the key's allowed models
         if path == MODELS_PATH:
             return 200, wire.dumps(wire.model_list(entries))
         name = path[len(MODELS_PATH) + 1 :]

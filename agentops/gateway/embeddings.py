@@ -32,6 +32,7 @@ from agentops.gateway.handling import (
     _header_value,
     admit,
     authenticate,
+    authorize_model,
     database_unavailable,
     overhead,
     rate_limit,
@@ -212,6 +213,7 @@ def embeddings_job(raw: bytes, headers: dict[str, str], outbox, started: float, 
         admit(principal, outbox)
         rate_limit(principal)
         request = parse_embeddings_request(raw)
+        authorize_model(principal, request.model)
         status, info, body = _answer(principal, request, headers, started, request_id, after)
         outbox.put("reply", status, info, body)
         _count(status, mode="json")

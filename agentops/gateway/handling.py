@@ -3,6 +3,7 @@ and what goes back (see app.py for the threading). Failures become OpenAI-shaped
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,10 +13,11 @@ import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from agentops.gateway import wire
+from agentops.gateway import human_hold, wire
+from agentops.gateway.human_hold import Held
 from agentops.gateway.tool_review import ask_for_calls, calls_of
 from agentops.gateway.wire import ChatRequest, WireError
-from agentops.keys.tokens import verify
+from agentops.keys.tokens import lookup
 from agentops.lib.inflight import TooManyInFlight
 from agentops.lib.inflight import admit as take_slot
 from agentops.lib.inflight import release as release_slot
@@ -24,7 +26,7 @@ from agentops.observability import metrics
 from agentops.runs.models import Agent
 from agentops.runtime.errors import ErrorClass, FallbackExhausted, ProviderError
 from agentops.runtime.guard import guarded_llm
-from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
+from agentops.runtime.protocols import ALLOW_ALL, BudgetExceeded, BudgetUnavailable
 from agentops.runtime.providers.anthropic_native import NATIVE
 from agentops.runtime.providers.base import LLMRequest, content_text
 from agentops.runtime.providers.responses_native import NATIVE_KEY
@@ -55,11 +57,19 @@ def invalid_api_key() -> WireError:
 
 
 def authenticate(headers: dict[str, str]):
-    """The verified principal of the bearer key, with the gateway scope; else 401 / 403."""
+    """The verified principal of the bearer key, with the gateway scope; else 401 (unknown, revoked, expired)
+    / 403 (its agent disabled, or no gateway scope)."""
     key = bearer_key(headers)
-    principal = verify(key) if key else None
+    principal = lookup(key) if key else None
     if principal is None:
         raise invalid_api_key()
+    if not principal.enabled:
+        raise WireError(
+            403,
+            f"The agent '{principal.agent}' is disabled: its keys are refused until an agent admin enables it again.",
+            type_="permission_error",
+            code="agent_disabled",
+        )
     if not principal.allows(SCOPE):
         raise WireError(
             403,
@@ -95,9 +105,22 @@ def admit(principal, outbox) -> None:
         ) from None
 
 
+def authorize_model(principal, model: str) -> None:
+    """The key's allowed models (set on the Agents screen; empty = all): another model is 403 in OpenAI's
+    shape. ``model`` is the name exactly as the request gives it (a route's fallbacks stay behind it)."""
+    if not principal.allows_model(model):
+        raise WireError(
+            403,
+            f"This API key may not use the model '{model}'; it may use: {', '.join(sorted(principal.allowed_models))}.",
+            type_="permission_error",
+            param="model",
+            code="model_not_allowed",
+        )
+
+
 def rate_limit(principal) -> None:
     try:
-        take(principal.key_id)
+        take(principal.key_id, principal.rate_per_minute)
     except RateLimited as exc:
         raise WireError(
             429,
@@ -164,9 +187,47 @@ def chat_job(
     the request (another wire format translates its own to a chat completion here, e.g. /v1/responses)."""
 
     def answer(principal, raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str, after) -> None:
-        _answer(principal, parse(raw, principal), headers, outbox, started, request_id, after)
+        request = parse(raw, principal)
+        authorize_model(principal, request.model)
+        _answer(principal, request, headers, outbox, started, request_id, after)
 
     run_job(raw, headers, outbox, started, request_id, answer)
+
+
+def held_job(held: Held, decided: dict[str, Any], outbox) -> None:
+    """Answer a call held for a reviewer once they decided (human_hold.py): approved — the call goes
+    ahead once, past the budget that blocked it; taken over — the reviewer's text; else the refusal."""
+
+    def work(after: list) -> None:
+        verdict = decided["decision"]
+        if outbox.gone.is_set():  # nobody is listening any more: ask no upstream
+            raise human_hold.refused(held, decided)
+        if verdict in ("approved", "modified") and held.reason == human_hold.BUDGET_EXCEEDED:
+            log.info("gateway.hold_approved", escalation=held.escalation_id, request_id=held.request_id)
+            _answer(
+                held.principal,
+                held.request,
+                held.headers,
+                outbox,
+                time.perf_counter(),
+                held.request_id,
+                after,
+                approved=held,
+            )
+        elif verdict == "taken_over":
+            info, body = human_hold.taken_over(held, decided, guard_deps().usage)
+            _count(200, "stream" if held.request.stream else "json")
+            if held.request.stream:
+                outbox.put("start", info)
+                for event in wire.chunks_of(body, held.request.include_usage):
+                    outbox.put("data", event)
+                outbox.put("end")
+            else:
+                outbox.put("reply", 200, info, wire.dumps(body))
+        else:
+            raise human_hold.refused(held, decided)
+
+    _job(work, outbox, held.request_id, "stream" if held.request.stream else "json")
 
 
 def openai_error(error: WireError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -185,18 +246,28 @@ def run_job(
     """One gateway request on its thread: the key, its in-flight slot and rate limit, then
     ``answer(principal, raw, headers, outbox, started, request_id, after)``; any failure answered through
     ``outbox`` as ``render`` shapes it (OpenAI's by default; /v1/messages passes Anthropic's)."""
+
+    def work(after: list) -> None:
+        principal = authenticate(headers)
+        admit(principal, outbox)
+        rate_limit(principal)
+        answer(principal, raw, headers, outbox, started, request_id, after)
+
+    _job(work, outbox, request_id, "stream" if b'"stream":true' in raw.replace(b" ", b"") else "json", render)
+
+
+def _job(work: Callable[[list], None], outbox, request_id: str, mode: str, render=openai_error) -> None:
+    """Run ``work(after)`` on this gateway thread; its failures become errors in ``outbox``, shaped by
+    ``render``."""
     after: list = []  # the settle and log line of the answer, run once it is on its way (guarded_llm's defer)
 
     def fail(error: WireError) -> None:
         status, extra, body = render(error)
         outbox.put("reply", status, extra, body)
-        _count(status, raw)
+        _count(status, mode)
 
     try:
-        principal = authenticate(headers)
-        admit(principal, outbox)
-        rate_limit(principal)
-        answer(principal, raw, headers, outbox, started, request_id, after)
+        work(after)
     except WireError as error:
         fail(error)
     except (OperationalError, InterfaceError):  # PostgreSQL unreachable (a key not in the cache, a tool review …)
@@ -207,8 +278,8 @@ def run_job(
         log.exception("gateway.failed", request_id=request_id)
         fail(WireError(500, "The gateway failed unexpectedly; the error is logged.", type_="server_error"))
     finally:
-        for work in after:
-            work()
+        for work_after in after:
+            work_after()
         if outbox.slot is not None and not outbox.holding:
             # Released here, in the job's thread: a hop back to a thread from the loop would delay the end of
             # the request, and the next request on the same connection waits for that. A held answer keeps
@@ -237,11 +308,21 @@ def guarded_call(
     *,
     metadata: dict[str, Any] | None = None,
     cache: bool = True,
-) -> Guarded:
+    outbox=None,
+    approved: Held | None = None,
+    held_job: Callable[[Held, dict[str, Any], Any], None] | None = None,
+) -> Guarded | None:
     """``request`` through the guard (cache, reservation, retries, breakers, fallback, settle deferred to
     ``after``) for the key's agent; budget and upstream failures raised as ``WireError``. ``metadata``
-    travels with the call (a native request for its provider); ``cache=False`` keeps it out of the cache."""
+    travels with the call (a native request for its provider); ``cache=False`` keeps it out of the cache.
+    With ``outbox``, a refusal the human in the gateway takes (the agent's mode ``hold``: a budget set to
+    escalate, every upstream failed) is posted as ``("hold_human", Held)`` and None returned; ``held_job``
+    answers it once decided (default: held_job, a chat completion).
+    ``approved``: a reviewer let this call, which a budget blocked, go ahead once — no reservation (its
+    ledger row still counts against the budgets)."""
     deps = guard_deps()
+    if approved is not None:
+        deps = dataclasses.replace(deps, budget=ALLOW_ALL)
     cfg = deps.config.get()
     operation = headers.get("x-operation", "").strip()[:50] or DEFAULT_OPERATION
     session = (headers.get("x-session-id", "").strip() or request.user)[:200]
@@ -275,13 +356,30 @@ def guarded_call(
     try:
         result = guarded_llm(llm_request, deps=deps, cache=use_cache, route=route, defer=after.append)
     except BudgetExceeded as exc:
-        raise WireError(
+        error = WireError(
             429,
             f"You exceeded your current quota: budget '{exc.budget}' blocks this call. {exc.message}",
             type_="insufficient_quota",
             code="insufficient_quota",
             retryable=False,
-        ) from None
+        )
+        if outbox is not None and exc.escalate and human_hold.mode(principal.agent_id) == human_hold.HOLD:
+            why = f"Budget '{exc.budget}' blocks this call and is set to escalate: {exc.message}"
+            held = human_hold.hold(
+                principal,
+                request,
+                headers,
+                reason=human_hold.BUDGET_EXCEEDED,
+                why=why,
+                refusal=error,
+                operation=operation,
+                session=session,
+                request_id=request_id,
+            )
+            held.job = held_job
+            outbox.put("hold_human", held)
+            return None
+        raise error from None
     except BudgetUnavailable:
         raise WireError(
             503,
@@ -291,20 +389,53 @@ def guarded_call(
             retry_after=5,
         ) from None
     except FallbackExhausted as exc:
-        raise _exhausted(exc, cfg) from None
+        error = _exhausted(exc, cfg)
+        if (
+            outbox is not None
+            and human_hold.holds_for(error)
+            and human_hold.mode(principal.agent_id) == human_hold.HOLD
+        ):
+            held = human_hold.hold(
+                principal,
+                request,
+                headers,
+                reason=human_hold.ALL_FALLBACKS_FAILED,
+                why=f"Every upstream for {request.model} failed: {error.message}",
+                refusal=error,
+                operation=operation,
+                session=session,
+                request_id=request_id,
+                hops=[hop.to_dict() for hop in exc.hops or ()],
+            )
+            held.job = held_job
+            outbox.put("hold_human", held)
+            return None
+        raise error from None
     info = [
         (b"x-agentops-cache", b"hit" if result.cache_hit else (b"miss" if use_cache else b"bypass")),
         (b"x-agentops-handler", result.handler.encode()),
         (b"x-agentops-model", _header_value(result.model)),
+        *(approved.review_headers() if approved is not None else ()),
     ]
     _count(200, mode="stream" if request.stream else "json")
     return Guarded(result, info, session, use_cache)
 
 
 def _answer(
-    principal, request: ChatRequest, headers: dict[str, str], outbox, started, request_id: str, after: list
+    principal,
+    request: ChatRequest,
+    headers: dict[str, str],
+    outbox,
+    started,
+    request_id: str,
+    after: list,
+    *,
+    approved: Held | None = None,
 ) -> None:
-    call = guarded_call(principal, request, headers, request_id, after)
+    """The guarded call and its answer (``approved``: see guarded_call)."""
+    call = guarded_call(principal, request, headers, request_id, after, outbox=outbox, approved=approved)
+    if call is None:  # held for the human in the gateway: held_job answers once they decided
+        return
     result, info, session = call.result, call.info, call.session
     mode = "stream" if request.stream else "json"
     if result.stream is not None:
@@ -345,9 +476,7 @@ def overhead(started: float, result, mode: str) -> bytes:
     return f"{overhead:.3f}".encode()
 
 
-def _count(status: int, raw: bytes = b"", mode: str | None = None) -> None:
-    if mode is None:  # an error before the body was understood: a cheap look is enough for a label
-        mode = "stream" if b'"stream":true' in raw.replace(b" ", b"") else "json"
+def _count(status: int, mode: str) -> None:
     metrics.GATEWAY_REQUESTS.labels(str(status), mode).inc()
 
 

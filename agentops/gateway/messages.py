@@ -6,22 +6,28 @@ slot and rate limit (``handling.run_job``), the request validated and translated
 guarded call (``handling.guarded_call``: cache, reservation, retries, breakers, fallback, ledger), and the
 answer translated back — a message, or its stream events (``messages_stream``). Every ``tool_use`` block of
 an answer is put to tool review like a chat tool call (by its position among the answer's calls); a held
-answer waits on the event loop (``hold_reply`` / ``hold_events``) and is rewritten by the decisions.
+answer waits on the event loop (``hold_reply`` / ``hold_events``) and is rewritten by the decisions. A call
+held for the human in the gateway (human_hold.py) is answered by ``_held_job`` once the reviewer decided.
 Errors have Anthropic's shape (``{"type": "error", "error": {"type", "message"}}``) and our statuses.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import Any
 
 import structlog
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from agentops.gateway import messages_wire, wire
+from agentops.gateway import human_hold, messages_wire, wire
 from agentops.gateway.handling import (
     DEFAULT_OPERATION,
+    _count,
+    _job,
     annotations,
     authenticate,
+    authorize_model,
     bearer_key,
     body_of,
     database_unavailable,
@@ -32,6 +38,7 @@ from agentops.gateway.handling import (
     run_job,
     tool_review_mode,
 )
+from agentops.gateway.human_hold import Held
 from agentops.gateway.messages_stream import ChunkEvents, error_event, events_of
 from agentops.gateway.messages_wire import MessagesRequest
 from agentops.gateway.tool_review import apply_decisions
@@ -58,6 +65,21 @@ def messages_job(raw: bytes, headers: dict[str, str], outbox, started: float, re
 
 def _answer(principal, raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str, after) -> None:
     request = messages_wire.parse(raw, headers)
+    authorize_model(principal, request.model)
+    _reply(principal, request, headers, outbox, started, request_id, after)
+
+
+def _reply(
+    principal,
+    request: MessagesRequest,
+    headers: dict[str, str],
+    outbox,
+    started: float,
+    request_id: str,
+    after: list,
+    approved: Held | None = None,
+) -> None:
+    """The guarded call and its message (``approved``: a held call a reviewer let go ahead past its budget)."""
     call = guarded_call(
         principal,
         request.chat,
@@ -66,7 +88,12 @@ def _answer(principal, raw: bytes, headers: dict[str, str], outbox, started: flo
         after,
         metadata={NATIVE_REQUEST: request.native},
         cache=not request.native_only,
+        outbox=outbox,
+        approved=approved,
+        held_job=functools.partial(_held_job, request),
     )
+    if call is None:  # held for the human in the gateway: _held_job answers once they decided
+        return
     result, info = call.result, call.info
     message_id = f"msg_{request_id}"
     if result.stream is not None:
@@ -94,6 +121,36 @@ def _answer(principal, raw: bytes, headers: dict[str, str], outbox, started: flo
         outbox.put("hold_reply", pending, lambda by_call: (200, info, wire.dumps(decided(message, by_call))))
         return
     outbox.put("reply", 200, info, wire.dumps(message))
+
+
+def _held_job(request: MessagesRequest, held: Held, decided: dict[str, Any], outbox) -> None:
+    """A Messages call held for the human in the gateway, once decided (see handling.held_job): approved —
+    it goes ahead once past its budget; taken over — the reviewer's text as a message; else the refusal,
+    all in Anthropic's shape."""
+    mode = "stream" if request.stream else "json"
+
+    def work(after: list) -> None:
+        verdict = decided["decision"]
+        if outbox.gone.is_set():  # nobody is listening any more: ask no upstream
+            raise human_hold.refused(held, decided)
+        if verdict in ("approved", "modified") and held.reason == human_hold.BUDGET_EXCEEDED:
+            log.info("gateway.hold_approved", escalation=held.escalation_id, request_id=held.request_id)
+            _reply(held.principal, request, held.headers, outbox, time.perf_counter(), held.request_id, after, held)
+        elif verdict == "taken_over":
+            info, body = human_hold.taken_over(held, decided, guard_deps().usage)
+            message = messages_wire.message_of(body, f"msg_{held.request_id}")
+            _count(200, mode)
+            if request.stream:
+                outbox.put("start", info)
+                for event in events_of(message):
+                    outbox.put("data", event)
+                outbox.put("end")
+            else:
+                outbox.put("reply", 200, info, wire.dumps(message))
+        else:
+            raise human_hold.refused(held, decided)
+
+    _job(work, outbox, held.request_id, mode, messages_wire.render_error)
 
 
 def decided(message: dict[str, Any], by_call: dict[int, dict]) -> dict[str, Any]:

@@ -48,9 +48,10 @@ class Turn:
         self.agent_id: int | None = None
         self.items: list[dict[str, Any]] = []  # the conversation up to this turn's input
         self.request: ResponsesRequest | None = None
+        self.translated = False  # the answer left the job as a response object already (see _JobOutbox)
 
     def job(self, raw: bytes, headers: dict[str, str], outbox, started: float, request_id: str) -> None:
-        chat_job(raw, headers, outbox, started, request_id, parse=self.parse)
+        chat_job(raw, headers, _JobOutbox(outbox, self), started, request_id, parse=self.parse)
 
     def parse(self, raw: bytes, principal) -> ChatRequest:
         request = parse_responses_request(raw)
@@ -68,12 +69,46 @@ class Turn:
 
     def save(self, response: dict[str, Any]) -> None:
         """Keep the answer (on a thread): what GET and a later previous_response_id read."""
+        if not self.request.store:
+            return
         try:
             save_response(self.response_id, self.agent_id, response, [*self.items, *response["output"]])
         except Exception:  # the answer is on its way regardless; only its retrieval is lost
             log.warning("gateway.response_not_stored", response_id=self.response_id, exc_info=True)
+
+    def save_and_close(self, response: dict[str, Any]) -> None:
+        """``save`` from the event loop's side (a pool thread of its own): its connection goes back after."""
+        try:
+            self.save(response)
         finally:
             close_old_connections()
+
+
+class _JobOutbox:
+    """The job's outbox (app.Outbox) for a Responses turn: an answer the job sends whole (no hold, no stream)
+    is translated and stored right there, on the job's thread and its database connection, so that it costs
+    no hop back to a thread from the event loop. Everything else passes to ``TranslatingSend``."""
+
+    __slots__ = ("_outbox", "_turn")
+
+    def __init__(self, outbox, turn: Turn) -> None:
+        object.__setattr__(self, "_outbox", outbox)
+        object.__setattr__(self, "_turn", turn)
+
+    def __getattr__(self, name: str) -> Any:  # gone, slot, holding … are the real outbox's
+        return getattr(self._outbox, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._outbox, name, value)
+
+    def put(self, *item: Any) -> None:
+        turn = self._turn
+        if item[0] == "reply" and item[1] == 200 and turn.request is not None:
+            response = response_object(turn.request, turn.response_id, json.loads(item[3]))
+            turn.save(response)
+            turn.translated = True
+            item = (*item[:3], wire.dumps(response))
+        self._outbox.put(*item)
 
 
 class TranslatingSend:
@@ -101,7 +136,7 @@ class TranslatingSend:
 
     async def _begin(self, message: dict[str, Any]) -> None:
         request = self._turn.request
-        if message["status"] != 200 or request is None:
+        if message["status"] != 200 or request is None or self._turn.translated:
             self._passthrough = True
             await self._send(message)
             return
@@ -163,7 +198,7 @@ class TranslatingSend:
 
     async def _store(self, response: dict[str, Any]) -> None:
         if self._turn.request.store:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._turn.save, response)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._turn.save_and_close, response)
 
 
 def stored_job(headers: dict[str, str], response_id: str, method: str) -> tuple[int, bytes]:

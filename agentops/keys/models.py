@@ -39,6 +39,17 @@ class ApiKey(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(10_000)],
         help_text="gateway requests this key may have in flight at once (all web processes together)",
     )
+    # Set on the Agents screen (agentops/keys/views.py). An expired key is refused like a revoked one.
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="refused like a revoked key from then on")
+    # Models (route or model names, exactly as a request names them) this key may call on /v1; empty = all.
+    allowed_models = models.JSONField(default=list, blank=True)
+    # Requests a minute on /api/v1 and /v1 (agentops/lib/ratelimit.py); empty = the global API_RATE_* default.
+    rate_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        help_text="requests a minute on /api/v1 and /v1; empty = the global default",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -49,3 +60,6 @@ class ApiKey(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def expired(self, now) -> bool:
+        return self.expires_at is not None and self.expires_at <= now

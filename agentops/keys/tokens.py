@@ -5,7 +5,12 @@ whole key is stored and it is compared with ``hmac.compare_digest``. Verified ke
 process for ``CACHE_SECONDS`` so a busy agent does not cost a database read per request; revocation
 therefore takes effect within that time everywhere (at once in the process that revoked).
 
-Keys found bad (unknown, revoked, wrong secret) are remembered too, as hashes, for ``BAD_SECONDS`` and at
+An expired key (``ApiKey.expires_at`` passed) is refused like a revoked one. A key of a disabled agent is
+not bad: ``lookup`` returns its principal with ``enabled=False`` so the API and the gateway can answer 403
+(the agent exists, it may not act); ``verify`` refuses it like a bad key, for callers that only ask "may
+this key act?".
+
+Keys found bad (unknown, revoked, expired, wrong secret) are remembered too, as hashes, for ``BAD_SECONDS`` and at
 most ``BAD_MAX`` of them: ``known_bad`` lets the gateway refuse a repeated bad key on the event loop,
 before it takes a thread or a database connection.
 """
@@ -34,16 +39,27 @@ KEY_PREFIX = "ao_"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id, its agent and scopes."""
+    """Who is calling: the key's id, its agent and scopes, and the limits an agent admin set on the key."""
 
     key_id: int
     agent_id: int
     agent: str
     scopes: frozenset[str]
     max_in_flight: int = 16
+    enabled: bool = True  # the agent's switch: False = every request of its keys is refused with 403
+    allowed_models: frozenset[str] = frozenset()  # empty = every model
+    rate_per_minute: int | None = None  # None = the global API_RATE_* default
+    expires_at: float | None = None  # epoch seconds; from then on the key is refused like a revoked one
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+    def allows_model(self, model: str) -> bool:
+        """May this key call ``model`` (the name exactly as the request gives it) on /v1?"""
+        return not self.allowed_models or model in self.allowed_models
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
 
 
 def new_key() -> tuple[str, str]:
@@ -104,8 +120,30 @@ def known_bad(key: str) -> bool:
     return until is not None and until >= time.monotonic()
 
 
+def principal_of(row: ApiKey) -> Principal:
+    return Principal(
+        row.pk,
+        row.agent_id,
+        row.agent.name,
+        frozenset(row.scopes),
+        row.max_in_flight,
+        enabled=row.agent.enabled,
+        allowed_models=frozenset(row.allowed_models or ()),
+        rate_per_minute=row.rate_per_minute,
+        expires_at=row.expires_at.timestamp() if row.expires_at is not None else None,
+    )
+
+
 def verify(key: str) -> Principal | None:
-    """The principal of an active key, or None (unknown, malformed or revoked)."""
+    """The principal of an active key of an enabled agent, or None (unknown, malformed, revoked, expired, or
+    its agent disabled)."""
+    principal = lookup(key)
+    return principal if principal is not None and principal.enabled else None
+
+
+def lookup(key: str) -> Principal | None:
+    """The principal of an active key, or None (unknown, malformed, revoked or expired). Its agent may be
+    disabled (``principal.enabled``): the caller refuses that with 403."""
     prefix = prefix_of(key or "")
     if prefix is None:
         return None
@@ -114,11 +152,7 @@ def verify(key: str) -> Principal | None:
     cached = _cache.get(prefix)
     if cached is None or cached[0] < now:
         row = ApiKey.objects.select_related("agent").filter(prefix=prefix, revoked_at=None).first()
-        principal = (
-            Principal(row.pk, row.agent_id, row.agent.name, frozenset(row.scopes), row.max_in_flight)
-            if row is not None and row.agent.enabled
-            else None
-        )
+        principal = principal_of(row) if row is not None else None
         cached = (now + CACHE_SECONDS, row.secret_hash if row is not None else "", principal)
         with _lock:
             if len(_cache) >= CACHE_MAX:  # made-up prefixes must not grow the cache without bound
@@ -126,7 +160,7 @@ def verify(key: str) -> Principal | None:
                     del _cache[stale]
             _cache[prefix] = cached
     _, stored, principal = cached
-    if principal is None or not hmac.compare_digest(stored, digest):
+    if principal is None or not hmac.compare_digest(stored, digest) or principal.expired():
         _remember_bad(digest, now)
         return None
     if _touched.get(principal.key_id, 0.0) < now:

@@ -1,5 +1,6 @@
 """Per-key token bucket in Redis (one Lua call per request): ``API_RATE_PER_SECOND`` tokens a second up to
-``API_RATE_BURST``. A request with no token left raises ``RateLimited`` with the seconds until one is back.
+``API_RATE_BURST``, or a key's own ``per_minute`` (``ApiKey.rate_per_minute``): that many tokens a minute, up
+to a minute's worth at once. A request with no token left raises ``RateLimited`` with the seconds until one is back.
 If Redis is unreachable the request is allowed: the limiter protects the service, it is not a budget
 (budgets fail closed; see budgets/actions.py)."""
 
@@ -41,15 +42,23 @@ class RateLimited(Exception):
 _script = None
 
 
-def take(key_id: int) -> None:
-    """Spend one token of this key's bucket, or raise RateLimited."""
+def limits(per_minute: int | None = None) -> tuple[float, float]:
+    """(tokens a second, burst) of a bucket: the key's own rate when it has one, else the global default."""
+    if per_minute:
+        return per_minute / 60.0, float(per_minute)
+    return settings.API_RATE_PER_SECOND, float(settings.API_RATE_BURST)
+
+
+def take(key_id: int, per_minute: int | None = None) -> None:
+    """Spend one token of this key's bucket, or raise RateLimited. ``per_minute``: the key's own rate."""
     global _script
+    rate, burst = limits(per_minute)
     try:
         if _script is None:
             _script = runtime_redis().register_script(TAKE)
         allowed, wait = _script(
             keys=[f"agentops:ratelimit:{key_id}"],
-            args=[settings.API_RATE_PER_SECOND, settings.API_RATE_BURST, f"{time.time():.6f}"],
+            args=[rate, burst, f"{time.time():.6f}"],
         )
     except Exception as exc:  # Redis down: do not turn a limiter outage into an API outage
         log.warning("ratelimit.unavailable", error=repr(exc)[:200])

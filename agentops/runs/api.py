@@ -94,9 +94,12 @@ def create_run(
             422, "invalid", f"{name!r} is not a registered agent function", {"agent": name, "field": "agent"}
         )
     agent = Agent.objects.get(pk=principal.agent_id)
-    run, created = lifecycle.start_run(
-        agent, body.input, session_id=body.session_id, idempotency_key=(idempotency_key or "").strip()
-    )
+    try:
+        run, created = lifecycle.start_run(
+            agent, body.input, session_id=body.session_id, idempotency_key=(idempotency_key or "").strip()
+        )
+    except lifecycle.AgentDisabled as exc:  # disabled in the seconds a process still trusts the key
+        raise ApiError(403, "agent_disabled", str(exc), {"agent": agent.name}) from None
     return (201 if created else 200), run_out(run, agent.name)
 
 

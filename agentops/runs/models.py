@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Agent(models.Model):
@@ -24,6 +25,21 @@ class Agent(models.Model):
         choices=ToolReview.choices,
         default=ToolReview.HOLD,
         help_text="Gateway answers whose tool calls the escalation policy finds sensitive.",
+    )
+
+    class GatewayHuman(models.TextChoices):
+        HOLD = "hold", _("Hold the answer for a reviewer (approve, write the answer, or reject)")
+        FAIL = "fail", _("Answer the provider's error at once (429 quota, 503 unavailable)")
+
+    gateway_human = models.CharField(
+        _("human in the gateway"),
+        max_length=10,
+        choices=GatewayHuman.choices,
+        default=GatewayHuman.FAIL,
+        help_text=_(
+            "Gateway calls that a budget set to escalate blocks, or that every fallback failed: hold them for "
+            "a reviewer as runs do, or fail them at once."
+        ),
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

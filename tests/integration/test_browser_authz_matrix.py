@@ -2,8 +2,8 @@
 uvicorn server (the /api/v1 matrix is tests/integration/api/test_authz_matrix.py).
 
 Cast (signed in through the login form): nobody signed in; a user with no role; a reviewer; an expert; a
-budget admin; a superuser. A reviewer works the reviewers' queue and reads runs; an expert also owns the
-expert queue; a budget admin owns budgets and costs; only a superuser opens ops.
+budget admin; an agent admin; a superuser. A reviewer works the reviewers' queue and reads runs; an expert also
+owns the expert queue; a budget admin owns budgets and costs; an agent admin the agents; only a superuser opens ops.
 
 Expected: signed out → the login page; a role without the page's section → 403; with it → no 403 and no 5xx.
 An escalation in the expert queue stays with experts (issue 14, item 11): a non-expert gets 403 on its pages,
@@ -21,6 +21,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from agentops.keys import actions as key_actions
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.models import Run, Step
 from budgets.actions import prices as price_actions
@@ -29,7 +30,7 @@ from budgets.models import ModelPrice, Webhook
 from review import actions as review
 from review.models import Escalation
 from tests.fixtures.factories import make_budget
-from tests.fixtures.people import ALICE, BEA, CHARLIE, ERIN, ROOT, sign_in
+from tests.fixtures.people import ADA, ALICE, BEA, CHARLIE, ERIN, ROOT, sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,6 +46,7 @@ CAST = {
     "reviewer": ALICE,
     "expert": ERIN,
     "budget-admin": BEA,
+    "agent-admin": ADA,
     "superuser": ROOT,
 }
 SECTION_ROLES = {
@@ -52,8 +54,9 @@ SECTION_ROLES = {
     "runs": {"reviewer", "expert", "superuser"},
     "budgets": {"budget-admin", "superuser"},
     "costs": {"budget-admin", "superuser"},
+    "agents": {"agent-admin", "superuser"},
     "ops": {"superuser"},
-    "home": {"reviewer", "expert", "budget-admin", "superuser"},
+    "home": {"reviewer", "expert", "budget-admin", "agent-admin", "superuser"},
 }
 # The section of each page route, by prefix (first match wins).
 SECTIONS = [
@@ -61,6 +64,7 @@ SECTIONS = [
     ("runs/", "runs"),
     ("budgets/", "budgets"),
     ("costs/", "costs"),
+    ("agents/", "agents"),
     ("ops/", "ops"),
 ]
 # Not browser pages: machine endpoints (own matrices and tests), the sign-in pages, the admin (staff only).
@@ -143,6 +147,7 @@ class Stage:
         self.open_item = review.create_escalation(
             operation="send_note", reason="sensitive_operation", priority="high", deadline_seconds=600, run=self.run
         )
+        self.key, _ = key_actions.create_api_key(agent.name, name="authz-key")
         self.budget = make_budget("authz-budget", scope="global", limit_tokens=10**9)
         self.webhook = webhook_actions.save_webhook(Webhook(name="authz-hook", url="https://hooks.example.com/authz"))
         self.price = ModelPrice.objects.order_by("pk").first() or price_actions.set_price(
@@ -157,6 +162,9 @@ class Stage:
         """The paths to request for a route, each with what its parameter names."""
         if "<" not in route:
             return [("/" + route, "")]
+        if route.startswith("agents/<slug:name>"):
+            filled = route.replace("<slug:name>", self.key.agent.name).replace("<int:key_id>", str(self.key.pk))
+            return [("/" + filled, "")]
         if route.startswith("review/<int:pk>"):
             items = {"expert item": self.expert_item.pk, "reviewers' item": self.reviewer_item.pk}
             items["open item"] = self.open_item.pk

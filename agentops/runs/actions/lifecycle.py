@@ -20,6 +20,15 @@ log = structlog.get_logger("agentops.runs.actions")
 EXECUTE_RUN = "agentops.execute_run"
 
 
+class AgentDisabled(ValueError):
+    """The run's agent is disabled (the Agents screen): no run of it starts, and a queued one that never
+    started is failed instead of executed."""
+
+    def __init__(self, agent: str) -> None:
+        super().__init__(f"agent {agent} is disabled; enable it on the Agents screen to run it")
+        self.agent = agent
+
+
 # --- shared by the topic modules of this package ----------------------------------------------------
 def announce_run(run: Run) -> None:
     live.publish(f"run.{run.pk}", "run.changed", {"run": run.pk, "status": run.status})
@@ -85,7 +94,9 @@ def finish(
 @transaction.atomic
 def start_run(agent: Agent, input_data, *, session_id: str = "", idempotency_key: str = "") -> tuple[Run, bool]:
     """Create a queued run and enqueue it after commit. With an idempotency key, a second call returns
-    the first run (created=False) instead of starting another."""
+    the first run (created=False) instead of starting another. A disabled agent's run raises AgentDisabled."""
+    if not agent.enabled:
+        raise AgentDisabled(agent.name)
     if idempotency_key:
         existing = Run.objects.filter(agent=agent, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -119,6 +130,9 @@ def claim_run(run_pk: int, worker: str, lease_seconds: float) -> Run | None:
         return None
     if run.cancel_requested:
         finish(run, Run.Status.CANCELLED, error="cancelled before it started")
+        return None
+    if not run.agent.enabled and run.executions == 0:  # queued before its agent was disabled
+        finish(run, Run.Status.FAILED, error=str(AgentDisabled(run.agent.name)), error_class="AgentDisabled")
         return None
     run.status = Run.Status.RUNNING
     run.lease_owner = worker
@@ -231,9 +245,11 @@ def decide_step(run_pk: int, seq: int, decision: dict) -> Step:
 def retry_run(run_pk: int) -> Run:
     """Run a failed run again from its last checkpoint: completed steps replay, the failed one re-runs,
     and the request timeout starts afresh."""
-    run = Run.objects.select_for_update().get(pk=run_pk)
+    run = Run.objects.select_for_update(of=("self",)).select_related("agent").get(pk=run_pk)
     if run.status != Run.Status.FAILED:
         raise ValueError(f"only a failed run can be retried; run {run_pk} is {run.status}")
+    if not run.agent.enabled:
+        raise AgentDisabled(run.agent.name)
     run.status = Run.Status.QUEUED
     run.error, run.error_class, run.finished_at, run.active_seconds = "", "", None, 0.0
     run.version += 1

@@ -124,7 +124,7 @@ def test_only_a_hash_is_stored_anywhere_in_the_database():
 
 
 def test_verify_compares_the_hash_in_constant_time(monkeypatch):
-    assert "hmac.compare_digest(" in inspect.getsource(apikeys.verify)
+    assert "hmac.compare_digest(" in inspect.getsource(apikeys.lookup)  # verify = lookup of an enabled agent
     _, key = key_actions.create_api_key("ct-agent")
     calls = []
     real = apikeys.hmac.compare_digest
@@ -201,10 +201,11 @@ def test_cache_seconds_comes_from_settings(settings):
     assert apikeys.CACHE_SECONDS == settings.API_KEY_CACHE_SECONDS
 
 
-def test_a_disabled_agents_keys_answer_401(tight):
+def test_a_disabled_agents_keys_answer_403(tight):
     _, key = key_actions.create_api_key("disabled-agent")
     Agent.objects.filter(name="disabled-agent").update(enabled=False)
-    assert_error(httpx.get(tight + READ, headers=bearer(key)), 401, "unauthenticated")
+    error = assert_error(httpx.get(tight + READ, headers=bearer(key)), 403, "agent_disabled")
+    assert error["details"] == {"agent": "disabled-agent"} and "disabled" in error["message"]
 
 
 def test_last_used_at_is_recorded(make_key, api):

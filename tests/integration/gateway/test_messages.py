@@ -459,3 +459,76 @@ def test_a_body_over_the_limit_is_a_413_in_anthropics_shape(root, make_key, mock
         "error": {"type": "request_too_large", "message": "The request body is over the limit of 1048576 bytes."},
     }
     assert mock.stats()["requests"] == 0
+
+
+# --- the human in the gateway ----------------------------------------------------------------------------
+
+
+def test_a_budget_block_held_for_the_human_is_approved_then_taken_over_in_anthropics_shape(sdk, mock):
+    """``gateway_human = hold``: a budget set to escalate holds the call for a reviewer; approved, it goes
+    ahead once (no reservation, one ledger row); taken over, the reviewer's text is the message."""
+    client = sdk("msg-held")
+    Agent.objects.filter(name="msg-held").update(gateway_human="hold")
+    budget_actions.save_budget(
+        Budget(
+            name="msg-held-tiny",
+            scope="agent",
+            scope_key="msg-held",
+            limit_tokens=10,
+            timezone="UTC",
+            on_block="escalate",
+        )
+    )
+    reviewer = decide_in_turn([("approved", {}), ("taken_over", {"result": "Paris, says a reviewer."})])
+    raw = client.messages.with_raw_response.create(model=MOCK_A, max_tokens=50, messages=ASK)
+    message = raw.parse()
+    assert [block.text for block in message.content] == [ANSWER] and message.usage.output_tokens > 0
+    first = Escalation.objects.filter(agent__name="msg-held").order_by("id").first()
+    assert (first.reason, first.source, first.decision) == ("budget_exceeded", "gateway", "approved")
+    assert raw.headers["x-agentops-escalations"] == str(first.pk) and raw.headers["x-agentops-handler"] == "primary"
+    [row] = wait_for(settled("msg-held", 1))
+    assert row.reservation_id is None and row.output_tokens == message.usage.output_tokens
+
+    events = list(client.messages.create(model=MOCK_A, max_tokens=50, messages=ASK, stream=True))
+    reviewer.join()
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta")
+    assert text == "Paris, says a reviewer." and events[-1].type == "message_stop"
+    rows = wait_for(settled("msg-held", 2))
+    assert sorted((r.model, r.output_tokens) for r in rows)[0] == ("human", 0)
+    assert mock.stats()["by_model"][MOCK_A] == 1  # only the approved call went upstream
+
+
+def test_a_rejected_hold_is_anthropics_rate_limit_error(sdk, mock):
+    client = sdk("msg-held-no")
+    Agent.objects.filter(name="msg-held-no").update(gateway_human="hold")
+    budget_actions.save_budget(
+        Budget(
+            name="msg-no-tiny",
+            scope="agent",
+            scope_key="msg-held-no",
+            limit_tokens=10,
+            timezone="UTC",
+            on_block="escalate",
+        )
+    )
+    reviewer = decide_in_turn([("rejected", {"comment": "not today"})])
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        client.messages.create(model=MOCK_A, max_tokens=50, messages=ASK)
+    reviewer.join()
+    assert refused.value.body["error"]["type"] == "rate_limit_error"
+    assert "msg-no-tiny" in refused.value.message and "A reviewer rejected it: not today" in refused.value.message
+    assert mock.stats()["requests"] == 0
+
+
+def decide_in_turn(decisions: list[tuple[str, dict]]) -> threading.Thread:
+    """A reviewer deciding each next pending escalation with the next of ``decisions``."""
+
+    def work() -> None:
+        for decision, kwargs in decisions:
+            [escalation] = wait_for(lambda: list(Escalation.objects.filter(state="pending")) or None, timeout=15)
+            review.claim(escalation.pk, ALICE.user())
+            review.decide(escalation.pk, ALICE.user(), decision, **kwargs)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread

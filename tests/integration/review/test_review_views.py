@@ -541,7 +541,7 @@ def test_llm_handoff_offers_take_over_and_reject_only(alice):
     html = alice.get(f"/review/{escalation.pk}/").content.decode()
     assert 'value="approve"' not in html and 'value="modify"' not in html
     assert 'value="take_over"' in html and 'value="reject"' in html and "The answer (plain text)" in html
-    assert "Other context" in html and "&quot;role&quot;: &quot;user&quot;" in html
+    assert "Messages of the request" in html and "<li><strong>user</strong><pre>plan it</pre></li>" in html
     assert 'value="approve"' not in alice.get("/review/").content.decode()  # no quick approve either
 
     response = post(alice, escalation, "approve")

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from agentops.accounts import actions as account_actions
-from agentops.accounts.roles import BUDGET_ADMIN, EXPERT, REVIEWER
+from agentops.accounts.roles import AGENT_ADMIN, BUDGET_ADMIN, EXPERT, REVIEWER
 from agentops.config import actions as config_actions
 from agentops.config.models import ModelRoute, Provider, RuntimeSettings
 from agentops.demo.agents.openai_sdk import GATEWAY_DEMO_AGENT, ensure_gateway_demo_agent
@@ -28,6 +28,7 @@ DEMO_USERS = (
     ("reviewer", "reviewer", (REVIEWER,), False),
     ("expert", "expert", (EXPERT, REVIEWER), False),
     ("budget_admin", "budgets", (BUDGET_ADMIN,), False),
+    ("agent_admin", "agents", (AGENT_ADMIN,), False),
 )
 
 
@@ -137,7 +138,7 @@ def seed_demo_budgets() -> None:
 
 
 class Command(BaseCommand):
-    help = "Create demo users (admin, reviewer, expert, budget admin) and seed data; safe to re-run."
+    help = "Create demo users (admin, reviewer, expert, budget admin, agent admin) and seed data; safe to re-run."
 
     def add_arguments(self, parser):
         parser.add_argument("--credentials-file", default=str(settings.RUN_DIR / "demo-credentials.txt"))

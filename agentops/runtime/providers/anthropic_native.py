@@ -44,7 +44,7 @@ from agentops.runtime.errors import (
     error_class_for_status,
     parse_retry_after,
 )
-from agentops.runtime.providers.base import LLMRequest, LLMResult, content_text
+from agentops.runtime.providers.base import ClosingStream, LLMRequest, LLMResult, content_text
 
 NATIVE_REQUEST = "anthropic_request"  # LLMRequest.metadata key: the client's own Messages body (NativeRequest)
 NATIVE = "anthropic_message"  # LLMResult.raw key: the Anthropic message as it came
@@ -165,7 +165,7 @@ class AnthropicProvider:
             text="",
             model=first[1].get("model") or request.model,
             provider=self.name,
-            stream=_Stream(first, chunks, response),
+            stream=ClosingStream(first, chunks, response),
         )
 
     def _options(self, request: LLMRequest, timeout: float) -> dict[str, Any]:
@@ -243,35 +243,6 @@ def _classify(exc: BaseException, provider: str, model: str) -> ProviderError:
     if isinstance(exc, anthropic.APIResponseValidationError | json.JSONDecodeError):
         return make(ErrorClass.INVALID_RESPONSE, reason="malformed")
     return classify(exc, provider=provider, model=model)
-
-
-class _Stream:
-    """The first chunk, then the rest; ``close()`` (or the end of the iteration) closes the response."""
-
-    def __init__(self, first: tuple[bytes, dict[str, Any]], rest: Iterator, response: Any) -> None:
-        self._first: tuple[bytes, dict[str, Any]] | None = first
-        self._rest = rest
-        self._response = response
-
-    def __iter__(self) -> _Stream:
-        return self
-
-    def __next__(self) -> tuple[bytes, dict[str, Any]]:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        if self._response is None:
-            raise StopIteration
-        try:
-            return next(self._rest)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        response, self._response = self._response, None
-        if response is not None:
-            response.close()
 
 
 # --- requests: chat completions → Messages ---------------------------------------------------------------

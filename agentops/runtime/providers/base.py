@@ -164,3 +164,33 @@ def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
     for message in messages:
         total += 4 + estimate_tokens(content_text(message.get("content")))
     return total
+
+
+class ClosingStream:
+    """The first chunk, then the rest. ``close()`` (called by whoever consumes it, also when it never
+    started iterating) closes the HTTP response; so does the end of the iteration."""
+
+    def __init__(self, first: tuple[bytes, dict[str, Any]], rest: Iterator, response: Any) -> None:
+        self._first: tuple[bytes, dict[str, Any]] | None = first
+        self._rest = rest
+        self._response = response
+
+    def __iter__(self) -> ClosingStream:
+        return self
+
+    def __next__(self) -> tuple[bytes, dict[str, Any]]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        if self._response is None:
+            raise StopIteration
+        try:
+            return next(self._rest)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()

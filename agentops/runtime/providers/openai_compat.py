@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - older SDKs use httpx itself
 
 from agentops.runtime.errors import ErrorClass, ProviderError, classify
 from agentops.runtime.model_names import output_cap_field
-from agentops.runtime.providers.base import EmbeddingsRequest, EmbeddingsResult, LLMRequest, LLMResult
+from agentops.runtime.providers.base import ClosingStream, EmbeddingsRequest, EmbeddingsResult, LLMRequest, LLMResult
 from agentops.runtime.providers.responses_native import NATIVE_KEY, chat_chunks_of, chat_completion_of, native_body
 
 
@@ -159,7 +159,7 @@ class OpenAICompatProvider:
             text="",
             model=first[1].get("model") or request.model,
             provider=self.name,
-            stream=_ClosingStream(first, chunks, response),
+            stream=ClosingStream(first, chunks, response),
         )
 
     def _native(self, request: LLMRequest) -> dict[str, Any] | None:
@@ -309,33 +309,3 @@ class OpenAICompatProvider:
             function_call=message.function_call.model_dump() if getattr(message, "function_call", None) else None,
             raw=response.model_dump() if self.keep_raw else None,
         )
-
-
-class _ClosingStream:
-    """The first chunk, then the rest. ``close()`` (called by whoever consumes it, also when it never
-    started iterating) closes the HTTP response; so does the end of the iteration."""
-
-    def __init__(self, first: tuple[bytes, dict[str, Any]], rest: Iterator, response: Any) -> None:
-        self._first: tuple[bytes, dict[str, Any]] | None = first
-        self._rest = rest
-        self._response = response
-
-    def __iter__(self) -> _ClosingStream:
-        return self
-
-    def __next__(self) -> tuple[bytes, dict[str, Any]]:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        if self._response is None:
-            raise StopIteration
-        try:
-            return next(self._rest)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        response, self._response = self._response, None
-        if response is not None:
-            response.close()

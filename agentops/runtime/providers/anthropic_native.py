@@ -44,7 +44,7 @@ from agentops.runtime.errors import (
     error_class_for_status,
     parse_retry_after,
 )
-from agentops.runtime.providers.base import ClosingStream, LLMRequest, LLMResult, content_text
+from agentops.runtime.providers.base import LLMRequest, LLMResult, content_text, open_stream
 
 NATIVE_REQUEST = "anthropic_request"  # LLMRequest.metadata key: the client's own Messages body (NativeRequest)
 NATIVE = "anthropic_message"  # LLMResult.raw key: the Anthropic message as it came
@@ -147,25 +147,12 @@ class AnthropicProvider:
         except Exception as exc:
             raise _classify(exc, self.name, request.model) from exc
         chunks = self._chunks(request, response)
-        try:
-            first = next(chunks)
-        except StopIteration:
-            response.close()
-            raise ProviderError(
-                ErrorClass.INVALID_RESPONSE,
-                "the stream ended before its first event",
-                reason="empty",
-                provider=self.name,
-                model=request.model,
-            ) from None
-        except Exception:
-            response.close()
-            raise
+        first, stream = open_stream(chunks, response, provider=self.name, model=request.model, unit="event")
         return LLMResult(
             text="",
             model=first[1].get("model") or request.model,
             provider=self.name,
-            stream=ClosingStream(first, chunks, response),
+            stream=stream,
         )
 
     def _options(self, request: LLMRequest, timeout: float) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from agentops.runtime.errors import ErrorClass, ProviderError
+
 Message = Mapping[str, Any]
 
 
@@ -164,6 +166,26 @@ def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
     for message in messages:
         total += 4 + estimate_tokens(content_text(message.get("content")))
     return total
+
+
+def open_stream(chunks: Iterator, response: Any, *, provider: str, model: str, unit: str) -> tuple:
+    """The first chunk of a streamed answer and the stream of all of them (the first replayed). A stream that
+    ends before its first ``unit`` is an INVALID_RESPONSE; either way a failure closes ``response``."""
+    try:
+        first = next(chunks)
+    except StopIteration:
+        response.close()
+        raise ProviderError(
+            ErrorClass.INVALID_RESPONSE,
+            f"the stream ended before its first {unit}",
+            reason="empty",
+            provider=provider,
+            model=model,
+        ) from None
+    except Exception:
+        response.close()
+        raise
+    return first, ClosingStream(first, chunks, response)
 
 
 class ClosingStream:

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - older SDKs use httpx itself
 
 from agentops.runtime.errors import ErrorClass, ProviderError, classify
 from agentops.runtime.model_names import output_cap_field
-from agentops.runtime.providers.base import ClosingStream, EmbeddingsRequest, EmbeddingsResult, LLMRequest, LLMResult
+from agentops.runtime.providers.base import EmbeddingsRequest, EmbeddingsResult, LLMRequest, LLMResult, open_stream
 from agentops.runtime.providers.responses_native import NATIVE_KEY, chat_chunks_of, chat_completion_of, native_body
 
 
@@ -141,25 +141,12 @@ class OpenAICompatProvider:
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
         chunks = self._chunks(request, response, native=native is not None)
-        try:
-            first = next(chunks)
-        except StopIteration:
-            response.close()
-            raise ProviderError(
-                ErrorClass.INVALID_RESPONSE,
-                "the stream ended before its first chunk",
-                reason="empty",
-                provider=self.name,
-                model=request.model,
-            ) from None
-        except Exception:
-            response.close()
-            raise
+        first, stream = open_stream(chunks, response, provider=self.name, model=request.model, unit="chunk")
         return LLMResult(
             text="",
             model=first[1].get("model") or request.model,
             provider=self.name,
-            stream=ClosingStream(first, chunks, response),
+            stream=stream,
         )
 
     def _native(self, request: LLMRequest) -> dict[str, Any] | None:

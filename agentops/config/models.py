@@ -117,10 +117,18 @@ class ModelRoute(models.Model):
 
 
 class RetryPolicy(models.Model):
-    """Retries for one error class (the seed's defaults are created by a migration)."""
+    """Retries for one error class (the seed's defaults are created by a migration; one row per class)."""
 
-    error_class = models.CharField(max_length=40, unique=True, choices=[(c.value, c.value) for c in ErrorClass])
-    max_retries = models.PositiveSmallIntegerField(validators=[MaxValueValidator(20)])
+    error_class = models.CharField(
+        max_length=40,
+        unique=True,
+        choices=[(c.value, f"{c.value} ({c.category.kind}: {c.category.value})") for c in ErrorClass],
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        validators=[MaxValueValidator(20)],
+        help_text="Retries after the first try. Permanent classes (AuthenticationError, BadRequest, RejectedAnswer, "
+        "LogicError, BudgetExceeded) are never retried: the call moves on to the next handler.",
+    )
     base_delay = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(600.0)], help_text="seconds")
     max_delay = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)], help_text="seconds")
     multiplier = models.FloatField(default=2.0, validators=[MinValueValidator(1.0), MaxValueValidator(10.0)])

@@ -13,21 +13,32 @@ RETRY = [
     ("InvalidResponse", 3, 1.0, 60.0, 2.0),
     ("AuthenticationError", 0, 1.0, 60.0, 2.0),
     ("BadRequest", 0, 1.0, 60.0, 2.0),
+    # The error taxonomy's other classes (issue 17): resource exhaustion gets a short back-off, logic
+    # failures (a rejected answer, a tool's own error) and budget refusals are not asked again.
+    ("ResourceExhausted", 2, 0.5, 5.0, 2.0),
+    ("RejectedAnswer", 0, 1.0, 60.0, 2.0),
+    ("LogicError", 0, 1.0, 60.0, 2.0),
+    ("BudgetExceeded", 0, 1.0, 60.0, 2.0),
 ]
 LARGE, SMALL = "gpt-4o", "gpt-4o-mini"
 
 
-def seed_runtime_defaults(get_model: Callable[[str, str], type]) -> None:
-    Provider = get_model("agentops", "Provider")
-    ModelRoute = get_model("agentops", "ModelRoute")
+def seed_retry_policies(get_model: Callable[[str, str], type]) -> None:
+    """One retry policy per error class (rows an admin already has are left as they are)."""
     RetryPolicy = get_model("agentops", "RetryPolicy")
-    FallbackRule = get_model("agentops", "FallbackRule")
-    RuntimeSettings = get_model("agentops", "RuntimeSettings")
     for error_class, retries, base, max_delay, multiplier in RETRY:
         RetryPolicy.objects.get_or_create(
             error_class=error_class,
             defaults={"max_retries": retries, "base_delay": base, "max_delay": max_delay, "multiplier": multiplier},
         )
+
+
+def seed_runtime_defaults(get_model: Callable[[str, str], type]) -> None:
+    Provider = get_model("agentops", "Provider")
+    ModelRoute = get_model("agentops", "ModelRoute")
+    FallbackRule = get_model("agentops", "FallbackRule")
+    RuntimeSettings = get_model("agentops", "RuntimeSettings")
+    seed_retry_policies(get_model)
     simulated, _ = Provider.objects.get_or_create(name="simulated", defaults={"kind": "simulated", "latency_ms": 20})
     # Migration 0002 runs this with the models of its time, before providers listed their models (0005).
     if hasattr(simulated, "served_models") and not simulated.served_models:

@@ -17,8 +17,8 @@ from agentops.runtime.breaker import BreakerSettings
 from agentops.runtime.config import DEFAULT_CONFIG, CachedConfigSource, RuntimeConfig, TimeoutSettings
 from agentops.runtime.errors import ErrorClass
 from agentops.runtime.providers.rules import Rule
+from agentops.runtime.retry import DEFAULT_POLICIES, RetrySettings
 from agentops.runtime.retry import RetryPolicy as RuntimeRetryPolicy
-from agentops.runtime.retry import RetrySettings
 from agentops.runtime.routing import Route, Target
 from agentops.runtime.validation import ValidationSettings
 
@@ -58,7 +58,8 @@ def load_runtime_config() -> RuntimeConfig:
             default_chain += (Target(row.backup_provider.name, row.backup_model),)
     refusals = tuple(line.strip() for line in row.refusal_patterns.splitlines() if line.strip())
     return RuntimeConfig(
-        retry=RetrySettings(by_class=policies, budget=row.retry_budget),
+        # a class whose row was deleted keeps its default policy (not the generic one)
+        retry=RetrySettings(by_class={**DEFAULT_POLICIES, **policies}, budget=row.retry_budget),
         timeouts=TimeoutSettings(
             llm=row.llm_timeout,
             tool=row.tool_timeout,

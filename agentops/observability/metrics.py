@@ -28,8 +28,19 @@ MEMORY_BYTES = Gauge(
 LLM_TOKENS = Counter("agentops_llm_tokens_total", "Tokens by model and kind", ["model", "kind"])
 LLM_COST = Counter("agentops_llm_cost_usd_total", "Priced cost in USD by model", ["model"])
 LLM_CALLS = Counter("agentops_llm_calls_total", "Guarded LLM calls by operation and outcome", ["operation", "outcome"])
-RETRIES = Counter("agentops_retries_total", "Retry attempts by error class", ["error_class"])
-ERRORS = Counter("agentops_provider_errors_total", "Provider errors by class", ["error_class"])
+# The error taxonomy's labels (agentops/runtime/errors.py): ``error_class`` and its ``category`` (network,
+# resource, dependency = system; input, logic, data = business).
+RETRIES = Counter(
+    "agentops_retries_total",
+    "Retry attempts by error class and category (LLM and tool calls)",
+    ["error_class", "category"],
+)
+ERRORS = Counter("agentops_provider_errors_total", "Provider errors by class and category", ["error_class", "category"])
+TOOL_ERRORS = Counter(
+    "agentops_tool_errors_total",
+    "Failed tool attempts inside runs by tool, class and category",
+    ["tool", "error_class", "category"],
+)
 FALLBACKS = Counter("agentops_fallbacks_total", "Fallback hops by handler and why", ["handler", "reason"])
 BREAKER_STATE = Gauge(
     "agentops_breaker_state",

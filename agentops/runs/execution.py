@@ -38,7 +38,7 @@ from agentops.runtime.context import (
     Suspend,
     ToolRejected,
 )
-from agentops.runtime.errors import FallbackExhausted, ProviderError
+from agentops.runtime.errors import FallbackExhausted, ProviderError, classify_any, describe
 from agentops.runtime.protocols import BudgetUnavailable
 
 log = structlog.get_logger("agentops.runs")
@@ -158,12 +158,22 @@ def hand_back(run_pk: int, worker: str, active_seconds: float, *, patience: floa
 
 
 def error_class_name(exc: BaseException) -> str:
-    """The error class a failed run shows: the provider taxonomy's when it applies."""
+    """The error class a failed run shows: the run machinery's own failures by name (``RequestTimeout``,
+    ``AllFallbacksFailed`` …), everything else by the taxonomy (errors.classify_any): a tool's
+    ``OSError(ENOSPC)`` is ``ResourceExhausted``, its ``ValueError`` a ``LogicError``."""
     if isinstance(exc, ProviderError):
         return str(exc.error_class)
     if isinstance(exc, FallbackExhausted):
         return "AllFallbacksFailed"
-    return type(exc).__name__
+    if describe(type(exc).__name__) is not None:
+        return type(exc).__name__
+    return classify_any(exc).error_class.value
+
+
+def failure_fields(exc: BaseException) -> dict[str, str]:
+    """The log fields of a failed run: its error class and the taxonomy's category."""
+    found = classify_any(exc)
+    return {"error_class": error_class_name(exc), "error_category": found.category.value, "reason": found.reason}
 
 
 def worker_identity() -> str:
@@ -263,8 +273,12 @@ def execute_run(run_pk: int) -> str:
             lifecycle.finish_cancelled(run.pk, worker, active())
             outcome = "cancelled"
         except (RequestTimeout, PhaseTimeout, NondeterminismError, ToolRejected) as exc:
+            log.warning("run.failed", **failure_fields(exc), error=str(exc)[:500])
             lifecycle.fail_run(run.pk, worker, error_class=type(exc).__name__, error=str(exc), active_seconds=active())
         except SoftTimeLimitExceeded:
+            log.warning(
+                "run.failed", error_class="RequestTimeout", error_category="network", reason="worker_time_limit"
+            )
             lifecycle.fail_run(
                 run.pk,
                 worker,
@@ -273,10 +287,12 @@ def execute_run(run_pk: int) -> str:
                 error="the run exceeded its request timeout (worker time limit)",
             )
         except Exception as exc:
-            name = error_class_name(exc)
-            log.warning("run.failed", error_class=name, error=str(exc)[:500])
+            fields = failure_fields(exc)
+            log.warning("run.failed", **fields, error=str(exc)[:500])
             try:
-                lifecycle.fail_run(run.pk, worker, error_class=name, error=str(exc), active_seconds=active())
+                lifecycle.fail_run(
+                    run.pk, worker, error_class=fields["error_class"], error=str(exc), active_seconds=active()
+                )
             except LeaseLost:
                 outcome = "lease-lost"
         finally:

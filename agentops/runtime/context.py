@@ -19,16 +19,20 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import structlog
 from opentelemetry import trace
 
+from agentops.observability.metrics import TOOL_ERRORS
 from agentops.runtime.cache import TwoLevelCache, cache_key
-from agentops.runtime.errors import ProviderError, classify
+from agentops.runtime.errors import Classified, classify_any, describe
 from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable, HandoffOutcome, HumanPending
 from agentops.runtime.providers.base import LLMRequest
+from agentops.runtime.retry import RetryBudget, RetryTrace, call_classified
 from agentops.runtime.timeouts import LAYERED_DEFAULTS, STEP_DEFAULTS, Deadline, TimeoutExceeded
 
 tracer = trace.get_tracer("agentops.runs")
+log = structlog.get_logger("agentops.runs")
 
 # Which phases end the run when they time out (critical) and which are skipped (optional).
 CRITICAL_PHASES = {"planning": True, "tool_search": False, "tool_execution": True, "response_generation": True}
@@ -257,6 +261,7 @@ class RunContext:
         self.request_deadline = Deadline.after(remaining, clock=clock)
         self._deps = deps
         self.tokens = {"input": 0, "output": 0}
+        self._tool_errors: dict[str, dict] = {}  # tool → the classification of its last failure in this execution
 
     # -- helpers
     def _next_seq(self) -> int:
@@ -344,12 +349,11 @@ class RunContext:
                     raise RequestTimeout(self.settings.request_timeout) from None
                 raise
             except (BudgetExceeded, BudgetUnavailable) as exc:  # refused before any provider was asked
-                self._fail_step(seq, type(exc).__name__, str(exc), started)
+                self._fail_step(seq, exc, str(exc), started)
                 raise
             except Exception as exc:
-                error = classify(exc) if not isinstance(exc, ProviderError) else exc
                 hops = [h.to_dict() for h in getattr(exc, "hops", [])]
-                self._fail_step(seq, getattr(error, "error_class", type(exc).__name__), str(exc), started, hops=hops)
+                self._fail_step(seq, exc, str(exc), started, hops=hops)
                 raise
         self.tokens["input"] += result.input_tokens
         self.tokens["output"] += result.output_tokens
@@ -362,9 +366,24 @@ class RunContext:
             return RequestTimeout(self.settings.request_timeout)
         return TimeoutExceeded(layer, round(self._clock() - started, 3))
 
-    def _fail_step(self, seq: int, error_class: Any, message: str, started: float, hops=None) -> None:
-        meta = StepMeta(error_class=str(error_class), duration_ms=(self._clock() - started) * 1000, hops=hops or [])
-        self.journal.fail(seq, str(error_class), message[:2000], meta)
+    def _fail_step(self, seq: int, error: Any, message: str, started: float, hops=None, attempts: int = 1) -> None:
+        """Record a failed step under its error class (``error``: the exception, or a class name)."""
+        found = classify_any(error) if isinstance(error, BaseException) else describe(str(error))
+        name = found.error_class.value if found is not None else str(error)
+        meta = StepMeta(
+            error_class=name, duration_ms=(self._clock() - started) * 1000, hops=hops or [], attempts=attempts
+        )
+        self.journal.fail(seq, name, message[:2000], meta)
+        log.warning(
+            "run.step_failed",
+            run_id=self.run_id,
+            step=seq,
+            error_class=name,
+            error_category=found.category.value if found is not None else None,
+            error_kind=found.kind if found is not None else None,
+            reason=found.reason if found is not None else None,
+            error=message[:500],
+        )
 
     # -- ctx.tool
     def tool(
@@ -411,6 +430,7 @@ class RunContext:
                     "retry_count": retry_count,
                     "rule": verdict.rule,
                     "side_effect": side_effect,
+                    "last_error": self._tool_errors.get(name),
                 },
                 meta=StepMeta(),
                 step=("tool", name, self._phase, {"args": args}),
@@ -446,20 +466,35 @@ class RunContext:
         with tracer.start_as_current_span(
             "agent.step", attributes={"agent.step.seq": seq, "agent.step.kind": "tool", "agent.step.name": spec.name}
         ):
-            future = _tool_pool.submit(spec.fn, args, idempotency_key=key)
-            try:
-                result = future.result(timeout=max(0.0, deadline.remaining()))
+            retries, policies = RetryTrace(), self._deps.config.get().retry
+            try:  # a failure is classified and retried by its class's policy (errors.classify_any)
+                result = call_classified(
+                    lambda: _tool_pool.submit(spec.fn, args, idempotency_key=key).result(
+                        timeout=max(0.0, deadline.remaining())
+                    ),
+                    settings=policies,
+                    budget=RetryBudget(policies.budget),
+                    deadline=deadline,
+                    sleep=self._deps.sleep,
+                    trace=retries,
+                    on_error=lambda exc, found, attempt: _count_tool_error(spec.name, found),
+                    passthrough=(FutureTimeout,),
+                )
             except FutureTimeout:
                 # The thread cannot be killed; it finishes in the background and its result is dropped.
                 error = self._timeout("tool", started)
-                self._fail_step(seq, "Timeout", str(error), started)
+                self._fail_step(seq, "Timeout", str(error), started, attempts=retries.attempts)
                 raise error from None
             except Exception as exc:
-                self._fail_step(seq, type(exc).__name__, str(exc), started)
+                self._tool_errors[spec.name] = classify_any(exc).to_dict()
+                self._fail_step(seq, exc, str(exc), started, attempts=retries.attempts)
                 raise
         if cache_entry is not None:
             self._tool_cache.set(cache_entry, result)
-        self.journal.complete(seq, result, StepMeta(duration_ms=(self._clock() - started) * 1000))
+        meta = StepMeta(duration_ms=(self._clock() - started) * 1000, attempts=retries.attempts)
+        if retries.errors:
+            meta.error_class = retries.errors[-1].error_class.value
+        self.journal.complete(seq, result, meta)
         return result
 
     # -- ctx.phase
@@ -499,8 +534,9 @@ class RunContext:
             self.journal.skip(seq, f"optional phase timed out after {seconds:g} s", meta, end_seq=self._seq)
             return default
         except Exception as exc:  # the phase failed with its step; the agent may still handle the error
-            meta = StepMeta(error_class=type(exc).__name__, duration_ms=(self._clock() - started) * 1000)
-            self.journal.fail(seq, type(exc).__name__, str(exc)[:2000], meta)
+            name = classify_any(exc).error_class.value
+            meta = StepMeta(error_class=name, duration_ms=(self._clock() - started) * 1000)
+            self.journal.fail(seq, name, str(exc)[:2000], meta)
             raise
         finally:
             self._phase, self._phase_deadline = None, None
@@ -528,6 +564,10 @@ class _StepHandoff:
             meta=StepMeta(hops=[h.to_dict() if hasattr(h, "to_dict") else h for h in hops]),
         )
         raise HumanPending(escalation_id, reason)
+
+
+def _count_tool_error(tool: str, found: Classified) -> None:
+    TOOL_ERRORS.labels(tool, found.error_class.value, found.category.value).inc()
 
 
 def _meta_of(result: GuardResult) -> StepMeta:

@@ -11,19 +11,28 @@ Two axes:
 ``classify(exc)`` turns whatever a provider raised — an ``openai`` SDK exception, an ``httpx`` error, a raw
 HTTP status, a truncated JSON body, our own ``TimeoutExceeded`` — into a ``ProviderError`` carrying the class,
 whether it is transient, the category, ``Retry-After`` when the server sent one, and the HTTP status.
+
+``classify_any(exc)`` classifies *any* failure — a provider's, a tool's raised inside a run, the run's own —
+into a ``Classified`` (class, category, system/business kind, transient, reason): what retry policies, the
+run timeline, escalations, metrics labels and log fields read. Resource exhaustion (``MemoryError``, an
+``OSError`` with ``ENOSPC`` / ``EMFILE`` / ``ENFILE`` / ``ENOMEM``) is a transient ``ResourceExhausted``;
+an exception a tool or agent raised that nothing else explains is a permanent ``LogicError``.
 """
 
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import openai
 
+from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from agentops.runtime.timeouts import TimeoutExceeded
 
 
@@ -55,6 +64,10 @@ class ErrorClass(StrEnum):
     AUTHENTICATION = "AuthenticationError"
     BAD_REQUEST = "BadRequest"
     INVALID_RESPONSE = "InvalidResponse"
+    RESOURCE_EXHAUSTED = "ResourceExhausted"  # memory, disk, file descriptors
+    REJECTED_ANSWER = "RejectedAnswer"  # an answer validation refused (empty, too short, a refusal)
+    LOGIC_ERROR = "LogicError"  # an exception a tool or the agent raised that no other class explains
+    BUDGET_EXCEEDED = "BudgetExceeded"  # a budget refused the call before it was made
 
     @property
     def transient(self) -> bool:
@@ -71,8 +84,12 @@ _TRANSIENT = {
     ErrorClass.RATE_LIMIT: True,
     ErrorClass.SERVICE_UNAVAILABLE: True,
     ErrorClass.INVALID_RESPONSE: True,  # a malformed body; validation failures override this per instance
+    ErrorClass.RESOURCE_EXHAUSTED: True,
     ErrorClass.AUTHENTICATION: False,
     ErrorClass.BAD_REQUEST: False,
+    ErrorClass.REJECTED_ANSWER: False,
+    ErrorClass.LOGIC_ERROR: False,
+    ErrorClass.BUDGET_EXCEEDED: False,
 }
 
 _CATEGORY = {
@@ -83,6 +100,10 @@ _CATEGORY = {
     ErrorClass.AUTHENTICATION: ErrorCategory.INPUT,
     ErrorClass.BAD_REQUEST: ErrorCategory.INPUT,
     ErrorClass.INVALID_RESPONSE: ErrorCategory.DATA,
+    ErrorClass.RESOURCE_EXHAUSTED: ErrorCategory.RESOURCE,
+    ErrorClass.REJECTED_ANSWER: ErrorCategory.LOGIC,
+    ErrorClass.LOGIC_ERROR: ErrorCategory.LOGIC,
+    ErrorClass.BUDGET_EXCEEDED: ErrorCategory.RESOURCE,
 }
 
 
@@ -252,16 +273,53 @@ def classify(exc: BaseException | int, *, provider: str | None = None, model: st
     moves on to the next handler instead of retrying something nobody understands, and the original
     exception stays reachable as ``__cause__`` of the raised error.
     """
-    global _OPTIONAL
     if isinstance(exc, ProviderError):
         return exc.for_target(provider, model)
     if isinstance(exc, int):
         return from_status(exc, provider=provider, model=model)
+    known = _classify_known(exc, provider=provider, model=model)
+    if known is not None:
+        return known
+    err = ProviderError(
+        ErrorClass.SERVICE_UNAVAILABLE,
+        str(exc) or type(exc).__name__,
+        transient=False,
+        provider=provider,
+        model=model,
+        reason="unexpected",
+    )
+    err.__cause__ = exc
+    return err
+
+
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EDQUOT})
+
+
+def _resource_reason(exc: BaseException) -> str | None:
+    """``"memory"``, ``"enospc"`` … when ``exc`` (or what it wraps) is the machine running out of something."""
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, MemoryError):
+            return "memory"
+        if isinstance(candidate, OSError) and candidate.errno in RESOURCE_ERRNOS:
+            return errno.errorcode.get(candidate.errno, "resource").lower()
+    return None
+
+
+def _classify_known(
+    exc: BaseException, *, provider: str | None = None, model: str | None = None
+) -> ProviderError | None:
+    """The ``ProviderError`` of a failure of a kind we know (a library's, the standard library's, ours), else
+    None."""
+    global _OPTIONAL
 
     def make(error_class: ErrorClass, **kw: Any) -> ProviderError:
         err = ProviderError(error_class, str(exc) or type(exc).__name__, provider=provider, model=model, **kw)
         err.__cause__ = exc
         return err
+
+    resource = _resource_reason(exc)
+    if resource is not None:
+        return make(ErrorClass.RESOURCE_EXHAUSTED, reason=resource)
 
     # The address guard refused the request before it left (raised as is, or wrapped by the SDK): never retried.
     if isinstance(exc, RefusedDestination) or isinstance(exc.__cause__, RefusedDestination):
@@ -309,4 +367,114 @@ def classify(exc: BaseException | int, *, provider: str | None = None, model: st
         return make(ErrorClass.TIMEOUT, reason="timeout")
     if isinstance(exc, ConnectionError):
         return make(ErrorClass.CONNECTION, reason="connection")
-    return make(ErrorClass.SERVICE_UNAVAILABLE, transient=False, reason="unexpected")
+    return None
+
+
+# --- every error: the classification the rest of the system reads ----------------------------------
+@dataclass(frozen=True)
+class Classified:
+    """Any failure on the taxonomy: its class (the retry policy's key, the metrics label), its category and
+    whether retrying may help. ``reason`` narrows it down (``enospc``, ``refusal``, ``http_503``, the
+    exception type of a ``LogicError`` …)."""
+
+    error_class: ErrorClass
+    category: ErrorCategory
+    transient: bool
+    reason: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``system`` or ``business``."""
+        return self.category.kind
+
+    def log_fields(self) -> dict[str, str]:
+        """The structlog fields every failure's log line carries."""
+        return {"error_class": self.error_class.value, "error_category": self.category.value}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.error_class.value,
+            "category": self.category.value,
+            "kind": self.kind,
+            "transient": self.transient,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def of(cls, error_class: ErrorClass, reason: str | None = None, *, transient: bool | None = None) -> Classified:
+        return cls(error_class, error_class.category, error_class.transient if transient is None else transient, reason)
+
+
+# Failures of the run machinery itself, by exception name (those classes live above this module) and as the
+# names a failed run records.
+_NAMED: dict[str, tuple[ErrorClass, str]] = {
+    "RequestTimeout": (ErrorClass.TIMEOUT, "request_timeout"),
+    "PhaseTimeout": (ErrorClass.TIMEOUT, "phase_timeout"),
+    "SoftTimeLimitExceeded": (ErrorClass.TIMEOUT, "worker_time_limit"),
+    "AllFallbacksFailed": (ErrorClass.SERVICE_UNAVAILABLE, "all_fallbacks_failed"),
+    "BudgetUnavailable": (ErrorClass.SERVICE_UNAVAILABLE, "budget_unavailable"),
+    "ToolRejected": (ErrorClass.LOGIC_ERROR, "rejected_by_reviewer"),
+    "HumanRejected": (ErrorClass.LOGIC_ERROR, "rejected_by_reviewer"),
+    "NondeterminismError": (ErrorClass.LOGIC_ERROR, "nondeterministic_agent"),
+    "AgentLoadError": (ErrorClass.LOGIC_ERROR, "agent_load_error"),
+    "UnknownAgent": (ErrorClass.LOGIC_ERROR, "unknown_agent"),
+    "AgentDisabled": (ErrorClass.LOGIC_ERROR, "agent_disabled"),
+}
+
+
+def classify_any(exc: BaseException) -> Classified:
+    """Classify any failure: a provider's, a tool's inside a run, the run's own. Never raises."""
+    if isinstance(exc, ProviderError):
+        return Classified(exc.error_class, exc.category, exc.transient, exc.reason)
+    if isinstance(exc, FallbackExhausted):
+        if isinstance(exc.last_error, ProviderError):
+            return classify_any(exc.last_error)
+        return from_hops([h.to_dict() if hasattr(h, "to_dict") else h for h in exc.hops]) or Classified.of(
+            ErrorClass.SERVICE_UNAVAILABLE, "all_fallbacks_failed", transient=False
+        )
+    if isinstance(exc, BudgetExceeded):
+        return Classified.of(ErrorClass.BUDGET_EXCEEDED, "budget_exceeded")
+    if isinstance(exc, BudgetUnavailable):
+        return Classified.of(ErrorClass.SERVICE_UNAVAILABLE, "budget_unavailable")
+    named = _NAMED.get(type(exc).__name__)
+    if named is not None:
+        return Classified.of(named[0], named[1], transient=False)
+    try:
+        known = _classify_known(exc)
+    except Exception:  # pragma: no cover - a classifier must never be the failure
+        known = None
+    if known is not None:
+        return Classified(known.error_class, known.category, known.transient, known.reason)
+    return Classified.of(ErrorClass.LOGIC_ERROR, type(exc).__name__)
+
+
+def describe(name: str | None) -> Classified | None:
+    """The classification of an error class *name* as steps and runs record it (an ``ErrorClass`` value or the
+    name of a run-machinery failure); None for a name the taxonomy does not know (rows older than it)."""
+    if not name:
+        return None
+    try:
+        return Classified.of(ErrorClass(name))
+    except ValueError:
+        pass
+    named = _NAMED.get(name)
+    return Classified.of(named[0], named[1], transient=False) if named else None
+
+
+def from_hops(hops: list[Mapping[str, Any]] | tuple[Mapping[str, Any], ...] | None) -> Classified | None:
+    """Why a fallback chain did not answer, from its recorded hops (``Hop.to_dict()``): the last handler's
+    error class; an open breaker (dependency) or the request deadline (timeout) when no handler raised."""
+    last = None
+    for hop in hops or ():
+        if hop.get("error_class"):
+            last = hop
+    if last is not None:
+        found = describe(last["error_class"])
+        if found is not None:
+            return Classified(found.error_class, found.category, found.transient, last.get("reason") or found.reason)
+    outcomes = {hop.get("outcome") for hop in hops or ()}
+    if "breaker_open" in outcomes:
+        return Classified.of(ErrorClass.SERVICE_UNAVAILABLE, "breaker_open")
+    if "deadline" in outcomes:
+        return Classified.of(ErrorClass.TIMEOUT, "request_deadline")
+    return None

@@ -257,7 +257,7 @@ def _run_model_handler(
         except Exception as exc:
             ctx.upstream_seconds += ctx.clock() - began
             err = classify(exc, provider=target.provider, model=model)
-            ERRORS.labels(err.error_class.value).inc()
+            ERRORS.labels(err.error_class.value, err.category.value).inc()
             if err.error_class is ErrorClass.TIMEOUT and ctx.record_latency is not None:
                 ctx.record_latency(operation, model, attempt_timeout)
             if breaker is not None:
@@ -287,7 +287,7 @@ def _run_model_handler(
                 model=model,
             )
         except ProviderError as err:
-            ERRORS.labels(err.error_class.value).inc()
+            ERRORS.labels(err.error_class.value, err.category.value).inc()
             raise
         return result
 

@@ -34,7 +34,7 @@ from agentops.observability.metrics import LLM_CALLS, LLM_TOKENS, RESPONSE_SECON
 from agentops.runtime.breaker import BreakerRegistry
 from agentops.runtime.cache import TwoLevelCache, cache_key
 from agentops.runtime.config import ConfigSource, RuntimeConfig
-from agentops.runtime.errors import FallbackExhausted
+from agentops.runtime.errors import FallbackExhausted, classify_any, describe
 from agentops.runtime.fallback import ChainContext, Hop, run_chain
 from agentops.runtime.latency import LatencyRecorder
 from agentops.runtime.protocols import (
@@ -576,6 +576,7 @@ def _log_answered(request: LLMRequest, result: GuardResult, outcome: str) -> Non
         output_tokens=result.output_tokens,
         cache_hit=result.cache_hit,
         error_class=result.error_class,
+        error_category=_category_of(result.error_class),
         session_id=metadata.get("session_id", metadata.get("session")),
         run_id=metadata.get("run_id", metadata.get("run")),
         step=metadata.get("step"),
@@ -606,11 +607,15 @@ def _failed(
     duration_ms = _ms(deps, start)
     hops = getattr(exc, "hops", None) or []
     error_class = ctx.errors_seen[-1].error_class.value if ctx is not None and ctx.errors_seen else None
+    error_category = ctx.errors_seen[-1].category.value if ctx is not None and ctx.errors_seen else None
     _child(LLM_CALLS, request.operation, outcome).inc()
     _child(RESPONSE_SECONDS, request.operation).observe(duration_ms / 1000.0)
     if recording and outcome in ("failed", "error"):
         span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
         span.set_attribute("error.type", error_class or type(exc).__name__)
+    if error_class is None and outcome not in ("pending", "rejected"):  # refused or failed before any provider
+        found = classify_any(exc)
+        error_class, error_category = found.error_class.value, found.category.value
     metadata = request.metadata
     log.warning(
         "llm.call",
@@ -621,12 +626,18 @@ def _failed(
         attempts=sum(h.attempts for h in hops),
         duration_ms=round(duration_ms, 3),
         error_class=error_class,
+        error_category=error_category,
         error=type(exc).__name__,
         session_id=metadata.get("session_id", metadata.get("session")),
         run_id=metadata.get("run_id", metadata.get("run")),
         step=metadata.get("step"),
         agent=metadata.get("agent"),
     )
+
+
+def _category_of(error_class: str | None) -> str | None:
+    found = describe(error_class)
+    return found.category.value if found is not None else None
 
 
 _children: dict[tuple[Any, ...], Any] = {}

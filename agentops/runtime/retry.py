@@ -10,6 +10,10 @@ had made that attempt):
   wait would run past the request deadline; the call's shared ``RetryBudget`` is spent;
 * **retry** — only classified ``ProviderError``\\ s; anything else propagates untouched.
 
+``call_classified`` runs any callable (a tool function inside a run) under the same loop: whatever it
+raises is classified (``errors.classify_any``), a transient class is retried by its policy, and the
+caller gets the *original* exception back once retrying stops.
+
 ``sleep`` and ``rng`` are injectable so tests record the waits instead of sleeping them.
 """
 
@@ -24,7 +28,7 @@ from typing import Protocol, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from agentops.observability.metrics import RETRIES
-from agentops.runtime.errors import ErrorClass, ProviderError
+from agentops.runtime.errors import Classified, ErrorClass, ProviderError, classify_any
 
 T = TypeVar("T")
 
@@ -48,14 +52,24 @@ class RetryPolicy:
         return max(0.0, delay)
 
 
-# The seed's defaults (DESIGN.md §11).
+# The seed's defaults (DESIGN.md §11), one per error class. Permanent classes (business failures, and the
+# refusals of our own policy) are never retried whatever their row says; their rows stay at 0 to say so.
 DEFAULT_POLICY = RetryPolicy(max_retries=3, base=1.0, max_delay=60.0)
 DEFAULT_POLICIES: Mapping[ErrorClass, RetryPolicy] = {
     ErrorClass.CONNECTION: RetryPolicy(max_retries=5, base=0.5),
+    ErrorClass.TIMEOUT: RetryPolicy(max_retries=3, base=1.0),
     ErrorClass.RATE_LIMIT: RetryPolicy(max_retries=3, base=10.0),
     ErrorClass.SERVICE_UNAVAILABLE: RetryPolicy(max_retries=4, base=2.0),
+    ErrorClass.INVALID_RESPONSE: RetryPolicy(max_retries=3, base=1.0),
+    # Memory, disk or file descriptors ran out: often freed within seconds (a temp file removed, a
+    # connection closed), rarely within a minute — two quick tries, then the next handler / the agent.
+    ErrorClass.RESOURCE_EXHAUSTED: RetryPolicy(max_retries=2, base=0.5, max_delay=5.0),
     ErrorClass.AUTHENTICATION: RetryPolicy(max_retries=0),
     ErrorClass.BAD_REQUEST: RetryPolicy(max_retries=0),
+    # Logic: the same question gets the same wrong answer; the chain moves on to the next handler.
+    ErrorClass.REJECTED_ANSWER: RetryPolicy(max_retries=0),
+    ErrorClass.LOGIC_ERROR: RetryPolicy(max_retries=0),
+    ErrorClass.BUDGET_EXCEEDED: RetryPolicy(max_retries=0),
 }
 DEFAULT_RETRY_BUDGET = 6
 
@@ -161,7 +175,7 @@ def call_with_retries(
             trace.stop_reason = reason
             return True
         trace.waits.append(state.upcoming_sleep)
-        RETRIES.labels(err.error_class.value).inc()
+        RETRIES.labels(err.error_class.value, err.category.value).inc()
         return False
 
     # Fast path: the first attempt without building the tenacity machinery (most calls stop here).
@@ -186,3 +200,54 @@ def call_with_retries(
         reraise=True,
     )
     return retrying(replay_then_attempt)
+
+
+class _Classified(ProviderError):
+    """Carries a non-provider failure through the retry loop (``__cause__`` is the original exception)."""
+
+
+def call_classified(
+    fn: Callable[[], T],
+    *,
+    settings: RetrySettings,
+    budget: RetryBudget,
+    deadline: SupportsRemaining | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+    trace: RetryTrace | None = None,
+    on_error: Callable[[BaseException, Classified, int], None] | None = None,
+    passthrough: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call ``fn()`` until it returns, retrying a failure whose class is transient by that class's policy.
+
+    Raises the last attempt's original exception when retrying stops (``trace.stop_reason`` says why).
+    ``on_error(exc, classified, attempt)`` runs after every failed attempt; ``passthrough`` exceptions (and
+    BaseExceptions such as a run's suspension) propagate at once, unclassified.
+    """
+    trace = trace if trace is not None else RetryTrace()
+
+    def attempt(number: int) -> T:
+        try:
+            return fn()
+        except passthrough:
+            raise
+        except Exception as exc:
+            found = classify_any(exc)
+            if on_error is not None:
+                on_error(exc, found, number)
+            carrier = _Classified(
+                found.error_class,
+                str(exc)[:200],
+                transient=found.transient,
+                category=found.category,
+                reason=found.reason,
+            )
+            raise carrier from exc
+
+    try:
+        return call_with_retries(
+            attempt, settings=settings, budget=budget, deadline=deadline, sleep=sleep, rng=rng, trace=trace
+        )
+    except _Classified as carrier:
+        original = carrier.__cause__
+    raise original  # outside the except block: the agent sees its tool's exception, not our carrier

@@ -1,8 +1,9 @@
 """Result validation: an answer that is empty, too short or a refusal is not an answer.
 
-A failed validation raises a *permanent* ``ProviderError(InvalidResponse)`` with ``reason`` ``empty``,
-``too_short`` or ``refusal``: asking the same model again rarely helps, so the fallback chain moves on to
-the next handler. (A malformed body is a different, transient ``InvalidResponse`` raised by providers.)
+A failed validation raises a *permanent* ``ProviderError(RejectedAnswer)`` (a business failure, category
+``logic``) with ``reason`` ``empty``, ``too_short`` or ``refusal``: asking the same model again rarely helps,
+so the fallback chain moves on to the next handler. (A malformed body is a different, transient
+``InvalidResponse``, category ``data``, raised by providers.)
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def validate_text(
     provider: str | None = None,
     model: str | None = None,
 ) -> None:
-    """Raise ``ProviderError(InvalidResponse)`` when ``text`` is not a usable answer.
+    """Raise ``ProviderError(RejectedAnswer)`` when ``text`` is not a usable answer.
 
     An answer consisting only of tool calls has no text and is valid.
     """
@@ -62,7 +63,7 @@ def validate_text(
 
     def fail(reason: str, message: str) -> ProviderError:
         return ProviderError(
-            ErrorClass.INVALID_RESPONSE, message, transient=False, reason=reason, provider=provider, model=model
+            ErrorClass.REJECTED_ANSWER, message, transient=False, reason=reason, provider=provider, model=model
         )
 
     stripped = (text or "").strip()

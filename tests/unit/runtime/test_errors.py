@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
 import time
 
@@ -12,15 +13,23 @@ import openai
 import pytest
 
 from agentops.runtime.errors import (
+    Classified,
     ErrorCategory,
     ErrorClass,
+    FallbackExhausted,
     ProviderError,
     classify,
+    classify_any,
+    describe,
     error_class_for_status,
+    from_hops,
     from_status,
     parse_retry_after,
 )
+from agentops.runtime.fallback import Hop
+from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from agentops.runtime.timeouts import TimeoutExceeded
+from agentops.runtime.validation import ValidationSettings, validate_text
 
 URL = "http://provider.test/v1/chat/completions"
 
@@ -41,6 +50,7 @@ def test_classes_have_the_documented_nature():
         ErrorClass.RATE_LIMIT,
         ErrorClass.SERVICE_UNAVAILABLE,
         ErrorClass.INVALID_RESPONSE,
+        ErrorClass.RESOURCE_EXHAUSTED,
     }
     assert [c.value for c in ErrorClass] == [
         "ConnectionError",
@@ -50,6 +60,10 @@ def test_classes_have_the_documented_nature():
         "AuthenticationError",
         "BadRequest",
         "InvalidResponse",
+        "ResourceExhausted",
+        "RejectedAnswer",
+        "LogicError",
+        "BudgetExceeded",
     ]
     assert {
         c.category.kind for c in (ErrorClass.CONNECTION, ErrorClass.RATE_LIMIT, ErrorClass.SERVICE_UNAVAILABLE)
@@ -137,6 +151,129 @@ def test_a_provider_error_passes_through_and_gets_its_target():
     assert classify(original, provider="p", model="m") is original
     assert (original.provider, original.model) == ("p", "m")
     assert "Timeout" in repr(original)
+
+
+def _rejected_answer() -> ProviderError:
+    try:
+        validate_text("I'm sorry, but I can't help with that.", ValidationSettings())
+    except ProviderError as err:
+        return err
+    raise AssertionError("the refusal was accepted")
+
+
+def _sdk_connection_error() -> openai.APIConnectionError:
+    return openai.APIConnectionError(request=httpx2.Request("POST", URL))
+
+
+def _wrapped_emfile() -> httpx2.ConnectError:
+    try:
+        raise httpx2.ConnectError("connect failed") from OSError(errno.EMFILE, "Too many open files")
+    except httpx2.ConnectError as exc:
+        return exc
+
+
+# Every failure on the taxonomy: (what was raised) → (class, category, kind, transient, reason).
+CLASSIFICATION_TABLE = [
+    # system: network
+    (_sdk_connection_error, "ConnectionError", "network", "system", True, "connection"),
+    (
+        lambda: ConnectionRefusedError("inventory service unreachable"),
+        "ConnectionError",
+        "network",
+        "system",
+        True,
+        None,
+    ),
+    (lambda: TimeoutExceeded("tool", 60), "Timeout", "network", "system", True, "timeout_tool"),
+    (lambda: TimeoutError(), "Timeout", "network", "system", True, "timeout"),
+    (lambda: httpx.ReadTimeout("slow"), "Timeout", "network", "system", True, "timeout"),
+    # system: resource
+    (lambda: MemoryError(), "ResourceExhausted", "resource", "system", True, "memory"),
+    (
+        lambda: OSError(errno.ENOSPC, "No space left on device"),
+        "ResourceExhausted",
+        "resource",
+        "system",
+        True,
+        "enospc",
+    ),
+    (lambda: OSError(errno.EMFILE, "Too many open files"), "ResourceExhausted", "resource", "system", True, "emfile"),
+    (lambda: OSError(errno.ENFILE, "File table overflow"), "ResourceExhausted", "resource", "system", True, "enfile"),
+    (
+        lambda: OSError(errno.ENOMEM, "Cannot allocate memory"),
+        "ResourceExhausted",
+        "resource",
+        "system",
+        True,
+        "enomem",
+    ),
+    (_wrapped_emfile, "ResourceExhausted", "resource", "system", True, "emfile"),
+    (lambda: sdk_status_error(429), "RateLimitError", "resource", "system", True, "http_429"),
+    (lambda: BudgetExceeded("daily", 1.0), "BudgetExceeded", "resource", "system", False, "budget_exceeded"),
+    # system: dependency
+    (lambda: sdk_status_error(503), "ServiceUnavailable", "dependency", "system", True, "http_503"),
+    (lambda: BudgetUnavailable("store down"), "ServiceUnavailable", "dependency", "system", True, "budget_unavailable"),
+    (
+        lambda: FallbackExhausted("x", hops=[Hop("primary", "breaker_open", reason="breaker_open")]),
+        "ServiceUnavailable",
+        "dependency",
+        "system",
+        True,
+        "breaker_open",
+    ),
+    # business: input
+    (lambda: sdk_status_error(400), "BadRequest", "input", "business", False, "http_400"),
+    (lambda: sdk_status_error(401), "AuthenticationError", "input", "business", False, "http_401"),
+    # business: data (a malformed body)
+    (lambda: json.JSONDecodeError("truncated", '{"id', 4), "InvalidResponse", "data", "business", True, "malformed"),
+    # business: logic (a rejected answer, a tool's own error)
+    (_rejected_answer, "RejectedAnswer", "logic", "business", False, "refusal"),
+    (lambda: ValueError("order 42 not found"), "LogicError", "logic", "business", False, "ValueError"),
+    (lambda: KeyError("sku"), "LogicError", "logic", "business", False, "KeyError"),
+    (lambda: FileNotFoundError(errno.ENOENT, "gone"), "LogicError", "logic", "business", False, "FileNotFoundError"),
+]
+
+
+@pytest.mark.parametrize(("raise_", "cls", "category", "kind", "transient", "reason"), CLASSIFICATION_TABLE)
+def test_classify_any_puts_every_failure_on_the_taxonomy(raise_, cls, category, kind, transient, reason):
+    found = classify_any(raise_())
+    assert isinstance(found, Classified)
+    assert (found.error_class.value, found.category.value, found.kind, found.transient) == (
+        cls,
+        category,
+        kind,
+        transient,
+    )
+    if reason is not None:
+        assert found.reason == reason
+    assert found.log_fields() == {"error_class": cls, "error_category": category}
+    assert found.to_dict()["kind"] == kind
+
+
+def test_a_provider_call_running_out_of_resources_is_retried_not_unexpected():
+    err = classify(OSError(errno.ENOSPC, "No space left on device"), provider="p", model="m")
+    assert (err.error_class, err.transient, err.category) == (
+        ErrorClass.RESOURCE_EXHAUSTED,
+        True,
+        ErrorCategory.RESOURCE,
+    )
+
+
+def test_a_chain_that_failed_is_classified_by_its_last_error_and_recorded_names_are_described():
+    last = ProviderError(ErrorClass.RATE_LIMIT, "slow down", status=429)
+    assert classify_any(FallbackExhausted("x", last_error=last)).error_class is ErrorClass.RATE_LIMIT
+    hops = [
+        {"handler": "primary", "outcome": "failed", "error_class": "ServiceUnavailable", "reason": "max_retries"},
+        {"handler": "backup", "outcome": "invalid", "error_class": "RejectedAnswer", "reason": "refusal"},
+        {"handler": "rules", "outcome": "no_rule", "error_class": None, "reason": "no_rule"},
+    ]
+    assert from_hops(hops) == Classified(ErrorClass.REJECTED_ANSWER, ErrorCategory.LOGIC, False, "refusal")
+    assert from_hops([]) is None
+    assert describe("ResourceExhausted").category is ErrorCategory.RESOURCE
+    assert describe("RequestTimeout").error_class is ErrorClass.TIMEOUT
+    assert describe("AllFallbacksFailed").category is ErrorCategory.DEPENDENCY
+    assert describe("ToolRejected").kind == "business"
+    assert describe("ZeroDivisionError") is None and describe("") is None
 
 
 def test_validation_failures_override_transience():

@@ -48,7 +48,7 @@ def unavailable() -> ProviderError:
 
 def test_the_first_handler_that_answers_wins_and_every_hop_is_recorded():
     before = FALLBACKS.labels("backup_2", "ServiceUnavailable")._value.get()
-    errors_before = ERRORS.labels("ServiceUnavailable")._value.get()
+    errors_before = ERRORS.labels("ServiceUnavailable", "dependency")._value.get()
     outcome, provider, slept, ctx = run({"a": [ProviderError(ErrorClass.BAD_REQUEST)], "b": [unavailable()] * 2})
     assert outcome.handler == "backup_2" and outcome.result.text == "c says hi"
     assert provider.models_called() == ["a", "b", "b", "c"]
@@ -63,7 +63,7 @@ def test_the_first_handler_that_answers_wins_and_every_hop_is_recorded():
     assert outcome.attempts == 4 and outcome.last_error.error_class is ErrorClass.SERVICE_UNAVAILABLE
     assert [e.error_class for e in ctx.errors_seen] == [ErrorClass.BAD_REQUEST] + [ErrorClass.SERVICE_UNAVAILABLE] * 2
     assert FALLBACKS.labels("backup_2", "ServiceUnavailable")._value.get() - before == 1
-    assert ERRORS.labels("ServiceUnavailable")._value.get() - errors_before == 2
+    assert ERRORS.labels("ServiceUnavailable", "dependency")._value.get() - errors_before == 2
 
 
 def test_validation_uses_the_configured_settings():

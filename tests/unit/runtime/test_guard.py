@@ -192,7 +192,7 @@ def test_fallback_order_primary_backup_rules_human(h):
 def test_an_invalid_answer_moves_on_without_retrying(h, text):
     h.provider.script("large", text)
     result = h.call()
-    assert outline(result) == [("primary", "invalid", "InvalidResponse", 1), ("backup", "ok", None, 1)]
+    assert outline(result) == [("primary", "invalid", "RejectedAnswer", 1), ("backup", "ok", None, 1)]
     assert result.hops[0].reason in {"empty", "refusal", "too_short"}
 
 

@@ -49,7 +49,7 @@ NO_JITTER = RetrySettings(
 
 
 def retries_metric(cls: ErrorClass) -> float:
-    return RETRIES.labels(cls.value)._value.get()
+    return RETRIES.labels(cls.value, cls.category.value)._value.get()
 
 
 def test_seed_defaults():
@@ -60,8 +60,16 @@ def test_seed_defaults():
     assert DEFAULT_POLICIES[ErrorClass.AUTHENTICATION].max_retries == 0
     assert DEFAULT_POLICIES[ErrorClass.BAD_REQUEST].max_retries == 0
     settings = RetrySettings()
-    assert settings.policy_for(ErrorClass.TIMEOUT) is settings.default
+    assert settings.policy_for(ErrorClass.TIMEOUT) == settings.default == RetryPolicy(3, 1.0)
     assert settings.budget == 6
+
+
+def test_every_error_class_has_a_default_policy_logic_none_resource_a_short_backoff():
+    assert set(DEFAULT_POLICIES) == set(ErrorClass)
+    for cls in (ErrorClass.REJECTED_ANSWER, ErrorClass.LOGIC_ERROR, ErrorClass.BUDGET_EXCEEDED):
+        assert DEFAULT_POLICIES[cls].max_retries == 0 and not cls.transient  # the next handler, at once
+    resource = DEFAULT_POLICIES[ErrorClass.RESOURCE_EXHAUSTED]
+    assert (resource.max_retries, resource.base, resource.max_delay) == (2, 0.5, 5.0)
 
 
 def test_curve_is_exponential_and_capped():

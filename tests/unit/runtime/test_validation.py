@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentops.runtime.errors import ErrorClass, ProviderError
+from agentops.runtime.errors import ErrorCategory, ErrorClass, ProviderError
 from agentops.runtime.validation import ValidationSettings, validate_text
 
 DEFAULTS = ValidationSettings()
@@ -14,7 +14,8 @@ def reason(text, settings=DEFAULTS, **kw):
     try:
         validate_text(text, settings, **kw)
     except ProviderError as err:
-        assert err.error_class is ErrorClass.INVALID_RESPONSE
+        assert err.error_class is ErrorClass.REJECTED_ANSWER  # a business failure: category logic
+        assert err.category is ErrorCategory.LOGIC
         assert err.transient is False  # asking the same model again rarely helps: next handler
         return err.reason
     return None

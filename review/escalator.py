@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agentops.runtime.errors import Classified, from_hops
 from review import actions as review_actions
 from review.models import Escalation
 from review.policy import ReviewToolPolicy, policy_for, verdict_for_reason
@@ -31,6 +32,10 @@ def open_escalation(run, step, *, reason: str, priority: str, payload: Mapping[s
     if step.kind == "llm":
         context.setdefault("messages", payload.get("messages"))
         context.setdefault("hops", payload.get("hops"))
+    failure = _failure(payload) if reason in FAILURE_REASONS else None
+    if failure is not None:  # why, on the error taxonomy: the approval screen says it in words
+        context["error"] = failure
+        rule = f"{rule or reason} · {failure_words(failure)}"[:200]
     escalation = review_actions.create_escalation(
         run=run,
         step_seq=step.seq,
@@ -50,6 +55,24 @@ def open_escalation(run, step, *, reason: str, priority: str, payload: Mapping[s
         deadline_seconds=deadline,
     )
     return escalation.pk
+
+
+FAILURE_REASONS = ("all_fallbacks_failed", "max_retries_exceeded")
+
+
+def _failure(payload: Mapping[str, Any]) -> dict | None:
+    """The classified failure behind an escalation: the fallback chain's last error (from its hops), or the
+    last error of the tool the agent kept retrying (``RunContext`` sends it as ``last_error``)."""
+    recorded = payload.get("last_error")
+    if isinstance(recorded, dict) and recorded.get("class"):
+        return recorded
+    found: Classified | None = from_hops(payload.get("hops"))
+    return found.to_dict() if found is not None else None
+
+
+def failure_words(failure: Mapping[str, Any]) -> str:
+    """``last error RateLimitError (system: resource)`` — the short form kept in the escalation's rule."""
+    return f"last error {failure.get('class')} ({failure.get('kind')}: {failure.get('category')})"
 
 
 class ReviewEscalations:

@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 
 from agentops.lib import display
 from agentops.runs.models import Step
-from agentops.runs.presenters import timeline_steps
+from agentops.runs.presenters import error_view, timeline_steps
 from review.forms import ALL_QUEUES, DecisionForm
 from review.models import AuditEvent, Escalation, Priority, Reason
 
@@ -339,8 +339,18 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
         "can_modify": escalation.modifiable,
         "llm_hint": _llm_hint(escalation),
         "reason_label": Reason(escalation.reason).label if escalation.reason in Reason.values else escalation.reason,
+        "failure": failure_view(context),
         "refresh_event": REFRESH_EVENT,
     }
+
+
+def failure_view(context: dict):
+    """The failure an escalation was raised for (all fallbacks failed, retries exhausted), on the error
+    taxonomy, when the escalation recorded one (``context["error"]``, written by review.escalator)."""
+    error = context.get("error")
+    if not isinstance(error, dict) or not error.get("class"):
+        return None
+    return error_view(str(error["class"]), str(error.get("reason") or ""))
 
 
 @dataclass(frozen=True)

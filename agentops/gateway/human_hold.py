@@ -33,6 +33,7 @@ from agentops.gateway import wire
 from agentops.gateway.wire import ChatRequest, WireError
 from agentops.lib.longpoll import wait_for_change
 from agentops.runs.models import Agent
+from agentops.runtime.errors import from_hops
 from agentops.runtime.providers.base import content_text
 from review import actions
 from review.models import Escalation, Reason
@@ -111,6 +112,9 @@ def hold(
     }
     if hops:
         context["hops"] = hops
+        failure = from_hops(hops)  # why, on the error taxonomy (the approval screen says it in words)
+        if failure is not None:
+            context["error"] = failure.to_dict()
     escalation = actions.hold_gateway_call(
         Agent(pk=principal.agent_id, name=principal.agent),
         reason=reason,

@@ -14,10 +14,13 @@ from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from agentops.lib import display
 from agentops.runs import ports
 from agentops.runs.models import Run, Step
+from agentops.runtime.errors import ErrorCategory, describe
 
 JSON_DISPLAY_LIMIT = 20_000  # characters of pretty JSON shown per value; the rest is cut with a note
 PREVIEW_CHARS = 90
@@ -129,6 +132,65 @@ class EscalationView:
     withheld: bool = False  # an expert-queue item shown to a non-expert: what it is, none of its content
 
 
+# The error taxonomy in words (agentops/runtime/errors.py): what each category means to someone reading a
+# timeline or deciding an escalation.
+CATEGORY_WORDS = {
+    ErrorCategory.NETWORK: gettext_lazy("the network: a connection failed or a call timed out"),
+    ErrorCategory.RESOURCE: gettext_lazy(
+        "a resource ran out: memory, disk space, file handles, a provider's rate limit or a budget"
+    ),
+    ErrorCategory.DEPENDENCY: gettext_lazy("a service it depends on was down or its circuit breaker open"),
+    ErrorCategory.INPUT: gettext_lazy("the request itself was refused (invalid, or not authorised)"),
+    ErrorCategory.LOGIC: gettext_lazy(
+        "the work itself failed: an answer was rejected, or the tool raised its own error"
+    ),
+    ErrorCategory.DATA: gettext_lazy("a response was malformed or incomplete"),
+}
+KIND_WORDS = {
+    "system": gettext_lazy("system failure"),
+    "business": gettext_lazy("business failure"),
+}
+
+
+@dataclass(frozen=True)
+class ErrorView:
+    """An error class as the pages show it: the class, its category, system or business, and in words."""
+
+    error_class: str
+    category: str = ""  # network | resource | dependency | input | logic | data ("" when not on the taxonomy)
+    kind: str = ""  # system | business
+    kind_label: str = ""  # "system failure"
+    sentence: str = ""  # "ResourceExhausted — a system failure (resource): a resource ran out: …"
+    transient: bool = False
+    reason: str = ""
+
+
+def error_view(error_class: str | None, reason: str | None = None) -> ErrorView | None:
+    """The display of a recorded error class (a step's, a run's, an escalation's); None without one. A name
+    the taxonomy does not know (rows older than it) is shown as it is."""
+    if not error_class:
+        return None
+    found = describe(error_class)
+    if found is None:
+        return ErrorView(error_class=str(error_class), reason=reason or "")
+    kind_label = str(KIND_WORDS[found.kind])
+    sentence = _("%(error_class)s — a %(kind)s (%(category)s): %(meaning)s") % {
+        "error_class": error_class,
+        "kind": kind_label,
+        "category": found.category.value,
+        "meaning": CATEGORY_WORDS[found.category],
+    }
+    return ErrorView(
+        error_class=str(error_class),
+        category=found.category.value,
+        kind=found.kind,
+        kind_label=kind_label,
+        sentence=sentence,
+        transient=found.transient,
+        reason=reason or found.reason or "",
+    )
+
+
 @dataclass
 class StepView:
     step: Step
@@ -145,6 +207,7 @@ class StepView:
     # a key that changes whenever what the step shows may change: unchanged steps keep their
     # <details> open/closed across live refreshes (hx-preserve)
     state_key: str
+    error: ErrorView | None = None  # the step's error class on the taxonomy (a failed step, or a retried one)
 
 
 def hop_view(hop: Any) -> HopView:
@@ -270,6 +333,7 @@ def step_view(step: Step, escalations: dict | None = None, *, withheld: bool = F
             result_preview="",
             decision_json="",
             state_key=f"{step.executions}-{step.status}-{step.attempts}-withheld",
+            error=error_view(step.error_class),
         )
     arguments = step.arguments
     escalation = None
@@ -294,6 +358,7 @@ def step_view(step: Step, escalations: dict | None = None, *, withheld: bool = F
         result_preview=preview(step.result),
         decision_json=pretty_json(step.decision),
         state_key=f"{step.executions}-{step.status}-{step.attempts}",
+        error=error_view(step.error_class),
     )
 
 

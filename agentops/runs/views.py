@@ -20,6 +20,7 @@ from agentops.runs.models import Run, Step
 from agentops.runs.presenters import (
     CANCELLABLE,
     RUN_BADGES,
+    error_view,
     pretty_json,
     preview,
     run_duration,
@@ -88,6 +89,7 @@ def _detail_context(run: Run, user) -> dict:
         "steps": steps,
         "calls": ports.current().run_calls(run.pk),
         "longest_step_ms": longest or 1.0,
+        "run_error": error_view(run.error_class),
         "live_group": f"run.{run.pk}",
     }
 

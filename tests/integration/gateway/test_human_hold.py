@@ -149,6 +149,9 @@ def test_every_upstream_failing_is_held_and_the_reviewers_text_is_the_answer(cli
     assert not escalation.approvable
     assert {hop["target"] for hop in escalation.context["hops"]} >= {f"mock:{MOCK_A}", f"mock:{MOCK_B}"}
     assert "Every upstream for gw-route failed" in escalation.context["agent_analysis"]
+    # the why on the error taxonomy: every upstream answered 503, a dependency (system) failure
+    error = escalation.context["error"]
+    assert (error["class"], error["category"], error["kind"]) == ("ServiceUnavailable", "dependency", "system")
 
     [row] = wait_for(settled("hh-takeover", 1), timeout=10)
     assert (row.model, row.provider, row.input_tokens, row.output_tokens) == ("human", "human", 0, 0)

@@ -100,11 +100,23 @@ def test_optional_phase_timeout_is_skipped_and_critical_one_fails_the_run(defaul
     assert "response_generation" in failed.error
 
 
+def _retry_policy(error_class: str, retries: int, delay: float) -> None:
+    """Set one class's retry policy as an admin would (workers reload the config within a second)."""
+    from agentops.config.models import RetryPolicy
+
+    row = RetryPolicy.objects.get(error_class=error_class)
+    row.max_retries, row.base_delay, row.max_delay = retries, delay, delay
+    config_actions.save_runtime_object(row)
+    time.sleep(1.2)
+
+
 def test_retry_from_the_last_checkpoint_replays_completed_steps(defaults, worker):
+    _retry_policy("ConnectionError", 1, 0.01)  # a tool's failure follows its class's policy: one retry here
     run = wait_for(run_in(start("t-flaky", {}).pk, "failed"))
-    assert run.error_class == "ConnectionRefusedError"
+    assert run.error_class == "ConnectionError"  # ConnectionRefusedError, on the taxonomy
     first, flaky = steps_of(run)
     assert (first.status, flaky.status) == ("completed", "failed")
+    assert (flaky.error_class, flaky.attempts) == ("ConnectionError", 2)
 
     ToolEffect.objects.create(idempotency_key=f"allow:{run.pk}", tool="test")
     lifecycle.retry_run(run.pk)

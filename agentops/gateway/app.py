@@ -9,11 +9,16 @@ posting what to send back through an ``Outbox``. A streamed answer is read by th
 and settled when it ends; a client that disconnects stops it and only what was produced is settled.
 Waiting for a reviewer (a held tool call, or a call held for the human in the gateway: human_hold.py)
 happens on the event loop, holding no thread; the decided call's answer is one more job.
+
+Every request is one SERVER span (a child of the caller's span when it sends a W3C ``traceparent``); the jobs
+run in a copy of the request's context, so the guarded call's span and its ``chat {model}`` attempts hang
+under it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 import uuid
@@ -23,6 +28,9 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentops.gateway import human_hold, messages_wire, responses, wire
 from agentops.gateway.embeddings import embeddings_job
@@ -43,6 +51,7 @@ from agentops.lib.inflight import release as release_slot
 from agentops.observability import metrics
 
 log = structlog.get_logger("agentops.gateway")
+tracer = trace.get_tracer("agentops.gateway")
 
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
@@ -88,10 +97,61 @@ class Outbox:
 
 async def app(scope, receive, send) -> None:
     metrics.GATEWAY_IN_FLIGHT.inc()  # request tasks alive: back to 0 when every client has gone
+    span = _server_span(scope)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    status: list[int] = []
+
+    async def send_noting_status(message) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        await send(message)
+
     try:
-        await _serve(scope, receive, send)
+        await _serve(scope, receive, send_noting_status)
     finally:
+        otel_context.detach(token)
+        _end_server_span(span, status[0] if status else None)
         metrics.GATEWAY_IN_FLIGHT.dec()
+
+
+TRACE_HEADERS = (b"traceparent", b"tracestate")
+ROUTES = {CHAT_PATH, EMBEDDINGS_PATH, MODELS_PATH, RESPONSES_PATH, MESSAGES_PATH, COUNT_TOKENS_PATH}
+
+
+def _server_span(scope):
+    """The request's SERVER span, continuing the caller's trace when it sent a W3C ``traceparent``."""
+    carrier = {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in TRACE_HEADERS}
+    path, method = scope["path"].rstrip("/") or "/", scope["method"]
+    route = path if path in ROUTES else None
+    if route is None and path.startswith(RESPONSES_PATH + "/"):
+        route = RESPONSES_PATH + "/{response_id}"
+    elif route is None and path.startswith(MODELS_PATH + "/"):
+        route = MODELS_PATH + "/{model}"
+    attributes = {"http.request.method": method, "url.path": scope["path"], "url.scheme": scope.get("scheme", "http")}
+    if route is not None:
+        attributes["http.route"] = route
+    return tracer.start_span(
+        f"{method} {route}" if route else method,
+        context=propagate.extract(carrier) if carrier else None,
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+    )
+
+
+def _end_server_span(span, status: int | None) -> None:
+    if span.is_recording():
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if status is None or status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+            span.set_attribute("error.type", str(status) if status is not None else "_OTHER")
+    span.end()
+
+
+def _in_pool(loop: asyncio.AbstractEventLoop, fn, *args) -> asyncio.Future:
+    """``fn(*args)`` on a gateway thread, in a copy of this request's context (its span, so the guarded call's
+    spans are its children)."""
+    return loop.run_in_executor(pool(), contextvars.copy_context().run, fn, *args)
 
 
 async def _serve(scope, receive, send) -> None:
@@ -128,9 +188,7 @@ async def _serve(scope, receive, send) -> None:
             _refuse_known_bad_key(scope)
             loop = asyncio.get_running_loop()
             job = responses.stored_job
-            status, body = await loop.run_in_executor(
-                pool(), job, _headers(scope), path[len(RESPONSES_PATH) + 1 :], method
-            )
+            status, body = await _in_pool(loop, job, _headers(scope), path[len(RESPONSES_PATH) + 1 :], method)
             await _respond(send, status, body, own)
         elif path in (MESSAGES_PATH, COUNT_TOKENS_PATH):
             await _messages(scope, receive, send, path, started, request_id, own)
@@ -139,7 +197,7 @@ async def _serve(scope, receive, send) -> None:
                 raise WireError(405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed")
             _refuse_known_bad_key(scope)
             loop = asyncio.get_running_loop()
-            status, body = await loop.run_in_executor(pool(), _models_job, _headers(scope), path)
+            status, body = await _in_pool(loop, _models_job, _headers(scope), path)
             await _respond(send, status, body, own)
         else:
             raise WireError(404, f"Unknown request URL: {method} {scope['path']}.", code="unknown_url")
@@ -163,7 +221,7 @@ async def _messages(scope, receive, send, path: str, started: float, request_id:
         await _chat(scope, receive, send, raw, started, request_id, own, job=messages_job)
         return
     loop = asyncio.get_running_loop()
-    status, headers, body = await loop.run_in_executor(pool(), count_tokens_job, raw, _headers(scope))
+    status, headers, body = await _in_pool(loop, count_tokens_job, raw, _headers(scope))
     await _respond(send, status, body, own + headers)
 
 
@@ -218,7 +276,7 @@ async def _job(run, scope, receive, send, raw: bytes, started: float, request_id
     """Run ``run(raw, headers, outbox, started, request_id)`` on a gateway thread and send what it posts."""
     loop = asyncio.get_running_loop()
     outbox = Outbox(loop)
-    job = loop.run_in_executor(pool(), run, raw, _headers(scope), outbox, started, request_id)
+    job = _in_pool(loop, run, raw, _headers(scope), outbox, started, request_id)
     watcher = asyncio.ensure_future(_watch_disconnect(receive, outbox))
     answer = asyncio.ensure_future(_send_answer(send, outbox, own))
     try:
@@ -249,7 +307,7 @@ async def _send_answer(send, outbox: Outbox, own: list) -> None:
             held = item[1]
             decided = await human_hold.decision(held, outbox.gone)
             loop = asyncio.get_running_loop()
-            outbox.followups.append(loop.run_in_executor(pool(), held.job or held_job, held, decided, outbox))
+            outbox.followups.append(_in_pool(loop, held.job or held_job, held, decided, outbox))
             item = await outbox.queue.get()
         if item[0] == "reply":
             _, status, headers, body = item

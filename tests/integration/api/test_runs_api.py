@@ -132,7 +132,12 @@ def test_start_run_is_race_safe_in_the_database(transactional_db):
 
 def test_long_poll_returns_when_the_status_changes(make_key, api, worker):
     client = api(make_key(APPROVAL))
-    run_id = client.post("/runs", json={"input": {"to": "ana@example.com"}}).json()["id"]
+    # The agent's own trace (W3C traceparent) continues through the API into the worker's executions.
+    caller_trace = "5c0f2b6e6a3e4d1f9a8b7c6d5e4f3a2b"
+    traceparent = f"00-{caller_trace}-1a2b3c4d5e6f7081-01"
+    run_id = client.post(
+        "/runs", json={"input": {"to": "ana@example.com"}}, headers={"traceparent": traceparent}
+    ).json()["id"]
     waiting = wait_for(followed(client, run_id, "waiting_human"), timeout=40, interval=0)
     assert waiting["status"] == "waiting_human"
 
@@ -166,6 +171,12 @@ def test_long_poll_returns_when_the_status_changes(make_key, api, worker):
     assert answer["elapsed"] < 5, answer
     assert time.monotonic() - decided_at < 3
     assert wait_for(followed(client, run_id, "succeeded"), timeout=40, interval=0)["output"]["sent"]["created"] is True
+    run = Run.objects.get(pk=run_id)
+    # Both executions (before and after the decision) are in the caller's trace: the run keeps it, and the
+    # context later executions continue is the first execution's span, in that trace.
+    assert run.trace_id == caller_trace and run.executions == 2
+    version, trace_id, span_id, _ = run.trace_context["traceparent"].split("-")
+    assert (version, trace_id) == ("00", caller_trace) and span_id != "1a2b3c4d5e6f7081"
 
 
 def test_long_poll_on_a_finished_run_answers_at_once(make_key, api):

@@ -1,7 +1,8 @@
 """``guarded_embeddings`` with fakes at every edge, and the OpenAI-compatible provider's ``embed`` under the
 real SDK: the reservation holds the input tokens (no output) and settles what the provider reported, the
 fallback chain moves to the backup on transient failures and skips an open breaker, a refused budget is never
-downgraded or handed to a human, the exact cache answers at no cost, and one ``embeddings {model}`` span."""
+downgraded or handed to a human, the exact cache answers at no cost, and one ``embeddings {model}`` CLIENT span
+under the guarded call's span."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from agentops.runtime.breaker import BreakerSettings
 from agentops.runtime.cache import CacheSpec, TwoLevelCache
@@ -112,9 +114,12 @@ def test_the_reservation_holds_the_input_bound_and_settles_the_reported_tokens(s
     assert (usage["model"], usage["requested_model"], usage["input_tokens"], usage["output_tokens"]) == (
         "emb-a-v2", "emb-a", 7, 0,
     )  # fmt: skip
-    [span] = [s for s in spans.get_finished_spans() if s.name.startswith("embeddings")]
+    [span] = [s for s in spans.get_finished_spans() if s.name.startswith("embeddings")]  # the attempt: CLIENT
     assert span.name == "embeddings emb-a" and span.attributes["gen_ai.operation.name"] == "embeddings"
-    assert span.attributes["gen_ai.usage.input_tokens"] == 7
+    assert span.attributes["gen_ai.usage.input_tokens"] == 7 and span.kind is SpanKind.CLIENT
+    assert span.attributes["gen_ai.response.model"] == "emb-a-v2" and span.attributes["gen_ai.request.model"] == "emb-a"
+    [guard] = [s for s in spans.get_finished_spans() if s.name == "agentops.embeddings embeddings"]
+    assert span.parent.span_id == guard.context.span_id and guard.attributes["agentops.handler"] == "primary"
 
 
 def test_without_the_providers_usage_the_call_is_charged_the_bound_it_reserved():

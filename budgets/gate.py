@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connection
 
 from budgets.actions import ledger, reservations
+from budgets.models import UsageRecord
 
 
 def _return_pooled_connection() -> None:
@@ -28,9 +29,10 @@ class LedgerBudgetGate:
         finally:
             _return_pooled_connection()
 
-    def settle(self, handle: int | None, usage: Mapping[str, Any]) -> None:
+    def settle(self, handle: int | None, usage: Mapping[str, Any]) -> UsageRecord | None:
+        """The priced ledger row (its ``cost_usd`` goes on the call's span); None when parked."""
         # handle None: no budget applied, the call is recorded in the ledger only
-        ledger.settle_durably(handle, usage)
+        return ledger.settle_durably(handle, usage)
 
     def release(self, handle: int | None) -> None:
         if handle is not None:
@@ -40,8 +42,8 @@ class LedgerBudgetGate:
 class LedgerUsageSink:
     """Usage of calls that held no reservation (cache hits, human answers, calls no budget applied to)."""
 
-    def record(self, usage: Mapping[str, Any]) -> None:
-        ledger.settle_durably(None, usage)
+    def record(self, usage: Mapping[str, Any]) -> UsageRecord | None:
+        return ledger.settle_durably(None, usage)
 
 
 BUDGET_GATE = LedgerBudgetGate()

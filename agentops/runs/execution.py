@@ -16,11 +16,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.db.models import Q
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentops.config.source import config_source
 from agentops.lib.db import discard_connection
-from agentops.observability import metrics
+from agentops.observability import genai, metrics
 from agentops.runs import ports
 from agentops.runs.actions import journal, lifecycle
 from agentops.runs.models import Step
@@ -193,6 +194,21 @@ def _run_context(run, worker: str, heartbeat: Heartbeat) -> RunContext:
     )
 
 
+def _invoke_agent_attributes(run) -> dict[str, Any]:
+    """``invoke_agent``'s attributes (OpenTelemetry GenAI, in-process agent: kind INTERNAL)."""
+    attributes: dict[str, Any] = {
+        genai.OPERATION: "invoke_agent",
+        genai.PROVIDER: genai.AGENTOPS_PROVIDER,
+        genai.AGENT_NAME: run.agent.name,
+        genai.AGENT_ID: str(run.agent_id),
+        "agentops.run.id": run.pk,
+        "agentops.run.execution": run.executions,
+    }
+    if run.session_id:
+        attributes[genai.CONVERSATION] = run.session_id
+    return attributes
+
+
 def execute_run(run_pk: int) -> str:
     """Claim and execute run `run_pk`; returns how this execution ended."""
     close_old_connections()
@@ -230,8 +246,18 @@ def execute_run(run_pk: int) -> str:
     started = time.monotonic()
     metrics.ACTIVE_SESSIONS.inc()
     outcome = "failed"
+    failure: BaseException | None = None
+    # Every execution of a run is one trace: the first continues the caller's context (a traceparent given
+    # to POST /api/v1/runs) or starts the trace; the later ones (after a human decision, a crash) are children
+    # of the first execution's invoke_agent span, whose context the run keeps.
+    parent = propagate.extract(run.trace_context) if run.trace_context else None
     with tracer.start_as_current_span(
-        "agent.run", attributes={"agent.name": run.agent.name, "agent.run.id": run.pk, "session.id": run.session_id}
+        f"invoke_agent {run.agent.name}",
+        context=parent,
+        kind=SpanKind.INTERNAL,
+        attributes=_invoke_agent_attributes(run),
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         trace_id = format(span.get_span_context().trace_id, "032x")
         structlog.contextvars.bind_contextvars(trace_id=trace_id)
@@ -244,7 +270,9 @@ def execute_run(run_pk: int) -> str:
         heartbeat.start()
         try:
             if not run.trace_id:
-                lifecycle.record_trace_id(run.pk, trace_id)
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                lifecycle.record_trace_id(run.pk, trace_id, carrier if span.get_span_context().is_valid else None)
             ctx = _run_context(run, worker, heartbeat)
             output = spec.fn(ctx, run.input)
             lifecycle.complete_run(run.pk, worker, _jsonable(output), active())
@@ -263,8 +291,10 @@ def execute_run(run_pk: int) -> str:
             lifecycle.finish_cancelled(run.pk, worker, active())
             outcome = "cancelled"
         except (RequestTimeout, PhaseTimeout, NondeterminismError, ToolRejected) as exc:
+            failure = exc
             lifecycle.fail_run(run.pk, worker, error_class=type(exc).__name__, error=str(exc), active_seconds=active())
-        except SoftTimeLimitExceeded:
+        except SoftTimeLimitExceeded as exc:
+            failure = exc
             lifecycle.fail_run(
                 run.pk,
                 worker,
@@ -273,6 +303,7 @@ def execute_run(run_pk: int) -> str:
                 error="the run exceeded its request timeout (worker time limit)",
             )
         except Exception as exc:
+            failure = exc
             name = error_class_name(exc)
             log.warning("run.failed", error_class=name, error=str(exc)[:500])
             try:
@@ -282,7 +313,10 @@ def execute_run(run_pk: int) -> str:
         finally:
             heartbeat.stop()
             metrics.ACTIVE_SESSIONS.dec()
-            span.set_attribute("agent.run.outcome", outcome)
+            span.set_attribute("agentops.run.outcome", outcome)
+            if outcome == "failed" and failure is not None:
+                span.set_attribute(genai.ERROR_TYPE, error_class_name(failure))
+                span.set_status(Status(StatusCode.ERROR, f"{type(failure).__name__}: {str(failure)[:500]}"))
     if outcome in ("succeeded", "failed", "cancelled"):
         metrics.REQUESTS.labels(session_type="run", success=str(outcome == "succeeded").lower()).inc()
     structlog.contextvars.unbind_contextvars("run_id", "agent", "session_id", "trace_id")

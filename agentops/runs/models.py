@@ -73,6 +73,9 @@ class Run(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     trace_id = models.CharField(max_length=32, blank=True)
+    # W3C trace context ({"traceparent", "tracestate"}) every execution's invoke_agent span continues: the
+    # caller's (a traceparent on POST /api/v1/runs) until the first execution starts, then that execution's.
+    trace_context = models.JSONField(default=dict, blank=True)
     # lease: the worker executing the run renews it with heartbeats; beat reclaims expired ones
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)

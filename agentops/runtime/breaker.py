@@ -317,6 +317,11 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         return self._run("peek").new
 
+    @property
+    def seen_state(self) -> BreakerState | None:
+        """The state this process last saw (no Redis round trip; None before its first operation)."""
+        return self._seen_state
+
     def snapshot(self) -> dict[str, Any]:
         """State for the ops page and the API: name, state, failures, opened_at, probes_in_flight, forced."""
         reply = self._run("peek")

@@ -12,6 +12,7 @@ escalation policy), and hands in the guard pipeline's `GuardDeps`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from agentops.observability import genai
 from agentops.runtime.cache import TwoLevelCache, cache_key
 from agentops.runtime.errors import ProviderError, classify
 from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm
@@ -331,26 +333,24 @@ class RunContext:
         )
         deps = dataclasses.replace(self._deps, escalator=_StepHandoff(self, seq))
         started = self._clock()
-        with tracer.start_as_current_span(
-            "agent.step", attributes={"agent.step.seq": seq, "agent.step.kind": "llm", "agent.step.name": operation}
-        ):
-            try:
-                result = guarded_llm(request, deps=deps, deadline=self._deadline(self.settings.request_timeout))
-            except HumanPending as pending:
-                raise Suspend(seq, pending.escalation_id, pending.reason) from None
-            except TimeoutExceeded as exc:
-                self._fail_step(seq, "Timeout", str(exc), started)
-                if self.request_deadline.expired:
-                    raise RequestTimeout(self.settings.request_timeout) from None
-                raise
-            except (BudgetExceeded, BudgetUnavailable) as exc:  # refused before any provider was asked
-                self._fail_step(seq, type(exc).__name__, str(exc), started)
-                raise
-            except Exception as exc:
-                error = classify(exc) if not isinstance(exc, ProviderError) else exc
-                hops = [h.to_dict() for h in getattr(exc, "hops", [])]
-                self._fail_step(seq, getattr(error, "error_class", type(exc).__name__), str(exc), started, hops=hops)
-                raise
+        # The step's span is the guarded call's own (``agentops.llm {operation}``, with ``agentops.step``).
+        try:
+            result = guarded_llm(request, deps=deps, deadline=self._deadline(self.settings.request_timeout))
+        except HumanPending as pending:
+            raise Suspend(seq, pending.escalation_id, pending.reason) from None
+        except TimeoutExceeded as exc:
+            self._fail_step(seq, "Timeout", str(exc), started)
+            if self.request_deadline.expired:
+                raise RequestTimeout(self.settings.request_timeout) from None
+            raise
+        except (BudgetExceeded, BudgetUnavailable) as exc:  # refused before any provider was asked
+            self._fail_step(seq, type(exc).__name__, str(exc), started)
+            raise
+        except Exception as exc:
+            error = classify(exc) if not isinstance(exc, ProviderError) else exc
+            hops = [h.to_dict() for h in getattr(exc, "hops", [])]
+            self._fail_step(seq, getattr(error, "error_class", type(exc).__name__), str(exc), started, hops=hops)
+            raise
         self.tokens["input"] += result.input_tokens
         self.tokens["output"] += result.output_tokens
         self.journal.complete(seq, result.to_dict(), _meta_of(result))
@@ -444,23 +444,46 @@ class RunContext:
         deadline = self._deadline(self.settings.tool_timeout)
         started = self._clock()
         with tracer.start_as_current_span(
-            "agent.step", attributes={"agent.step.seq": seq, "agent.step.kind": "tool", "agent.step.name": spec.name}
-        ):
+            f"execute_tool {spec.name}",
+            attributes=self._tool_attributes(seq, spec, args),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             future = _tool_pool.submit(spec.fn, args, idempotency_key=key)
             try:
                 result = future.result(timeout=max(0.0, deadline.remaining()))
             except FutureTimeout:
                 # The thread cannot be killed; it finishes in the background and its result is dropped.
                 error = self._timeout("tool", started)
+                genai.failed(span, "timeout", error)
                 self._fail_step(seq, "Timeout", str(error), started)
                 raise error from None
             except Exception as exc:
+                genai.failed(span, type(exc).__name__, exc)
                 self._fail_step(seq, type(exc).__name__, str(exc), started)
                 raise
+            if span.is_recording() and genai.capture_content():
+                span.set_attribute("gen_ai.tool.call.result", json.dumps(result, default=str, ensure_ascii=False))
         if cache_entry is not None:
             self._tool_cache.set(cache_entry, result)
         self.journal.complete(seq, result, StepMeta(duration_ms=(self._clock() - started) * 1000))
         return result
+
+    def _tool_attributes(self, seq: int, spec: ToolSpec, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``execute_tool``'s attributes: the call id is the step's idempotency key (stable across replays)."""
+        attributes: dict[str, Any] = {
+            genai.OPERATION: "execute_tool",
+            genai.TOOL_NAME: spec.name,
+            genai.TOOL_CALL_ID: self.idempotency_key(seq),
+            genai.TOOL_TYPE: "function",
+            "agentops.step": seq,
+            "agentops.tool.side_effect": spec.side_effect,
+        }
+        if spec.description:
+            attributes[genai.TOOL_DESCRIPTION] = spec.description[:500]
+        if genai.capture_content():
+            attributes["gen_ai.tool.call.arguments"] = json.dumps(dict(args), default=str, ensure_ascii=False)
+        return attributes
 
     # -- ctx.phase
     def phase(

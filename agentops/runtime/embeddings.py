@@ -5,7 +5,8 @@
     → usage record → cache store
 
 with the same metrics and log line as a chat call (operation ``embeddings`` unless the caller names
-another) and one ``embeddings {model}`` span (DESIGN.md §10). A refused budget is never downgraded to
+another) and one ``agentops.embeddings {operation}`` span with an ``embeddings {model}`` CLIENT span under it per
+attempt (DESIGN.md §10, ``observability/genai.py``). A refused budget is never downgraded to
 another model nor handed to a human: another model's vectors live in another space, and no reviewer can
 write a vector, so ``BudgetExceeded`` is raised. Pure Python: no Django.
 """
@@ -22,7 +23,7 @@ from opentelemetry import trace
 
 from agentops.runtime.cache import cache_key
 from agentops.runtime.fallback import ChainContext, Hop, run_chain
-from agentops.runtime.guard import GuardDeps, _failed, _finish, _ms, _quietly, _store
+from agentops.runtime.guard import GuardDeps, _failed, _finish, _ms, _quietly, _store, guard_attributes
 from agentops.runtime.protocols import ALLOW_ALL
 from agentops.runtime.providers.base import EmbeddingsRequest, EmbeddingsResult
 from agentops.runtime.results import GuardResult
@@ -91,16 +92,15 @@ def guarded_embeddings(
     Raises ``BudgetExceeded``, ``BudgetUnavailable`` or ``FallbackExhausted``."""
     start = deps.clock()
     cfg = deps.config.get()
-    attributes = {
-        "gen_ai.system": "openai",
-        "gen_ai.operation.name": "embeddings",
-        "gen_ai.request.model": request.model,
-        "agentops.operation": request.operation,
-    }
-    span = tracer.start_span(f"embeddings {request.model}", attributes=attributes)
+    span = tracer.start_span(f"agentops.embeddings {request.operation}", attributes=guard_attributes(request))
     token = otel_context.attach(trace.set_span_in_context(span))
+    ended_later = False
     try:
-        return _run(request, deps, cfg, route, cache, deadline, defer, start, span)
+        answer = _run(request, deps, cfg, route, cache, deadline, defer, start, span)
+        if defer is not None:  # after the deferred settle, which puts the cost on it
+            defer(span.end)
+            ended_later = True
+        return answer
     except Exception as exc:
         if span.is_recording():
             span.record_exception(exc)
@@ -108,7 +108,8 @@ def guarded_embeddings(
         raise
     finally:
         otel_context.detach(token)
-        span.end()
+        if not ended_later:
+            span.end()
 
 
 def _run(

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentops.observability import genai
 from agentops.observability.metrics import ERRORS, FALLBACKS
 from agentops.runtime.breaker import BreakerState
 from agentops.runtime.config import RuntimeConfig
@@ -123,6 +124,8 @@ class ChainContext:
     rng: random.Random | None = None
     errors_seen: list[ProviderError] = field(default_factory=list)
     upstream_seconds: float = 0.0  # spent waiting for providers (attempts), for the "our overhead" figure
+    # The ``chat {model}`` span of the attempt that opened a stream: the guard's stream ends it with the usage.
+    stream_span: Any = None
 
 
 def run_chain(request: LLMRequest | EmbeddingsRequest, route: Route, ctx: ChainContext) -> ChainOutcome:
@@ -139,7 +142,7 @@ def run_chain(request: LLMRequest | EmbeddingsRequest, route: Route, ctx: ChainC
     for index, target in enumerate(route.chain):
         handler = handler_name(index)
         moved_on(handler)
-        hop, result, error = _run_model_handler(request, handler, target, ctx)
+        hop, result, error = _run_model_handler(request, handler, target, ctx, index)
         hops.append(hop)
         if result is not None:
             return ChainOutcome(result, handler, hops, last_error)
@@ -209,7 +212,7 @@ def _ms(ctx: ChainContext, start: float) -> float:
 
 
 def _run_model_handler(
-    request: LLMRequest | EmbeddingsRequest, handler: str, target: Target, ctx: ChainContext
+    request: LLMRequest | EmbeddingsRequest, handler: str, target: Target, ctx: ChainContext, index: int = 0
 ) -> tuple[Hop, LLMResult | None, ProviderError | None]:
     cfg = ctx.config
     start = ctx.clock()
@@ -248,15 +251,31 @@ def _run_model_handler(
         if remaining <= 0:
             raise _DeadlineReached()
         attempt_timeout = timeout if timeout < remaining else remaining
+        # One CLIENT span per attempt (retries and fallback hops each get theirs), under the guard's span.
+        span = genai.start_attempt(
+            attempt_request,
+            model=model,
+            provider=provider,
+            configured_provider=target.provider,
+            handler=handler,
+            hop=index,
+            attempt=number,
+            breaker=breaker,
+            embeds=embeds,
+        )
         began = ctx.clock()
         try:
             result = call(attempt_request, attempt_timeout)
-        except PROGRAMMING_ERRORS:
+        except PROGRAMMING_ERRORS as exc:
             ctx.upstream_seconds += ctx.clock() - began
+            genai.failed(span, type(exc).__name__, exc)
+            span.end()
             raise
         except Exception as exc:
             ctx.upstream_seconds += ctx.clock() - began
             err = classify(exc, provider=target.provider, model=model)
+            genai.failed(span, err.error_class.value, err, status=err.status)
+            span.end()
             ERRORS.labels(err.error_class.value).inc()
             if err.error_class is ErrorClass.TIMEOUT and ctx.record_latency is not None:
                 ctx.record_latency(operation, model, attempt_timeout)
@@ -275,7 +294,12 @@ def _run_model_handler(
             ctx.record_latency(operation, model, took)
         if breaker is not None:
             breaker.record_success()
-        if streams or embeds:  # a stream's text is not known yet; vectors have no text (the provider checks them)
+        if streams:  # a stream's text and usage are not known yet: the guard's stream ends the span
+            ctx.stream_span = span
+            return result
+        genai.answered(span, result, embeds=embeds)
+        if embeds:  # vectors have no text (the provider checks them)
+            span.end()
             return result
         try:
             validate_text(
@@ -288,7 +312,10 @@ def _run_model_handler(
             )
         except ProviderError as err:
             ERRORS.labels(err.error_class.value).inc()
+            genai.failed(span, err.reason or err.error_class.value, err)  # answered, but the answer was refused
             raise
+        finally:
+            span.end()
         return result
 
     outcome, error, result = "ok", None, None

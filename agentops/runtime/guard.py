@@ -3,9 +3,10 @@
     journal replay → cache (cacheable operations only) → budget reserve → fallback chain (breaker, retry,
     timeout, validation, rules, human) → settle / release → usage record → cache store
 
-with the Prometheus metrics of §10, one ``gen_ai.chat`` span and one JSON log line (``event="llm.call"``)
-per call. Everything the pipeline talks to arrives in ``GuardDeps``, so the Django side, the gateway, the
-Celery workers and the tests all assemble the same pipeline from their own parts.
+with the Prometheus metrics of §10, one ``agentops.llm {operation}`` span (a ``chat {model}`` CLIENT span
+under it for every attempt at a provider, see ``observability/genai.py``) and one JSON log line
+(``event="llm.call"``) per call. Everything the pipeline talks to arrives in ``GuardDeps``, so the Django
+side, the gateway, the Celery workers and the tests all assemble the same pipeline from their own parts.
 
 Hot path (breaker closed, not cacheable, first attempt answers): no Redis round trip on the caller's thread.
 The breaker answers from its recent "closed, no failures" observation (``closed_cache_seconds``, see
@@ -30,6 +31,7 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from agentops.observability import genai
 from agentops.observability.metrics import LLM_CALLS, LLM_TOKENS, RESPONSE_SECONDS
 from agentops.runtime.breaker import BreakerRegistry
 from agentops.runtime.cache import TwoLevelCache, cache_key
@@ -144,21 +146,18 @@ def guarded_llm(
         if recorded is not None:
             return GuardResult.from_dict(recorded, replayed=True)
 
-    attributes = {
-        "gen_ai.system": "openai",
-        "gen_ai.operation.name": "chat",
-        "agentops.operation": request.operation,
-    }
-    if request.model:
-        attributes["gen_ai.request.model"] = request.model
     # What ``tracer.start_as_current_span`` does (same exception recording and status as ``trace.use_span``),
     # without its two generator-based context managers: ~10 µs less per call.
-    span = tracer.start_span("gen_ai.chat", attributes=attributes)
+    span = tracer.start_span(f"agentops.llm {request.operation}", attributes=guard_attributes(request))
     token = otel_context.attach(trace.set_span_in_context(span))
-    streamed = False
+    ended_later = False
     try:
         result = _run_in_span(request, deps, cfg, start, span, deadline, cache, journal_key, route, defer)
-        streamed = result.stream is not None
+        if result.stream is not None:  # a stream's span ends with the stream
+            ended_later = True
+        elif defer is not None:  # after the deferred settle, which puts the cost on it
+            defer(span.end)
+            ended_later = True
         return result
     except Exception as exc:
         if span.is_recording():
@@ -167,8 +166,24 @@ def guarded_llm(
         raise
     finally:
         otel_context.detach(token)
-        if not streamed:  # a stream's span ends with the stream
+        if not ended_later:
             span.end()
+
+
+def guard_attributes(request: Any) -> dict[str, Any]:
+    """The guarded call's span attributes at its start (ours; the ``gen_ai.*`` ones are on the attempts)."""
+    metadata = request.metadata
+    attributes: dict[str, Any] = {"agentops.operation": request.operation}
+    if request.model:
+        attributes["agentops.request.model"] = request.model
+    session = metadata.get("session_id", metadata.get("session"))
+    if session:
+        attributes[genai.CONVERSATION] = str(session)
+    if metadata.get("step") is not None:  # a run's step
+        attributes["agentops.step"] = int(metadata["step"])
+    if metadata.get("source"):
+        attributes["agentops.source"] = str(metadata["source"])
+    return attributes
 
 
 def _run_in_span(
@@ -204,7 +219,7 @@ def _run_in_span(
     if route is None:
         route = cfg.router.route_for(request.operation, request.model or None)
     if recording and not request.model and route.chain:
-        span.set_attribute("gen_ai.request.model", route.chain[0].model)
+        span.set_attribute("agentops.request.model", route.chain[0].model)
     try:
         reservation, route, escalated = _reserve(deps, cfg, request, route)
     except BaseException as exc:
@@ -259,7 +274,9 @@ def _run_in_span(
             error_class=last,
             upstream_ms=upstream_ms,
         )
-        stream = GuardedStream(llm.stream, request, opened, deps, cfg, span, reservation, outcome, start)
+        stream = GuardedStream(
+            llm.stream, request, opened, deps, cfg, span, reservation, outcome, start, attempt_span=ctx.stream_span
+        )
         return dataclasses.replace(opened, stream=stream)
     result = GuardResult(
         text=llm.text,
@@ -303,8 +320,10 @@ class GuardedStream:
         reservation: Any,
         outcome: str,
         start: float,
+        attempt_span: Any = None,
     ) -> None:
         self._source = source
+        self._attempt_span = attempt_span  # the ``chat {model}`` span of the attempt that opened the stream
         self._request = request
         self._opened = opened
         self._deps = deps
@@ -393,6 +412,7 @@ class GuardedStream:
         )
         self.result = result
         span = self._span
+        self._end_attempt(result, error)
         try:
             _finish(
                 self._deps,
@@ -409,6 +429,20 @@ class GuardedStream:
                 span.record_exception(error)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             span.end()
+
+    def _end_attempt(self, result: GuardResult, error: BaseException | None) -> None:
+        attempt = self._attempt_span
+        if attempt is None:
+            return
+        try:
+            if attempt.is_recording():
+                text = "".join(self.output_parts) if genai.capture_content() else ""
+                genai.answered(attempt, dataclasses.replace(result, text=text))
+                if error is not None:
+                    kind = getattr(error, "error_class", None)
+                    genai.failed(attempt, getattr(kind, "value", None) or type(error).__name__, error)
+        finally:
+            attempt.end()
 
 
 # --- pipeline steps ------------------------------------------------------------------------------
@@ -471,6 +505,7 @@ def _reserve(
                 attempts=1,
                 hops=(refusal, Hop("human", "answered", target=outcome.reviewer, attempts=1, reason="budget_exceeded")),
                 finish_reason="human",
+                raw={"escalation_id": outcome.escalation_id, "reviewer": outcome.reviewer},
             ),
         )
     raise refused
@@ -511,9 +546,9 @@ def _finish(
         # lease that the budgets side reclaims (DESIGN.md §7); the failure is logged.
         settle = (deps.budget.settle, reservation, usage) if reservation is not None else (deps.usage.record, usage)
         if defer is None:
-            _quietly(*settle, what="settling the call")
+            _settle(span, *settle)
         else:
-            defer(lambda: _quietly(*settle, what="settling the call"))
+            defer(lambda: _settle(span, *settle))
 
     operation = request.operation
     _child(LLM_CALLS, operation, outcome).inc()
@@ -525,23 +560,45 @@ def _finish(
     if result.cached_tokens:
         _child(LLM_TOKENS, result.model, "cached").inc(result.cached_tokens)
     if recording:
-        attributes = {
-            "gen_ai.response.model": result.model,
-            "gen_ai.usage.input_tokens": result.input_tokens,
-            "gen_ai.usage.output_tokens": result.output_tokens,
-            "agentops.handler": result.handler,
-            "agentops.attempts": result.attempts,
-            "agentops.cache_hit": result.cache_hit,
-        }
-        if result.finish_reason:
-            attributes["gen_ai.response.finish_reasons"] = (result.finish_reason,)
-        span.set_attributes(attributes)
+        span.set_attributes(_answered_attributes(result, outcome, reservation))
     if not _stdlib_log.isEnabledFor(logging.INFO):  # structlog would build the whole event first
         return
     if defer is not None:
         defer(lambda: _log_answered(request, result, outcome, span))
     else:
         _log_answered(request, result, outcome, span)
+
+
+def _answered_attributes(result: GuardResult, outcome: str, reservation: Any) -> dict[str, Any]:
+    """The guarded call's own attributes once it answered (the tokens are on the attempt spans)."""
+    attributes: dict[str, Any] = {
+        "agentops.outcome": outcome,
+        "agentops.response.model": result.model,
+        genai.HANDLER: result.handler,
+        "agentops.attempts": result.attempts,
+        "agentops.fallback.hops": len(result.hops),
+        "agentops.cache_hit": result.cache_hit,
+        "agentops.usage.input_tokens": result.input_tokens,
+        "agentops.usage.output_tokens": result.output_tokens,
+    }
+    if isinstance(reservation, (int, str)):
+        attributes[genai.BUDGET_RESERVATION] = reservation
+    raw = result.raw if isinstance(result.raw, Mapping) else {}
+    if raw.get("escalation_id") is not None:
+        attributes[genai.ESCALATION_ID] = str(raw["escalation_id"])
+    return attributes
+
+
+def _settle(span: Any, fn: Callable[..., Any], *args: Any) -> None:
+    """Settle (or record) an answered call; the cost the ledger priced goes on the call's span."""
+    try:
+        outcome = fn(*args)
+    except Exception:
+        logger.exception("guarded call: settling the call failed")
+        return
+    cost = outcome.get("cost_usd") if isinstance(outcome, Mapping) else getattr(outcome, "cost_usd", None)
+    if cost is not None and span.is_recording():
+        span.set_attribute(genai.COST_USD, float(cost))
 
 
 def _prompt_bound(request: LLMRequest, model: str) -> int:
@@ -615,9 +672,15 @@ def _failed(
     error_class = ctx.errors_seen[-1].error_class.value if ctx is not None and ctx.errors_seen else None
     _child(LLM_CALLS, request.operation, outcome).inc()
     _child(RESPONSE_SECONDS, request.operation).observe(duration_ms / 1000.0)
-    if recording and outcome in ("failed", "error"):
-        span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-        span.set_attribute("error.type", error_class or type(exc).__name__)
+    if recording:
+        span.set_attribute("agentops.outcome", outcome)
+        if isinstance(exc, BudgetExceeded):
+            span.set_attribute(genai.BUDGET, str(exc.budget))
+        elif isinstance(exc, (HumanPending, HumanRejected)) and exc.escalation_id is not None:
+            span.set_attribute(genai.ESCALATION_ID, str(exc.escalation_id))
+        if outcome in ("failed", "error"):
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+            span.set_attribute("error.type", error_class or type(exc).__name__)
     metadata = request.metadata
     log.warning(
         "llm.call",

@@ -70,9 +70,10 @@ class BudgetGate(Protocol):
 
         Raises ``BudgetExceeded`` when a hard limit would be passed."""
 
-    def settle(self, handle: Any, usage: Mapping[str, Any]) -> None:
+    def settle(self, handle: Any, usage: Mapping[str, Any]) -> Any:
         """Replace the reservation by the actual ``usage`` (input/output tokens, model) and record it:
-        a settled reservation is the call's usage record (the ``UsageSink`` does not see it again)."""
+        a settled reservation is the call's usage record (the ``UsageSink`` does not see it again). May
+        return the record; its ``cost_usd`` (attribute or key), when there is one, goes on the call's span."""
 
     def release(self, handle: Any) -> None:
         """Give the whole reservation back (the call failed or was suspended)."""

@@ -94,30 +94,32 @@ def settle(reservation_id: int, usage: Mapping[str, Any], *, now: dt.datetime | 
 PARKED_KEY = "agentops:budgets:parked-usage"
 
 
-def settle_durably(reservation_id: int | None, usage: Mapping[str, Any], *, patience: float | None = None) -> None:
+def settle_durably(
+    reservation_id: int | None, usage: Mapping[str, Any], *, patience: float | None = None
+) -> UsageRecord | None:
     """Settle an answered call (or record it when it held no reservation) even while PostgreSQL is away: try
     for `patience` seconds, then park it in Redis, where beat applies it (settle_parked). The ledger row keeps
-    the time of the call. Only with Redis away too is it lost, and then the log line carries all of it."""
+    the time of the call. Only with Redis away too is it lost, and then the log line carries all of it.
+    Returns the ledger row (None when the settle was parked)."""
     at = timezone.now()
     patience = settings.BUDGET_SETTLE_PATIENCE_SECONDS if patience is None else patience
     deadline = time.monotonic() + patience
     while True:
         try:
-            _settle_or_record(reservation_id, usage, at)
-            return
+            return _settle_or_record(reservation_id, usage, at)
         except BudgetUnavailable:
             if connection.in_atomic_block or time.monotonic() >= deadline:
                 break
             discard_connection()
             time.sleep(0.5)
     _park(reservation_id, usage, at)
+    return None
 
 
-def _settle_or_record(reservation_id: int | None, usage: Mapping[str, Any], at: dt.datetime) -> None:
+def _settle_or_record(reservation_id: int | None, usage: Mapping[str, Any], at: dt.datetime) -> UsageRecord:
     if reservation_id is None:
-        record_usage(usage, now=at)
-    else:
-        settle(reservation_id, usage, now=at)
+        return record_usage(usage, now=at)
+    return settle(reservation_id, usage, now=at)
 
 
 def _park(reservation_id: int | None, usage: Mapping[str, Any], at: dt.datetime) -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from opentelemetry import propagate, trace
 
 from agentops.lib import live, queue
 from agentops.runs import ports
@@ -106,7 +107,11 @@ def start_run(agent: Agent, input_data, *, session_id: str = "", idempotency_key
         # makes this insert wait for it and fail, and then the winner's run is the answer.
         with transaction.atomic():
             run = Run.objects.create(
-                agent=agent, input=input_data, session_id=session_id, idempotency_key=idempotency_key
+                agent=agent,
+                input=input_data,
+                session_id=session_id,
+                idempotency_key=idempotency_key,
+                trace_context=current_trace_context(),
             )
     except IntegrityError:
         if not idempotency_key:
@@ -147,9 +152,21 @@ def claim_run(run_pk: int, worker: str, lease_seconds: float) -> Run | None:
     return run
 
 
-def record_trace_id(run_pk: int, trace_id: str) -> None:
-    """The trace of the run's first execution (later executions link to the run through its id)."""
-    Run.objects.filter(pk=run_pk, trace_id="").update(trace_id=trace_id)
+def record_trace_id(run_pk: int, trace_id: str, trace_context: dict | None = None) -> None:
+    """The trace of the run's first execution, and the context (its invoke_agent span) every later execution
+    of the run continues, so that all of them are one trace."""
+    update = {"trace_id": trace_id} if trace_context is None else {"trace_id": trace_id, "trace_context": trace_context}
+    Run.objects.filter(pk=run_pk, trace_id="").update(**update)
+
+
+def current_trace_context() -> dict:
+    """The W3C trace context of the current span (the API request's, which continues the caller's
+    ``traceparent``), as a carrier to store; empty when no span is recording."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return {}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {key: value for key, value in carrier.items() if key in ("traceparent", "tracestate")}
 
 
 def renew_lease(run_pk: int, worker: str, lease_seconds: float) -> tuple[bool, bool]:

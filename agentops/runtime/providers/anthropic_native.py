@@ -90,6 +90,8 @@ class NativeRequest:
 class AnthropicProvider:
     """Messages against ``base_url`` (the SDK's default, api.anthropic.com, when None) with ``api_key``."""
 
+    gen_ai_provider = "anthropic"  # the OpenTelemetry GenAI ``gen_ai.provider.name``
+
     def __init__(self, name: str, base_url: str | None, api_key: str, *, client: Any = None) -> None:
         self.name = name
         self.base_url = base_url

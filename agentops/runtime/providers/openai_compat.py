@@ -34,6 +34,8 @@ class OpenAICompatProvider:
     Responses body (the gateway's ``/v1/responses``, ``extra["native"]``) goes to the provider's own
     ``/responses`` as it came instead (see responses_native.py)."""
 
+    gen_ai_provider = "openai"  # the OpenTelemetry GenAI ``gen_ai.provider.name``: the API it speaks
+
     def __init__(
         self,
         name: str,

@@ -81,6 +81,8 @@ class SimulatedProvider:
     (or its value) to the probability of raising it; ``retry_after`` goes on simulated rate limits.
     """
 
+    gen_ai_provider = "agentops.simulated"  # the OpenTelemetry GenAI ``gen_ai.provider.name`` (no real API)
+
     def __init__(
         self,
         name: str = "simulated",

@@ -185,31 +185,40 @@ def test_a_run_a_gateway_call_and_a_permission_request_reach_the_otlp_receiver(p
     assert action.attributes["http.response.status_code"] == 201
     assert action.attributes["http.route"] == "/api/v1/actions" and action.attributes["url.path"] == "/api/v1/actions"
 
-    # The gateway call: the attempt's span with the model asked for and the upstream's usage.
+    # The gateway call: the guarded call's span, and under it the attempt's CLIENT span (GenAI conventions).
     chat = receiver.wait_for(lambda s: mine(s) and s.attributes.get("gen_ai.request.model") == UPSTREAM_MODEL)
     usage = done["answer"].usage
-    assert chat.name == "gen_ai.chat"
+    assert (chat.name, chat.kind) == (f"chat {UPSTREAM_MODEL}", CLIENT)
+    assert chat.attributes["gen_ai.operation.name"] == "chat" and chat.attributes["gen_ai.provider.name"]
     assert chat.attributes["gen_ai.usage.input_tokens"] == usage.prompt_tokens
     assert chat.attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens
     assert chat.attributes["gen_ai.response.model"] == UPSTREAM_MODEL
+    assert chat.attributes["gen_ai.conversation.id"] == f"otlp-gw-{done['tag']}"
+    guarded = receiver.wait_for(lambda s: s.span_id == chat.parent_span_id)
+    assert guarded.name.startswith("agentops.llm ") and guarded.trace_id == chat.trace_id
 
-    # The run (in the worker): agent.run → agent.step → gen_ai.chat, in one trace.
-    root = receiver.wait_for(lambda s: mine(s) and s.attributes.get("agent.run.id") == done["run_id"])
-    assert root.name == "agent.run" and root.attributes["agent.name"] == "t-steps"
-    assert root.attributes["session.id"] == f"otlp-run-{done['tag']}"
-    receiver.wait_for(lambda s: s.trace_id == root.trace_id and s.name == "gen_ai.chat")
+    # The run (in the worker): invoke_agent → agentops.llm planning → chat gpt-4o, and execute_tool, in the
+    # trace of the POST /api/v1/runs request that started it, which continues the caller's traceparent.
+    root = receiver.wait_for(lambda s: mine(s) and s.attributes.get("agentops.run.id") == done["run_id"])
+    assert root.name == "invoke_agent t-steps" and root.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert root.attributes["gen_ai.agent.name"] == "t-steps"
+    assert root.attributes["gen_ai.conversation.id"] == f"otlp-run-{done['tag']}"
+    start = receiver.wait_for(lambda s: mine(s) and s.span_id == root.parent_span_id)
+    assert (start.name, start.kind, start.attributes["http.response.status_code"]) == ("POST /api/v1/runs", SERVER, 201)
+    assert (root.trace_id, start.trace_id, start.parent_span_id) == (CALLER_TRACE, CALLER_TRACE, CALLER_SPAN)
+    receiver.wait_for(lambda s: s.trace_id == root.trace_id and s.name == "chat gpt-4o")
     spans = receiver.trace(root.trace_id)
-    steps = children(spans, root, "agent.step")
-    assert {s.attributes["agent.step.kind"] for s in steps} >= {"llm", "tool"}
-    llm_step = next(s for s in steps if s.attributes["agent.step.kind"] == "llm")
-    [run_chat] = children(spans, llm_step, "gen_ai.chat")
+    [planning] = children(spans, root, "agentops.llm planning")
+    [run_chat] = children(spans, planning, "chat gpt-4o")
+    assert run_chat.kind == CLIENT and run_chat.attributes["gen_ai.usage.input_tokens"] > 0
+    [tool] = children(spans, root, "execute_tool t_echo")
     assert (
-        run_chat.attributes["gen_ai.request.model"] == "gpt-4o" and run_chat.attributes["gen_ai.usage.input_tokens"] > 0
+        tool.attributes["gen_ai.tool.name"] == "t_echo" and tool.attributes["gen_ai.operation.name"] == "execute_tool"
     )
 
     # Every span came from the configured resource, over the configured path and headers.
     service = f"agentops-otlp-{stack.protocol.replace('/', '-')}"
-    for span in (action, chat, root, run_chat):
+    for span in (action, chat, guarded, root, start, run_chat, tool):
         assert span.resource["service.name"] == service
         if protocol == "http":
             assert span.path == "/api/public/otel/v1/traces"

@@ -143,7 +143,8 @@ class RequestLogMiddleware:
         request.request_id = new_request_id(request.headers.get("X-Request-ID"))
         structlog.contextvars.bind_contextvars(request_id=request.request_id)
         span = token = None
-        if not request.path.startswith(UNTRACED_PREFIXES):
+        # A middleware outside this one may already run the request in its span: then that span is the one.
+        if not request.path.startswith(UNTRACED_PREFIXES) and not trace.get_current_span().get_span_context().is_valid:
             span = tracer.start_span(
                 f"{request.method} {request.path}",
                 context=propagate.extract(request.headers),

@@ -52,6 +52,9 @@ class Stack:
         self.url = web.extra["url"]
 
     def stop(self) -> None:
+        for proc in (self.worker, self.web):  # both shut down at once, then each is waited for
+            if proc.popen.poll() is None:
+                proc.popen.terminate()
         self.worker.stop()
         self.web.stop()
 

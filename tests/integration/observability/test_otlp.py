@@ -275,7 +275,7 @@ def test_json_log_lines_of_a_run_a_gateway_call_and_a_rest_call_carry_session_ru
         (  # Langfuse (README, Monitoring): the base endpoint; the exporter appends /v1/traces
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "/api/public/otel",
-            f"Authorization={LANGFUSE_AUTH},x-langfuse-ingestion-version=4",
+            f"Authorization={LANGFUSE_AUTH.replace(' ', '%20')},x-langfuse-ingestion-version=4",  # as the README
             "/api/public/otel/v1/traces",
             {"authorization": LANGFUSE_AUTH, "x-langfuse-ingestion-version": "4"},
         ),

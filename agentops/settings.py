@@ -252,7 +252,16 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "json")  # json | console
 LOGGING_CONFIG = None  # structlog configures logging once, in agentops.observability.logging
 METRICS_TOKEN = env_secret("METRICS_TOKEN", required=False, min_length=16)
-OTEL_ENABLED = bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""))
+# OpenTelemetry traces go out over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set, over the
+# protocol OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL names (http/protobuf, the default, or
+# grpc; anything else stops the start). The exporter reads the other OTEL_* variables itself.
+from agentops.observability.tracing import configure_tracing, otlp_enabled, otlp_protocol  # noqa: E402
+
+OTEL_ENABLED = otlp_enabled()
+try:
+    OTEL_PROTOCOL = otlp_protocol()
+except ValueError as _exc:
+    raise ImproperlyConfigured(str(_exc)) from _exc
 
 # --- agentops ----------------------------------------------------------------------------------
 # Agent functions are registered by importing their modules (agentops/runs/registry.py): the built-in demo
@@ -288,9 +297,7 @@ from agentops.observability.logging import configure_logging  # noqa: E402  (nee
 
 configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
-from agentops.observability.tracing import configure_tracing  # noqa: E402
-
-configure_tracing(export=OTEL_ENABLED)
+configure_tracing(export=OTEL_ENABLED, protocol=OTEL_PROTOCOL)
 
 # --- budgets (DESIGN.md §7) ---------------------------------------------------------------------------
 # A reservation not settled within its lease is given back by beat (the caller died).

@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import structlog
 from django.conf import settings
 from ninja import Field, Path, Query, Router, Schema
 from pydantic import ConfigDict
@@ -132,6 +133,7 @@ def request_action(request, body: ActionIn):
     escalation for the reviewers (``review_url``); read the decision with GET /actions/{id}?wait=."""
     principal = require(request, SCOPE)
     agent = Agent(pk=principal.agent_id, name=principal.agent)  # the verified key already named it: no read
+    structlog.contextvars.bind_contextvars(session_id=body.session_id or None)  # on the request's log line
     action = actions.request_action(
         agent,
         operation=body.operation,

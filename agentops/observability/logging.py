@@ -1,7 +1,7 @@
 """JSON logs through structlog for web and worker processes.
 
 Every line carries timestamp, level, event and whatever is bound in contextvars (request_id, run_id,
-session_id, trace_id, ...). Standard-library loggers (Django, Celery, uvicorn) are rendered by the same
+session_id, trace_id, span_id, ...). Standard-library loggers (Django, Celery, uvicorn) are rendered by the same
 processor chain so a process writes one format only.
 """
 
@@ -14,20 +14,27 @@ import uuid
 
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 
 from agentops.observability import metrics
+
+tracer = trace.get_tracer("agentops.http")
+# Probes and scrapes get no span of their own: they would bury the requests that matter.
+UNTRACED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/static/")
 
 _configured = False
 
 
-def _add_trace_id(logger, method_name, event_dict):
-    """Stamp the current OpenTelemetry trace id on the line when a span is active."""
-    if "trace_id" not in event_dict:
+def _add_trace_context(logger, method_name, event_dict):
+    """Stamp the current OpenTelemetry trace id and span id on the line when a span is active (a line that
+    names them itself, e.g. one written after its span ended, keeps its own)."""
+    if "trace_id" not in event_dict or "span_id" not in event_dict:
         try:
             context = trace.get_current_span().get_span_context()
             if context.is_valid:
-                event_dict["trace_id"] = format(context.trace_id, "032x")
+                event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+                event_dict.setdefault("span_id", format(context.span_id, "016x"))
         except Exception:  # noqa: S110  (logging must never fail because tracing is unavailable)
             pass
     return event_dict
@@ -43,7 +50,7 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _add_trace_id,
+        _add_trace_context,
     ]
     renderer = structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     structlog.configure(
@@ -95,7 +102,8 @@ def new_request_id(incoming: str | None) -> str:
 
 
 class RequestLogMiddleware:
-    """Binds a request id for every log line of the request and writes one line when it ends.
+    """Binds a request id for every log line of the request, runs the request in a SERVER span (continuing a
+    W3C ``traceparent`` the caller sent) and writes one line when it ends, with the span's trace and span ids.
 
     Sync and async capable so async views (long-polls, the gateway) are not forced onto a thread.
     """
@@ -113,28 +121,58 @@ class RequestLogMiddleware:
     def __call__(self, request):
         if self._is_async:
             return self.__acall__(request)
-        started = self._start(request)
-        response = self.get_response(request)
-        self._finish(request, response, started)
+        started, span, token = self._start(request)
+        try:
+            response = self.get_response(request)
+            self._finish(request, response, started, span)
+        finally:
+            self._end(span, token)
         return response
 
     async def __acall__(self, request):
-        started = self._start(request)
-        response = await self.get_response(request)
-        self._finish(request, response, started)
+        started, span, token = self._start(request)
+        try:
+            response = await self.get_response(request)
+            self._finish(request, response, started, span)
+        finally:
+            self._end(span, token)
         return response
 
-    def _start(self, request) -> float:
+    def _start(self, request):
         structlog.contextvars.clear_contextvars()
         request.request_id = new_request_id(request.headers.get("X-Request-ID"))
         structlog.contextvars.bind_contextvars(request_id=request.request_id)
-        return time.perf_counter()
+        span = token = None
+        # A middleware outside this one may already run the request in its span: then that span is the one.
+        if not request.path.startswith(UNTRACED_PREFIXES) and not trace.get_current_span().get_span_context().is_valid:
+            span = tracer.start_span(
+                f"{request.method} {request.path}",
+                context=propagate.extract(request.headers),
+                kind=trace.SpanKind.SERVER,
+                attributes={"http.request.method": request.method, "url.path": request.path},
+            )
+            token = otel_context.attach(trace.set_span_in_context(span))
+        return time.perf_counter(), span, token
 
-    def _finish(self, request, response, started: float) -> None:
+    @staticmethod
+    def _end(span, token) -> None:
+        if span is not None:
+            otel_context.detach(token)
+            span.end()
+
+    def _finish(self, request, response, started: float, span) -> None:
         elapsed = time.perf_counter() - started
         response["X-Request-ID"] = request.request_id
         metrics.HTTP_REQUESTS.labels(method=request.method, status=f"{response.status_code // 100}xx").inc()
         metrics.HTTP_SECONDS.labels(method=request.method).observe(elapsed)
+        if span is not None and span.is_recording():
+            route = getattr(getattr(request, "resolver_match", None), "route", None)
+            if route:  # the route's template, not the path with its ids: one span name per endpoint
+                span.update_name(f"{request.method} /{route}")
+                span.set_attribute("http.route", "/" + route)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(trace.Status(trace.StatusCode.ERROR))
         # Only a user some view already loaded: touching the lazy request.user here would query the
         # database, which async requests must not do from this coroutine.
         user = getattr(request, "_cached_user", None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import structlog
 from django.conf import settings
 from django.db import transaction
 from ninja import Field, Header, Path, Query, Router, Schema
@@ -100,6 +101,7 @@ def create_run(
         )
     except lifecycle.AgentDisabled as exc:  # disabled in the seconds a process still trusts the key
         raise ApiError(403, "agent_disabled", str(exc), {"agent": agent.name}) from None
+    structlog.contextvars.bind_contextvars(session_id=run.session_id, run_id=run.pk)  # on the request's log line
     return (201 if created else 200), run_out(run, agent.name)
 
 

@@ -564,9 +564,9 @@ def _finish(
     if not _stdlib_log.isEnabledFor(logging.INFO):  # structlog would build the whole event first
         return
     if defer is not None:
-        defer(lambda: _log_answered(request, result, outcome))
+        defer(lambda: _log_answered(request, result, outcome, span))
     else:
-        _log_answered(request, result, outcome)
+        _log_answered(request, result, outcome, span)
 
 
 def _answered_attributes(result: GuardResult, outcome: str, reservation: Any) -> dict[str, Any]:
@@ -617,9 +617,15 @@ def _route_model(result: GuardResult) -> str:
     return ""
 
 
-def _log_answered(request: LLMRequest, result: GuardResult, outcome: str) -> None:
+def _log_answered(request: LLMRequest, result: GuardResult, outcome: str, span: Any) -> None:
     metadata = request.metadata
     operation = request.operation
+    # The line may be written after the span ended (a deferred line, a stream's end): name the span itself.
+    context = span.get_span_context()
+    if context.is_valid:
+        ids = {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
+    else:
+        ids = {}
     log.info(
         "llm.call",
         operation=operation,
@@ -638,6 +644,7 @@ def _log_answered(request: LLMRequest, result: GuardResult, outcome: str) -> Non
         run_id=metadata.get("run_id", metadata.get("run")),
         step=metadata.get("step"),
         agent=metadata.get("agent"),
+        **ids,
     )
 
 

@@ -20,6 +20,7 @@ from agentops.runs.models import Run, Step
 from agentops.runs.presenters import (
     CANCELLABLE,
     RUN_BADGES,
+    failure_reason,
     pretty_json,
     preview,
     run_duration,
@@ -86,6 +87,7 @@ def _detail_context(run: Run, user) -> dict:
         "output_json": pretty_json(run.output),
         "output_preview": preview(run.output),
         "steps": steps,
+        "failure_reason": failure_reason(run, steps),
         "calls": ports.current().run_calls(run.pk),
         "longest_step_ms": longest or 1.0,
         "live_group": f"run.{run.pk}",

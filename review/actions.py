@@ -15,7 +15,7 @@ from agentops.lib import live
 from agentops.observability import metrics
 from agentops.runs.actions import lifecycle as run_lifecycle
 from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, Escalation
-from review.policy import evaluate, policy_for, verdict_for_reason
+from review.policy import deadline_of, evaluate, policy_for, verdict_for_reason
 
 log = structlog.get_logger(__name__)
 
@@ -358,9 +358,9 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
     ):
         raise DecisionConflict(_why_not_open(escalation, user))
     if escalation.queue != Escalation.Queue.EXPERTS:
-        deadline = policy_for(escalation.agent.name if escalation.agent_id else None, escalation.operation)
+        policy = policy_for(escalation.agent.name if escalation.agent_id else None, escalation.operation)
         escalation.escalated_at = now
-        escalation.deadline_at = now + timedelta(seconds=deadline.deadline_seconds)
+        escalation.deadline_at = now + timedelta(seconds=deadline_of(policy))
     escalation.queue = Escalation.Queue.EXPERTS
     escalation.state = Escalation.State.PENDING
     escalation.claimed_by, escalation.claim_expires_at = None, None

@@ -11,7 +11,7 @@ from typing import Any
 from agentops.runtime.errors import Classified, from_hops
 from review import actions as review_actions
 from review.models import Escalation
-from review.policy import ReviewToolPolicy, policy_for, verdict_for_reason
+from review.policy import ReviewToolPolicy, deadline_of, policy_for, verdict_for_reason
 
 
 def tool_policy(agent_name: str = "") -> ReviewToolPolicy:
@@ -26,7 +26,7 @@ def open_escalation(run, step, *, reason: str, priority: str, payload: Mapping[s
         verdict = verdict_for_reason(agent_name, operation, reason)
         priority, rule, deadline = verdict.priority, verdict.rule, verdict.deadline_seconds
     else:
-        rule, deadline = payload.get("rule") or "", policy_for(agent_name, operation).deadline_seconds
+        rule, deadline = payload.get("rule") or "", deadline_of(policy_for(agent_name, operation))
     context = dict(payload.get("context") or {})
     context.setdefault("user_input", run.input)
     if step.kind == "llm":

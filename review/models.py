@@ -41,7 +41,13 @@ class EscalationPolicy(models.Model):
     sensitive_prefixes = models.CharField(
         max_length=300, default="delete,modify,send", help_text="comma-separated name prefixes", blank=True
     )
-    deadline_seconds = models.PositiveIntegerField(default=600, validators=[MinValueValidator(5)])
+    deadline_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=None,
+        validators=[MinValueValidator(5)],
+        help_text="Seconds a reviewer has to decide; blank = the runtime settings' human timeout (600 s by default).",
+    )
     priority_sensitive_operation = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
     priority_high_value_decision = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
     priority_low_confidence = models.CharField(max_length=10, choices=Priority.choices, default=Priority.MEDIUM)

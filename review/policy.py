@@ -58,6 +58,14 @@ def policy_for(agent_name: str | None, operation: str | None) -> EscalationPolic
     return best
 
 
+def deadline_of(policy: EscalationPolicy) -> int:
+    """Seconds a reviewer has for an escalation under `policy`: its own deadline, else the runtime settings'
+    human timeout (admin-editable, read through the runtime config like every other timeout)."""
+    if policy.deadline_seconds:
+        return policy.deadline_seconds
+    return max(5, round(config_source().get().timeouts.human))
+
+
 def _scope(policy: EscalationPolicy) -> str:
     if policy.pk is None:
         return "default"
@@ -111,14 +119,14 @@ def evaluate(
     if not fired:
         return ALLOW
     reason, priority, why = min(fired, key=lambda f: PRIORITY_ORDER[f[1]])
-    return PolicyVerdict(True, str(reason), str(priority), f"{why} · {_scope(policy)}", policy.deadline_seconds)
+    return PolicyVerdict(True, str(reason), str(priority), f"{why} · {_scope(policy)}", deadline_of(policy))
 
 
 def verdict_for_reason(agent_name: str | None, operation: str, reason: str) -> PolicyVerdict:
     """For escalations raised outside the rules (all_fallbacks_failed, budget_exceeded)."""
     policy = policy_for(agent_name, operation)
     priority = getattr(policy, f"priority_{reason}", "high")
-    return PolicyVerdict(True, reason, str(priority), f"{reason} · {_scope(policy)}", policy.deadline_seconds)
+    return PolicyVerdict(True, reason, str(priority), f"{reason} · {_scope(policy)}", deadline_of(policy))
 
 
 class ReviewToolPolicy:

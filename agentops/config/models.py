@@ -15,6 +15,9 @@ from django.utils.translation import gettext as _
 
 from agentops.lib import netguard
 from agentops.runtime.errors import ErrorClass
+from agentops.runtime.timeouts import STEP_DEFAULTS
+
+STEP_PHASES = tuple(STEP_DEFAULTS)  # each has a <phase>_timeout and a <phase>_critical field below
 
 
 def validate_regex(value: str) -> None:
@@ -165,8 +168,27 @@ class RuntimeSettings(models.Model):
     llm_timeout = models.FloatField(default=30.0, validators=[MinValueValidator(0.1)])
     tool_timeout = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
     request_timeout = models.FloatField(default=300.0, validators=[MinValueValidator(1.0)])
-    human_timeout = models.FloatField(default=600.0, validators=[MinValueValidator(1.0)])
+    human_timeout = models.FloatField(
+        default=600.0,
+        validators=[MinValueValidator(1.0)],
+        help_text="Seconds a reviewer has to decide an escalation (then it moves to the expert queue, and after "
+        "another such wait the safe default applies), unless its escalation policy sets its own deadline.",
+    )
     adaptive_timeouts = models.BooleanField(default=True, help_text="p95 × 1.5 clamped 10–120 s once ≥ 5 samples")
+    # The seed's step (phase) timeouts: they bound every call inside the phase, LLM calls included. A critical
+    # phase that times out fails the run; an optional one is skipped (the agent gets None) and the run goes on.
+    planning_timeout = models.FloatField(default=15.0, validators=[MinValueValidator(0.1)], help_text="seconds")
+    planning_critical = models.BooleanField(default=True, help_text="A timeout fails the run (else: skipped).")
+    tool_search_timeout = models.FloatField(default=10.0, validators=[MinValueValidator(0.1)], help_text="seconds")
+    tool_search_critical = models.BooleanField(default=False, help_text="A timeout fails the run (else: skipped).")
+    tool_execution_timeout = models.FloatField(default=45.0, validators=[MinValueValidator(0.1)], help_text="seconds")
+    tool_execution_critical = models.BooleanField(default=False, help_text="A timeout fails the run (else: skipped).")
+    response_generation_timeout = models.FloatField(
+        default=20.0, validators=[MinValueValidator(0.1)], help_text="seconds"
+    )
+    response_generation_critical = models.BooleanField(
+        default=True, help_text="A timeout fails the run (else: skipped)."
+    )
     breaker_failure_threshold = models.PositiveSmallIntegerField(default=5, validators=[MinValueValidator(1)])
     breaker_recovery_seconds = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
     breaker_half_open_probes = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
@@ -199,3 +221,8 @@ class RuntimeSettings(models.Model):
 
     def __str__(self) -> str:
         return "Runtime settings"
+
+    def step_timeouts(self) -> tuple[dict[str, float], dict[str, bool]]:
+        """The phases' timeouts and critical flags, by phase name."""
+        seconds = {phase: getattr(self, f"{phase}_timeout") for phase in STEP_PHASES}
+        return seconds, {phase: getattr(self, f"{phase}_critical") for phase in STEP_PHASES}

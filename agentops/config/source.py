@@ -57,6 +57,7 @@ def load_runtime_config() -> RuntimeConfig:
         if row.backup_provider_id and row.backup_model:
             default_chain += (Target(row.backup_provider.name, row.backup_model),)
     refusals = tuple(line.strip() for line in row.refusal_patterns.splitlines() if line.strip())
+    step_seconds, step_critical = row.step_timeouts()
     return RuntimeConfig(
         # a class whose row was deleted keeps its default policy (not the generic one)
         retry=RetrySettings(by_class={**DEFAULT_POLICIES, **policies}, budget=row.retry_budget),
@@ -65,6 +66,8 @@ def load_runtime_config() -> RuntimeConfig:
             tool=row.tool_timeout,
             request=row.request_timeout,
             human=row.human_timeout,
+            steps=step_seconds,
+            critical=step_critical,
             adaptive=row.adaptive_timeouts,
         ),
         breaker=BreakerSettings(

@@ -66,7 +66,9 @@ class DbJournal:
             Q(status__in=REPLAYABLE) | Q(kind="phase", status="running") | Q(decision__isnull=False)
         )
         self._recorded = {
-            s.seq: RecordedStep(s.seq, s.kind, s.name, _replay_status(s), s.result, s.decision, s.end_seq)
+            s.seq: RecordedStep(
+                s.seq, s.kind, s.name, _replay_status(s), s.result, s.decision, s.end_seq, elapsed=_phase_used(s)
+            )
             for s in steps
         }
 
@@ -87,6 +89,9 @@ class DbJournal:
     def fail(self, seq, error_class, message, meta: StepMeta) -> None:
         journal.step_finish(self.run_pk, self.worker, seq, "failed", meta=meta, error_class=error_class, error=message)
 
+    def pause(self, seq, meta: StepMeta) -> None:
+        journal.step_pause(self.run_pk, self.worker, seq, meta.duration_ms)
+
     def wait_human(self, seq, *, reason, priority, payload, meta, step=None) -> Any:
         return journal.step_wait_human(
             self.run_pk,
@@ -106,6 +111,13 @@ def _replay_status(step) -> str:
     if step.decision is not None and step.status in ("running", "failed"):
         return "decided"
     return step.status
+
+
+def _phase_used(step) -> float:
+    """Active seconds an open phase used before its run was suspended (recorded by ``DbJournal.pause``)."""
+    if step.kind == "phase" and step.status == Step.Status.RUNNING and step.duration_ms:
+        return step.duration_ms / 1000
+    return 0.0
 
 
 def _jsonable(value: Any) -> Any:
@@ -184,7 +196,10 @@ def worker_identity() -> str:
 def run_settings() -> RunSettings:
     timeouts = config_source().get().timeouts
     return RunSettings(
-        request_timeout=timeouts.request, tool_timeout=timeouts.tool, phase_timeouts=dict(timeouts.steps)
+        request_timeout=timeouts.request,
+        tool_timeout=timeouts.tool,
+        phase_timeouts=dict(timeouts.steps),
+        critical_phases=dict(timeouts.critical),
     )
 
 

@@ -204,6 +204,7 @@ class StepView:
     result_json: str
     result_preview: str
     decision_json: str
+    note: str  # why a phase failed or was skipped, in words (its timeout), or ""
     # a key that changes whenever what the step shows may change: unchanged steps keep their
     # <details> open/closed across live refreshes (hx-preserve)
     state_key: str
@@ -332,6 +333,7 @@ def step_view(step: Step, escalations: dict | None = None, *, withheld: bool = F
             result_json="",
             result_preview="",
             decision_json="",
+            note=phase_note(step),
             state_key=f"{step.executions}-{step.status}-{step.attempts}-withheld",
             error=error_view(step.error_class),
         )
@@ -357,8 +359,51 @@ def step_view(step: Step, escalations: dict | None = None, *, withheld: bool = F
         result_json=pretty_json(step.result),
         result_preview=preview(step.result),
         decision_json=pretty_json(step.decision),
+        note=phase_note(step),
         state_key=f"{step.executions}-{step.status}-{step.attempts}",
         error=error_view(step.error_class),
+    )
+
+
+def _phase_seconds(step: Step) -> str:
+    seconds = (step.arguments if isinstance(step.arguments, dict) else {}).get("timeout")
+    return f"{seconds:g} s" if isinstance(seconds, int | float) else "?"  # as configured, not as measured
+
+
+def phase_note(step: Step) -> str:
+    """A phase that timed out, in words: a critical one failed the run, an optional one was skipped."""
+    if step.kind != "phase" or step.error_class != "Timeout":
+        return ""
+    values = {"phase": step.name, "seconds": _phase_seconds(step)}
+    if step.status == Step.Status.SKIPPED:
+        return (
+            _(
+                "Skipped: the optional phase “%(phase)s” did not finish within its %(seconds)s timeout, so the agent "
+                "went on without its result (None)."
+            )
+            % values
+        )
+    if step.status == Step.Status.FAILED:
+        return (
+            _("The critical phase “%(phase)s” did not finish within its %(seconds)s timeout, so the run failed.")
+            % values
+        )
+    return ""
+
+
+def failure_reason(run: Run, steps: list[StepView]) -> str:
+    """Why a failed run failed, in words, when the error alone does not say it plainly (a phase timeout)."""
+    if run.status != Run.Status.FAILED or run.error_class != "PhaseTimeout":
+        return ""
+    failed = [view.step for view in steps if view.step.kind == "phase" and view.step.status == Step.Status.FAILED]
+    values = {"phase": failed[-1].name if failed else "?", "seconds": _phase_seconds(failed[-1]) if failed else "?"}
+    return (
+        _(
+            "The critical phase “%(phase)s” did not finish within its %(seconds)s timeout, so the run failed. Every "
+            "call inside a phase counts against its timeout; the timeouts, and which phases are critical (a timeout "
+            "fails the run) or optional (a timeout skips the phase), are set in the runtime settings."
+        )
+        % values
     )
 
 

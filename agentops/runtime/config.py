@@ -24,7 +24,7 @@ from agentops.runtime.breaker import BreakerSettings
 from agentops.runtime.providers.rules import Rule, RuleEngine
 from agentops.runtime.retry import RetrySettings
 from agentops.runtime.routing import Route, Router, Target
-from agentops.runtime.timeouts import LAYERED_DEFAULTS, STEP_DEFAULTS, AdaptiveSettings
+from agentops.runtime.timeouts import LAYERED_DEFAULTS, STEP_CRITICAL, STEP_DEFAULTS, AdaptiveSettings
 from agentops.runtime.validation import ValidationSettings
 
 logger = logging.getLogger(__name__)
@@ -37,13 +37,16 @@ DEFAULT_PROVIDER = "openai"
 
 @dataclass(frozen=True)
 class TimeoutSettings:
-    """Layered timeouts (seconds) and the per-step ones; ``adaptive`` turns latency learning on or off."""
+    """Layered timeouts (seconds) and the per-step ones (``steps``; ``critical``: which steps fail the run when
+    they time out, the others are skipped); ``adaptive`` turns latency learning on or off. ``human``: how long
+    an escalation waits for a reviewer when its escalation policy sets no deadline of its own."""
 
     llm: float = LAYERED_DEFAULTS["llm"]
     tool: float = LAYERED_DEFAULTS["tool"]
     request: float = LAYERED_DEFAULTS["request"]
     human: float = LAYERED_DEFAULTS["human"]
     steps: Mapping[str, float] = field(default_factory=lambda: dict(STEP_DEFAULTS))
+    critical: Mapping[str, bool] = field(default_factory=lambda: dict(STEP_CRITICAL))
     adaptive: bool = True
 
 

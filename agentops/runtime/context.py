@@ -31,13 +31,13 @@ from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable, HandoffOutcome, HumanPending
 from agentops.runtime.providers.base import LLMRequest
 from agentops.runtime.retry import RetryBudget, RetryTrace, call_classified
-from agentops.runtime.timeouts import LAYERED_DEFAULTS, STEP_DEFAULTS, Deadline, TimeoutExceeded
+from agentops.runtime.timeouts import LAYERED_DEFAULTS, STEP_CRITICAL, STEP_DEFAULTS, Deadline, TimeoutExceeded
 
 tracer = trace.get_tracer("agentops.runs")
 log = structlog.get_logger("agentops.runs")
 
-# Which phases end the run when they time out (critical) and which are skipped (optional).
-CRITICAL_PHASES = {"planning": True, "tool_search": False, "tool_execution": True, "response_generation": True}
+# Which phases end the run when they time out (critical) and which are skipped (optional): the seed's.
+CRITICAL_PHASES = dict(STEP_CRITICAL)
 
 
 # --- what the journal records -------------------------------------------------------------------
@@ -52,6 +52,7 @@ class RecordedStep:
     result: Any = None
     decision: Mapping[str, Any] | None = None  # for decided steps: decision, arguments, result, comment
     end_seq: int | None = None  # phases: the last seq inside the phase
+    elapsed: float = 0.0  # a phase still open (its run was suspended): active seconds it already used
 
 
 @dataclass
@@ -91,6 +92,10 @@ class StepJournal(Protocol):
     def skip(self, seq: int, reason: str, meta: StepMeta, *, end_seq: int | None = None) -> None: ...
 
     def fail(self, seq: int, error_class: str, message: str, meta: StepMeta) -> None: ...
+
+    def pause(self, seq: int, meta: StepMeta) -> None:
+        """A phase stays open while its run waits for a human: record the active time it used so far
+        (``meta.duration_ms``), so that the resumed run counts only the rest against the phase's timeout."""
 
     def wait_human(
         self,
@@ -191,9 +196,21 @@ class RequestTimeout(RunInterrupted):
 
 
 class PhaseTimeout(RunInterrupted):
+    """A critical phase ran out of time: the run fails."""
+
     def __init__(self, phase: str, seconds: float):
         super().__init__(f"critical phase {phase!r} timed out after {seconds:g} s")
         self.phase, self.seconds = phase, seconds
+
+
+class PhaseDeadline(RunInterrupted):
+    """Internal: the current phase's deadline passed during (or before) a ctx call inside it. ``ctx.phase``
+    turns it into a failed run (critical) or a skipped phase (optional). A BaseException, so that agent code
+    catching ``Exception`` around a call cannot keep a timed-out phase going."""
+
+    def __init__(self, phase: str, seconds: float, what: str):
+        super().__init__(f"phase {phase!r} ran out of its {seconds:g} s during {what}")
+        self.phase, self.seconds, self.hops = phase, seconds, []
 
 
 class NondeterminismError(RunInterrupted):
@@ -258,6 +275,7 @@ class RunContext:
         self._tool_cache = tool_cache
         self._seq = 0
         self._phase: str | None = None
+        self._phase_seconds = 0.0
         self._phase_deadline: Deadline | None = None
         remaining = max(0.0, self.settings.request_timeout - active_seconds)
         self.request_deadline = Deadline.after(remaining, clock=clock)
@@ -271,8 +289,21 @@ class RunContext:
             raise RunCancelled(f"run {self.run_id} was cancelled")
         if self.request_deadline.expired:
             raise RequestTimeout(self.settings.request_timeout)
+        if self._phase_expired():
+            raise PhaseDeadline(self._phase or "", self._phase_seconds, "the agent's own code")
         self._seq += 1
         return self._seq
+
+    def _phase_expired(self) -> bool:
+        return self._phase_deadline is not None and self._phase_deadline.expired
+
+    def _out_of_time(self, what: str) -> RunInterrupted | None:
+        """The request's or the phase's timeout, when one of them ran out (the request's first)."""
+        if self.request_deadline.expired:
+            return RequestTimeout(self.settings.request_timeout)
+        if self._phase_expired():
+            return PhaseDeadline(self._phase or "", self._phase_seconds, what)
+        return None
 
     def _replayed(self, seq: int, kind: str, name: str) -> RecordedStep | None:
         recorded = self.journal.replay(seq)
@@ -339,32 +370,43 @@ class RunContext:
         deps = dataclasses.replace(self._deps, escalator=_StepHandoff(self, seq))
         started = self._clock()
         # The step's span is the guarded call's own (``agentops.llm {operation}``, with ``agentops.step``).
+        # The call's deadline is the tightest of the request's, the phase's and the request timeout from
+        # now; each attempt inside it gets min(that remaining time, the llm timeout).
         try:
             result = guarded_llm(request, deps=deps, deadline=self._deadline(self.settings.request_timeout))
         except HumanPending as pending:
             raise Suspend(seq, pending.escalation_id, pending.reason) from None
+        except (PhaseDeadline, RequestTimeout) as exc:  # out of time: no human was asked (_StepHandoff)
+            hops = [h.to_dict() if hasattr(h, "to_dict") else h for h in getattr(exc, "hops", [])]
+            self._fail_step(seq, "Timeout", str(exc), started, hops=hops)
+            raise
         except TimeoutExceeded as exc:
             self._fail_step(seq, "Timeout", str(exc), started)
-            if self.request_deadline.expired:
-                raise RequestTimeout(self.settings.request_timeout) from None
-            raise
+            raise (self._out_of_time(f"llm call {operation!r}") or exc) from None
         except (BudgetExceeded, BudgetUnavailable) as exc:  # refused before any provider was asked
             self._fail_step(seq, exc, str(exc), started)
             raise
         except Exception as exc:
             hops = [h.to_dict() for h in getattr(exc, "hops", [])]
+            out_of_time = self._out_of_time(f"llm call {operation!r}")
+            if out_of_time is not None:  # every handler failed because the time ran out
+                self._fail_step(seq, "Timeout", f"{out_of_time} (last: {exc})", started, hops=hops)
+                raise out_of_time from None
             self._fail_step(seq, exc, str(exc), started, hops=hops)
             raise
         self.tokens["input"] += result.input_tokens
         self.tokens["output"] += result.output_tokens
+        if self._phase_expired():  # answered, but after the phase's deadline: the tokens count, the answer not
+            late = PhaseDeadline(self._phase or "", self._phase_seconds, f"llm call {operation!r}")
+            meta = dataclasses.replace(_meta_of(result), error_class="Timeout")
+            self.journal.fail(seq, "Timeout", f"{late} (the answer came too late)", meta)
+            raise late
         self.journal.complete(seq, result.to_dict(), _meta_of(result))
         return result
 
-    def _timeout(self, layer: str, started: float) -> BaseException:
-        """The whole request's timeout when that is what ran out, else this layer's."""
-        if self.request_deadline.expired:
-            return RequestTimeout(self.settings.request_timeout)
-        return TimeoutExceeded(layer, round(self._clock() - started, 3))
+    def _timeout(self, layer: str, started: float, what: str) -> BaseException:
+        """The whole request's or the phase's timeout when that is what ran out, else this layer's."""
+        return self._out_of_time(what) or TimeoutExceeded(layer, round(self._clock() - started, 3))
 
     def _fail_step(self, seq: int, error: Any, message: str, started: float, hops=None, attempts: int = 1) -> None:
         """Record a failed step under its error class (``error``: the exception, or a class name)."""
@@ -485,7 +527,7 @@ class RunContext:
                 )
             except FutureTimeout:
                 # The thread cannot be killed; it finishes in the background and its result is dropped.
-                error = self._timeout("tool", started)
+                error = self._timeout("tool", started, f"tool {spec.name!r}")
                 genai.failed(span, "timeout", error)
                 self._fail_step(seq, "Timeout", str(error), started, attempts=retries.attempts)
                 raise error from None
@@ -531,8 +573,10 @@ class RunContext:
         default: Any = None,
         timeout: float | None = None,
     ) -> Any:
-        """Run `fn` as the phase `name` under its step timeout. A critical phase that times out fails the
-        run; an optional one is recorded as skipped and `default` is returned."""
+        """Run `fn` as the phase `name` under its step timeout, which bounds every ctx call inside it (LLM
+        calls too: each gets at most the phase's remaining time). A critical phase that times out fails the
+        run; an optional one is recorded as skipped and `default` is returned. Time the run spent waiting for
+        a human inside the phase does not count against it."""
         if self._phase is not None:
             raise RuntimeError("phases do not nest")
         critical = self.settings.critical_phases.get(name, True) if critical is None else critical
@@ -544,28 +588,44 @@ class RunContext:
             return default
         if recorded is None:
             self.journal.begin(seq, "phase", name, name, {"timeout": seconds, "critical": critical})
-        self._phase, self._phase_deadline = name, Deadline.after(seconds, clock=self._clock)
+        # A phase left open by a suspension resumes with what it had left; a completed one replays afresh.
+        used = recorded.elapsed if recorded is not None and recorded.status == "running" else 0.0
+        self._phase, self._phase_seconds = name, seconds
+        self._phase_deadline = Deadline.after(max(0.0, seconds - used), clock=self._clock)
         started = self._clock()
+
+        def meta(error_class: str | None = None) -> StepMeta:
+            return StepMeta(error_class=error_class, duration_ms=(used + self._clock() - started) * 1000)
+
+        timed_out = False
         try:
             result = fn()
-        except RunInterrupted:  # suspended / cancelled: the phase stays open and resumes with the run
+            timed_out = self._phase_expired()  # it finished, but too late (the seed's wait_for drops it)
+        except PhaseDeadline:
+            timed_out = True
+        except TimeoutExceeded:  # an inner layer's own timeout (a tool's) ended the phase's work
+            timed_out = True
+        except Suspend:  # waits for a human: the phase stays open and resumes with the run
+            self.journal.pause(seq, meta())
             raise
-        except TimeoutExceeded:
-            meta = StepMeta(error_class="Timeout", duration_ms=(self._clock() - started) * 1000)
-            if critical:
-                self.journal.fail(seq, "Timeout", f"phase {name} timed out after {seconds:g} s", meta)
-                raise PhaseTimeout(name, seconds) from None
-            self.journal.skip(seq, f"optional phase timed out after {seconds:g} s", meta, end_seq=self._seq)
-            return default
+        except RunInterrupted:  # cancelled, request timeout, lease lost: the phase stays open
+            raise
         except Exception as exc:  # the phase failed with its step; the agent may still handle the error
-            name = classify_any(exc).error_class.value
-            meta = StepMeta(error_class=name, duration_ms=(self._clock() - started) * 1000)
-            self.journal.fail(seq, name, str(exc)[:2000], meta)
+            error_name = classify_any(exc).error_class.value
+            self.journal.fail(seq, error_name, str(exc)[:2000], meta(error_name))
             raise
         finally:
             self._phase, self._phase_deadline = None, None
+        if timed_out:
+            if critical:
+                why = f"critical phase {name} timed out after {seconds:g} s: the run fails"
+                self.journal.fail(seq, "Timeout", why, meta("Timeout"))
+                raise PhaseTimeout(name, seconds) from None
+            why = f"optional phase {name} timed out after {seconds:g} s: skipped, the run goes on without it"
+            self.journal.skip(seq, why, meta("Timeout"), end_seq=self._seq)
+            return default
         if recorded is None or recorded.status != "completed":
-            self.journal.complete(seq, None, StepMeta(duration_ms=(self._clock() - started) * 1000), end_seq=self._seq)
+            self.journal.complete(seq, None, meta(), end_seq=self._seq)
         return result
 
 
@@ -576,6 +636,10 @@ class _StepHandoff:
         self.ctx, self.seq = ctx, seq
 
     def handoff(self, request: LLMRequest, hops: Sequence[Any], reason: str) -> HandoffOutcome:
+        out_of_time = self.ctx._out_of_time(f"llm call {request.operation!r}")
+        if out_of_time is not None:  # the handlers failed because the phase or the request ran out of time:
+            out_of_time.hops = list(hops)  # that is a timeout (fail or skip the phase), not a question for a human
+            raise out_of_time
         escalation_id = self.ctx.journal.wait_human(
             self.seq,
             reason=reason,

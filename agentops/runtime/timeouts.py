@@ -4,6 +4,11 @@ Layers nest: a human wait (600 s) > a whole request (300 s) > a tool call (60 s)
 A ``Deadline`` carries the outer budget down the call stack; each attempt uses ``deadline.cap(timeout)`` so
 an inner timeout never outlives the outer one.
 
+Steps (the seed's phases, ``ctx.phase``): planning 15 s, tool_search 10 s, tool_execution 45 s,
+response_generation 20 s. A phase's deadline bounds every call made inside it, LLM calls included: a call's
+effective timeout is min(the phase's remaining time, the call's own timeout, the request's remaining time).
+A critical phase that runs out fails the run; an optional one is skipped (``STEP_CRITICAL``).
+
 Adaptive timeouts: every process records call durations per ``operation:model`` into one Redis list (LPUSH +
 LTRIM to the last ``window`` samples; ``record_many`` writes a batch in one pipelined round trip), so all
 workers learn from each other. With at least ``min_samples`` samples the timeout is
@@ -33,6 +38,13 @@ STEP_DEFAULTS: dict[str, float] = {
     "tool_search": 10.0,
     "tool_execution": 45.0,
     "response_generation": 20.0,
+}
+# Which steps end the run when they time out (critical) and which are skipped, their result None (optional).
+STEP_CRITICAL: dict[str, bool] = {
+    "planning": True,
+    "tool_search": False,
+    "tool_execution": False,
+    "response_generation": True,
 }
 
 

@@ -149,3 +149,36 @@ def test_ops_probe_runs_on_a_worker_and_shows_hops(defaults, client, worker):
     assert "&lt;script&gt;" in page and "hx-disable" in page
     bad = client.post("/ops/probe", {"operation": "no spaces allowed", "prompt": ""})
     assert bad.status_code == 422 and b"field-error" in bad.content
+
+
+def test_phase_timeouts_are_the_seeds_and_an_admin_edit_reaches_the_runs(defaults, client):
+    from django.forms.models import model_to_dict
+
+    from agentops.config.models import RuntimeSettings
+    from agentops.runs.execution import run_settings
+
+    seed_seconds = {"planning": 15.0, "tool_search": 10.0, "tool_execution": 45.0, "response_generation": 20.0}
+    seed_critical = {"planning": True, "tool_search": False, "tool_execution": False, "response_generation": True}
+    row = RuntimeSettings.objects.get()
+    assert row.step_timeouts() == (seed_seconds, seed_critical)
+    assert dict(config_source().get().timeouts.steps) == seed_seconds
+    settings = run_settings()
+    assert (dict(settings.phase_timeouts), dict(settings.critical_phases)) == (seed_seconds, seed_critical)
+
+    client.force_login(ROOT.user())
+    page = client.get(f"/admin/agentops/runtimesettings/{row.pk}/change/").content.decode()
+    for field in ("planning_timeout", "tool_execution_critical", "response_generation_timeout", "human_timeout"):
+        assert f'name="{field}"' in page
+    data = {k: ("on" if v is True else v) for k, v in model_to_dict(row).items() if v is not None and v is not False}
+    data.update(planning_timeout="5", tool_execution_critical="on", human_timeout="90")
+    data.pop("tool_search_critical", None)
+    response = client.post(f"/admin/agentops/runtimesettings/{row.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+
+    def edited() -> bool:
+        timeouts = config_source().get().timeouts
+        return timeouts.steps["planning"] == 5.0 and timeouts.critical["tool_execution"] and timeouts.human == 90.0
+
+    assert wait_for(edited, timeout=8)
+    assert run_settings().critical_phases == {**seed_critical, "tool_execution": True}
+    assert run_settings().phase_timeouts["planning"] == 5.0

@@ -122,7 +122,10 @@ def support_refund(ctx: RunContext, data: dict) -> dict:
                 confidence=confidence,
             ),
         )
-        if refund.get("rejected"):
+        if refund is None:  # tool_execution is optional (the seed's): it timed out and was skipped
+            status = "refund_pending"
+            facts["refund"] = "the refund service did not confirm in time"
+        elif refund.get("rejected"):
             status = "refund_rejected"
             facts["refund"] = {"rejected_by_reviewer": True, "comment": refund.get("comment", "")}
         else:
@@ -177,13 +180,15 @@ def _describe(status: str, facts: dict) -> str:
         if isinstance(order, dict) and order.get("found")
         else f"order {facts['order_id']}"
     )
-    refund = facts.get("refund") or {}
+    refund = facts.get("refund") if isinstance(facts.get("refund"), dict) else {}
     note = f" Reviewer note: {refund['comment']}" if refund.get("comment") else ""
     lines = {
         "refunded": f"We refunded {refund.get('amount')} USD for {order_text}; refund id {refund.get('refund_id')}.",
         "refund_rejected": f"The refund for {order_text} was not approved automatically; a colleague will handle "
         f"it manually within two business days.{note}",
         "already_refunded": f"{order_text} was already refunded earlier.",
+        "refund_pending": f"The refund for {order_text} was not confirmed in time; a colleague will check it and "
+        "confirm within one business day.",
         "order_not_found": f"We could not find {order_text}; ask the customer to check the order number.",
         "needs_details": f"We could not verify {order_text}; ask the customer for the amount and a receipt.",
     }

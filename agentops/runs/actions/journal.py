@@ -91,6 +91,14 @@ def step_finish(
 
 
 @transaction.atomic
+def step_pause(run_pk: int, worker: str, seq: int, duration_ms: float) -> None:
+    """Journal: a phase stays open while its run waits for a human; record the active time it used so far,
+    so that the resumed run gives the phase only what is left of its timeout."""
+    locked_own_run(run_pk, worker)
+    Step.objects.filter(run_id=run_pk, seq=seq, status=Step.Status.RUNNING).update(duration_ms=duration_ms)
+
+
+@transaction.atomic
 def step_wait_human(
     run_pk: int, worker: str, seq: int, *, reason: str, priority: str, payload: dict, meta=None, step=None
 ):

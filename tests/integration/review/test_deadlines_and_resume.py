@@ -129,6 +129,26 @@ def test_the_deadline_comes_from_the_policy_and_a_held_claim_does_not_stop_it(de
 
 
 # --- every decision kind resumes the run --------------------------------------------------------------
+def test_without_a_deadline_of_its_own_an_escalation_waits_the_human_timeout_of_the_runtime_settings(defaults, worker):
+    from agentops.config.models import RuntimeSettings
+
+    assert EscalationPolicy().deadline_seconds is None  # a new policy follows the human timeout
+    row = RuntimeSettings.objects.get()
+    assert row.human_timeout == 600.0 and config_source().get().timeouts.human == 600.0  # the seed's layer
+    row.human_timeout = 45.0  # what the admin's "human timeout" field edits
+    config_actions.save_runtime_object(row)
+    # a policy that changes other thresholds and leaves the deadline blank follows it too
+    config_actions.save_runtime_object(EscalationPolicy(operation="send_note", high_value_above=5000))
+    time.sleep(1.2)  # the worker reloads its runtime config within about a second of the version bump
+    _run, escalation = waiting_approval_run()
+    assert 40 <= (escalation.deadline_at - escalation.created_at).total_seconds() <= 46
+
+    overdue(escalation)
+    assert review.expire_overdue()["to_experts"] == [escalation.pk]
+    moved = Escalation.objects.get(pk=escalation.pk)
+    assert 40 <= (moved.deadline_at - timezone.now()).total_seconds() <= 46  # the expert gets the same wait
+
+
 def test_approved_runs_the_tool_with_the_proposed_arguments(defaults, worker, alice):
     run, escalation = waiting_approval_run()
     review.claim(escalation.pk, alice)

@@ -110,6 +110,47 @@ def _retry_policy(error_class: str, retries: int, delay: float) -> None:
     time.sleep(1.2)
 
 
+def test_slow_llm_answers_skip_an_optional_phase_and_fail_a_critical_one(defaults, worker, mock, client):
+    """Through a real worker and the real mock: the seed's semantics with the timeouts an admin set."""
+    from agentops.config.models import RuntimeSettings
+    from agentops.demo.management.commands.seed_demo import route_demo_models_to_mock
+    from review.models import Escalation
+    from tests.fixtures.people import ROOT
+
+    route_demo_models_to_mock(mock.base_url)  # the default chain: the mock's gpt-4o-mini, then simulated
+    row = RuntimeSettings.objects.get()
+    assert (row.tool_search_critical, row.planning_critical) == (False, True)  # the seed's
+    row.tool_search_timeout, row.planning_timeout = 0.6, 0.8
+    config_actions.save_runtime_object(row)
+    time.sleep(1.2)  # workers reload the config within a second
+    mock.script("gpt-4o-mini", ["delay:4000", "delay:4000"])  # both answers come far too late
+
+    started = time.monotonic()
+    run = wait_for(run_in(start("t-llm-phases", {}).pk, "succeeded", "failed", "waiting_human"))
+    assert time.monotonic() - started < 4  # ended at the phase deadlines, not after the slow answers
+    assert run.status == "failed" and run.error_class == "PhaseTimeout", (run.status, run.error)
+    assert run.error == "critical phase 'planning' timed out after 0.8 s"
+    assert not Escalation.objects.filter(run_id=run.pk).exists()  # nobody was asked to write an answer
+    rows = [(s.kind, s.name, s.phase, s.status, s.error_class) for s in steps_of(run)]
+    assert rows == [
+        ("phase", "tool_search", "tool_search", "skipped", "Timeout"),
+        ("llm", "lookup", "tool_search", "failed", "Timeout"),
+        ("phase", "planning", "planning", "failed", "Timeout"),
+        ("llm", "lookup", "planning", "failed", "Timeout"),
+    ]
+    search = steps_of(run)[0]
+    assert search.end_seq == 2 and 500 <= search.duration_ms < 2000
+    assert [(h["handler"], h["outcome"]) for h in steps_of(run)[1].hops][:2] == [
+        ("primary", "failed"),
+        ("backup", "deadline"),
+    ]
+
+    client.force_login(ROOT.user())
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "The critical phase “planning” did not finish within its 0.8 s timeout, so the run failed." in page
+    assert "Skipped: the optional phase “tool_search” did not finish within its 0.6 s timeout" in page
+
+
 def test_retry_from_the_last_checkpoint_replays_completed_steps(defaults, worker):
     _retry_policy("ConnectionError", 1, 0.01)  # a tool's failure follows its class's policy: one retry here
     run = wait_for(run_in(start("t-flaky", {}).pk, "failed"))

@@ -64,13 +64,16 @@ def admit(key_id: int, cap: int) -> tuple[int, str]:
 
 def release(slot: tuple[int, str], seen: tuple[str, str] | None = None) -> None:
     """Give the slot back. ``seen`` = (agent, session) marks that session active (agentops.lib.activity) in
-    the same round trip: the request's last Redis command carries it, so the gateway pays no extra one."""
+    the same round trip when it is due: the request's last Redis command carries it, so the gateway pays no
+    extra one."""
     key_id, member = slot
     try:
+        if seen is None or not activity.due(*seen):  # most calls: the plain ZREM, no pipeline to build
+            runtime_redis().zrem(slots_key(key_id), member)
+            return
         pipe = runtime_redis().pipeline(transaction=False)
         pipe.zrem(slots_key(key_id), member)
-        if seen is not None:
-            activity.add_touch(pipe, *seen)
+        activity.add_touch(pipe, *seen)
         pipe.execute()
     except Exception as exc:  # the slot lapses after GATEWAY_IN_FLIGHT_TTL_SECONDS
         log.warning("inflight.release_failed", error=repr(exc)[:200])

@@ -46,10 +46,10 @@ def scrape(gateway: str) -> str:
     return response.text
 
 
-def finish_a_run() -> None:
-    """One t-steps run of session "s-run", executed here (or by a worker of the session that took it first:
-    its samples land in the same multiprocess directory)."""
-    run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-steps"), {"steps": 1}, session_id="s-run")
+def finish_a_run(session: str = "s-run") -> None:
+    """One t-steps run, executed here (or by a worker of the session that took it first: its samples land
+    in the same multiprocess directory)."""
+    run, _ = lifecycle.start_run(agent_actions.ensure_agent("t-steps"), {"steps": 1}, session_id=session)
     execute_run(run.pk)
     assert wait_for(lambda: Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED, timeout=20)
 
@@ -89,6 +89,7 @@ def test_agent_requests_total_counts_gateway_calls_rest_calls_and_runs(gateway, 
 def test_agent_active_sessions_counts_sessions_seen_in_the_last_5_minutes(
     gateway, client, make_key, agents, redis_client, monkeypatch
 ):
+    monkeypatch.setattr(activity, "_touched", {})  # this process's throttle forgets the other tests' sessions
     key = make_key("t-metrics")
     sdk = client(key)
     sdk.chat.completions.create(model=MOCK_A, messages=ASK, max_tokens=20, extra_headers={"X-Session-Id": "s-gw"})
@@ -96,16 +97,22 @@ def test_agent_active_sessions_counts_sessions_seen_in_the_last_5_minutes(
     sdk.chat.completions.create(model=MOCK_A, messages=ASK, max_tokens=20, user="u-7")  # the body's user
     reported = httpx.post(
         gateway.removesuffix("/v1") + "/api/v1/usage",
-        json={"model": "gpt-4o-mini", "input_tokens": 10, "output_tokens": 5, "session_id": "s-usage"},
+        json={
+            "model": "gpt-4o-mini",
+            "operation": "chat",
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "session_id": "s-usage",
+        },
         headers={"Authorization": f"Bearer {key}"},
         timeout=10,
     )
     assert reported.status_code == 201
     assert UsageRecord.objects.filter(agent="t-metrics", session_id="s-usage").count() == 1
-    finish_a_run()
+    finish_a_run("s-run-active")  # a session no process has touched yet (each throttles its own touches)
 
     seen = {m.decode() for m in redis_client.zrange(activity.SESSIONS_KEY, 0, -1)}
-    assert seen == {"t-metrics\ts-gw", "t-metrics\tu-7", "t-metrics\ts-usage", "t-steps\ts-run"}
+    assert seen == {"t-metrics\ts-gw", "t-metrics\tu-7", "t-metrics\ts-usage", "t-steps\ts-run-active"}
     assert samples(scrape(gateway), "agent_active_sessions") == {(): 4.0}
 
     # Five minutes on, with no traffic: nobody is active, and the read trimmed the set.
@@ -116,6 +123,15 @@ def test_agent_active_sessions_counts_sessions_seen_in_the_last_5_minutes(
     # A session seen again counts again (the moved clock is this process's: the touch below is its own).
     activity.touch("t-metrics", "s-gw")
     assert activity.active_sessions() == 1
+    # A process refreshes a session at most every TOUCH_EVERY_SECONDS: a busy session costs no Redis command.
+    first = redis_client.zscore(activity.SESSIONS_KEY, "t-metrics\ts-gw")
+    later = first + activity.TOUCH_EVERY_SECONDS - 1
+    monkeypatch.setattr(activity, "clock", lambda: later)
+    activity.touch("t-metrics", "s-gw")
+    assert redis_client.zscore(activity.SESSIONS_KEY, "t-metrics\ts-gw") == first
+    monkeypatch.setattr(activity, "clock", lambda: later + 2)
+    activity.touch("t-metrics", "s-gw")
+    assert redis_client.zscore(activity.SESSIONS_KEY, "t-metrics\ts-gw") == later + 2
 
 
 def test_agent_queue_depth_counts_messages_parked_in_each_celery_queue(redis_client, settings):

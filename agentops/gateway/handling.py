@@ -483,8 +483,7 @@ def overhead(started: float, result, mode: str) -> bytes:
     return f"{overhead:.3f}".encode()
 
 
-def _count(status: int, mode: str) -> None:
-    """Once per guarded call, with the status of its answer (an error answer is not a success)."""
+def _count(status: int, mode: str) -> None:  # once per guarded call; an error answer is not a success
     metrics.GATEWAY_REQUESTS.labels(str(status), mode).inc()
     metrics.REQUESTS.labels(session_type="gateway", success="true" if status < 400 else "false").inc()
 

@@ -44,7 +44,7 @@ urlpatterns = [
     path("agents/", include("agentops.keys.urls")),
     path("ops/", views.ops, name="ops"),
     path("ops/status", views.ops_status, name="ops-status"),
-    path("ops/breakers/<str:name>/<slug:operation>", views.ops_breaker, name="ops-breaker"),
+    path("ops/breakers/<slug:operation>", views.ops_breaker, name="ops-breaker"),
     path("ops/probe", views.ops_probe, name="ops-probe"),
     path("ops/probe/<str:task_id>", views.ops_probe_result, name="ops-probe-result"),
     path(

@@ -27,6 +27,7 @@ from ninja import Path, Query, Router
 from agentops.api.errors import ApiError, not_found
 from agentops.api.schemas import MAX_ID, Text, responses
 from agentops.api.scopes import require
+from agentops.lib import activity
 from agentops.lib.display import plain_decimal
 from agentops.runs.models import Run
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
@@ -156,6 +157,7 @@ def record_usage(request, payload: UsageIn):
     cost and what is left. A report beyond what one call of the model can use (its context window and output
     limit, else AGENTOPS_USAGE_REPORT_MAX_TOKENS in total) is 422; another agent's ``run_id`` 404."""
     principal = require(request, "usage")
+    activity.touch(principal.agent, payload.session_id)  # agent_active_sessions counts reported usage too
     _check_cached(payload.cached_tokens, payload.input_tokens)
     _check_reported(payload.model, payload.input_tokens, payload.output_tokens)
     # Another agent's run answers like a missing one: a report is only ever charged to the key's agent.
@@ -192,6 +194,7 @@ def reserve(request, payload: ReservationIn):
     the budget that refuses and what is left (``details.cheaper_model``: a model its policy allows instead);
     503 ``budget_unavailable`` when the budget store cannot be reached (nothing is admitted unchecked)."""
     principal = require(request, "usage")
+    activity.touch(principal.agent, payload.session_id)
     meta = {
         "agent": principal.agent,
         "session_id": payload.session_id,
@@ -250,6 +253,7 @@ def settle(request, payload: SettleIn, reservation_id: int = Path(..., ge=1, le=
             "source": "api",
         }
         record = ledger.settle(reservation.pk, usage)
+        activity.touch(principal.agent, reservation.session_id)
         remaining = _remaining(directory.Caller(agent=principal.agent, session_id=reservation.session_id))
     except BudgetUnavailable as exc:
         raise _unavailable(exc) from exc

@@ -86,6 +86,7 @@ class Outbox:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.gone = threading.Event()
         self.slot: tuple[int, str] | None = None  # the key's in-flight slot, once the job took it
+        self.seen: tuple[str, str] | None = None  # (agent, session), marked active when the slot is released
         self.holding = False  # a hold was posted: the answer waits for reviewers after the job has ended
         self.followups: list[asyncio.Future] = []  # jobs answering a call once its reviewer decided
 
@@ -297,7 +298,7 @@ async def _job(run, scope, receive, send, raw: bytes, started: float, request_id
             except Exception:
                 log.exception("gateway.job_failed", request_id=request_id)
         if outbox.slot is not None:  # a held answer's slot (the job released any other): off the loop
-            await loop.run_in_executor(None, release_slot, outbox.slot)
+            await loop.run_in_executor(None, release_slot, outbox.slot, outbox.seen)
 
 
 async def _send_answer(send, outbox: Outbox, own: list) -> None:

@@ -36,6 +36,7 @@ from agentops.gateway.handling import (
     database_unavailable,
     overhead,
     rate_limit,
+    session_of,
 )
 from agentops.gateway.wire import WireError, bad_request
 from agentops.lib import jsonbody
@@ -213,6 +214,7 @@ def embeddings_job(raw: bytes, headers: dict[str, str], outbox, started: float, 
         admit(principal, outbox)
         rate_limit(principal)
         request = parse_embeddings_request(raw)
+        outbox.seen = (principal.agent, session_of(headers, request.user))  # marked active at the slot's release
         authorize_model(principal, request.model)
         status, info, body = _answer(principal, request, headers, started, request_id, after)
         outbox.put("reply", status, info, body)
@@ -234,7 +236,7 @@ def embeddings_job(raw: bytes, headers: dict[str, str], outbox, started: float, 
         for work in after:
             work()
         if outbox.slot is not None:
-            release_slot(outbox.slot)
+            release_slot(outbox.slot, outbox.seen)
             outbox.slot = None
         close_old_connections()
 
@@ -245,7 +247,7 @@ def _answer(
     deps = guard_deps()
     cfg = deps.config.get()
     operation = headers.get("x-operation", "").strip()[:50] or DEFAULT_OPERATION
-    session = (headers.get("x-session-id", "").strip() or request.user)[:200]
+    session = session_of(headers, request.user)
     route = resolve_embeddings(cfg, request.model, operation)
     models = [target.model for target in route.chain]
     bound = check_for_models(request, [request.model, *models])

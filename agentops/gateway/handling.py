@@ -105,6 +105,11 @@ def admit(principal, outbox) -> None:
         ) from None
 
 
+def session_of(headers: dict[str, str], user: str) -> str:
+    """The call's session: ``X-Session-Id``, else the body's ``user`` (``metadata.user_id`` for Messages)."""
+    return (headers.get("x-session-id", "").strip() or user)[:200]
+
+
 def authorize_model(principal, model: str) -> None:
     """The key's allowed models (set on the Agents screen; empty = all): another model is 403 in OpenAI's
     shape. ``model`` is the name exactly as the request gives it (a route's fallbacks stay behind it)."""
@@ -284,7 +289,7 @@ def _job(work: Callable[[list], None], outbox, request_id: str, mode: str, rende
             # Released here, in the job's thread: a hop back to a thread from the loop would delay the end of
             # the request, and the next request on the same connection waits for that. A held answer keeps
             # its slot until the hold ends (app._chat releases it).
-            release_slot(outbox.slot)
+            release_slot(outbox.slot, outbox.seen)
             outbox.slot = None
         close_old_connections()  # return the pooled connection (web: DB_POOL) between requests
 
@@ -325,7 +330,9 @@ def guarded_call(
         deps = dataclasses.replace(deps, budget=ALLOW_ALL)
     cfg = deps.config.get()
     operation = headers.get("x-operation", "").strip()[:50] or DEFAULT_OPERATION
-    session = (headers.get("x-session-id", "").strip() or request.user)[:200]
+    session = session_of(headers, request.user)
+    if outbox is not None:  # the slot's release marks the session active (agentops.lib.activity)
+        outbox.seen = (principal.agent, session)
     route = resolve(cfg, request.model, operation)
     extra: dict[str, Any] = {"extra_body": request.upstream} if request.upstream else {}
     max_tokens = request.max_tokens or settings.GATEWAY_DEFAULT_MAX_TOKENS
@@ -476,8 +483,9 @@ def overhead(started: float, result, mode: str) -> bytes:
     return f"{overhead:.3f}".encode()
 
 
-def _count(status: int, mode: str) -> None:
+def _count(status: int, mode: str) -> None:  # once per guarded call; an error answer is not a success
     metrics.GATEWAY_REQUESTS.labels(str(status), mode).inc()
+    metrics.REQUESTS.labels(session_type="gateway", success="true" if status < 400 else "false").inc()
 
 
 def body_of(result, request_id: str, *, keep_native: bool = False) -> dict[str, Any]:

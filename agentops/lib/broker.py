@@ -1,4 +1,5 @@
-"""What the Celery broker (Redis) holds: which runs still have an execute_run message waiting in the queue."""
+"""What the Celery broker (Redis) holds: how many messages wait in each queue, and which runs still have an
+execute_run message waiting in the queue."""
 
 from __future__ import annotations
 
@@ -18,6 +19,30 @@ EXECUTE_RUN = "agentops.execute_run"
 def queue_keys(queue: str) -> list[str]:
     """The Redis lists behind one Celery queue: kombu keeps one per priority step."""
     return [queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in Channel.priority_steps]
+
+
+def queues() -> list[str]:
+    """The Celery queues agentops sends to (every task goes to the default queue today)."""
+    return [settings.CELERY_TASK_DEFAULT_QUEUE]
+
+
+def queue_depths(timeout: float = 1.0) -> dict[str, int] | None:
+    """Messages waiting in each queue (LLEN of its lists, every priority step), read from the broker itself
+    (``CELERY_BROKER_URL``, which may be another Redis than ``REDIS_URL``); None when it cannot be read."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        pipe = client.pipeline(transaction=False)
+        names = queues()
+        for queue in names:
+            for key in queue_keys(queue):
+                pipe.llen(key)
+        lengths = iter(pipe.execute())
+        return {queue: sum(next(lengths) for _ in queue_keys(queue)) for queue in names}
+    except redis.RedisError:
+        log.warning("broker.unreadable", exc_info=True)
+        return None
+    finally:
+        client.close()
 
 
 def runs_waiting_in_queue() -> set[int] | None:

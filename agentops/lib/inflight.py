@@ -15,6 +15,7 @@ import uuid
 import structlog
 from django.conf import settings
 
+from agentops.lib import activity
 from agentops.lib.redis import runtime_redis
 
 log = structlog.get_logger(__name__)
@@ -61,10 +62,19 @@ def admit(key_id: int, cap: int) -> tuple[int, str]:
     return key_id, slot
 
 
-def release(slot: tuple[int, str]) -> None:
+def release(slot: tuple[int, str], seen: tuple[str, str] | None = None) -> None:
+    """Give the slot back. ``seen`` = (agent, session) marks that session active (agentops.lib.activity) in
+    the same round trip when it is due: the request's last Redis command carries it, so the gateway pays no
+    extra one."""
     key_id, member = slot
     try:
-        runtime_redis().zrem(slots_key(key_id), member)
+        if seen is None or not activity.due(*seen):  # most calls: the plain ZREM, no pipeline to build
+            runtime_redis().zrem(slots_key(key_id), member)
+            return
+        pipe = runtime_redis().pipeline(transaction=False)
+        pipe.zrem(slots_key(key_id), member)
+        activity.add_touch(pipe, *seen)
+        pipe.execute()
     except Exception as exc:  # the slot lapses after GATEWAY_IN_FLIGHT_TTL_SECONDS
         log.warning("inflight.release_failed", error=repr(exc)[:200])
 

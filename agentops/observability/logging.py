@@ -101,6 +101,15 @@ def new_request_id(incoming: str | None) -> str:
     return uuid.uuid4().hex
 
 
+API_PREFIX = "/api/v1/"
+API_DOCS = ("/api/v1/docs", "/api/v1/openapi.json")
+
+
+def is_api_call(path: str) -> bool:
+    """An agent's REST call (counted as session_type ``api``): under /api/v1/, its docs and schema excepted."""
+    return path.startswith(API_PREFIX) and not path.startswith(API_DOCS)
+
+
 class RequestLogMiddleware:
     """Binds a request id for every log line of the request, runs the request in a SERVER span (continuing a
     W3C ``traceparent`` the caller sent) and writes one line when it ends, with the span's trace and span ids.
@@ -173,6 +182,9 @@ class RequestLogMiddleware:
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 500:
                 span.set_status(trace.Status(trace.StatusCode.ERROR))
+        if is_api_call(request.path):
+            success = "true" if response.status_code < 400 else "false"
+            metrics.REQUESTS.labels(session_type="api", success=success).inc()
         # Only a user some view already loaded: touching the lazy request.user here would query the
         # database, which async requests must not do from this coroutine.
         user = getattr(request, "_cached_user", None)

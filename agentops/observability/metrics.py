@@ -7,19 +7,32 @@ and the process launchers do that); gauges therefore declare how processes are c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 # --- the seed's four metrics -------------------------------------------------------------------
-REQUESTS = Counter("agent_requests_total", "Agent requests by session type and outcome", ["session_type", "success"])
+# One sample per request, whatever its path: session_type `run` (a run's execution that ended: succeeded,
+# failed or cancelled; a suspension is not an end), `gateway` (a guarded /v1 call: chat completion, response,
+# message or embeddings; not /v1/models or count_tokens) or `api` (an /api/v1 call, its docs and schema
+# excepted). success is "true" when the run succeeded or the answer was not an error (status < 400): a 4xx
+# is the caller's error answer, a 5xx ours, both "false".
+REQUESTS = Counter(
+    "agent_requests_total",
+    "Agent requests by session type (run, gateway, api) and outcome",
+    ["session_type", "success"],
+)
 RESPONSE_SECONDS = Histogram(
     "agent_response_seconds",
     "Agent response time by operation",
     ["operation_type"],
     buckets=LATENCY_BUCKETS,
 )
-ACTIVE_SESSIONS = Gauge("agent_active_sessions", "Agent sessions currently running", multiprocess_mode="livesum")
 MEMORY_BYTES = Gauge(
     "agent_memory_usage_bytes", "Resident memory of each agentops process", multiprocess_mode="liveall"
 )
@@ -98,7 +111,6 @@ def _touch_seed_series() -> None:
             REQUESTS.labels(session_type=session_type, success=success)
     for operation in ("planning", "tool_calls", "response", "reflection"):
         RESPONSE_SECONDS.labels(operation_type=operation)
-    ACTIVE_SESSIONS.inc(0)
 
 
 _touch_seed_series()
@@ -118,3 +130,50 @@ GATEWAY_OVERHEAD_SECONDS = Histogram(
     ["mode"],
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+
+
+# --- computed when /metrics is scraped ------------------------------------------------------------
+# Read from Redis by the scraping process (agentops/ops/views.py registers the collector), never written
+# by processes: a per-process gauge would be summed (or picked) across processes in multiprocess mode.
+
+
+@dataclass(frozen=True)
+class ScrapeGauge:
+    """A gauge whose samples are read at scrape time: ``(label values, value)`` pairs from a reader."""
+
+    name: str
+    documentation: str
+    labelnames: tuple[str, ...] = ()
+
+    def family(self, samples: Iterable[tuple[tuple[str, ...], float]]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in samples:
+            family.add_metric(list(labels), value)
+        return family
+
+
+ACTIVE_SESSIONS = ScrapeGauge(
+    "agent_active_sessions",
+    "Agent sessions (agent and session id) with any traffic in the last 5 minutes: runs, gateway calls, usage reports",
+)
+QUEUE_DEPTH = ScrapeGauge("agent_queue_depth", "Messages waiting in each Celery queue (Redis LLEN)", ("queue",))
+SCRAPE_GAUGES = (ACTIVE_SESSIONS, QUEUE_DEPTH)
+
+Reader = Callable[[], Iterable[tuple[tuple[str, ...], float]] | None]
+
+
+class ScrapeCollector(Collector):
+    """Collects each ScrapeGauge from its reader. A reader answering None (its store unreachable) leaves its
+    gauge out of the scrape: an absent series alerts, a made-up 0 would not."""
+
+    def __init__(self, readers: Mapping[ScrapeGauge, Reader]) -> None:
+        self.readers = readers
+
+    def collect(self):
+        for gauge, read in self.readers.items():
+            samples = read()
+            if samples is not None:
+                yield gauge.family(samples)
+
+    def describe(self):
+        return [gauge.family(()) for gauge in self.readers]

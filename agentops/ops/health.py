@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from agentops import wiring
+from agentops.lib import broker
 from agentops.lib.redis import runtime_redis
 from agentops.runtime.timeouts import p95
 
@@ -77,11 +78,8 @@ def ping_workers(timeout: float = 1.0) -> list[str]:
 
 
 def queue_depths() -> dict[str, int]:
-    """Messages waiting in each Celery queue (the Redis broker keeps one list per queue)."""
-    try:
-        return {"default": int(runtime_redis().llen("default"))}
-    except Exception:
-        return {}
+    """Messages waiting in each Celery queue, read from the broker (empty when it cannot be read)."""
+    return broker.queue_depths(timeout=settings.READYZ_TIMEOUT) or {}
 
 
 def adaptive_timeouts_in_force(limit: int = 50) -> list[dict]:

@@ -8,6 +8,7 @@ import socket
 from celery import shared_task
 
 from agentops import wiring
+from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 
 
 @shared_task(name="agentops.ping")
@@ -18,5 +19,17 @@ def ping(token: str) -> dict:
 
 @shared_task(name="agentops.probe_route", soft_time_limit=330)
 def probe_route(operation: str, prompt: str) -> dict:
-    """One prompt through the guard pipeline on a worker; the result comes back through Celery."""
-    return wiring.probe_route(operation, prompt)
+    """One prompt through the guard pipeline on a worker; the result comes back through Celery. A refusal of
+    the budget is an answer of the pipeline, not a failed task: it comes back naming the budget."""
+    try:
+        return wiring.probe_route(operation, prompt)
+    except BudgetExceeded as exc:
+        return {
+            "ok": False,
+            "refused": "budget",
+            "budget": exc.budget,
+            "error": exc.message,
+            "cheaper_model": exc.cheaper_model,
+        }
+    except BudgetUnavailable as exc:
+        return {"ok": False, "refused": "budget_unavailable", "error": str(exc) or "the budget store is unreachable"}

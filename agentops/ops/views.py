@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 
+import structlog
 from celery.result import AsyncResult
 from django import forms
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
@@ -21,11 +23,14 @@ from agentops import wiring
 from agentops.accounts import roles
 from agentops.config.models import ModelRoute
 from agentops.config.source import config_source
-from agentops.lib import queue
+from agentops.lib import activity, broker, queue
+from agentops.observability import metrics
 from agentops.observability.process import update_memory_gauge
 from agentops.ops import actions as ops_actions
 from agentops.ops import health
 from agentops.runs.models import Run
+
+log = structlog.get_logger(__name__)
 
 
 @login_required
@@ -72,7 +77,22 @@ def metrics_view(request):
     update_memory_gauge()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    registry.register(metrics.ScrapeCollector(SCRAPE_READERS))
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _active_sessions():
+    count = activity.active_sessions()
+    return None if count is None else [((), count)]
+
+
+def _queue_depths():
+    depths = broker.queue_depths()
+    return None if depths is None else [((name,), depth) for name, depth in depths.items()]
+
+
+# Gauges read from Redis at scrape time: the same number whichever process answers the scrape.
+SCRAPE_READERS = {metrics.ACTIVE_SESSIONS: _active_sessions, metrics.QUEUE_DEPTH: _queue_depths}
 
 
 @roles.section_required("ops")
@@ -87,7 +107,9 @@ def ops_status(request):
 
 
 def _ops_context() -> dict:
+    timeouts = config_source().get().timeouts
     return {
+        "layered": {"llm": timeouts.llm, "tool": timeouts.tool},
         "checks": health.run_checks(),
         "workers": health.ping_workers(timeout=0.5),
         "breakers": _breaker_snapshots(),
@@ -100,20 +122,33 @@ def _ops_context() -> dict:
 
 def _breaker_snapshots() -> list[dict]:
     """Every breaker known in Redis plus one per configured route target (closed until first used), so
-    the page lists them before their first call and after Redis lost its keys."""
+    the page lists them before their first call and after Redis lost its keys. Names come from Redis and
+    model ids may hold anything (``openrouter:meta-llama/Llama-3-8B``): a name that is not provider:model, or
+    whose state cannot be read, is listed as unreadable instead of failing the page."""
     registry, config = wiring.breaker_registry(), config_source().get()
     names = set(registry.all_names())
     names.update(t.name for route in config.routes for t in route.chain)
     names.update(t.name for t in config.default_chain)
-    return [registry.get(*name.split(":", 1)).snapshot() for name in sorted(names)]
+    snapshots = []
+    for name in sorted(names):
+        provider, _, model = name.partition(":")
+        try:
+            if not provider or not model:
+                raise ValueError("not provider:model")
+            snapshots.append(registry.get(provider, model).snapshot())
+        except Exception as exc:  # one odd name must not take the ops page down with it
+            log.warning("ops.breaker_unreadable", breaker=name[:300], error=repr(exc)[:200])
+            snapshots.append({"name": name, "state": "unreadable", "unreadable": True})
+    return snapshots
 
 
 @roles.section_required("ops")
 @require_POST
-def ops_breaker(request, name: str, operation: str):
-    """Force a breaker open/closed or reset it; answers the refreshed status fragment."""
+def ops_breaker(request, operation: str):
+    """Force a breaker open/closed or reset it; answers the refreshed status fragment. The breaker's name is
+    the form field ``breaker`` (a model id may contain ``/``, ``?`` or anything else a URL path would mangle)."""
     try:
-        ops_actions.operate_breaker(name, operation, actor=request.user)
+        ops_actions.operate_breaker(request.POST.get("breaker", ""), operation, actor=request.user)
     except ValueError as exc:
         return HttpResponseBadRequest(str(exc))
     response = render(request, "agentops/ops.html#status", _ops_context())
@@ -143,7 +178,9 @@ def ops_probe_result(request, task_id: str):
     outcome = AsyncResult(task_id)
     result = None
     if outcome.ready():
-        result = outcome.result if outcome.successful() else {"ok": False, "error": f"task failed: {outcome.result!r}"}
+        result = outcome.result
+        if not outcome.successful():
+            result = {"ok": False, "error": _("task failed: %(error)r") % {"error": outcome.result}}
     response = render(request, "agentops/ops.html#probe-result", {"task_id": task_id, "result": result})
     if result is not None:  # the probe may have created a breaker or a latency sample: refresh the status
         trigger_client_event(response, "live:ops")

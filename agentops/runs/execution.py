@@ -20,6 +20,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentops.config.source import config_source
+from agentops.lib import activity
 from agentops.lib.db import discard_connection
 from agentops.observability import genai, metrics
 from agentops.runs import ports
@@ -126,11 +127,12 @@ def _jsonable(value: Any) -> Any:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the run's lease every lease/3 seconds; notices cancellation and a lost lease."""
+    """Renews the run's lease every lease/3 seconds; notices cancellation and a lost lease. Each beat also
+    marks the run's session active (``seen``: agent, session), so a long run counts while it executes."""
 
-    def __init__(self, run_pk: int, worker: str, lease_seconds: float):
+    def __init__(self, run_pk: int, worker: str, lease_seconds: float, seen: tuple[str, str] | None = None):
         super().__init__(name=f"heartbeat-run-{run_pk}", daemon=True)
-        self.run_pk, self.worker, self.lease_seconds = run_pk, worker, lease_seconds
+        self.run_pk, self.worker, self.lease_seconds, self.seen = run_pk, worker, lease_seconds, seen
         self._stop = threading.Event()
         self.cancel_requested = False
         self.lost = False
@@ -145,6 +147,8 @@ class Heartbeat(threading.Thread):
                     continue
                 self.cancel_requested = cancel
                 self.lost = not ours
+                if self.seen is not None and ours:
+                    activity.touch(*self.seen)
         finally:
             connection.close()
 
@@ -267,9 +271,9 @@ def execute_run(run_pk: int) -> str:
             error=f"no agent function is registered under {run.agent.name!r}",
         )
         return "failed"
-    heartbeat = Heartbeat(run.pk, worker, lease)
+    heartbeat = Heartbeat(run.pk, worker, lease, seen=(run.agent.name, run.session_id))
     started = time.monotonic()
-    metrics.ACTIVE_SESSIONS.inc()
+    activity.touch(run.agent.name, run.session_id)
     outcome = "failed"
     failure: BaseException | None = None
     # Every execution of a run is one trace: the first continues the caller's context (a traceparent given
@@ -343,7 +347,6 @@ def execute_run(run_pk: int) -> str:
                 outcome = "lease-lost"
         finally:
             heartbeat.stop()
-            metrics.ACTIVE_SESSIONS.dec()
             span.set_attribute("agentops.run.outcome", outcome)
             if outcome == "failed" and failure is not None:
                 span.set_attribute(genai.ERROR_TYPE, error_class_name(failure))

@@ -1,9 +1,11 @@
-"""Chromium: an operator probes the guard pipeline and forces a breaker open from the ops page."""
+"""Chromium: an operator probes the guard pipeline and forces a breaker open from the ops page, also one
+whose model id holds a "/" (vLLM, OpenRouter)."""
 
 from __future__ import annotations
 
 import pytest
 
+from agentops import wiring
 from agentops.config.source import config_source
 from tests.fixtures.browser import login, screenshot
 from tests.fixtures.people import ROOT
@@ -15,6 +17,7 @@ from tests.fixtures.stack import reseed_runtime
 def test_operator_probes_and_forces_a_breaker_live(web, worker, page, redis_client, root):
     reseed_runtime()
     config_source().invalidate()
+    slashed = wiring.breaker_registry().get("openrouter", "meta-llama/Llama-3-8B")  # its name is now in Redis
     login(page, web.extra["url"], ROOT)
     page.goto(web.extra["url"] + "/ops/")
     page.fill("#id_operation", "planning")
@@ -30,4 +33,12 @@ def test_operator_probes_and_forces_a_breaker_live(web, worker, page, redis_clie
     screenshot(page, "ops-breaker-forced-open")
     page.click("tr[data-breaker='simulated:gpt-4o'] button:has-text('Reset')")
     page.wait_for_selector("tr[data-breaker='simulated:gpt-4o'] .badge.ok", timeout=20000)
+
+    row = "tr[data-breaker='openrouter:meta-llama/Llama-3-8B']"
+    page.click(f"{row} button:has-text('Force open')")
+    page.wait_for_selector(f"{row} .badge.bad", timeout=20000)
+    assert slashed.state().value == "open"
+    page.click(f"{row} button:has-text('Reset')")
+    page.wait_for_selector(f"{row} .badge.ok", timeout=20000)
+    assert slashed.state().value == "closed"
     assert page.console_errors == []

@@ -175,7 +175,7 @@ class Stage:
             "budgets/prices/<int:pk>": ("<int:pk>", self.price.pk),
             "budgets/alerts/<int:pk>": ("<int:pk>", 999_999),
             "budgets/<int:pk>": ("<int:pk>", self.budget.pk),
-            "ops/breakers/<str:name>/<slug:operation>": ("<str:name>/<slug:operation>", "authz/none"),
+            "ops/breakers/<slug:operation>": ("<slug:operation>", "none"),
             "ops/probe/<str:task_id>": ("<str:task_id>", "authz-task"),
         }
         for prefix, (param, value) in fills.items():

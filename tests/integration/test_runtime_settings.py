@@ -13,6 +13,7 @@ from agentops.config import actions as config_actions
 from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy
 from agentops.config.source import config_source
 from agentops.runtime.errors import ErrorClass
+from tests.fixtures.factories import make_budget
 from tests.fixtures.people import ROOT
 from tests.fixtures.stack import reseed_runtime
 from tests.fixtures.waiting import wait_for
@@ -117,7 +118,7 @@ def test_operator_forces_a_breaker_open_from_the_ops_page_and_everyone_sees_it(d
     async def scenario():
         listener = asyncio.create_task(_listen(ws_url, cookie, count=1))
         await asyncio.sleep(0.5)
-        response = await asyncio.to_thread(client.post, "/ops/breakers/simulated:gpt-4o/force_open")
+        response = await asyncio.to_thread(client.post, "/ops/breakers/force_open", {"breaker": "simulated:gpt-4o"})
         assert response.status_code == 200
         assert b"forced open" in response.content
         return await listener
@@ -130,10 +131,52 @@ def test_operator_forces_a_breaker_open_from_the_ops_page_and_everyone_sees_it(d
     assert result["hops"][0]["outcome"] == "breaker_open"
     assert result["handler"] == "backup" and result["model"] == "gpt-4o-mini"
 
-    assert client.post("/ops/breakers/simulated:gpt-4o/reset").status_code == 200
+    assert client.post("/ops/breakers/reset", {"breaker": "simulated:gpt-4o"}).status_code == 200
     assert probe_route("planning", "and back again")["handler"] == "primary"
-    assert client.post("/ops/breakers/simulated:gpt-4o/explode").status_code == 400
-    assert client.post("/ops/breakers/no-colon/reset").status_code == 400
+    assert client.post("/ops/breakers/explode", {"breaker": "simulated:gpt-4o"}).status_code == 400
+    assert client.post("/ops/breakers/reset", {"breaker": "no-colon"}).status_code == 400
+    assert client.post("/ops/breakers/reset").status_code == 400
+
+
+def test_the_ops_page_survives_any_breaker_name_in_redis_and_operates_model_ids_with_slashes(
+    defaults, client, redis_client
+):
+    """vLLM / OpenRouter model ids hold "/"; names live in Redis, so a name the URL could not carry (or any
+    garbage in the set) used to answer 500 on every visit until Redis was flushed."""
+    from agentops.wiring import breaker_registry
+
+    slashed = "openrouter:meta-llama/Llama-3-8B?x=1#frag"
+    breaker_registry().get("openrouter", "meta-llama/Llama-3-8B?x=1#frag")  # registers the name in Redis
+    redis_client.sadd("agentops:breakers", "no-colon", "<b>odd</b>:\nname", ":")
+    client.force_login(ROOT.user())
+    page = client.get("/ops/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'data-breaker="openrouter:meta-llama/Llama-3-8B?x=1#frag"' in html
+    assert 'data-breaker="no-colon"' in html and "unreadable" in html
+    assert "<b>odd</b>" not in html and "&lt;b&gt;odd&lt;/b&gt;" in html
+
+    forced = client.post("/ops/breakers/force_open", {"breaker": slashed})
+    assert forced.status_code == 200 and b"forced open" in forced.content
+    assert breaker_registry().get("openrouter", "meta-llama/Llama-3-8B?x=1#frag").state().value == "open"
+    assert client.post("/ops/breakers/reset", {"breaker": slashed}).status_code == 200
+    assert breaker_registry().get("openrouter", "meta-llama/Llama-3-8B?x=1#frag").state().value == "closed"
+    assert client.get("/ops/status").status_code == 200
+
+
+def test_the_ops_page_shows_the_layered_timeouts_in_force(defaults, client, redis_client):
+    from agentops.config.models import RuntimeSettings
+
+    for key in redis_client.scan_iter(match="agentops:latency:*"):  # no samples: the empty state shows
+        redis_client.delete(key)
+    client.force_login(ROOT.user())
+    assert "LLM calls 30 s, tools 60 s" in client.get("/ops/status").content.decode()
+    row = RuntimeSettings.objects.get()
+    row.llm_timeout, row.tool_timeout = 12.5, 90
+    config_actions.save_runtime_object(row)
+    config_source().invalidate()
+    html = client.get("/ops/status").content.decode()
+    assert "LLM calls 12.5 s, tools 90 s" in html and "llm 30 s" not in html
 
 
 def test_ops_probe_runs_on_a_worker_and_shows_hops(defaults, client, worker):
@@ -182,3 +225,15 @@ def test_phase_timeouts_are_the_seeds_and_an_admin_edit_reaches_the_runs(default
     assert wait_for(edited, timeout=8)
     assert run_settings().critical_phases == {**seed_critical, "tool_execution": True}
     assert run_settings().phase_timeouts["planning"] == 5.0
+
+
+def test_the_ops_probe_reports_a_budget_refusal_as_one_naming_the_budget(defaults, client, worker):
+    make_budget("probe-tiny", limit_tokens=10, on_block="fail")
+    client.force_login(ROOT.user())
+    response = client.post("/ops/probe", {"operation": "planning", "prompt": "plan something long enough"})
+    task_id = response.content.decode().split("/ops/probe/")[1].split('"')[0]
+    page = wait_for(
+        lambda: (r := client.get(f"/ops/probe/{task_id}").content.decode()) and "badge" in r and r, timeout=8
+    )
+    assert "budget refused" in page and "<strong>probe-tiny</strong>" in page
+    assert "task failed" not in page and "BudgetExceeded" not in page

@@ -94,6 +94,7 @@ def test_support_refund_survives_faults_suspends_for_the_email_and_finishes_once
         ("llm", "classify", "completed"),
         ("phase", "tool_search", "completed"),
         ("tool", "lookup_order", "completed"),
+        ("cache", "user_profiles", "completed"),
         ("phase", "tool_execution", "completed"),
         ("tool", "issue_refund", "completed"),
         ("tool", "send_email", "waiting_human"),

@@ -63,7 +63,7 @@ def build(mock, redis_client, config: RuntimeConfig = CONFIG, **overrides) -> Gu
         config=source,
         providers={"mock": OpenAICompatProvider("mock", mock.base_url, "k")},
         breakers=make_breaker_registry(redis_client, source),
-        cache=TwoLevelCache(redis_client, CACHE_SPECS["llm"]),
+        cache=TwoLevelCache(redis_client, CACHE_SPECS["llm_responses"]),
         adaptive=AdaptiveTimeouts(redis_client, config.adaptive, cache_seconds=0.0),
         budget=RecordingBudgetGate(),
         escalator=ScriptedEscalator(),

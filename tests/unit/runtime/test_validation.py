@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentops.runtime.errors import ErrorClass, ProviderError
 from agentops.runtime.config import RuntimeConfig
+from agentops.runtime.errors import ErrorClass, ProviderError
 from agentops.runtime.validation import (
     DEFAULT_MIN_CHARS,
     DEFAULT_REJECTED_PHRASES,

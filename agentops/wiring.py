@@ -27,7 +27,7 @@ from agentops.lib import live, netguard
 from agentops.lib.redis import runtime_redis
 from agentops.runs import ports
 from agentops.runtime.breaker import BreakerRegistry, BreakerState
-from agentops.runtime.cache import CACHE_SPECS, TwoLevelCache
+from agentops.runtime.cache import CACHE_SPECS, LLM_RESPONSES, TOOL_RESULTS, USER_PROFILES, TwoLevelCache
 from agentops.runtime.errors import FallbackExhausted
 from agentops.runtime.guard import GuardDeps, guarded_llm, make_breaker_registry
 from agentops.runtime.providers.anthropic_native import AnthropicProvider
@@ -35,6 +35,7 @@ from agentops.runtime.providers.base import LLMRequest, Provider
 from agentops.runtime.providers.openai_compat import OpenAICompatProvider
 from agentops.runtime.providers.simulated import SimulatedProvider
 from agentops.runtime.timeouts import AdaptiveTimeouts
+from budgets.actions.call_counts import call_counts
 from budgets.actions.directory import directory_changed
 from budgets.actions.ledger import step_cost
 from budgets.gate import BUDGET_GATE, USAGE_SINK
@@ -158,8 +159,9 @@ def guard_deps() -> GuardDeps:
                 usage=USAGE_SINK,
                 providers=ProviderDirectory(),
                 breakers=make_breaker_registry(redis, source, on_state_change=announce_breaker_change),
-                cache=TwoLevelCache(redis, CACHE_SPECS["llm"]),
+                cache=_cache(redis, LLM_RESPONSES),
                 adaptive=AdaptiveTimeouts(redis, source.get().adaptive),
+                calls=call_counts(),
             )
             _pid = os.getpid()
         return _deps
@@ -180,16 +182,31 @@ def probe_route(operation: str, prompt: str) -> dict:
         return {"ok": False, "error": str(exc), "hops": [hop.to_dict() for hop in exc.hops]}
 
 
-_tool_cache: tuple[int, TwoLevelCache] | None = None
+def _cache(redis: Any, name: str) -> TwoLevelCache:
+    """The cache ``name`` with its TTL and size read live from the runtime settings (admin-editable)."""
+    source = config_source()
+    return TwoLevelCache(
+        redis, CACHE_SPECS[name], spec_source=lambda: source.get().caches.get(name) or CACHE_SPECS[name]
+    )
+
+
+_agent_caches: tuple[int, dict[str, TwoLevelCache]] | None = None
+
+
+def agent_caches() -> dict[str, TwoLevelCache]:
+    """The per-process caches agents use: ``tool_results`` (cacheable tools, the seed's 30 min / 500) and
+    ``user_profiles`` (``ctx.cache("user_profiles", key, loader)``, 24 h / 100)."""
+    global _agent_caches
+    with _lock:
+        if _agent_caches is None or _agent_caches[0] != os.getpid():
+            redis = runtime_redis()
+            _agent_caches = (os.getpid(), {name: _cache(redis, name) for name in (TOOL_RESULTS, USER_PROFILES)})
+        return _agent_caches[1]
 
 
 def tool_cache() -> TwoLevelCache:
-    """The per-process cache for cacheable tools (30 min / 500 entries)."""
-    global _tool_cache
-    with _lock:
-        if _tool_cache is None or _tool_cache[0] != os.getpid():
-            _tool_cache = (os.getpid(), TwoLevelCache(runtime_redis(), CACHE_SPECS["tool"]))
-        return _tool_cache[1]
+    """The per-process cache for cacheable tools (``tool_results``)."""
+    return agent_caches()[TOOL_RESULTS]
 
 
 def run_calls(run_pk: int) -> list[dict[str, Any]]:
@@ -203,6 +220,7 @@ def install() -> None:
         ports.RunPorts(
             guard_deps=guard_deps,
             tool_cache=tool_cache,
+            agent_caches=agent_caches,
             escalations=ReviewEscalations(),
             step_cost=step_cost,
             agents_changed=directory_changed,

@@ -34,6 +34,7 @@ from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable
 from budgets import model_limits
 from budgets.actions import budgets as budget_actions
 from budgets.actions import directory, ledger, periods, prices, reservations
+from budgets.actions.call_counts import call_counts
 from budgets.actions.counters import fail_closed
 from budgets.forms import BudgetForm, PriceForm
 from budgets.models import Budget, BudgetCounter, ModelPrice, Reservation
@@ -183,6 +184,7 @@ def record_usage(request, payload: UsageIn):
         raise _unavailable(fail_closed(exc)) from exc
     except DataError as exc:
         raise _out_of_range() from exc
+    call_counts().count("success")  # a reported call counts in the error-rate alert like a run's or the gateway's
     return 201, {"id": record.pk, "cost_usd": plain_decimal(record.cost_usd), "remaining": remaining}
 
 

@@ -235,9 +235,10 @@ class WebhookForm(forms.ModelForm):
 class AlertSettingsForm(forms.ModelForm):
     class Meta:
         model = AlertSettings
-        fields = ["session_spike_usd", "error_rate_pct", "error_rate_min_calls"]
+        fields = ["daily_spend_usd", "session_spike_usd", "error_rate_pct", "error_rate_min_calls"]
         labels = {
-            "session_spike_usd": "Session spike (USD in one hour)",
+            "daily_spend_usd": "Daily spend (USD, all agents, today)",
+            "session_spike_usd": "Session spike (USD one session spends in one hour)",
             "error_rate_pct": "Error rate (% of LLM calls over 5 min)",
             "error_rate_min_calls": "…out of at least this many calls",
         }

@@ -12,6 +12,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from agentops.lib import netguard
 
@@ -290,17 +291,34 @@ class SessionUsage(models.Model):
 class AlertSettings(models.Model):
     """The one row of alert thresholds that are not budgets of their own (DESIGN.md §11)."""
 
+    # The seed's alerts (DESIGN.md §11): daily budget $100, session spike 10 in one hour, error rate > 10 % over
+    # 5 minutes. The seed names the spike "10" without a unit; here it is US dollars one session spends.
+    daily_spend_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        default=Decimal("100.00"),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text=gettext_lazy(
+            "US dollars: alert when all agents together spend more than this today (the server's time zone; "
+            "runs, gateway and reported usage alike). 0 turns the alert off."
+        ),
+    )
     session_spike_usd = models.DecimalField(
         max_digits=12,
         decimal_places=4,
-        default=Decimal("1.00"),
+        default=Decimal("10.00"),
         validators=[MinValueValidator(Decimal(0))],
-        help_text="alert when one session spends more than this in the last hour",
+        help_text=gettext_lazy(
+            "US dollars: alert when one session (one agent's session id) spends more than this in the last hour."
+        ),
     )
     error_rate_pct = models.PositiveSmallIntegerField(
         default=10,
         validators=[MinValueValidator(1), MaxValueValidator(100)],
-        help_text="alert when more than this share of LLM calls failed over the last 5 minutes",
+        help_text=gettext_lazy(
+            "alert when more than this share of LLM calls failed over the last 5 minutes (every call: runs, "
+            "the gateway and usage agents report)"
+        ),
     )
     error_rate_min_calls = models.PositiveIntegerField(default=20, help_text="…out of at least this many calls")
 

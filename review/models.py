@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils.translation import gettext_lazy
 
 from agentops.accounts import roles
 from agentops.runs.models import Agent, Run
@@ -38,8 +39,17 @@ class EscalationPolicy(models.Model):
     low_confidence_below = models.FloatField(default=0.7, validators=[MinValueValidator(0), MaxValueValidator(1)])
     high_value_above = models.FloatField(default=1000.0, validators=[MinValueValidator(0)])
     max_retries = models.PositiveSmallIntegerField(default=3)
+    # The column keeps its first name; since issue 17 it lists words matched anywhere in the name (review.policy).
     sensitive_prefixes = models.CharField(
-        max_length=300, default="delete,modify,send", help_text="comma-separated name prefixes", blank=True
+        gettext_lazy("sensitive words"),
+        max_length=300,
+        default="delete,modify,send",
+        blank=True,
+        help_text=gettext_lazy(
+            "Comma-separated words. An operation is sensitive when one of them is a word of its name, anywhere: "
+            "the name is split on _ - . / and case changes (gmail_send_message, bulk_delete, sendEmail, "
+            "files/delete all match; sender_lookup and undeleted_items do not)."
+        ),
     )
     deadline_seconds = models.PositiveIntegerField(
         null=True,

@@ -1,16 +1,25 @@
 """The escalation policy: does this action need a human, why, and how urgently.
 
 Rules (thresholds in EscalationPolicy rows, admin-editable, per agent and per operation):
-sensitive operation (name starts with delete/modify/send), high value (> 1000), low confidence (< 0.7),
-retry count (≥ 3); plus all_fallbacks_failed and budget_exceeded, raised by the guard and the budgets.
+sensitive operation (a listed word — delete, modify, send — is one of the name's words), high value
+(> 1000), low confidence (< 0.7), retry count (≥ 3); plus all_fallbacks_failed and budget_exceeded, raised by
+the guard and the budgets.
+
+Sensitive words match the operation name's *word parts*, anywhere in the name (the seed's
+``any(s in operation)``, without its false positives): the name is split on ``_ - . /``, spaces and case
+changes and lowercased, so ``gmail_send_message``, ``bulk_delete``, ``sendEmail`` and ``files/delete``
+contain "send" / "delete", while ``sender_lookup``, ``undeleted_items`` and ``sendmail`` do not (a part must
+*equal* a listed word). A listed entry of several words (``send_email``) matches those parts in a row.
 When several rules fire, the most urgent wins (ties: the order above). Rows are cached per process and
 reloaded when the runtime config version changes (every policy save bumps it).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 from agentops.config.source import config_source
 from agentops.runtime.context import Verdict
@@ -66,6 +75,33 @@ def deadline_of(policy: EscalationPolicy) -> int:
     return max(5, round(config_source().get().timeouts.human))
 
 
+_SEPARATORS = re.compile(r"[\s_\-./]+")
+# Within one separated piece: an acronym (HTTP in HTTPDelete), a capitalised or lower-case word, or digits.
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_]+")
+
+
+@lru_cache(maxsize=4096)
+def word_parts(name: str) -> tuple[str, ...]:
+    """``name`` as lower-case words: split on ``_ - . /``, whitespace and case changes
+    (``bulkDelete_v2`` → ``("bulk", "delete", "v", "2")``)."""
+    return tuple(word.lower() for piece in _SEPARATORS.split(name) for word in _WORDS.findall(piece))
+
+
+def sensitive_words(listed: str) -> tuple[tuple[str, ...], ...]:
+    """The policy's comma-separated list, each entry as its word parts (empty entries dropped)."""
+    return tuple(parts for entry in listed.split(",") if (parts := word_parts(entry.strip())))
+
+
+def sensitive_match(operation: str, listed: tuple[tuple[str, ...], ...]) -> str | None:
+    """The first listed entry whose words appear, in a row, among ``operation``'s word parts."""
+    parts = word_parts(operation)
+    for entry in listed:
+        size = len(entry)
+        if any(parts[i : i + size] == entry for i in range(len(parts) - size + 1)):
+            return " ".join(entry)
+    return None
+
+
 def _scope(policy: EscalationPolicy) -> str:
     if policy.pk is None:
         return "default"
@@ -82,14 +118,15 @@ def evaluate(
 ) -> PolicyVerdict:
     """allow, or escalate(reason, priority) naming the rule that fired."""
     policy = policy_for(agent_name, operation)
-    prefixes = tuple(p.strip().lower() for p in policy.sensitive_prefixes.split(",") if p.strip())
+    listed = sensitive_words(policy.sensitive_prefixes)
     fired = []
-    if prefixes and operation.lower().startswith(prefixes):
+    word = sensitive_match(operation, listed) if listed else None
+    if word is not None:
         fired.append(
             (
                 Reason.SENSITIVE_OPERATION,
                 policy.priority_sensitive_operation,
-                f"operation starts with one of {', '.join(prefixes)}",
+                f"operation name has the word {word!r} (sensitive words: {', '.join(' '.join(e) for e in listed)})",
             )
         )
     if value is not None and value > policy.high_value_above:

@@ -2,6 +2,7 @@
 picks the change up without a restart."""
 
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
 from agentops.config import actions as config_actions
 from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy, RuntimeSettings
@@ -35,6 +36,34 @@ class ModelRouteAdmin(ThroughActionsAdmin):
         "backup_model",
         "use_rules",
         "use_human",
+        "own_answer_checks",
+    )
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "operation",
+                    ("primary_provider", "primary_model"),
+                    ("backup_provider", "backup_model"),
+                    "use_rules",
+                    "use_human",
+                )
+            },
+        ),
+        (
+            _("Answer checks"),
+            {
+                "description": _(
+                    "By default a route's answers are checked with the runtime settings' minimum length and "
+                    "rejected phrases (the seed: 10 characters, “I don't know”, “error”); a failed check moves "
+                    "the call to the next handler. Turn on own answer checks to use this route's instead, e.g. "
+                    "a coding route whose answers legitimately mention errors (clear the phrases) or a "
+                    "classifier answering one word (minimum 1)."
+                ),
+                "fields": ("own_answer_checks", "min_answer_chars", "rejected_phrases"),
+            },
+        ),
     )
 
 

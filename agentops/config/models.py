@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from agentops.lib import netguard
 from agentops.runtime.errors import ErrorClass
@@ -107,6 +108,26 @@ class ModelRoute(models.Model):
     backup_model = models.CharField(max_length=100, blank=True)
     use_rules = models.BooleanField(default=True, help_text="Try the rule engine after the models.")
     use_human = models.BooleanField(default=True, help_text="Hand off to a human when everything else failed.")
+    # Result validation for this route's answers (agentops.runtime.validation): off = the runtime settings'.
+    own_answer_checks = models.BooleanField(
+        default=False,
+        help_text=gettext_lazy(
+            "Check this route's answers with the minimum length and rejected phrases below instead of the "
+            "runtime settings' (e.g. a coding route whose answers legitimately contain 'error': clear the phrases)."
+        ),
+    )
+    min_answer_chars = models.PositiveSmallIntegerField(
+        default=10,
+        help_text=gettext_lazy("With own answer checks: a shorter answer goes to the next handler (0: any length)."),
+    )
+    rejected_phrases = models.TextField(
+        blank=True,
+        default="I don't know\nerror",
+        help_text=gettext_lazy(
+            "With own answer checks: one phrase per line, plain text matched anywhere in the answer, ignoring "
+            "case; an answer containing one goes to the next handler. Blank: no phrase is rejected."
+        ),
+    )
 
     class Meta:
         ordering = ["operation"]
@@ -193,9 +214,54 @@ class RuntimeSettings(models.Model):
     breaker_recovery_seconds = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
     breaker_half_open_probes = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
     retry_budget = models.PositiveSmallIntegerField(default=6, help_text="Retries per call across the whole chain")
-    min_answer_chars = models.PositiveSmallIntegerField(default=2)
+    # Result validation and the caches (the seed's defaults, DESIGN.md §11): keep these together.
+    min_answer_chars = models.PositiveSmallIntegerField(
+        default=10,
+        help_text=gettext_lazy("An answer shorter than this goes to the next handler (the seed: 10; 0: any length)."),
+    )
+    rejected_phrases = models.TextField(
+        blank=True,
+        default="I don't know\nerror",
+        help_text=gettext_lazy(
+            "One phrase per line, plain text matched anywhere in the answer, ignoring case: an answer "
+            "containing one goes to the next handler. Blank: none. A model route can replace this list and the "
+            "minimum length with its own ('own answer checks')."
+        ),
+    )
     refusal_patterns = models.TextField(
-        blank=True, validators=[validate_regex_lines], help_text="One regex per line; blank = built-in patterns"
+        blank=True,
+        validators=[validate_regex_lines],
+        help_text=gettext_lazy("One regex per line; blank = built-in patterns"),
+    )
+    llm_cache_ttl = models.PositiveIntegerField(
+        default=3600,
+        validators=[MinValueValidator(1)],
+        help_text=gettext_lazy("llm_responses cache: seconds an answer is kept."),
+    )
+    llm_cache_size = models.PositiveIntegerField(
+        default=1000,
+        validators=[MinValueValidator(1)],
+        help_text=gettext_lazy("llm_responses cache: entries kept per process."),
+    )
+    tool_cache_ttl = models.PositiveIntegerField(
+        default=1800,
+        validators=[MinValueValidator(1)],
+        help_text=gettext_lazy("tool_results cache: seconds a result is kept."),
+    )
+    tool_cache_size = models.PositiveIntegerField(
+        default=500,
+        validators=[MinValueValidator(1)],
+        help_text=gettext_lazy("tool_results cache: entries kept per process."),
+    )
+    profile_cache_ttl = models.PositiveIntegerField(
+        default=86400,
+        validators=[MinValueValidator(1)],
+        help_text=gettext_lazy("user_profiles cache: seconds a profile is kept."),
+    )
+    profile_cache_size = models.PositiveIntegerField(
+        default=100,
+        validators=[MinValueValidator(1)],
+        help_text=gettext_lazy("user_profiles cache: entries kept per process."),
     )
     cacheable_operations = models.CharField(max_length=300, default="classify", blank=True)
     default_provider = models.ForeignKey(Provider, on_delete=models.PROTECT, null=True, blank=True, related_name="+")

@@ -52,7 +52,7 @@ def seed_runtime_defaults(get_model: Callable[[str, str], type]) -> None:
             "backup_model": SMALL,
         },
     )
-    ModelRoute.objects.get_or_create(
+    classify, created = ModelRoute.objects.get_or_create(
         operation="classify",
         defaults={
             "primary_provider": simulated,
@@ -61,6 +61,10 @@ def seed_runtime_defaults(get_model: Callable[[str, str], type]) -> None:
             "backup_model": LARGE,
         },
     )
+    # A classification is one word ("negative"), under the seed's 10-character minimum: the route keeps its own
+    # answer checks (any length, the default phrases). Older migrations run this before the fields existed (0012).
+    if created and any(f.name == "own_answer_checks" for f in ModelRoute._meta.get_fields()):
+        ModelRoute.objects.filter(pk=classify.pk).update(own_answer_checks=True, min_answer_chars=1)
     FallbackRule.objects.get_or_create(
         name="password_reset",
         defaults={

@@ -14,13 +14,14 @@ from django.conf import settings
 from agentops.config.models import FallbackRule, ModelRoute, Provider, RetryPolicy, RuntimeSettings
 from agentops.lib.redis import runtime_redis
 from agentops.runtime.breaker import BreakerSettings
+from agentops.runtime.cache import LLM_RESPONSES, TOOL_RESULTS, USER_PROFILES, CacheSpec
 from agentops.runtime.config import DEFAULT_CONFIG, CachedConfigSource, RuntimeConfig, TimeoutSettings
 from agentops.runtime.errors import ErrorClass
 from agentops.runtime.providers.rules import Rule
 from agentops.runtime.retry import DEFAULT_POLICIES, RetrySettings
 from agentops.runtime.retry import RetryPolicy as RuntimeRetryPolicy
 from agentops.runtime.routing import Route, Target
-from agentops.runtime.validation import ValidationSettings
+from agentops.runtime.validation import RouteValidation, ValidationSettings
 
 VERSION_KEY = "agentops:config:version"
 ENV_UPSTREAM = "openai-env"  # the provider OPENAI_BASE_URL / OPENAI_API_KEY describe (not a database row)
@@ -28,6 +29,10 @@ ENV_UPSTREAM = "openai-env"  # the provider OPENAI_BASE_URL / OPENAI_API_KEY des
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _lines(value: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in value.splitlines() if line.strip())
 
 
 def load_runtime_config() -> RuntimeConfig:
@@ -39,6 +44,7 @@ def load_runtime_config() -> RuntimeConfig:
         ErrorClass(p.error_class): RuntimeRetryPolicy(p.max_retries, p.base_delay, p.max_delay, p.multiplier, p.jitter)
         for p in RetryPolicy.objects.all()
     }
+    route_rows = list(ModelRoute.objects.select_related("primary_provider", "backup_provider"))
     routes = tuple(
         Route(
             r.operation,
@@ -49,7 +55,7 @@ def load_runtime_config() -> RuntimeConfig:
             use_rules=r.use_rules,
             use_human=r.use_human,
         )
-        for r in ModelRoute.objects.select_related("primary_provider", "backup_provider")
+        for r in route_rows
     )
     default_chain = DEFAULT_CONFIG.default_chain
     if row.default_provider_id and row.default_model:
@@ -83,9 +89,20 @@ def load_runtime_config() -> RuntimeConfig:
         ),
         validation=ValidationSettings(
             min_chars=row.min_answer_chars,
+            rejected_phrases=_lines(row.rejected_phrases),
             refusal_patterns=refusals or ValidationSettings().refusal_patterns,
+            by_operation={
+                r.operation: RouteValidation(r.min_answer_chars, _lines(r.rejected_phrases))
+                for r in route_rows
+                if r.own_answer_checks
+            },
         ),
         cacheable_operations=frozenset(_csv(row.cacheable_operations)),
+        caches={
+            LLM_RESPONSES: CacheSpec(LLM_RESPONSES, row.llm_cache_ttl, row.llm_cache_size),
+            TOOL_RESULTS: CacheSpec(TOOL_RESULTS, row.tool_cache_ttl, row.tool_cache_size),
+            USER_PROFILES: CacheSpec(USER_PROFILES, row.profile_cache_ttl, row.profile_cache_size),
+        },
         catalog={
             model: provider.name
             for provider in Provider.objects.filter(enabled=True).exclude(served_models="").order_by("-name")

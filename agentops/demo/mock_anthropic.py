@@ -142,7 +142,7 @@ def message_for(req: dict[str, Any], headers: dict[str, str], kind: str) -> dict
     model = str(req["model"])
     messages = req.get("messages") or []
     last_user = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-    text = {"empty": "", "refusal": base.REFUSAL_TEXT}.get(kind)
+    text = base.CANNED.get(kind)
     if text is None:
         text = base.answer_for({**req, "messages": [{"role": "user", "content": last_user}]}, headers)
     stop_reason, stop_sequence = "end_turn", None

@@ -13,10 +13,14 @@ from typing import Any
 from agentops.demo.mock_usage import after_tool_result, text_of
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
+# What real models also answer now and then, and result validation rejects (the seed's rules).
+UNSURE_TEXT = "I don't know the answer to that."
+TERSE_TEXT = "Yes."
+CANNED = {"empty": "", "refusal": REFUSAL_TEXT, "unsure": UNSURE_TEXT, "terse": TERSE_TEXT}
 HANG_SECONDS = 600.0
 FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".split()  # noqa: SIM905
 _FAULT_RE = re.compile(
-    r"^(ok|reset|cut|malformed|empty|refusal|hang(:\d+(\.\d+)?)?|"
+    r"^(ok|reset|cut|malformed|empty|refusal|unsure|terse|hang(:\d+(\.\d+)?)?|"
     r"(delay|slow_body):\d+(\.\d+)?|[45]\d\d(:\d+(\.\d+)?)?)$"
 )
 

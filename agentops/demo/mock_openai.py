@@ -65,6 +65,8 @@ one fault consumed per request); the ``*`` script queue; the model's rates; the 
 ``slow_body:<ms>`` headers at once, then the body trickled in 10 pieces over ``<ms>``
 ``empty``          200 with empty content
 ``refusal``        200 with "I'm sorry, but I can't help with that."
+``unsure``         200 with "I don't know the answer to that." (result validation rejects it)
+``terse``          200 with "Yes." (shorter than the seed's 10 characters)
 =================  ==================================================================================
 
 Control (no auth)
@@ -93,9 +95,9 @@ import uvicorn
 from agentops.demo import mock_anthropic
 from agentops.demo.mock_embeddings import EmbeddingsRefused, embeddings_response
 from agentops.demo.mock_http import (  # the plumbing shared with the Anthropic side (mock_anthropic.py)
+    CANNED,
     FILLER,  # noqa: F401
     HANG_SECONDS,
-    REFUSAL_TEXT,
     _drop_connection,
     _respond,
     _sleep_unless_disconnected,
@@ -345,7 +347,7 @@ async def _chat(scope, receive, send, raw: bytes, headers: dict[str, str], respo
     if kind is None:
         return
 
-    content = {"empty": "", "refusal": REFUSAL_TEXT}.get(kind)
+    content = CANNED.get(kind)
     if content is None:
         try:
             content = answer_for(req, headers)

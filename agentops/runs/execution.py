@@ -220,6 +220,7 @@ def _run_context(run, worker: str, heartbeat: Heartbeat) -> RunContext:
         agent=run.agent.name,
         cancelled=lambda: heartbeat.cancel_requested,
         tool_cache=installed.tool_cache(),
+        caches=installed.agent_caches() if installed.agent_caches is not None else None,
     )
 
 

@@ -52,6 +52,8 @@ class RunPorts:
     step_cost: Callable[[int, int], Decimal]  # (run id, step seq) -> what its ledger rows cost
     agents_changed: Callable[[], None]  # an agent's team changed: the budget directory re-reads
     run_calls: Callable[[int], list[dict[str, Any]]]  # a run's priced calls, as the run page lists them
+    # The caches agents reach by name with ctx.cache (tool_results, user_profiles), process-wide.
+    agent_caches: Callable[[], Mapping[str, TwoLevelCache]] | None = None
 
 
 _installed: RunPorts | None = None

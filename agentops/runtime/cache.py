@@ -48,10 +48,13 @@ class CacheSpec:
     max_entries: int
 
 
+# The seed's caches (DESIGN.md §11); their TTL and size are edited in the runtime settings
+# (RuntimeConfig.caches), which a cache built with ``spec_source`` reads live.
+LLM_RESPONSES, TOOL_RESULTS, USER_PROFILES = "llm_responses", "tool_results", "user_profiles"
 CACHE_SPECS: dict[str, CacheSpec] = {
-    "llm": CacheSpec("llm", 3600, 1000),
-    "tool": CacheSpec("tool", 1800, 500),
-    "profile": CacheSpec("profile", 86400, 100),
+    LLM_RESPONSES: CacheSpec(LLM_RESPONSES, 3600, 1000),
+    TOOL_RESULTS: CacheSpec(TOOL_RESULTS, 1800, 500),
+    USER_PROFILES: CacheSpec(USER_PROFILES, 86400, 100),
 }
 
 
@@ -73,7 +76,10 @@ def cache_key(kind: str, request: Mapping[str, Any]) -> str:
 
 
 class TwoLevelCache:
-    """Memory LRU (thread-safe, ``spec.max_entries``) then Redis (``EX spec.ttl_seconds``)."""
+    """Memory LRU (thread-safe, ``spec.max_entries``) then Redis (``EX spec.ttl_seconds``).
+
+    ``spec_source`` (optional) is asked for the current spec on every store and look-up, so an admin's change
+    of TTL or size applies without a restart (the name, and so the metric label and Redis prefix, stay)."""
 
     def __init__(
         self,
@@ -83,8 +89,10 @@ class TwoLevelCache:
         clock: Callable[[], float] = time.monotonic,
         key_prefix: str = "agentops:cache:",
         redis_retry_interval: float = 1.0,
+        spec_source: Callable[[], CacheSpec] | None = None,
     ) -> None:
-        self.spec = spec
+        self._spec = spec
+        self._spec_source = spec_source
         self._redis = redis_client
         self._clock = clock
         self._prefix = f"{key_prefix}{spec.name}:"
@@ -99,6 +107,22 @@ class TwoLevelCache:
         # Background Redis writes (set(..., background=True)): a queue and its thread, per process.
         self._writes: queue.Queue = queue.Queue(maxsize=1000)
         self._writer_pid: int | None = None
+
+    @property
+    def spec(self) -> CacheSpec:
+        """The current spec: the source's (when given and it answers), else the one built with."""
+        if self._spec_source is not None:
+            try:
+                current = self._spec_source()
+            except Exception:  # a config that cannot be read must not break a cache look-up
+                logger.warning("cache %s: spec source failed; keeping the last spec", self._spec.name, exc_info=True)
+            else:
+                if current is not None and (current.ttl_seconds, current.max_entries) != (
+                    self._spec.ttl_seconds,
+                    self._spec.max_entries,
+                ):
+                    self._spec = CacheSpec(self._spec.name, current.ttl_seconds, current.max_entries)
+        return self._spec
 
     def redis_key(self, key: str) -> str:
         return self._prefix + key
@@ -188,10 +212,11 @@ class TwoLevelCache:
 
     # --- internals -------------------------------------------------------------------------------
     def _memory_put(self, key: str, text: str, expires_at: float) -> None:
+        max_entries = self.spec.max_entries  # read outside the lock: a spec source may take its own
         with self._lock:
             self._memory[key] = (expires_at, text)
             self._memory.move_to_end(key)
-            while len(self._memory) > self.spec.max_entries:
+            while len(self._memory) > max_entries:
                 self._memory.popitem(last=False)
 
     def _ttl_ms(self) -> int:

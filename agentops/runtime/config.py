@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 from agentops.runtime.breaker import BreakerSettings
+from agentops.runtime.cache import CACHE_SPECS, CacheSpec
 from agentops.runtime.providers.rules import Rule, RuleEngine
 from agentops.runtime.retry import RetrySettings
 from agentops.runtime.routing import Route, Router, Target
@@ -96,6 +97,8 @@ class RuntimeConfig:
     rules: tuple[Rule, ...] = SEED_RULES
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     cacheable_operations: frozenset[str] = frozenset({"classify"})
+    # TTL and size of each cache by name (llm_responses, tool_results, user_profiles): the seed's by default.
+    caches: Mapping[str, CacheSpec] = field(default_factory=lambda: dict(CACHE_SPECS))
     # Output tokens reserved for a request that names no max_tokens. Kept under the seed's smallest
     # per-call limits (planning 1000) so a short call that names none is not refused as oversized.
     default_max_tokens: int = 512

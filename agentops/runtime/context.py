@@ -1,7 +1,7 @@
 """Durable agent runs: the `ctx` an agent function receives, journaling every guarded call as a step.
 
 The DBOS / Temporal contract: agent code is deterministic apart from `ctx` calls. Every `ctx.llm`,
-`ctx.tool` and `ctx.phase` call takes the next sequence number; a step that already completed in this
+`ctx.tool`, `ctx.cache` and `ctx.phase` call takes the next sequence number; a step that already completed in this
 run returns its recorded result (replay) instead of running again, so a run resumed after a human
 decision or reclaimed after a crash executes from the top and only new work happens.
 
@@ -262,6 +262,7 @@ class RunContext:
         agent: str = "",
         cancelled: Callable[[], bool] = lambda: False,
         tool_cache: TwoLevelCache | None = None,
+        caches: Mapping[str, TwoLevelCache] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.run_id = run_id
@@ -273,6 +274,7 @@ class RunContext:
         self._cancelled = cancelled
         self._clock = clock
         self._tool_cache = tool_cache
+        self._caches = dict(caches or {})
         self._seq = 0
         self._phase: str | None = None
         self._phase_seconds = 0.0
@@ -562,6 +564,38 @@ class RunContext:
         if genai.capture_content():
             attributes["gen_ai.tool.call.arguments"] = json.dumps(dict(args), default=str, ensure_ascii=False)
         return attributes
+
+    # -- ctx.cache
+    def cache(self, name: str, key: Any, loader: Callable[[], Any]) -> Any:
+        """The value under ``key`` in the named cache (``user_profiles``, ``tool_results``), else
+        ``loader()``'s, which is stored for the next run. A journaled step (kind ``cache``): a resumed run gets
+        the value this run got, whatever the cache holds by then. The value must be JSON-serialisable; ctx
+        calls made inside ``loader`` are steps of their own, replayed with it."""
+        if name not in self._caches:
+            known = ", ".join(sorted(self._caches)) or "none"
+            raise KeyError(f"no cache named {name!r} (this run has: {known})")
+        seq = self._next_seq()
+        recorded = self._replayed(seq, "cache", name)
+        if recorded is not None and recorded.status == "completed":
+            self._seq = max(self._seq, recorded.end_seq or seq)  # the loader's own steps replay with it
+            return recorded.result
+        self.journal.begin(seq, "cache", name, self._phase, {"key": key})
+        store, entry = self._caches[name], cache_key(name, {"key": key})
+        hit = store.get(entry)
+        if hit is not None:
+            self.journal.complete(seq, hit.value, StepMeta(cache_hit=True, attempts=0), end_seq=seq)
+            return hit.value
+        started = self._clock()
+        try:
+            value = loader()
+        except RunInterrupted:
+            raise
+        except Exception as exc:
+            self._fail_step(seq, exc, str(exc), started)
+            raise
+        store.set(entry, value)  # raises TypeError for a value that is not JSON
+        self.journal.complete(seq, value, StepMeta(duration_ms=(self._clock() - started) * 1000), end_seq=self._seq)
+        return value
 
     # -- ctx.phase
     def phase(

@@ -36,14 +36,12 @@ from agentops.runtime.providers.base import EmbeddingsRequest, LLMRequest, LLMRe
 from agentops.runtime.retry import RetryBudget, RetryTrace, call_with_retries
 from agentops.runtime.routing import Route, Target, handler_name
 from agentops.runtime.timeouts import Deadline
-from agentops.runtime.validation import validate_text
+from agentops.runtime.validation import VALIDATION_REASONS, validate_text
 
 logger = logging.getLogger(__name__)
 
 # Bugs in our own code or a provider implementation must stay loud, not turn into a quiet fallback.
 PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, AssertionError, ImportError)
-
-VALIDATION_REASONS = frozenset({"empty", "too_short", "refusal"})
 
 
 @dataclass(frozen=True)

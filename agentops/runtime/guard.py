@@ -43,6 +43,7 @@ from agentops.runtime.protocols import (
     ALLOW_ALL,
     BudgetExceeded,
     BudgetGate,
+    CallCounter,
     Escalator,
     HandoffOutcome,
     HumanPending,
@@ -81,6 +82,7 @@ class GuardDeps:
     escalator: Escalator | None = None
     usage: UsageSink | None = None
     journal: Journal | None = None
+    calls: CallCounter | None = None  # every call's outcome, for the error-rate alert (runs and gateway alike)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random | None = None
@@ -552,6 +554,8 @@ def _finish(
 
     operation = request.operation
     _child(LLM_CALLS, operation, outcome).inc()
+    if deps.calls is not None:
+        deps.calls.count(outcome)
     _child(RESPONSE_SECONDS, operation).observe(result.duration_ms / 1000.0)
     if result.input_tokens:
         _child(LLM_TOKENS, result.model, "input").inc(result.input_tokens)
@@ -673,6 +677,8 @@ def _failed(
     error_class = ctx.errors_seen[-1].error_class.value if ctx is not None and ctx.errors_seen else None
     error_category = ctx.errors_seen[-1].category.value if ctx is not None and ctx.errors_seen else None
     _child(LLM_CALLS, request.operation, outcome).inc()
+    if deps.calls is not None:
+        deps.calls.count(outcome)
     _child(RESPONSE_SECONDS, request.operation).observe(duration_ms / 1000.0)
     if error_class is None and outcome not in ("pending", "rejected"):  # refused or failed before any provider
         found = classify_any(exc)

@@ -101,6 +101,12 @@ class UsageSink(Protocol):
         budget applied): tokens, model, operation, handler, cache hit, metadata."""
 
 
+class CallCounter(Protocol):
+    def count(self, outcome: str) -> None:
+        """One guarded call ended with ``outcome`` (success, fallback, cache_hit, human, failed, error,
+        disconnected, budget_exceeded, pending, rejected): the error-rate alert's shared count. Must not block."""
+
+
 class AllowAllBudgetGate:
     """Admits everything (no budgets configured yet)."""
 

@@ -20,6 +20,7 @@ from agentops.lib.queue import enqueue_on_commit
 from agentops.lib.redis import runtime_redis
 from agentops.observability import metrics
 from agentops.runs.models import Step
+from budgets.actions import call_counts
 from budgets.actions.counters import CounterRow, publish_budgets
 from budgets.actions.directory import describe, session_subject
 from budgets.actions.periods import period_start
@@ -257,16 +258,57 @@ def evaluate_alerts() -> int:
             )
         )
 
-    window = now - dt.timedelta(minutes=5)
-    calls = Step.objects.filter(kind="llm", finished_at__gte=window).aggregate(
-        total=Count("id", filter=Q(status__in=("completed", "failed"))), failed=Count("id", filter=Q(status="failed"))
-    )
-    total, failed = calls["total"] or 0, calls["failed"] or 0
+    fired += _daily_spend_alert(config, now)
+
+    total, failed = llm_calls(now)
     rate = failed / total if total else 0.0
     # Whole numbers: in floats 11 of 20 calls is more than 55 % (0.55 * 100 == 55.00000000000001).
     over = total >= config.error_rate_min_calls and failed * 100 > config.error_rate_pct * total
     fired += _error_rate_alert(over, rate, failed, total, config, now)
     return fired
+
+
+ERROR_RATE_WINDOW = dt.timedelta(minutes=5)
+
+
+def llm_calls(now: dt.datetime) -> tuple[int, int]:
+    """(calls, failed calls) over the last five minutes: every LLM call, whoever made it — runs and the
+    gateway (the guard counts each call it ends) and usage agents report (``/api/v1/usage``) — from the shared
+    counts in Redis (budgets.actions.call_counts). Redis unreadable: the run steps in PostgreSQL (runs only)."""
+    try:
+        return call_counts.window(ERROR_RATE_WINDOW.total_seconds(), now=now.timestamp())
+    except Exception as exc:
+        log.warning("budget.call_counts_unavailable", error=repr(exc)[:300])
+    calls = Step.objects.filter(kind="llm", finished_at__gte=now - ERROR_RATE_WINDOW).aggregate(
+        total=Count("id", filter=Q(status__in=("completed", "failed"))), failed=Count("id", filter=Q(status="failed"))
+    )
+    return calls["total"] or 0, calls["failed"] or 0
+
+
+def today_spend(now: dt.datetime) -> Decimal:
+    """What every agent spent today (the server's time zone), from the ledger: runs, gateway and reports."""
+    start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return UsageRecord.objects.filter(created_at__gte=start).aggregate(cost=Sum("cost_usd"))["cost"] or Decimal(0)
+
+
+def _daily_spend_alert(config: AlertSettings, now: dt.datetime) -> int:
+    """The seed's daily-budget alert: once a day, when all agents together spent more than the threshold."""
+    threshold = config.daily_spend_usd
+    if not threshold:
+        return 0
+    spent = today_spend(now)
+    if spent <= threshold:
+        return 0
+    day = timezone.localdate(now).isoformat()
+    return bool(
+        fire_alert(
+            Alert.Kind.DAILY_OVER,
+            f"daily_spend:{day}:{threshold}",
+            f"all agents together spent ${spent:.2f} today, over the daily alert of ${threshold:.2f}",
+            severity=Alert.Severity.CRITICAL,
+            details={"spent_usd": str(spent), "threshold_usd": str(threshold), "day": day},
+        )
+    )
 
 
 ERROR_RATE_STATE_KEY = "agentops:alerts:error_rate:since"

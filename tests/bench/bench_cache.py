@@ -61,7 +61,7 @@ def run() -> list[Result]:
 
 
 def _measure(client: redis.Redis) -> list[Result]:
-    cache = TwoLevelCache(client, CACHE_SPECS["llm"], key_prefix=PREFIX)
+    cache = TwoLevelCache(client, CACHE_SPECS["llm_responses"], key_prefix=PREFIX)
     key = llm_cache_key(REQUEST)
     cache.set(key, VALUE)
     redis_key = cache.redis_key(key)

@@ -89,7 +89,7 @@ def _measure(client: redis.Redis, base_url: str, pool: ThreadPoolExecutor) -> li
         config=source,
         providers={"mock": OpenAICompatProvider("mock", base_url, "bench")},
         breakers=make_breaker_registry(client, source, key_prefix=PREFIX + "breaker:", names_key=PREFIX + "breakers"),
-        cache=TwoLevelCache(client, CACHE_SPECS["llm"], key_prefix=PREFIX + "cache:"),
+        cache=TwoLevelCache(client, CACHE_SPECS["llm_responses"], key_prefix=PREFIX + "cache:"),
         adaptive=AdaptiveTimeouts(client, CONFIG.adaptive, key_prefix=PREFIX + "latency:"),
         record_latency_in_background=True,
     )

@@ -237,3 +237,33 @@ def test_the_ops_probe_reports_a_budget_refusal_as_one_naming_the_budget(default
     )
     assert "budget refused" in page and "<strong>probe-tiny</strong>" in page
     assert "task failed" not in page and "BudgetExceeded" not in page
+
+
+def test_the_seeds_answer_checks_and_caches_are_the_defaults_and_editable(defaults):
+    """Runtime settings and model routes → RuntimeConfig: the seed's numbers by default, an admin's edit
+    (answer checks per route, a cache's TTL and size) within a second, and a live cache follows it."""
+    from agentops.config.models import RuntimeSettings
+    from agentops.runtime.cache import CacheSpec
+    from agentops.runtime.validation import RouteValidation
+    from agentops.wiring import agent_caches
+
+    config = config_source().get()
+    assert (config.validation.min_chars, config.validation.rejected_phrases) == (10, ("I don't know", "error"))
+    assert config.validation.by_operation == {"classify": RouteValidation(1, ("I don't know", "error"))}
+    assert config.caches == {
+        "llm_responses": CacheSpec("llm_responses", 3600, 1000),
+        "tool_results": CacheSpec("tool_results", 1800, 500),
+        "user_profiles": CacheSpec("user_profiles", 86400, 100),
+    }
+
+    route = ModelRoute.objects.get(operation="planning")
+    route.own_answer_checks, route.min_answer_chars, route.rejected_phrases = True, 0, ""
+    config_actions.save_runtime_object(route)
+    row = RuntimeSettings.objects.get()
+    row.rejected_phrases, row.profile_cache_ttl, row.profile_cache_size = "n/a\nunknown", 600, 7
+    config_actions.save_runtime_object(row)
+    config = wait_for(lambda: (c := config_source().get()).caches["user_profiles"].max_entries == 7 and c, timeout=8)
+    assert config.validation.rejected_phrases == ("n/a", "unknown")
+    assert config.validation.for_operation("planning") == (0, ())
+    assert config.caches["user_profiles"] == CacheSpec("user_profiles", 600, 7)
+    assert agent_caches()["user_profiles"].spec == CacheSpec("user_profiles", 600, 7)  # the running cache too

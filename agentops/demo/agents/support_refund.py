@@ -5,6 +5,7 @@ optional: a partial refund; the default is the order's total). Output: what happ
 email (when they were made) and the answer for the customer.
 
 What it exercises (DESIGN.md §4–§5):
+- `ctx.cache`: the customer's profile is loaded through the `user_profiles` cache (24 h / 100, journaled);
 - routing by operation: `planning` (large model), `classify` (small model, cacheable: the same message
   is answered from the cache), `response`;
 - phases: planning (critical), tool_search (optional: an archived order's slow lookup is skipped and
@@ -90,9 +91,17 @@ def support_refund(ctx: RunContext, data: dict) -> dict:
     confidence = plan_confidence(planned.text, planned.handler)
     mood = mood.strip().lower() if mood.strip().lower() in ("positive", "negative", "neutral") else "neutral"
 
-    order = ctx.phase(
-        "tool_search", lambda: ctx.tool("lookup_order", {"order_id": order_id}), critical=False, default=None
-    )
+    def search():
+        found = ctx.tool("lookup_order", {"order_id": order_id})
+        if isinstance(found, dict) and found.get("found") and found.get("email"):
+            # The customer's profile from the CRM, through the user_profiles cache (24 h): a returning
+            # customer's is not read again; a resumed run replays the profile it got.
+            email_address = str(found["email"])
+            profile = ctx.cache("user_profiles", email_address, lambda: tools.customer_profile(email_address))
+            found = {**found, "profile": profile}
+        return found
+
+    order = ctx.phase("tool_search", search, critical=False, default=None)
     facts: dict[str, Any] = {"order_id": order_id, "sentiment": mood}
     refund = email = None
     if order is None:  # the lookup was skipped (the phase timed out): go on with what the customer said
@@ -193,6 +202,9 @@ def _describe(status: str, facts: dict) -> str:
         "needs_details": f"We could not verify {order_text}; ask the customer for the amount and a receipt.",
     }
     text = lines[status]
+    profile = order.get("profile") if isinstance(order, dict) else None
+    if isinstance(profile, dict):
+        text += f" The customer is a {profile.get('tier')} customer since {profile.get('customer_since')}."
     if facts.get("email"):
         text += f" Confirmation email: {facts['email']}."
     return text + f" Customer sentiment: {facts['sentiment']}."

@@ -90,6 +90,26 @@ def lookup_order(args, idempotency_key=None):
     return order
 
 
+PROFILE_LATENCY = 0.05  # seconds per fake CRM read (a user_profiles cache hit skips it)
+TIERS = ("standard",) * 6 + ("silver",) * 3 + ("gold",)
+
+
+def customer_profile(email: str) -> dict[str, Any]:
+    """The fake CRM's profile of a customer (pure apart from its latency: the same email, the same profile).
+    Agents load it through ``ctx.cache("user_profiles", email, ...)``: 24 h in the cache, so a returning
+    customer's profile is not read again."""
+    email = str(email).strip().lower()
+    time.sleep(PROFILE_LATENCY)
+    n = _number(email, salt="profile")
+    return {
+        "email": email,
+        "tier": TIERS[n % len(TIERS)],
+        "customer_since": 2015 + n % 10,
+        "orders_last_year": n % 23,
+        "language": ("en", "en", "en", "de", "fr", "es")[(n // 7) % 6],
+    }
+
+
 def _record(tool_name: str, idempotency_key: str | None, payload: dict) -> tuple[int, bool]:
     """Record the effect once per idempotency key; (effect id, whether this call created it)."""
     if not idempotency_key:

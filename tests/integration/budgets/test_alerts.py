@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -19,7 +20,7 @@ from django.utils import timezone
 from agentops.runtime.protocols import BudgetExceeded
 from budgets.actions import alerts as alert_actions
 from budgets.actions import budgets as budget_actions
-from budgets.actions import ledger, reservations, webhooks
+from budgets.actions import call_counts, ledger, reservations, webhooks
 from budgets.actions import webhooks as webhook_actions
 from budgets.models import (
     Alert,
@@ -257,49 +258,110 @@ def _steps(run, *, completed: int = 0, failed: int = 0, kind: str = "llm", at: d
     )
 
 
-def test_error_rate_over_ten_percent_fires_once_per_episode():
-    from agentops.runs.models import Run
+@pytest.fixture
+def quiet_calls(redis_client) -> Iterator[None]:
+    """No call counts but the test's own: other processes' pending counts are flushed within half a second."""
+    call_counts.call_counts().flush()
+    time.sleep(call_counts.FLUSH_INTERVAL + 0.2)
+    keys = list(redis_client.scan_iter(f"{call_counts.KEY_PREFIX}*"))
+    if keys:
+        redis_client.delete(*keys)
+    yield
 
-    set_alert_settings(error_rate_pct=10, error_rate_min_calls=10)
-    run = make_run("alerts-agent", Run.Status.RUNNING)
-    _steps(run, failed=30, kind="tool")  # tool failures are not LLM calls
-    _steps(run, completed=5, failed=1, at=timezone.now() - dt.timedelta(minutes=6))  # outside the window
-    _steps(run, completed=5, failed=1)  # 1 of 6: too few calls to judge
+
+def _calls(ok: int = 0, failed: int = 0, *, ago: float = 0.0) -> None:
+    """LLM calls the way the guard counts them (``ago`` seconds in the past), sent to Redis now."""
+    counts = call_counts.CallCounts(clock=lambda: time.time() - ago)
+    counts.count("success", ok)
+    counts.count("failed", failed)
+    counts.flush()
+
+
+def test_the_seeds_alert_thresholds_are_the_defaults():
+    """DESIGN.md §11: a daily-budget alert at $100, a session spike of $10 in one hour, > 10 % over 5 minutes."""
+    config = AlertSettings.current()
+    assert config.daily_spend_usd == Decimal("100.00")
+    assert config.session_spike_usd == Decimal("10.00")
+    assert (config.error_rate_pct, alert_actions.ERROR_RATE_WINDOW) == (10, dt.timedelta(minutes=5))
+    help_text = str(AlertSettings._meta.get_field("session_spike_usd").help_text)
+    assert help_text.startswith("US dollars: alert when one session") and "in the last hour" in help_text
+
+
+def test_the_daily_spend_alert_fires_once_a_day_over_its_threshold():
+    set_alert_settings(daily_spend_usd=Decimal("0.10"))
+    now = timezone.now()
+    spend(20_000, now=now - dt.timedelta(days=1))  # $0.20 yesterday
+    spend(6_000, session="s-a")  # $0.06 today, a run's call
+    ledger.record_usage({"model": MODEL, "input_tokens": 3_000, "operation": "x", "source": "gateway"})  # $0.03
     alert_actions.evaluate_alerts()
-    _steps(run, completed=4)  # 1 of 10 = 10 %: not more than 10 %
+    assert alerts("daily_over") == [] and alert_actions.today_spend(now) == Decimal("0.09")
+
+    ledger.record_usage({"model": MODEL, "input_tokens": 2_000, "operation": "x", "source": "api"})  # $0.11 today
+    alert_actions.evaluate_alerts()
+    alert_actions.evaluate_alerts()
+    [alert] = alerts("daily_over")
+    assert alert.severity == "critical" and Decimal(alert.details["spent_usd"]) == Decimal("0.11")
+    assert alert.message == "all agents together spent $0.11 today, over the daily alert of $0.10"
+
+
+def test_error_rate_over_ten_percent_fires_once_per_episode(quiet_calls):
+    set_alert_settings(error_rate_pct=10, error_rate_min_calls=10)
+    _calls(ok=5, failed=1, ago=330)  # outside the window
+    _calls(ok=5, failed=1)  # 1 of 6: too few calls to judge
+    alert_actions.evaluate_alerts()
+    _calls(ok=4)  # 1 of 10 = 10 %: not more than 10 %
     alert_actions.evaluate_alerts()
     assert alerts("error_rate") == []
 
-    _steps(run, failed=1)  # 2 of 11 = 18 %
+    _calls(failed=1)  # 2 of 11 = 18 %
     alert_actions.evaluate_alerts()
-    _steps(run, failed=2)  # still the same episode
+    _calls(failed=2)  # still the same episode
     alert_actions.evaluate_alerts()
     alert_actions.evaluate_alerts()
     [first] = alerts("error_rate")
     assert first.severity == "critical"
     assert first.details == {"failed": 2, "total": 11, "rate": 0.1818}
 
-    _steps(run, completed=40)  # 4 of 53 = 7.5 %: the episode ends
+    _calls(ok=40)  # 4 of 53 = 7.5 %: the episode ends
     alert_actions.evaluate_alerts()
     assert len(alerts("error_rate")) == 1
 
-    _steps(run, failed=10)  # 14 of 63 = 22 %: a new episode
+    _calls(failed=10)  # 14 of 63 = 22 %: a new episode
     alert_actions.evaluate_alerts()
     alert_actions.evaluate_alerts()
     assert len(alerts("error_rate")) == 2
 
 
-def test_error_rate_exactly_at_the_threshold_is_not_over():
-    from agentops.runs.models import Run
-
+def test_error_rate_exactly_at_the_threshold_is_not_over(quiet_calls):
     set_alert_settings(error_rate_pct=14, error_rate_min_calls=10)
-    run = make_run("alerts-agent-2", Run.Status.RUNNING)
-    _steps(run, completed=43, failed=7)  # exactly 14 % (in floats 7 / 50 * 100 is 14.000000000000002)
+    _calls(ok=43, failed=7)  # exactly 14 % (in floats 7 / 50 * 100 is 14.000000000000002)
     alert_actions.evaluate_alerts()
     assert alerts("error_rate") == []
-    _steps(run, failed=1)  # 8 of 51 = 15.7 %
+    _calls(failed=1)  # 8 of 51 = 15.7 %
     alert_actions.evaluate_alerts()
     assert len(alerts("error_rate")) == 1
+
+
+def test_refusals_and_waits_are_not_calls_and_redis_down_falls_back_to_run_steps(quiet_calls, monkeypatch):
+    from agentops.runs.models import Run
+
+    counts = call_counts.CallCounts()
+    for outcome in ("budget_exceeded", "pending", "rejected"):
+        counts.count(outcome, 50)
+    for outcome in ("success", "fallback", "cache_hit", "human", "disconnected"):
+        counts.count(outcome)
+    counts.count("error", 2)
+    counts.flush()
+    assert call_counts.window(300) == (7, 2)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(call_counts, "window", unreachable)
+    run = make_run("alerts-agent", Run.Status.RUNNING)
+    _steps(run, failed=30, kind="tool")  # tool failures are not LLM calls
+    _steps(run, completed=8, failed=2)
+    assert alert_actions.llm_calls(timezone.now()) == (10, 2)
 
 
 # --- live, acknowledge --------------------------------------------------------------------------------

@@ -424,11 +424,20 @@ def test_alert_thresholds_are_validated_and_saved(admin_client):
     assert field_errors(html, "session_spike_usd") and field_errors(html, "error_rate_pct")
     assert 'value="-1"' in html and 'value="150"' in html
     response = admin_client.post(
-        "/budgets/webhooks/settings", {"session_spike_usd": "2.5", "error_rate_pct": "15", "error_rate_min_calls": "40"}
+        "/budgets/webhooks/settings",
+        {"daily_spend_usd": "250", "session_spike_usd": "2.5", "error_rate_pct": "15", "error_rate_min_calls": "40"},
     )
     assert response.status_code == 302
     config = AlertSettings.current()
     assert (config.session_spike_usd, config.error_rate_pct, config.error_rate_min_calls) == (Decimal("2.5"), 15, 40)
+    assert config.daily_spend_usd == Decimal("250")
+
+
+def test_the_alert_form_says_the_seeds_units(admin_client):
+    html = text(admin_client.get("/budgets/webhooks/"))
+    assert "Session spike (USD one session spends in one hour)" in html
+    assert "US dollars: alert when one session (one agent&#x27;s session id) spends more than this" in html
+    assert "Daily spend (USD, all agents, today)" in html
 
 
 def test_acknowledge_one_and_all_alerts(admin_client):

@@ -490,3 +490,45 @@ def test_generated_bodies_never_get_a_5xx(gateway, make_key, mock):
         check()
     print("gateway fuzz: status counts", seen)
     assert seen.get(200, 0) > 0 and seen.get(400, 0) > 0, seen
+
+
+# --- the error-rate alert counts every LLM call ------------------------------------------------------------
+
+
+def test_the_error_rate_alert_counts_gateway_calls_and_reported_usage(gateway, client, mock, make_key, redis_client):
+    """The gateway's answered and failed calls (counted by the guard in the web process) and a call an agent
+    reports on /api/v1/usage land in the shared counts the error-rate alert reads; 2 failed of 4 is 50 %."""
+    from budgets.actions import alerts as alert_actions
+    from budgets.actions import call_counts
+    from budgets.models import Alert, AlertSettings
+
+    AlertSettings.objects.update_or_create(pk=1, defaults={"error_rate_pct": 10, "error_rate_min_calls": 4})
+    Alert.objects.filter(kind="error_rate").delete()
+    time.sleep(call_counts.FLUSH_INTERVAL + 0.2)  # earlier tests' counts are in Redis by now: drop them
+    keys = list(redis_client.scan_iter(f"{call_counts.KEY_PREFIX}*"))
+    if keys:
+        redis_client.delete(*keys)
+    before = call_counts.window(300)
+    key = make_key("gw-error-rate")
+    sdk = client(key)
+    sdk.chat.completions.create(model=UPSTREAM_ONLY, messages=ASK)
+    mock.script(UPSTREAM_ONLY, ["401", "401"])  # a permanent error: no retry, no fallback for this model
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError):
+            sdk.chat.completions.create(model=UPSTREAM_ONLY, messages=ASK)
+    reported = httpx.post(
+        gateway.removesuffix("/v1") + "/api/v1/usage",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "gpt-4o-mini", "operation": "own-call", "input_tokens": 10, "output_tokens": 5},
+    )
+    assert reported.status_code == 201, reported.text
+
+    def counted():
+        total, failed = call_counts.window(300)
+        delta = (total - before[0], failed - before[1])
+        return delta if delta[0] >= 4 else None
+
+    counted.describe = lambda: f"counts since the test began: {call_counts.window(300)} - {before}"
+    assert wait_for(counted) == (4, 2)
+    alert_actions.evaluate_alerts()
+    assert Alert.objects.filter(kind="error_rate").exists()

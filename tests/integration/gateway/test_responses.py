@@ -111,8 +111,10 @@ def test_a_function_tool_round_trip_with_function_call_output(client, make_key, 
         {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
         {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 °C"},
     ]
-    second = sdk.responses.create(model=MOCK_A, input=follow_up, tools=[WEATHER], extra_body={"mock_content": "Sunny."})
-    assert second.output_text == "Sunny."
+    second = sdk.responses.create(
+        model=MOCK_A, input=follow_up, tools=[WEATHER], extra_body={"mock_content": "Sunny, 21 degrees."}
+    )
+    assert second.output_text == "Sunny, 21 degrees."
     messages = mock.stats()["last_request"]["body"]["messages"]
     assert messages[1]["tool_calls"][0]["id"] == call.call_id and messages[1]["role"] == "assistant"
     assert messages[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny, 21 °C"}

@@ -323,7 +323,7 @@ def test_export_has_one_line_per_finished_escalation(people, agent):
     assert approved["final"]["operation"] == "send_note"
     assert approved["final"]["arguments"] == approved["proposed"]["arguments"]
     assert approved["context"]["user_input"] == "please refund order 42"
-    assert approved["reason"] == "sensitive_operation" and approved["rule"].startswith("operation starts")
+    assert approved["reason"] == "sensitive_operation" and approved["rule"].startswith("operation name has the word")
     assert approved["agent"] == "t-approval" and approved["proposed"]["confidence"] == 0.9
     assert approved["created_at"] and approved["decided_at"] and approved["decision_seconds"] >= 0
 

@@ -49,9 +49,17 @@ def escalates(verdict, reason: str, priority: str) -> bool:
         ("send_note", True),
         ("delete_account", True),
         ("modify_order", True),
-        ("Send_Email", True),  # prefixes match whatever the case
-        ("sendmail", True),  # a prefix, not a word
-        ("resend_note", False),  # only at the start
+        ("Send_Email", True),  # words match whatever the case
+        ("gmail_send_message", True),  # anywhere in the name (the seed's any(s in operation))
+        ("bulk_delete", True),
+        ("sendEmail", True),  # a case change splits words
+        ("files/delete", True),
+        ("crm.records-modify", True),
+        ("HTTPDelete", True),
+        ("sender_lookup", False),  # a word part must equal a listed word: "sender" is not "send"
+        ("undeleted_items", False),
+        ("sendmail", False),  # one word, not "send"
+        ("resend_note", False),
         ("lookup_order", False),
     ],
 )
@@ -59,9 +67,17 @@ def test_sensitive_operations_are_high_priority(agents, operation, fires):
     verdict = evaluate("t-approval", operation)
     if fires:
         assert escalates(verdict, "sensitive_operation", "high")
-        assert "delete, modify, send" in verdict.rule and "default" in verdict.rule
+        assert "sensitive words: delete, modify, send" in verdict.rule and "default" in verdict.rule
     else:
         assert not verdict.escalate and verdict.reason is None
+
+
+def test_the_sensitive_words_stay_editable_and_may_be_several_words(agents):
+    save_policy(sensitive_prefixes="send email, purge")
+    assert evaluate("t-approval", "gmail_send_email").rule.startswith("operation name has the word 'send email'")
+    assert evaluate("t-approval", "purgeCache").reason == "sensitive_operation"
+    assert not evaluate("t-approval", "send_note").escalate  # "send" alone is no longer listed
+    assert not evaluate("t-approval", "email_send").escalate  # the words of an entry match in a row
 
 
 @pytest.mark.parametrize(

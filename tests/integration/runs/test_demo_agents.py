@@ -94,6 +94,7 @@ def test_support_refund_survives_faults_suspends_for_the_email_and_finishes_once
         ("llm", "classify", "completed"),
         ("phase", "tool_search", "completed"),
         ("tool", "lookup_order", "completed"),
+        ("cache", "user_profiles", "completed"),
         ("phase", "tool_execution", "completed"),
         ("tool", "issue_refund", "completed"),
         ("tool", "send_email", "waiting_human"),
@@ -210,3 +211,36 @@ def test_simulate_traffic_starts_runs_at_the_given_rate(demo, worker, capsys):
     wait_for(lambda: all(r.status == "succeeded" for r in runs.all()), message="the simulated runs to succeed")
     out = capsys.readouterr().out
     assert "started" in out and "done" in out
+
+
+def test_support_refund_loads_the_profile_through_the_user_profiles_cache(demo):
+    """In-process: the first run reads the CRM (a miss), the second run for the same customer hits the
+    user_profiles cache; both journal a `cache` step whose result the resumed run would replay."""
+    from agentops import wiring
+    from agentops.observability.metrics import CACHE_REQUESTS
+    from agentops.runs import execution
+    from agentops.runtime.cache import cache_key
+
+    order = an_order("A")
+    profiles = wiring.agent_caches()["user_profiles"]
+    assert (profiles.spec.ttl_seconds, profiles.spec.max_entries) == (86400, 100)  # the seed's, from the settings
+    profiles.delete(cache_key("user_profiles", {"key": order["email"]}))
+
+    def counted(result: str) -> float:
+        return CACHE_REQUESTS.labels(cache="user_profiles", result=result)._value.get()
+
+    misses, hits = counted("miss"), counted("hit_memory")
+    runs = []
+    for _ in range(2):
+        run = Run.objects.create(
+            agent=agent_actions.ensure_agent("support-refund"), input={"order_id": order["order_id"]}
+        )
+        assert execution.execute_run(run.pk) == "waiting_human"  # the email waits for a reviewer
+        runs.append(step(run, "user_profiles", kind="cache"))
+    first, second = runs
+    assert first.result == second.result == tools.customer_profile(order["email"])
+    assert (first.cache_hit, second.cache_hit, second.attempts) == (False, True, 0)
+    assert first.phase == "tool_search" and first.arguments == {"key": order["email"]}
+    assert (counted("miss") - misses, counted("hit_memory") - hits) == (1, 1)
+    response_facts = Step.objects.filter(run_id=second.run_id, kind="tool", name="send_email").get()
+    assert response_facts.status == "waiting_human"

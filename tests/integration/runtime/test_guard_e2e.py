@@ -63,7 +63,7 @@ def build(mock, redis_client, config: RuntimeConfig = CONFIG, **overrides) -> Gu
         config=source,
         providers={"mock": OpenAICompatProvider("mock", mock.base_url, "k")},
         breakers=make_breaker_registry(redis_client, source),
-        cache=TwoLevelCache(redis_client, CACHE_SPECS["llm"]),
+        cache=TwoLevelCache(redis_client, CACHE_SPECS["llm_responses"]),
         adaptive=AdaptiveTimeouts(redis_client, config.adaptive, cache_seconds=0.0),
         budget=RecordingBudgetGate(),
         escalator=ScriptedEscalator(),
@@ -302,3 +302,49 @@ def test_validation_ends_in_the_human_handoff_when_every_model_fails_it(mock, re
         ("human", "answered"),
     ]
     assert result.text == "answer written by a reviewer"
+
+
+class Outcomes:
+    """The guard's CallCounter as a list (the error-rate alert's input)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def count(self, outcome: str) -> None:
+        self.seen.append(outcome)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"), [("unsure", "rejected_phrase"), ("terse", "too_short"), ("empty", "empty")]
+)
+def test_the_seeds_answer_checks_send_a_real_answer_to_the_backup(mock, redis_client, fault, reason):
+    """Over real HTTP: the primary answers "I don't know the answer to that." / "Yes." / nothing (200 each);
+    the default checks (the seed's) reject it and the backup's answer is the one returned and billed."""
+    calls = Outcomes()
+    deps = build(mock, redis_client, calls=calls)
+    mock.script(PRIMARY, [fault])
+    result = guarded_llm(ask(f"Plan a trip ({fault})."), deps=deps)
+    assert result.handler == "backup" and result.text == f"Mock answer to: Plan a trip ({fault})."
+    assert [(h.handler, h.outcome, h.reason) for h in result.hops] == [
+        ("primary", "invalid", reason),
+        ("backup", "ok", None),
+    ]
+    assert mock.stats()["by_model"][PRIMARY] == 1  # not asked again: the next handler instead
+    [(_, settled)] = deps.budget.settled
+    assert settled["model"] == BACKUP and settled["output_tokens"] == result.output_tokens > 0
+    assert calls.seen == ["fallback"]
+
+
+def test_a_route_with_its_own_checks_keeps_an_answer_that_mentions_errors(mock, redis_client):
+    from agentops.runtime.validation import RouteValidation, ValidationSettings
+
+    own = CONFIG.replace(validation=ValidationSettings(by_operation={"code": RouteValidation(1, ())}))
+    deps = build(mock, redis_client, config=own)
+    request = LLMRequest([{"role": "user", "content": "Explain this TypeError."}], operation="code", max_tokens=200)
+    result = guarded_llm(request, deps=deps)
+    assert result.handler == "primary" and "TypeError" in result.text  # "error", case-insensitively: kept
+    strict = guarded_llm(
+        LLMRequest([{"role": "user", "content": "Explain this TypeError."}], operation="planning", max_tokens=200),
+        deps=build(mock, redis_client, escalator=ScriptedEscalator(answer="a reviewer explains it")),
+    )
+    assert strict.handler == "human" and [h.reason for h in strict.hops[:2]] == ["rejected_phrase"] * 2

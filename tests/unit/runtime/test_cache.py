@@ -10,6 +10,7 @@ import pytest
 
 from agentops.observability.metrics import CACHE_REQUESTS
 from agentops.runtime.cache import CACHE_SPECS, CacheHit, CacheSpec, TwoLevelCache, cache_key
+from agentops.runtime.config import RuntimeConfig
 from tests.fixtures.runtime import FakeClock
 
 
@@ -25,9 +26,27 @@ ANSWER = {"content": "Mock answer to: hi — é", "usage": {"prompt_tokens": 3, 
 
 
 def test_specs_follow_the_seed():
-    assert CACHE_SPECS["llm"] == CacheSpec("llm", 3600, 1000)
-    assert CACHE_SPECS["tool"] == CacheSpec("tool", 1800, 500)
-    assert CACHE_SPECS["profile"] == CacheSpec("profile", 86400, 100)
+    """The seed's caches: llm_responses 1 h / 1,000, tool_results 30 min / 500, user_profiles 24 h / 100."""
+    assert CACHE_SPECS["llm_responses"] == CacheSpec("llm_responses", 3600, 1000)
+    assert CACHE_SPECS["tool_results"] == CacheSpec("tool_results", 1800, 500)
+    assert CACHE_SPECS["user_profiles"] == CacheSpec("user_profiles", 86400, 100)
+    assert RuntimeConfig().caches == CACHE_SPECS  # what the guard and ctx.cache use unless an admin changes it
+
+
+def test_a_spec_source_changes_ttl_and_size_live(redis_client):
+    """What an admin's edit of the runtime settings does to a running process's cache."""
+    clock = FakeClock()
+    current = {"spec": CacheSpec("t_live", 60, 3)}
+    cache = TwoLevelCache(redis_client, CacheSpec("t_live", 60, 3), clock=clock, spec_source=lambda: current["spec"])
+    for n in range(5):
+        cache.set(f"k{n}", n)
+    assert len(cache) == 3
+    current["spec"] = CacheSpec("whatever", 10, 2)  # the name stays the cache's (metric label, Redis prefix)
+    cache.set("k5", 5)
+    assert len(cache) == 2 and cache.spec == CacheSpec("t_live", 10, 2)
+    assert 9_000 < redis_client.pttl(cache.redis_key("k5")) <= 10_000  # the new TTL, in Redis too
+    clock.advance(11)
+    assert "k5" in cache._memory and cache._memory["k5"][0] == 10  # the memory entry expired at the new TTL
 
 
 def test_cache_key_is_canonical():
@@ -165,7 +184,7 @@ def test_thread_safe_under_contention(redis_client):
 
 
 def test_memory_hit_is_fast(redis_client):
-    cache = TwoLevelCache(redis_client, CACHE_SPECS["llm"])
+    cache = TwoLevelCache(redis_client, CACHE_SPECS["llm_responses"])
     key = cache_key("llm", {"model": "m", "messages": [{"role": "user", "content": "x" * 200}]})
     cache.set(key, {**ANSWER, "content": "y" * 2000})
     n = 5000

@@ -13,7 +13,7 @@ from agentops.runtime.providers import LLMRequest, Rule
 from agentops.runtime.retry import RetryBudget, RetryPolicy, RetrySettings
 from agentops.runtime.routing import Route, Target
 from agentops.runtime.timeouts import Deadline
-from agentops.runtime.validation import ValidationSettings
+from agentops.runtime.validation import RouteValidation, ValidationSettings
 from tests.fixtures.runtime import FakeClock, ScriptedProvider, Sleeper
 
 ROUTE = Route("op", (Target("p", "a"), Target("p", "b"), Target("p", "c")))
@@ -25,7 +25,7 @@ CONFIG = RuntimeConfig(
 
 def run(outcomes, *, route=ROUTE, config=CONFIG, escalator=None, text="hello", deadline=60.0):
     clock = FakeClock()
-    provider = ScriptedProvider(clock, "p", 0.002, answer="{model} says hi", tokens=(3, 4), finish_reason=None)
+    provider = ScriptedProvider(clock, "p", 0.002, answer="{model} says hello", tokens=(3, 4), finish_reason=None)
     for model, scripted in outcomes.items():
         provider.script(model, *scripted)
     sleep = Sleeper(clock)
@@ -50,7 +50,7 @@ def test_the_first_handler_that_answers_wins_and_every_hop_is_recorded():
     before = FALLBACKS.labels("backup_2", "ServiceUnavailable")._value.get()
     errors_before = ERRORS.labels("ServiceUnavailable", "dependency")._value.get()
     outcome, provider, slept, ctx = run({"a": [ProviderError(ErrorClass.BAD_REQUEST)], "b": [unavailable()] * 2})
-    assert outcome.handler == "backup_2" and outcome.result.text == "c says hi"
+    assert outcome.handler == "backup_2" and outcome.result.text == "c says hello"
     assert provider.models_called() == ["a", "b", "b", "c"]
     assert [(h.handler, h.outcome, h.error_class, h.attempts, h.reason) for h in outcome.hops] == [
         ("primary", "failed", "BadRequest", 1, "permanent"),
@@ -110,3 +110,29 @@ def test_a_route_without_models_goes_straight_to_rules():
 def test_hops_round_trip():
     hop = Hop("backup", "failed", "p:b", "Timeout", 3, 12.5, "max_retries", (0.5, 1.0), None)
     assert Hop.from_dict(hop.to_dict()) == hop
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("", "empty"),
+        ("too short", "too_short"),  # 9 characters: under the seed's 10
+        ("Sorry, I don't know that one.", "rejected_phrase"),
+        ("An ERROR occurred while thinking.", "rejected_phrase"),
+    ],
+)
+def test_each_seed_rule_moves_the_call_to_the_next_handler(answer, reason):
+    """With the default settings (the seed's rules), a rejected answer goes to the backup, which answers."""
+    outcome, provider, _, _ = run({"a": [answer]}, config=CONFIG)
+    assert outcome.handler == "backup" and outcome.result.text == "b says hello"
+    assert [(h.handler, h.outcome, h.reason) for h in outcome.hops[:2]] == [
+        ("primary", "invalid", reason),
+        ("backup", "ok", None),
+    ]
+    assert provider.models_called() == ["a", "b"]  # a rejected answer is not retried on the same model
+
+
+def test_a_route_of_its_own_turns_the_phrases_off():
+    own = CONFIG.replace(validation=ValidationSettings(by_operation={"op": RouteValidation(0, ())}))
+    outcome, *_ = run({"a": ["error"]}, config=own)
+    assert outcome.handler == "primary" and outcome.result.text == "error"

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from agentops.runtime.config import RuntimeConfig
 from agentops.runtime.errors import ErrorCategory, ErrorClass, ProviderError
-from agentops.runtime.validation import ValidationSettings, validate_text
+from agentops.runtime.validation import (
+    DEFAULT_MIN_CHARS,
+    DEFAULT_REJECTED_PHRASES,
+    RouteValidation,
+    ValidationSettings,
+    validate_text,
+)
 
 DEFAULTS = ValidationSettings()
 
@@ -26,9 +33,51 @@ def test_empty(text):
     assert reason(text) == "empty"
 
 
+def test_the_seeds_rules_are_the_defaults():
+    """DESIGN.md §11: empty, shorter than 10 characters, "I don't know", "error" (any case) are rejected."""
+    assert (DEFAULTS.min_chars, DEFAULTS.rejected_phrases) == (10, ("I don't know", "error"))
+    assert (DEFAULT_MIN_CHARS, DEFAULT_REJECTED_PHRASES) == (10, ("I don't know", "error"))
+    assert RuntimeConfig().validation == DEFAULTS
+    assert reason("") == "empty"
+    assert reason("123456789") == "too_short" and reason("1234567890") is None  # 9 and 10 characters
+    assert reason("   short   ") == "too_short"  # counted without the surrounding blanks
+    assert reason("Honestly, I DON'T KNOW the answer.") == "rejected_phrase"
+    assert reason("Honestly, I don’t know the answer.") == "rejected_phrase"  # a typographic apostrophe
+    assert reason("The server answered with an Error 500.") == "rejected_phrase"
+    assert reason("Several ERRORS were found in the log.") == "rejected_phrase"  # a substring, as the seed's `in`
+    assert reason("Paris is the capital of France.") is None
+
+
+def test_a_rejected_phrase_names_itself_and_is_plain_text():
+    with pytest.raises(ProviderError) as info:
+        validate_text("An unexpected error occurred upstream.", DEFAULTS)
+    assert info.value.reason == "rejected_phrase" and "'error'" in str(info.value)
+    literal = ValidationSettings(rejected_phrases=("a+b (c)", ".*", "[unclosed"))
+    assert reason("the formula a+b (c) holds", literal) == "rejected_phrase"
+    assert reason("aab c matches a regex, not the phrase", ValidationSettings(rejected_phrases=("a+b (c)",))) is None
+    assert reason("anything at all, really", ValidationSettings(rejected_phrases=(".*",))) is None
+    assert reason("a [unclosed bracket here", literal) == "rejected_phrase"  # no regex, so no re.error
+    assert reason("blank phrases are ignored here", ValidationSettings(rejected_phrases=("", "  "))) is None
+
+
+def test_a_route_replaces_the_minimum_and_the_phrases_for_its_operation():
+    settings = ValidationSettings(
+        by_operation={"code": RouteValidation(min_chars=0, rejected_phrases=()), "classify": RouteValidation(1)}
+    )
+    fix = "TypeError: fix line 3"
+    assert reason(fix, settings) == "rejected_phrase"  # every other operation: the defaults
+    assert reason(fix, settings, operation="code") is None
+    assert reason("ok", settings, operation="code") is None
+    assert reason("", settings, operation="code") == "empty"  # empty is always rejected
+    assert reason("negative", settings, operation="classify") is None
+    assert reason("I don't know", settings, operation="classify") == "rejected_phrase"  # its phrases: the defaults
+    assert reason("negative", settings, operation="planning") == "too_short"
+
+
 def test_too_short_is_configurable_and_per_operation():
-    assert reason("x") == "too_short"
-    assert reason("ok") is None
+    loose = ValidationSettings(min_chars=2)
+    assert reason("x", loose) == "too_short"
+    assert reason("ok", loose) is None
     strict = ValidationSettings(min_chars=20, min_chars_by_operation={"classify": 1})
     assert reason("a short answer", strict) == "too_short"
     assert reason("a", strict, operation="classify") is None

@@ -199,6 +199,10 @@ def test_a_run_a_gateway_call_and_a_permission_request_reach_the_otlp_receiver(p
     assert chat.attributes["gen_ai.conversation.id"] == f"otlp-gw-{done['tag']}"
     guarded = receiver.wait_for(lambda s: s.span_id == chat.parent_span_id)
     assert guarded.name.startswith("agentops.llm ") and guarded.trace_id == chat.trace_id
+    # ... under the gateway's SERVER span, which continues the caller's traceparent.
+    served = receiver.wait_for(lambda s: s.span_id == guarded.parent_span_id)
+    assert (served.name, served.kind) == ("POST /v1/chat/completions", SERVER)
+    assert (served.trace_id, served.parent_span_id) == (CALLER_TRACE, CALLER_SPAN)
 
     # The run (in the worker): invoke_agent → agentops.llm planning → chat gpt-4o, and execute_tool, in the
     # trace of the POST /api/v1/runs request that started it, which continues the caller's traceparent.
@@ -221,7 +225,7 @@ def test_a_run_a_gateway_call_and_a_permission_request_reach_the_otlp_receiver(p
 
     # Every span came from the configured resource, over the configured path and headers.
     service = f"agentops-otlp-{stack.protocol.replace('/', '-')}"
-    for span in (action, chat, guarded, root, start, run_chat, tool):
+    for span in (action, chat, guarded, served, root, start, run_chat, tool):
         assert span.resource["service.name"] == service
         if protocol == "http":
             assert span.path == "/api/public/otel/v1/traces"

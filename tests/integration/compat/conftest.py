@@ -27,8 +27,9 @@ from tests.fixtures.stack import REPO_ROOT
 from tests.fixtures.waiting import wait_for
 from tests.integration.gateway import conftest as gateway_fixtures
 
-# The gateway tests' fixtures, shared here (a conftest's fixtures reach only its own folder).
-gateway_web, gateway = gateway_fixtures.gateway_web, gateway_fixtures.gateway
+# The gateway tests' fixtures, shared here (a conftest's fixtures reach only its own folder); their process,
+# ``gateway_web``, is the session's (tests/fixtures/stack.py).
+gateway = gateway_fixtures.gateway
 client, async_client = gateway_fixtures.client, gateway_fixtures.async_client
 
 AGENTS_REQUIREMENTS = REPO_ROOT / "requirements-agents.txt"

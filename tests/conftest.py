@@ -14,6 +14,7 @@ from django.db import DatabaseError, connections
 from django.test.testcases import TransactionTestCase
 
 from budgets.actions.directory import directory_changed
+from tests.fixtures import agents_venv
 
 # Playwright's sync API keeps an event loop in the main thread; Django would refuse ORM calls there.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -33,6 +34,8 @@ def pytest_collection_modifyitems(items):
     """Browser tests run last. Playwright's sync API keeps an event loop running in the main thread
     for the rest of the session, after which asyncio.run() and async_to_sync() refuse to work."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+    if any("agents_python" in getattr(item, "fixturenames", ()) for item in items):
+        agents_venv.start_building()  # overlaps the tests before the compatibility tests (fresh machines)
 
 
 # Rows the flush keeps: post_migrate would only write the same rows again (contenttypes and auth are the only

@@ -11,11 +11,9 @@ fault-injecting mock as the upstream, PostgreSQL, Redis) — the gateway tests' 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import httpx
 import pytest
 
 from budgets.models import UsageRecord
-from tests.fixtures.stack import REPO_ROOT
+from tests.fixtures import agents_venv
 from tests.fixtures.waiting import wait_for
 from tests.integration.gateway import conftest as gateway_fixtures
 
@@ -32,8 +30,6 @@ from tests.integration.gateway import conftest as gateway_fixtures
 gateway = gateway_fixtures.gateway
 client, async_client = gateway_fixtures.client, gateway_fixtures.async_client
 
-AGENTS_REQUIREMENTS = REPO_ROOT / "requirements-agents.txt"
-AGENTS_VENV = REPO_ROOT / ".run" / "venv-agents"
 AGENTS_CLIENT = Path(__file__).with_name("agents_client.py")
 
 
@@ -77,29 +73,9 @@ def endpoint(gateway, make_key) -> Callable[[str], None]:
 
 @pytest.fixture(scope="session")
 def agents_python() -> str:
-    """The Python of .run/venv-agents with requirements-agents.txt installed (built once; rebuilt when the
-    file changes)."""
-    python = AGENTS_VENV / "bin" / "python"
-    stamp = AGENTS_VENV / ".installed"
-    digest = hashlib.sha256(AGENTS_REQUIREMENTS.read_bytes()).hexdigest()
-    if not (python.exists() and stamp.exists() and stamp.read_text() == digest):
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", "--clear", str(AGENTS_VENV)], check=True)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-                str(AGENTS_REQUIREMENTS),
-            ],
-            check=True,
-        )
-        stamp.write_text(digest)
-    return str(python)
+    """The Python of .run/venv-agents with requirements-agents.txt installed (built once, in the background
+    from collection on; rebuilt when the file changes): tests/fixtures/agents_venv.py."""
+    return agents_venv.agents_python()
 
 
 @pytest.fixture

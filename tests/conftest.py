@@ -10,6 +10,8 @@ import os
 import time
 
 import pytest
+from django.conf import settings
+from django.contrib.auth import hashers
 from django.db import DatabaseError, connections
 from django.test.testcases import TransactionTestCase
 
@@ -95,3 +97,17 @@ def _forget_budget_directory() -> None:
 
 
 _flush_retrying_on_deadlock()
+
+
+def _quick_password_hashing() -> None:
+    """The cast's passwords hashed with tests.fixtures.people.QuickPBKDF2 in this process (tests that set
+    PASSWORD_HASHERS themselves still do)."""
+    settings.PASSWORD_HASHERS = [
+        "tests.fixtures.people.QuickPBKDF2",
+        *(name for name in settings.PASSWORD_HASHERS if name != "django.contrib.auth.hashers.PBKDF2PasswordHasher"),
+    ]
+    hashers.get_hashers.cache_clear()
+    hashers.get_hashers_by_algorithm.cache_clear()
+
+
+_quick_password_hashing()

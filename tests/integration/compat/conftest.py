@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -22,12 +22,21 @@ import pytest
 
 from budgets.models import UsageRecord
 from tests.fixtures import agents_venv
+from tests.fixtures.stack import Proc, gateway_process
 from tests.fixtures.waiting import wait_for
 from tests.integration.gateway import conftest as gateway_fixtures
 
-# The gateway tests' fixtures, shared here (a conftest's fixtures reach only its own folder); their process,
-# ``gateway_web``, is the session's (tests/fixtures/stack.py).
+# The gateway tests' fixtures, shared here (a conftest's fixtures reach only its own folder).
 gateway = gateway_fixtures.gateway
+
+
+@pytest.fixture(scope="session")
+def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
+    """This folder's own gateway process, started once (tests/fixtures/stack.py, ``gateway_process``): not the
+    gateway folder's, whose in-process response cache has answered the same inputs."""
+    yield from gateway_process(stack_env, logdir, mock_openai)
+
+
 client, async_client = gateway_fixtures.client, gateway_fixtures.async_client
 
 AGENTS_CLIENT = Path(__file__).with_name("agents_client.py")

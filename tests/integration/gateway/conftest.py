@@ -1,7 +1,6 @@
-"""Fixtures for the OpenAI-compatible gateway tests: the session's gateway process (``gateway_web``,
-tests/fixtures/stack.py: uvicorn whose default upstream, OPENAI_BASE_URL, is the session's fault-injecting
-mock), and official ``openai`` SDK clients (API keys come
-from ``make_key``, tests/fixtures/factories.py).
+"""Fixtures for the OpenAI-compatible gateway tests: a uvicorn process whose default upstream
+(OPENAI_BASE_URL) is the session's fault-injecting mock, started once for this folder (``gateway_web``), and
+official ``openai`` SDK clients (API keys come from ``make_key``, tests/fixtures/factories.py).
 
 The gateway answers with committed rows only (it runs in another process), so every test module uses
 ``pytestmark = pytest.mark.django_db(transaction=True)``.
@@ -9,7 +8,7 @@ The gateway answers with committed rows only (it runs in another process), so ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import openai
 import pytest
@@ -17,13 +16,19 @@ import pytest
 from agentops.config.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings
 from agentops.config.source import bump_version, config_source
 from tests.fixtures.factories import seed_prices
-from tests.fixtures.stack import reseed_runtime
+from tests.fixtures.stack import Proc, gateway_process, reseed_runtime
 from tests.fixtures.stack import start_gateway_web as start_gateway_web  # the gateway modules import it from here
 
 ROUTE = "gw-route"  # a route whose primary is MOCK_A and backup MOCK_B, both on the "mock" provider
 MOCK_A, MOCK_B = "mock-a", "mock-b"
 UPSTREAM_ONLY = "mock-upstream"  # no route and no provider lists it: the OPENAI_BASE_URL upstream answers
 FAST_RETRY = {"max_retries": 2, "base_delay": 0.01, "max_delay": 0.05, "multiplier": 2.0, "jitter": False}
+
+
+@pytest.fixture(scope="session")
+def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
+    """This folder's gateway process, started once (tests/fixtures/stack.py, ``gateway_process``)."""
+    yield from gateway_process(stack_env, logdir, mock_openai)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ seen at once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
@@ -20,20 +19,18 @@ from agentops.keys import actions as key_actions
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
 from agentops.runs.models import Agent, Run
-from tests.fixtures.stack import reseed_runtime, start_web
+from tests.fixtures.stack import QUICK_KEY_CACHE_SECONDS, reseed_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CACHE = 0.2
+CACHE = QUICK_KEY_CACHE_SECONDS
 AGENT = "t-steps"  # a registered agent function (tests.fixtures.test_agents): its key can start runs
 
 
-@pytest.fixture(scope="module")
-def quick_web(stack_env, logdir) -> Iterator[str]:
-    env = {**stack_env, "API_KEY_CACHE_SECONDS": str(CACHE), "API_KEY_NEGATIVE_CACHE_SECONDS": str(CACHE)}
-    proc = start_web(env, logdir)
-    yield proc.extra["url"] + "/api/v1"
-    proc.stop()
+@pytest.fixture
+def quick_web(quick_key_cache_web) -> str:
+    """The session's gateway process with a CACHE-second key cache, good keys and bad (tests/fixtures/stack.py)."""
+    return quick_key_cache_web.extra["url"] + "/api/v1"
 
 
 @pytest.fixture

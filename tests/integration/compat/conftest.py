@@ -11,28 +11,34 @@ fault-injecting mock as the upstream, PostgreSQL, Redis) — the gateway tests' 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
 
 from budgets.models import UsageRecord
-from tests.fixtures.stack import REPO_ROOT
+from tests.fixtures import agents_venv
+from tests.fixtures.stack import Proc, gateway_process
 from tests.fixtures.waiting import wait_for
 from tests.integration.gateway import conftest as gateway_fixtures
 
 # The gateway tests' fixtures, shared here (a conftest's fixtures reach only its own folder).
-gateway_web, gateway = gateway_fixtures.gateway_web, gateway_fixtures.gateway
+gateway = gateway_fixtures.gateway
+
+
+@pytest.fixture(scope="session")
+def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
+    """This folder's own gateway process, started once (tests/fixtures/stack.py, ``gateway_process``): not the
+    gateway folder's, whose in-process response cache has answered the same inputs."""
+    yield from gateway_process(stack_env, logdir, mock_openai)
+
+
 client, async_client = gateway_fixtures.client, gateway_fixtures.async_client
 
-AGENTS_REQUIREMENTS = REPO_ROOT / "requirements-agents.txt"
-AGENTS_VENV = REPO_ROOT / ".run" / "venv-agents"
 AGENTS_CLIENT = Path(__file__).with_name("agents_client.py")
 
 
@@ -76,29 +82,9 @@ def endpoint(gateway, make_key) -> Callable[[str], None]:
 
 @pytest.fixture(scope="session")
 def agents_python() -> str:
-    """The Python of .run/venv-agents with requirements-agents.txt installed (built once; rebuilt when the
-    file changes)."""
-    python = AGENTS_VENV / "bin" / "python"
-    stamp = AGENTS_VENV / ".installed"
-    digest = hashlib.sha256(AGENTS_REQUIREMENTS.read_bytes()).hexdigest()
-    if not (python.exists() and stamp.exists() and stamp.read_text() == digest):
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", "--clear", str(AGENTS_VENV)], check=True)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-                str(AGENTS_REQUIREMENTS),
-            ],
-            check=True,
-        )
-        stamp.write_text(digest)
-    return str(python)
+    """The Python of .run/venv-agents with requirements-agents.txt installed (built once, in the background
+    from collection on; rebuilt when the file changes): tests/fixtures/agents_venv.py."""
+    return agents_venv.agents_python()
 
 
 @pytest.fixture

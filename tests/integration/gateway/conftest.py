@@ -1,6 +1,6 @@
 """Fixtures for the OpenAI-compatible gateway tests: a uvicorn process whose default upstream
-(OPENAI_BASE_URL) is the session's fault-injecting mock, and official ``openai`` SDK clients (API keys come
-from ``make_key``, tests/fixtures/factories.py).
+(OPENAI_BASE_URL) is the session's fault-injecting mock, started once for this folder (``gateway_web``), and
+official ``openai`` SDK clients (API keys come from ``make_key``, tests/fixtures/factories.py).
 
 The gateway answers with committed rows only (it runs in another process), so every test module uses
 ``pytestmark = pytest.mark.django_db(transaction=True)``.
@@ -16,7 +16,8 @@ import pytest
 from agentops.config.models import ModelRoute, Provider, RetryPolicy, RuntimeSettings
 from agentops.config.source import bump_version, config_source
 from tests.fixtures.factories import seed_prices
-from tests.fixtures.stack import Proc, reseed_runtime, start_web
+from tests.fixtures.stack import Proc, gateway_process, reseed_runtime
+from tests.fixtures.stack import start_gateway_web as start_gateway_web  # the gateway modules import it from here
 
 ROUTE = "gw-route"  # a route whose primary is MOCK_A and backup MOCK_B, both on the "mock" provider
 MOCK_A, MOCK_B = "mock-a", "mock-b"
@@ -24,24 +25,10 @@ UPSTREAM_ONLY = "mock-upstream"  # no route and no provider lists it: the OPENAI
 FAST_RETRY = {"max_retries": 2, "base_delay": 0.01, "max_delay": 0.05, "multiplier": 2.0, "jitter": False}
 
 
-def start_gateway_web(stack_env, logdir, mock_openai, **settings: str) -> Proc:
-    """A web process with the mock as its default upstream (``settings``: more environment variables)."""
-    env = {
-        **stack_env,
-        "OPENAI_BASE_URL": mock_openai.base_url,
-        "OPENAI_API_KEY": "sk-test",
-        "GATEWAY_HOLD_SECONDS": "20",
-        **settings,
-    }
-    return start_web(env, logdir)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
-    """A web process with the mock as its default upstream and fast retries for its error classes."""
-    proc = start_gateway_web(stack_env, logdir, mock_openai)
-    yield proc
-    proc.stop()
+    """This folder's gateway process, started once (tests/fixtures/stack.py, ``gateway_process``)."""
+    yield from gateway_process(stack_env, logdir, mock_openai)
 
 
 @pytest.fixture

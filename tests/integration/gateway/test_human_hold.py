@@ -11,7 +11,6 @@ a reviewer decides through ``review.actions`` in a thread of the test process, a
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import openai
 import pytest
@@ -24,9 +23,9 @@ from review import actions as review
 from review.models import AuditEvent, Escalation
 from tests.fixtures.browser import login, screenshot
 from tests.fixtures.people import ALICE
-from tests.fixtures.stack import Proc
+from tests.fixtures.stack import SHORT_HOLD_SECONDS, Proc
 from tests.fixtures.waiting import wait_for
-from tests.integration.gateway.conftest import MOCK_A, MOCK_B, ROUTE, start_gateway_web
+from tests.integration.gateway.conftest import MOCK_A, MOCK_B, ROUTE
 from tests.integration.gateway.test_gateway import settled
 from tests.integration.gateway.test_tool_review import reviewer_deciding
 
@@ -268,15 +267,13 @@ def test_a_reviewer_approves_a_held_call_in_the_browser(gateway, gateway_web, cl
 
 # --- nobody decided in time -------------------------------------------------------------------------------
 
-HOLD_SECONDS = 2
+HOLD_SECONDS = SHORT_HOLD_SECONDS
 
 
-@pytest.fixture(scope="module")
-def short_hold_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
-    """A second gateway process that holds answers for only HOLD_SECONDS."""
-    proc = start_gateway_web(stack_env, logdir, mock_openai, GATEWAY_HOLD_SECONDS=str(HOLD_SECONDS))
-    yield proc
-    proc.stop()
+@pytest.fixture
+def short_hold_web(short_hold_gateway_web) -> Proc:
+    """The session's second gateway process, which holds answers for only HOLD_SECONDS."""
+    return short_hold_gateway_web
 
 
 def test_a_hold_nobody_decides_ends_with_the_error_and_closes_the_escalation(gateway, short_hold_web, make_key, mock):

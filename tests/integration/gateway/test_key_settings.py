@@ -10,7 +10,6 @@ a change is seen at once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
@@ -22,23 +21,22 @@ from agentops.keys import actions as key_actions
 from agentops.lib import inflight
 from agentops.runs.actions import agents as agent_actions
 from budgets.models import UsageRecord
-from tests.fixtures.stack import Proc
+from tests.fixtures.stack import QUICK_KEY_CACHE_SECONDS, Proc
 from tests.fixtures.waiting import wait_for
-from tests.integration.gateway.conftest import MOCK_A, MOCK_B, ROUTE, UPSTREAM_ONLY, start_gateway_web
+from tests.integration.gateway.conftest import MOCK_A, MOCK_B, ROUTE, UPSTREAM_ONLY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 ANSWER = "Mock answer to: What is the capital of France?"
-CACHE = 0.2
+CACHE = QUICK_KEY_CACHE_SECONDS
 
 
-@pytest.fixture(scope="module")
-def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
-    """The conftest's gateway process with a 0.2 s key cache (a changed setting is seen at once)."""
-    proc = start_gateway_web(stack_env, logdir, mock_openai, API_KEY_CACHE_SECONDS=str(CACHE))
-    yield proc
-    proc.stop()
+@pytest.fixture
+def gateway_web(quick_key_cache_web) -> Proc:
+    """A gateway process with a CACHE-second key cache (a changed setting is seen at once): the session's
+    (tests/fixtures/stack.py)."""
+    return quick_key_cache_web
 
 
 def openai_error(response: httpx.Response, status: int) -> dict:

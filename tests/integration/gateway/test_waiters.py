@@ -3,38 +3,28 @@ reviewer decided closes the escalation at that moment — expired, the safe defa
 naming the gateway as the waiter that gave up — the model is told that no reviewer decided in time (not
 that a reviewer expired it), and a reviewer who then tries to decide is told the item is already closed.
 
-This module runs its own gateway process with a 2-second hold (GATEWAY_HOLD_SECONDS)."""
+This module runs on the session's second gateway process, with a 2-second hold (GATEWAY_HOLD_SECONDS)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
 from review import actions as review
 from review.models import AuditEvent, Escalation
 from tests.fixtures.people import ALICE
-from tests.fixtures.stack import Proc, start_web
+from tests.fixtures.stack import SHORT_HOLD_SECONDS, Proc
 from tests.integration.gateway.test_gateway import RISKY
 from tests.integration.gateway.test_tool_review import holding_client, streamed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HOLD_SECONDS = 2
+HOLD_SECONDS = SHORT_HOLD_SECONDS
 
 
-@pytest.fixture(scope="module")
-def gateway_web(stack_env, logdir, mock_openai) -> Iterator[Proc]:
-    """The gateway process of conftest.gateway_web, holding answers for only HOLD_SECONDS."""
-    env = {
-        **stack_env,
-        "OPENAI_BASE_URL": mock_openai.base_url,
-        "OPENAI_API_KEY": "sk-test",
-        "GATEWAY_HOLD_SECONDS": str(HOLD_SECONDS),
-    }
-    proc = start_web(env, logdir)
-    yield proc
-    proc.stop()
+@pytest.fixture
+def gateway_web(short_hold_gateway_web) -> Proc:
+    """The session's second gateway process (tests/fixtures/stack.py), holding answers for only HOLD_SECONDS."""
+    return short_hold_gateway_web
 
 
 def assert_closed_because_the_gateway_gave_up(agent: str) -> None:

@@ -63,8 +63,6 @@ MIDDLEWARE = [
 # Machine endpoints (see MACHINE_PATH_PREFIXES) get a lean, async-native stack: measured in
 # tests/bench/bench_http.py, the full browser stack costs ~2 thread hops per middleware under ASGI.
 MACHINE_MIDDLEWARE = [
-    # Outermost: the REST API's server span (a W3C traceparent continues the caller's trace) covers the rest.
-    "agentops.lib.middleware.TraceContextMiddleware",
     "agentops.observability.logging.RequestLogMiddleware",
     "agentops.lib.middleware.MachineSecurityHeadersMiddleware",
 ]

@@ -1,4 +1,4 @@
-"""Our middleware: the REST API's server span (continuing a W3C ``traceparent``), async-native security headers
+"""Our middleware: async-native security headers
 for machine endpoints (/healthz, /readyz, /metrics, /api/v1, /v1), and a 503 page for browser pages when
 PostgreSQL is away.
 
@@ -15,8 +15,6 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from django.template import loader
 from django.utils.deprecation import MiddlewareMixin
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 log = structlog.get_logger(__name__)
 
@@ -27,48 +25,6 @@ MACHINE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-
-
-tracer = trace.get_tracer("agentops.api")
-
-TRACED_PREFIXES = ("/api/",)
-
-
-class TraceContextMiddleware:
-    """One SERVER span per REST API request, a child of the caller's span when the request carries a W3C
-    ``traceparent`` (and ``tracestate``), read with OpenTelemetry's propagator. Everything the request does
-    runs under it: a run started by POST /api/v1/runs keeps its context, so the worker's ``invoke_agent``
-    span continues the agent's own trace; log lines carry its trace id."""
-
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response):
-        if not iscoroutinefunction(get_response):
-            raise TypeError("TraceContextMiddleware runs only in the async stack")
-        self.get_response = get_response
-        markcoroutinefunction(self)
-
-    async def __call__(self, request):
-        if not request.path.startswith(TRACED_PREFIXES):
-            return await self.get_response(request)
-        parent = propagate.extract(request.headers)
-        attributes = {"http.request.method": request.method, "url.path": request.path, "url.scheme": request.scheme}
-        with tracer.start_as_current_span(
-            request.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
-        ) as span:
-            response = await self.get_response(request)
-            match = getattr(request, "resolver_match", None)
-            route = getattr(match, "route", None)
-            if route:  # the pattern, not the path: ids stay out of span names
-                route = "/" + route.lstrip("^").rstrip("$")
-                span.update_name(f"{request.method} {route}")
-                span.set_attribute("http.route", route)
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-                span.set_attribute("error.type", str(response.status_code))
-        return response
 
 
 class MachineSecurityHeadersMiddleware:

@@ -152,13 +152,18 @@ class RequestLogMiddleware:
         request.request_id = new_request_id(request.headers.get("X-Request-ID"))
         structlog.contextvars.bind_contextvars(request_id=request.request_id)
         span = token = None
-        # A middleware outside this one may already run the request in its span: then that span is the one.
+        # The request's SERVER span, a child of the caller's when it sent a W3C traceparent (read with the
+        # propagator); a span already current (a caller in this process, a test) is the one instead.
         if not request.path.startswith(UNTRACED_PREFIXES) and not trace.get_current_span().get_span_context().is_valid:
             span = tracer.start_span(
-                f"{request.method} {request.path}",
+                request.method,  # "{method} {route}" once the route is known (never the path: ids in names)
                 context=propagate.extract(request.headers),
                 kind=trace.SpanKind.SERVER,
-                attributes={"http.request.method": request.method, "url.path": request.path},
+                attributes={
+                    "http.request.method": request.method,
+                    "url.path": request.path,
+                    "url.scheme": request.scheme,
+                },
             )
             token = otel_context.attach(trace.set_span_in_context(span))
         return time.perf_counter(), span, token
@@ -176,12 +181,14 @@ class RequestLogMiddleware:
         metrics.HTTP_SECONDS.labels(method=request.method).observe(elapsed)
         if span is not None and span.is_recording():
             route = getattr(getattr(request, "resolver_match", None), "route", None)
-            if route:  # the route's template, not the path with its ids: one span name per endpoint
-                span.update_name(f"{request.method} /{route}")
-                span.set_attribute("http.route", "/" + route)
+            if route:  # the route's pattern, not the path with its ids: one span name per endpoint
+                route = "/" + route.lstrip("^").rstrip("$")
+                span.update_name(f"{request.method} {route}")
+                span.set_attribute("http.route", route)
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 500:
                 span.set_status(trace.Status(trace.StatusCode.ERROR))
+                span.set_attribute("error.type", str(response.status_code))
         if is_api_call(request.path):
             success = "true" if response.status_code < 400 else "false"
             metrics.REQUESTS.labels(session_type="api", success=success).inc()

@@ -106,7 +106,7 @@ def start_stack(protocol: str, receiver: OtlpReceiver, stack_env: dict, logdir: 
         logdir,
     )
     web = start_web(env, logdir)  # starts while the worker does
-    pinger = Celery(broker=broker)
+    pinger = Celery(broker=broker, set_as_current=False)  # the current app stays the one tasks are sent with
 
     def answered() -> bool:
         return any(name in host for reply in pinger.control.ping(timeout=0.5) for host in reply)

@@ -5,11 +5,8 @@ human and resumed is one trace, continuing the trace of the caller that started 
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from agentops.observability.tracing import tracer_provider
 from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
 from agentops.runs.execution import execute_run
@@ -17,15 +14,6 @@ from agentops.runs.models import Run, Step
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    tracer_provider().add_span_processor(processor)
-    yield exporter
-    processor.shutdown()
 
 
 def named(exporter, prefix: str) -> list:

@@ -10,10 +10,6 @@ import json
 
 import httpx2
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from agentops.runtime.breaker import BreakerSettings
@@ -87,17 +83,6 @@ class Harness:
             metadata["prompt_tokens_estimate"] = bound
         request = EmbeddingsRequest(input=value, model=route.chain[0].model, metadata=metadata)
         return guarded_embeddings(request, deps=self.deps, route=route, **kw)
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
 
 
 def test_the_reservation_holds_the_input_bound_and_settles_the_reported_tokens(spans):

@@ -10,10 +10,6 @@ import time
 
 import pytest
 import structlog
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentops.observability.metrics import FALLBACKS, LLM_CALLS, LLM_TOKENS
 from agentops.runtime.breaker import BreakerSettings
@@ -110,17 +106,6 @@ def calls(operation: str, outcome: str) -> float:
 @pytest.fixture
 def h() -> Harness:
     return Harness()
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
 
 
 def test_happy_path_records_everything_once(h, spans):

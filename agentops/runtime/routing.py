@@ -73,14 +73,15 @@ class Router:
         return route
 
     def provider_for(self, model: str) -> str | None:
-        """The provider of the first target anywhere in the routing table that serves ``model``."""
-        for route in self.routes.values():
-            for target in route.chain:
-                if target.model == model:
-                    return target.provider
-        for target in self.default_chain:
-            if target.model == model:
-                return target.provider
+        """The provider that serves ``model`` first: a route's primary before any route's backup, then the
+        default chain, then a provider's served models. Ranking by position rather than by route means a
+        model one route uses as its primary is not sent to another route's backup provider (the order of
+        routes in the table is not something an operator sets)."""
+        chains = [route.chain for route in self.routes.values()] + [self.default_chain]
+        for position in range(max((len(chain) for chain in chains), default=0)):
+            for chain in chains:
+                if position < len(chain) and chain[position].model == model:
+                    return chain[position].provider
         return self.catalog.get(model)
 
     def models(self) -> list[str]:

@@ -42,6 +42,19 @@ def test_an_explicit_model_goes_first_and_keeps_the_backups():
     assert router.provider_for("big") == "a" and router.provider_for("nope") is None
 
 
+def test_a_model_goes_to_the_provider_that_has_it_as_a_primary_before_any_backup():
+    """The demo's shape: classify is mock gpt-4o-mini → simulated gpt-4o, planning mock gpt-4o → simulated
+    gpt-4o-mini. Whatever order the routes come in, gpt-4o is the mock's (planning's primary)."""
+    classify = Route("classify", [Target("mock", "gpt-4o-mini"), Target("simulated", "gpt-4o")])
+    planning = Route("planning", [Target("mock", "gpt-4o"), Target("simulated", "gpt-4o-mini")])
+    for routes in ([classify, planning], [planning, classify]):
+        router = Router(routes, [Target("simulated", "gpt-4o")], use_rules=False)
+        assert router.provider_for("gpt-4o") == "mock" and router.provider_for("gpt-4o-mini") == "mock"
+        assert router.route_for("chat", "gpt-4o").chain[0] == Target("mock", "gpt-4o")
+    only_backup = Router([classify], [], use_rules=False)
+    assert only_backup.provider_for("gpt-4o") == "simulated"
+
+
 def test_handler_names():
     assert [handler_name(i) for i in range(4)] == ["primary", "backup", "backup_2", "backup_3"]
     assert Target("p", "m").name == "p:m"

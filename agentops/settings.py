@@ -117,6 +117,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:63790/0")
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.1)
+# How often a process asks Redis whether the admin-edited runtime settings changed (a version key): an edit
+# reaches every process within this many seconds. 0 asks on every read (one Redis GET each).
+RUNTIME_CONFIG_CHECK_SECONDS = env_float("RUNTIME_CONFIG_CHECK_SECONDS", 1.0, minimum=0.0)
 
 CACHES = {
     "default": {

@@ -137,9 +137,14 @@ _lock = threading.Lock()
 
 
 def config_source() -> CachedConfigSource:
-    """The process-wide ConfigSource (30 s TTL, version probed at most once a second)."""
+    """The process-wide ConfigSource (30 s TTL, version probed at most every RUNTIME_CONFIG_CHECK_SECONDS)."""
     global _source
     with _lock:
         if _source is None:
-            _source = CachedConfigSource(load_runtime_config, ttl=30.0, version=current_version, check_interval=1.0)
+            _source = CachedConfigSource(
+                load_runtime_config,
+                ttl=30.0,
+                version=current_version,
+                check_interval=settings.RUNTIME_CONFIG_CHECK_SECONDS,
+            )
         return _source

@@ -305,6 +305,7 @@ def _run_model_handler(
                 cfg.validation,
                 operation=operation,
                 has_tool_calls=bool(result.tool_calls or result.function_call),
+                cut_at_max_tokens=result.finish_reason == "length",
                 provider=target.provider,
                 model=model,
             )

@@ -106,12 +106,15 @@ def validate_text(
     *,
     operation: str | None = None,
     has_tool_calls: bool = False,
+    cut_at_max_tokens: bool = False,
     provider: str | None = None,
     model: str | None = None,
 ) -> None:
     """Raise ``ProviderError(RejectedAnswer)`` when ``text`` is not a usable answer.
 
-    An answer consisting only of tool calls has no text and is valid.
+    An answer consisting only of tool calls has no text and is valid. An answer the caller's own
+    ``max_tokens`` cut short (``cut_at_max_tokens``: finish reason ``length``) is not held to the minimum
+    length: it is as long as it was allowed to be, and another model would be cut the same way.
     """
     if not settings.enabled or has_tool_calls:
         return
@@ -125,7 +128,7 @@ def validate_text(
     if not stripped:
         raise fail("empty", "empty answer")
     min_chars, phrases = settings.for_operation(operation)
-    if len(stripped) < min_chars:
+    if len(stripped) < min_chars and not cut_at_max_tokens:
         raise fail("too_short", f"answer shorter than {min_chars} characters")
     phrase = rejected_phrase(stripped, phrases) if phrases else None
     if phrase is not None:

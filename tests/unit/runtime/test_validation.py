@@ -131,3 +131,15 @@ def test_error_carries_the_target():
     with pytest.raises(ProviderError) as info:
         validate_text("", DEFAULTS, provider="openai", model="gpt-4o")
     assert (info.value.provider, info.value.model, info.value.reason) == ("openai", "gpt-4o", "empty")
+
+
+def test_an_answer_cut_by_the_callers_max_tokens_is_not_too_short_but_still_checked_otherwise():
+    """max_tokens=1 gets a one-word answer: that is what the caller asked for, not a bad answer."""
+    validate_text("Mock", DEFAULTS, cut_at_max_tokens=True)
+    with pytest.raises(ProviderError) as short:
+        validate_text("Mock", DEFAULTS)
+    assert short.value.reason == "too_short"
+    for text, reason in (("", "empty"), ("Internal error, sorry", "rejected_phrase")):
+        with pytest.raises(ProviderError) as rejected:
+            validate_text(text, DEFAULTS, cut_at_max_tokens=True)
+        assert rejected.value.reason == reason

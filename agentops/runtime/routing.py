@@ -77,11 +77,14 @@ class Router:
         default chain, then a provider's served models. Ranking by position rather than by route means a
         model one route uses as its primary is not sent to another route's backup provider (the order of
         routes in the table is not something an operator sets)."""
-        chains = [route.chain for route in self.routes.values()] + [self.default_chain]
+        chains = [route.chain for route in self.routes.values()]
         for position in range(max((len(chain) for chain in chains), default=0)):
             for chain in chains:
                 if position < len(chain) and chain[position].model == model:
                     return chain[position].provider
+        for target in self.default_chain:
+            if target.model == model:
+                return target.provider
         return self.catalog.get(model)
 
     def models(self) -> list[str]:

@@ -64,8 +64,6 @@ BREAKER_STATE = "agentops.breaker.state"  # as this process last saw it before t
 ESCALATION_ID = "agentops.escalation.id"
 BUDGET = "agentops.budget.name"
 BUDGET_RESERVATION = "agentops.budget.reservation_id"
-BUDGET_REMAINING_TOKENS = "agentops.budget.remaining_tokens"
-BUDGET_REMAINING_USD = "agentops.budget.remaining_usd"
 
 # The provider whose API an implementation speaks (the conventions' discriminator, not our configured name).
 AGENTOPS_PROVIDER = "agentops"

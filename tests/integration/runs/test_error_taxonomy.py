@@ -40,10 +40,14 @@ def scrape(web) -> str:
     return httpx.get(web.extra["url"] + "/metrics", timeout=10).text
 
 
-def log_lines(proc, event: str, run_id: int) -> list[dict]:
-    """The worker's JSON log lines of one event for one run."""
+def log_lines(proc, event: str, run_id: int, since: int = 0) -> list[dict]:
+    """The worker's JSON log lines of one event for one run, written after byte offset ``since`` (the log
+    file outlives test sessions, and run ids start again in each session's database)."""
     found = []
-    for line in proc.log.read_text(errors="replace").splitlines():
+    with proc.log.open("rb") as log:
+        log.seek(since)
+        text = log.read().decode(errors="replace")
+    for line in text.splitlines():
         if event not in line or not line.startswith("{"):
             continue
         try:
@@ -57,7 +61,7 @@ def log_lines(proc, event: str, run_id: int) -> list[dict]:
 
 def test_a_tool_out_of_disk_space_is_a_resource_error_on_the_timeline_in_metrics_and_logs(defaults, worker, web):
     labels = {"error_class": "ResourceExhausted", "category": "resource"}
-    before = scrape(web)
+    before, log_start = scrape(web), worker.log.stat().st_size
     run = wait_for(run_in(start("t-disk-full", {}).pk, "failed"))
 
     # the run and its failed step are classified: ResourceExhausted, a system failure of category resource
@@ -89,13 +93,13 @@ def test_a_tool_out_of_disk_space_is_a_resource_error_on_the_timeline_in_metrics
     assert tool_delta == 3
     assert sample(after, "agentops_retries_total", **labels) - sample(before, "agentops_retries_total", **labels) == 2
 
-    [step_failed] = log_lines(worker, "run.step_failed", run.pk)
+    [step_failed] = log_lines(worker, "run.step_failed", run.pk, since=log_start)
     assert (step_failed["error_class"], step_failed["error_category"], step_failed["reason"]) == (
         "ResourceExhausted",
         "resource",
         "enospc",
     )
-    [run_failed] = log_lines(worker, "run.failed", run.pk)
+    [run_failed] = log_lines(worker, "run.failed", run.pk, since=log_start)
     assert (run_failed["error_class"], run_failed["error_category"]) == ("ResourceExhausted", "resource")
 
 

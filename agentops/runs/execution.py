@@ -27,20 +27,17 @@ from agentops.runs import ports
 from agentops.runs.actions import journal, lifecycle
 from agentops.runs.models import Step
 from agentops.runs.registry import load_agents
-from agentops.runtime.context import (
+from agentops.runtime.context import RecordedStep, RunContext, RunSettings, StepMeta
+from agentops.runtime.errors import FallbackExhausted, ProviderError, classify_any, describe
+from agentops.runtime.interruptions import (
     LeaseLost,
     NondeterminismError,
     PhaseTimeout,
-    RecordedStep,
     RequestTimeout,
     RunCancelled,
-    RunContext,
-    RunSettings,
-    StepMeta,
     Suspend,
     ToolRejected,
 )
-from agentops.runtime.errors import FallbackExhausted, ProviderError, classify_any, describe
 from agentops.runtime.protocols import BudgetUnavailable
 
 log = structlog.get_logger("agentops.runs")

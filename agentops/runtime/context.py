@@ -28,6 +28,16 @@ from agentops.observability.metrics import TOOL_ERRORS
 from agentops.runtime.cache import TwoLevelCache, cache_key
 from agentops.runtime.errors import Classified, classify_any, describe
 from agentops.runtime.guard import GuardDeps, GuardResult, guarded_llm
+from agentops.runtime.interruptions import (  # raised here; callers import them from either module
+    NondeterminismError,
+    PhaseDeadline,
+    PhaseTimeout,
+    RequestTimeout,
+    RunCancelled,
+    RunInterrupted,
+    Suspend,
+    ToolRejected,
+)
 from agentops.runtime.protocols import BudgetExceeded, BudgetUnavailable, HandoffOutcome, HumanPending
 from agentops.runtime.providers.base import LLMRequest
 from agentops.runtime.retry import RetryBudget, RetryTrace, call_classified
@@ -163,75 +173,6 @@ def agent(name: str, *, description: str = ""):
         return fn
 
     return register
-
-
-# --- control flow exceptions ----------------------------------------------------------------------
-class RunInterrupted(BaseException):
-    """Base of the exceptions that stop an execution without being the agent's own error.
-
-    A BaseException, like KeyboardInterrupt: agent code that catches `Exception` to handle its own
-    errors must not swallow a suspension, a cancellation or a timeout by accident."""
-
-
-class Suspend(RunInterrupted):
-    """The run waits for a human: the worker is released; a decision resumes the run."""
-
-    def __init__(self, seq: int, escalation_id: Any, reason: str):
-        super().__init__(f"step {seq} waits for a human ({reason})")
-        self.seq, self.escalation_id, self.reason = seq, escalation_id, reason
-
-
-class RunCancelled(RunInterrupted):
-    pass
-
-
-class LeaseLost(RunInterrupted):
-    """Another worker owns this run now (our lease expired): stop quietly, write nothing more."""
-
-
-class RequestTimeout(RunInterrupted):
-    def __init__(self, seconds: float):
-        super().__init__(f"the run exceeded its request timeout of {seconds:g} s (human waits excluded)")
-        self.seconds = seconds
-
-
-class PhaseTimeout(RunInterrupted):
-    """A critical phase ran out of time: the run fails."""
-
-    def __init__(self, phase: str, seconds: float):
-        super().__init__(f"critical phase {phase!r} timed out after {seconds:g} s")
-        self.phase, self.seconds = phase, seconds
-
-
-class PhaseDeadline(RunInterrupted):
-    """Internal: the current phase's deadline passed during (or before) a ctx call inside it. ``ctx.phase``
-    turns it into a failed run (critical) or a skipped phase (optional). A BaseException, so that agent code
-    catching ``Exception`` around a call cannot keep a timed-out phase going."""
-
-    def __init__(self, phase: str, seconds: float, what: str):
-        super().__init__(f"phase {phase!r} ran out of its {seconds:g} s during {what}")
-        self.phase, self.seconds, self.hops = phase, seconds, []
-
-
-class NondeterminismError(RunInterrupted):
-    """Replay found a different call at a recorded position: the agent code is not deterministic."""
-
-
-class ToolRejected(Exception):
-    """A human rejected this tool call, or nobody decided in time (``expired``: the safe default, reject,
-    applied). Agent code may catch it and carry on; the message never blames a reviewer for an expiry."""
-
-    def __init__(self, tool: str, comment: str = "", *, expired: bool = False):
-        if expired:
-            why = f"tool {tool!r} was not run: no reviewer decided in time, so it counts as rejected (the safe default)"
-        else:
-            why = f"tool {tool!r} was rejected by a reviewer"
-        super().__init__(why + (f": {comment}" if comment else ""))
-        self.tool, self.comment, self.expired = tool, comment, expired
-
-
-class HumanTookOver(Exception):
-    """Internal: a human wrote the result of a step."""
 
 
 # --- the context ---------------------------------------------------------------------------------

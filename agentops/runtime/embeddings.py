@@ -22,8 +22,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from agentops.runtime.cache import cache_key
+from agentops.runtime.call_outcome import record_failure
 from agentops.runtime.fallback import ChainContext, Hop, run_chain
-from agentops.runtime.guard import GuardDeps, _failed, _finish, _ms, _quietly, _store, guard_attributes
+from agentops.runtime.guard import GuardDeps, _finish, _ms, _quietly, _store, guard_attributes
 from agentops.runtime.protocols import ALLOW_ALL
 from agentops.runtime.providers.base import EmbeddingsRequest, EmbeddingsResult
 from agentops.runtime.results import GuardResult
@@ -160,7 +161,9 @@ def _run(
     try:
         reservation = None if deps.budget is ALLOW_ALL else deps.budget.reserve(meta)
     except BaseException as exc:
-        _failed(deps, request, exc, None, start, span, recording)
+        record_failure(
+            request, exc, None, duration_ms=_ms(deps, start), calls=deps.calls, span=span, recording=recording
+        )
         raise
 
     ctx = ChainContext(
@@ -180,7 +183,9 @@ def _run(
         chain = run_chain(request, Route(route.operation, route.chain, use_rules=False, use_human=False), ctx)
     except BaseException as exc:
         _quietly(deps.budget.release, reservation, what="releasing the reservation")
-        _failed(deps, request, exc, ctx, start, span, recording)
+        record_failure(
+            request, exc, ctx, duration_ms=_ms(deps, start), calls=deps.calls, span=span, recording=recording
+        )
         raise
 
     embedded: EmbeddingsResult = chain.result  # type: ignore[assignment]

@@ -35,8 +35,8 @@ from agentops.observability import genai
 from agentops.observability.metrics import LLM_CALLS, LLM_TOKENS, RESPONSE_SECONDS
 from agentops.runtime.breaker import BreakerRegistry
 from agentops.runtime.cache import TwoLevelCache, cache_key
+from agentops.runtime.call_outcome import answered_attributes, log_answered, metric_child, record_failure
 from agentops.runtime.config import ConfigSource, RuntimeConfig
-from agentops.runtime.errors import FallbackExhausted, classify_any, describe
 from agentops.runtime.fallback import ChainContext, Hop, run_chain
 from agentops.runtime.latency import LatencyRecorder
 from agentops.runtime.protocols import (
@@ -46,8 +46,6 @@ from agentops.runtime.protocols import (
     CallCounter,
     Escalator,
     HandoffOutcome,
-    HumanPending,
-    HumanRejected,
     Journal,
     UsageSink,
 )
@@ -225,7 +223,9 @@ def _run_in_span(
     try:
         reservation, route, escalated = _reserve(deps, cfg, request, route)
     except BaseException as exc:
-        _failed(deps, request, exc, None, start, span, recording)
+        record_failure(
+            request, exc, None, duration_ms=_ms(deps, start), calls=deps.calls, span=span, recording=recording
+        )
         raise
     if escalated is not None:
         _finish(deps, cfg, request, escalated, span, recording, outcome="human", reservation=None)
@@ -251,7 +251,9 @@ def _run_in_span(
         chain = run_chain(request, route, ctx)
     except BaseException as exc:
         _quietly(deps.budget.release, reservation, what="releasing the reservation")
-        _failed(deps, request, exc, ctx, start, span, recording)
+        record_failure(
+            request, exc, ctx, duration_ms=_ms(deps, start), calls=deps.calls, span=span, recording=recording
+        )
         raise
 
     llm: LLMResult = chain.result
@@ -553,44 +555,24 @@ def _finish(
             defer(lambda: _settle(span, *settle))
 
     operation = request.operation
-    _child(LLM_CALLS, operation, outcome).inc()
+    metric_child(LLM_CALLS, operation, outcome).inc()
     if deps.calls is not None:
         deps.calls.count(outcome)
-    _child(RESPONSE_SECONDS, operation).observe(result.duration_ms / 1000.0)
+    metric_child(RESPONSE_SECONDS, operation).observe(result.duration_ms / 1000.0)
     if result.input_tokens:
-        _child(LLM_TOKENS, result.model, "input").inc(result.input_tokens)
+        metric_child(LLM_TOKENS, result.model, "input").inc(result.input_tokens)
     if result.output_tokens:
-        _child(LLM_TOKENS, result.model, "output").inc(result.output_tokens)
+        metric_child(LLM_TOKENS, result.model, "output").inc(result.output_tokens)
     if result.cached_tokens:
-        _child(LLM_TOKENS, result.model, "cached").inc(result.cached_tokens)
+        metric_child(LLM_TOKENS, result.model, "cached").inc(result.cached_tokens)
     if recording:
-        span.set_attributes(_answered_attributes(result, outcome, reservation))
+        span.set_attributes(answered_attributes(result, outcome, reservation))
     if not _stdlib_log.isEnabledFor(logging.INFO):  # structlog would build the whole event first
         return
     if defer is not None:
-        defer(lambda: _log_answered(request, result, outcome, span))
+        defer(lambda: log_answered(request, result, outcome, span))
     else:
-        _log_answered(request, result, outcome, span)
-
-
-def _answered_attributes(result: GuardResult, outcome: str, reservation: Any) -> dict[str, Any]:
-    """The guarded call's own attributes once it answered (the tokens are on the attempt spans)."""
-    attributes: dict[str, Any] = {
-        "agentops.outcome": outcome,
-        "agentops.response.model": result.model,
-        genai.HANDLER: result.handler,
-        "agentops.attempts": result.attempts,
-        "agentops.fallback.hops": len(result.hops),
-        "agentops.cache_hit": result.cache_hit,
-        "agentops.usage.input_tokens": result.input_tokens,
-        "agentops.usage.output_tokens": result.output_tokens,
-    }
-    if isinstance(reservation, (int, str)):
-        attributes[genai.BUDGET_RESERVATION] = reservation
-    raw = result.raw if isinstance(result.raw, Mapping) else {}
-    if raw.get("escalation_id") is not None:
-        attributes[genai.ESCALATION_ID] = str(raw["escalation_id"])
-    return attributes
+        log_answered(request, result, outcome, span)
 
 
 def _settle(span: Any, fn: Callable[..., Any], *args: Any) -> None:
@@ -619,113 +601,6 @@ def _route_model(result: GuardResult) -> str:
         if hop.outcome == "ok" and hop.target and hop.handler not in ("rules", "human"):
             return hop.target.partition(":")[2]
     return ""
-
-
-def _log_answered(request: LLMRequest, result: GuardResult, outcome: str, span: Any) -> None:
-    metadata = request.metadata
-    operation = request.operation
-    # The line may be written after the span ended (a deferred line, a stream's end): name the span itself.
-    context = span.get_span_context()
-    if context.is_valid:
-        ids = {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
-    else:
-        ids = {}
-    log.info(
-        "llm.call",
-        operation=operation,
-        model=result.model,
-        provider=result.provider,
-        handler=result.handler,
-        outcome=outcome,
-        attempts=result.attempts,
-        duration_ms=round(result.duration_ms, 3),
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        cache_hit=result.cache_hit,
-        error_class=result.error_class,
-        error_category=_category_of(result.error_class),
-        session_id=metadata.get("session_id", metadata.get("session")),
-        run_id=metadata.get("run_id", metadata.get("run")),
-        step=metadata.get("step"),
-        agent=metadata.get("agent"),
-        **ids,
-    )
-
-
-def _failed(
-    deps: GuardDeps,
-    request: LLMRequest,
-    exc: BaseException,
-    ctx: ChainContext | None,
-    start: float,
-    span: Any,
-    recording: bool,
-) -> None:
-    """Metrics, span status and the log line of a call that did not answer."""
-    if isinstance(exc, BudgetExceeded):
-        outcome = "budget_exceeded"
-    elif isinstance(exc, HumanPending):
-        outcome = "pending"
-    elif isinstance(exc, HumanRejected):
-        outcome = "rejected"
-    elif isinstance(exc, FallbackExhausted):
-        outcome = "failed"
-    else:
-        outcome = "error"
-    duration_ms = _ms(deps, start)
-    hops = getattr(exc, "hops", None) or []
-    error_class = ctx.errors_seen[-1].error_class.value if ctx is not None and ctx.errors_seen else None
-    error_category = ctx.errors_seen[-1].category.value if ctx is not None and ctx.errors_seen else None
-    _child(LLM_CALLS, request.operation, outcome).inc()
-    if deps.calls is not None:
-        deps.calls.count(outcome)
-    _child(RESPONSE_SECONDS, request.operation).observe(duration_ms / 1000.0)
-    if error_class is None and outcome not in ("pending", "rejected"):  # refused or failed before any provider
-        found = classify_any(exc)
-        error_class, error_category = found.error_class.value, found.category.value
-    if recording:
-        span.set_attribute("agentops.outcome", outcome)
-        if isinstance(exc, BudgetExceeded):
-            span.set_attribute(genai.BUDGET, str(exc.budget))
-        elif isinstance(exc, (HumanPending, HumanRejected)) and exc.escalation_id is not None:
-            span.set_attribute(genai.ESCALATION_ID, str(exc.escalation_id))
-        if outcome in ("failed", "error"):
-            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-            span.set_attribute("error.type", error_class or type(exc).__name__)
-    metadata = request.metadata
-    log.warning(
-        "llm.call",
-        operation=request.operation,
-        model=request.model or None,
-        handler=hops[-1].handler if hops else None,
-        outcome=outcome,
-        attempts=sum(h.attempts for h in hops),
-        duration_ms=round(duration_ms, 3),
-        error_class=error_class,
-        error_category=error_category,
-        error=type(exc).__name__,
-        session_id=metadata.get("session_id", metadata.get("session")),
-        run_id=metadata.get("run_id", metadata.get("run")),
-        step=metadata.get("step"),
-        agent=metadata.get("agent"),
-    )
-
-
-def _category_of(error_class: str | None) -> str | None:
-    found = describe(error_class)
-    return found.category.value if found is not None else None
-
-
-_children: dict[tuple[Any, ...], Any] = {}
-
-
-def _child(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, remembered: ``labels()`` takes a lock and builds a key on every call."""
-    key = (metric, *labels)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = metric.labels(*labels)
-    return child
 
 
 def _quietly(fn: Callable[..., Any], *args: Any, what: str) -> None:

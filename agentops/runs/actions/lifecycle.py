@@ -14,7 +14,7 @@ from opentelemetry import propagate, trace
 from agentops.lib import live, queue
 from agentops.runs import ports
 from agentops.runs.models import Agent, Run, Step
-from agentops.runtime.context import LeaseLost
+from agentops.runtime.interruptions import LeaseLost
 
 log = structlog.get_logger("agentops.runs.actions")
 

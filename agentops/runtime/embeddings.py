@@ -18,13 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-
 from agentops.runtime.cache import cache_key
 from agentops.runtime.call_outcome import record_failure
 from agentops.runtime.fallback import ChainContext, Hop, run_chain
-from agentops.runtime.guard import GuardDeps, _finish, _ms, _quietly, _store, guard_attributes
+from agentops.runtime.guard import GuardDeps, _finish, _ms, _quietly, _store, call_span
 from agentops.runtime.protocols import ALLOW_ALL
 from agentops.runtime.providers.base import EmbeddingsRequest, EmbeddingsResult
 from agentops.runtime.results import GuardResult
@@ -32,8 +29,6 @@ from agentops.runtime.retry import RetryBudget
 from agentops.runtime.routing import Route
 from agentops.runtime.timeouts import Deadline
 from agentops.runtime.tokens import text_tokens
-
-tracer = trace.get_tracer("agentops.runtime")
 
 # An answer larger than this is not cached: 3072 floats are ~60 KB as JSON, and the memory tier keeps 1000 entries.
 CACHE_MAX_BYTES = 2 * 1024 * 1024
@@ -93,24 +88,12 @@ def guarded_embeddings(
     Raises ``BudgetExceeded``, ``BudgetUnavailable`` or ``FallbackExhausted``."""
     start = deps.clock()
     cfg = deps.config.get()
-    span = tracer.start_span(f"agentops.embeddings {request.operation}", attributes=guard_attributes(request))
-    token = otel_context.attach(trace.set_span_in_context(span))
-    ended_later = False
-    try:
-        answer = _run(request, deps, cfg, route, cache, deadline, defer, start, span)
-        if defer is not None:  # after the deferred settle, which puts the cost on it
-            defer(span.end)
-            ended_later = True
-        return answer
-    except Exception as exc:
-        if span.is_recording():
-            span.record_exception(exc)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        raise
-    finally:
-        otel_context.detach(token)
-        if not ended_later:
-            span.end()
+    return call_span(
+        f"agentops.embeddings {request.operation}",
+        request,
+        lambda span: _run(request, deps, cfg, route, cache, deadline, defer, start, span),
+        defer=defer,
+    )
 
 
 def _run(

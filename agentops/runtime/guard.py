@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from opentelemetry import context as otel_context
@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 log = structlog.get_logger("agentops.llm")
+
+T = TypeVar("T")
 _stdlib_log = logging.getLogger("agentops.llm")  # the logger structlog's stdlib factory hands ``log`` to
 tracer = trace.get_tracer("agentops.runtime")
 
@@ -146,16 +148,37 @@ def guarded_llm(
         if recorded is not None:
             return GuardResult.from_dict(recorded, replayed=True)
 
-    # What ``tracer.start_as_current_span`` does (same exception recording and status as ``trace.use_span``),
-    # without its two generator-based context managers: ~10 µs less per call.
-    span = tracer.start_span(f"agentops.llm {request.operation}", attributes=guard_attributes(request))
+    return call_span(
+        f"agentops.llm {request.operation}",
+        request,
+        lambda span: _run_in_span(request, deps, cfg, start, span, deadline, cache, journal_key, route, defer),
+        defer=defer,
+        ends_later=lambda result: result.stream is not None,  # a stream's span ends with the stream
+    )
+
+
+def call_span(
+    name: str,
+    request: Any,
+    body: Callable[[Any], T],
+    *,
+    defer: Callable[[Callable[[], None]], None] | None,
+    ends_later: Callable[[T], bool] = lambda result: False,
+) -> T:
+    """``body(span)`` inside the guarded call's span (chat or embeddings), current for everything it does.
+
+    What ``tracer.start_as_current_span`` does (same exception recording and status as ``trace.use_span``),
+    without its two generator-based context managers: ~10 µs less per call. The span stays open past the
+    return when ``ends_later(result)`` says the result ends it (a stream), or until the deferred settle,
+    which puts the priced cost on it, has run."""
+    span = tracer.start_span(name, attributes=guard_attributes(request))
     token = otel_context.attach(trace.set_span_in_context(span))
     ended_later = False
     try:
-        result = _run_in_span(request, deps, cfg, start, span, deadline, cache, journal_key, route, defer)
-        if result.stream is not None:  # a stream's span ends with the stream
+        result = body(span)
+        if ends_later(result):
             ended_later = True
-        elif defer is not None:  # after the deferred settle, which puts the cost on it
+        elif defer is not None:
             defer(span.end)
             ended_later = True
         return result

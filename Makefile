@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench chaos manage lint format venv clean
+.PHONY: run test bench chaos manage messages lint format venv clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "agentops: Python >= 3.11 is required (python3 is " + sys.version.split()[0] + ")")'
@@ -29,6 +29,9 @@ bench: venv ## every benchmark in one table, written to .run/bench/results.json
 
 manage: venv ## a manage.py command against make run's database, e.g. make manage ARGS="create_api_key my-agent"
 	@$(PY) -m agentops.devtools.launch manage $(ARGS)
+
+messages: venv ## extract translatable strings into locale/zh_Hans (needs GNU gettext), compile, count what is untranslated
+	@$(PY) -m agentops.devtools.messages make
 
 lint: venv
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -48,6 +48,7 @@ MIDDLEWARE = [
     "agentops.observability.logging.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -168,6 +169,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE: dict = {
     "reclaim-expired-runs": {"task": "agentops.reclaim_runs", "schedule": env_float("RECLAIM_EVERY", 5.0, minimum=0.5)},
     "expire-escalations": {"task": "review.expire_overdue", "schedule": env_float("EXPIRE_EVERY", 5.0, minimum=0.5)},
+    "remind-escalations": {"task": "review.remind_due", "schedule": env_float("REMIND_EVERY", 10.0, minimum=0.5)},
     "reclaim-reservations": {
         "task": "budgets.reclaim_expired",
         "schedule": env_float("RECLAIM_RESERVATIONS_EVERY", 10.0, minimum=0.5),
@@ -183,6 +185,10 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env_float("PURGE_RESPONSES_EVERY", 3600.0, minimum=1.0),
     },
 }
+# Where people reach this deployment: links in e-mail and chat messages are absolute and start with it.
+PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# The reminder before a review deadline: at most this many seconds before it, in the deadline's last quarter.
+REVIEW_REMINDER_SECONDS = env_float("REVIEW_REMINDER_SECONDS", 120.0, minimum=1.0)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
 
 # --- auth, sessions, security ------------------------------------------------------------------
@@ -237,9 +243,13 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-LANGUAGE_CODE = "en-us"
+# English and Simplified Chinese: the browser's Accept-Language picks one, the header's switch keeps a choice in a
+# cookie (LocaleMiddleware). Catalogs in locale/ (`make messages` extracts; the launcher compiles them).
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
-USE_I18N = False
+USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from agentops.lib import live
+from agentops.lib.queue import enqueue_on_commit
 from agentops.observability import metrics
 from agentops.runs.actions import lifecycle as run_lifecycle
 from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, Escalation
@@ -22,6 +23,9 @@ log = structlog.get_logger(__name__)
 CLAIM_SECONDS = 300
 D = Escalation.Decision
 WAITER_GAVE_UP = "waiter_gave_up"  # the audit event of an item closed because its waiter stopped waiting
+NOTICE_NEW, NOTICE_REMINDER = "new", "reminder"  # what review.notify tells the channels
+# Where a decision was made; the audit event names it ("Every channel decides through the same action").
+CHANNELS = ("web", "api", "email", "chat", "bulk")
 
 
 class DecisionConflict(Exception):
@@ -83,9 +87,12 @@ def create_escalation(
         priority_rank=PRIORITY_ORDER.get(priority, 1),
         rule=rule[:200],
         deadline_at=timezone.now() + timedelta(seconds=deadline_seconds),
+        team=getattr(agent, "team", "") or "",
     )
     _audit(escalation, "created", reason=reason, priority=priority, rule=rule)
     _announce(escalation, "escalation.created")
+    # The channels beyond the browser (e-mail, chat) hear of it from a task, after commit (review.channels).
+    enqueue_on_commit("review.notify", escalation.pk, NOTICE_NEW, robust=True)
     transaction.on_commit(lambda: metrics.ESCALATIONS.labels(reason=reason, priority=priority).inc())
     transaction.on_commit(_pending_gauge)
     log.info("escalation.created", escalation=escalation.pk, reason=reason, priority=priority, operation=operation)
@@ -255,10 +262,14 @@ def decide(
     comment: str = "",
     confidence: int | None = None,
     version: int | None = None,
+    channel: str = "web",
 ) -> Escalation:
-    """Accept one decision, exactly once (conditional update on state, claim and version); the run resumes."""
+    """Accept one decision, exactly once (conditional update on state, claim and version); the run resumes.
+    ``channel`` (one of CHANNELS) is where the reviewer decided: the browser, e-mail, chat, a bulk action."""
     if decision not in D.values:
         raise ValueError(f"unknown decision {decision!r}")
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
     if decision == D.MODIFIED and not isinstance(arguments, dict):
         raise ValueError("a modification needs the new arguments as a JSON object")
     now = timezone.now()
@@ -291,6 +302,7 @@ def decide(
         comment=comment,
         confidence=confidence,
         arguments=arguments if decision == D.MODIFIED else None,
+        channel=channel,
     )
     _resume(escalation)
     _announce(escalation, "escalation.decided")
@@ -364,6 +376,7 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
     escalation.queue = Escalation.Queue.EXPERTS
     escalation.state = Escalation.State.PENDING
     escalation.claimed_by, escalation.claim_expires_at = None, None
+    escalation.reminded_at = None  # the experts get their own reminder before their deadline
     escalation.version += 1
     escalation.save()
     _audit(escalation, "escalated_to_expert", None if system else user, comment=comment, automatic=system)
@@ -394,6 +407,32 @@ def close_orphaned_holds() -> list[int]:
             continue
         closed.append(pk)
     return closed
+
+
+def due_for_reminder(now=None) -> list[int]:
+    """The open items whose deadline is closer than REVIEW_REMINDER_SECONDS and that were not reminded yet,
+    each marked reminded (once per item and queue) so two beats never remind twice."""
+    now = now or timezone.now()
+    lead = timedelta(seconds=settings.REVIEW_REMINDER_SECONDS)
+    with transaction.atomic():
+        rows = (
+            Escalation.objects.select_for_update(skip_locked=True)
+            .filter(state__in=Escalation.OPEN_STATES, reminded_at__isnull=True, deadline_at__gt=now)
+            .filter(deadline_at__lte=now + lead)
+            .values_list("pk", "deadline_at", "created_at", "escalated_at")
+        )
+        # A short deadline is not reminded at its start: only in its last quarter, at most `lead` before it ends.
+        due = [
+            pk for pk, deadline, created, escalated in rows if (deadline - now) * 4 <= deadline - (escalated or created)
+        ]
+        if due:
+            Escalation.objects.filter(pk__in=due).update(reminded_at=now)
+            for pk in due:
+                AuditEvent.objects.create(escalation_id=pk, event="reminded", data={})
+                enqueue_on_commit("review.notify", pk, NOTICE_REMINDER, robust=True)
+    for pk in due:
+        live.publish("review.queue", "escalation.reminded", {"escalation": pk})
+    return due
 
 
 def expire_overdue() -> dict:

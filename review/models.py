@@ -138,6 +138,14 @@ class Escalation(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The agent's team when the item was created: per-team queues route on it (ReviewerProfile.teams).
+    team = models.SlugField(max_length=80, blank=True, db_index=True)
+    # Who should decide it ("assign to me / to a reviewer"); unlike a claim, an assignment does not expire.
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # When the reminder before the deadline went out (once per item and queue; reset on escalation to experts).
+    reminded_at = models.DateTimeField(null=True, blank=True)
 
     objects = EscalationQuerySet.as_manager()
 
@@ -163,6 +171,51 @@ class Escalation(models.Model):
     def modifiable(self) -> bool:
         """Whether the reviewer may change the arguments: only a tool call has arguments to run with."""
         return self.kind != "llm"
+
+
+class ReviewerProfile(models.Model):
+    """How one reviewer wants to hear of escalations outside the browser, and which teams' queues are theirs."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviewer_profile")
+    teams = models.CharField(
+        gettext_lazy("teams"),
+        max_length=300,
+        blank=True,
+        help_text=gettext_lazy("Comma-separated team slugs whose escalations this reviewer works; blank = every team."),
+    )
+    email_opt_in = models.BooleanField(gettext_lazy("e-mail me new escalations"), default=False)
+    email_priorities = models.CharField(
+        gettext_lazy("priorities to e-mail"),
+        max_length=30,
+        blank=True,
+        default="high,medium,low",
+        help_text=gettext_lazy("Comma-separated: high, medium, low."),
+    )
+    email_reminders = models.BooleanField(gettext_lazy("e-mail me a reminder before a deadline"), default=True)
+    chat_user_id = models.CharField(
+        gettext_lazy("chat user id"),
+        max_length=64,
+        blank=True,
+        help_text=gettext_lazy(
+            "Your Slack (or Slack-compatible) user id, e.g. U024BE7LH: buttons you press in chat act as you."
+        ),
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chat_user_id"], condition=~models.Q(chat_user_id=""), name="reviewer_chat_user_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"review profile of {self.user}"
+
+    def team_list(self) -> list[str]:
+        return [team.strip() for team in self.teams.split(",") if team.strip()]
+
+    def priority_list(self) -> list[str]:
+        return [item.strip() for item in self.email_priorities.split(",") if item.strip()]
 
 
 class AuditEvent(models.Model):

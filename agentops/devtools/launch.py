@@ -209,8 +209,18 @@ def manage_command(argv: list[str]) -> int:
             services.down("dev")
 
 
+def compile_translations() -> None:
+    """The translation catalogs (locale/*.po) compiled for Django, where a .po changed (devtools.messages)."""
+    from agentops.devtools import messages  # noqa: PLC0415 -- polib is in the virtualenv, not in the stdlib launcher
+
+    if compiled := messages.compile_all():
+        step(f"compiled {len(compiled)} translation catalog(s)")
+
+
 def main() -> int:
     commands = {"run": run, "test": test, "bench": bench, "manage": manage_command}
+    if len(sys.argv) >= 2 and sys.argv[1] in commands:
+        compile_translations()
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ def test_wrong_password_shows_a_form_error_and_keeps_the_username(web, page, bea
     page.goto(web.extra["url"] + "/accounts/login/")
     page.fill("#id_username", "bea")
     page.fill("#id_password", "wrong-password")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     assert page.locator(".form-error").is_visible()
     assert page.input_value("#id_username") == "bea"
     screenshot(page, "login-error")

@@ -269,6 +269,7 @@ def test_the_audit_log_has_every_event_with_its_actor(people, agent):
         "comment": "typo in address",
         "confidence": 70,
         "arguments": {"to": "ana@example.org"},
+        "channel": "web",
     }
     stamps = [e.created_at for e in log]
     assert stamps == sorted(stamps) and all(stamps)

@@ -189,6 +189,22 @@ CELERY_BEAT_SCHEDULE: dict = {
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # The reminder before a review deadline: at most this many seconds before it, in the deadline's last quarter.
 REVIEW_REMINDER_SECONDS = env_float("REVIEW_REMINDER_SECONDS", 120.0, minimum=1.0)
+
+# --- mail (approvals by e-mail: review/channels/email.py) ---------------------------------------------
+# Django's SMTP backend. Without EMAIL_HOST no mail is sent and e-mail approvals are off (the reviewer's
+# settings page says so); `make run` points it at the local sink the Procfile starts (.run/dev/mail/).
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL exclude each other; set one of them")
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0, minimum=1.0)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "agentops <agentops@localhost>")
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+REVIEW_EMAIL_ENABLED = bool(EMAIL_HOST)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
 
 # --- auth, sessions, security ------------------------------------------------------------------

@@ -2,9 +2,11 @@
 read-only views of escalations and their audit log (only review.actions changes those)."""
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
 from agentops.config.admin import ThroughActionsAdmin
-from review.models import AuditEvent, Escalation, EscalationPolicy
+from review.models import AuditEvent, Escalation, EscalationPolicy, MailDelivery, ReviewerProfile
 
 
 @admin.register(EscalationPolicy)
@@ -77,3 +79,39 @@ class EscalationAdmin(ReadOnlyAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("escalation", "event", "actor", "created_at")
     list_filter = ("event",)
+
+
+@admin.register(ReviewerProfile)
+class ReviewerProfileAdmin(admin.ModelAdmin):
+    """Admins set a reviewer's teams here (the reviewer's own settings page shows them read-only)."""
+
+    list_display = ("user", "teams", "email_opt_in", "email_priorities", "email_reminders", "language", "chat_user_id")
+    list_filter = ("email_opt_in", "email_reminders", "language")
+    search_fields = ("user__username", "user__email", "teams", "chat_user_id")
+    autocomplete_fields = ("user",)
+
+
+class ReviewerProfileInline(admin.StackedInline):
+    model = ReviewerProfile
+    can_delete = False
+    extra = 0
+    max_num = 1
+    fields = ("teams", "email_opt_in", "email_priorities", "email_reminders", "language", "chat_user_id")
+
+
+@admin.register(MailDelivery)
+class MailDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("escalation", "user", "notice", "queue", "sent_at")
+    list_filter = ("notice", "queue")
+
+
+class ReviewerUserAdmin(UserAdmin):
+    """Django's user admin with the reviewer profile inline (teams, mail and chat settings)."""
+
+    inlines = (*UserAdmin.inlines, ReviewerProfileInline)
+
+
+# django.contrib.auth registered User first (it comes before review in INSTALLED_APPS).
+User = get_user_model()
+admin.site.unregister(User)
+admin.site.register(User, ReviewerUserAdmin)

@@ -200,6 +200,8 @@ class ReviewerProfile(models.Model):
             "Your Slack (or Slack-compatible) user id, e.g. U024BE7LH: buttons you press in chat act as you."
         ),
     )
+    # The language of the mail (and chat texts) this reviewer gets; blank = the deployment's LANGUAGE_CODE.
+    language = models.CharField(gettext_lazy("language"), max_length=10, blank=True, choices=settings.LANGUAGES)
 
     class Meta:
         constraints = [
@@ -216,6 +218,40 @@ class ReviewerProfile(models.Model):
 
     def priority_list(self) -> list[str]:
         return [item.strip() for item in self.email_priorities.split(",") if item.strip()]
+
+
+class MailDelivery(models.Model):
+    """One mail about one escalation to one reviewer. A notice ("new", "reminder") goes to a reviewer once per
+    queue the item is in: the row is written before the mail is sent, so a redelivered task never sends it twice."""
+
+    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="mailings")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    notice = models.CharField(max_length=10)
+    queue = models.CharField(max_length=10, choices=Escalation.Queue.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["escalation", "user", "notice", "queue"], name="mail_once_per_notice")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.notice} mail of escalation {self.escalation_id} to user {self.user_id}"
+
+
+class UsedMailLink(models.Model):
+    """A signed e-mail link that decided an escalation (review/channels/links.py): its nonce is refused from then
+    on, so a link works once however often it is clicked, forwarded or replayed."""
+
+    nonce = models.CharField(max_length=40, primary_key=True)
+    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    decision = models.CharField(max_length=12)
+    used_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"used mail link {self.nonce} ({self.decision} of escalation {self.escalation_id})"
 
 
 class AuditEvent(models.Model):

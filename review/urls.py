@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from review import data_views, views
+from review import data_views, mail_views, views
 
 app_name = "review"
 
@@ -15,4 +15,7 @@ urlpatterns = [
     path("<int:pk>/decide", views.decide, name="decide"),
     path("export.jsonl", data_views.export_decisions, name="export"),
     path("stats/", data_views.decision_stats, name="stats"),
+    path("settings/", mail_views.reviewer_settings, name="settings"),
+    path("settings/test-mail", mail_views.send_test_mail, name="test_mail"),
+    path("mail/<str:token>/", mail_views.mail_link, name="mail_link"),
 ]

@@ -2,8 +2,8 @@
 
 The shared fixtures are plugins in tests/fixtures/: the cast of people and agents (people), the object
 builders (factories), the one wait (waiting, imported where used), the runtime's doubles and services
-(runtime), the real stack as subprocesses (stack) and Chromium (browser). pytest-django has set Django up
-before this file is imported, so it and the plugins import models at the top.
+(runtime), a real SMTP server (smtp), the real stack as subprocesses (stack) and Chromium (browser).
+pytest-django has set Django up before this file is imported, so it and the plugins import models at the top.
 """
 
 import os
@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.fixtures.runtime",
     "tests.fixtures.people",
     "tests.fixtures.factories",
+    "tests.fixtures.smtp",
     "tests.fixtures.stack",
     "tests.fixtures.browser",
 ]

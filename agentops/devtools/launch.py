@@ -93,6 +93,12 @@ def run(argv: list[str]) -> int:
     if services.port_open(mock_port):
         raise ServiceError(f"port {mock_port} (the demo's OpenAI mock) is in use; set MOCK_OPENAI_PORT to a free port")
     env["MOCK_OPENAI_PORT"] = str(mock_port)
+    if not os.environ.get("EMAIL_HOST"):  # the demo's mail goes to the Procfile's local sink, a Maildir
+        mail_port = int(os.environ.get("MAIL_PORT", "8025"))
+        if services.port_open(mail_port):
+            raise ServiceError(f"port {mail_port} (the demo's mail sink) is in use; set MAIL_PORT to a free port")
+        env.update(EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(mail_port), MAIL_PORT=str(mail_port))
+        env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
     manage(
         env,
         "seed_demo",
@@ -110,6 +116,8 @@ def run(argv: list[str]) -> int:
         "  Logs: JSON lines in this terminal (keep them with `make run | tee run.log`); "
         f"PostgreSQL, Redis, migrate and seed logs in {logs}/"
     )
+    if env.get("MAIL_PORT"):
+        print(f"  Mail (approvals by e-mail) lands in {RUN / 'dev' / 'mail'}/new/, one file per message.")
     print(f"  Ctrl-C stops everything. Set up in {time.monotonic() - started:.1f} s.\n", flush=True)
     procfile_env = {**env, "CELERY_WORKERS": str(workers)}
     concurrency = [f"worker={workers}"] if workers > 1 else []
@@ -117,7 +125,7 @@ def run(argv: list[str]) -> int:
     if concurrency:
         cmd += ["-c", ",".join(concurrency)]
     if os.environ.get("DEMO_TRAFFIC", "1") == "0":  # the Procfile's other processes, without the demo traffic
-        cmd += ["web", "worker", "beat", "mock"]
+        cmd += ["web", "worker", "beat", "mock", "mail"]
     # honcho writes straight to this terminal (a pipe through us would wedge it if we died first).
     proc = subprocess.Popen(cmd, cwd=ROOT, env=procfile_env)
     signal.signal(signal.SIGINT, lambda *_: None)  # honcho (same process group) handles Ctrl-C

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from agentops.accounts import actions as account_actions
@@ -21,6 +22,8 @@ from agentops.demo.agents.openai_sdk import GATEWAY_DEMO_AGENT, ensure_gateway_d
 from agentops.runs.actions import agents as agent_actions
 from budgets.actions import budgets as budget_actions
 from budgets.models import Budget
+from review import mail_actions
+from review.models import ReviewerProfile
 
 DEMO_USERS = (
     # role label, username, role groups, superuser
@@ -137,6 +140,17 @@ def seed_demo_budgets() -> None:
             budget_actions.save_budget(Budget(timezone=settings.BUDGET_TIMEZONE, **fields))
 
 
+def seed_demo_mail_settings() -> None:
+    """The demo reviewer and expert get high-priority escalations by e-mail (make run's sink keeps the mail in
+    .run/dev/mail/), once: what they change on /review/settings/ afterwards is kept."""
+    for username in ("reviewer", "expert"):
+        user = get_user_model().objects.get(username=username)
+        if not ReviewerProfile.objects.filter(user=user).exists():
+            mail_actions.save_reviewer_settings(
+                user, email=f"{username}@example.com", email_opt_in=True, email_priorities="high"
+            )
+
+
 class Command(BaseCommand):
     help = "Create demo users (admin, reviewer, expert, budget admin, agent admin) and seed data; safe to re-run."
 
@@ -156,6 +170,7 @@ class Command(BaseCommand):
             password = known.get(username) or secrets.token_urlsafe(12)
             account_actions.ensure_user(username, password, roles=groups, superuser=superuser)
             lines.append(f"{role} {username} {password}")
+        seed_demo_mail_settings()
         agent_actions.sync_registered_agents()
         seed_demo_budgets()
         if mock_url:

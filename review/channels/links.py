@@ -38,6 +38,14 @@ DECISION_WORDS = {
     D.TAKEN_OVER: gettext_lazy("taken over"),
     D.REJECTED: gettext_lazy("rejected"),
 }
+# Where a decision was made (review.actions.CHANNELS), in words.
+CHANNEL_WORDS = {
+    "web": gettext_lazy("the browser"),
+    "api": gettext_lazy("the API"),
+    "email": gettext_lazy("e-mail"),
+    "chat": gettext_lazy("chat"),
+    "bulk": gettext_lazy("a bulk action"),
+}
 
 
 def arguments_hash(arguments: Any) -> str:
@@ -133,10 +141,10 @@ def _who_decided(escalation: Escalation) -> str:
     decided = AuditEvent.objects.filter(escalation=escalation, event="decided").select_related("actor").last()
     who = escalation.decided_by.get_username() if escalation.decided_by_id else _("someone")
     channel = (decided.data.get("channel") if decided else "") or "web"
-    return _("It was already decided (%(decision)s) by %(who)s, from %(channel)s, at %(when)s.") % {
+    return _("It was already decided (%(decision)s) by %(who)s, from %(channel)s (%(when)s).") % {
         "decision": DECISION_WORDS.get(escalation.decision, escalation.decision),
         "who": who,
-        "channel": channel,
+        "channel": CHANNEL_WORDS.get(channel, channel),
         "when": when(escalation.decided_at),
     }
 
@@ -170,7 +178,7 @@ def check(token: str, now: datetime | None = None) -> Verdict:
             "used",
             409,
             _("This link was already used"),
-            _("Each link in a review mail works once; this one decided %(decision)s at %(when)s.")
+            _("Each link in a review mail works once; this one was used (%(decision)s, %(when)s).")
             % {"decision": DECISION_WORDS.get(used.decision, used.decision), "when": when(used.used_at)},
             open_screen=True,
             **found,

@@ -181,7 +181,7 @@ def test_an_item_decided_by_someone_else_says_who_and_how(alice, bob):
     review.decide(escalation.pk, bob, "rejected", comment="not this customer")  # bob decided in the browser
     opened = anonymous().get(url(token))
     assert opened.status_code == 409 and refusal(opened) == "closed"
-    assert "already decided (rejected) by bob, from web" in opened.content.decode()
+    assert "already decided (rejected) by bob, from the browser" in opened.content.decode()
     assert not UsedMailLink.objects.exists()
 
 

@@ -47,8 +47,11 @@ def _link_page(request, verdict: links.Verdict, *, step: str, status: int = 200,
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-def mail_link(request, token: str):
-    """`/review/mail/<token>/`: GET shows the one-click confirmation (or why the link cannot decide); POST decides."""
+def mail_link(request):
+    """`/review/mail/?t=<token>`: GET shows the one-click confirmation (or why the link cannot decide); POST decides.
+    The token rides in the query string, not the path: request logs and spans record the path only, and the token
+    is a credential."""
+    token = request.GET.get("t", "")
     verdict = links.check(token)
     if not verdict.ok:
         return _link_page(request, verdict, step="refused", status=verdict.status)

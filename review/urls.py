@@ -17,5 +17,5 @@ urlpatterns = [
     path("stats/", data_views.decision_stats, name="stats"),
     path("settings/", mail_views.reviewer_settings, name="settings"),
     path("settings/test-mail", mail_views.send_test_mail, name="test_mail"),
-    path("mail/<str:token>/", mail_views.mail_link, name="mail_link"),
+    path("mail/", mail_views.mail_link, name="mail_link"),
 ]

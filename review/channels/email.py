@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import smtplib
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import structlog
 from django.conf import settings
@@ -59,6 +60,11 @@ REASON_SENTENCES = {
 
 def absolute(path: str) -> str:
     return f"{settings.PUBLIC_URL}{path}"
+
+
+def link_url(token: str) -> str:
+    """The absolute address of a mail link (the token in the query string: logs and spans keep only the path)."""
+    return absolute(f"{reverse('review:mail_link')}?{urlencode({'t': token})}")
 
 
 def recipients(escalation: Escalation, notice: str) -> list:
@@ -131,8 +137,8 @@ def compose(escalation: Escalation, user, notice: str) -> Mail:
             "expert": escalation.queue == Escalation.Queue.EXPERTS,
             "deadline": links.when(escalation.deadline_at),
             "time_left": timeuntil(escalation.deadline_at, timezone.now()),
-            "approve_url": absolute(reverse("review:mail_link", args=[approve])) if approve else "",
-            "reject_url": absolute(reverse("review:mail_link", args=[reject])),
+            "approve_url": link_url(approve) if approve else "",
+            "reject_url": link_url(reject),
             "screen_url": absolute(reverse("review:detail", args=[escalation.pk])),
             "settings_url": absolute(reverse("review:settings")),
             "subject_operation": _one_line(escalation.operation, SUBJECT_CHARS),

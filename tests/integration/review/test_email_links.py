@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.core import signing
@@ -29,7 +30,7 @@ A, R = Escalation.Decision.APPROVED, Escalation.Decision.REJECTED
 
 
 def url(token: str) -> str:
-    return reverse("review:mail_link", args=[token])
+    return f"{reverse('review:mail_link')}?{urlencode({'t': token})}"
 
 
 def anonymous() -> Client:

@@ -67,7 +67,7 @@ MACHINE_MIDDLEWARE = [
     "agentops.observability.logging.RequestLogMiddleware",
     "agentops.lib.middleware.MachineSecurityHeadersMiddleware",
 ]
-MACHINE_PATH_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/", "/v1/", "/_bench/")
+MACHINE_PATH_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/", "/v1/", "/_bench/", "/hooks/")
 
 ROOT_URLCONF = "agentops.urls"
 ASGI_APPLICATION = "agentops.asgi.application"
@@ -189,6 +189,10 @@ CELERY_BEAT_SCHEDULE: dict = {
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # The reminder before a review deadline: at most this many seconds before it, in the deadline's last quarter.
 REVIEW_REMINDER_SECONDS = env_float("REVIEW_REMINDER_SECONDS", 120.0, minimum=1.0)
+# Approvals in chat (Slack-compatible; README "Approvals in chat"). Both are also editable in the admin (Review ›
+# Chat settings); a value set here wins, so a secret can come from the deployment's secret store.
+SLACK_WEBHOOK_URL = env_str("SLACK_WEBHOOK_URL", "")
+SLACK_SIGNING_SECRET = env_str("SLACK_SIGNING_SECRET", "")
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
 
 # --- auth, sessions, security ------------------------------------------------------------------

@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.fixtures.people",
     "tests.fixtures.factories",
     "tests.fixtures.stack",
+    "tests.fixtures.slack",
     "tests.fixtures.browser",
 ]
 

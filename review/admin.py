@@ -1,6 +1,8 @@
 """Admin for the escalation policy (saves go through agentops.actions so every worker reloads it) and
 read-only views of escalations and their audit log (only review.actions changes those)."""
 
+import functools
+
 from django import forms
 from django.contrib import admin
 from django.utils.translation import gettext_lazy
@@ -102,6 +104,7 @@ class ChatSettingsForm(forms.ModelForm):
     class Meta:
         model = ChatSettings
         fields = ("webhook_url", "signing_secret", "language")
+        field_classes = {"webhook_url": functools.partial(forms.URLField, assume_scheme="https")}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

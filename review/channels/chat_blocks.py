@@ -70,7 +70,9 @@ def _deadline(escalation: Escalation) -> str:
     """Slack's date token: shown in the reader's own time zone, the UTC time where a client cannot."""
     stamp = int(escalation.deadline_at.timestamp())
     fallback = escalation.deadline_at.strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{stamp}^{_('{date_short_pretty} at {time}')}|{fallback}>"
+    # Slack fills in {date_short_pretty} and {time}; translators keep both tokens as they are
+    shown = _("{date_short_pretty} at {time}")
+    return f"<!date^{stamp}^{shown}|{fallback}>"
 
 
 def _agent(escalation: Escalation) -> str:
@@ -152,7 +154,8 @@ def new_message(escalation: Escalation) -> dict:
         {"type": "section", "fields": _fields(escalation)},
     ]
     if escalation.rule:
-        blocks.append({"type": "section", "text": _mrkdwn(f"*{_('Rule')}*\n{escape(reveal(escalation.rule))}")})
+        rule = _("Rule")
+        blocks.append({"type": "section", "text": _mrkdwn(f"*{rule}*\n{escape(reveal(escalation.rule))}")})
     label = _("Arguments") if escalation.kind != "llm" else _("Request")
     if escalation.arguments not in (None, {}, [], ""):
         heading = f"*{label}*\n"
@@ -215,7 +218,8 @@ def outcome_message(escalation: Escalation, *, pressed_by: int | None = None) ->
         "operation": _operation(escalation),
         "agent": _agent(escalation),
     }
-    link = f"<{detail_url(escalation)}|{_('Open in agentops')}>"
+    open_label = _("Open in agentops")
+    link = f"<{detail_url(escalation)}|{open_label}>"
     blocks = [
         {"type": "section", "text": _mrkdwn(line)},
         {"type": "context", "elements": [_mrkdwn(f"{summary} · {link}")]},

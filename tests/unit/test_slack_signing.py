@@ -7,10 +7,13 @@ accepts what Slack sends — a round trip between our own signer and verifier co
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from review.channels import chat_blocks, chat_interactions
+from review.channels import chat, chat_blocks, chat_interactions
 from review.channels.chat_interactions import Refused
+from review.models import Escalation
 from tests.fixtures.slack import sign
 
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -86,3 +89,22 @@ def test_mrkdwn_escaping_and_cutting_never_leave_half_an_entity():
         assert len(cut) <= limit
         assert not cut.rstrip("…").endswith(("&", "&a", "&am", "&amp")), (limit, cut)
     assert chat_blocks.cut("short", 10) == "short"
+
+
+def test_chat_messages_follow_the_chat_language():
+    escalation = Escalation(
+        pk=7,
+        operation="send_note",
+        reason="sensitive_operation",
+        priority="high",
+        kind="tool",
+        arguments={"to": "ana@example.com"},
+        deadline_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+    )
+    english = chat.message_for(escalation, "new", "en")
+    chinese = chat.message_for(escalation, "new", "zh-hans")
+    assert english["blocks"][0]["text"]["text"] == "Approval needed: send_note"
+    assert chinese["blocks"][0]["text"]["text"] == "需要审批：send_note"
+    labels = [button["text"]["text"] for button in chinese["blocks"][-1]["elements"]]
+    assert labels == ["批准", "拒绝", "打开"]
+    assert "<!date^1767323040^{date_short_pretty} {time}|2026-01-02 03:04 UTC>" in str(chinese["blocks"][1])

@@ -16,9 +16,10 @@ from agentops.lib.queue import send_now
 from agentops.runs.models import Run
 from review import actions as review
 from review.actions import save_chat_settings
-from review.models import AuditEvent, ChatSettings, Escalation, ReviewerProfile
+from review.models import AuditEvent, ChatConfig, ChatSettings, Escalation, ReviewerProfile
 from tests.fixtures import factories
 from tests.fixtures.factories import run_in
+from tests.fixtures.people import ROOT, client_for
 from tests.fixtures.slack import SIGNING_SECRET, form_body, signed_headers
 from tests.fixtures.stack import reseed_runtime
 from tests.fixtures.waiting import wait_for
@@ -305,3 +306,34 @@ def test_open_is_acknowledged_and_get_or_an_unconfigured_hook_is_refused(pressab
     off = post(url, body, signed_headers(body))
     assert (off.status_code, off.json()["error"]) == (404, "chat approvals are not configured")
     assert_nothing_decided(escalation)
+
+
+# --- the settings ------------------------------------------------------------------------------------------
+def test_the_admin_saves_chat_settings_never_shows_the_secret_and_the_environment_wins(root, slack, settings):
+    client = client_for(ROOT)
+    secret = "s3cret-value-abcdef-123456"
+    added = client.post(
+        "/admin/review/chatsettings/add/", {"webhook_url": slack.webhook_url, "signing_secret": secret, "language": ""}
+    )
+    assert added.status_code == 302, added.content.decode()[-2000:]
+    assert ChatSettings.objects.get().signing_secret == secret
+    page = client.get("/admin/review/chatsettings/1/change/").content.decode()
+    assert secret not in page and "••••3456" in page
+
+    kept = client.post(
+        "/admin/review/chatsettings/1/change/",
+        {"webhook_url": slack.webhook_url, "signing_secret": "", "language": "zh-hans"},
+    )
+    assert kept.status_code == 302 and ChatSettings.objects.get().signing_secret == secret
+    assert ChatSettings.current() == ChatConfig(slack.webhook_url, secret, "zh-hans")
+
+    settings.AGENTOPS_ALLOW_PRIVATE_URLS = []  # as in production: no private address for a webhook
+    refused = client.post(
+        "/admin/review/chatsettings/1/change/",
+        {"webhook_url": "http://10.1.2.3/hook", "signing_secret": "", "language": ""},
+    )
+    assert refused.status_code == 200 and "not public (private)" in refused.content.decode()
+    assert ChatSettings.objects.get().webhook_url == slack.webhook_url
+
+    settings.SLACK_SIGNING_SECRET, settings.SLACK_WEBHOOK_URL = "from-the-environment", "https://hooks.slack.com/x"
+    assert ChatSettings.current() == ChatConfig("https://hooks.slack.com/x", "from-the-environment", "zh-hans")

@@ -67,8 +67,21 @@ SECTIONS = [
     ("agents/", "agents"),
     ("ops/", "ops"),
 ]
-# Not browser pages: machine endpoints (own matrices and tests), the sign-in pages, the admin (staff only).
-SKIPPED = ("healthz", "readyz", "metrics", "api/v1/", "admin/", "accounts/", "_bench/", "bench-full-stack/", "v1/")
+# Not browser pages: machine endpoints (own matrices and tests; hooks/ are signed callbacks, test_chat.py), the
+# sign-in pages, the admin (staff only).
+SKIPPED = (
+    "healthz",
+    "readyz",
+    "metrics",
+    "api/v1/",
+    "admin/",
+    "accounts/",
+    "_bench/",
+    "bench-full-stack/",
+    "v1/",
+    "hooks/",
+    "i18n/",  # Django's set_language: a POST that sets a cookie and redirects back, for anyone
+)
 
 
 def page_routes() -> list[tuple[str, str]]:

@@ -67,7 +67,7 @@ MACHINE_MIDDLEWARE = [
     "agentops.observability.logging.RequestLogMiddleware",
     "agentops.lib.middleware.MachineSecurityHeadersMiddleware",
 ]
-MACHINE_PATH_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/", "/v1/", "/_bench/")
+MACHINE_PATH_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/", "/v1/", "/_bench/", "/hooks/")
 
 ROOT_URLCONF = "agentops.urls"
 ASGI_APPLICATION = "agentops.asgi.application"
@@ -205,6 +205,10 @@ EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0, minimum=1.0)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "agentops <agentops@localhost>")
 EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 REVIEW_EMAIL_ENABLED = bool(EMAIL_HOST)
+# Approvals in chat (Slack-compatible; README "Approvals in chat"). Both are also editable in the admin (Review ›
+# Chat settings); a value set here wins, so a secret can come from the deployment's secret store.
+SLACK_WEBHOOK_URL = env_str("SLACK_WEBHOOK_URL", "")
+SLACK_SIGNING_SECRET = env_str("SLACK_SIGNING_SECRET", "")
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
 
 # --- auth, sessions, security ------------------------------------------------------------------

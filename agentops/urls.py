@@ -12,6 +12,7 @@ from agentops.ops import views
 from agentops.runs import api as runs_api
 from budgets import api as budgets_api
 from review import api as review_api
+from review import hooks as review_hooks
 
 # The agent REST API at /api/v1 (DESIGN.md §8). Routers live beside the state they change: runs in
 # agentops/runs/api.py, actions in review/api.py, usage, reservations and budgets in budgets/api.py.
@@ -40,6 +41,8 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("runs/", include("agentops.runs.urls")),
     path("review/", include("review.urls")),
+    # Slack-compatible button presses (signed, not signed in): README "Approvals in chat".
+    path("hooks/slack/interactive", review_hooks.slack_interactive, name="slack-interactive"),
     path("", include("budgets.urls")),
     path("agents/", include("agentops.keys.urls")),
     path("ops/", views.ops, name="ops"),

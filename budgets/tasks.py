@@ -23,9 +23,7 @@ def webhook_client() -> httpx.Client:
     """One client per worker process. Its transport checks every request after DNS resolution and connects
     to the address it checked (agentops/lib/netguard.py); redirects are not followed, so a webhook cannot
     bounce the POST to an address it could not be saved with."""
-    return httpx.Client(
-        transport=netguard.guarded_transport(httpx.HTTPTransport)(), timeout=WEBHOOK_TIMEOUT, follow_redirects=False
-    )
+    return netguard.guarded_client(timeout=WEBHOOK_TIMEOUT)
 
 
 @shared_task(name="budgets.reclaim_expired")

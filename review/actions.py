@@ -15,7 +15,7 @@ from agentops.lib import live
 from agentops.lib.queue import enqueue_on_commit
 from agentops.observability import metrics
 from agentops.runs.actions import lifecycle as run_lifecycle
-from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, Escalation
+from review.models import PRIORITY_ORDER, ActionRequest, AuditEvent, ChatSettings, Escalation
 from review.policy import deadline_of, evaluate, policy_for, verdict_for_reason
 
 log = structlog.get_logger(__name__)
@@ -34,6 +34,21 @@ class DecisionConflict(Exception):
 
 def _audit(escalation: Escalation, event: str, actor=None, **data) -> None:
     AuditEvent.objects.create(escalation=escalation, event=event, actor=actor, data=data)
+
+
+def record_channel_event(escalation_id: int, event: str, **data) -> None:
+    """Audit what a channel did with an escalation outside a decision (``posted_to_chat``: the message went
+    out, or why it did not), so the approval screen's log shows where the item was announced."""
+    AuditEvent.objects.create(escalation_id=escalation_id, event=event, data=data)
+
+
+def save_chat_settings(row: ChatSettings) -> ChatSettings:
+    """Validate (ValidationError, nothing saved: a webhook URL the outbound guard refuses) and save the chat
+    settings' one row."""
+    with transaction.atomic():
+        row.full_clean()
+        row.save()
+    return row
 
 
 def _announce(escalation: Escalation, event: str) -> None:
@@ -381,6 +396,8 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
     escalation.save()
     _audit(escalation, "escalated_to_expert", None if system else user, comment=comment, automatic=system)
     _announce(escalation, "escalation.to_experts")
+    if escalation.escalated_at == now:  # it just arrived in the expert queue: the experts' mail and chat hear of it
+        enqueue_on_commit("review.notify", escalation.pk, NOTICE_NEW, robust=True)
     transaction.on_commit(_pending_gauge)
     return escalation
 

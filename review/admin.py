@@ -1,12 +1,17 @@
 """Admin for the escalation policy (saves go through agentops.actions so every worker reloads it) and
 read-only views of escalations and their audit log (only review.actions changes those)."""
 
+import functools
+
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.utils.translation import gettext_lazy
 
 from agentops.config.admin import ThroughActionsAdmin
-from review.models import AuditEvent, Escalation, EscalationPolicy, MailDelivery, ReviewerProfile
+from review import actions
+from review.models import AuditEvent, ChatSettings, Escalation, EscalationPolicy, MailDelivery, ReviewerProfile
 
 
 @admin.register(EscalationPolicy)
@@ -115,3 +120,57 @@ class ReviewerUserAdmin(UserAdmin):
 User = get_user_model()
 admin.site.unregister(User)
 admin.site.register(User, ReviewerUserAdmin)
+
+
+def masked(secret: str) -> str:
+    """A secret as a page may show it: its last four characters at most (none of a short one)."""
+    if not secret:
+        return ""
+    return "••••" + (secret[-4:] if len(secret) >= 16 else "")
+
+
+class ChatSettingsForm(forms.ModelForm):
+    """The signing secret is never sent back to the browser: a blank field keeps the stored one."""
+
+    signing_secret = forms.CharField(
+        label=gettext_lazy("signing secret"),
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+    clear_signing_secret = forms.BooleanField(label=gettext_lazy("remove the stored signing secret"), required=False)
+
+    class Meta:
+        model = ChatSettings
+        fields = ("webhook_url", "signing_secret", "language")
+        field_classes = {"webhook_url": functools.partial(forms.URLField, assume_scheme="https")}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        stored = self.instance.signing_secret if self.instance.pk else ""
+        help_text = str(ChatSettings._meta.get_field("signing_secret").help_text)
+        if stored:
+            help_text += " " + str(gettext_lazy("Stored: %(masked)s. Leave blank to keep it.")) % {
+                "masked": masked(stored)
+            }
+        self.fields["signing_secret"].help_text = help_text
+
+    def clean_signing_secret(self) -> str:
+        typed = self.cleaned_data.get("signing_secret", "").strip()
+        if self.data.get("clear_signing_secret"):
+            return ""
+        return typed or (self.instance.signing_secret if self.instance.pk else "")
+
+
+@admin.register(ChatSettings)
+class ChatSettingsAdmin(admin.ModelAdmin):
+    form = ChatSettingsForm
+    list_display = ("__str__", "webhook_url", "language")
+
+    def has_add_permission(self, request):
+        return not ChatSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        actions.save_chat_settings(obj)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy
 
 from agentops.accounts import roles
+from agentops.lib import netguard
 from agentops.runs.models import Agent, Run
 
 
@@ -252,6 +256,79 @@ class UsedMailLink(models.Model):
 
     def __str__(self) -> str:
         return f"used mail link {self.nonce} ({self.decision} of escalation {self.escalation_id})"
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    """What the chat channel uses right now: the environment's value wins over the admin's row."""
+
+    webhook_url: str
+    signing_secret: str
+    language: str
+
+    @property
+    def posting(self) -> bool:
+        return bool(self.webhook_url)
+
+    @property
+    def receiving(self) -> bool:
+        return bool(self.signing_secret)
+
+
+class ChatSettings(models.Model):
+    """The one row of the Slack-compatible chat channel (README "Approvals in chat"), edited in the admin so an
+    operator pastes what the Slack app shows without a redeploy; SLACK_WEBHOOK_URL / SLACK_SIGNING_SECRET in
+    the environment win (a secret store). Chat is off while neither a webhook URL nor a secret is set."""
+
+    webhook_url = models.URLField(
+        gettext_lazy("incoming webhook URL"),
+        max_length=500,
+        blank=True,
+        help_text=gettext_lazy(
+            "The Slack app's incoming webhook (https://hooks.slack.com/services/…): one message per new "
+            "escalation and per reminder is posted there. Blank = no messages."
+        ),
+    )
+    signing_secret = models.CharField(
+        gettext_lazy("signing secret"),
+        max_length=200,
+        blank=True,
+        help_text=gettext_lazy(
+            "The Slack app's signing secret (Basic Information › App Credentials): button presses are accepted "
+            "only when signed with it. Blank = buttons are refused."
+        ),
+    )
+    language = models.CharField(
+        gettext_lazy("language of chat messages"),
+        max_length=10,
+        blank=True,
+        choices=settings.LANGUAGES,
+        help_text=gettext_lazy("Blank = the deployment's default language."),
+    )
+
+    class Meta:
+        verbose_name = verbose_name_plural = gettext_lazy("chat settings")
+
+    def __str__(self) -> str:
+        return "chat settings"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        refusal = netguard.refusal_at_save(self.webhook_url) if self.webhook_url else None
+        if refusal:
+            raise ValidationError({"webhook_url": refusal})
+
+    @classmethod
+    def current(cls) -> ChatConfig:
+        row = cls.objects.filter(pk=1).first() or cls()
+        return ChatConfig(
+            webhook_url=settings.SLACK_WEBHOOK_URL or row.webhook_url,
+            signing_secret=settings.SLACK_SIGNING_SECRET or row.signing_secret,
+            language=row.language or settings.LANGUAGE_CODE,
+        )
 
 
 class AuditEvent(models.Model):

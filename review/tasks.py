@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from review import actions, channels
+from review.channels import chat
 
 
 @shared_task(name="review.expire_overdue")
@@ -21,3 +22,15 @@ def remind_due() -> list[int]:
 def notify(escalation_pk: int, notice: str) -> dict:
     """Tell the channels beyond the browser (e-mail, chat) of a new escalation or a reminder."""
     return channels.notify(escalation_pk, notice)
+
+
+@shared_task(name="review.chat_respond", acks_late=True, ignore_result=True)
+def chat_respond(escalation_pk: int, response_url: str, pressed_by: int | None) -> int | None:
+    """Replace a pressed chat message with what became of the item (review/channels/chat.py)."""
+    return chat.replace_with_outcome(escalation_pk, response_url, pressed_by)
+
+
+@shared_task(name="review.chat_reply", acks_late=True, ignore_result=True)
+def chat_reply(response_url: str, message: dict) -> int | None:
+    """Send an ephemeral reply (already translated) to whoever pressed a chat button."""
+    return chat.respond(response_url, message)

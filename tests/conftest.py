@@ -28,6 +28,7 @@ pytest_plugins = [
     "tests.fixtures.factories",
     "tests.fixtures.smtp",
     "tests.fixtures.stack",
+    "tests.fixtures.slack",
     "tests.fixtures.browser",
 ]
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
 from django.conf import settings
 
 from agentops.runtime.errors import RefusedDestination
@@ -196,3 +197,10 @@ def pin(request) -> None:
         return  # allow-listed by name, or an IP literal: nothing to pin
     request.url = url.copy_with(host=str(addresses[0]))
     request.extensions = {**request.extensions, "sni_hostname": host}
+
+
+def guarded_client(*, timeout: float) -> httpx.Client:
+    """An httpx client for requests to addresses someone typed or sent us (webhooks, chat response URLs): its
+    transport checks every request after DNS resolution and connects to the address it checked; redirects are
+    not followed, so a far end cannot bounce the request to an address it could not name itself."""
+    return httpx.Client(transport=guarded_transport(httpx.HTTPTransport)(), timeout=timeout, follow_redirects=False)

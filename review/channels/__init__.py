@@ -18,7 +18,7 @@ from review.models import Escalation
 log = structlog.get_logger(__name__)
 
 # The channel modules, by name (each one imported lazily: a channel's libraries load only where it is used).
-CHANNEL_MODULES: tuple[str, ...] = ("email",)
+CHANNEL_MODULES: tuple[str, ...] = ("email", "chat")
 
 
 def notify(escalation_pk: int, notice: str) -> dict:

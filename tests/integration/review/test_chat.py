@@ -64,7 +64,7 @@ def assert_nothing_decided(escalation: Escalation) -> None:
 
 
 # --- the message -----------------------------------------------------------------------------------------
-def test_a_new_escalation_posts_a_block_kit_message_with_escaped_arguments_and_the_buttons(worker, chat_on):
+def test_a_new_escalation_posts_a_block_kit_message_with_escaped_arguments_and_the_buttons(worker, chat_on, stack_env):
     slack = chat_on
     hostile = {"to": "<!channel> & <https://evil.example|click>", "body": "```done``` <@U999>"}
     escalation = factories.make_escalation(arguments=hostile)
@@ -90,7 +90,7 @@ def test_a_new_escalation_posts_a_block_kit_message_with_escaped_arguments_and_t
     assert approve["style"] == "primary" and approve["text"]["text"] == "Approve"
     assert reject["style"] == "danger" and reject["confirm"]["confirm"]["text"] == "Reject"
     assert reject["confirm"]["title"]["text"] == "Reject this action?"
-    assert open_["url"] == f"http://127.0.0.1:8000/review/{escalation.pk}/" and "style" not in open_
+    assert open_["url"] == f"{stack_env['PUBLIC_URL']}/review/{escalation.pk}/" and "style" not in open_
     assert json.loads(approve["value"]) == json.loads(reject["value"]) == {"escalation": escalation.pk, "version": 0}
 
     posted = wait_for(lambda: AuditEvent.objects.filter(escalation=escalation, event="posted_to_chat").first())
@@ -189,14 +189,16 @@ def test_a_press_on_a_stale_version_decides_nothing_and_the_message_says_it_chan
     assert all(b["type"] != "actions" for b in replaced["blocks"])
 
 
-def test_an_unlinked_chat_user_gets_an_ephemeral_answer_and_decides_nothing(worker, web, chat_on):
+def test_an_unlinked_chat_user_gets_an_ephemeral_answer_and_decides_nothing(worker, web, chat_on, stack_env):
     slack = chat_on
     escalation = factories.make_escalation()
     message = message_of(slack, escalation)
     answer = slack.press(web.extra["url"], message, "approve", NOBODY_CHAT)
     assert answer.status_code == 403
     assert answer.json()["response_type"] == "ephemeral" and answer.json()["replace_original"] is False
-    assert NOBODY_CHAT in answer.json()["text"] and "http://127.0.0.1:8000/review/settings/" in answer.json()["text"]
+    assert (
+        NOBODY_CHAT in answer.json()["text"] and f"{stack_env['PUBLIC_URL']}/review/settings/" in answer.json()["text"]
+    )
     reply = slack.wait_for_response(message)
     assert reply["response_type"] == "ephemeral" and "not linked" in reply["text"]
     assert_nothing_decided(escalation)

@@ -63,9 +63,15 @@ def test_a_new_escalation_mails_exactly_the_opted_in_reviewers_of_its_team_and_p
         ("erin", "new"),
     }
 
-    # moved to the expert queue: its reminder goes to the experts only (alice wants reminders, but is a reviewer)
+    # moved to the expert queue: the experts hear of it at once, and its reminder goes to the experts only
+    # (alice wants reminders, but is a reviewer)
     inbox.clear()
     moved = review.escalate_to_expert(escalation.pk, alice)
+    wait_for(lambda: AuditEvent.objects.filter(escalation=escalation, event="mailed", data__queue="experts").exists())
+    to_experts = AuditEvent.objects.get(escalation=escalation, event="mailed", data__queue="experts")
+    assert to_experts.data == {"notice": "new", "queue": "experts", "to": ["erin"]}
+    assert [m.rcpt_tos for m in inbox.messages] == [["erin@example.com"]]
+    inbox.clear()
     assert review.due_for_reminder(now=moved.deadline_at - timedelta(seconds=30)) == [escalation.pk]
     reminder = mailed(escalation, "reminder")
     assert reminder.data == {"notice": "reminder", "queue": "experts", "to": ["erin"]}
@@ -124,8 +130,8 @@ def test_a_reminder_is_mailed_once_near_the_deadline(worker, inbox, settings, al
     # the same notice delivered again (a task redelivered after a worker died) sends nothing twice
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.REVIEW_EMAIL_ENABLED = inbox.host, inbox.port, True
-    assert channels.notify(escalation.pk, "reminder") == {"email": 0}
-    assert channels.notify(escalation.pk, "new") == {"email": 0}
+    assert channels.notify(escalation.pk, "reminder")["email"] == 0
+    assert channels.notify(escalation.pk, "new")["email"] == 0
     assert [m.subject for m in inbox.messages] == [reminder.subject]
     assert AuditEvent.objects.filter(escalation=escalation, event="mailed").count() == 2
 

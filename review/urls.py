@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from review import data_views, views
+from review import data_views, filter_views, views
 
 app_name = "review"
 
@@ -15,4 +15,6 @@ urlpatterns = [
     path("<int:pk>/decide", views.decide, name="decide"),
     path("export.jsonl", data_views.export_decisions, name="export"),
     path("stats/", data_views.decision_stats, name="stats"),
+    path("filters/", filter_views.save_filter, name="save_filter"),
+    path("filters/<int:pk>/delete", filter_views.delete_filter, name="delete_filter"),
 ]

@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from agentops.lib import display
 from agentops.runs.models import Step
 from agentops.runs.presenters import error_view, timeline_steps
-from review import queries
+from review import queries, saved_filters
 from review.forms import ALL_TEAMS, DecisionForm
 from review.models import AuditEvent, Escalation, Priority, Reason, SavedFilter
 
@@ -202,22 +202,24 @@ def _page_links(page: queries.Page, filters: dict, queue_url: str) -> list[PageL
     ]
 
 
-def saved_filter_links(user, current_query: str) -> list[SavedFilterLink]:
-    """The reviewer's named queue views, as links (and where to delete each)."""
+def saved_filter_links(user, *current: str) -> list[SavedFilterLink]:
+    """The reviewer's named queue views, as links (and where to delete each); the ones whose query is one of
+    `current` (the view's query string as the page writes it, and as the address bar has it) are marked."""
     queue_url = reverse("review:queue")
+    current = {saved_filters.clean_query(query) for query in current}
     return [
         SavedFilterLink(
             saved.pk,
             saved.name,
             f"{queue_url}?{saved.query}" if saved.query else queue_url,
             reverse("review:delete_filter", args=[saved.pk]),
-            saved.query == current_query,
+            saved.query in current,
         )
         for saved in SavedFilter.objects.filter(user=user).only("pk", "name", "query")
     ]
 
 
-def queue_context(user, filters: dict) -> dict:
+def queue_context(user, filters: dict, *, address_query: str = "") -> dict:
     """The queue page's values for `user` under the cleaned `filters` (the form is the view's): one page of
     the open escalations in the chosen order (most urgent first, then oldest, by default), how many there
     are, and the latest decided ones."""
@@ -257,7 +259,7 @@ def queue_context(user, filters: dict) -> dict:
         "page_label": number_format(page.number, force_grouping=True),
         "pages_label": number_format(page.pages, force_grouping=True),
         "query": query,
-        "saved_filters": saved_filter_links(user, query),
+        "saved_filters": saved_filter_links(user, query, address_query),
         "recent": recent,
         "queue": filters["queue"],
         "filtered": any(filters.get(key) for key in ("reason", "agent", "priority", "q", "assignee"))

@@ -92,15 +92,22 @@ def filtered(queryset: QuerySet, filters: dict, user) -> QuerySet:
 
 
 def open_items(user, filters: dict) -> QuerySet:
-    """The open escalations of the view, in its sort order, reading only what a row prints."""
+    """The open escalations of the view, in its sort order (primary keys only are read from it: see page_of)."""
     order = SORTS.get(filters.get("sort") or DEFAULT_SORT, SORTS[DEFAULT_SORT])[1]
-    return (
-        filtered(Escalation.objects.visible_to(user).filter(state__in=Escalation.OPEN_STATES), filters, user)
+    open_now = Escalation.objects.visible_to(user).filter(state__in=Escalation.OPEN_STATES)
+    return filtered(open_now, filters, user).order_by(*order)
+
+
+def rows(pks: list[int]) -> list[Escalation]:
+    """The escalations `pks`, in that order, with only what a row prints (and the start of the arguments)."""
+    found = (
+        Escalation.objects.filter(pk__in=pks)
         .select_related("agent", "claimed_by", "assigned_to")
         .only(*ROW_FIELDS)
         .annotate(arguments_head=Left(Cast("arguments", TextField()), ARGUMENT_CHARS))
-        .order_by(*order)
     )
+    by_pk = {escalation.pk: escalation for escalation in found}
+    return [by_pk[pk] for pk in pks if pk in by_pk]
 
 
 @dataclass(frozen=True)
@@ -113,15 +120,17 @@ class Page:
     items: list
 
 
-def page_of(queryset: QuerySet, number: int, size: int = PAGE_SIZE) -> Page:
+def page_of(queryset: QuerySet, number: int, size: int | None = None) -> Page:
     """One page of `queryset` (a page past the end shows the last one) and how many items there are.
-    Offset paging: measured at 10,000 open items, the last page costs a few milliseconds more than the first
-    (the queue_order index is read in order), and page numbers are what reviewers share."""
+    Offset paging over the primary keys only: the sort reads three narrow columns of the matching rows
+    (not their JSON), then the page's rows are read by key. Measured at 10,000 open items (bench_queue),
+    the last page costs a few milliseconds more than the first; and page numbers are what reviewers share."""
+    size = size or PAGE_SIZE
     total = queryset.count()
     pages = max(1, math.ceil(total / size))
     number = min(max(1, number), pages)
     offset = (number - 1) * size
-    items = list(queryset[offset : offset + size])
+    items = rows(list(queryset.values_list("pk", flat=True)[offset : offset + size]))
     return Page(number, pages, total, offset + 1 if items else 0, offset + len(items), items)
 
 

@@ -59,7 +59,7 @@ def _queue_context(request) -> dict:
     if not form.is_bound:
         initial = {key: filters[key] for key in ("queue", "team", "sort")}
         form = QueueFilterForm(initial=initial, expert=expert, user=user)
-    context = presenters.queue_context(user, filters)
+    context = presenters.queue_context(user, filters, address_query=request.GET.urlencode())
     return {"form": form, "save_form": SavedFilterForm(initial={"query": context["query"]}), **context}
 
 

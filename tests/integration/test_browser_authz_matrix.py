@@ -68,7 +68,18 @@ SECTIONS = [
     ("ops/", "ops"),
 ]
 # Not browser pages: machine endpoints (own matrices and tests), the sign-in pages, the admin (staff only).
-SKIPPED = ("healthz", "readyz", "metrics", "api/v1/", "admin/", "accounts/", "_bench/", "bench-full-stack/", "v1/")
+SKIPPED = (
+    "healthz",
+    "readyz",
+    "metrics",
+    "api/v1/",
+    "admin/",
+    "accounts/",
+    "_bench/",
+    "bench-full-stack/",
+    "v1/",
+    "i18n/",  # Django's set_language: a POST that sets a cookie and redirects, no page
+)
 
 
 def page_routes() -> list[tuple[str, str]]:
@@ -177,6 +188,7 @@ class Stage:
             "budgets/<int:pk>": ("<int:pk>", self.budget.pk),
             "ops/breakers/<slug:operation>": ("<slug:operation>", "none"),
             "ops/probe/<str:task_id>": ("<str:task_id>", "authz-task"),
+            "review/filters/<int:pk>": ("<int:pk>", 999_999),
         }
         for prefix, (param, value) in fills.items():
             if route.startswith(prefix):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy
 
 from agentops.runs.models import Agent
 from review.models import Escalation, Priority, Reason
+from review.saved_filters import FILTER_KEYS as FILTER_KEYS  # the page links and saved views keep these
 
 ALL_QUEUES = "all"
 
@@ -30,30 +33,104 @@ ACTION_LABELS = {
 MAX_TEXT = 200_000  # characters of edited arguments / a written result
 
 
+# The queue's sort orders: (label, ORDER BY). Each ends in the primary key so a page boundary is stable.
+SORTS = {
+    "priority": (gettext_lazy("Most urgent first"), ("priority_rank", "created_at", "pk")),
+    "age": (gettext_lazy("Oldest first"), ("created_at", "pk")),
+    "-age": (gettext_lazy("Newest first"), ("-created_at", "-pk")),
+    "deadline": (gettext_lazy("Deadline soonest"), ("deadline_at", "pk")),
+}
+DEFAULT_SORT = "priority"
+ALL_TEAMS, MY_TEAMS = "all", "mine"
+ASSIGNED_TO_ME, UNASSIGNED = "me", "none"
+SEARCH_MAX = 200  # characters of a search; a longer one is a form error, never a slow query
+MAX_PAGE = 100_000
+
+
+def _reviewer_teams(user) -> list[str]:
+    profile = getattr(user, "reviewer_profile", None) if user is not None else None
+    return profile.team_list() if profile else []
+
+
 class QueueFilterForm(forms.Form):
-    """Filters of the queue page. Only experts (and superusers) may pick the expert queue or both."""
+    """Filters, search, sort and page of the queue (all in the query string, so a view is a bookmark). Only
+    experts (and superusers) may pick the expert queue or both. A reviewer whose profile names teams sees
+    those teams' items (and items of no team) unless they pick another team or every team."""
 
-    reason = forms.ChoiceField(required=False, choices=[("", "Any reason"), *Reason.choices])
-    agent = forms.ChoiceField(required=False)
-    priority = forms.ChoiceField(required=False, choices=[("", "Any priority"), *Priority.choices])
-    queue = forms.ChoiceField(required=False)
+    q = forms.CharField(
+        required=False,
+        max_length=SEARCH_MAX,
+        label=gettext_lazy("Search"),
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": gettext_lazy("operation, arguments, session, agent")}
+        ),
+    )
+    reason = forms.ChoiceField(required=False, label=gettext_lazy("Reason"))
+    agent = forms.ChoiceField(required=False, label=gettext_lazy("Agent"))
+    priority = forms.ChoiceField(required=False, label=gettext_lazy("Priority"))
+    queue = forms.ChoiceField(required=False, label=gettext_lazy("Queue"))
+    team = forms.ChoiceField(required=False, label=gettext_lazy("Team"))
+    assignee = forms.CharField(required=False, max_length=150, label=gettext_lazy("Assignee"))
+    sort = forms.ChoiceField(
+        required=False, label=gettext_lazy("Sort"), choices=[(key, label) for key, (label, _) in SORTS.items()]
+    )
+    page = forms.IntegerField(required=False, min_value=1, max_value=MAX_PAGE, widget=forms.HiddenInput)
 
-    def __init__(self, *args, expert: bool = False, **kwargs):
+    def __init__(self, *args, expert: bool = False, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["reason"].choices = [("", gettext_lazy("Any reason")), *Reason.choices]
+        self.fields["priority"].choices = [("", gettext_lazy("Any priority")), *Priority.choices]
         names = Agent.objects.order_by("name").values_list("name", flat=True)
-        self.fields["agent"].choices = [("", "Any agent"), *((name, name) for name in names)]
-        queues = [(Escalation.Queue.REVIEWERS.value, "Reviewers")]
+        self.fields["agent"].choices = [("", gettext_lazy("Any agent")), *((name, name) for name in names)]
+        queues = [(Escalation.Queue.REVIEWERS.value, gettext_lazy("Reviewers"))]
         if expert:
-            queues += [(Escalation.Queue.EXPERTS.value, "Experts"), (ALL_QUEUES, "Both queues")]
+            queues += [
+                (Escalation.Queue.EXPERTS.value, gettext_lazy("Experts")),
+                (ALL_QUEUES, gettext_lazy("Both queues")),
+            ]
         self.fields["queue"].choices = queues
+        self.my_teams = _reviewer_teams(user)
+        known = sorted(set(Agent.objects.exclude(team="").values_list("team", flat=True)) | set(self.my_teams))
+        teams = [(ALL_TEAMS, gettext_lazy("Every team"))]
+        if self.my_teams:
+            teams.insert(0, (MY_TEAMS, gettext_lazy("My teams")))
+        self.fields["team"].choices = teams + [(team, team) for team in known]
+        self.fields["assignee"].widget = forms.TextInput(
+            attrs={"list": "assignee-choices", "placeholder": gettext_lazy("me, none or a username")}
+        )
         self.expert = expert
+        self.user = user
+
+    def clean_assignee(self) -> str:
+        value = self.cleaned_data.get("assignee", "").strip()
+        if value in ("", ASSIGNED_TO_ME, UNASSIGNED):
+            return value
+        if not get_user_model().objects.filter(username=value).exists():
+            raise forms.ValidationError(
+                gettext_lazy("No user is called %(name)s (“me”, “none” or a username)."), params={"name": value}
+            )
+        return value
+
+    def default_team(self) -> str:
+        return MY_TEAMS if self.my_teams else ALL_TEAMS
 
     def cleaned(self, default_queue: str) -> dict:
-        """The valid filters (a bad value is reported on its field and not applied)."""
+        """The valid filters (a bad value is reported on its field and not applied), with the defaults filled in."""
         self.is_valid()
         data = {k: v for k, v in getattr(self, "cleaned_data", {}).items() if v}
         data.setdefault("queue", default_queue)
+        data.setdefault("team", self.default_team())
+        data.setdefault("sort", DEFAULT_SORT)
+        data.setdefault("page", 1)
+        data["my_teams"] = self.my_teams
         return data
+
+
+class SavedFilterForm(forms.Form):
+    """Name the queue view being looked at (its query string comes with it, from the page)."""
+
+    name = forms.CharField(max_length=80, label=gettext_lazy("Save this view as"))
+    query = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)
 
 
 def _parse_result(text: str):

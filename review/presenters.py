@@ -20,15 +20,16 @@ from asgiref.sync import sync_to_async
 from django.db.models import Aggregate, Count, F, FloatField, Func, Q, QuerySet
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 
 from agentops.lib import display
 from agentops.runs.models import Step
 from agentops.runs.presenters import error_view, timeline_steps
-from review.forms import ALL_QUEUES, DecisionForm
-from review.models import AuditEvent, Escalation, Priority, Reason
+from review import queries, saved_filters
+from review.forms import ALL_TEAMS, DecisionForm
+from review.models import AuditEvent, Escalation, Priority, Reason, SavedFilter
 
-QUEUE_LIMIT = 100  # rows on the queue page; the count says how many more wait
 RECENT_LIMIT = 10
 DISPLAY_LIMIT = 20_000  # characters of one displayed value; the rest is cut with a note
 SUMMARY_CHARS = 90
@@ -123,6 +124,10 @@ class QueueRow:
     overdue: bool
     holder: str
     mine: bool
+    team: str = ""
+    assignee: str = ""
+    assigned_to_me: bool = False
+    reminded: bool = False  # the reminder before the deadline went out (review.actions.due_for_reminder)
 
 
 @dataclass
@@ -134,22 +139,27 @@ class DecidedRow:
     when: str
 
 
-def _filtered(queryset, filters: dict):
-    if filters["queue"] != ALL_QUEUES:
-        queryset = queryset.filter(queue=filters["queue"])
-    if filters.get("reason"):
-        queryset = queryset.filter(reason=filters["reason"])
-    if filters.get("agent"):
-        queryset = queryset.filter(agent__name=filters["agent"])
-    if filters.get("priority"):
-        queryset = queryset.filter(priority=filters["priority"])
-    return queryset
+@dataclass(frozen=True)
+class PageLink:
+    label: str
+    url: str  # "" when there is nowhere to go (the first page's "previous")
+    rel: str
+
+
+@dataclass(frozen=True)
+class SavedFilterLink:
+    pk: int
+    name: str
+    url: str
+    delete_url: str
+    current: bool
 
 
 def _queue_row(esc: Escalation, user, now, queue_url: str) -> QueueRow:
     held_by, mine = holder(esc, user, now)
     sla, overdue = display.time_left(esc.deadline_at, now)
     href = f"{queue_url}{esc.pk}/"
+    assignee = esc.assigned_to.get_username() if esc.assigned_to_id else ""
     return QueueRow(
         pk=esc.pk,
         href=href,
@@ -163,7 +173,7 @@ def _queue_row(esc: Escalation, user, now, queue_url: str) -> QueueRow:
         approvable=esc.approvable,
         agent=reveal(esc.agent.name) if esc.agent_id else "—",
         operation=reveal(esc.operation),
-        arguments=summary(esc.arguments),
+        arguments=summary(getattr(esc, "arguments_head", None) or esc.arguments),
         created_iso=esc.created_at.isoformat(),
         age=display.age((now - esc.created_at).total_seconds()),
         deadline_iso=esc.deadline_at.isoformat(),
@@ -172,47 +182,88 @@ def _queue_row(esc: Escalation, user, now, queue_url: str) -> QueueRow:
         overdue=overdue,
         holder=held_by,
         mine=mine,
+        team=esc.team,
+        assignee=assignee,
+        assigned_to_me=esc.assigned_to_id is not None and esc.assigned_to_id == user.pk,
+        reminded=esc.reminded_at is not None,
     )
 
 
-def queue_context(user, filters: dict) -> dict:
-    """The queue page's values for `user` under the cleaned `filters` (the form is the view's): open
-    escalations, most urgent first, then oldest; and the latest decided ones."""
-    now = timezone.now()
-    open_items = _filtered(
-        Escalation.objects.visible_to(user)
-        .filter(state__in=Escalation.OPEN_STATES)
-        .select_related("agent", "claimed_by")
-        .defer("context", "result", "final_arguments", "comment"),
-        filters,
-    ).order_by("priority_rank", "created_at", "pk")
-    total = open_items.count()
+def _page_links(page: queries.Page, filters: dict, queue_url: str) -> list[PageLink]:
+    def url(number: int) -> str:
+        return f"{queue_url}?{queries.query_string(filters, page=number)}"
+
+    first, last = page.number == 1, page.number == page.pages
+    return [
+        PageLink(_("First"), "" if first else url(1), "first"),
+        PageLink(_("Previous"), "" if first else url(page.number - 1), "prev"),
+        PageLink(_("Next"), "" if last else url(page.number + 1), "next"),
+        PageLink(_("Last"), "" if last else url(page.pages), "last"),
+    ]
+
+
+def saved_filter_links(user, *current: str) -> list[SavedFilterLink]:
+    """The reviewer's named queue views, as links (and where to delete each); the ones whose query is one of
+    `current` (the view's query string as the page writes it, and as the address bar has it) are marked."""
     queue_url = reverse("review:queue")
-    rows = [_queue_row(esc, user, now, queue_url) for esc in open_items[:QUEUE_LIMIT]]
-    decided = _filtered(
+    current = {saved_filters.clean_query(query) for query in current}
+    return [
+        SavedFilterLink(
+            saved.pk,
+            saved.name,
+            f"{queue_url}?{saved.query}" if saved.query else queue_url,
+            reverse("review:delete_filter", args=[saved.pk]),
+            saved.query in current,
+        )
+        for saved in SavedFilter.objects.filter(user=user).only("pk", "name", "query")
+    ]
+
+
+def queue_context(user, filters: dict, *, address_query: str = "") -> dict:
+    """The queue page's values for `user` under the cleaned `filters` (the form is the view's): one page of
+    the open escalations in the chosen order (most urgent first, then oldest, by default), how many there
+    are, and the latest decided ones."""
+    now = timezone.now()
+    queue_url = reverse("review:queue")
+    page = queries.page_of(queries.open_items(user, filters), filters.get("page") or 1)
+    rows = [_queue_row(esc, user, now, queue_url) for esc in page.items]
+    decided = queries.filtered(
         Escalation.objects.visible_to(user)
         .filter(state__in=(Escalation.State.DECIDED, Escalation.State.EXPIRED))
         .select_related("agent", "decided_by"),
         filters,
+        user,
     ).order_by("-decided_at", "-pk")[:RECENT_LIMIT]
     recent = [
         DecidedRow(
             escalation=esc,
             agent=reveal(esc.agent.name) if esc.agent_id else "—",
             operation=reveal(esc.operation),
-            by=esc.decided_by.get_username() if esc.decided_by_id else "deadline",
+            by=esc.decided_by.get_username() if esc.decided_by_id else _("deadline"),
             when=display.age((now - esc.decided_at).total_seconds()) if esc.decided_at else "",
         )
         for esc in decided
     ]
     watching_experts = filters["queue"] == Escalation.Queue.EXPERTS
+    query = queries.query_string(filters)
     return {
         "rows": rows,
-        "total": total,
+        "total": page.total,
         "shown": len(rows),
+        "page": page,
+        "page_links": _page_links(page, filters, queue_url),
+        # localised ("10,000" in English and Chinese alike; the active language's separators)
+        "total_label": number_format(page.total, force_grouping=True),
+        "first_label": number_format(page.first, force_grouping=True),
+        "last_label": number_format(page.last, force_grouping=True),
+        "page_label": number_format(page.number, force_grouping=True),
+        "pages_label": number_format(page.pages, force_grouping=True),
+        "query": query,
+        "saved_filters": saved_filter_links(user, query, address_query),
         "recent": recent,
         "queue": filters["queue"],
-        "filtered": any(filters.get(key) for key in ("reason", "agent", "priority")),
+        "filtered": any(filters.get(key) for key in ("reason", "agent", "priority", "q", "assignee"))
+        or filters.get("team", ALL_TEAMS) != ALL_TEAMS,
         "server_now": now.isoformat(),
         "live_group": "review.experts" if watching_experts else "review.queue",
         "refresh_event": REFRESH_EVENT,

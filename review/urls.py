@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from review import data_views, mail_views, views
+from review import data_views, filter_views, mail_views, views
 
 app_name = "review"
 
@@ -18,4 +18,6 @@ urlpatterns = [
     path("settings/", mail_views.reviewer_settings, name="settings"),
     path("settings/test-mail", mail_views.send_test_mail, name="test_mail"),
     path("mail/", mail_views.mail_link, name="mail_link"),
+    path("filters/", filter_views.save_filter, name="save_filter"),
+    path("filters/<int:pk>/delete", filter_views.delete_filter, name="delete_filter"),
 ]

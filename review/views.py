@@ -28,6 +28,7 @@ from review.forms import (
     TAKE_OVER,
     DecisionForm,
     QueueFilterForm,
+    SavedFilterForm,
 )
 from review.models import Escalation
 from review.presenters import REFRESH_EVENT
@@ -53,20 +54,23 @@ def _queue_context(request) -> dict:
     expert = roles.is_expert(user)
     if request.GET.get("queue") in (Escalation.Queue.EXPERTS, ALL_QUEUES) and not expert:
         raise PermissionDenied("Only experts open the expert queue.")
-    form = QueueFilterForm(request.GET or None, expert=expert)
+    form = QueueFilterForm(request.GET or None, expert=expert, user=user)
     filters = form.cleaned(_default_queue(user))
     if not form.is_bound:
-        form = QueueFilterForm(initial={"queue": filters["queue"]}, expert=expert)
-    return {"form": form, **presenters.queue_context(user, filters)}
+        initial = {key: filters[key] for key in ("queue", "team", "sort")}
+        form = QueueFilterForm(initial=initial, expert=expert, user=user)
+    context = presenters.queue_context(user, filters, address_query=request.GET.urlencode())
+    return {"form": form, "save_form": SavedFilterForm(initial={"query": context["query"]}), **context}
 
 
 @roles.section_required("queue")
 @require_GET
 def queue(request):
-    """`/review/`: open escalations, most urgent first, then oldest. htmx requests (filters, live
-    refreshes, reconnects) get the rows fragment only."""
+    """`/review/`: one page of the open escalations (filters, search, sort and page in the query string),
+    most urgent first, then oldest. htmx requests (filters, pages, live refreshes, reconnects) get the
+    live region only; the back button's history restore gets the whole page."""
     context = _queue_context(request)
-    if request.htmx and not request.htmx.boosted:
+    if request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request:
         return render(request, "review/queue.html#live", context)
     return render(request, "review/queue.html", context)
 

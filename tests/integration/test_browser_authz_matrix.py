@@ -183,6 +183,7 @@ class Stage:
             "budgets/<int:pk>": ("<int:pk>", self.budget.pk),
             "ops/breakers/<slug:operation>": ("<slug:operation>", "none"),
             "ops/probe/<str:task_id>": ("<str:task_id>", "authz-task"),
+            "review/filters/<int:pk>": ("<int:pk>", 999_999),
         }
         for prefix, (param, value) in fills.items():
             if route.startswith(prefix):

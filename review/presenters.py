@@ -123,6 +123,8 @@ class QueueRow:
     overdue: bool
     holder: str
     mine: bool
+    assignee: str = ""  # whose item it is (an assignment, which unlike a claim never expires)
+    assigned_to_me: bool = False
 
 
 @dataclass
@@ -172,6 +174,8 @@ def _queue_row(esc: Escalation, user, now, queue_url: str) -> QueueRow:
         overdue=overdue,
         holder=held_by,
         mine=mine,
+        assignee=esc.assigned_to.get_username() if esc.assigned_to_id else "",
+        assigned_to_me=esc.assigned_to_id == user.pk,
     )
 
 
@@ -182,7 +186,7 @@ def queue_context(user, filters: dict) -> dict:
     open_items = _filtered(
         Escalation.objects.visible_to(user)
         .filter(state__in=Escalation.OPEN_STATES)
-        .select_related("agent", "claimed_by")
+        .select_related("agent", "claimed_by", "assigned_to")
         .defer("context", "result", "final_arguments", "comment"),
         filters,
     ).order_by("priority_rank", "created_at", "pk")

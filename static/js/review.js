@@ -118,7 +118,7 @@
     }
     function notifyHigh(row) {
       if (!("Notification" in window) || Notification.permission !== "granted") { return; }
-      var cells = row.querySelectorAll("td");
+      var cells = row.querySelectorAll("td:not(.pick)"); // priority, reason, agent, operation, …
       var body = reveal((cells[1] ? cells[1].textContent : "") + " · " + (cells[3] ? cells[3].textContent : "")).trim();
       try {
         var note = new Notification("High-priority escalation", { body: body.slice(0, 200), tag: "escalation-" + row.getAttribute("data-escalation") });
@@ -278,8 +278,12 @@
       if (typing(evt)) { return; }
       var click = { a: "#act-approve", r: "#act-reject" }[evt.key];
       if (click) {
+        // one key never decides: the first press puts the focus on the button ("armed"), Enter or the same key
+        // again presses it (a held-down key does not)
         var button = $(click);
-        if (button) { button.click(); evt.preventDefault(); }
+        if (!button) { return; }
+        if (document.activeElement === button && !evt.repeat) { button.click(); } else if (!evt.repeat) { button.focus(); }
+        evt.preventDefault();
         return;
       }
       var hash = { m: "#modify", t: "#take-over", e: "#escalate" }[evt.key];

@@ -287,3 +287,16 @@ def test_assignment_permissions_and_expert_items_only_to_experts(cast):
     detail = erin.get(f"/review/{expert_item.pk}/").content.decode()
     options = re.findall(r'<option value="(\d+)"', detail[detail.index('id="assign-to"') :])
     assert str(cast["erin"].pk) in options and str(cast["alice"].pk) not in options
+
+
+def test_the_confirmation_and_the_report_speak_chinese(cast):
+    first, second = items(2)
+    alice = client_for(ALICE)
+    zh = {**HTMX, "HTTP_ACCEPT_LANGUAGE": "zh-hans"}
+    confirm = alice.post("/review/bulk/confirm", {"action": "approve", "pick": picks(first, second)}, **zh)
+    html = confirm.content.decode()
+    assert "批准 2 个升级项？" in html and "已选择 2 项。" in html and "批准 2 项" in html
+    report = alice.post("/review/bulk/decide", {"action": "approve", "pick": picks(first, second)}, **zh)
+    assert "已批准 2 项。" in report.content.decode()
+    queue = alice.get("/review/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "清除选择" in queue and "分配给" in queue

@@ -11,6 +11,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from agentops.accounts import roles
 from agentops.lib import live
 from agentops.lib.queue import enqueue_on_commit
 from agentops.observability import metrics
@@ -248,6 +249,49 @@ def release(escalation_id: int, user) -> Escalation:
     return escalation
 
 
+class AssignmentRefused(ValueError):
+    """The chosen assignee may not work this item (not an active reviewer, or a reviewer for an expert item)."""
+
+
+def may_be_assigned(escalation: Escalation, assignee) -> bool:
+    """Whether ``assignee`` may be given ``escalation``: an active user who opens the queue (a reviewer, an
+    expert, a superuser); an item of the expert queue only to an expert (or a superuser)."""
+    if not roles.can_open(assignee, "queue"):
+        return False
+    return escalation.queue != Escalation.Queue.EXPERTS or roles.is_expert(assignee)
+
+
+@transaction.atomic
+def assign(escalation_id: int, user, assignee) -> Escalation:
+    """Say whose item this is (``assignee`` a user, or None to unassign), audited as ``assigned`` (who assigned
+    whom) and announced. An assignment is not a claim: it never expires, it holds nothing, and anyone who may
+    decide the item still can (a claim, which does bump the version, is what keeps two people apart).
+    The version is therefore left alone, so a form or a bulk selection someone holds stays valid.
+    Raises DecisionConflict for an item no longer open, AssignmentRefused for an assignee it may not have."""
+    escalation = Escalation.objects.select_for_update(of=("self",)).select_related("assigned_to").get(pk=escalation_id)
+    if not escalation.is_open:
+        raise DecisionConflict(_why_not_open(escalation, user))
+    if assignee is not None and not may_be_assigned(escalation, assignee):
+        if escalation.queue == Escalation.Queue.EXPERTS and roles.can_open(assignee, "queue"):
+            raise AssignmentRefused(_("This item is in the expert queue: only an expert can take it."))
+        raise AssignmentRefused(_("%(user)s is not an active reviewer.") % {"user": assignee.get_username()})
+    previous = escalation.assigned_to
+    if (previous.pk if previous else None) == (assignee.pk if assignee else None):
+        return escalation  # nothing changes: no event, no announcement
+    escalation.assigned_to = assignee
+    escalation.save(update_fields=["assigned_to"])
+    _audit(
+        escalation,
+        "assigned",
+        user,
+        assignee=assignee.get_username() if assignee else None,
+        previous=previous.get_username() if previous else None,
+    )
+    _announce(escalation, "escalation.assigned")
+    log.info("escalation.assigned", escalation=escalation.pk, by=user.pk, assignee=assignee.pk if assignee else None)
+    return escalation
+
+
 def _why_not_open(escalation: Escalation, user) -> str:
     if escalation.state == Escalation.State.DECIDED:
         who = escalation.decided_by.get_username() if escalation.decided_by else "someone"
@@ -390,6 +434,8 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
         escalation.deadline_at = now + timedelta(seconds=deadline_of(policy))
     escalation.queue = Escalation.Queue.EXPERTS
     escalation.state = Escalation.State.PENDING
+    if escalation.assigned_to_id and not roles.is_expert(escalation.assigned_to):
+        escalation.assigned_to = None  # a reviewer cannot even see it now: it is the experts' to take
     escalation.claimed_by, escalation.claim_expires_at = None, None
     escalation.reminded_at = None  # the experts get their own reminder before their deadline
     escalation.version += 1

@@ -223,3 +223,46 @@ class DecisionFilterForm(forms.Form):
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             raise forms.ValidationError("“From” is after “To”.")
         return data
+
+
+# --- bulk decisions and assignment (the queue's selection, the assign controls) ------------------------
+BULK_ACTIONS = {APPROVE: Escalation.Decision.APPROVED, REJECT: Escalation.Decision.REJECTED}
+
+
+class BulkDecisionForm(forms.Form):
+    """A bulk approve / reject of the selected rows. Each ``pick`` is ``<escalation id>:<version shown>``."""
+
+    action = forms.ChoiceField(choices=[(APPROVE, APPROVE), (REJECT, REJECT)])
+    comment = forms.CharField(required=False, max_length=5000, label=gettext_lazy("Comment (optional, for every item)"))
+
+    def clean(self):
+        data = super().clean()
+        # every pick is read (MAX_BODY_BYTES bounds them): review.bulk refuses more than its limit by count
+        raw = self.data.getlist("pick") if hasattr(self.data, "getlist") else []
+        picks: dict[int, int] = {}
+        for value in raw:
+            pk, _, version = str(value).partition(":")
+            if not (pk.isdigit() and version.isdigit()) or len(pk) > 12 or len(version) > 9:
+                raise forms.ValidationError(
+                    gettext_lazy("The selection is not valid; reload the queue and select again.")
+                )
+            picks[int(pk)] = int(version)
+        if not picks:
+            raise forms.ValidationError(gettext_lazy("Select at least one escalation first."))
+        data["picks"] = picks
+        return data
+
+
+ASSIGN_ME = "me"
+
+
+class AssignForm(forms.Form):
+    """Assign an item: ``assignee`` is a user id, ``me``, or empty to unassign."""
+
+    assignee = forms.CharField(required=False, max_length=20)
+
+    def clean_assignee(self) -> str:
+        value = self.cleaned_data["assignee"].strip()
+        if value and value != ASSIGN_ME and not value.isdigit():
+            raise forms.ValidationError(gettext_lazy("Choose a reviewer from the list."))
+        return value

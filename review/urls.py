@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from review import data_views, filter_views, mail_views, views
+from review import bulk_views, data_views, filter_views, mail_views, views
 
 app_name = "review"
 
@@ -13,6 +13,9 @@ urlpatterns = [
     path("<int:pk>/claim", views.claim, name="claim"),
     path("<int:pk>/release", views.release, name="release"),
     path("<int:pk>/decide", views.decide, name="decide"),
+    path("<int:pk>/assign", bulk_views.assign, name="assign"),
+    path("bulk/confirm", bulk_views.bulk_confirm, name="bulk_confirm"),
+    path("bulk/decide", bulk_views.bulk_decide, name="bulk_decide"),
     path("export.jsonl", data_views.export_decisions, name="export"),
     path("stats/", data_views.decision_stats, name="stats"),
     path("settings/", mail_views.reviewer_settings, name="settings"),

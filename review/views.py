@@ -18,6 +18,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from agentops.accounts import roles
 from review import actions, presenters
 from review.actions import DecisionConflict
+from review.bulk_presenters import assignment_context
 from review.forms import (
     ACTION_LABELS,
     ACTIONS,
@@ -78,12 +79,14 @@ def queue(request):
 # --- the approval screen -------------------------------------------------------------------------
 def _detail_context(request, escalation: Escalation, *, form: DecisionForm | None = None, notice: str = "") -> dict:
     form = form if form is not None else presenters.decision_form(escalation)
-    return presenters.detail_context(escalation, request.user, form, notice=notice)
+    context = presenters.detail_context(escalation, request.user, form, notice=notice)
+    return {**context, **assignment_context(escalation, request.user)}
 
 
 def _escalation_or_404(pk: int) -> Escalation:
     return get_object_or_404(
-        Escalation.objects.select_related("agent", "run", "run__agent", "claimed_by", "decided_by"), pk=pk
+        Escalation.objects.select_related("agent", "run", "run__agent", "claimed_by", "decided_by", "assigned_to"),
+        pk=pk,
     )
 
 

@@ -65,7 +65,8 @@
     var t = evt.target;
     if (evt.ctrlKey || evt.metaKey || evt.altKey) { return true; }
     if (!t || !t.closest) { return false; }
-    return !!t.closest("input, textarea, select, [contenteditable], [contenteditable=''], [contenteditable=true]");
+    // a ticked row checkbox keeps the focus, and the queue's keys must keep working after it
+    return !!t.closest("input:not([type=checkbox]), textarea, select, [contenteditable], [contenteditable=''], [contenteditable=true]");
   }
 
   // --- the queue ---------------------------------------------------------------------------------
@@ -117,7 +118,7 @@
     }
     function notifyHigh(row) {
       if (!("Notification" in window) || Notification.permission !== "granted") { return; }
-      var cells = row.querySelectorAll("td");
+      var cells = row.querySelectorAll("td:not(.pick)"); // priority, reason, agent, operation, …
       var body = reveal((cells[1] ? cells[1].textContent : "") + " · " + (cells[3] ? cells[3].textContent : "")).trim();
       try {
         var note = new Notification("High-priority escalation", { body: body.slice(0, 200), tag: "escalation-" + row.getAttribute("data-escalation") });
@@ -143,11 +144,13 @@
     readServerClock($("#queue-live"));
     openedAt = now();
     remember(false);
+    move(1); // the cursor starts on the first row, the most urgent (it stays with that item as rows come and go)
     document.body.addEventListener("htmx:afterSwap", function (evt) {
       var live = $("#queue-live");
       if (!live || !(evt.target === live || live.contains(evt.target) || evt.detail.target === live)) { return; }
       readServerClock(live);
       paint();
+      if (selectedId === null) { move(1); } // the queue was empty: the first item to arrive gets the cursor
       remember(true);
       tick();
     });
@@ -157,7 +160,7 @@
     });
 
     document.addEventListener("keydown", function (evt) {
-      if (typing(evt)) { return; }
+      if (typing(evt) || $("dialog[open]")) { return; } // an open confirmation has the keys (review_bulk.js)
       var key = evt.key, row;
       if (key === "j" || key === "ArrowDown" && evt.shiftKey) { move(1); evt.preventDefault(); return; }
       if (key === "k" || key === "ArrowUp" && evt.shiftKey) { move(-1); evt.preventDefault(); return; }
@@ -168,8 +171,10 @@
         window.location.assign(row.getAttribute("data-href"));
         evt.preventDefault();
       } else if (key === "a" || key === "r") {
-        var button = row.querySelector('button[data-key="' + key + '"]');
-        if (button) { button.click(); evt.preventDefault(); }
+        // never decide on one key: review_bulk.js opens a confirmation (of the selection, or of this row)
+        // that Enter or the same key again accepts
+        if (!evt.repeat) { document.dispatchEvent(new CustomEvent("review:decide-key", { detail: { key: key, row: row } })); }
+        evt.preventDefault();
       } else if (key === "m" || key === "t" || key === "e") {
         var focus = { m: "#modify", t: "#take-over", e: "#escalate" }[key];
         window.location.assign(row.getAttribute("data-href") + focus);
@@ -273,8 +278,12 @@
       if (typing(evt)) { return; }
       var click = { a: "#act-approve", r: "#act-reject" }[evt.key];
       if (click) {
+        // one key never decides: the first press puts the focus on the button ("armed"), Enter or the same key
+        // again presses it (a held-down key does not)
         var button = $(click);
-        if (button) { button.click(); evt.preventDefault(); }
+        if (!button) { return; }
+        if (document.activeElement === button && !evt.repeat) { button.click(); } else if (!evt.repeat) { button.focus(); }
+        evt.preventDefault();
         return;
       }
       var hash = { m: "#modify", t: "#take-over", e: "#escalate" }[evt.key];

@@ -125,10 +125,15 @@ def test_worker_escalation_appears_live_and_is_approved_with_the_keyboard(web, w
         expect(page.locator("#queue-rows tr[data-escalation]").first).to_have_attribute(
             "data-escalation", str(escalation.pk)
         )
-        page.keyboard.press("j")
+        # the cursor started on the most urgent row at load and stays with it: the new item landed above it
+        page.keyboard.press("k")
         expect(row).to_have_class(re.compile(r"\bselected\b"))
         screenshot(page, "review-queue")
-        page.keyboard.press("a")
+        page.keyboard.press("a")  # opens a confirmation: one key never decides
+        expect(page.locator("#quick-confirm")).to_be_visible()
+        expect(page.locator("#quick-confirm-what")).to_contain_text("send_note")
+        assert Escalation.objects.get(pk=escalation.pk).state == "pending"
+        page.keyboard.press("Enter")
         expect(page.locator("#queue-notice")).to_contain_text(f"Approved: escalation {escalation.pk}")
         expect(row).to_have_count(0)
         expect(page.locator("#queue-rows tr[data-escalation]")).to_have_count(2)
@@ -158,7 +163,7 @@ def test_modify_with_edited_arguments_and_take_over(web, worker, page, stack_rea
     open_queue(page, base)
     page.wait_for_selector(f"tr[data-escalation='{to_modify.pk}']")
     ids = page.locator("#queue-rows tr[data-escalation]").evaluate_all("rows => rows.map(r => r.dataset.escalation)")
-    for _ in range(ids.index(str(to_modify.pk)) + 1):
+    for _ in range(ids.index(str(to_modify.pk))):  # the cursor starts on the first row
         page.keyboard.press("j")
     expect(page.locator(f"tr[data-escalation='{to_modify.pk}']")).to_have_class(re.compile(r"\bselected\b"))
     page.keyboard.press("m")
@@ -241,7 +246,10 @@ def test_second_reviewer_gets_the_conflict_and_keeps_what_they_typed(web, page, 
     # alice approves; bob's screen learns it live, and his next try is refused with who decided
     page.fill("#id_comment", "fine")
     page.keyboard.press("Escape")
-    page.keyboard.press("a")
+    page.keyboard.press("a")  # puts the focus on Approve: one key never decides
+    expect(page.locator("#act-approve")).to_be_focused()
+    assert Escalation.objects.get(pk=escalation.pk).state == "claimed"
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/review/")
     expect(second_page.locator("#escalation-state")).to_contain_text("Approved", timeout=10000)
     second_page.fill("#id_result", "I would have phoned")

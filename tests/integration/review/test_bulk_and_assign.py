@@ -233,7 +233,9 @@ def test_assign_to_a_reviewer_is_audited_shown_and_does_not_claim(cast):
     assert event.actor.username == "alice" and event.data == {"assignee": "bob", "previous": None}
 
     queue = alice.get("/review/").content.decode()
-    assert re.search(rf'data-escalation="{escalation.pk}".*?class="badge assignee-name">bob<', queue, re.S)
+    assert re.search(
+        rf'data-escalation="{escalation.pk}".*?class="badge assignee-name" data-agent-content>bob<', queue, re.S
+    )
     bob = client_for(BOB)
     detail = bob.get(f"/review/{escalation.pk}/").content.decode()
     assert re.search(r'id="assignee-name">you<', detail)

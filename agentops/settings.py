@@ -190,6 +190,11 @@ PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 # The reminder before a review deadline: at most this many seconds before it, in the deadline's last quarter.
 REVIEW_REMINDER_SECONDS = env_float("REVIEW_REMINDER_SECONDS", 120.0, minimum=1.0)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
+# Policy suggestions from decision history (review/suggestions.py): how many human decisions an agent +
+# operation needs, the share approved unchanged, and how many of the latest must all be plain approvals.
+REVIEW_SUGGEST_MIN_DECISIONS = env_int("REVIEW_SUGGEST_MIN_DECISIONS", 20, minimum=1)
+REVIEW_SUGGEST_APPROVAL_PERCENT = env_int("REVIEW_SUGGEST_APPROVAL_PERCENT", 98, minimum=50, maximum=100)
+REVIEW_SUGGEST_RECENT = env_int("REVIEW_SUGGEST_RECENT", 10, minimum=1)
 
 # --- auth, sessions, security ------------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"

@@ -4,7 +4,7 @@ read-only views of escalations and their audit log (only review.actions changes 
 from django.contrib import admin
 
 from agentops.config.admin import ThroughActionsAdmin
-from review.models import AuditEvent, Escalation, EscalationPolicy
+from review.models import AuditEvent, Escalation, EscalationPolicy, PolicyChange
 
 
 @admin.register(EscalationPolicy)
@@ -17,11 +17,14 @@ class EscalationPolicyAdmin(ThroughActionsAdmin):
         "max_retries",
         "sensitive_prefixes",
         "deadline_seconds",
+        "auto_decision",
+        "auto_approve_below",
     )
-    list_filter = ("enabled", "agent")
+    list_filter = ("enabled", "agent", "auto_decision")
     search_fields = ("operation", "agent__name")
     fieldsets = (
         ("Scope", {"fields": ("agent", "operation", "enabled")}),
+        ("Decide at once", {"fields": ("auto_decision", "auto_approve_below")}),
         (
             "Rules",
             {"fields": ("low_confidence_below", "high_value_above", "max_retries", "sensitive_prefixes")},
@@ -77,3 +80,12 @@ class EscalationAdmin(ReadOnlyAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("escalation", "event", "actor", "created_at")
     list_filter = ("event",)
+
+
+@admin.register(PolicyChange)
+class PolicyChangeAdmin(ReadOnlyAdmin):
+    """Suggestions applied and undone (review.policy_actions writes them; /review/suggestions/ undoes)."""
+
+    list_display = ("pk", "kind", "suggestion", "agent_name", "operation", "actor", "created_at")
+    list_filter = ("kind", "suggestion")
+    search_fields = ("agent_name", "operation")

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from review import data_views, views
+from review import data_views, suggestion_views, views
 
 app_name = "review"
 
@@ -15,4 +15,8 @@ urlpatterns = [
     path("<int:pk>/decide", views.decide, name="decide"),
     path("export.jsonl", data_views.export_decisions, name="export"),
     path("stats/", data_views.decision_stats, name="stats"),
+    path("suggestions/", suggestion_views.suggestions_page, name="suggestions"),
+    path("suggestions/apply", suggestion_views.apply, name="suggestion_apply"),
+    path("suggestions/dismiss", suggestion_views.dismiss, name="suggestion_dismiss"),
+    path("suggestions/changes/<int:pk>/undo", suggestion_views.undo, name="suggestion_undo"),
 ]

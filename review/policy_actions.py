@@ -55,7 +55,10 @@ def snapshot(row: EscalationPolicy | None) -> dict | None:
 
 def _lock_scope(agent_id: int) -> Agent:
     """Serialise changes of one agent's rows: two admins applying at once must not both create the row."""
-    return Agent.objects.select_for_update().get(pk=agent_id)
+    agent = Agent.objects.select_for_update().filter(pk=agent_id).first()
+    if agent is None:
+        raise SuggestionChanged(_("This suggestion no longer stands: its agent no longer exists."))
+    return agent
 
 
 def _standing(agent_id: int, operation: str, kind: str, below: float | None, decisions: int) -> suggestions.Found:
@@ -111,9 +114,8 @@ def undo(change_id: int, user) -> PolicyChange:
     change = PolicyChange.objects.select_for_update().get(pk=change_id, kind=PolicyChange.Kind.APPLIED)
     if PolicyChange.objects.filter(undoes=change).exists():
         raise UndoRefused(_("This change was undone already."))
-    if change.agent_id is None:
+    if change.agent_id is None or not Agent.objects.select_for_update().filter(pk=change.agent_id).exists():
         raise UndoRefused(_("The agent of this change no longer exists."))
-    _lock_scope(change.agent_id)
     row = (
         EscalationPolicy.objects.select_for_update()
         .filter(agent_id=change.agent_id, operation=change.operation)

@@ -158,3 +158,13 @@ def test_agent_supplied_names_are_escaped(redis_client, alice, root):
     client.force_login(root)
     html = client.get(PAGE).content.decode()
     assert "Auto-approve &lt;b&gt;send&lt;/b&gt;_note for t-approval" in html and "<b>send</b>" not in html
+
+
+def test_the_page_in_chinese(history, root):
+    client = Client(HTTP_ACCEPT_LANGUAGE="zh-hans")
+    client.force_login(root)
+    html = client.get(PAGE).content.decode()
+    assert "<h1>策略建议</h1>" in html
+    assert "自动批准 t-approval 的 send_note，金额低于 490" in html
+    assert "20 个决定：20 个原样批准，0 个已修改，0 个已接管，0 个已拒绝" in html
+    assert "最近 10 个：全部原样批准" in html and "自动拒绝 t-approval 的 delete_account" in html

@@ -20,6 +20,7 @@ from review.models import PolicyChange
 from review.suggestion_forms import SuggestionForm
 
 PERMISSION = "review.change_escalationpolicy"
+SHOWN = 50  # suggestions listed at once
 
 
 def may_edit_policies(user) -> bool:
@@ -43,8 +44,12 @@ def _policy_editor(view):
 def suggestions_page(request):
     """The standing suggestions with their evidence, and the latest applied ones with their undo buttons."""
     thresholds = suggestions.Thresholds.from_settings()
+    found = suggestions.find(thresholds)
+    # The strongest evidence first; a page of a few hundred suggestions helps nobody (and costs seconds).
+    shown = sorted(found, key=lambda f: -f.evidence.decisions)[:SHOWN]
     context = {
-        "suggestions": suggestion_presenters.suggestion_views(suggestions.find(thresholds)),
+        "suggestions": suggestion_presenters.suggestion_views(shown),
+        "total": len(found),
         "changes": suggestion_presenters.applied_changes(),
         "thresholds": thresholds,
     }

@@ -27,8 +27,6 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q, Window
-from django.db.models.functions import RowNumber
 
 from agentops.runs.models import Agent
 from review.models import (
@@ -85,6 +83,7 @@ class Evidence:
     max_approved_value: float | None
     first_at: datetime
     last_at: datetime
+    latest_ids: list[int]  # the latest LAST_SHOWN decided escalations, newest first
 
     def as_json(self) -> dict:
         """The snapshot a PolicyChange keeps (datetimes as ISO strings)."""
@@ -113,27 +112,33 @@ class Found:
 
 _HISTORY_SQL = """
 WITH decided AS (
-    SELECT e.agent_id, e.operation, e.decision, e.value, e.decided_at,
+    SELECT e.id, e.agent_id, e.operation, e.decision, e.value, e.decided_at,
            ROW_NUMBER() OVER (PARTITION BY e.agent_id, e.operation ORDER BY e.decided_at DESC, e.id DESC) AS latest
     FROM {escalation} e
     WHERE e.state = %(decided)s AND e.kind = 'tool' AND e.agent_id IS NOT NULL AND e.reason = ANY(%(reasons)s)
       {scope}
+), grouped AS (
+    SELECT d.agent_id, d.operation,
+           COUNT(*) AS decisions,
+           COUNT(*) FILTER (WHERE d.decision = %(approved)s) AS approved,
+           COUNT(*) FILTER (WHERE d.decision = %(modified)s) AS modified,
+           COUNT(*) FILTER (WHERE d.decision = %(taken_over)s) AS taken_over,
+           COUNT(*) FILTER (WHERE d.decision = %(rejected)s) AS rejected,
+           COUNT(*) FILTER (WHERE d.latest <= %(recent)s) AS recent,
+           COUNT(*) FILTER (WHERE d.latest <= %(recent)s AND d.decision <> %(approved)s) AS recent_changes,
+           COUNT(d.value) AS valued, MIN(d.value) AS min_value, MAX(d.value) AS max_value,
+           MAX(d.value) FILTER (WHERE d.decision = %(approved)s) AS max_approved_value,
+           MIN(d.decided_at) AS first_at, MAX(d.decided_at) AS last_at,
+           ARRAY_AGG(d.id ORDER BY d.latest) FILTER (WHERE d.latest <= %(shown)s) AS latest_ids
+    FROM decided d
+    GROUP BY d.agent_id, d.operation
+    HAVING COUNT(*) >= %(min_decisions)s
 )
-SELECT d.agent_id, a.name, d.operation,
-       COUNT(*),
-       COUNT(*) FILTER (WHERE d.decision = %(approved)s),
-       COUNT(*) FILTER (WHERE d.decision = %(modified)s),
-       COUNT(*) FILTER (WHERE d.decision = %(taken_over)s),
-       COUNT(*) FILTER (WHERE d.decision = %(rejected)s),
-       COUNT(*) FILTER (WHERE d.latest <= %(recent)s),
-       COUNT(*) FILTER (WHERE d.latest <= %(recent)s AND d.decision <> %(approved)s),
-       COUNT(d.value), MIN(d.value), MAX(d.value),
-       MAX(d.value) FILTER (WHERE d.decision = %(approved)s),
-       MIN(d.decided_at), MAX(d.decided_at)
-FROM decided d JOIN {agent} a ON a.id = d.agent_id
-GROUP BY d.agent_id, a.name, d.operation
-HAVING COUNT(*) >= %(min_decisions)s
-ORDER BY a.name, d.operation
+SELECT g.agent_id, a.name, g.operation, g.decisions, g.approved, g.modified, g.taken_over, g.rejected, g.recent,
+       g.recent_changes, g.valued, g.min_value, g.max_value, g.max_approved_value, g.first_at, g.last_at,
+       g.latest_ids
+FROM grouped g JOIN {agent} a ON a.id = g.agent_id
+ORDER BY a.name, g.operation
 """
 
 
@@ -154,6 +159,7 @@ def history(thresholds: Thresholds, *, agent_id: int | None = None, operation: s
         "rejected": D.REJECTED,
         "recent": thresholds.recent,
         "min_decisions": thresholds.min_decisions,
+        "shown": LAST_SHOWN,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -232,24 +238,12 @@ def find_one(agent_id: int, operation: str, thresholds: Thresholds | None = None
     return found[0] if found else None
 
 
-def last_decisions(found: list[Found], count: int = LAST_SHOWN) -> dict[tuple[int, str], list[Escalation]]:
-    """The latest ``count`` decided escalations of each suggestion's agent + operation, newest first."""
-    if not found:
-        return {}
-    scope = Q()
-    for item in found:
-        scope |= Q(agent_id=item.evidence.agent_id, operation=item.evidence.operation)
-    latest = Window(
-        RowNumber(), partition_by=[F("agent_id"), F("operation")], order_by=[F("decided_at").desc(), F("pk").desc()]
-    )
-    rows = (
-        Escalation.objects.filter(scope, state=Escalation.State.DECIDED, kind="tool", reason__in=RULE_REASONS)
-        .select_related("decided_by")
-        .annotate(latest=latest)
-        .filter(latest__lte=count)
-        .order_by("agent_id", "operation", "latest")
-    )
-    grouped: dict[tuple[int, str], list[Escalation]] = {}
-    for row in rows:
-        grouped.setdefault((row.agent_id, row.operation), []).append(row)
-    return grouped
+def last_decisions(found: list[Found]) -> dict[tuple[int, str], list[Escalation]]:
+    """The latest decided escalations of each suggestion's agent + operation (``Evidence.latest_ids``: the
+    history query found them), newest first — one primary-key query for all."""
+    ids = [pk for item in found for pk in item.evidence.latest_ids]
+    rows = Escalation.objects.select_related("decided_by").in_bulk(ids)
+    return {
+        (item.evidence.agent_id, item.evidence.operation): [rows[pk] for pk in item.evidence.latest_ids if pk in rows]
+        for item in found
+    }

@@ -70,7 +70,18 @@ SECTIONS = [
     ("ops/", "ops"),
 ]
 # Not browser pages: machine endpoints (own matrices and tests), the sign-in pages, the admin (staff only).
-SKIPPED = ("healthz", "readyz", "metrics", "api/v1/", "admin/", "accounts/", "_bench/", "bench-full-stack/", "v1/")
+SKIPPED = (
+    "healthz",
+    "readyz",
+    "metrics",
+    "api/v1/",
+    "admin/",
+    "accounts/",
+    "i18n/",
+    "_bench/",
+    "bench-full-stack/",
+    "v1/",
+)
 
 
 def page_routes() -> list[tuple[str, str]]:

@@ -79,3 +79,12 @@ def test_an_applied_auto_reject_rejects_at_once_naming_the_row(client, alice, ro
     again = client.get(f"/actions/{answer['id']}").json()
     assert again["status"] == "rejected" and again["comment"] == answer["comment"]
     assert ask(client, operation="delete_account", value=0.01)["status"] == "rejected"  # whatever the value
+
+    # Leave the web process as the next test expects it: no auto-reject row in its cache.
+    policy_actions.undo(change.pk, root)
+    wait_for(
+        lambda: ask(client, operation="delete_account")["status"] == "pending",
+        timeout=10,
+        interval=0.3,
+        message="the undo to reach the web process",
+    )

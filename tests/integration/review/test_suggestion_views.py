@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.test import Client
+from django.utils import translation
 
 from agentops.config.source import config_source
 from agentops.runs.actions import agents as agent_actions
@@ -18,6 +19,16 @@ from tests.fixtures.stack import reseed_runtime
 pytestmark = pytest.mark.django_db
 
 PAGE = "/review/suggestions/"
+
+
+@pytest.fixture(autouse=True)
+def _forget_rolled_back_policies():
+    """This process caches policy rows: a rolled-back test's rows must not outlive it in that cache. Texts
+    made outside a request are in English (a request in Chinese leaves its language active in the thread)."""
+    translation.activate("en")
+    yield
+    config_source().invalidate()
+    translation.activate("en")
 
 
 @pytest.fixture

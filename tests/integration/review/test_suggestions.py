@@ -6,6 +6,7 @@ suggestion, dismissals that last until new evidence, and the audited, exact undo
 from __future__ import annotations
 
 import pytest
+from django.utils import translation
 
 from agentops.config import actions as config_actions
 from agentops.config.source import config_source
@@ -21,6 +22,16 @@ from tests.fixtures.stack import reseed_runtime
 pytestmark = pytest.mark.django_db
 
 SEED = Thresholds(min_decisions=20, approval_percent=98, recent=10)  # the settings' defaults
+
+
+@pytest.fixture(autouse=True)
+def _forget_rolled_back_policies():
+    """This process caches policy rows: a rolled-back test's rows must not outlive it in that cache. Texts
+    made outside a request are in English (a request in Chinese leaves its language active in the thread)."""
+    translation.activate("en")
+    yield
+    config_source().invalidate()
+    translation.activate("en")
 
 
 @pytest.fixture

@@ -211,6 +211,11 @@ REVIEW_EMAIL_ENABLED = bool(EMAIL_HOST)
 SLACK_WEBHOOK_URL = env_str("SLACK_WEBHOOK_URL", "")
 SLACK_SIGNING_SECRET = env_str("SLACK_SIGNING_SECRET", "")
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_CONCURRENCY", 2, minimum=1)
+# Policy suggestions from decision history (review/suggestions.py): how many human decisions an agent +
+# operation needs, the share approved unchanged, and how many of the latest must all be plain approvals.
+REVIEW_SUGGEST_MIN_DECISIONS = env_int("REVIEW_SUGGEST_MIN_DECISIONS", 20, minimum=1)
+REVIEW_SUGGEST_APPROVAL_PERCENT = env_int("REVIEW_SUGGEST_APPROVAL_PERCENT", 98, minimum=50, maximum=100)
+REVIEW_SUGGEST_RECENT = env_int("REVIEW_SUGGEST_RECENT", 10, minimum=1)
 
 # --- auth, sessions, security ------------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"

@@ -129,8 +129,8 @@ def request_action(
 ) -> ActionRequest:
     """An agent asks permission over the API. The escalation policy decides: no rule fires → approved at
     once (recorded, so what agents were allowed to do stays auditable); a rule fires → pending, with an
-    escalation (source "api", no run) whose decision the agent then reads. The policy has no
-    reject-at-once rule, so a request is never rejected here; rejections come from reviewers or expiry."""
+    escalation (source "api", no run) whose decision the agent then reads. A policy row's auto decision
+    answers at once: approved, or rejected (its rule names the row)."""
     verdict = evaluate(agent.name, operation, value=value, confidence=confidence, retry_count=retry_count)
     escalation = None
     if verdict.escalate:
@@ -159,7 +159,9 @@ def request_action(
         confidence=confidence,
         retry_count=retry_count,
         context=context or {},
-        status=ActionRequest.Status.PENDING if escalation else ActionRequest.Status.APPROVED,
+        status=ActionRequest.Status.PENDING
+        if escalation
+        else (ActionRequest.Status.REJECTED if verdict.reject else ActionRequest.Status.APPROVED),
         reason=verdict.reason or "",
         priority=verdict.priority or "",
         rule=(verdict.rule or "")[:200],

@@ -11,7 +11,15 @@ from django.utils.translation import gettext_lazy
 
 from agentops.config.admin import ThroughActionsAdmin
 from review import actions
-from review.models import AuditEvent, ChatSettings, Escalation, EscalationPolicy, MailDelivery, ReviewerProfile
+from review.models import (
+    AuditEvent,
+    ChatSettings,
+    Escalation,
+    EscalationPolicy,
+    MailDelivery,
+    PolicyChange,
+    ReviewerProfile,
+)
 
 
 @admin.register(EscalationPolicy)
@@ -24,11 +32,14 @@ class EscalationPolicyAdmin(ThroughActionsAdmin):
         "max_retries",
         "sensitive_prefixes",
         "deadline_seconds",
+        "auto_decision",
+        "auto_approve_below",
     )
-    list_filter = ("enabled", "agent")
+    list_filter = ("enabled", "agent", "auto_decision")
     search_fields = ("operation", "agent__name")
     fieldsets = (
         ("Scope", {"fields": ("agent", "operation", "enabled")}),
+        ("Decide at once", {"fields": ("auto_decision", "auto_approve_below")}),
         (
             "Rules",
             {"fields": ("low_confidence_below", "high_value_above", "max_retries", "sensitive_prefixes")},
@@ -174,3 +185,12 @@ class ChatSettingsAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         actions.save_chat_settings(obj)
+
+
+@admin.register(PolicyChange)
+class PolicyChangeAdmin(ReadOnlyAdmin):
+    """Suggestions applied and undone (review.policy_actions writes them; /review/suggestions/ undoes)."""
+
+    list_display = ("pk", "kind", "suggestion", "agent_name", "operation", "actor", "created_at")
+    list_filter = ("kind", "suggestion")
+    search_fields = ("agent_name", "operation")

@@ -8,8 +8,9 @@ An agent that stops waiting says so (POST /actions/{id}/abandon, which the Pytho
 wait ends): a request still pending is closed at once (expired, the safe default), so no reviewer decides
 what the agent will no longer act on.
 
-The policy has no reject-at-once rule, so POST answers approved or pending; "rejected" stays in the status
-enum for when such a rule exists. Every request is recorded (review.models.ActionRequest), approved ones too.
+POST answers approved or pending — or rejected at once when an auto-reject policy row covers the operation
+(``reason`` ``auto_rejected``; an auto-approve row answers approved with ``reason`` ``auto_approved``; the
+``rule`` and the ``comment`` name the row). Every request is recorded (review.models.ActionRequest).
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ class ActionOut(Schema):
     operation: str
     session_id: str
     requested_arguments: dict[str, Any]
-    reason: str | None = Field(None, description="The escalation rule's reason when one fired")
+    reason: str | None = Field(
+        None,
+        description="The escalation rule's reason when one fired; auto_approved / auto_rejected: a policy row decided",
+    )
     priority: str | None
     rule: str | None
     escalation_id: int | None
@@ -129,8 +133,9 @@ def action_out(action: ActionRequest) -> dict:
 
 @router.post("", response=responses({201: ActionOut}), summary="Ask permission for an action")
 def request_action(request, body: ActionIn):
-    """Evaluated by the escalation policy: ``approved`` at once when no rule fires, else ``pending`` with an
-    escalation for the reviewers (``review_url``); read the decision with GET /actions/{id}?wait=."""
+    """Evaluated by the escalation policy: ``approved`` at once when no rule fires (or a policy row
+    auto-approves it), ``rejected`` at once when a row auto-rejects it, else ``pending`` with an escalation
+    for the reviewers (``review_url``); read the decision with GET /actions/{id}?wait=."""
     principal = require(request, SCOPE)
     agent = Agent(pk=principal.agent_id, name=principal.agent)  # the verified key already named it: no read
     structlog.contextvars.bind_contextvars(session_id=body.session_id or None)  # on the request's log line

@@ -37,9 +37,22 @@ class Reason(models.TextChoices):
     BUDGET_EXCEEDED = "budget_exceeded"
 
 
+class AutoDecision(models.TextChoices):
+    """What a policy row decides at once, before (instead of) its escalation rules."""
+
+    NONE = "", gettext_lazy("none: the rules decide")
+    APPROVE = "approve", gettext_lazy("auto-approve")
+    REJECT = "reject", gettext_lazy("auto-reject")
+
+
+# ActionRequest.reason / the run step's verdict when a row's auto decision answered (no escalation is made).
+AUTO_APPROVED, AUTO_REJECTED = "auto_approved", "auto_rejected"
+
+
 class EscalationPolicy(models.Model):
     """Thresholds and priorities. The most specific enabled row applies: agent + operation, then agent,
-    then operation, then the global row (both blank)."""
+    then operation, then the global row (both blank). A row may also decide at once (``auto_decision``):
+    auto-approve (below ``auto_approve_below`` when set) or auto-reject, whatever rule would fire."""
 
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.CASCADE, help_text="blank = every agent")
     operation = models.CharField(max_length=100, blank=True, help_text="tool or operation name; blank = every one")
@@ -72,6 +85,26 @@ class EscalationPolicy(models.Model):
     priority_max_retries_exceeded = models.CharField(max_length=10, choices=Priority.choices, default=Priority.LOW)
     priority_all_fallbacks_failed = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
     priority_budget_exceeded = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
+    auto_decision = models.CharField(
+        gettext_lazy("auto decision"),
+        max_length=10,
+        choices=AutoDecision.choices,
+        blank=True,
+        default=AutoDecision.NONE,
+        help_text=gettext_lazy(
+            "Decide at once instead of asking a reviewer: auto-approve (below the value limit, when one is set) "
+            "or auto-reject. Failed model calls and blocked budgets still go to a reviewer."
+        ),
+    )
+    auto_approve_below = models.FloatField(
+        gettext_lazy("auto-approve below value"),
+        null=True,
+        blank=True,
+        help_text=gettext_lazy(
+            "With auto-approve: only requests whose value is below this are approved at once; requests at or "
+            "above it, or with no value, follow the rules. Blank = every request, whatever its value."
+        ),
+    )
 
     class Meta:
         verbose_name_plural = "escalation policies"
@@ -81,6 +114,10 @@ class EscalationPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"policy for {self.agent or 'every agent'} / {self.operation or 'every operation'}"
+
+    def clean(self) -> None:
+        if self.auto_approve_below is not None and self.auto_decision != AutoDecision.APPROVE:
+            raise ValidationError({"auto_approve_below": gettext_lazy("A value limit only applies to auto-approve.")})
 
 
 class EscalationQuerySet(models.QuerySet):
@@ -438,6 +475,13 @@ class ActionRequest(models.Model):
     def __str__(self) -> str:
         return f"action request {self.pk} ({self.operation}, {self.status})"
 
+    def comment_at_once(self) -> str:
+        """Why a request was answered without a reviewer: no rule fired, or a policy row's auto decision
+        (its rule names the row)."""
+        if self.reason in (AUTO_APPROVED, AUTO_REJECTED):
+            return f"{self.status} at once by the policy: {self.rule}"
+        return APPROVED_AT_ONCE if self.status == self.Status.APPROVED else ""
+
     def decision_made(self) -> dict | None:
         """The decision on this request, as its waiters read it (the REST API, the gateway's hold): a dict
         with ``decision`` (approved / modified / taken_over / rejected / expired), ``comment`` and
@@ -451,7 +495,7 @@ class ActionRequest(models.Model):
             return {
                 "decision": self.status,
                 "arguments": self.arguments if self.status == self.Status.APPROVED else None,
-                "comment": APPROVED_AT_ONCE if self.status == self.Status.APPROVED else "",
+                "comment": self.comment_at_once(),
                 "decided_at": self.created_at,
             }
         if escalation.state == Escalation.State.EXPIRED:
@@ -472,3 +516,60 @@ class ActionRequest(models.Model):
             "reviewer_confidence": escalation.reviewer_confidence,
             "decided_at": escalation.decided_at,
         }
+
+
+class Suggestion(models.TextChoices):
+    """The two suggestions decision history can make for an agent + operation (review.suggestions)."""
+
+    APPROVE = "approve", gettext_lazy("auto-approve")
+    REJECT = "reject", gettext_lazy("auto-reject")
+
+
+class PolicyChange(models.Model):
+    """Append-only: a policy row changed from a suggestion (applied), or put back (undone) — who, when, the
+    row's fields before and after (null: there was / is no row), and the evidence the suggestion showed."""
+
+    class Kind(models.TextChoices):
+        APPLIED = "applied", gettext_lazy("applied")
+        UNDONE = "undone", gettext_lazy("undone")
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    suggestion = models.CharField(max_length=10, choices=Suggestion.choices)
+    # The row's scope is kept apart from the row itself: undoing a created row deletes it.
+    policy = models.ForeignKey(EscalationPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="+")
+    agent_name = models.CharField(max_length=100)
+    operation = models.CharField(max_length=100)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # An "undone" change points at the "applied" one it reversed (each applied change is undone at most once).
+    undoes = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="undone_by")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.suggestion} for {self.agent_name}/{self.operation}"
+
+
+class SuggestionDismissal(models.Model):
+    """A reviewer dismissed a suggestion: it stays hidden until REVIEW_SUGGEST_RECENT more decisions of its
+    agent + operation were made (``decisions_seen``: how many there were when it was dismissed)."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    operation = models.CharField(max_length=100)
+    suggestion = models.CharField(max_length=10, choices=Suggestion.choices)
+    decisions_seen = models.PositiveIntegerField()
+    dismissed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    dismissed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "operation", "suggestion"], name="suggestion_dismissed_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"dismissed {self.suggestion} for {self.agent_id}/{self.operation}"

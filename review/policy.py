@@ -12,6 +12,11 @@ contain "send" / "delete", while ``sender_lookup``, ``undeleted_items`` and ``se
 *equal* a listed word). A listed entry of several words (``send_email``) matches those parts in a row.
 When several rules fire, the most urgent wins (ties: the order above). Rows are cached per process and
 reloaded when the runtime config version changes (every policy save bumps it).
+
+A row may decide at once instead (``auto_decision``, usually applied from a suggestion, review.suggestions):
+auto-reject answers every request rejected; auto-approve answers approved whatever rule would fire — every
+request when ``auto_approve_below`` is blank, else only one whose value is below it (a request with no value
+cannot show it is below the limit, so the rules decide it, like one at or above the limit).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from functools import lru_cache
 
 from agentops.config.source import config_source
 from agentops.runtime.context import Verdict
-from review.models import PRIORITY_ORDER, EscalationPolicy, Reason
+from review.models import AUTO_APPROVED, AUTO_REJECTED, PRIORITY_ORDER, AutoDecision, EscalationPolicy, Reason
 
 DEFAULT = EscalationPolicy()  # unsaved: the seed's thresholds and priorities
 
@@ -35,6 +40,7 @@ class PolicyVerdict:
     priority: str | None = None
     rule: str | None = None
     deadline_seconds: int = 600
+    reject: bool = False  # a row's auto-reject answered: rejected at once, no escalation (escalate is False)
 
 
 ALLOW = PolicyVerdict(False)
@@ -53,10 +59,11 @@ def _policies() -> list[EscalationPolicy]:
         return _cache[1]
 
 
-def policy_for(agent_name: str | None, operation: str | None) -> EscalationPolicy:
-    """The most specific enabled policy for this agent and operation (else the seed's defaults)."""
+def policy_for(agent_name: str | None, operation: str | None, *, rows=None) -> EscalationPolicy:
+    """The most specific enabled policy for this agent and operation (else the seed's defaults), among
+    ``rows`` when given (enabled rows with their agent), else the process's cached rows."""
     best, best_score = DEFAULT, -1
-    for row in _policies():
+    for row in _policies() if rows is None else rows:
         if row.agent_id and (row.agent is None or row.agent.name != agent_name):
             continue
         if row.operation and row.operation != operation:
@@ -108,6 +115,20 @@ def _scope(policy: EscalationPolicy) -> str:
     return f"policy #{policy.pk} ({policy.agent.name if policy.agent_id else 'any agent'}/{policy.operation or 'any'})"
 
 
+def auto_verdict(policy: EscalationPolicy, value: float | None) -> PolicyVerdict | None:
+    """The row's own decision at once (auto-approve / auto-reject), or None: its rules decide."""
+    if policy.auto_decision == AutoDecision.REJECT:
+        return PolicyVerdict(False, AUTO_REJECTED, rule=f"auto-reject · {_scope(policy)}", reject=True)
+    if policy.auto_decision != AutoDecision.APPROVE:
+        return None
+    limit = policy.auto_approve_below
+    if limit is None:
+        return PolicyVerdict(False, AUTO_APPROVED, rule=f"auto-approve, any value · {_scope(policy)}")
+    if value is not None and value < limit:
+        return PolicyVerdict(False, AUTO_APPROVED, rule=f"auto-approve: value {value:g} < {limit:g} · {_scope(policy)}")
+    return None
+
+
 def evaluate(
     agent_name: str | None,
     operation: str,
@@ -116,8 +137,10 @@ def evaluate(
     confidence: float | None = None,
     retry_count: int = 0,
 ) -> PolicyVerdict:
-    """allow, or escalate(reason, priority) naming the rule that fired."""
+    """allow, or escalate(reason, priority) naming the rule that fired — unless the row decides at once."""
     policy = policy_for(agent_name, operation)
+    if (auto := auto_verdict(policy, value)) is not None:
+        return auto
     listed = sensitive_words(policy.sensitive_prefixes)
     fired = []
     word = sensitive_match(operation, listed) if listed else None
@@ -174,4 +197,4 @@ class ReviewToolPolicy:
 
     def evaluate(self, tool, args, *, value, confidence, retry_count):
         verdict = evaluate(self.agent_name, tool, value=value, confidence=confidence, retry_count=retry_count)
-        return Verdict(verdict.escalate, verdict.reason, verdict.priority, verdict.rule)
+        return Verdict(verdict.escalate, verdict.reason, verdict.priority, verdict.rule, reject=verdict.reject)

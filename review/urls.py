@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from review import bulk_views, data_views, filter_views, mail_views, views
+from review import bulk_views, data_views, filter_views, mail_views, suggestion_views, views
 
 app_name = "review"
 
@@ -23,4 +23,8 @@ urlpatterns = [
     path("mail/", mail_views.mail_link, name="mail_link"),
     path("filters/", filter_views.save_filter, name="save_filter"),
     path("filters/<int:pk>/delete", filter_views.delete_filter, name="delete_filter"),
+    path("suggestions/", suggestion_views.suggestions_page, name="suggestions"),
+    path("suggestions/apply", suggestion_views.apply, name="suggestion_apply"),
+    path("suggestions/dismiss", suggestion_views.dismiss, name="suggestion_dismiss"),
+    path("suggestions/changes/<int:pk>/undo", suggestion_views.undo, name="suggestion_undo"),
 ]

@@ -67,7 +67,8 @@ def ask_for_calls(
                 **({"waiter": WAITER} if held else {}),  # see review.actions.close_orphaned_holds
             },
         )
-        if action.escalation_id is not None:
+        # A call an auto-reject policy row refused is "decided" already: a hold removes it like a rejected one.
+        if action.escalation_id is not None or (held and action.status == ActionRequest.Status.REJECTED):
             pending.append((position, action))
     return pending
 

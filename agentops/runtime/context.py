@@ -88,6 +88,7 @@ class Verdict:
     reason: str | None = None
     priority: str | None = None
     rule: str | None = None
+    reject: bool = False  # the policy rejects the call at once (an auto-reject row): no human is asked
 
 
 class StepJournal(Protocol):
@@ -125,6 +126,11 @@ class ToolPolicy(Protocol):
     def evaluate(
         self, tool: str, args: Mapping[str, Any], *, value: float | None, confidence: float | None, retry_count: int
     ) -> Verdict: ...
+
+
+def _policy_rejected(result: Any) -> bool:
+    """Whether a completed tool step is a call the policy rejected at once (see RunContext.tool)."""
+    return isinstance(result, dict) and result.get("rejected") is True and result.get("by_policy") is True
 
 
 # --- tools ----------------------------------------------------------------------------------------
@@ -396,12 +402,21 @@ class RunContext:
                 decision = recorded.decision or {}
                 if decision.get("decision") == "rejected":  # replays as the same exception
                     raise ToolRejected(name, str(decision.get("comment") or ""), expired=bool(decision.get("expired")))
+                if _policy_rejected(recorded.result):
+                    raise ToolRejected(name, str(recorded.result.get("comment") or ""), by_policy=True)
                 return recorded.result
             if recorded.status == "waiting_human":
                 raise Suspend(seq, None, "waiting")
             if recorded.status == "decided":
                 return self._apply_decision(seq, spec, args, recorded.decision or {}, side_effect)
         verdict = self.policy.evaluate(name, args, value=value, confidence=confidence, retry_count=retry_count)
+        if verdict.reject:  # journaled like a reviewer's rejection, so a replay raises the same exception
+            self.journal.begin(seq, "tool", name, self._phase, {"args": args})
+            comment = verdict.rule or ""
+            self.journal.complete(
+                seq, {"rejected": True, "by_policy": True, "comment": comment}, StepMeta(handler="policy")
+            )
+            raise ToolRejected(name, comment, by_policy=True)
         if verdict.escalate:
             escalation_id = self.journal.wait_human(
                 seq,

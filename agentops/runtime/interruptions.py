@@ -62,10 +62,12 @@ class ToolRejected(Exception):
     """A human rejected this tool call, or nobody decided in time (``expired``: the safe default, reject,
     applied). Agent code may catch it and carry on; the message never blames a reviewer for an expiry."""
 
-    def __init__(self, tool: str, comment: str = "", *, expired: bool = False):
+    def __init__(self, tool: str, comment: str = "", *, expired: bool = False, by_policy: bool = False):
         if expired:
             why = f"tool {tool!r} was not run: no reviewer decided in time, so it counts as rejected (the safe default)"
+        elif by_policy:  # an auto-reject policy row: no reviewer was asked
+            why = f"tool {tool!r} was rejected at once by the escalation policy"
         else:
             why = f"tool {tool!r} was rejected by a reviewer"
         super().__init__(why + (f": {comment}" if comment else ""))
-        self.tool, self.comment, self.expired = tool, comment, expired
+        self.tool, self.comment, self.expired, self.by_policy = tool, comment, expired, by_policy

@@ -56,10 +56,12 @@ SECTION_ROLES = {
     "costs": {"budget-admin", "superuser"},
     "agents": {"agent-admin", "superuser"},
     "ops": {"superuser"},
+    "policies": {"superuser"},  # review.change_escalationpolicy: the policy suggestions (superusers by default)
     "home": {"reviewer", "expert", "budget-admin", "agent-admin", "superuser"},
 }
 # The section of each page route, by prefix (first match wins).
 SECTIONS = [
+    ("review/suggestions/", "policies"),
     ("review/", "queue"),
     ("runs/", "runs"),
     ("budgets/", "budgets"),
@@ -184,6 +186,7 @@ class Stage:
             "ops/breakers/<slug:operation>": ("<slug:operation>", "none"),
             "ops/probe/<str:task_id>": ("<str:task_id>", "authz-task"),
             "review/filters/<int:pk>": ("<int:pk>", 999_999),
+            "review/suggestions/changes/<int:pk>": ("<int:pk>", 999_999),
         }
         for prefix, (param, value) in fills.items():
             if route.startswith(prefix):

@@ -113,7 +113,8 @@ class DecisionForm(forms.Form):
                         data["parsed_arguments"] = parsed
                     else:
                         self.add_error(
-                            "arguments", _("The arguments must be a JSON object, not %(kind)s.") % {"kind": _json_kind(parsed)}
+                            "arguments",
+                            _("The arguments must be a JSON object, not %(kind)s.") % {"kind": _json_kind(parsed)},
                         )
         elif action == TAKE_OVER:
             text = data.get("result") or ""
@@ -147,7 +148,9 @@ class DecisionFilterForm(forms.Form):
         widget=forms.Select(attrs={"data-agent-content": ""}),  # agent names are data
     )
     since = forms.DateField(required=False, label=gettext_lazy("From"), widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label=gettext_lazy("To (inclusive)"), widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(
+        required=False, label=gettext_lazy("To (inclusive)"), widget=forms.DateInput(attrs={"type": "date"})
+    )
 
     def clean(self):
         data = super().clean()

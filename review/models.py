@@ -33,8 +33,12 @@ class EscalationPolicy(models.Model):
     """Thresholds and priorities. The most specific enabled row applies: agent + operation, then agent,
     then operation, then the global row (both blank)."""
 
-    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.CASCADE, help_text=gettext_lazy("blank = every agent"))
-    operation = models.CharField(max_length=100, blank=True, help_text=gettext_lazy("tool or operation name; blank = every one"))
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.CASCADE, help_text=gettext_lazy("blank = every agent")
+    )
+    operation = models.CharField(
+        max_length=100, blank=True, help_text=gettext_lazy("tool or operation name; blank = every one")
+    )
     enabled = models.BooleanField(default=True)
     low_confidence_below = models.FloatField(default=0.7, validators=[MinValueValidator(0), MaxValueValidator(1)])
     high_value_above = models.FloatField(default=1000.0, validators=[MinValueValidator(0)])
@@ -56,7 +60,9 @@ class EscalationPolicy(models.Model):
         blank=True,
         default=None,
         validators=[MinValueValidator(5)],
-        help_text=gettext_lazy("Seconds a reviewer has to decide; blank = the runtime settings' human timeout (600 s by default)."),
+        help_text=gettext_lazy(
+            "Seconds a reviewer has to decide; blank = the runtime settings' human timeout (600 s by default)."
+        ),
     )
     priority_sensitive_operation = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
     priority_high_value_decision = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
@@ -262,7 +268,9 @@ class ActionRequest(models.Model):
     confidence = models.FloatField(null=True, blank=True)
     retry_count = models.PositiveIntegerField(default=0)
     context = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, help_text=gettext_lazy("The verdict when it was asked"))
+    status = models.CharField(
+        max_length=10, choices=Status.choices, help_text=gettext_lazy("The verdict when it was asked")
+    )
     reason = models.CharField(max_length=40, blank=True)
     priority = models.CharField(max_length=10, blank=True)
     rule = models.CharField(max_length=200, blank=True)

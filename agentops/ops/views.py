@@ -108,7 +108,11 @@ def ops_status(request):
 
 
 # The words the ops page shows for the machine's names (the names themselves stay in logs, metrics and the API).
-CHECK_LABELS = {"database": gettext_lazy("Database (PostgreSQL)"), "redis": "Redis", "broker": gettext_lazy("Celery broker")}
+CHECK_LABELS = {
+    "database": gettext_lazy("Database (PostgreSQL)"),
+    "redis": "Redis",
+    "broker": gettext_lazy("Celery broker"),
+}
 BREAKER_STATES = {
     "closed": gettext_lazy("closed"),
     "open": gettext_lazy("open"),

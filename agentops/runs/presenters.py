@@ -389,7 +389,9 @@ def step_view(step: Step, escalations: dict | None = None, *, withheld: bool = F
 
 def _phase_seconds(step: Step) -> str:
     seconds = (step.arguments if isinstance(step.arguments, dict) else {}).get("timeout")
-    return _("%(s)s s") % {"s": f"{seconds:g}"} if isinstance(seconds, int | float) else "?"  # as configured, not as measured
+    return (
+        _("%(s)s s") % {"s": f"{seconds:g}"} if isinstance(seconds, int | float) else "?"
+    )  # as configured, not as measured
 
 
 def phase_note(step: Step) -> str:

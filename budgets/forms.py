@@ -149,7 +149,8 @@ class BudgetForm(forms.ModelForm):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise forms.ValidationError(
                 _(
-                    '"%(name)s" is not a time zone name. Use an IANA name such as Europe/Berlin, America/New_York or UTC.'
+                    '"%(name)s" is not a time zone name. Use an IANA name such as Europe/Berlin, America/New_York '
+                    "or UTC."
                 )
                 % {"name": name}
             ) from None

@@ -9,14 +9,13 @@
   var config, lastFetch = 0, timer = null, inFlight = false, again = false;
 
   function $(id) { return document.getElementById(id); }
-  // Words from the djangojs catalog (/jsi18n/, loaded by base.html); numbers keep "," and "." in both languages.
-  function t(text) { return window.gettext ? window.gettext(text) : text; }
-  function fill(format, values) { return window.interpolate ? window.interpolate(format, values, true) : format; }
+  // Words from the djangojs catalog (gettext() of /jsi18n/, loaded first by base.html); numbers keep "," and "." in both languages.
+  function fill(format, values) { return interpolate(format, values, true); }
   function color(i) { return PALETTE[i % PALETTE.length]; }
   function usd(value, digits) {
     // the same money as agentops/lib/display.py's usd(): "$1,234.56", "US$1,234.56" in Chinese
     var amount = Number(value || 0).toLocaleString("en-US", { minimumFractionDigits: digits === undefined ? 2 : digits, maximumFractionDigits: digits === undefined ? 4 : digits });
-    return fill(t("$%(amount)s"), { amount: amount });
+    return fill(gettext("$%(amount)s"), { amount: amount });
   }
   function count(value) { return Number(value || 0).toLocaleString("en-US"); }
   function text(tag, value, className) {
@@ -59,13 +58,13 @@
     draw(key, canvasId, {
       type: "bar",
       data: {
-        labels: top.map(function (r) { return r[field] || t("(none)"); }),
-        datasets: [{ label: t("USD"), data: top.map(function (r) { return r.usd; }), backgroundColor: top.map(function (r, i) { return color(i); }) }]
+        labels: top.map(function (r) { return r[field] || gettext("(none)"); }),
+        datasets: [{ label: gettext("USD"), data: top.map(function (r) { return r.usd; }), backgroundColor: top.map(function (r, i) { return color(i); }) }]
       },
       options: {
         indexAxis: "y",
         scales: { x: moneyAxis() },
-        plugins: { legend: { display: false }, tooltip: { callbacks: { label: function (c) { var r = top[c.dataIndex]; return usd(r.usd) + " · " + fill(t("%(calls)s calls · %(tokens)s tokens"), { calls: count(r.calls), tokens: count(r.tokens) }); } } } }
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: function (c) { var r = top[c.dataIndex]; return usd(r.usd) + " · " + fill(gettext("%(calls)s calls · %(tokens)s tokens"), { calls: count(r.calls), tokens: count(r.tokens) }); } } } }
       }
     });
   }
@@ -76,8 +75,8 @@
       data: {
         labels: data.days.map(function (d) { return d.slice(5); }),
         datasets: [
-          { label: t("tokens (input + output)"), data: data.tokens_by_day.tokens, borderColor: color(0), backgroundColor: "rgba(47,91,234,.15)", fill: true, tension: 0.2 },
-          { label: t("cached input tokens"), data: data.tokens_by_day.cached_tokens, borderColor: color(1), backgroundColor: "rgba(27,138,75,.15)", fill: true, tension: 0.2 }
+          { label: gettext("tokens (input + output)"), data: data.tokens_by_day.tokens, borderColor: color(0), backgroundColor: "rgba(47,91,234,.15)", fill: true, tension: 0.2 },
+          { label: gettext("cached input tokens"), data: data.tokens_by_day.cached_tokens, borderColor: color(1), backgroundColor: "rgba(27,138,75,.15)", fill: true, tension: 0.2 }
         ]
       },
       options: { scales: { y: { beginAtZero: true } } }
@@ -94,15 +93,15 @@
   function fillForecasts(rows) {
     var list = $("forecast-list");
     list.replaceChildren();
-    if (!rows.length) { list.appendChild(text("li", t("No enabled day budget with a token or dollar limit."), "hint")); return; }
+    if (!rows.length) { list.appendChild(text("li", gettext("No enabled day budget with a token or dollar limit."), "hint")); return; }
     rows.forEach(function (f) {
       var li = document.createElement("li");
       li.setAttribute("data-state", f.state);
       li.setAttribute("data-budget", f.budget);
-      var badge = { ok: ["ok", t("on track")], runs_out: ["warn", fill(t("runs out %(time)s"), { time: f.runs_out_local })], exhausted: ["bad", t("exhausted")] }[f.state] || ["", f.state];
+      var badge = { ok: ["ok", gettext("on track")], runs_out: ["warn", fill(gettext("runs out %(time)s"), { time: f.runs_out_local })], exhausted: ["bad", gettext("exhausted")] }[f.state] || ["", f.state];
       li.appendChild(text("span", badge[1], "badge " + badge[0]));
       li.appendChild(text("span", f.message, "forecast-message"));
-      li.appendChild(text("span", fill(t("used %(used)s of %(limit)s · last hour %(rate)s"), { used: f.used, limit: f.limit, rate: f.rate_per_hour }), "detail"));
+      li.appendChild(text("span", fill(gettext("used %(used)s of %(limit)s · last hour %(rate)s"), { used: f.used, limit: f.limit, rate: f.rate_per_hour }), "detail"));
       list.appendChild(li);
     });
   }
@@ -132,7 +131,7 @@
   }
 
   function fillSessions(rows) {
-    fillTable("top-session-rows", rows, t("No session spend in this window."), ["data-session", "session_id"], [
+    fillTable("top-session-rows", rows, gettext("No session spend in this window."), ["data-session", "session_id"], [
       ["mono clip", function (s) { return s.session_id; }, true],
       ["clip", function (s) { return s.agent || "—"; }, true],
       ["num", function (s) { return count(s.calls); }],
@@ -144,7 +143,7 @@
   // The latest ledger rows: the model that answered and the price row that applied (dated names match
   // their family's row).
   function fillCalls(rows) {
-    fillTable("recent-call-rows", rows, t("No calls yet."), ["data-call", "id"], [
+    fillTable("recent-call-rows", rows, gettext("No calls yet."), ["data-call", "id"], [
       ["mono", function (c) { return new Date(c.at).toLocaleTimeString(document.documentElement.lang || undefined); }],
       ["clip", function (c) { return c.agent || "—"; }, true],
       ["mono clip", function (c) { return c.model; }, true],
@@ -163,7 +162,7 @@
     drawBreakdown("agents", "chart-agents", data.by_agent, "agent");
     drawBreakdown("operations", "chart-operations", data.by_operation, "operation");
     drawTokens(data);
-    $("costs-updated").textContent = fill(t("Updated %(time)s"), { time: new Date(data.generated_at).toLocaleTimeString(document.documentElement.lang || undefined) });
+    $("costs-updated").textContent = fill(gettext("Updated %(time)s"), { time: new Date(data.generated_at).toLocaleTimeString(document.documentElement.lang || undefined) });
     $("costs-page").setAttribute("data-state", "ready");
     $("costs-page").setAttribute("data-generated", data.generated_at);
   }
@@ -177,7 +176,7 @@
       .then(function (data) { $("costs-error").hidden = true; render(data); })
       .catch(function (err) {
         var box = $("costs-error");
-        box.textContent = fill(t("Could not load the cost data (%(error)s); retrying on the next update."), { error: err.message });
+        box.textContent = fill(gettext("Could not load the cost data (%(error)s); retrying on the next update."), { error: err.message });
         box.hidden = false;
         $("costs-page").setAttribute("data-state", "error");
       })

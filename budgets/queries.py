@@ -333,8 +333,9 @@ class Forecast:
     rate_per_hour: str
     runs_out_at: str | None  # ISO instant
     runs_out_local: str  # "15:40" in the budget's time zone
-    message: str
+    message: str  # starts with `who`, the budget's name (and subject): the page marks that part as data
     state: str  # "ok" | "runs_out" | "exhausted"
+    who: str = ""
 
 
 def _rate_by_subject(rows, budget: Budget, teams: dict[str, str]) -> dict[str, tuple[int, Decimal]]:
@@ -375,6 +376,7 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
     known = [h for h in left_hours if h is not None]
     who = f"{budget.name}" + (f" ({directory.subject_label(budget, subject)})" if subject else "")
     base = dict(
+        who=who,
         budget=budget.name,
         subject=subject,
         timezone=budget.timezone,

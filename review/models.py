@@ -21,12 +21,12 @@ PRIORITY_ORDER = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
 
 
 class Reason(models.TextChoices):
-    LOW_CONFIDENCE = "low_confidence", gettext_lazy("Low confidence")
-    SENSITIVE_OPERATION = "sensitive_operation", gettext_lazy("Sensitive operation")
-    HIGH_VALUE_DECISION = "high_value_decision", gettext_lazy("High value decision")
-    MAX_RETRIES_EXCEEDED = "max_retries_exceeded", gettext_lazy("Max retries exceeded")
-    ALL_FALLBACKS_FAILED = "all_fallbacks_failed", gettext_lazy("All fallbacks failed")
-    BUDGET_EXCEEDED = "budget_exceeded", gettext_lazy("Budget exceeded")
+    LOW_CONFIDENCE = "low_confidence", gettext_lazy("Low Confidence")
+    SENSITIVE_OPERATION = "sensitive_operation", gettext_lazy("Sensitive Operation")
+    HIGH_VALUE_DECISION = "high_value_decision", gettext_lazy("High Value Decision")
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded", gettext_lazy("Max Retries Exceeded")
+    ALL_FALLBACKS_FAILED = "all_fallbacks_failed", gettext_lazy("All Fallbacks Failed")
+    BUDGET_EXCEEDED = "budget_exceeded", gettext_lazy("Budget Exceeded")
 
 
 class EscalationPolicy(models.Model):
@@ -104,7 +104,7 @@ class Escalation(models.Model):
     class Decision(models.TextChoices):
         APPROVED = "approved", gettext_lazy("Approved")
         MODIFIED = "modified", gettext_lazy("Modified")
-        TAKEN_OVER = "taken_over", gettext_lazy("Taken over")
+        TAKEN_OVER = "taken_over", gettext_lazy("Taken Over")
         REJECTED = "rejected", gettext_lazy("Rejected")
 
     OPEN_STATES = (State.PENDING, State.CLAIMED)

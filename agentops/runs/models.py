@@ -54,7 +54,7 @@ class Run(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
         RUNNING = "running", _("Running")
-        WAITING_HUMAN = "waiting_human", _("Waiting for a human")
+        WAITING_HUMAN = "waiting_human", _("Waiting Human")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
         CANCELLED = "cancelled", _("Cancelled")
@@ -112,7 +112,7 @@ class Step(models.Model):
         COMPLETED = "completed", _("Completed")
         FAILED = "failed", _("Failed")
         SKIPPED = "skipped", _("Skipped")
-        WAITING_HUMAN = "waiting_human", _("Waiting for a human")
+        WAITING_HUMAN = "waiting_human", _("Waiting Human")
         DECIDED = "decided", _("Decided")
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")

@@ -100,7 +100,11 @@
       li.setAttribute("data-budget", f.budget);
       var badge = { ok: ["ok", gettext("on track")], runs_out: ["warn", fill(gettext("runs out %(time)s"), { time: f.runs_out_local })], exhausted: ["bad", gettext("exhausted")] }[f.state] || ["", f.state];
       li.appendChild(text("span", badge[1], "badge " + badge[0]));
-      li.appendChild(text("span", f.message, "forecast-message"));
+      var message = text("span", "", "forecast-message");
+      var named = f.who && f.message.indexOf(f.who) === 0;
+      if (named) { message.appendChild(text("span", f.who)).setAttribute("data-agent-content", ""); } // the budget's name is data
+      message.appendChild(document.createTextNode(named ? f.message.slice(f.who.length) : f.message));
+      li.appendChild(message);
       li.appendChild(text("span", fill(gettext("used %(used)s of %(limit)s · last hour %(rate)s"), { used: f.used, limit: f.limit, rate: f.rate_per_hour }), "detail"));
       list.appendChild(li);
     });

@@ -67,8 +67,21 @@ SECTIONS = [
     ("agents/", "agents"),
     ("ops/", "ops"),
 ]
-# Not browser pages: machine endpoints (own matrices and tests), the sign-in pages, the admin (staff only).
-SKIPPED = ("healthz", "readyz", "metrics", "api/v1/", "admin/", "accounts/", "_bench/", "bench-full-stack/", "v1/")
+# Not browser pages: machine endpoints (own matrices and tests), the sign-in pages, the admin (staff only),
+# the language switch and the words of the page scripts (open to everyone: the sign-in page uses both).
+SKIPPED = (
+    "healthz",
+    "readyz",
+    "metrics",
+    "api/v1/",
+    "admin/",
+    "accounts/",
+    "_bench/",
+    "bench-full-stack/",
+    "v1/",
+    "i18n/",
+    "jsi18n/",
+)
 
 
 def page_routes() -> list[tuple[str, str]]:

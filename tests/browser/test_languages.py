@@ -19,7 +19,7 @@ from budgets.actions import webhooks as webhook_actions
 from budgets.models import Webhook
 from tests.fixtures.browser import login, screenshot
 from tests.fixtures.factories import make_budget, make_escalation, make_run, seed_prices
-from tests.fixtures.people import ALICE, BEA, CHARLIE, ROOT
+from tests.fixtures.people import ADA, ALICE, BEA, CHARLIE, ROOT
 from tests.fixtures.stack import reseed_runtime
 from tests.fixtures.untranslated import chinese_in, english_words, visible_texts
 
@@ -42,7 +42,7 @@ def en_page(browser) -> Iterator:
 
 
 @pytest.fixture
-def screens(redis_client, alice, bea, root, charlie) -> dict:
+def screens(redis_client, alice, bea, ada, root, charlie) -> dict:
     """One of everything the screens show: a run with a retried and a fallback step, an open escalation with
     its run, budgets with limits and spend, prices, a webhook."""
     reseed_runtime()
@@ -92,6 +92,8 @@ def pages(screens) -> list[tuple[object, str, str]]:
         (BEA, "/budgets/webhooks/", "#webhook-list"),
         (BEA, "/budgets/alerts/", "#alerts-live"),
         (BEA, "/costs/", "#costs-page[data-state='ready']"),
+        (ADA, "/agents/", "#agents-table"),
+        (ADA, "/agents/t-approval/", "#keys"),
         (ROOT, "/ops/", "#ops-status"),
         (ALICE, "/no-such-page/", "main h1"),
     ]

@@ -11,6 +11,8 @@ from functools import cache
 
 from django import forms
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from budgets.models import AlertSettings, Budget, Webhook
 
@@ -38,9 +40,9 @@ def parse_operation_limits(text: str) -> dict[str, int]:
         try:
             parsed = json.loads(text)
         except ValueError as exc:
-            raise forms.ValidationError(f"Not valid JSON: {exc}") from None
+            raise forms.ValidationError(_("Not valid JSON: %(error)s") % {"error": exc}) from None
         if not isinstance(parsed, dict):
-            raise forms.ValidationError("Write operation=tokens pairs, e.g. planning=1000, response=1500.")
+            raise forms.ValidationError(_("Write operation=tokens pairs, e.g. planning=1000, response=1500."))
         text = ", ".join(f"{k}={v}" for k, v in parsed.items())
     limits: dict[str, int] = {}
     problems: list[str] = []
@@ -50,22 +52,25 @@ def parse_operation_limits(text: str) -> dict[str, int]:
             continue
         match = re.fullmatch(r"([^=:]*)[=:](.*)", pair)
         if match is None:
-            problems.append(f'"{pair}" is not operation=tokens (for example planning=1000)')
+            problems.append(_('"%(pair)s" is not operation=tokens (for example planning=1000)') % {"pair": pair})
             continue
         name, value = match.group(1).strip(), match.group(2).strip()
         if not OPERATION.match(name):
-            problems.append(f'"{name}" is not an operation name (letters, digits, _ . -)')
+            problems.append(_('"%(name)s" is not an operation name (letters, digits, _ . -)') % {"name": name})
             continue
         number = value.replace("_", "").replace(" ", "")
         if not re.fullmatch(r"[+-]?\d+", number):
-            problems.append(f'{name}: "{value}" is not a whole number of tokens')
+            problems.append(_('%(name)s: "%(value)s" is not a whole number of tokens') % {"name": name, "value": value})
             continue
         tokens = int(number)
         if tokens <= 0:
-            problems.append(f"{name}: the limit must be a positive number of tokens, not {tokens}")
+            problems.append(
+                _("%(name)s: the limit must be a positive number of tokens, not %(tokens)s")
+                % {"name": name, "tokens": tokens}
+            )
             continue
         if name in limits:
-            problems.append(f"{name} is given twice")
+            problems.append(_("%(name)s is given twice") % {"name": name})
             continue
         limits[name] = tokens
     if problems:
@@ -77,8 +82,8 @@ class BudgetForm(forms.ModelForm):
     operation_limits = forms.CharField(
         required=False,
         max_length=2000,
-        label="Per-operation limits",
-        help_text="Tokens one call may use, by operation: planning=1000, response=1500. Blank = none.",
+        label=gettext_lazy("Per-operation limits"),
+        help_text=gettext_lazy("Tokens one call may use, by operation: planning=1000, response=1500. Blank = none."),
         widget=forms.TextInput(
             attrs={"placeholder": "planning=1000, tool_calls=2000, response=1500", "spellcheck": "false"}
         ),
@@ -102,21 +107,29 @@ class BudgetForm(forms.ModelForm):
             "enabled",
         ]
         labels = {
-            "scope_key": "Scope key",
-            "limit_tokens": "Token limit",
-            "limit_usd": "Dollar limit (USD)",
-            "soft_threshold_pct": "Alert at (% of the limit)",
-            "hard_stop": "Hard stop",
-            "on_block": "When a call is blocked",
-            "downgrade_model": "Cheaper model",
-            "timezone": "Time zone",
+            "name": gettext_lazy("Name"),
+            "scope": gettext_lazy("Scope"),
+            "period": gettext_lazy("Period"),
+            "enabled": gettext_lazy("Enabled"),
+            "scope_key": gettext_lazy("Scope key"),
+            "limit_tokens": gettext_lazy("Token limit"),
+            "limit_usd": gettext_lazy("Dollar limit (USD)"),
+            "soft_threshold_pct": gettext_lazy("Alert at (% of the limit)"),
+            "hard_stop": gettext_lazy("Hard stop"),
+            "on_block": gettext_lazy("When a call is blocked"),
+            "downgrade_model": gettext_lazy("Cheaper model"),
+            "timezone": gettext_lazy("Time zone"),
         }
         help_texts = {
-            "timezone": "Where the day (or month) of a day/month budget starts, e.g. Europe/Berlin or UTC.",
-            "limit_tokens": "Per period; blank = no token limit.",
-            "limit_usd": "Per period; blank = no dollar limit.",
+            "timezone": gettext_lazy(
+                "Where the day (or month) of a day/month budget starts, e.g. Europe/Berlin or UTC."
+            ),
+            "limit_tokens": gettext_lazy("Per period; blank = no token limit."),
+            "limit_usd": gettext_lazy("Per period; blank = no dollar limit."),
         }
-        error_messages = {"name": {"unique": "A budget with this name already exists: pick another name."}}
+        error_messages = {
+            "name": {"unique": gettext_lazy("A budget with this name already exists: pick another name.")}
+        }
         widgets = {"timezone": forms.TextInput(attrs={"list": "timezone-names", "autocomplete": "off"})}
 
     def __init__(self, *args, **kwargs):
@@ -135,20 +148,24 @@ class BudgetForm(forms.ModelForm):
             zoneinfo.ZoneInfo(name)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise forms.ValidationError(
-                f'"{name}" is not a time zone name. Use an IANA name such as Europe/Berlin, America/New_York or UTC.'
+                _(
+                    '"%(name)s" is not a time zone name. Use an IANA name such as Europe/Berlin, America/New_York '
+                    "or UTC."
+                )
+                % {"name": name}
             ) from None
         return name
 
     def clean_limit_tokens(self):
         value = self.cleaned_data.get("limit_tokens")
         if value is not None and value <= 0:
-            raise forms.ValidationError("A token limit must be a positive number (leave it blank for none).")
+            raise forms.ValidationError(_("A token limit must be a positive number (leave it blank for none)."))
         return value
 
     def clean_limit_usd(self):
         value = self.cleaned_data.get("limit_usd")
         if value is not None and value <= 0:
-            raise forms.ValidationError("A dollar limit must be more than $0 (leave it blank for none).")
+            raise forms.ValidationError(_("A dollar limit must be more than $0 (leave it blank for none)."))
         return value
 
     def clean_operation_limits(self) -> dict[str, int]:
@@ -171,43 +188,44 @@ class PriceForm(forms.Form):
 
     model = forms.CharField(
         max_length=120,
-        help_text='Model name as agents send it, or "*" for every model without its own price.',
+        label=gettext_lazy("Model"),
+        help_text=gettext_lazy('Model name as agents send it, or "*" for every model without its own price.'),
         widget=forms.TextInput(attrs={"list": "price-models", "autocomplete": "off", "spellcheck": "false"}),
     )
     input_per_1k = forms.DecimalField(
-        label="Input $ / 1K tokens", min_value=Decimal(0), max_digits=12, decimal_places=6
+        label=gettext_lazy("Input $ / 1K tokens"), min_value=Decimal(0), max_digits=12, decimal_places=6
     )
     output_per_1k = forms.DecimalField(
-        label="Output $ / 1K tokens", min_value=Decimal(0), max_digits=12, decimal_places=6
+        label=gettext_lazy("Output $ / 1K tokens"), min_value=Decimal(0), max_digits=12, decimal_places=6
     )
     cached_input_per_1k = forms.DecimalField(
-        label="Cached input $ / 1K",
+        label=gettext_lazy("Cached input $ / 1K"),
         required=False,
         min_value=Decimal(0),
         max_digits=12,
         decimal_places=6,
-        help_text="Blank = the input price.",
+        help_text=gettext_lazy("Blank = the input price."),
     )
     effective_from = forms.DateTimeField(
         required=False,
-        label="Effective from (UTC)",
-        help_text="Blank = now. May be in the future; never in the past (past calls keep their price).",
+        label=gettext_lazy("Effective from (UTC)"),
+        help_text=gettext_lazy("Blank = now. May be in the future; never in the past (past calls keep their price)."),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 60}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
     )
-    note = forms.CharField(max_length=200, required=False)
+    note = forms.CharField(max_length=200, required=False, label=gettext_lazy("Note"))
 
     def clean_model(self) -> str:
         name = self.cleaned_data["model"].strip()
         if not name:
-            raise forms.ValidationError("Name the model.")
+            raise forms.ValidationError(_("Name the model."))
         return name
 
     def clean_effective_from(self):
         value = self.cleaned_data.get("effective_from")
         if value is not None and value < timezone.now() - PAST_GRACE:
             raise forms.ValidationError(
-                "A price takes effect now or later: calls already made keep the price they were charged."
+                _("A price takes effect now or later: calls already made keep the price they were charged.")
             )
         return value
 
@@ -216,19 +234,23 @@ class WebhookForm(forms.ModelForm):
     url = forms.URLField(
         max_length=500,
         assume_scheme="https",
-        label="URL (Slack-compatible incoming webhook)",
+        label=gettext_lazy("URL (Slack-compatible incoming webhook)"),
         widget=forms.URLInput(attrs={"placeholder": "https://hooks.slack.com/services/…"}),
     )
 
     class Meta:
         model = Webhook
         fields = ["name", "url", "min_severity", "enabled"]
-        labels = {"min_severity": "Send alerts from severity"}
+        labels = {
+            "name": gettext_lazy("Name"),
+            "min_severity": gettext_lazy("Send alerts from severity"),
+            "enabled": gettext_lazy("Enabled"),
+        }
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"].strip()
         if not url.lower().startswith(("http://", "https://")):
-            raise forms.ValidationError("Use an http:// or https:// URL.")
+            raise forms.ValidationError(_("Use an http:// or https:// URL."))
         return url
 
 
@@ -237,8 +259,8 @@ class AlertSettingsForm(forms.ModelForm):
         model = AlertSettings
         fields = ["daily_spend_usd", "session_spike_usd", "error_rate_pct", "error_rate_min_calls"]
         labels = {
-            "daily_spend_usd": "Daily spend (USD, all agents, today)",
-            "session_spike_usd": "Session spike (USD one session spends in one hour)",
-            "error_rate_pct": "Error rate (% of LLM calls over 5 min)",
-            "error_rate_min_calls": "…out of at least this many calls",
+            "daily_spend_usd": gettext_lazy("Daily spend (USD, all agents, today)"),
+            "session_spike_usd": gettext_lazy("Session spike (USD one session spends in one hour)"),
+            "error_rate_pct": gettext_lazy("Error rate (% of LLM calls over 5 min)"),
+            "error_rate_min_calls": gettext_lazy("…out of at least this many calls"),
         }

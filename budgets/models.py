@@ -34,7 +34,9 @@ def validate_timezone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationError(f"{value!r} is not a time zone name (for example Europe/Berlin or UTC)") from exc
+        raise ValidationError(
+            _("%(value)r is not a time zone name (for example Europe/Berlin or UTC)") % {"value": value}
+        ) from exc
 
 
 class ModelPrice(models.Model):
@@ -45,7 +47,11 @@ class ModelPrice(models.Model):
     input_per_1k = models.DecimalField(**PRICE, validators=[MinValueValidator(Decimal(0))])
     output_per_1k = models.DecimalField(**PRICE, validators=[MinValueValidator(Decimal(0))])
     cached_input_per_1k = models.DecimalField(
-        **PRICE, null=True, blank=True, validators=[MinValueValidator(Decimal(0))], help_text="blank = input price"
+        **PRICE,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text=gettext_lazy("blank = input price"),
     )
     effective_from = models.DateTimeField()
     note = models.CharField(max_length=200, blank=True)
@@ -63,24 +69,24 @@ class ModelPrice(models.Model):
 
 class Budget(models.Model):
     class Scope(models.TextChoices):
-        GLOBAL = "global"
-        TEAM = "team"
-        AGENT = "agent"
-        SESSION = "session"
+        GLOBAL = "global", gettext_lazy("Global")
+        TEAM = "team", gettext_lazy("Team")
+        AGENT = "agent", gettext_lazy("Agent")
+        SESSION = "session", gettext_lazy("Session")
 
     class Period(models.TextChoices):
-        DAY = "day"
-        MONTH = "month"
-        LIFETIME = "lifetime"
+        DAY = "day", gettext_lazy("Day")
+        MONTH = "month", gettext_lazy("Month")
+        LIFETIME = "lifetime", gettext_lazy("Lifetime")
 
     class OnBlock(models.TextChoices):
-        ESCALATE = "escalate", "escalate to a reviewer (budget_exceeded)"
-        FAIL = "fail", "fail the call"
+        ESCALATE = "escalate", gettext_lazy("escalate to a reviewer (budget_exceeded)")
+        FAIL = "fail", gettext_lazy("fail the call")
 
     name = models.CharField(max_length=100, unique=True)
     scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.GLOBAL)
     scope_key = models.CharField(
-        max_length=200, blank=True, help_text="team, agent or session id; blank = each one separately"
+        max_length=200, blank=True, help_text=gettext_lazy("team, agent or session id; blank = each one separately")
     )
     period = models.CharField(max_length=10, choices=Period.choices, default=Period.DAY)
     timezone = models.CharField(max_length=64, default=default_timezone, validators=[validate_timezone])
@@ -91,10 +97,14 @@ class Budget(models.Model):
     soft_threshold_pct = models.PositiveSmallIntegerField(
         default=80, validators=[MinValueValidator(1), MaxValueValidator(100)]
     )
-    hard_stop = models.BooleanField(default=True, help_text="refuse calls past the limit (else alert only)")
-    operation_limits = models.JSONField(default=dict, blank=True, help_text="per-call token limit by operation")
+    hard_stop = models.BooleanField(
+        default=True, help_text=gettext_lazy("refuse calls past the limit (else alert only)")
+    )
+    operation_limits = models.JSONField(
+        default=dict, blank=True, help_text=gettext_lazy("per-call token limit by operation")
+    )
     downgrade_model = models.CharField(
-        max_length=120, blank=True, help_text="when blocked, retry the call on this cheaper model"
+        max_length=120, blank=True, help_text=gettext_lazy("when blocked, retry the call on this cheaper model")
     )
     on_block = models.CharField(max_length=10, choices=OnBlock.choices, default=OnBlock.ESCALATE)
     enabled = models.BooleanField(default=True)
@@ -118,7 +128,7 @@ class Budget(models.Model):
         if self.limit_tokens is None and self.limit_usd is None and not self.operation_limits:
             errors["limit_tokens"] = "Set a token limit, a dollar limit or a per-operation limit."
         if self.scope == self.Scope.GLOBAL and self.scope_key:
-            errors["scope_key"] = "A global budget applies to everything: leave this blank."
+            errors["scope_key"] = gettext_lazy("A global budget applies to everything: leave this blank.")
         if not isinstance(self.operation_limits, dict) or not all(
             isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v > 0
             for k, v in (self.operation_limits or {}).items()
@@ -160,10 +170,10 @@ class Reservation(models.Model):
     or reclaimed after ``expires_at`` (the caller died)."""
 
     class Status(models.TextChoices):
-        HELD = "held"
-        SETTLED = "settled"
-        RELEASED = "released"
-        EXPIRED = "expired"
+        HELD = "held", gettext_lazy("Held")
+        SETTLED = "settled", gettext_lazy("Settled")
+        RELEASED = "released", gettext_lazy("Released")
+        EXPIRED = "expired", gettext_lazy("Expired")
 
     counter_ids = models.JSONField(default=list)
     agent = models.CharField(max_length=80, blank=True)
@@ -320,7 +330,9 @@ class AlertSettings(models.Model):
             "the gateway and usage agents report)"
         ),
     )
-    error_rate_min_calls = models.PositiveIntegerField(default=20, help_text="…out of at least this many calls")
+    error_rate_min_calls = models.PositiveIntegerField(
+        default=20, help_text=gettext_lazy("…out of at least this many calls")
+    )
 
     def __str__(self) -> str:
         return "alert settings"
@@ -336,17 +348,17 @@ class AlertSettings(models.Model):
 
 class Alert(models.Model):
     class Kind(models.TextChoices):
-        SOFT_THRESHOLD = "soft_threshold", "soft threshold crossed"
-        EXHAUSTED = "exhausted", "budget exhausted"
-        DAILY_OVER = "daily_over", "daily total over its limit"
-        SESSION_SPIKE = "session_spike", "session spending spike"
-        ERROR_RATE = "error_rate", "error rate high"
-        TEST = "test", "test alert"
+        SOFT_THRESHOLD = "soft_threshold", gettext_lazy("soft threshold crossed")
+        EXHAUSTED = "exhausted", gettext_lazy("budget exhausted")
+        DAILY_OVER = "daily_over", gettext_lazy("daily total over its limit")
+        SESSION_SPIKE = "session_spike", gettext_lazy("session spending spike")
+        ERROR_RATE = "error_rate", gettext_lazy("error rate high")
+        TEST = "test", gettext_lazy("test alert")
 
     class Severity(models.TextChoices):
-        INFO = "info"
-        WARNING = "warning"
-        CRITICAL = "critical"
+        INFO = "info", gettext_lazy("Info")
+        WARNING = "warning", gettext_lazy("Warning")
+        CRITICAL = "critical", gettext_lazy("Critical")
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
@@ -395,10 +407,10 @@ def refused_url_message(refusal: str) -> str:
 
 class WebhookDelivery(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending"
-        DELIVERED = "delivered"
-        RETRYING = "retrying"
-        FAILED = "failed"
+        PENDING = "pending", gettext_lazy("Pending")
+        DELIVERED = "delivered", gettext_lazy("Delivered")
+        RETRYING = "retrying", gettext_lazy("Retrying")
+        FAILED = "failed", gettext_lazy("Failed")
 
     webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")

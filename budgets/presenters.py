@@ -12,15 +12,23 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
 from agentops.lib import display
 from budgets.actions.directory import subject_label
 from budgets.forms import format_operation_limits
 from budgets.models import ANY_MODEL, Alert, Budget, ModelPrice, UsageRecord, WebhookDelivery
 
 SCOPE_LABELS = {
-    Budget.Scope.TEAM: "team",
-    Budget.Scope.AGENT: "agent",
-    Budget.Scope.SESSION: "session",
+    Budget.Scope.TEAM: gettext_lazy("team"),
+    Budget.Scope.AGENT: gettext_lazy("agent"),
+    Budget.Scope.SESSION: gettext_lazy("session"),
+}
+EACH_SCOPE = {
+    Budget.Scope.TEAM: gettext_lazy("each team separately"),
+    Budget.Scope.AGENT: gettext_lazy("each agent separately"),
+    Budget.Scope.SESSION: gettext_lazy("each session separately"),
 }
 
 
@@ -39,8 +47,7 @@ def count(value) -> str:
 
 def dollars(value) -> str:
     """Dollars to 4 places below $100 (small spends are fractions of a cent), to the cent above."""
-    value = Decimal(value or 0)
-    return f"${value:,.4f}" if abs(value) < 100 else f"${value:,.2f}"
+    return display.usd(Decimal(value or 0))
 
 
 # --- the budgets list ---------------------------------------------------------------------------------
@@ -87,7 +94,8 @@ def bar(label: str, spent, reserved, limit, soft_pct: int, fmt) -> Bar:
         spent_w=spent_w,
         reserved_w=reserved_w,
         level=level,
-        summary=f"{label}: {fmt(spent)} spent + {fmt(reserved)} reserved of {fmt(limit)} ({used_pct}%)",
+        summary=_("%(label)s: %(spent)s spent + %(reserved)s reserved of %(limit)s (%(pct)s%%)")
+        % {"label": label, "spent": fmt(spent), "reserved": fmt(reserved), "limit": fmt(limit), "pct": used_pct},
         has_reserved=bool(reserved),
     )
 
@@ -98,7 +106,7 @@ def bars(budget: Budget, usage) -> list[Bar]:
     if budget.limit_tokens:
         shown.append(
             bar(
-                "tokens",
+                _("tokens"),
                 usage.spent_tokens,
                 usage.reserved_tokens,
                 budget.limit_tokens,
@@ -145,15 +153,16 @@ class BudgetRow:
 def scope_text(budget: Budget) -> str:
     """Whom the budget counts: "global", "agent research", "each session separately"."""
     if budget.scope == Budget.Scope.GLOBAL:
-        return "global"
-    noun = SCOPE_LABELS[budget.scope]
-    return f"{noun} {budget.scope_key}" if budget.scope_key else f"each {noun} separately"
+        return _("global")
+    if not budget.scope_key:
+        return str(EACH_SCOPE[budget.scope])
+    return _("%(scope)s %(key)s") % {"scope": SCOPE_LABELS[budget.scope], "key": budget.scope_key}
 
 
 def period_text(budget: Budget, usage) -> str:
     """The current period in the budget's time zone ("2025-06-30 00:00 → 2025-07-01 00:00")."""
     if budget.period == Budget.Period.LIFETIME:
-        return "lifetime (never resets)"
+        return _("lifetime (never resets)")
     start = local_time(usage.period_start, budget.timezone)
     end = local_time(usage.period_end, budget.timezone)
     return f"{start} → {end}"
@@ -318,8 +327,8 @@ def acknowledged_text(alert: Alert) -> str:
     """When and by whom an alert was acknowledged ("2025-06-30 12:00 by alice"), "" while open."""
     if not alert.acknowledged_at:
         return ""
-    who = alert.acknowledged_by.get_username() if alert.acknowledged_by_id else "system"
-    return f"{alert.acknowledged_at:%Y-%m-%d %H:%M} by {who}"
+    who = alert.acknowledged_by.get_username() if alert.acknowledged_by_id else _("system")
+    return _("%(when)s by %(who)s") % {"when": f"{alert.acknowledged_at:%Y-%m-%d %H:%M}", "who": who}
 
 
 def alert_rows(alerts: Iterable[Alert], base_url: str) -> list[AlertRow]:
@@ -343,15 +352,22 @@ def alert_rows(alerts: Iterable[Alert], base_url: str) -> list[AlertRow]:
 def price_label(record: UsageRecord) -> str:
     """The row the call was priced with ("gpt-4 from 2023-03-14 · $0.03 / $0.06 per 1K"), or why none."""
     if record.cached:
-        return "cache hit (free)"
+        return _("cache hit (free)")
     price = record.price
     if price is None:
-        return "no price row (free)"
-    name = "catch-all *" if price.model == ANY_MODEL else price.model
-    rates = f"${price.input_per_1k.normalize():f} / ${price.output_per_1k.normalize():f} per 1K"
+        return _("no price row (free)")
+    name = _("catch-all *") if price.model == ANY_MODEL else price.model
+    rates = _("%(input)s / %(output)s per 1K") % {
+        "input": display.usd_rate(price.input_per_1k),
+        "output": display.usd_rate(price.output_per_1k),
+    }
     if price.cached_input_per_1k is not None:
-        rates += f" (cached ${price.cached_input_per_1k.normalize():f})"
-    return f"{name} from {price.effective_from:%Y-%m-%d} · {rates}"
+        rates += " " + _("(cached %(price)s)") % {"price": display.usd_rate(price.cached_input_per_1k)}
+    return _("%(name)s from %(day)s · %(rates)s") % {
+        "name": name,
+        "day": f"{price.effective_from:%Y-%m-%d}",
+        "rates": rates,
+    }
 
 
 def call_row(record: UsageRecord) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import structlog
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from agentops.lib import display
 from agentops.runs.models import Agent
@@ -332,8 +333,9 @@ class Forecast:
     rate_per_hour: str
     runs_out_at: str | None  # ISO instant
     runs_out_local: str  # "15:40" in the budget's time zone
-    message: str
+    message: str  # starts with `who`, the budget's name (and subject): the page marks that part as data
     state: str  # "ok" | "runs_out" | "exhausted"
+    who: str = ""
 
 
 def _rate_by_subject(rows, budget: Budget, teams: dict[str, str]) -> dict[str, tuple[int, Decimal]]:
@@ -362,18 +364,19 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
     if budget.limit_tokens:
         limits.append(display.tokens(budget.limit_tokens))
         used.append(display.tokens(spent_tokens))
-        rates.append(f"{display.tokens(tokens_per_hour)}/h")
+        rates.append(_("%(amount)s/h") % {"amount": display.tokens(tokens_per_hour)})
         left = budget.limit_tokens - spent_tokens
         left_hours.append(0.0 if left <= 0 else (left / tokens_per_hour if tokens_per_hour > 0 else None))
     if budget.limit_usd:
-        limits.append(f"${budget.limit_usd:,.2f}")
-        used.append(f"${spent_usd:,.4f}")
-        rates.append(f"${usd_per_hour:,.4f}/h")
+        limits.append(display.usd(budget.limit_usd, 2))
+        used.append(display.usd(spent_usd, 4))
+        rates.append(_("%(amount)s/h") % {"amount": display.usd(usd_per_hour, 4)})
         left_usd = float(budget.limit_usd - spent_usd)
         left_hours.append(0.0 if left_usd <= 0 else (left_usd / usd_per_hour if usd_per_hour > 0 else None))
     known = [h for h in left_hours if h is not None]
     who = f"{budget.name}" + (f" ({directory.subject_label(budget, subject)})" if subject else "")
     base = dict(
+        who=who,
         budget=budget.name,
         subject=subject,
         timezone=budget.timezone,
@@ -387,7 +390,7 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
             runs_out_at=None,
             runs_out_local="",
             state="exhausted",
-            message=f"{who}: the daily budget is used up",
+            message=_("%(who)s: the daily budget is used up") % {"who": who},
         )
     at = now + dt.timedelta(hours=min(known)) if known else None
     if at is None or (end is not None and at >= end):
@@ -396,7 +399,7 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
             runs_out_at=None,
             runs_out_local="",
             state="ok",
-            message=f"{who}: does not run out today at the current rate",
+            message=_("%(who)s: does not run out today at the current rate") % {"who": who},
         )
     local = at.astimezone(zone).strftime("%H:%M")
     return Forecast(
@@ -404,7 +407,8 @@ def _forecast_one(budget: Budget, usage: BudgetUsage | None, subject: str, rate:
         runs_out_at=at.isoformat(),
         runs_out_local=local,
         state="runs_out",
-        message=f"{who}: at the current rate the daily budget runs out at {local} ({budget.timezone})",
+        message=_("%(who)s: at the current rate the daily budget runs out at %(time)s (%(zone)s)")
+        % {"who": who, "time": local, "zone": budget.timezone},
     )
 
 

@@ -15,6 +15,8 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from agentops.accounts import roles
@@ -75,7 +77,7 @@ def _save_budget_form(request, form: BudgetForm, budget: Budget | None) -> HttpR
         except IntegrityError:
             form.add_error("name", "A budget with this name already exists: pick another name.")
         else:
-            messages.success(request, f'Budget "{saved.name}" saved.')
+            messages.success(request, _('Budget "%(name)s" saved.') % {"name": saved.name})
             return redirect("budgets:list")
     return _budget_form_page(request, form, budget, status=422)
 
@@ -103,9 +105,9 @@ def budget_delete(request, pk: int):
     budget = get_object_or_404(Budget, pk=pk)
     if request.method == "POST":
         if budget_actions.delete_budget(budget.pk):
-            messages.success(request, f'Budget "{budget.name}" deleted.')
+            messages.success(request, _('Budget "%(name)s" deleted.') % {"name": budget.name})
         else:
-            messages.error(request, f'Budget "{budget.name}" was already deleted.')
+            messages.error(request, _('Budget "%(name)s" was already deleted.') % {"name": budget.name})
         return redirect("budgets:list")
     return _page(request, "budgets/budget_delete.html", {"budget": budget, "scope": presenters.scope_text(budget)})
 
@@ -155,13 +157,17 @@ def prices(request):
             )
         except ValidationError as exc:
             if "__all__" in getattr(exc, "error_dict", {}) or not hasattr(exc, "error_dict"):
-                form.add_error(None, "A price for this model already starts at that moment: pick another time.")
+                form.add_error(None, _("A price for this model already starts at that moment: pick another time."))
             else:
                 for name, errors in exc.message_dict.items():
                     form.add_error(name if name in form.fields else None, errors)
         else:
             when = row.effective_from.strftime("%Y-%m-%d %H:%M UTC")
-            messages.success(request, f"New price for {row.model} from {when}. Earlier calls keep their price.")
+            messages.success(
+                request,
+                _("New price for %(model)s from %(when)s. Earlier calls keep their price.")
+                % {"model": row.model, "when": when},
+            )
             return redirect("budgets:prices")
     return _prices_page(request, form, status=422)
 
@@ -171,17 +177,27 @@ def prices(request):
 def price_delete(request, pk: int):
     row = ModelPrice.objects.filter(pk=pk).first()
     if row is None:
-        messages.error(request, "That price row no longer exists.")
+        messages.error(request, _("That price row no longer exists."))
     elif row.effective_from <= timezone.now():
         messages.error(
             request,
-            f"The {row.model} price from {row.effective_from:%Y-%m-%d %H:%M} is in force or past: "
-            "prices are history and are not deleted. Set a new price instead.",
+            _(
+                "The %(model)s price from %(when)s is in force or past: prices are history and are not deleted. "
+                "Set a new price instead."
+            )
+            % {"model": row.model, "when": f"{row.effective_from:%Y-%m-%d %H:%M}"},
         )
     elif price_actions.delete_price(row.pk):
-        messages.success(request, f"Deleted the future {row.model} price from {row.effective_from:%Y-%m-%d %H:%M}.")
+        messages.success(
+            request,
+            _("Deleted the future %(model)s price from %(when)s.")
+            % {"model": row.model, "when": f"{row.effective_from:%Y-%m-%d %H:%M}"},
+        )
     else:
-        messages.error(request, f"The {row.model} price was already charged for calls, so it stays in the history.")
+        messages.error(
+            request,
+            _("The %(model)s price was already charged for calls, so it stays in the history.") % {"model": row.model},
+        )
     return redirect("budgets:prices")
 
 
@@ -209,7 +225,7 @@ def webhooks(request):
     form = WebhookForm(request.POST)
     if form.is_valid():
         hook = webhook_actions.save_webhook(form.save(commit=False))
-        messages.success(request, f'Webhook "{hook.name}" added: every alert is sent to it.')
+        messages.success(request, _('Webhook "%(name)s" added: every alert is sent to it.') % {"name": hook.name})
         return redirect("budgets:webhooks")
     return _webhooks_page(request, form=form, status=422)
 
@@ -222,7 +238,7 @@ def webhook_edit(request, pk: int):
     if request.method == "POST":
         if form.is_valid():
             webhook_actions.save_webhook(form.save(commit=False))
-            messages.success(request, f'Webhook "{hook.name}" saved.')
+            messages.success(request, _('Webhook "%(name)s" saved.') % {"name": hook.name})
             return redirect("budgets:webhooks")
         return _page(request, "budgets/webhook_form.html", {"form": form, "webhook": hook}, status=422)
     return _page(request, "budgets/webhook_form.html", {"form": form, "webhook": hook})
@@ -233,7 +249,7 @@ def webhook_edit(request, pk: int):
 def webhook_delete(request, pk: int):
     hook = get_object_or_404(Webhook, pk=pk)
     webhook_actions.delete_webhook(hook.pk)
-    messages.success(request, f'Webhook "{hook.name}" deleted (with its delivery log).')
+    messages.success(request, _('Webhook "%(name)s" deleted (with its delivery log).') % {"name": hook.name})
     return redirect("budgets:webhooks")
 
 
@@ -242,7 +258,9 @@ def webhook_delete(request, pk: int):
 def webhook_test(request, pk: int):
     hook = get_object_or_404(Webhook, pk=pk)
     webhook_actions.send_test_alert(hook, request.user)
-    messages.success(request, f'Test alert queued for "{hook.name}": its delivery appears in the log below.')
+    messages.success(
+        request, _('Test alert queued for "%(name)s": its delivery appears in the log below.') % {"name": hook.name}
+    )
     return redirect(f"{reverse('budgets:webhooks')}#deliveries")
 
 
@@ -252,7 +270,7 @@ def alert_settings(request):
     form = AlertSettingsForm(request.POST, instance=AlertSettings.current())
     if form.is_valid():
         webhook_actions.save_alert_settings(form.save(commit=False))
-        messages.success(request, "Alert thresholds saved.")
+        messages.success(request, _("Alert thresholds saved."))
         return redirect("budgets:webhooks")
     return _webhooks_page(request, settings_form=form, status=422)
 
@@ -291,7 +309,7 @@ def _after_ack(request) -> HttpResponse:
 @require_POST
 def alert_acknowledge(request, pk: int):
     if not alert_actions.acknowledge_alert(pk, request.user) and not request.htmx:
-        messages.info(request, "That alert was already acknowledged.")
+        messages.info(request, _("That alert was already acknowledged."))
     return _after_ack(request)
 
 
@@ -300,7 +318,9 @@ def alert_acknowledge(request, pk: int):
 def alerts_acknowledge_all(request):
     count = alert_actions.acknowledge_all(request.user)
     if not request.htmx:
-        messages.success(request, f"Acknowledged {count} alert{'s' if count != 1 else ''}.")
+        messages.success(
+            request, ngettext("Acknowledged %(n)s alert.", "Acknowledged %(n)s alerts.", count) % {"n": count}
+        )
     return _after_ack(request)
 
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from agentops.accounts import roles
@@ -296,8 +297,11 @@ def assign(escalation_id: int, user, assignee) -> Escalation:
 
 def _why_not_open(escalation: Escalation, user) -> str:
     if escalation.state == Escalation.State.DECIDED:
-        who = escalation.decided_by.get_username() if escalation.decided_by else "someone"
-        return f"Already decided ({escalation.decision}) by {who}. Your input was not applied."
+        who = escalation.decided_by.get_username() if escalation.decided_by else _("someone")
+        return _("Already decided (%(decision)s) by %(who)s. Your input was not applied.") % {
+            "decision": escalation.get_decision_display() if _is_translated() else escalation.decision,
+            "who": who,
+        }
     expired = escalation.state == Escalation.State.EXPIRED
     gave_up = escalation.events.filter(event=WAITER_GAVE_UP).last() if expired else None
     if gave_up is not None:
@@ -306,10 +310,16 @@ def _why_not_open(escalation: Escalation, user) -> str:
             "on a decision. Your input was not applied."
         ) % {"channel": gave_up.data.get("channel", "?")}
     if escalation.state == Escalation.State.EXPIRED:
-        return "This escalation expired and the safe default (reject) was applied."
+        return _("This escalation expired and the safe default (reject) was applied.")
     if escalation.claimed_by_id and escalation.claimed_by_id != getattr(user, "pk", None):
-        return f"{escalation.claimed_by.get_username()} is working on this item right now."
-    return "This item changed meanwhile; reload it to see its current state."
+        return _("%(who)s is working on this item right now.") % {"who": escalation.claimed_by.get_username()}
+    return _("This item changed meanwhile; reload it to see its current state.")
+
+
+def _is_translated() -> bool:
+    """Whether the words go to a person reading another language than English (the API and logs keep the
+    machine's words: "approved", not "Approved")."""
+    return (get_language() or "en") != "en"
 
 
 @transaction.atomic

@@ -6,6 +6,7 @@ import json
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from agentops.runs.models import Agent
@@ -24,11 +25,11 @@ ACTIONS = {
     ESCALATE: None,  # not a decision: the item moves to the expert queue
 }
 ACTION_LABELS = {
-    APPROVE: "Approved",
-    MODIFY: "Approved with modified arguments",
-    TAKE_OVER: "Taken over",
-    ESCALATE: "Escalated to the expert queue",
-    REJECT: "Rejected",
+    APPROVE: gettext_lazy("Approved"),
+    MODIFY: gettext_lazy("Approved with modified arguments"),
+    TAKE_OVER: gettext_lazy("Taken over"),
+    ESCALATE: gettext_lazy("Escalated to the expert queue"),
+    REJECT: gettext_lazy("Rejected"),
 }
 MAX_TEXT = 200_000  # characters of edited arguments / a written result
 
@@ -152,14 +153,14 @@ class DecisionForm(forms.Form):
         max_length=MAX_TEXT,
         strip=False,
         widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false", "autocomplete": "off"}),
-        label="Arguments (JSON object)",
+        label=gettext_lazy("Arguments (JSON object)"),
     )
     result = forms.CharField(
         required=False,
         max_length=MAX_TEXT,
         strip=False,
         widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false"}),
-        label="Result (JSON or plain text)",
+        label=gettext_lazy("Result (JSON or plain text)"),
     )
     comment = forms.CharField(required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 3}))
     confidence = forms.IntegerField(
@@ -168,7 +169,7 @@ class DecisionForm(forms.Form):
         max_value=100,
         initial=80,
         widget=forms.NumberInput(attrs={"type": "range", "min": 0, "max": 100, "step": 1}),
-        label="Your confidence",
+        label=gettext_lazy("Your confidence"),
     )
 
     def clean(self):
@@ -177,21 +178,24 @@ class DecisionForm(forms.Form):
         if action == MODIFY:
             text = (data.get("arguments") or "").strip()
             if not text:
-                self.add_error("arguments", "Write the arguments the tool should run with, as a JSON object.")
+                self.add_error("arguments", _("Write the arguments the tool should run with, as a JSON object."))
             else:
                 try:
                     parsed = json.loads(text)
                 except ValueError as exc:
-                    self.add_error("arguments", f"Not valid JSON: {exc}.")
+                    self.add_error("arguments", _("Not valid JSON: %(error)s.") % {"error": exc})
                 else:
                     if isinstance(parsed, dict):
                         data["parsed_arguments"] = parsed
                     else:
-                        self.add_error("arguments", f"The arguments must be a JSON object, not {_json_kind(parsed)}.")
+                        self.add_error(
+                            "arguments",
+                            _("The arguments must be a JSON object, not %(kind)s.") % {"kind": _json_kind(parsed)},
+                        )
         elif action == TAKE_OVER:
             text = data.get("result") or ""
             if not text.strip():
-                self.add_error("result", "Write the result the agent should receive (JSON or plain text).")
+                self.add_error("result", _("Write the result the agent should receive (JSON or plain text)."))
             else:
                 data["parsed_result"] = _parse_result(text.strip())
         return data
@@ -199,29 +203,35 @@ class DecisionForm(forms.Form):
 
 def _json_kind(value) -> str:
     if isinstance(value, list):
-        return "an array"
+        return _("an array")
     if isinstance(value, str):
-        return "a string"
+        return _("a string")
     if isinstance(value, bool):
-        return "a boolean"
+        return _("a boolean")
     if value is None:
         return "null"
-    return "a number"
+    return _("a number")
 
 
 class DecisionFilterForm(forms.Form):
     """Filters of the decision data (the export and the stats page)."""
 
     agent = forms.ModelChoiceField(
-        queryset=Agent.objects.all(), to_field_name="name", required=False, empty_label="Every agent"
+        queryset=Agent.objects.all(),
+        to_field_name="name",
+        required=False,
+        empty_label=gettext_lazy("Every agent"),
+        widget=forms.Select(attrs={"data-agent-content": ""}),  # agent names are data
     )
-    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+    since = forms.DateField(required=False, label=gettext_lazy("From"), widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(
+        required=False, label=gettext_lazy("To (inclusive)"), widget=forms.DateInput(attrs={"type": "date"})
+    )
 
     def clean(self):
         data = super().clean()
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            raise forms.ValidationError("“From” is after “To”.")
+            raise forms.ValidationError(_("“From” is after “To”."))
         return data
 
 

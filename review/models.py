@@ -18,9 +18,9 @@ from agentops.runs.models import Agent, Run
 
 
 class Priority(models.TextChoices):
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
+    HIGH = "high", gettext_lazy("High")
+    MEDIUM = "medium", gettext_lazy("Medium")
+    LOW = "low", gettext_lazy("Low")
 
 
 PRIORITY_ORDER = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
@@ -29,12 +29,12 @@ OPEN_ITEMS = models.Q(state__in=("pending", "claimed"))  # Escalation.OPEN_STATE
 
 
 class Reason(models.TextChoices):
-    LOW_CONFIDENCE = "low_confidence"
-    SENSITIVE_OPERATION = "sensitive_operation"
-    HIGH_VALUE_DECISION = "high_value_decision"
-    MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
-    ALL_FALLBACKS_FAILED = "all_fallbacks_failed"
-    BUDGET_EXCEEDED = "budget_exceeded"
+    LOW_CONFIDENCE = "low_confidence", gettext_lazy("Low Confidence")
+    SENSITIVE_OPERATION = "sensitive_operation", gettext_lazy("Sensitive Operation")
+    HIGH_VALUE_DECISION = "high_value_decision", gettext_lazy("High Value Decision")
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded", gettext_lazy("Max Retries Exceeded")
+    ALL_FALLBACKS_FAILED = "all_fallbacks_failed", gettext_lazy("All Fallbacks Failed")
+    BUDGET_EXCEEDED = "budget_exceeded", gettext_lazy("Budget Exceeded")
 
 
 class AutoDecision(models.TextChoices):
@@ -54,8 +54,12 @@ class EscalationPolicy(models.Model):
     then operation, then the global row (both blank). A row may also decide at once (``auto_decision``):
     auto-approve (below ``auto_approve_below`` when set) or auto-reject, whatever rule would fire."""
 
-    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.CASCADE, help_text="blank = every agent")
-    operation = models.CharField(max_length=100, blank=True, help_text="tool or operation name; blank = every one")
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.CASCADE, help_text=gettext_lazy("blank = every agent")
+    )
+    operation = models.CharField(
+        max_length=100, blank=True, help_text=gettext_lazy("tool or operation name; blank = every one")
+    )
     enabled = models.BooleanField(default=True)
     low_confidence_below = models.FloatField(default=0.7, validators=[MinValueValidator(0), MaxValueValidator(1)])
     high_value_above = models.FloatField(default=1000.0, validators=[MinValueValidator(0)])
@@ -77,7 +81,9 @@ class EscalationPolicy(models.Model):
         blank=True,
         default=None,
         validators=[MinValueValidator(5)],
-        help_text="Seconds a reviewer has to decide; blank = the runtime settings' human timeout (600 s by default).",
+        help_text=gettext_lazy(
+            "Seconds a reviewer has to decide; blank = the runtime settings' human timeout (600 s by default)."
+        ),
     )
     priority_sensitive_operation = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
     priority_high_value_decision = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
@@ -107,7 +113,7 @@ class EscalationPolicy(models.Model):
     )
 
     class Meta:
-        verbose_name_plural = "escalation policies"
+        verbose_name_plural = gettext_lazy("escalation policies")
         constraints = [
             models.UniqueConstraint(fields=["agent", "operation"], name="policy_scope", nulls_distinct=False)
         ]
@@ -131,20 +137,20 @@ class EscalationQuerySet(models.QuerySet):
 
 class Escalation(models.Model):
     class State(models.TextChoices):
-        PENDING = "pending"
-        CLAIMED = "claimed"
-        DECIDED = "decided"
-        EXPIRED = "expired"
+        PENDING = "pending", gettext_lazy("Pending")
+        CLAIMED = "claimed", gettext_lazy("Claimed")
+        DECIDED = "decided", gettext_lazy("Decided")
+        EXPIRED = "expired", gettext_lazy("Expired")
 
     class Queue(models.TextChoices):
-        REVIEWERS = "reviewers"
-        EXPERTS = "experts"
+        REVIEWERS = "reviewers", gettext_lazy("Reviewers")
+        EXPERTS = "experts", gettext_lazy("Experts")
 
     class Decision(models.TextChoices):
-        APPROVED = "approved"
-        MODIFIED = "modified"
-        TAKEN_OVER = "taken_over"
-        REJECTED = "rejected"
+        APPROVED = "approved", gettext_lazy("Approved")
+        MODIFIED = "modified", gettext_lazy("Modified")
+        TAKEN_OVER = "taken_over", gettext_lazy("Taken Over")
+        REJECTED = "rejected", gettext_lazy("Rejected")
 
     OPEN_STATES = (State.PENDING, State.CLAIMED)
 
@@ -445,9 +451,9 @@ class ActionRequest(models.Model):
     Requests approved at once are kept too: the audit trail of what agents were allowed to do."""
 
     class Status(models.TextChoices):
-        APPROVED = "approved"
-        PENDING = "pending"
-        REJECTED = "rejected"
+        APPROVED = "approved", gettext_lazy("Approved")
+        PENDING = "pending", gettext_lazy("Pending")
+        REJECTED = "rejected", gettext_lazy("Rejected")
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="action_requests")
     session_id = models.CharField(max_length=200, blank=True)
@@ -457,7 +463,9 @@ class ActionRequest(models.Model):
     confidence = models.FloatField(null=True, blank=True)
     retry_count = models.PositiveIntegerField(default=0)
     context = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, help_text="The verdict when it was asked")
+    status = models.CharField(
+        max_length=10, choices=Status.choices, help_text=gettext_lazy("The verdict when it was asked")
+    )
     reason = models.CharField(max_length=40, blank=True)
     priority = models.CharField(max_length=10, blank=True)
     rule = models.CharField(max_length=200, blank=True)

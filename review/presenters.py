@@ -22,6 +22,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from agentops.lib import display
 from agentops.runs.models import Step
@@ -40,6 +41,26 @@ EXPORT_CHUNK = 500  # escalations per page of the export (memory stays flat howe
 INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 PRIORITY_LABELS = dict(Priority.choices)
 REASON_LABELS = dict(Reason.choices)
+# The machine's words for kinds, sources, audit events and argument changes, as the pages show them.
+KIND_LABELS = {"tool": gettext_lazy("tool call"), "llm": gettext_lazy("LLM call")}
+SOURCE_LABELS = {
+    "run": gettext_lazy("run"),
+    "api": gettext_lazy("REST API"),
+    "budget": gettext_lazy("budget"),
+    "gateway": gettext_lazy("gateway"),
+}
+EVENT_LABELS = {
+    "created": gettext_lazy("created"),
+    "claimed": gettext_lazy("claimed"),
+    "released": gettext_lazy("released"),
+    "decided": gettext_lazy("decided"),
+    "escalated_to_expert": gettext_lazy("escalated to the expert queue"),
+    "expired": gettext_lazy("expired"),
+    "withdrawn": gettext_lazy("withdrawn"),
+    "reminded": gettext_lazy("reminder sent"),
+    "waiter_gave_up": gettext_lazy("closed: the waiting client gave up"),
+}
+CHANGE_LABELS = {"added": gettext_lazy("added"), "removed": gettext_lazy("removed"), "changed": gettext_lazy("changed")}
 REFRESH_EVENT = "review:refresh"  # tells the page's live regions to re-read now (our own POST changed things)
 FINISHED = (Escalation.State.DECIDED, Escalation.State.EXPIRED)
 D = Escalation.Decision
@@ -54,7 +75,8 @@ def reveal(text: str) -> str:
 def _cut(text: str, limit: int = DISPLAY_LIMIT) -> str:
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}\n… ({len(text) - limit:,} more characters not shown)"
+    rest = _("%(n)s more characters not shown") % {"n": display.number(len(text) - limit)}
+    return f"{text[:limit]}\n… ({rest})"
 
 
 def as_json(value: Any) -> str:
@@ -280,6 +302,10 @@ class DiffRow:
     before: str
     after: str
 
+    @property
+    def change_label(self) -> str:
+        return str(CHANGE_LABELS.get(self.change, self.change))
+
 
 def arguments_diff(proposed: Any, edited: Any) -> list[DiffRow]:
     """Top-level keys that differ between the proposed and the edited arguments."""
@@ -301,6 +327,10 @@ class AuditRow:
     event: AuditEvent
     actor: str
     data: str
+
+    @property
+    def label(self) -> str:
+        return str(EVENT_LABELS.get(self.event.event, self.event.event))
 
 
 def _suggestions(value: Any) -> list[str]:
@@ -347,7 +377,7 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
     run = escalation.run
     agent_confidence = escalation.confidence if escalation.confidence is not None else context.get("confidence")
     events = [
-        AuditRow(event, event.actor.get_username() if event.actor_id else "system", pretty(event.data))
+        AuditRow(event, event.actor.get_username() if event.actor_id else _("system"), pretty(event.data))
         for event in escalation.events.select_related("actor")
     ]
     return {
@@ -390,6 +420,8 @@ def detail_context(escalation: Escalation, user, form: DecisionForm, *, notice: 
         "can_modify": escalation.modifiable,
         "llm_hint": _llm_hint(escalation),
         "reason_label": Reason(escalation.reason).label if escalation.reason in Reason.values else escalation.reason,
+        "kind_label": KIND_LABELS.get(escalation.kind, escalation.kind),
+        "source_label": SOURCE_LABELS.get(escalation.source, escalation.source),
         "failure": failure_view(context),
         "refresh_event": REFRESH_EVENT,
     }
@@ -586,7 +618,7 @@ class Rate:
         if not whole:
             return cls(0.0, "—", "0")
         value = part / whole
-        return cls(value, f"{value * 100:.0f} %", f"{value:.4f}")
+        return cls(value, _("%(percent)s %%") % {"percent": f"{value * 100:.0f}"}, f"{value:.4f}")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
@@ -37,7 +38,7 @@ from review.presenters import REFRESH_EVENT
 
 def _check_queue_access(user, escalation: Escalation) -> None:
     if not Escalation.objects.visible_to(user).filter(pk=escalation.pk).exists():
-        raise PermissionDenied("This escalation is in the expert queue.")
+        raise PermissionDenied(_("This escalation is in the expert queue."))
 
 
 # --- the queue ---------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def _queue_context(request) -> dict:
     user = request.user
     expert = roles.is_expert(user)
     if request.GET.get("queue") in (Escalation.Queue.EXPERTS, ALL_QUEUES) and not expert:
-        raise PermissionDenied("Only experts open the expert queue.")
+        raise PermissionDenied(_("Only experts open the expert queue."))
     form = QueueFilterForm(request.GET or None, expert=expert, user=user)
     filters = form.cleaned(_default_queue(user))
     if not form.is_bound:
@@ -153,7 +154,7 @@ def release(request, pk: int):
         return HttpResponse(status=204)
     escalation = actions.release(pk, request.user)
     if escalation.state == Escalation.State.PENDING:
-        messages.info(request, f"Released escalation {pk}: it is back in the queue.")
+        messages.info(request, _("Released escalation %(pk)s: it is back in the queue.") % {"pk": pk})
     return _to_queue(request)
 
 
@@ -171,9 +172,9 @@ def _apply(request, escalation: Escalation, form: DecisionForm) -> Escalation:
         # escalate_to_expert takes no version: refuse here what the reviewer did not see
         if escalation.version != data["version"] and escalation.is_open:
             raise DecisionConflict(
-                "Already escalated to the expert queue."
+                _("Already escalated to the expert queue.")
                 if escalation.queue == Escalation.Queue.EXPERTS
-                else "This item changed meanwhile; reload it to see its current state."
+                else _("This item changed meanwhile; reload it to see its current state.")
             )
         return actions.escalate_to_expert(escalation.pk, request.user, comment=data["comment"])
     return actions.decide(
@@ -202,7 +203,7 @@ def decide(request, pk: int):
         # an LLM call has no arguments to modify; only a gateway call a budget blocked has something to approve
         action = form.cleaned_data["action"]
         if action == MODIFY or (action == APPROVE and not escalation.approvable):
-            form.add_error(None, "There is no proposed action to approve: take over (write the answer) or reject.")
+            form.add_error(None, _("There is no proposed action to approve: take over (write the answer) or reject."))
         elif action == TAKE_OVER:
             form.cleaned_data["parsed_result"] = form.cleaned_data["result"].strip()  # the answer is text
     if not form.is_valid():
@@ -212,11 +213,14 @@ def decide(request, pk: int):
     except DecisionConflict as exc:
         return _refused(request, _escalation_or_404(pk), form, status=409, from_queue=from_queue, notice=str(exc))
     action = form.cleaned_data["action"]
-    message = f"{ACTION_LABELS[action]}: escalation {pk}"
     if action != ESCALATE and escalation.run_id:
-        message += f"; run {escalation.run_id} resumes."
+        message = _("%(action)s: escalation %(pk)s; run %(run)s resumes.") % {
+            "action": ACTION_LABELS[action],
+            "pk": pk,
+            "run": escalation.run_id,
+        }
     else:
-        message += "."
+        message = _("%(action)s: escalation %(pk)s.") % {"action": ACTION_LABELS[action], "pk": pk}
     if from_queue:
         response = render(request, "review/queue.html#notice", {"notice": message, "notice_ok": True})
         return trigger_client_event(response, REFRESH_EVENT)

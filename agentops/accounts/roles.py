@@ -13,6 +13,12 @@ from django.utils.translation import gettext_lazy as _
 REVIEWER, EXPERT, BUDGET_ADMIN = "reviewer", "expert", "budget_admin"
 AGENT_ADMIN = "agent_admin"  # the Agents screen: teams, enabled, tool review, API keys and their limits
 ROLE_GROUPS = (REVIEWER, EXPERT, BUDGET_ADMIN, AGENT_ADMIN)
+ROLE_LABELS = {
+    REVIEWER: _("reviewer"),
+    EXPERT: _("expert"),
+    BUDGET_ADMIN: _("budget admin"),
+    AGENT_ADMIN: _("agent admin"),
+}
 
 
 @dataclass(frozen=True)

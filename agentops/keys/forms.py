@@ -10,6 +10,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils import timezone
+from django.utils.functional import lazy
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from agentops.keys.actions import clean_allowed_models
@@ -87,7 +89,8 @@ class KeyLimitsForm(forms.Form):
         required=False,
         input_formats=[DATETIME_INPUT, "%Y-%m-%d %H:%M", "%Y-%m-%d"],
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=DATETIME_INPUT),
-        label=_("Expires at (%(zone)s)") % {"zone": settings.TIME_ZONE},
+        # formatted when shown (in the reader's language), not when the module is imported
+        label=lazy(lambda: gettext("Expires at (%(zone)s)") % {"zone": settings.TIME_ZONE}, str)(),
         help_text=_("From then on the key is refused like a revoked one; empty = never."),
     )
     rate_per_minute = forms.IntegerField(

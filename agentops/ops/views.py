@@ -14,6 +14,7 @@ from django.db.models import Count
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
@@ -42,7 +43,7 @@ def home(request):
     user_roles = sorted(roles.user_roles(request.user))
     if not user_roles:
         return render(request, "agentops/no_role.html", status=403)
-    return render(request, "agentops/home.html", {"roles": user_roles})
+    return render(request, "agentops/home.html", {"roles": [roles.ROLE_LABELS.get(r, r) for r in user_roles]})
 
 
 @never_cache
@@ -106,16 +107,38 @@ def ops_status(request):
     return render(request, "agentops/ops.html#status", _ops_context())
 
 
+# The words the ops page shows for the machine's names (the names themselves stay in logs, metrics and the API).
+CHECK_LABELS = {
+    "database": gettext_lazy("Database (PostgreSQL)"),
+    "redis": "Redis",
+    "broker": gettext_lazy("Celery broker"),
+}
+BREAKER_STATES = {
+    "closed": gettext_lazy("closed"),
+    "open": gettext_lazy("open"),
+    "half_open": gettext_lazy("half open"),
+    "unreadable": gettext_lazy("unreadable"),
+}
+BACKENDS = {"redis": "Redis", "memory": gettext_lazy("process memory")}
+
+
 def _ops_context() -> dict:
     timeouts = config_source().get().timeouts
+    breakers = _breaker_snapshots()
+    for snapshot in breakers:
+        snapshot["state_label"] = BREAKER_STATES.get(snapshot["state"], snapshot["state"])
+        snapshot["forced_label"] = BREAKER_STATES.get(snapshot.get("forced") or "", snapshot.get("forced"))
+        snapshot["backend_label"] = BACKENDS.get(snapshot.get("backend", ""), snapshot.get("backend"))
+    checks = health.run_checks()
+    statuses = dict(Run.objects.values_list("status").annotate(n=Count("id")).order_by())
     return {
         "layered": {"llm": timeouts.llm, "tool": timeouts.tool},
-        "checks": health.run_checks(),
+        "checks": [(check, CHECK_LABELS.get(check.name, check.name)) for check in checks],
         "workers": health.ping_workers(timeout=0.5),
-        "breakers": _breaker_snapshots(),
+        "breakers": breakers,
         "queues": health.queue_depths(),
         "timeouts": health.adaptive_timeouts_in_force(),
-        "runs_by_status": dict(Run.objects.values_list("status").annotate(n=Count("id")).order_by()),
+        "runs_by_status": {Run.Status(s).label if s in Run.Status.values else s: n for s, n in statuses.items()},
         "operations": ["default", *ModelRoute.objects.values_list("operation", flat=True)],
     }
 
@@ -191,7 +214,7 @@ class ProbeForm(forms.Form):
     operation = forms.SlugField(max_length=50, initial="default")
     prompt = forms.CharField(
         max_length=4000,
-        initial="Summarise what a circuit breaker does in one sentence.",
+        initial=gettext_lazy("Summarise what a circuit breaker does in one sentence."),
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 

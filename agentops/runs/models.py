@@ -14,17 +14,17 @@ class Agent(models.Model):
     description = models.TextField(blank=True)
 
     class ToolReview(models.TextChoices):
-        HOLD = "hold", "Hold the answer until a reviewer decides"
-        ANNOTATE = "annotate", "Answer at once; the escalation is raised beside it"
-        OFF = "off", "No review of tool calls"
+        HOLD = "hold", _("Hold the answer until a reviewer decides")
+        ANNOTATE = "annotate", _("Answer at once; the escalation is raised beside it")
+        OFF = "off", _("No review of tool calls")
 
-    team = models.SlugField(max_length=80, blank=True, help_text="For team budgets")
+    team = models.SlugField(max_length=80, blank=True, help_text=_("For team budgets"))
     enabled = models.BooleanField(default=True)
     gateway_tool_review = models.CharField(
         max_length=10,
         choices=ToolReview.choices,
         default=ToolReview.HOLD,
-        help_text="Gateway answers whose tool calls the escalation policy finds sensitive.",
+        help_text=_("Gateway answers whose tool calls the escalation policy finds sensitive."),
     )
 
     class GatewayHuman(models.TextChoices):
@@ -52,12 +52,12 @@ class Agent(models.Model):
 
 class Run(models.Model):
     class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        WAITING_HUMAN = "waiting_human"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        WAITING_HUMAN = "waiting_human", _("Waiting Human")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
@@ -79,8 +79,8 @@ class Run(models.Model):
     # lease: the worker executing the run renews it with heartbeats; beat reclaims expired ones
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    executions = models.PositiveIntegerField(default=0, help_text="How many times a worker started this run")
-    active_seconds = models.FloatField(default=0.0, help_text="Execution time so far, human waits excluded")
+    executions = models.PositiveIntegerField(default=0, help_text=_("How many times a worker started this run"))
+    active_seconds = models.FloatField(default=0.0, help_text=_("Execution time so far, human waits excluded"))
     cancel_requested = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -108,12 +108,12 @@ class Step(models.Model):
     """The journal: one row per ctx call of a run, in order."""
 
     class Status(models.TextChoices):
-        RUNNING = "running"
-        COMPLETED = "completed"
-        FAILED = "failed"
-        SKIPPED = "skipped"
-        WAITING_HUMAN = "waiting_human"
-        DECIDED = "decided"
+        RUNNING = "running", _("Running")
+        COMPLETED = "completed", _("Completed")
+        FAILED = "failed", _("Failed")
+        SKIPPED = "skipped", _("Skipped")
+        WAITING_HUMAN = "waiting_human", _("Waiting Human")
+        DECIDED = "decided", _("Decided")
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
     seq = models.PositiveIntegerField()
@@ -125,7 +125,7 @@ class Step(models.Model):
     result = models.JSONField(null=True, blank=True)
     decision = models.JSONField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    executions = models.PositiveIntegerField(default=0, help_text="Times the work of this step started")
+    executions = models.PositiveIntegerField(default=0, help_text=_("Times the work of this step started"))
     error_class = models.CharField(max_length=60, blank=True)
     error = models.TextField(blank=True)
     hops = models.JSONField(default=list, blank=True)

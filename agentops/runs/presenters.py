@@ -51,7 +51,8 @@ def pretty_json(value: Any) -> str:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
     if len(text) > JSON_DISPLAY_LIMIT:
-        return f"{text[:JSON_DISPLAY_LIMIT]}\n… ({len(text) - JSON_DISPLAY_LIMIT:,} more characters not shown)"
+        rest = _("%(n)s more characters not shown") % {"n": display.number(len(text) - JSON_DISPLAY_LIMIT)}
+        return f"{text[:JSON_DISPLAY_LIMIT]}\n… ({rest})"
     return text
 
 
@@ -118,6 +119,9 @@ class EscalationView:
     side_effect: Any
     details_json: str  # proposed tool arguments, or the messages of an llm call nobody could answer
     review_url: str
+    reason_label: str = ""  # the reason, priority and state in the reader's language
+    priority_label: str = ""
+    state_label: str = ""
     # from the review queue's escalation row, when there is one
     state: str = ""
     queue: str = ""
@@ -146,6 +150,14 @@ CATEGORY_WORDS = {
     ),
     ErrorCategory.DATA: gettext_lazy("a response was malformed or incomplete"),
 }
+CATEGORY_LABELS = {
+    ErrorCategory.NETWORK: gettext_lazy("network"),
+    ErrorCategory.RESOURCE: gettext_lazy("resource"),
+    ErrorCategory.DEPENDENCY: gettext_lazy("dependency"),
+    ErrorCategory.INPUT: gettext_lazy("input"),
+    ErrorCategory.LOGIC: gettext_lazy("logic"),
+    ErrorCategory.DATA: gettext_lazy("data"),
+}
 KIND_WORDS = {
     "system": gettext_lazy("system failure"),
     "business": gettext_lazy("business failure"),
@@ -160,6 +172,7 @@ class ErrorView:
     category: str = ""  # network | resource | dependency | input | logic | data ("" when not on the taxonomy)
     kind: str = ""  # system | business
     kind_label: str = ""  # "system failure"
+    category_label: str = ""  # the category in the reader's language
     sentence: str = ""  # "ResourceExhausted — a system failure (resource): a resource ran out: …"
     transient: bool = False
     reason: str = ""
@@ -177,7 +190,7 @@ def error_view(error_class: str | None, reason: str | None = None) -> ErrorView 
     sentence = _("%(error_class)s — a %(kind)s (%(category)s): %(meaning)s") % {
         "error_class": error_class,
         "kind": kind_label,
-        "category": found.category.value,
+        "category": CATEGORY_LABELS[found.category],
         "meaning": CATEGORY_WORDS[found.category],
     }
     return ErrorView(
@@ -185,6 +198,7 @@ def error_view(error_class: str | None, reason: str | None = None) -> ErrorView 
         category=found.category.value,
         kind=found.kind,
         kind_label=kind_label,
+        category_label=str(CATEGORY_LABELS[found.category]),
         sentence=sentence,
         transient=found.transient,
         reason=reason or found.reason or "",
@@ -252,6 +266,9 @@ def escalation_view(step: Step, escalation=None) -> EscalationView | None:
             side_effect=inline.get("side_effect"),
             details_json=pretty_json(messages_ if escalation.kind == "llm" else escalation.arguments or None),
             review_url=url,
+            reason_label=escalation.get_reason_display(),
+            priority_label=escalation.get_priority_display(),
+            state_label=escalation.get_state_display(),
             state=escalation.state,
             queue=escalation.queue,
             claimed_by=escalation.claimed_by.get_username() if escalation.claimed_by_id else "",
@@ -282,6 +299,8 @@ def escalation_view(step: Step, escalation=None) -> EscalationView | None:
         side_effect=inline.get("side_effect"),
         details_json=pretty_json(details),
         review_url=url,
+        reason_label=str(inline.get("reason") or ""),
+        priority_label=str(inline.get("priority") or ""),
     )
 
 
@@ -311,6 +330,9 @@ def withheld_escalation_view(escalation) -> EscalationView:
         side_effect=None,
         details_json="",
         review_url="",
+        reason_label=escalation.get_reason_display(),
+        priority_label=escalation.get_priority_display(),
+        state_label=escalation.get_state_display(),
         state=escalation.state,
         queue=escalation.queue,
         withheld=True,
@@ -367,7 +389,9 @@ def step_view(step: Step, escalations: dict | None = None, *, withheld: bool = F
 
 def _phase_seconds(step: Step) -> str:
     seconds = (step.arguments if isinstance(step.arguments, dict) else {}).get("timeout")
-    return f"{seconds:g} s" if isinstance(seconds, int | float) else "?"  # as configured, not as measured
+    return (
+        _("%(s)s s") % {"s": f"{seconds:g}"} if isinstance(seconds, int | float) else "?"
+    )  # as configured, not as measured
 
 
 def phase_note(step: Step) -> str:

@@ -9,6 +9,7 @@ from django.db.models import Count
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from agentops.accounts import roles
@@ -142,16 +143,24 @@ def run_cancel(request, run_id: int):
     run = _run_or_404(run_id)
     if run.is_terminal:
         return _action_answer(
-            request, run, ok=False, message=f"Run {run.pk} has already {run.status}; there is nothing to cancel."
+            request,
+            run,
+            ok=False,
+            message=_("Run %(pk)s has already ended (%(status)s); there is nothing to cancel.")
+            % {"pk": run.pk, "status": run.get_status_display()},
         )
     run = lifecycle.cancel_run(run.pk)
     if run.status == Run.Status.CANCELLED:
-        message = f"Run {run.pk} was cancelled."
+        message = _("Run %(pk)s was cancelled.") % {"pk": run.pk}
     elif run.cancel_requested:
-        message = f"Cancellation of run {run.pk} requested: its worker stops before the next step."
+        message = _("Cancellation of run %(pk)s requested: its worker stops before the next step.") % {"pk": run.pk}
     else:  # it finished between our read and the action's lock
         return _action_answer(
-            request, run, ok=False, message=f"Run {run.pk} has already {run.status}; there is nothing to cancel."
+            request,
+            run,
+            ok=False,
+            message=_("Run %(pk)s has already ended (%(status)s); there is nothing to cancel.")
+            % {"pk": run.pk, "status": run.get_status_display()},
         )
     return _action_answer(request, run, ok=True, message=message)
 
@@ -164,7 +173,10 @@ def run_retry(request, run_id: int):
     try:
         run = lifecycle.retry_run(run.pk)
     except ValueError as exc:
-        return _action_answer(request, run, ok=False, message=f"Retry refused: {exc}.")
+        return _action_answer(request, run, ok=False, message=_("Retry refused: %(why)s.") % {"why": exc})
     return _action_answer(
-        request, run, ok=True, message=f"Run {run.pk} queued again: completed steps replay from the journal."
+        request,
+        run,
+        ok=True,
+        message=_("Run %(pk)s queued again: completed steps replay from the journal.") % {"pk": run.pk},
     )

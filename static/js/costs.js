@@ -9,9 +9,13 @@
   var config, lastFetch = 0, timer = null, inFlight = false, again = false;
 
   function $(id) { return document.getElementById(id); }
+  // Words from the djangojs catalog (gettext() of /jsi18n/, loaded first by base.html); numbers keep "," and "." in both languages.
+  function fill(format, values) { return interpolate(format, values, true); }
   function color(i) { return PALETTE[i % PALETTE.length]; }
   function usd(value, digits) {
-    return "$" + Number(value || 0).toLocaleString("en-US", { minimumFractionDigits: digits === undefined ? 2 : digits, maximumFractionDigits: digits === undefined ? 4 : digits });
+    // the same money as agentops/lib/display.py's usd(): "$1,234.56", "US$1,234.56" in Chinese
+    var amount = Number(value || 0).toLocaleString("en-US", { minimumFractionDigits: digits === undefined ? 2 : digits, maximumFractionDigits: digits === undefined ? 4 : digits });
+    return fill(gettext("$%(amount)s"), { amount: amount });
   }
   function count(value) { return Number(value || 0).toLocaleString("en-US"); }
   function text(tag, value, className) {
@@ -54,13 +58,13 @@
     draw(key, canvasId, {
       type: "bar",
       data: {
-        labels: top.map(function (r) { return r[field] || "(none)"; }),
-        datasets: [{ label: "USD", data: top.map(function (r) { return r.usd; }), backgroundColor: top.map(function (r, i) { return color(i); }) }]
+        labels: top.map(function (r) { return r[field] || gettext("(none)"); }),
+        datasets: [{ label: gettext("USD"), data: top.map(function (r) { return r.usd; }), backgroundColor: top.map(function (r, i) { return color(i); }) }]
       },
       options: {
         indexAxis: "y",
         scales: { x: moneyAxis() },
-        plugins: { legend: { display: false }, tooltip: { callbacks: { label: function (c) { var r = top[c.dataIndex]; return usd(r.usd) + " · " + count(r.calls) + " calls · " + count(r.tokens) + " tokens"; } } } }
+        plugins: { legend: { display: false }, tooltip: { callbacks: { label: function (c) { var r = top[c.dataIndex]; return usd(r.usd) + " · " + fill(gettext("%(calls)s calls · %(tokens)s tokens"), { calls: count(r.calls), tokens: count(r.tokens) }); } } } }
       }
     });
   }
@@ -71,8 +75,8 @@
       data: {
         labels: data.days.map(function (d) { return d.slice(5); }),
         datasets: [
-          { label: "tokens (input + output)", data: data.tokens_by_day.tokens, borderColor: color(0), backgroundColor: "rgba(47,91,234,.15)", fill: true, tension: 0.2 },
-          { label: "cached input tokens", data: data.tokens_by_day.cached_tokens, borderColor: color(1), backgroundColor: "rgba(27,138,75,.15)", fill: true, tension: 0.2 }
+          { label: gettext("tokens (input + output)"), data: data.tokens_by_day.tokens, borderColor: color(0), backgroundColor: "rgba(47,91,234,.15)", fill: true, tension: 0.2 },
+          { label: gettext("cached input tokens"), data: data.tokens_by_day.cached_tokens, borderColor: color(1), backgroundColor: "rgba(27,138,75,.15)", fill: true, tension: 0.2 }
         ]
       },
       options: { scales: { y: { beginAtZero: true } } }
@@ -89,15 +93,19 @@
   function fillForecasts(rows) {
     var list = $("forecast-list");
     list.replaceChildren();
-    if (!rows.length) { list.appendChild(text("li", "No enabled day budget with a token or dollar limit.", "hint")); return; }
+    if (!rows.length) { list.appendChild(text("li", gettext("No enabled day budget with a token or dollar limit."), "hint")); return; }
     rows.forEach(function (f) {
       var li = document.createElement("li");
       li.setAttribute("data-state", f.state);
       li.setAttribute("data-budget", f.budget);
-      var badge = { ok: ["ok", "on track"], runs_out: ["warn", "runs out " + f.runs_out_local], exhausted: ["bad", "exhausted"] }[f.state] || ["", f.state];
+      var badge = { ok: ["ok", gettext("on track")], runs_out: ["warn", fill(gettext("runs out %(time)s"), { time: f.runs_out_local })], exhausted: ["bad", gettext("exhausted")] }[f.state] || ["", f.state];
       li.appendChild(text("span", badge[1], "badge " + badge[0]));
-      li.appendChild(text("span", f.message, "forecast-message"));
-      li.appendChild(text("span", "used " + f.used + " of " + f.limit + " · last hour " + f.rate_per_hour, "detail"));
+      var message = text("span", "", "forecast-message");
+      var named = f.who && f.message.indexOf(f.who) === 0;
+      if (named) { message.appendChild(text("span", f.who)).setAttribute("data-agent-content", ""); } // the budget's name is data
+      message.appendChild(document.createTextNode(named ? f.message.slice(f.who.length) : f.message));
+      li.appendChild(message);
+      li.appendChild(text("span", fill(gettext("used %(used)s of %(limit)s · last hour %(rate)s"), { used: f.used, limit: f.limit, rate: f.rate_per_hour }), "detail"));
       list.appendChild(li);
     });
   }
@@ -117,15 +125,19 @@
     rows.forEach(function (row) {
       var tr = document.createElement("tr");
       tr.setAttribute(key[0], row[key[1]]);
-      columns.forEach(function (column) { tr.appendChild(text("td", column[1](row), column[0])); });
+      columns.forEach(function (column) {
+        var cell = text("td", column[1](row), column[0]);
+        if (column[2]) { cell.setAttribute("data-agent-content", ""); } // agent data, never translated
+        tr.appendChild(cell);
+      });
       body.appendChild(tr);
     });
   }
 
   function fillSessions(rows) {
-    fillTable("top-session-rows", rows, "No session spend in this window.", ["data-session", "session_id"], [
-      ["mono clip", function (s) { return s.session_id; }],
-      ["clip", function (s) { return s.agent || "—"; }],
+    fillTable("top-session-rows", rows, gettext("No session spend in this window."), ["data-session", "session_id"], [
+      ["mono clip", function (s) { return s.session_id; }, true],
+      ["clip", function (s) { return s.agent || "—"; }, true],
       ["num", function (s) { return count(s.calls); }],
       ["num", function (s) { return count(s.tokens); }],
       ["num", function (s) { return usd(s.usd); }],
@@ -135,10 +147,10 @@
   // The latest ledger rows: the model that answered and the price row that applied (dated names match
   // their family's row).
   function fillCalls(rows) {
-    fillTable("recent-call-rows", rows, "No calls yet.", ["data-call", "id"], [
-      ["mono", function (c) { return new Date(c.at).toLocaleTimeString(); }],
-      ["clip", function (c) { return c.agent || "—"; }],
-      ["mono clip", function (c) { return c.model; }],
+    fillTable("recent-call-rows", rows, gettext("No calls yet."), ["data-call", "id"], [
+      ["mono", function (c) { return new Date(c.at).toLocaleTimeString(document.documentElement.lang || undefined); }],
+      ["clip", function (c) { return c.agent || "—"; }, true],
+      ["mono clip", function (c) { return c.model; }, true],
       ["priced-as", function (c) { return c.priced_as; }],
       ["num", function (c) { return count(c.input_tokens) + " / " + count(c.output_tokens); }],
       ["num", function (c) { return usd(c.usd); }],
@@ -154,7 +166,7 @@
     drawBreakdown("agents", "chart-agents", data.by_agent, "agent");
     drawBreakdown("operations", "chart-operations", data.by_operation, "operation");
     drawTokens(data);
-    $("costs-updated").textContent = "Updated " + new Date(data.generated_at).toLocaleTimeString();
+    $("costs-updated").textContent = fill(gettext("Updated %(time)s"), { time: new Date(data.generated_at).toLocaleTimeString(document.documentElement.lang || undefined) });
     $("costs-page").setAttribute("data-state", "ready");
     $("costs-page").setAttribute("data-generated", data.generated_at);
   }
@@ -168,7 +180,7 @@
       .then(function (data) { $("costs-error").hidden = true; render(data); })
       .catch(function (err) {
         var box = $("costs-error");
-        box.textContent = "Could not load the cost data (" + err.message + "); retrying on the next update.";
+        box.textContent = fill(gettext("Could not load the cost data (%(error)s); retrying on the next update."), { error: err.message });
         box.hidden = false;
         $("costs-page").setAttribute("data-state", "error");
       })

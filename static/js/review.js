@@ -22,18 +22,20 @@
   }
 
   // --- clocks: "m:ss" to the deadline (red when overdue) and ages, same labels as agentops/lib/display.py (time_left, age) ---
+  // Words come from the djangojs catalog: gettext() and interpolate() of /jsi18n/, which base.html loads first.
+  function fill(format, values) { return interpolate(format, values, true); }
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function slaLabel(ms) {
     var whole = Math.floor(Math.abs(ms) / 1000);
     var h = Math.floor(whole / 3600), m = Math.floor((whole % 3600) / 60), s = whole % 60;
     var clock = h ? h + ":" + pad(m) + ":" + pad(s) : m + ":" + pad(s);
-    return ms < 0 ? "overdue " + clock : clock;
+    return ms < 0 ? fill(gettext("overdue %(clock)s"), { clock: clock }) : clock;
   }
   function ageLabel(ms) {
     var s = Math.floor(Math.abs(ms) / 1000);
-    if (s < 60) { return s + " s"; }
-    if (s < 3600) { return Math.floor(s / 60) + " min"; }
-    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+    if (s < 60) { return fill(gettext("%(s)s s"), { s: s }); }
+    if (s < 3600) { return fill(gettext("%(min)s min"), { min: Math.floor(s / 60) }); }
+    return fill(gettext("%(h)s h %(min)s min"), { h: Math.floor(s / 3600), min: Math.floor((s % 3600) / 60) });
   }
   function tick() {
     var t = now();
@@ -121,7 +123,7 @@
       var cells = row.querySelectorAll("td:not(.pick)"); // priority, reason, agent, operation, …
       var body = reveal((cells[1] ? cells[1].textContent : "") + " · " + (cells[3] ? cells[3].textContent : "")).trim();
       try {
-        var note = new Notification("High-priority escalation", { body: body.slice(0, 200), tag: "escalation-" + row.getAttribute("data-escalation") });
+        var note = new Notification(gettext("High-priority escalation"), { body: body.slice(0, 200), tag: "escalation-" + row.getAttribute("data-escalation") });
         var href = row.getAttribute("data-href");
         note.onclick = function () { window.focus(); if (href) { window.location.assign(href); } };
       } catch (e) { /* some browsers only allow notifications from a service worker */ }
@@ -209,11 +211,11 @@
     try { proposed = JSON.parse(textarea.getAttribute("data-proposed") || "{}"); } catch (e) { proposed = {}; }
     box.replaceChildren();
     try { edited = JSON.parse(textarea.value); } catch (e) {
-      box.appendChild(el("p", "diff-error", "Not valid JSON yet: " + e.message));
+      box.appendChild(el("p", "diff-error", fill(gettext("Not valid JSON yet: %(error)s"), { error: e.message })));
       return;
     }
     if (!edited || typeof edited !== "object" || Array.isArray(edited)) {
-      box.appendChild(el("p", "diff-error", "The arguments must be a JSON object."));
+      box.appendChild(el("p", "diff-error", gettext("The arguments must be a JSON object.")));
       return;
     }
     var keys = Object.keys(proposed).concat(Object.keys(edited).filter(function (k) { return !(k in proposed); })).sort();
@@ -222,7 +224,7 @@
       var change = !(k in edited) ? "removed" : !(k in proposed) ? "added" : canonical(proposed[k]) !== canonical(edited[k]) ? "changed" : null;
       if (!change) { return; }
       var item = el("li", "diff-" + change);
-      item.appendChild(el("span", "badge", change));
+      item.appendChild(el("span", "badge", { added: gettext("added"), removed: gettext("removed"), changed: gettext("changed") }[change]));
       item.appendChild(document.createTextNode(" "));
       item.appendChild(el("code", "agent-text", reveal(k)));
       if (change !== "added") { item.appendChild(el("del", "mono", short(proposed[k]))); }
@@ -230,10 +232,10 @@
       list.appendChild(item);
     });
     if (list.children.length) {
-      box.appendChild(el("p", "hint", "Changes against the proposed arguments:"));
+      box.appendChild(el("p", "hint", gettext("Changes against the proposed arguments:")));
       box.appendChild(list);
     } else {
-      box.appendChild(el("p", "hint", "Same as the proposed arguments."));
+      box.appendChild(el("p", "hint", gettext("Same as the proposed arguments.")));
     }
   }
 

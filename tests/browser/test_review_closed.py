@@ -35,7 +35,9 @@ def test_an_item_closed_because_its_waiter_gave_up_cannot_be_decided(web, page, 
     # the gateway's hold ends while alice is still reading
     review.close_unwaited(escalation.pk, channel="gateway", waited=300, why="the hold ended after 300 s")
     expect(page.locator("#escalation-state")).to_contain_text("Expired", timeout=10000)
-    expect(page.locator("#audit-log")).to_contain_text("waiter_gave_up", timeout=10000)
+    expect(page.locator("#audit-log li[data-event='waiter_gave_up']")).to_contain_text(
+        "closed: the waiting client gave up", timeout=10000
+    )
 
     page.fill("#id_comment", "looks fine to me")
     page.click("#act-approve")

@@ -70,12 +70,12 @@ SECTIONS = [
     ("ops/", "ops"),
 ]
 # Not browser pages: machine endpoints (own matrices and tests; hooks/ are signed callbacks, test_chat.py), the
-# sign-in pages, the admin (staff only), the language switch (anyone's, signed in or not); and the page a review
-# mail's link opens, whose credential is the signed link, not a session or a role (its own matrix of refusals is
-# tests/integration/review/test_email_links.py).
+# sign-in pages, the admin (staff only), the language switch and the words of the page scripts (open to everyone:
+# the sign-in page uses both); and the page a review mail's link opens, whose credential is the signed link, not a
+# session or a role (its own matrix of refusals is tests/integration/review/test_email_links.py).
 SKIPPED = (
     *("healthz", "readyz", "metrics", "api/v1/", "admin/", "accounts/", "_bench/", "bench-full-stack/", "v1/"),
-    *("hooks/", "i18n/", "review/mail/"),
+    *("hooks/", "i18n/", "jsi18n/", "review/mail/"),
 )
 
 

@@ -253,7 +253,8 @@ def test_waiting_and_decided_steps_show_the_review_queue_escalation(reviewer):
     html = reviewer.get(f"/runs/{run.pk}/").content.decode()
     first = html[html.index('id="step-1"') : html.index('id="step-2"')]
     assert "decided by a human" in first and "high_value_decision" in first
-    assert '<span class="badge ok">Modified</span> by erin' in first and "confidence 80 %" in first
+    by_erin = "by <span data-agent-content>erin</span>"  # names are agent data, marked for the language check
+    assert f'<span class="badge ok">Modified</span> {by_erin}' in first and "confidence 80 %" in first
     assert "cap it &lt;script&gt;" in first and "&quot;amount&quot;: 1000.0" in first
     # step 2 waits in the expert queue: a reviewer sees that, not its messages (issue 14, item 11)
     second = html[html.index('id="step-2"') :]
@@ -262,7 +263,7 @@ def test_waiting_and_decided_steps_show_the_review_queue_escalation(reviewer):
     expert = client_for(ERIN)
     html = expert.get(f"/runs/{run.pk}/").content.decode()
     second = html[html.index('id="step-2"') :]
-    assert "claimed by erin · expert queue · decide by" in second
+    assert "claimed by <span data-agent-content>erin</span> · expert queue · decide by" in second
     assert "Every fallback failed for operation <code>response</code>" in second
     assert "where is my refund?" in second
 
@@ -300,7 +301,7 @@ def test_cancel_a_queued_run_and_refuse_a_finished_one(reviewer):
     again = reviewer.post(f"/runs/{queued.pk}/cancel", headers={"HX-Request": "true"})
     assert again.status_code == 409  # htmx swaps 409 bodies (responseHandling in base.html)
     refusal = again.content.decode()
-    assert 'class="error"' in refusal and "already cancelled" in refusal and "nothing to cancel" in refusal
+    assert 'class="error"' in refusal and "already ended (Cancelled)" in refusal and "nothing to cancel" in refusal
     assert again["HX-Trigger"] == f"live:run.{queued.pk}"
     assert "nothing to cancel" not in reviewer.get(f"/runs/{queued.pk}/notices").content.decode()  # shown once
 

@@ -86,7 +86,8 @@ class DisabledRegions(HTMLParser):
                 self.suspicious.append(f"<{tag} {name}={value!r}>")
             if name == "hx-get" and value == "/admin/":
                 self.suspicious.append(f"<{tag} {name}={value!r}>")
-        if tag == "script" and not any(name == "src" and (value or "").startswith("/static/") for name, value in attrs):
+        ours = ("/static/", "/jsi18n/")  # page scripts, and the words they show (Django's JavaScriptCatalog)
+        if tag == "script" and not any(name == "src" and (value or "").startswith(ours) for name, value in attrs):
             self.suspicious.append("<script> without our src")
         for name, value in attrs:
             if value and self.marker in value:
@@ -285,7 +286,7 @@ def test_decided_item_shows_the_decision_without_a_form(alice):
     escalation = make_escalation()
     review.decide(escalation.pk, BOB.user(), "modified", arguments={"to": "bo@example.com"}, comment="wrong address")
     html = alice.get(f"/review/{escalation.pk}/").content.decode()
-    assert "decision-form" not in html and "by bob" in html and "wrong address" in html
+    assert "decision-form" not in html and "by <span data-agent-content>bob</span>" in html and "wrong address" in html
     assert "diff-changed" in html and "diff-removed" in html  # to changed, body removed
     assert fresh(escalation).state == "decided"  # opening it did not claim it
 
@@ -541,7 +542,10 @@ def test_llm_handoff_offers_take_over_and_reject_only(alice):
     html = alice.get(f"/review/{escalation.pk}/").content.decode()
     assert 'value="approve"' not in html and 'value="modify"' not in html
     assert 'value="take_over"' in html and 'value="reject"' in html and "The answer (plain text)" in html
-    assert "Messages of the request" in html and "<li><strong>user</strong><pre>plan it</pre></li>" in html
+    assert (
+        "Messages of the request" in html
+        and "<li><strong data-agent-content>user</strong><pre>plan it</pre></li>" in html
+    )
     queue = alice.get("/review/").content.decode()
     row = queue[queue.index(f'<tr data-escalation="{escalation.pk}"') :]
     assert 'value="approve"' not in row[: row.index("</tr>")]  # no quick approve on its row either

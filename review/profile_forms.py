@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.core.validators import RegexValidator
+from django.utils.translation import get_language_info
 from django.utils.translation import gettext_lazy as _
 
 from review.models import Priority, ReviewerProfile
@@ -40,7 +41,11 @@ class ReviewerSettingsForm(forms.Form):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
-        self.fields["language"].choices = [("", _("The site's default")), *settings.LANGUAGES]
+        # each language named in the reader's language (英语 / English), like the rest of the page
+        self.fields["language"].choices = [
+            ("", _("The site's default")),
+            *((code, get_language_info(code)["name_translated"]) for code, _name in settings.LANGUAGES),
+        ]
 
     @classmethod
     def initial_for(cls, user, profile: ReviewerProfile | None) -> dict:

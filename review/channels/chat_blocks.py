@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from review.models import Escalation
 from review.presenters import PRIORITY_LABELS, REASON_LABELS, as_json, reveal
@@ -124,7 +125,7 @@ def _buttons(escalation: Escalation) -> dict:
         {
             "type": "button",
             "action_id": OPEN,
-            "text": _plain(_("Open"), BUTTON_TEXT_LIMIT),
+            "text": _plain(pgettext("chat button: open the approval screen", "Open"), BUTTON_TEXT_LIMIT),
             "url": detail_url(escalation),
             "value": value,
         }

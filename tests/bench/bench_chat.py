@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from agentops.celery import app
-from tests.bench.common import migrate
+from tests.bench.common import bench_worker, migrate
 from tests.bench.harness import Result, interleaved, median_of_rounds, percentile
 from tests.fixtures.slack import SIGNING_SECRET, SlackMock
 
@@ -32,37 +28,6 @@ QUEUE = f"bench-chat-{os.getpid()}"
 ROUNDS, PER_ROUND, WARMUP = 5, 10, 5  # 50 items each side
 GOAL_ADDED_MS = 250.0  # the p95 the task path may add to a bare post (the issue: "p95 vs the bare send")
 AGENT = "bench-chat"
-
-
-@contextmanager
-def _worker(env: dict):
-    hostname = f"bench-chat-{uuid.uuid4().hex[:6]}@%h"
-    log = ROOT / ".run" / "bench" / "worker-chat.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "celery", "-A", "agentops.celery", "worker", "--concurrency", "1", "--pool"]
-    cmd += ["prefork", "-Q", QUEUE, "--hostname", hostname, "--loglevel", "WARNING"]
-    cmd += ["--without-gossip", "--without-mingle"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**env, "LOG_LEVEL": "WARNING"}, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        from tests.fixtures.waiting import wait_for, while_running
-
-        name = hostname.split("@")[0]
-
-        def answered() -> bool:
-            return any(name in host for reply in app.control.ping(timeout=0.5) for host in reply)
-
-        wait_for(while_running(proc, answered, f"the bench worker (see {log})", log), timeout=60, interval=0)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _escalation_round(mock: SlackMock, agent, count: int) -> list[float]:
@@ -118,7 +83,7 @@ def run() -> list[Result]:
     previous_routes = app.conf.task_routes
     app.conf.update(task_routes={"review.notify": {"queue": QUEUE}})
     try:
-        with _worker(env), httpx.Client(timeout=10) as client:
+        with bench_worker("chat", QUEUE, env), httpx.Client(timeout=10) as client:
             _escalation_round(mock, agent, WARMUP)
             sample = Escalation.objects.filter(agent=agent).latest("pk")
             payload = chat.message_for(sample, "new", "en")

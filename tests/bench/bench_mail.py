@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 from agentops.celery import app
-from tests.bench.common import migrate
+from tests.bench.common import bench_worker, migrate
 from tests.bench.harness import Result, interleaved, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,38 +47,6 @@ def _smtp():
         yield inbox
     finally:
         controller.stop()
-
-
-@contextmanager
-def _worker(env: dict):
-    """One Celery worker process (prefork, concurrency 1) on the bench's private queue, mailing to ``env``'s server."""
-    from tests.fixtures.waiting import wait_for, while_running
-
-    hostname = f"bench-mail-{uuid.uuid4().hex[:6]}@%h"
-    log = ROOT / ".run" / "bench" / "worker-mail.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "celery", "-A", "agentops.celery", "worker", "--concurrency", "1", "--pool"]
-    cmd += ["prefork", "-Q", QUEUE, "--hostname", hostname, "--loglevel", "WARNING", "--without-gossip"]
-    cmd += ["--without-mingle"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**env, "LOG_LEVEL": "WARNING"}, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        name = hostname.split("@")[0]
-
-        def answered() -> bool:
-            return any(name in host for reply in app.control.ping(timeout=0.5) for host in reply)
-
-        wait_for(while_running(proc, answered, f"the bench worker (see {log})", log), timeout=60, interval=0)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _prepare():
@@ -184,7 +150,7 @@ def run() -> list[Result]:
                 "EMAIL_PORT": str(inbox.port),
                 "PUBLIC_URL": "http://127.0.0.1:8000",
             }
-            with _worker(worker_env):
+            with bench_worker("mail", QUEUE, worker_env):
                 _subject_round(inbox, agent, WARMUP)
                 _baseline_round(inbox, user, agent, WARMUP, inbox.host, inbox.port)
                 subject, baseline = interleaved(

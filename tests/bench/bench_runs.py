@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 from agentops.celery import app
 from agentops.runtime.context import agent, tool
-from tests.bench.common import migrate
+from tests.bench.common import bench_worker, migrate
 from tests.bench.harness import Result, interleaved
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,38 +69,6 @@ def _configure():
     return agent_actions.ensure_agent(AGENT, description="Benchmark: 4 ctx steps on a zero-latency simulated model")
 
 
-@contextmanager
-def _worker(env: dict):
-    """One Celery worker process (prefork, concurrency 1) on the bench's private queue."""
-    hostname = f"bench-runs-{uuid.uuid4().hex[:6]}@%h"
-    log = ROOT / ".run" / "bench" / "worker-runs.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    worker_env = {**env, "AGENTOPS_AGENT_MODULES": "tests.bench.bench_runs", "LOG_LEVEL": "WARNING"}
-    cmd = [sys.executable, "-m", "celery", "-A", "agentops.celery", "worker", "--concurrency", "1", "--pool"]
-    cmd += ["prefork", "-Q", QUEUE, "--hostname", hostname, "-I", "tests.bench.bench_runs", "--loglevel", "WARNING"]
-    cmd += ["--without-gossip", "--without-mingle"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        # imported here: this module is also the worker's agent module, loaded before Django is set up
-        from tests.fixtures.waiting import wait_for, while_running
-
-        name = hostname.split("@")[0]
-
-        def answered() -> bool:
-            return any(name in host for reply in app.control.ping(timeout=0.5) for host in reply)
-
-        wait_for(while_running(proc, answered, f"the bench worker (see {log})", log), timeout=60, interval=0)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def _runs_round(bench_agent, count: int) -> float:
     """Start `count` runs, wait until all succeeded; runs per second."""
     from django.db.models import Count
@@ -145,7 +109,9 @@ def run() -> list[Result]:
     previous_routes = app.conf.task_routes
     app.conf.update(task_routes={"agentops.execute_run": {"queue": QUEUE}})  # our runs go to our worker
     try:
-        with _worker(env):
+        with bench_worker(
+            "runs", QUEUE, {**env, "AGENTOPS_AGENT_MODULES": "tests.bench.bench_runs"}, "-I", "tests.bench.bench_runs"
+        ):
             _runs_round(bench_agent, WARMUP)
             _chains_round(WARMUP)
             subject, baseline = interleaved(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,3 +100,38 @@ async def _load(url: str, requests: int, concurrency: int, method: str = "GET", 
 
 def load(url: str, requests: int, concurrency: int, **kwargs) -> tuple[list[float], float]:
     return asyncio.run(_load(url, requests, concurrency, **kwargs))
+
+
+@contextmanager
+def bench_worker(name: str, queue: str, env: dict, *extra: str):
+    """One Celery worker process (prefork, concurrency 1) consuming only the bench's private ``queue``, its log in
+    .run/bench/worker-<name>.log; ``extra`` are more worker arguments (e.g. ``-I module``). Yields the process
+    once it answers a ping; stops it after."""
+    from agentops.celery import app
+    from tests.fixtures.waiting import wait_for, while_running
+
+    hostname = f"bench-{name}-{uuid.uuid4().hex[:6]}@%h"
+    log = ROOT / ".run" / "bench" / f"worker-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "celery", "-A", "agentops.celery", "worker", "--concurrency", "1", "--pool"]
+    cmd += ["prefork", "-Q", queue, "--hostname", hostname, *extra, "--loglevel", "WARNING"]
+    cmd += ["--without-gossip", "--without-mingle"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env={**env, "LOG_LEVEL": "WARNING"}, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        short = hostname.split("@")[0]
+
+        def answered() -> bool:
+            return any(short in host for reply in app.control.ping(timeout=0.5) for host in reply)
+
+        wait_for(while_running(proc, answered, f"the bench worker (see {log})", log), timeout=60, interval=0)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -105,14 +105,26 @@ def start_stack(protocol: str, receiver: OtlpReceiver, stack_env: dict, logdir: 
         env,
         logdir,
     )
-    web = start_web(env, logdir)  # starts while the worker does
+    try:
+        web = start_web(env, logdir)  # starts while the worker does
+    except BaseException:
+        # A worker left behind would outlive the session and, on the next run's Redis (same port, same
+        # database), take that run's tasks with its stale exporter: stop it with the web that failed.
+        worker.stop()
+        raise
     pinger = Celery(broker=broker, set_as_current=False)  # the current app stays the one tasks are sent with
 
     def answered() -> bool:
         return any(name in host for reply in pinger.control.ping(timeout=0.5) for host in reply)
 
-    wait_for(while_running(worker.popen, answered, f"celery worker {name}", worker.log), timeout=40, interval=0.05)
-    pinger.close()
+    try:
+        wait_for(while_running(worker.popen, answered, f"celery worker {name}", worker.log), timeout=40, interval=0.05)
+    except BaseException:
+        worker.stop()
+        web.stop()
+        raise
+    finally:
+        pinger.close()
     return Stack(protocol, web, worker, {proc.log: proc.log.stat().st_size for proc in (web, worker)})
 
 

@@ -34,19 +34,10 @@ GOAL_MS = 2000.0
 
 @contextmanager
 def _smtp():
-    from aiosmtpd.controller import Controller
+    from tests.fixtures.smtp import running_inbox  # imported late: pytest fixtures module, loaded after django.setup
 
-    from tests.fixtures.runtime import free_port
-    from tests.fixtures.smtp import Inbox
-
-    inbox = Inbox()
-    inbox.port = free_port()
-    controller = Controller(inbox, hostname=inbox.host, port=inbox.port)
-    controller.start()
-    try:
+    with running_inbox() as inbox:
         yield inbox
-    finally:
-        controller.stop()
 
 
 def _prepare():

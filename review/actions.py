@@ -494,12 +494,15 @@ def due_for_reminder(now=None) -> list[int]:
             Escalation.objects.select_for_update(skip_locked=True)
             .filter(state__in=Escalation.OPEN_STATES, reminded_at__isnull=True, deadline_at__gt=now)
             .filter(deadline_at__lte=now + lead)
-            .values_list("pk", "deadline_at", "created_at", "escalated_at")
+            .values_list("pk", "deadline_at", "created_at", "escalated_at", "queue")
         )
         # A short deadline is not reminded at its start: only in its last quarter, at most `lead` before it ends.
-        due = [
-            pk for pk, deadline, created, escalated in rows if (deadline - now) * 4 <= deadline - (escalated or created)
-        ]
+        queues = {
+            pk: queue
+            for pk, deadline, created, escalated, queue in rows
+            if (deadline - now) * 4 <= deadline - (escalated or created)
+        }
+        due = list(queues)
         if due:
             Escalation.objects.filter(pk__in=due).update(reminded_at=now)
             for pk in due:
@@ -507,6 +510,8 @@ def due_for_reminder(now=None) -> list[int]:
                 enqueue_on_commit("review.notify", pk, NOTICE_REMINDER, robust=True)
     for pk in due:
         live.publish("review.queue", "escalation.reminded", {"escalation": pk})
+        if queues[pk] == Escalation.Queue.EXPERTS:  # the experts-only page listens on its own group
+            live.publish("review.experts", "escalation.reminded", {"escalation": pk})
     return due
 
 

@@ -4,10 +4,14 @@ the team default, the assignee filter, saved views, the deadline-soon badge, bad
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
 import pytest
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
+from django.db import connection
 from django.utils import timezone, translation
 from django.utils.formats import number_format
 
@@ -257,3 +261,37 @@ def test_items_near_their_deadline_carry_the_deadline_soon_badge(alice, settings
     later_row = html[html.index(f'<tr data-escalation="{later.pk}"') :].split("</tr>")[0]
     assert "reminded" in soon_row and "deadline soon" in soon_row
     assert "deadline soon" not in later_row
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reminder_reaches_the_experts_only_page_live(alice, settings):
+    """The experts' page listens on review.experts: an expert item's reminder is announced there too."""
+    settings.REVIEW_REMINDER_SECONDS = 120
+    expert_item = make_escalation(deadline_seconds=3600)
+    review.escalate_to_expert(expert_item.pk, ALICE.user())
+    Escalation.objects.filter(pk=expert_item.pk).update(deadline_at=timezone.now() + timedelta(seconds=100))
+    Escalation.objects.filter(pk=expert_item.pk).update(escalated_at=timezone.now() - timedelta(seconds=300))
+
+    def remind() -> list[int]:
+        try:
+            return review.due_for_reminder()
+        finally:
+            connection.close()  # this thread's own connection
+
+    async def scenario() -> dict:
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)  # its own connections, on this loop
+        channel = await layer.new_channel()
+        await layer.group_add("review.experts", channel)
+        try:
+            assert await asyncio.to_thread(remind) == [expert_item.pk]
+            async with asyncio.timeout(10):
+                while True:
+                    message = await layer.receive(channel)
+                    if message["event"] == "escalation.reminded":
+                        return message
+        finally:
+            await layer.group_discard("review.experts", channel)
+            await layer.close_pools()
+
+    message = asyncio.run(scenario())
+    assert message["group"] == "review.experts" and message["data"] == {"escalation": expert_item.pk}

@@ -7,7 +7,6 @@ real HTTP server on a loopback port (the network edge).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from budgets.models import (
     WebhookDelivery,
 )
 from tests.fixtures.factories import make_budget, make_run
+from tests.fixtures.live import first_event
 from tests.fixtures.people import BEA
 from tests.fixtures.runtime import free_port
 from tests.fixtures.stack import Proc, start_worker
@@ -368,41 +368,18 @@ def test_refusals_and_waits_are_not_calls_and_redis_down_falls_back_to_run_steps
 
 
 def test_a_fired_alert_appears_on_the_alerts_group_after_commit():
-    from channels import DEFAULT_CHANNEL_LAYER
-    from channels.layers import channel_layers
-
     make_budget("live-day", limit_tokens=1000)
 
     def roll_back_one_then_cross_a_threshold():
-        from django.db import connection
-
         try:
             with transaction.atomic():
                 alert_actions.fire_alert(Alert.Kind.EXHAUSTED, "never-committed", "rolled back")
                 raise RuntimeError
         except RuntimeError:
             pass
-        try:
-            spend(850)
-        finally:
-            connection.close()  # this thread's own connection
+        spend(850)
 
-    async def scenario() -> dict:
-        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)  # its own connections, on this loop
-        channel = await layer.new_channel()
-        await layer.group_add("alerts", channel)
-        try:
-            await asyncio.to_thread(roll_back_one_then_cross_a_threshold)
-            async with asyncio.timeout(10):
-                while True:
-                    message = await layer.receive(channel)
-                    if message["event"] == "alert.fired":
-                        return message
-        finally:
-            await layer.group_discard("alerts", channel)
-            await layer.close_pools()
-
-    message = asyncio.run(scenario())
+    message, _ = first_event("alerts", "alert.fired", roll_back_one_then_cross_a_threshold)
     [alert] = alerts("soft_threshold")
     assert message["group"] == "alerts"
     assert message["data"] == {"alert": alert.pk, "kind": "soft_threshold", "message": alert.message}

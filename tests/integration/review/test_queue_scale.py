@@ -4,14 +4,10 @@ the team default, the assignee filter, saved views, the deadline-soon badge, bad
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import timedelta
 
 import pytest
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import channel_layers
-from django.db import connection
 from django.utils import timezone, translation
 from django.utils.formats import number_format
 
@@ -20,6 +16,7 @@ from review import actions as review
 from review import queries
 from review.models import PRIORITY_ORDER, Escalation, ReviewerProfile, SavedFilter
 from tests.fixtures.factories import make_escalation
+from tests.fixtures.live import first_event
 from tests.fixtures.people import ALICE, BOB, client_for
 
 pytestmark = pytest.mark.django_db
@@ -272,26 +269,6 @@ def test_a_reminder_reaches_the_experts_only_page_live(alice, settings):
     Escalation.objects.filter(pk=expert_item.pk).update(deadline_at=timezone.now() + timedelta(seconds=100))
     Escalation.objects.filter(pk=expert_item.pk).update(escalated_at=timezone.now() - timedelta(seconds=300))
 
-    def remind() -> list[int]:
-        try:
-            return review.due_for_reminder()
-        finally:
-            connection.close()  # this thread's own connection
-
-    async def scenario() -> dict:
-        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)  # its own connections, on this loop
-        channel = await layer.new_channel()
-        await layer.group_add("review.experts", channel)
-        try:
-            assert await asyncio.to_thread(remind) == [expert_item.pk]
-            async with asyncio.timeout(10):
-                while True:
-                    message = await layer.receive(channel)
-                    if message["event"] == "escalation.reminded":
-                        return message
-        finally:
-            await layer.group_discard("review.experts", channel)
-            await layer.close_pools()
-
-    message = asyncio.run(scenario())
+    message, reminded = first_event("review.experts", "escalation.reminded", review.due_for_reminder)
+    assert reminded == [expert_item.pk]
     assert message["group"] == "review.experts" and message["data"] == {"escalation": expert_item.pk}

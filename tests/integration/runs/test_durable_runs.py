@@ -16,7 +16,7 @@ from agentops.runs.actions import agents as agent_actions
 from agentops.runs.actions import lifecycle
 from agentops.runs.models import Run, Step, ToolEffect
 from agentops.runtime.model_names import base_model_name
-from tests.fixtures.factories import run_in
+from tests.fixtures.factories import held_by_no_worker, run_in
 from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,14 +49,11 @@ def test_a_run_executes_every_step_once_on_a_worker(defaults, worker):
 
 
 def test_suspend_holds_no_worker_and_a_decision_resumes_the_run(defaults, worker):
-    from agentops.celery import app
-
     run = wait_for(run_in(start("t-approval", {"to": "ana@example.com"}).pk, "waiting_human"))
     waiting = Step.objects.get(run=run, status="waiting_human")
     assert waiting.name == "send_note" and waiting.executions == 0
     assert waiting.arguments["escalation"]["reason"] == "sensitive_operation"
-    active = app.control.inspect(timeout=1).active() or {}
-    assert all(not tasks for tasks in active.values())  # the waiting run holds no worker
+    assert wait_for(held_by_no_worker(run.pk), timeout=10)  # the waiting run holds no worker
 
     # another run goes through meanwhile
     assert wait_for(run_in(start("t-steps", {"steps": 1}).pk, "succeeded")).status == "succeeded"

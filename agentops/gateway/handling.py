@@ -156,10 +156,10 @@ def resolve(cfg, model: str, operation: str) -> Route:
     router = cfg.router
     route = router.routes.get(model)
     if route is not None:
-        return Route(operation, route.chain, route.use_rules, False)
+        return Route(operation, route.chain, route.use_rules, False, route.semantic)
     if router.provider_for(model) is not None:
         chosen = router.route_for(operation, model)
-        return Route(operation, chosen.chain, chosen.use_rules, False)
+        return Route(operation, chosen.chain, chosen.use_rules, False, chosen.semantic)
     if cfg.default_upstream:
         return Route(operation, (Target(cfg.default_upstream, model),), use_rules=False, use_human=False)
     raise wire.model_not_found(model)

@@ -25,6 +25,18 @@ class Target:
 
 
 @dataclass(frozen=True)
+class SemanticSettings:
+    """A route's opt-in semantic cache (``semantic_cache.py``): answer a request whose last user message means
+    the same as a cached one's (cosine ≥ ``threshold``) for ``ttl`` seconds; ``embeddings_model`` blank = the
+    offline embedder. ``route``: the route's name, the metrics' label."""
+
+    route: str
+    threshold: float = 0.92
+    ttl: float = 3600.0
+    embeddings_model: str = ""
+
+
+@dataclass(frozen=True)
 class Route:
     """The fallback chain of one operation: ``chain`` (models) → rules → human."""
 
@@ -32,6 +44,7 @@ class Route:
     chain: tuple[Target, ...]
     use_rules: bool = True
     use_human: bool = True
+    semantic: SemanticSettings | None = None  # the route's semantic cache, when turned on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chain", tuple(self.chain))
@@ -104,4 +117,4 @@ class Router:
             provider = (base.chain or self.default_chain or (Target("default", model),))[0].provider
         first = Target(provider, model)
         rest = tuple(t for t in base.chain if t != first)
-        return Route(operation, (first, *rest), base.use_rules, base.use_human)
+        return Route(operation, (first, *rest), base.use_rules, base.use_human, base.semantic)

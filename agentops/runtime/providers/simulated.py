@@ -27,6 +27,7 @@ from agentops.runtime.providers.base import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
+from agentops.runtime.semantic_text import features, hashed_vector, normalise
 
 _FAULT_STATUS = {
     ErrorClass.RATE_LIMIT: 429,
@@ -55,14 +56,44 @@ def embedding_width(model: str) -> tuple[int, bool]:
     return embedding_model(model) or (EMBEDDING_DEFAULT_WIDTH, True)
 
 
+# Words a real embeddings model puts close together: the simulated vectors treat each group as one word,
+# so paraphrases with these synonyms land near each other (what a semantic cache's tests need).
+SYNONYMS = {
+    word: group[0]
+    for group in (
+        ("summarize", "summarise", "recap"),
+        ("describe", "explain"),
+        ("refund", "reimburse", "repay"),
+        ("order", "purchase"),
+        ("cancel", "stop", "terminate"),
+        ("big", "large", "huge"),
+        ("quick", "fast", "rapid"),
+        ("reset", "change", "recover"),
+        ("password", "passcode", "passphrase"),
+        ("city", "town"),
+        ("help", "assist"),
+        ("buy", "acquire"),
+    )
+    for word in group
+}
+
+
 def simulated_embedding(model: str, item: Any, dimensions: int | None = None) -> list[float]:
-    """A deterministic unit vector for ``item`` (a string or a list of token ids) on ``model``: seeded from a
-    hash of both, float32 values (so its base64 form decodes to exactly these floats), ``dimensions`` taken as
-    OpenAI's text-embedding-3 models do (the first ``dimensions`` values, normalised again)."""
+    """A deterministic unit vector for ``item`` (a string or a list of token ids) on ``model``: float32
+    values (so its base64 form decodes to exactly these floats), ``dimensions`` taken as OpenAI's
+    text-embedding-3 models do (the first ``dimensions`` values, normalised again). A string behaves like a
+    real model's: its words (``SYNONYMS`` as one), word pairs and character trigrams hashed into the width
+    with the model as salt, so paraphrases are close and unrelated texts far apart; a token list is seeded
+    from a hash of it (random)."""
     width, _ = embedding_width(model)
-    seed = hashlib.sha256(f"{model}\n{json.dumps(item, ensure_ascii=False)}".encode()).digest()
-    raw = random.Random(seed).randbytes(4 * width)
-    values = [n / 2147483648.0 - 1.0 for n in struct.unpack(f"<{width}I", raw)]
+    if isinstance(item, str):
+        canonical = " ".join(SYNONYMS.get(word, word) for word in normalise(item).split())
+        vector = hashed_vector(features(canonical), width, salt=model.encode("utf-8"))
+        values = vector.tolist() if vector.any() else [1.0] + [0.0] * (width - 1)
+    else:
+        seed = hashlib.sha256(f"{model}\n{json.dumps(item, ensure_ascii=False)}".encode()).digest()
+        raw = random.Random(seed).randbytes(4 * width)
+        values = [n / 2147483648.0 - 1.0 for n in struct.unpack(f"<{width}I", raw)]
     if dimensions:
         values = values[:dimensions]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0

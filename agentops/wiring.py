@@ -34,6 +34,7 @@ from agentops.runtime.providers.anthropic_native import AnthropicProvider
 from agentops.runtime.providers.base import LLMRequest, Provider
 from agentops.runtime.providers.openai_compat import OpenAICompatProvider
 from agentops.runtime.providers.simulated import SimulatedProvider
+from agentops.runtime.semantic_cache import SemanticCache
 from agentops.runtime.timeouts import AdaptiveTimeouts
 from budgets.actions.call_counts import call_counts
 from budgets.actions.directory import directory_changed
@@ -162,6 +163,7 @@ def guard_deps() -> GuardDeps:
                 cache=_cache(redis, LLM_RESPONSES),
                 adaptive=AdaptiveTimeouts(redis, source.get().adaptive),
                 calls=call_counts(),
+                semantic=SemanticCache(redis),
             )
             _pid = os.getpid()
         return _deps

@@ -37,6 +37,7 @@ class ModelRouteAdmin(ThroughActionsAdmin):
         "use_rules",
         "use_human",
         "own_answer_checks",
+        "semantic_cache",
     )
     fieldsets = (
         (
@@ -62,6 +63,25 @@ class ModelRouteAdmin(ThroughActionsAdmin):
                     "classifier answering one word (minimum 1)."
                 ),
                 "fields": ("own_answer_checks", "min_answer_chars", "rejected_phrases"),
+            },
+        ),
+        (
+            _("Semantic cache"),
+            {
+                "description": _(
+                    "Off by default. When on, a cacheable call (the runtime settings' cacheable operations; at "
+                    "the gateway, the gateway cache setting) whose last question means the same as a cached one "
+                    "is answered from the cache at no cost: same agent, same earlier messages and system "
+                    "prompt, same tools and settings, similarity at or above the threshold, and the same "
+                    "numbers, negations, quoted text and capitalised names, so look-alike questions are not "
+                    "answered with each other's answers. Hits and near misses show on the run timeline and "
+                    "in the metrics."
+                ),
+                "fields": (
+                    "semantic_cache",
+                    ("semantic_threshold", "semantic_ttl"),
+                    "semantic_embeddings_model",
+                ),
             },
         ),
     )

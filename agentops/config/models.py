@@ -37,6 +37,12 @@ def validate_regex_lines(value: str) -> None:
                 raise ValidationError(f"Line {number} is not a valid regular expression: {exc}") from None
 
 
+def validate_threshold(value: float) -> None:
+    """A cosine similarity threshold: above 0, at most 1."""
+    if not 0 < value <= 1:
+        raise ValidationError(_("The threshold must be above 0 and at most 1."))
+
+
 class Provider(models.Model):
     """An upstream that answers chat completions."""
 
@@ -126,6 +132,41 @@ class ModelRoute(models.Model):
         help_text=gettext_lazy(
             "With own answer checks: one phrase per line, plain text matched anywhere in the answer, ignoring "
             "case; an answer containing one goes to the next handler. Blank: no phrase is rejected."
+        ),
+    )
+
+    # The semantic cache (agentops.runtime.semantic_cache): off unless turned on here.
+    semantic_cache = models.BooleanField(
+        default=False,
+        verbose_name=gettext_lazy("semantic cache"),
+        help_text=gettext_lazy(
+            "Answer a cacheable request from a cached answer to a question that means the same (same agent, "
+            "system prompt, tools and settings; the same numbers, negations, quoted text and names)."
+        ),
+    )
+    semantic_threshold = models.FloatField(
+        default=0.92,
+        validators=[validate_threshold],
+        verbose_name=gettext_lazy("similarity threshold"),
+        help_text=gettext_lazy(
+            "Cosine similarity a cached question needs to answer, above 0 and at most 1 (1: only the same "
+            "wording). Lower answers more paraphrases and risks more wrong answers."
+        ),
+    )
+    semantic_ttl = models.PositiveIntegerField(
+        default=3600,
+        validators=[MinValueValidator(1)],
+        verbose_name=gettext_lazy("semantic cache TTL"),
+        help_text=gettext_lazy("Seconds a cached answer may answer similar questions."),
+    )
+    semantic_embeddings_model = models.CharField(
+        max_length=100,
+        blank=True,
+        verbose_name=gettext_lazy("embeddings model"),
+        help_text=gettext_lazy(
+            "The embeddings model that compares questions, called through the gateway's embeddings path "
+            "(budgeted and metered). Blank: the built-in offline embedder, which matches rewordings but not "
+            "synonyms."
         ),
     )
 

@@ -20,7 +20,7 @@ from agentops.runtime.errors import ErrorClass
 from agentops.runtime.providers.rules import Rule
 from agentops.runtime.retry import DEFAULT_POLICIES, RetrySettings
 from agentops.runtime.retry import RetryPolicy as RuntimeRetryPolicy
-from agentops.runtime.routing import Route, Target
+from agentops.runtime.routing import Route, SemanticSettings, Target
 from agentops.runtime.validation import RouteValidation, ValidationSettings
 
 VERSION_KEY = "agentops:config:version"
@@ -54,6 +54,11 @@ def load_runtime_config() -> RuntimeConfig:
             ),
             use_rules=r.use_rules,
             use_human=r.use_human,
+            semantic=SemanticSettings(
+                r.operation, r.semantic_threshold, float(r.semantic_ttl), r.semantic_embeddings_model.strip()
+            )
+            if r.semantic_cache
+            else None,
         )
         for r in route_rows
     )

@@ -31,6 +31,7 @@ from agentops.runtime.providers.anthropic_native import NATIVE
 from agentops.runtime.providers.base import LLMRequest, content_text
 from agentops.runtime.providers.responses_native import NATIVE_KEY
 from agentops.runtime.routing import Route, Target
+from agentops.runtime.semantic_cache import semantic_headers
 from agentops.wiring import guard_deps
 
 log = structlog.get_logger("agentops.gateway")
@@ -419,7 +420,7 @@ def guarded_call(
             return None
         raise error from None
     info = [
-        (b"x-agentops-cache", b"hit" if result.cache_hit else (b"miss" if use_cache else b"bypass")),
+        *semantic_headers(result, use_cache),
         (b"x-agentops-handler", result.handler.encode()),
         (b"x-agentops-model", _header_value(result.model)),
         *(approved.review_headers() if approved is not None else ()),

@@ -65,6 +65,16 @@ BREAKER_TRANSITIONS = Counter("agentops_breaker_transitions_total", "Breaker sta
 CACHE_REQUESTS = Counter(
     "agentops_cache_requests_total", "Cache look-ups by cache type and result", ["cache", "result"]
 )
+# The semantic cache (runtime/semantic_cache.py): hit | near_miss | miss | lookalike | skipped, per route.
+SEMANTIC_CACHE = Counter(
+    "agentops_semantic_cache_total", "Semantic cache look-ups by route and result", ["route", "result"]
+)
+SEMANTIC_SIMILARITY = Histogram(
+    "agentops_semantic_cache_similarity",
+    "Best cosine similarity of each semantic cache look-up that found a neighbour",
+    ["route"],
+    buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0),
+)
 
 # --- escalations -------------------------------------------------------------------------------
 ESCALATIONS = Counter(

@@ -57,6 +57,7 @@ from agentops.runtime.timeouts import Deadline
 from agentops.runtime.tokens import UnboundedInput, prompt_token_bound_for_models, text_tokens
 
 if TYPE_CHECKING:
+    from agentops.runtime.semantic_cache import SemanticCache
     from agentops.runtime.timeouts import AdaptiveTimeouts
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class GuardDeps:
     usage: UsageSink | None = None
     journal: Journal | None = None
     calls: CallCounter | None = None  # every call's outcome, for the error-rate alert (runs and gateway alike)
+    semantic: SemanticCache | None = None  # answers by meaning on the routes that opt in (semantic_cache.py)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random | None = None
@@ -241,6 +243,11 @@ def _run_in_span(
 
     if route is None:
         route = cfg.router.route_for(request.operation, request.model or None)
+    probe = deps.semantic.lookup(request, route, deps) if key is not None and deps.semantic is not None else None
+    if probe is not None and probe.hit is not None:
+        result = probe.result(request, _ms(deps, start))
+        _finish(deps, cfg, request, result, span, recording, outcome="cache_hit", reservation=None, defer=defer)
+        return _journaled(deps, journal_key, result)
     if recording and not request.model and route.chain:
         span.set_attribute("agentops.request.model", route.chain[0].model)
     try:
@@ -326,6 +333,8 @@ def _run_in_span(
     _finish(deps, cfg, request, result, span, recording, outcome=outcome, reservation=reservation, defer=defer)
     if key is not None and chain.handler.startswith(MODEL_HANDLERS_PREFIXES):
         _quietly(_store, deps.cache, key, to_cache_entry(result), what="storing the answer in the cache")
+    if probe is not None:
+        result = probe.finish(result, store=chain.handler.startswith(MODEL_HANDLERS_PREFIXES), defer=defer)
     return _journaled(deps, journal_key, result)
 
 

@@ -159,7 +159,8 @@ def features(text: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     content = []
     for word in words:
-        stop = word in STOP_WORDS and word not in NEGATIONS
+        # Numbers weigh little here: the guard rails compare them exactly (a vector would only blur them).
+        stop = (word in STOP_WORDS and word not in NEGATIONS) or any(ch.isdigit() for ch in word)
         weights["w:" + word] = weights.get("w:" + word, 0.0) + (0.25 if stop else 1.0)
         if not stop:
             content.append(word)

@@ -41,7 +41,15 @@ STEP_BADGES = {
     Step.Status.WAITING_HUMAN: "warn",
     Step.Status.DECIDED: "ok",
 }
-HOP_BADGES = {"ok": "ok", "answered": "ok", "failed": "bad", "rejected": "bad", "no_rule": "muted", "pending": "warn"}
+HOP_BADGES = {
+    "ok": "ok",
+    "answered": "ok",
+    "failed": "bad",
+    "rejected": "bad",
+    "no_rule": "muted",
+    "pending": "warn",
+    "near_miss": "muted",  # the semantic cache's: a close question, under the threshold
+}
 CANCELLABLE = (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_HUMAN)
 
 
@@ -223,6 +231,13 @@ class StepView:
     # <details> open/closed across live refreshes (hx-preserve)
     state_key: str
     error: ErrorView | None = None  # the step's error class on the taxonomy (a failed step, or a retried one)
+
+    @property
+    def semantic(self) -> HopView | None:
+        """The semantic cache's hop (outcome ``ok``: answered by meaning; ``near_miss``: a close question was
+        cached, under the route's threshold), which the guard puts first; else None."""
+        first = self.hops[0] if self.hops else None
+        return first if first is not None and first.handler == "semantic_cache" else None
 
 
 def hop_view(hop: Any) -> HopView:

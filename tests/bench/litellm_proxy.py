@@ -71,9 +71,12 @@ def _run_printing(command: list[str], timeout: float) -> None:
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
+    errors: list[str] = []  # pip's ERROR lines say why; the rest of its tail is mostly index warnings
     try:
         for line in proc.stdout:
             tail = [*tail[-40:], line]
+            if line.startswith(("ERROR", "error:")):
+                errors.append(line)
             if line.startswith(_PROGRESS):
                 print(f"    litellm-venv [{time.perf_counter() - started:5.0f} s] {line.rstrip()[:150]}", flush=True)
             if time.perf_counter() - started > timeout:
@@ -84,7 +87,8 @@ def _run_printing(command: list[str], timeout: float) -> None:
             proc.kill()
             proc.wait()
     if proc.returncode != 0:
-        raise Unavailable(f"{' '.join(command[:5])} … failed ({proc.returncode}): {''.join(tail[-8:]).strip()}")
+        why = "".join(errors[-3:] or tail[-8:]).strip()
+        raise Unavailable(f"{' '.join(command[:5])} … failed ({proc.returncode}): {why}")
 
 
 def ensure_venv() -> Path:

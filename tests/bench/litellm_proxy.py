@@ -12,7 +12,8 @@ pure-Python h11, which would charge LiteLLM for a server choice rather than for 
 
 - ``model_list``: ``mock-small`` → ``openai/mock-small`` at the mock's ``/v1`` with a dummy upstream key;
 - ``general_settings``: a fixed ``master_key`` (the client sends it: the proxy authenticates every call, as
-  the gateway does), no database (no ``DATABASE_URL``: no virtual keys, no spend rows), and
+  the gateway does; 1.106.2 refuses to start without one unless told it is a local development setup), no
+  database (no ``DATABASE_URL``: no virtual keys, no spend rows), and
   ``disable_spend_logs`` / ``disable_error_logs`` / ``background_health_checks: false`` so nothing would be
   written or polled in the background;
 - ``litellm_settings``: ``num_retries: 0`` (the clients do not retry either), ``request_timeout: 30``, no

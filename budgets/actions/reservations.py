@@ -24,6 +24,7 @@ from budgets.actions.counters import (
     CounterRow,
     fail_closed,
     lock_counters_by_id,
+    prepared_value,
     publish_budgets,
 )
 from budgets.actions.directory import (
@@ -47,9 +48,10 @@ log = structlog.get_logger(__name__)
 # trip. It returns {"id": reservation or null, "complete": false when a counter row does not exist yet,
 # "rows": every locked counter with the values checked, so a refusal can name the budget}.
 _HOLD = """
-SELECT budgets_hold(%(b)s, %(s)s, %(p)s, %(hard)s, %(lt)s, %(lu)s, %(n)s, %(tokens)s, %(usd)s, %(agent)s,
-                    %(run_id)s, %(session_id)s, %(model)s, %(operation)s, %(expires_at)s, %(now)s,
-                    %(version)s::bigint)::text
+SELECT budgets_hold(%(b)s::bigint[], %(s)s::text[], %(p)s::timestamptz[], %(hard)s::boolean[],
+                    %(lt)s::bigint[], %(lu)s::numeric[], %(n)s::integer, %(tokens)s::bigint, %(usd)s::numeric,
+                    %(agent)s::text, %(run_id)s::bigint, %(session_id)s::text, %(model)s::text,
+                    %(operation)s::text, %(expires_at)s::timestamptz, %(now)s::timestamptz, %(version)s::bigint)::text
 """
 # The hold found the directory version moved since this process read its copy (migration 0010).
 _STALE = object()
@@ -156,19 +158,19 @@ def _reserve_with(
         "now": now,
         "version": version,
     }
-    with connection.cursor() as cursor:
-        outcome = _hold(cursor, params)
+    outcome = _hold(params)
+    if outcome.get("stale"):
+        return _STALE
+    if outcome["id"] is not None:
+        return outcome["id"]
+    if not outcome["complete"]:  # a counter of this period does not exist yet: create, then hold
+        with connection.cursor() as cursor:
+            cursor.execute(ENSURE_COUNTERS, (params["b"], params["s"], params["p"]))
+        outcome = _hold(params)
         if outcome.get("stale"):
             return _STALE
         if outcome["id"] is not None:
             return outcome["id"]
-        if not outcome["complete"]:  # a counter of this period does not exist yet: create, then hold
-            cursor.execute(ENSURE_COUNTERS, (params["b"], params["s"], params["p"]))
-            outcome = _hold(cursor, params)
-            if outcome.get("stale"):
-                return _STALE
-            if outcome["id"] is not None:
-                return outcome["id"]
     counters = [
         CounterRow(c, b, subject, dt.datetime.fromisoformat(start), int(st), Decimal(su), int(rt), Decimal(ru))
         for c, b, subject, start, st, su, rt, ru in outcome["rows"]
@@ -182,9 +184,8 @@ def _reserve_with(
     raise BudgetUnavailable("the budget counters changed while reserving; try again")
 
 
-def _hold(cursor, params: dict) -> dict:
-    cursor.execute(_HOLD, params)
-    return json.loads(cursor.fetchone()[0], parse_float=Decimal)
+def _hold(params: dict) -> dict:
+    return json.loads(prepared_value(_HOLD, params), parse_float=Decimal)
 
 
 def _refusal_if_no_room(budget: Budget, counter: CounterRow, tokens: int, usd: Decimal) -> BudgetExceeded | None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+import psycopg
 import structlog
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
@@ -69,6 +70,20 @@ SET spent_tokens = spent_tokens + %(spent_tokens)s, spent_usd = spent_usd + %(sp
     in_flight = in_flight - %(held_count)s, updated_at = now()
 WHERE id = ANY(%(ids)s::bigint[])
 """
+
+
+def prepared_value(sql: str, params: dict):
+    """The first column of the first row of ``sql`` run as a server-side prepared statement on Django's
+    connection (in its transaction, if one is open; errors mapped to Django's as ``cursor.execute`` does).
+
+    For the hold and settle statements, run on every guarded call: Django binds parameters on the client
+    (composing the statement's text with quoted literals, arrays element by element) and never prepares,
+    so PostgreSQL parses and plans the call each time; prepared with binary parameters, both sides do less.
+    """
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone()[0]
 
 
 @dataclass

@@ -66,13 +66,19 @@ _BUDGET_FIELDS = [
 
 
 # The directory is read on every reservation; a process reuses its last read for the same agent and models
-# while the budgets version in Redis (bumped after every budget, price or team change commits) is the same
-# and for at most DIRECTORY_TTL seconds (a price scheduled to start applies to estimates within that; the
-# ledger is priced in the settle statement itself). One Redis GET instead of a PostgreSQL query; without
-# Redis every reservation reads PostgreSQL.
+# for at most DIRECTORY_TTL seconds (a price scheduled to start applies to estimates within that; the ledger
+# is priced in the settle statement itself). Two ways to know a copy is current:
+# - the hold statement (reservations.py) checks the PostgreSQL version the copy was read at (triggers bump
+#   it in the transaction of any budget, price or team change, migration 0010) and asks for a re-read when
+#   it moved: the common path costs no extra round trip;
+# - everything else (prices.py, a reservation that holds nothing) asks Redis for the budgets version (bumped
+#   after every such change commits): one GET instead of a PostgreSQL query; without Redis it reads
+#   PostgreSQL every time.
 DIRECTORY_VERSION_KEY = "agentops:budgets:version"
 DIRECTORY_TTL = 1.0
-_directory_cache: dict[tuple[str, tuple[str, ...]], tuple[float, bytes, Any]] = {}
+Directory = tuple[list[Budget], str, dict[str, ModelPrice | None]]
+# (agent, models) -> (expires at, Redis version or None when not asked, PostgreSQL version, directory)
+_directory_cache: dict[tuple[str, tuple[str, ...]], tuple[float, bytes | None, int | None, Any]] = {}
 
 
 def directory_changed() -> None:
@@ -84,35 +90,60 @@ def directory_changed() -> None:
         log.warning("budgets.directory_version_unavailable", error=repr(exc)[:200])
 
 
-def cached_directory(agent: str, models: Iterable[str]) -> tuple[list[Budget], str, dict[str, ModelPrice | None]]:
-    """``read_directory`` now, reusing this process's last read while it is current (see above)."""
+def cached_directory(agent: str, models: Iterable[str]) -> Directory:
+    """``read_directory`` now, reusing this process's last read while Redis says it is current (see above)."""
+    return current_directory(agent, models)[0]
+
+
+def current_directory(agent: str, models: Iterable[str]) -> tuple[Directory, int | None]:
+    """(``read_directory`` now, its PostgreSQL version), checked against the Redis version."""
     wanted = tuple(dict.fromkeys(models))
     try:
         version = runtime_redis().get(DIRECTORY_VERSION_KEY) or b"0"
     except Exception:
-        return read_directory(agent, wanted)
+        return _read(agent, wanted)
     key = (agent, wanted)
     now = time.monotonic()
     hit = _directory_cache.get(key)
     if hit is not None and hit[0] > now and hit[1] == version:
-        return hit[2]
-    found = read_directory(agent, wanted)
+        return hit[3], hit[2]
+    found, pg_version = _read(agent, wanted)
+    _remember(key, version, pg_version, found, now)
+    return found, pg_version
+
+
+def directory_to_hold(agent: str, models: Iterable[str], *, reread: bool = False) -> tuple[Directory, int | None]:
+    """(the directory, the PostgreSQL version it was read at) for a hold statement, which checks that version
+    itself: this process's copy while its TTL lasts, no Redis round trip; read again when ``reread``."""
+    wanted = tuple(dict.fromkeys(models))
+    key = (agent, wanted)
+    now = time.monotonic()
+    hit = _directory_cache.get(key)
+    if not reread and hit is not None and hit[0] > now and hit[2] is not None:
+        return hit[3], hit[2]
+    found, pg_version = _read(agent, wanted)
+    _remember(key, None, pg_version, found, now)
+    return found, pg_version
+
+
+def _remember(key: tuple[str, tuple[str, ...]], version: bytes | None, pg_version: int | None, found, now) -> None:
     if len(_directory_cache) > 10_000:  # many agents × model sets: start over rather than grow
         _directory_cache.clear()
-    _directory_cache[key] = (now + DIRECTORY_TTL, version, found)
-    return found
+    _directory_cache[key] = (now + DIRECTORY_TTL, version, pg_version, found)
 
 
-def read_directory(
-    agent: str, models: Iterable[str] = (), at: dt.datetime | None = None
-) -> tuple[list[Budget], str, dict[str, ModelPrice | None]]:
+def read_directory(agent: str, models: Iterable[str] = (), at: dt.datetime | None = None) -> Directory:
     """(enabled budgets in id order, the agent's team, the price in force at ``at`` for each model)."""
+    return _read(agent, models, at)[0]
+
+
+def _read(agent: str, models: Iterable[str] = (), at: dt.datetime | None = None) -> tuple[Directory, int | None]:
     wanted = list(dict.fromkeys(models))
     candidates = {model: price_names(model) for model in wanted}
     names = list(dict.fromkeys(name for names in candidates.values() for name in names))
     with connection.cursor() as cursor:
         cursor.execute(_DIRECTORY, {"agent": agent, "models": [*names, ANY_MODEL], "at": at or timezone.now()})
-        budgets_json, team, prices_json = cursor.fetchone()[0]
+        budgets_json, team, prices_json, version = cursor.fetchone()[0]
     budgets = [
         Budget(**dict(zip(_BUDGET_FIELDS, row, strict=True)), enabled=True)
         for row in json.loads(budgets_json, parse_float=Decimal)
@@ -130,7 +161,8 @@ def read_directory(
         )
         for row in json.loads(prices_json, parse_float=Decimal)
     }
-    return budgets, team or "", {m: _most_specific(found, candidates[m]) for m in wanted}
+    directory = (budgets, team or "", {m: _most_specific(found, candidates[m]) for m in wanted})
+    return directory, int(version) if version is not None else None
 
 
 def _most_specific(found: Mapping[str, ModelPrice], names: Sequence[str]) -> ModelPrice | None:

@@ -27,6 +27,7 @@ from budgets.actions.counters import (
     fail_closed,
     lock_counters,
     lock_counters_by_id,
+    prepared_value,
 )
 from budgets.actions.directory import Caller, applicable_budgets, int_or_none
 from budgets.actions.periods import period_start
@@ -42,8 +43,10 @@ log = structlog.get_logger(__name__)
 # released or reclaimed before: the general path decides), else {"record": the ledger row's columns in
 # _USAGE_COLUMNS order, "counters": each counter's new spend with its budget's limits, for the alert check}.
 _SETTLE = """
-SELECT budgets_settle(%(id)s, %(now)s, %(spent)s, %(uncached)s, %(cached_tokens)s, %(output)s, %(step)s, %(model)s,
-                      %(provider)s, %(operation)s, %(input)s, %(source)s, %(price_names)s)::text
+SELECT budgets_settle(%(id)s::bigint, %(now)s::timestamptz, %(spent)s::bigint, %(uncached)s::bigint,
+                      %(cached_tokens)s::bigint, %(output)s::bigint, %(step)s::integer, %(model)s::text,
+                      %(provider)s::text, %(operation)s::text, %(input)s::bigint, %(source)s::text,
+                      %(price_names)s::text[])::text
 """
 _USAGE_COLUMNS = [
     "id",
@@ -163,26 +166,24 @@ def _settle_held(reservation_id: int, usage: Mapping[str, Any], now: dt.datetime
     model = str(usage.get("model") or "unknown")[:120]
     cached = min(cached_tokens, input_tokens)  # priced as in cost_of: cached input at its own price
     operation = usage.get("operation")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SETTLE,
-            {
-                "id": reservation_id,
-                "now": now,
-                "spent": input_tokens + output_tokens,
-                "uncached": input_tokens - cached,
-                "cached_tokens": cached,
-                "output": output_tokens,
-                "step": int_or_none(usage.get("step")),
-                "model": model,
-                "provider": str(usage.get("provider") or "")[:80],
-                "operation": str(operation)[:100] if operation else None,
-                "input": input_tokens,
-                "source": str(usage.get("source") or "run")[:20],
-                "price_names": usage_price_names(usage),  # the statement adds the reservation's model, then *
-            },
-        )
-        outcome = cursor.fetchone()[0]
+    outcome = prepared_value(
+        _SETTLE,
+        {
+            "id": reservation_id,
+            "now": now,
+            "spent": input_tokens + output_tokens,
+            "uncached": input_tokens - cached,
+            "cached_tokens": cached,
+            "output": output_tokens,
+            "step": int_or_none(usage.get("step")),
+            "model": model,
+            "provider": str(usage.get("provider") or "")[:80],
+            "operation": str(operation)[:100] if operation else None,
+            "input": input_tokens,
+            "source": str(usage.get("source") or "run")[:20],
+            "price_names": usage_price_names(usage),  # the statement adds the reservation's model, then *
+        },
+    )
     if outcome is None:
         return None
     outcome = json.loads(outcome, parse_float=Decimal)

@@ -24,9 +24,18 @@ from budgets.actions.counters import (
     CounterRow,
     fail_closed,
     lock_counters_by_id,
+    prepared_value,
     publish_budgets,
 )
-from budgets.actions.directory import Caller, applicable_among, cached_directory, describe, read_directory
+from budgets.actions.directory import (
+    Caller,
+    Directory,
+    applicable_among,
+    current_directory,
+    describe,
+    directory_to_hold,
+    read_directory,
+)
 from budgets.actions.periods import period_start
 from budgets.actions.prices import cost_of
 from budgets.models import Budget, Reservation
@@ -39,9 +48,13 @@ log = structlog.get_logger(__name__)
 # trip. It returns {"id": reservation or null, "complete": false when a counter row does not exist yet,
 # "rows": every locked counter with the values checked, so a refusal can name the budget}.
 _HOLD = """
-SELECT budgets_hold(%(b)s, %(s)s, %(p)s, %(hard)s, %(lt)s, %(lu)s, %(n)s, %(tokens)s, %(usd)s, %(agent)s,
-                    %(run_id)s, %(session_id)s, %(model)s, %(operation)s, %(expires_at)s, %(now)s)::text
+SELECT budgets_hold(%(b)s::bigint[], %(s)s::text[], %(p)s::timestamptz[], %(hard)s::boolean[],
+                    %(lt)s::bigint[], %(lu)s::numeric[], %(n)s::integer, %(tokens)s::bigint, %(usd)s::numeric,
+                    %(agent)s::text, %(run_id)s::bigint, %(session_id)s::text, %(model)s::text,
+                    %(operation)s::text, %(expires_at)s::timestamptz, %(now)s::timestamptz, %(version)s::bigint)::text
 """
+# The hold found the directory version moved since this process read its copy (migration 0010).
+_STALE = object()
 
 
 def _refusal(budget: Budget, message: str) -> BudgetExceeded:
@@ -68,21 +81,46 @@ def reserve(
 
 
 def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datetime | None = None) -> int | None:
-    at_present = now is None
-    now = now or timezone.now()
+    agent, models = Caller.from_meta(meta).agent, _models(meta)
+    if now is not None:  # a reservation dated in the past or future (tests, backfills) reads the prices of that time
+        return _reserve_with(read_directory(agent, models, now), None, meta, lease_seconds, now)
+    now = timezone.now()
+    directory, version = directory_to_hold(agent, models)
+    try:
+        held = _reserve_with(directory, version, meta, lease_seconds, now)
+    except BudgetExceeded:  # maybe refused by a copy no hold checked (a per-call limit): refuse if it is current
+        fresh, fresh_version = current_directory(agent, models)
+        if fresh_version == version:
+            raise
+        held = _reserve_with(fresh, fresh_version, meta, lease_seconds, now)
+    if held is None:  # no hold, so no check of the copy by PostgreSQL: ask Redis whether it is current
+        fresh, fresh_version = current_directory(agent, models)
+        if fresh_version != version:
+            held = _reserve_with(fresh, fresh_version, meta, lease_seconds, now)
+    if held is _STALE:  # the hold saw a budget, price or team change: read again, hold again
+        directory, version = directory_to_hold(agent, models, reread=True)
+        held = _reserve_with(directory, version, meta, lease_seconds, now)
+    if held is _STALE:
+        raise BudgetUnavailable("the budgets changed while reserving; try again")
+    return held
+
+
+def _models(meta: Mapping[str, Any]) -> list[str]:
+    """Priced at the dearest model that may answer on this reservation (the guard lists its fallback chain)."""
+    return [str(meta.get("model") or ""), *(str(m) for m in (meta.get("models") or ()) if m)]
+
+
+def _reserve_with(
+    directory: Directory, version: int | None, meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datetime
+) -> Any:
+    """Reserve with this copy of the directory: the reservation id, None when no budget applies, or _STALE."""
     caller = Caller.from_meta(meta)
     operation = str(meta.get("operation") or "")
     model = str(meta.get("model") or "")
     est_in = max(int(meta.get("estimated_input_tokens") or 0), 0)
     est_out = max(int(meta.get("estimated_output_tokens") or 0), 0)
     tokens = max(int(meta.get("estimated_tokens") or est_in + est_out), 0)
-
-    # Priced at the dearest model that may answer on this reservation (the guard lists its fallback chain).
-    models = [model, *(str(m) for m in (meta.get("models") or ()) if m)]
-    if at_present:
-        every_budget, team, prices = cached_directory(caller.agent, models)
-    else:  # a reservation dated in the past or future (tests, backfills) reads the prices of that time
-        every_budget, team, prices = read_directory(caller.agent, models, now)
+    every_budget, team, prices = directory
     budgets = applicable_among(every_budget, team, caller)
     for budget, subject in budgets:
         per_call = (budget.operation_limits or {}).get(operation)
@@ -118,16 +156,21 @@ def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datet
         "operation": operation[:100],
         "expires_at": now + dt.timedelta(seconds=lease),
         "now": now,
+        "version": version,
     }
-    with connection.cursor() as cursor:
-        outcome = _hold(cursor, params)
+    outcome = _hold(params)
+    if outcome.get("stale"):
+        return _STALE
+    if outcome["id"] is not None:
+        return outcome["id"]
+    if not outcome["complete"]:  # a counter of this period does not exist yet: create, then hold
+        with connection.cursor() as cursor:
+            cursor.execute(ENSURE_COUNTERS, (params["b"], params["s"], params["p"]))
+        outcome = _hold(params)
+        if outcome.get("stale"):
+            return _STALE
         if outcome["id"] is not None:
             return outcome["id"]
-        if not outcome["complete"]:  # a counter of this period does not exist yet: create, then hold
-            cursor.execute(ENSURE_COUNTERS, (params["b"], params["s"], params["p"]))
-            outcome = _hold(cursor, params)
-            if outcome["id"] is not None:
-                return outcome["id"]
     counters = [
         CounterRow(c, b, subject, dt.datetime.fromisoformat(start), int(st), Decimal(su), int(rt), Decimal(ru))
         for c, b, subject, start, st, su, rt, ru in outcome["rows"]
@@ -141,9 +184,8 @@ def _reserve(meta: Mapping[str, Any], lease_seconds: float | None, now: dt.datet
     raise BudgetUnavailable("the budget counters changed while reserving; try again")
 
 
-def _hold(cursor, params: dict) -> dict:
-    cursor.execute(_HOLD, params)
-    return json.loads(cursor.fetchone()[0], parse_float=Decimal)
+def _hold(params: dict) -> dict:
+    return json.loads(prepared_value(_HOLD, params), parse_float=Decimal)
 
 
 def _refusal_if_no_room(budget: Budget, counter: CounterRow, tokens: int, usd: Decimal) -> BudgetExceeded | None:

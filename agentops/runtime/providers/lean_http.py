@@ -79,7 +79,7 @@ def status_error(response: Any) -> openai.APIStatusError:
     try:
         response.read()
         text = response.text.strip()
-    except Exception:
+    except Exception:  # a body cut short: the status alone still classifies the failure
         text = ""
     message = f"Error code: {response.status_code}"
     body: Any = text

@@ -52,15 +52,29 @@ class LeanTransport:
         # public accessor, and using it keeps one pool and the wiring's guarded transport.
         self.http: Any = client._client
         self.base_url = str(client.base_url).rstrip("/")
-        headers = {**client.auth_headers, **client.default_headers}
-        self.headers = {k: v for k, v in headers.items() if isinstance(v, str)}  # drops the SDK's Omit() values
+        # The HTTP client's own headers, then the SDK's (auth, content type, its user agent, custom headers):
+        # merged once, as bytes, so a request is built without the client's per-call merging (~70 µs). The
+        # SDK's ``X-Stainless-*`` telemetry headers describe its own request machinery, not used here.
+        headers = sdk_http.Headers(self.http.headers)
+        headers.update(
+            {k: v for k, v in {**client.auth_headers, **client.default_headers}.items() if isinstance(v, str)}
+        )
+        self.headers = [
+            (k.encode("ascii"), v.encode("latin-1"))
+            for k, v in headers.multi_items()
+            if not k.startswith("x-stainless")
+        ]
+        self._urls: dict[str, Any] = {}
 
     def post(self, path: str, body: Mapping[str, Any], timeout: float, *, stream: bool = False) -> Any:
         """The response of ``POST path`` (2xx only; read unless ``stream``); failures raise as the SDK does."""
         content = _dumps(body)  # a body that is not JSON (NaN, an object) raises here as in the SDK: unexpected
-        request = self.http.build_request(
-            "POST", self.base_url + path, content=content, headers=self.headers, timeout=timeout
-        )
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = sdk_http.URL(self.base_url + path)
+        # What ``Client.build_request`` makes (the SDK's client has no params, cookies or auth of its own).
+        phases = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        request = sdk_http.Request("POST", url, content=content, headers=self.headers, extensions={"timeout": phases})
         try:
             response = self.http.send(request, stream=stream)
         except _TIMEOUTS as exc:

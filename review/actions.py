@@ -7,7 +7,7 @@ from datetime import timedelta
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
@@ -61,9 +61,11 @@ def _announce(escalation: Escalation, event: str) -> None:
 
 
 def _pending_gauge() -> None:
+    # One grouped count for every queue (it runs after every escalation change: one query, not one per queue).
+    open_items = Escalation.objects.filter(state__in=Escalation.OPEN_STATES).order_by()
+    counts = dict(open_items.values_list("queue").annotate(n=Count("pk")))
     for queue in Escalation.Queue.values:
-        count = Escalation.objects.filter(queue=queue, state__in=Escalation.OPEN_STATES).count()
-        metrics.ESCALATIONS_PENDING.labels(queue=queue).set(count)
+        metrics.ESCALATIONS_PENDING.labels(queue=queue).set(counts.get(queue, 0))
 
 
 @transaction.atomic

@@ -273,7 +273,7 @@ def _mock_openai() -> Iterator[str]:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
     try:
-        wait_for(while_running(proc, lambda: mock_openai_answers(root), "the mock", log), timeout=15, interval=0.05)
+        wait_for(while_running(proc, lambda: mock_openai_answers(root), "the mock", log), timeout=60, interval=0.05)
         yield root + "/v1"
     finally:
         proc.terminate()

@@ -1,8 +1,10 @@
-"""Any OpenAI-compatible chat-completions endpoint, through the official ``openai`` SDK.
+"""Any OpenAI-compatible chat-completions endpoint, through the official ``openai`` SDK's client.
 
 One ``openai.OpenAI`` client per provider, built once and reused (its connection pool is what keeps the
-guarded call cheap), with the SDK's own retries off (``max_retries=0``): the retry policy is ours. The
-attempt timeout is passed per call. Every failure leaves as a classified ``ProviderError``.
+guarded call cheap), with the SDK's own retries off (``max_retries=0``): the retry policy is ours. Requests
+go out through ``LeanTransport`` (lean_http.py): the SDK client's HTTP client, headers and exception
+classes without its per-call request and response models (about half the CPU of a call). The attempt
+timeout is passed per call. Every failure leaves as a classified ``ProviderError``.
 
 Note on timeouts: the SDK (httpx) applies ``timeout`` to each phase — connect, each read, write, pool
 wait — not to the call as a whole. A hung server is cut after ``timeout``; a server that trickles bytes
@@ -18,14 +20,10 @@ from typing import Any
 
 import openai
 
-try:  # the SDK's own HTTP client library (recent SDKs vendor a fork of httpx under this name)
-    import httpx2 as sdk_http
-except ImportError:  # pragma: no cover - older SDKs use httpx itself
-    import httpx as sdk_http
-
 from agentops.runtime.errors import ErrorClass, ProviderError, classify
 from agentops.runtime.model_names import output_cap_field
 from agentops.runtime.providers.base import EmbeddingsRequest, EmbeddingsResult, LLMRequest, LLMResult, open_stream
+from agentops.runtime.providers.lean_http import LeanTransport
 from agentops.runtime.providers.responses_native import NATIVE_KEY, chat_chunks_of, chat_completion_of, native_body
 
 
@@ -54,6 +52,7 @@ class OpenAICompatProvider:
         self.client = client or openai.OpenAI(
             base_url=base_url, api_key=api_key or "unset", max_retries=0, default_headers=default_headers
         )
+        self.transport = LeanTransport(self.client)
 
     def __repr__(self) -> str:
         return f"OpenAICompatProvider({self.name!r}, base_url={self.base_url!r})"
@@ -62,41 +61,22 @@ class OpenAICompatProvider:
         native = self._native(request)
         try:
             if native is not None:
-                response = self.client.post(
-                    "/responses",
-                    body=native_body(native, request.model, request.max_tokens, stream=False),
-                    cast_to=sdk_http.Response,
-                    options={"timeout": timeout},
-                )
-                return self._result_from_body(request, response.content, native=True)
-            if request.passthrough:
-                # The SDK's client (auth, its exception classes) without its per-call parameter transform and
-                # response models: ~0.5 ms less per call; the body is parsed once with json, and fields the
-                # SDK does not know survive.
-                response = self.client.post(
-                    "/chat/completions",
-                    body=self._body(request),
-                    cast_to=sdk_http.Response,
-                    options={"timeout": timeout},
-                )
-                return self._result_from_body(request, response.content)
-            response = self.client.chat.completions.create(
-                model=request.model, messages=request.messages, timeout=timeout, **self._kwargs(request)
-            )
-        except ProviderError:
-            raise
+                body = native_body(native, request.model, request.max_tokens, stream=False)
+                content = self.transport.post("/responses", body, timeout).content
+            else:
+                # The body is parsed once with json (no SDK response models): fields the SDK does not know survive.
+                content = self.transport.post("/chat/completions", self._body(request), timeout).content
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
-        return self._result(request, response)
+        return self._result_from_body(
+            request, content, native=native is not None, keep_raw=self.keep_raw or request.passthrough or bool(native)
+        )
 
     def embed(self, request: EmbeddingsRequest, timeout: float) -> EmbeddingsResult:
         """``POST /embeddings`` with the request's body as it is; the answer's body is kept (and its bytes, to
         pass on unchanged). A body that is not a list of one embedding per input is ``InvalidResponse``."""
         try:
-            response = self.client.post(
-                "/embeddings", body=request.body(), cast_to=sdk_http.Response, options={"timeout": timeout}
-            )
-            content = response.content
+            content = self.transport.post("/embeddings", request.body(), timeout).content
             data = json.loads(content)
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
@@ -135,11 +115,8 @@ class OpenAICompatProvider:
             body["stream"] = True
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         try:
-            # The SDK's client as for passthrough completions (auth, its exception classes on a bad status),
-            # the response left unread: the lines are parsed here as they arrive.
-            response = self.client.post(
-                path, body=body, cast_to=sdk_http.Response, options={"timeout": timeout}, stream=True
-            )
+            # The response left unread: the lines are parsed here as they arrive.
+            response = self.transport.post(path, body, timeout, stream=True)
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
         chunks = self._chunks(request, response, native=native is not None)
@@ -234,13 +211,17 @@ class OpenAICompatProvider:
         except Exception as exc:
             raise classify(exc, provider=self.name, model=request.model) from exc
 
-    def _result_from_body(self, request: LLMRequest, body: bytes, native: bool = False) -> LLMResult:
+    def _result_from_body(
+        self, request: LLMRequest, body: bytes, native: bool = False, *, keep_raw: bool = True
+    ) -> LLMResult:
         try:
             data = json.loads(body)
             if native:  # a Responses object, read as the chat completion it amounts to
                 data = chat_completion_of(data, request.model) if isinstance(data, dict) and "output" in data else {}
             choice = data["choices"][0]
             message = choice["message"]
+            if not isinstance(message, dict):
+                raise TypeError(message)
         except (ValueError, KeyError, IndexError, TypeError):
             raise ProviderError(
                 ErrorClass.INVALID_RESPONSE,
@@ -261,40 +242,5 @@ class OpenAICompatProvider:
             finish_reason=choice.get("finish_reason"),
             tool_calls=message.get("tool_calls") or None,
             function_call=message.get("function_call") if isinstance(message.get("function_call"), dict) else None,
-            raw=data,
-        )
-
-    def _result(self, request: LLMRequest, response: Any) -> LLMResult:
-        choices = getattr(response, "choices", None)
-        if not choices:
-            raise ProviderError(
-                ErrorClass.INVALID_RESPONSE,
-                "response has no choices",
-                reason="malformed",
-                provider=self.name,
-                model=request.model,
-            )
-        choice = choices[0]
-        message = choice.message
-        tool_calls = None
-        if getattr(message, "tool_calls", None):
-            tool_calls = [call.model_dump() for call in message.tool_calls]
-        usage = response.usage
-        input_tokens = output_tokens = cached_tokens = 0
-        if usage is not None:
-            input_tokens = usage.prompt_tokens or 0
-            output_tokens = usage.completion_tokens or 0
-            details = getattr(usage, "prompt_tokens_details", None)
-            cached_tokens = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
-        return LLMResult(
-            text=message.content or "",
-            model=response.model or request.model,
-            provider=self.name,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_tokens=cached_tokens,
-            finish_reason=choice.finish_reason,
-            tool_calls=tool_calls,
-            function_call=message.function_call.model_dump() if getattr(message, "function_call", None) else None,
-            raw=response.model_dump() if self.keep_raw else None,
+            raw=data if keep_raw else None,
         )

@@ -105,6 +105,43 @@ def test_openai_compat_failures_leave_classified(response, cls, retry_after):
     assert (err.error_class, err.retry_after, err.provider, err.model) == (cls, retry_after, "edge", "gpt-4o")
 
 
+@pytest.mark.parametrize(
+    ("response", "sdk_class"),
+    [
+        (
+            httpx2.Response(429, headers={"retry-after": "2"}, json={"error": {"message": "slow down"}}),
+            "RateLimitError",
+        ),
+        (httpx2.Response(500, json={"error": {}}), "InternalServerError"),
+        (httpx2.Response(418, text="teapot"), "APIStatusError"),
+        (httpx2.ConnectError("refused"), "APIConnectionError"),
+        (httpx2.ReadTimeout("slow"), "APITimeoutError"),
+    ],
+)
+def test_the_lean_transport_raises_the_sdks_own_exceptions(response, sdk_class):
+    """The SDK's request machinery is bypassed (lean_http.py) but not its exception classes: the classifier and
+    anything reading ``__cause__`` (Retry-After on the response) see what the SDK raised before."""
+    edge = Edge(response)
+    with pytest.raises(ProviderError) as info:
+        edge.provider().complete(LLMRequest(MESSAGES, model="gpt-4o"), timeout=1)
+    cause = info.value.__cause__
+    assert type(cause).__name__ == sdk_class
+    if sdk_class == "RateLimitError":
+        assert cause.response.headers["retry-after"] == "2" and str(cause) == "Error code: 429 - slow down"
+    sent = edge.requests[0]
+    assert sent.headers["authorization"] == "Bearer k" and sent.headers["content-type"] == "application/json"
+    assert not any(name.lower().startswith("x-stainless") for name in sent.headers)
+
+
+def test_the_lean_transport_streams_sse_lines():
+    chunk = {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    sse = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+    edge = Edge(httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"}))
+    result = edge.provider().open_stream(LLMRequest(MESSAGES, model="m", stream=True), timeout=1)
+    assert [c["choices"][0]["delta"]["content"] for _, c in result.stream] == ["hi"]
+    assert json.loads(edge.requests[0].content)["stream_options"] == {"include_usage": True}
+
+
 def test_simulated_is_deterministic_and_counts_tokens():
     sim = SimulatedProvider()
     request = LLMRequest(MESSAGES, model="sim-large", max_tokens=1000)

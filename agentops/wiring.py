@@ -216,10 +216,7 @@ def run_calls(run_pk: int) -> list[dict[str, Any]]:
 
 # budgets.actions.ledger.step_cost as SQL (the journal's one statement per step prices the step with it): the
 # ledger rows of one run step, by the partial index on run_id.
-STEP_COST_SQL = (
-    f'SELECT COALESCE(SUM(cost_usd), 0) FROM "{UsageRecord._meta.db_table}" '
-    "WHERE run_id = %(run)s AND step = %(seq)s"
-)
+STEP_COST_SQL = "SELECT COALESCE(SUM(cost_usd), 0) FROM budgets_usagerecord WHERE run_id = %(run)s AND step = %(seq)s"
 
 
 def install() -> None:

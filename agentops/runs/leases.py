@@ -72,6 +72,9 @@ class LeaseKeeper:
     def _run(self) -> None:
         while True:
             with self._cond:
+                if not self._leases:
+                    # Idle: hold no database connection between runs (a test database could not be dropped).
+                    discard_connection()
                 while not self._leases:
                     self._cond.wait()
                 leases = list(self._leases)

@@ -216,6 +216,11 @@ def run_calls(run_pk: int) -> list[dict[str, Any]]:
     return call_rows(UsageRecord.objects.filter(run_id=run_pk).select_related("price").order_by("id")[:500])
 
 
+# budgets.actions.ledger.step_cost as SQL (the journal's one statement per step prices the step with it): the
+# ledger rows of one run step, by the partial index on run_id.
+STEP_COST_SQL = "SELECT COALESCE(SUM(cost_usd), 0) FROM budgets_usagerecord WHERE run_id = %(run)s AND step = %(seq)s"
+
+
 def install() -> None:
     """Give runs their ports in this process (AgentopsConfig.ready() calls this in every process)."""
     ports.install(
@@ -225,6 +230,7 @@ def install() -> None:
             agent_caches=agent_caches,
             escalations=ReviewEscalations(),
             step_cost=step_cost,
+            step_cost_sql=STEP_COST_SQL,
             agents_changed=directory_changed,
             run_calls=run_calls,
         )

@@ -1,21 +1,25 @@
-"""Executes one run on a Celery worker: claim the lease, heartbeat, run the agent function with a
+"""Executes one run on a Celery worker: claim the lease, keep it (leases.keeper), run the agent function with a
 journaled ctx, and record how the execution ended (succeeded / waiting_human / failed / cancelled)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.db.models import Q
+from django.utils import timezone
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -23,7 +27,7 @@ from agentops.config.source import config_source
 from agentops.lib import activity
 from agentops.lib.db import discard_connection
 from agentops.observability import genai, metrics
-from agentops.runs import ports
+from agentops.runs import leases, ports
 from agentops.runs.actions import journal, lifecycle
 from agentops.runs.models import Step
 from agentops.runs.registry import load_agents
@@ -53,11 +57,36 @@ class ClaimUnavailable(Exception):
     """The run could not be claimed because PostgreSQL is away (the task tries again)."""
 
 
-class DbJournal:
-    """The StepJournal of one execution: steps in PostgreSQL, every write checked against our lease."""
+@dataclass
+class _InFlight:
+    """The step this execution is working on, not yet written (DbJournal.begin)."""
 
-    def __init__(self, run_pk: int, worker: str):
+    seq: int
+    kind: str
+    name: str
+    phase: str | None
+    arguments: Any
+    started_at: datetime
+    started: float  # monotonic
+    counted: bool = False  # marked begun (the lease keeper's deferred mark)
+
+
+class DbJournal:
+    """The StepJournal of one execution: steps in PostgreSQL, every write checked against our lease.
+
+    A step is written once, when it ends, in one statement (journal.step_finish). Marked begun before its work
+    (journal.step_begin) are only phases, side-effecting tools, and — by the lease keeper — a step still in
+    flight after leases.MARK_AFTER seconds: a crash mid-step re-executes that one step either way, and a
+    side effect is found by its idempotency key."""
+
+    def __init__(self, run_pk: int, worker: str, *, first_execution: bool = False):
         self.run_pk, self.worker = run_pk, worker
+        self.cancel_seen = False  # the last journal write found the run asked to stop
+        self._lock = threading.Lock()  # the run's thread and the lease keeper's deferred mark
+        self._in_flight: _InFlight | None = None
+        if first_execution:  # no execution before this one could have journaled a step
+            self._recorded: dict[int, RecordedStep] = {}
+            return
         # A phase still "running" was interrupted by a suspension or a crash: it resumes without a
         # second begin (its inner steps replay on their own).
         steps = Step.objects.filter(run_id=run_pk).filter(
@@ -73,24 +102,58 @@ class DbJournal:
     def replay(self, seq: int) -> RecordedStep | None:
         return self._recorded.get(seq)
 
-    def begin(self, seq, kind, name, phase, args) -> None:
-        journal.step_begin(self.run_pk, self.worker, seq, kind, name, phase, _jsonable(args))
+    def begin(self, seq, kind, name, phase, args, *, durable: bool = False) -> None:
+        arguments = _jsonable(args)
+        if durable or kind == "phase":
+            journal.step_begin(self.run_pk, self.worker, seq, kind, name, phase, arguments)
+            return
+        with self._lock:
+            self._in_flight = _InFlight(seq, kind, name, phase, arguments, timezone.now(), time.monotonic())
+
+    def mark_in_flight(self, older_than: float) -> None:
+        """The lease keeper: mark begun the step in flight for `older_than` seconds or more (once)."""
+        with self._lock:
+            step = self._in_flight
+            if step is None or step.counted or time.monotonic() - step.started < older_than:
+                return
+            try:
+                journal.step_begin(self.run_pk, self.worker, step.seq, step.kind, step.name, step.phase, step.arguments)
+            except (RunCancelled, LeaseLost):  # the run stops at its next step (or its lease is gone)
+                return
+            step.counted = True
+
+    def _finish(self, seq: int, status: str, **fields) -> None:
+        with self._lock:
+            step, self._in_flight = self._in_flight, None
+            if step is not None and step.seq == seq:
+                fields.update(
+                    kind=step.kind,
+                    name=step.name,
+                    phase=step.phase,
+                    arguments=step.arguments,
+                    started_at=step.started_at,
+                    counted=step.counted,
+                )
+            self.cancel_seen = journal.step_finish(self.run_pk, self.worker, seq, status, **fields)
 
     def complete(self, seq, result, meta: StepMeta, *, end_seq=None) -> None:
-        journal.step_finish(
-            self.run_pk, self.worker, seq, "completed", result=_jsonable(result), meta=meta, end_seq=end_seq
-        )
+        self._finish(seq, "completed", result=_jsonable(result), meta=meta, end_seq=end_seq)
 
     def skip(self, seq, reason, meta: StepMeta, *, end_seq=None) -> None:
-        journal.step_finish(self.run_pk, self.worker, seq, "skipped", meta=meta, error=reason, end_seq=end_seq)
+        self._finish(seq, "skipped", meta=meta, error=reason, end_seq=end_seq)
 
     def fail(self, seq, error_class, message, meta: StepMeta) -> None:
-        journal.step_finish(self.run_pk, self.worker, seq, "failed", meta=meta, error_class=error_class, error=message)
+        self._finish(seq, "failed", meta=meta, error_class=error_class, error=message)
 
     def pause(self, seq, meta: StepMeta) -> None:
         journal.step_pause(self.run_pk, self.worker, seq, meta.duration_ms)
 
     def wait_human(self, seq, *, reason, priority, payload, meta, step=None) -> Any:
+        began = False
+        with self._lock:
+            flight, self._in_flight = self._in_flight, None
+        if step is None and flight is not None and flight.seq == seq:  # an llm step whose calls all failed
+            step, began = (flight.kind, flight.name, flight.phase, flight.arguments), not flight.counted
         return journal.step_wait_human(
             self.run_pk,
             self.worker,
@@ -100,6 +163,7 @@ class DbJournal:
             payload=_jsonable(payload),
             meta=meta,
             step=_jsonable(step) if step else None,
+            began=began,
         )
 
 
@@ -121,36 +185,6 @@ def _phase_used(step) -> float:
 def _jsonable(value: Any) -> Any:
     """JSON round trip: what the journal stores is exactly what a replay returns."""
     return json.loads(json.dumps(value, default=str))
-
-
-class Heartbeat(threading.Thread):
-    """Renews the run's lease every lease/3 seconds; notices cancellation and a lost lease. Each beat also
-    marks the run's session active (``seen``: agent, session), so a long run counts while it executes."""
-
-    def __init__(self, run_pk: int, worker: str, lease_seconds: float, seen: tuple[str, str] | None = None):
-        super().__init__(name=f"heartbeat-run-{run_pk}", daemon=True)
-        self.run_pk, self.worker, self.lease_seconds, self.seen = run_pk, worker, lease_seconds, seen
-        self._stop = threading.Event()
-        self.cancel_requested = False
-        self.lost = False
-
-    def run(self) -> None:
-        try:
-            while not self._stop.wait(self.lease_seconds / 3):
-                try:
-                    ours, cancel = lifecycle.renew_lease(self.run_pk, self.worker, self.lease_seconds)
-                except Exception:  # database blip: try again next beat; the lease has slack
-                    log.warning("run.heartbeat_failed", run_id=self.run_pk, exc_info=True)
-                    continue
-                self.cancel_requested = cancel
-                self.lost = not ours
-                if self.seen is not None and ours:
-                    activity.touch(*self.seen)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def hand_back(run_pk: int, worker: str, active_seconds: float, *, patience: float) -> bool:
@@ -190,8 +224,13 @@ def failure_fields(exc: BaseException) -> dict[str, str]:
     return {"error_class": error_class_name(exc), "error_category": found.category.value, "reason": found.reason}
 
 
+@functools.cache
+def _host() -> str:
+    return socket.gethostname()  # once per process: a system call every run showed in the profile
+
+
 def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def run_settings() -> RunSettings:
@@ -204,18 +243,18 @@ def run_settings() -> RunSettings:
     )
 
 
-def _run_context(run, worker: str, heartbeat: Heartbeat) -> RunContext:
+def _run_context(run, worker: str, lease: leases.Lease, journal_: DbJournal) -> RunContext:
     installed = ports.current()
     return RunContext(
         run.pk,
-        journal=DbJournal(run.pk, worker),
+        journal=journal_,
         deps=installed.guard_deps(),
         policy=installed.escalations.tool_policy(run.agent.name),
         settings=run_settings(),
         active_seconds=run.active_seconds,
         session_id=run.session_id,
         agent=run.agent.name,
-        cancelled=lambda: heartbeat.cancel_requested,
+        cancelled=lambda: lease.cancel_requested or journal_.cancel_seen,
         tool_cache=installed.tool_cache(),
         caches=installed.agent_caches() if installed.agent_caches is not None else None,
     )
@@ -269,7 +308,6 @@ def execute_run(run_pk: int) -> str:
             error=f"no agent function is registered under {run.agent.name!r}",
         )
         return "failed"
-    heartbeat = Heartbeat(run.pk, worker, lease, seen=(run.agent.name, run.session_id))
     started = time.monotonic()
     activity.touch(run.agent.name, run.session_id)
     outcome = "failed"
@@ -292,15 +330,18 @@ def execute_run(run_pk: int) -> str:
         def active() -> float:
             return run.active_seconds + (time.monotonic() - started)
 
-        # Everything after the heartbeat starts is inside this try, so that it always stops: a heartbeat left
-        # running by an error would keep renewing the lease of a run nobody executes.
-        heartbeat.start()
+        # Everything after the lease is held is inside this try, so that it is always released: a lease kept by
+        # an error would be renewed for a run nobody executes.
+        held = leases.Lease(run.pk, worker, lease, seen=(run.agent.name, run.session_id))
+        leases.keeper.keep(held)
         try:
             if not run.trace_id:
                 carrier: dict[str, str] = {}
                 propagate.inject(carrier)
                 lifecycle.record_trace_id(run.pk, trace_id, carrier if span.get_span_context().is_valid else None)
-            ctx = _run_context(run, worker, heartbeat)
+            journal_ = DbJournal(run.pk, worker, first_execution=run.executions == 1)
+            held.mark_in_flight = journal_.mark_in_flight
+            ctx = _run_context(run, worker, held, journal_)
             output = spec.fn(ctx, run.input)
             lifecycle.complete_run(run.pk, worker, _jsonable(output), active())
             outcome = "succeeded"
@@ -344,7 +385,7 @@ def execute_run(run_pk: int) -> str:
             except LeaseLost:
                 outcome = "lease-lost"
         finally:
-            heartbeat.stop()
+            leases.keeper.release(held)
             span.set_attribute("agentops.run.outcome", outcome)
             if outcome == "failed" and failure is not None:
                 span.set_attribute(genai.ERROR_TYPE, error_class_name(failure))

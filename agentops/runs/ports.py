@@ -50,6 +50,9 @@ class RunPorts:
     tool_cache: Callable[[], TwoLevelCache]  # the cache of cacheable tools (process-wide)
     escalations: EscalationPort
     step_cost: Callable[[int, int], Decimal]  # (run id, step seq) -> what its ledger rows cost
+    # The same as one SQL scalar expression over the parameters %(run)s and %(seq)s, so that the journal
+    # prices a step inside the one statement that records it.
+    step_cost_sql: str
     agents_changed: Callable[[], None]  # an agent's team changed: the budget directory re-reads
     run_calls: Callable[[int], list[dict[str, Any]]]  # a run's priced calls, as the run page lists them
     # The caches agents reach by name with ctx.cache (tool_results, user_profiles), process-wide.

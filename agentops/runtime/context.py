@@ -95,8 +95,11 @@ class StepJournal(Protocol):
     def replay(self, seq: int) -> RecordedStep | None:
         """The recorded step at `seq` in this run, or None if it never started or must run again."""
 
-    def begin(self, seq: int, kind: str, name: str, phase: str | None, args: Mapping[str, Any]) -> None:
-        """Record that the step started (committed before the work, so a crash is visible)."""
+    def begin(
+        self, seq: int, kind: str, name: str, phase: str | None, args: Mapping[str, Any], *, durable: bool = False
+    ) -> None:
+        """The step starts. ``durable`` (a side-effecting tool) and phases: recorded before the work, so a crash
+        is visible; other steps may be recorded only when they end (one write per step)."""
 
     def complete(self, seq: int, result: Any, meta: StepMeta, *, end_seq: int | None = None) -> None: ...
 
@@ -452,7 +455,7 @@ class RunContext:
         raise ToolRejected(spec.name, comment, expired=bool(decision.get("expired")))
 
     def _run_tool(self, seq: int, spec: ToolSpec, args: dict, side_effect: bool) -> Any:
-        self.journal.begin(seq, "tool", spec.name, self._phase, {"args": args})
+        self.journal.begin(seq, "tool", spec.name, self._phase, {"args": args}, durable=side_effect)
         key = self.idempotency_key(seq) if side_effect else None
         cache_entry = None
         if spec.cacheable and not side_effect and self._tool_cache is not None:

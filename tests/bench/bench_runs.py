@@ -20,7 +20,7 @@ from pathlib import Path
 
 from agentops.celery import app
 from agentops.runtime.context import agent, tool
-from tests.bench.common import bench_worker, migrate
+from tests.bench.common import bench_database, bench_worker
 from tests.bench.harness import Result, interleaved
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,27 +101,29 @@ def _chains_round(count: int) -> float:
 
 
 def run() -> list[Result]:
-    from agentops.runs.models import Run
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    migrate(env)
-    bench_agent = _configure()
-    previous_routes = app.conf.task_routes
-    app.conf.update(task_routes={"agentops.execute_run": {"queue": QUEUE}})  # our runs go to our worker
-    try:
-        with bench_worker(
-            "runs", QUEUE, {**env, "AGENTOPS_AGENT_MODULES": "tests.bench.bench_runs"}, "-I", "tests.bench.bench_runs"
-        ):
-            _runs_round(bench_agent, WARMUP)
-            _chains_round(WARMUP)
-            subject, baseline = interleaved(
-                ROUNDS,
-                lambda: [_runs_round(bench_agent, RUNS_PER_ROUND)],
-                lambda: [_chains_round(RUNS_PER_ROUND)],
-            )
-    finally:
-        app.conf.update(task_routes=previous_routes)
-        Run.objects.filter(agent=bench_agent).delete()
+    # A database of its own, fresh every time: the seeded daily budget (100,000 tokens, escalate) is not spent
+    # by earlier benchmark runs of the same day (runs would wait for a human instead of finishing).
+    with bench_database("runs") as env:
+        bench_agent = _configure()
+        previous_routes = app.conf.task_routes
+        app.conf.update(task_routes={"agentops.execute_run": {"queue": QUEUE}})  # our runs go to our worker
+        try:
+            with bench_worker(
+                "runs",
+                QUEUE,
+                {**env, "AGENTOPS_AGENT_MODULES": "tests.bench.bench_runs"},
+                "-I",
+                "tests.bench.bench_runs",
+            ):
+                _runs_round(bench_agent, WARMUP)
+                _chains_round(WARMUP)
+                subject, baseline = interleaved(
+                    ROUNDS,
+                    lambda: [_runs_round(bench_agent, RUNS_PER_ROUND)],
+                    lambda: [_chains_round(RUNS_PER_ROUND)],
+                )
+        finally:
+            app.conf.update(task_routes=previous_routes)
     runs_per_s = statistics.median(r[0] for r in subject)
     chains_per_s = statistics.median(r[0] for r in baseline)
     return [

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from opentelemetry import propagate, trace
 
@@ -122,10 +123,55 @@ def start_run(agent: Agent, input_data, *, session_id: str = "", idempotency_key
     return run, True
 
 
-@transaction.atomic
 def claim_run(run_pk: int, worker: str, lease_seconds: float) -> Run | None:
     """Take a queued run (or one whose lease expired) for this worker. None when another worker has it
-    or it moved on (a duplicate delivery exits quietly)."""
+    or it moved on (a duplicate delivery exits quietly).
+
+    The usual case is one statement (an UPDATE that returns the run and its agent); a run that is not simply
+    claimable (taken, cancelled, its agent disabled) goes the locking way, which says why."""
+    now = timezone.now()
+    params = {
+        "run": run_pk,
+        "worker": worker,
+        "now": now,
+        "expires": now + timedelta(seconds=lease_seconds),
+        "running": Run.Status.RUNNING,
+        "queued": Run.Status.QUEUED,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        row = cursor.fetchone()
+        columns = [column.name for column in cursor.description[2:]] if row is not None else []
+    if row is None:
+        return _claim_locked(run_pk, worker, lease_seconds)
+    by_column = dict(zip(columns, row[2:], strict=True))  # r.* comes in the table's order, not the model's
+    values = [
+        f.from_db_value(by_column[f.column], None, connection) if hasattr(f, "from_db_value") else by_column[f.column]
+        for f in Run._meta.concrete_fields
+    ]  # what the ORM's converters do (JSON columns arrive as text)
+    run = Run.from_db("default", _RUN_FIELDS, values)
+    run.agent = Agent.from_db("default", ["id", "name", "enabled"], [run.agent_id, row[0], row[1]])
+    announce_run(run)
+    return run
+
+
+_RUN_FIELDS = [f.attname for f in Run._meta.concrete_fields]
+# One statement claims a run that simply is claimable, and returns it with its agent's name (the agent's other
+# fields load if asked for).
+_CLAIM_SQL = """
+UPDATE agentops_run r SET status = %(running)s, lease_owner = %(worker)s, lease_expires_at = %(expires)s,
+    executions = r.executions + 1, started_at = COALESCE(r.started_at, %(now)s), version = r.version + 1,
+    updated_at = %(now)s
+FROM agentops_agent a
+WHERE r.id = %(run)s AND a.id = r.agent_id AND NOT r.cancel_requested AND (a.enabled OR r.executions > 0)
+    AND (r.status = %(queued)s OR (r.status = %(running)s AND (r.lease_expires_at IS NULL
+    OR r.lease_expires_at < %(now)s)))
+RETURNING a.name, a.enabled, r.*
+"""
+
+
+@transaction.atomic
+def _claim_locked(run_pk: int, worker: str, lease_seconds: float) -> Run | None:
     run = Run.objects.select_for_update().select_related("agent").filter(pk=run_pk).first()
     if run is None:
         return None
@@ -203,10 +249,24 @@ def release_run(run_pk: int, worker: str, active_seconds: float) -> None:
     enqueue_execution(run.pk, countdown=min(2.0**executions, 60.0))
 
 
-@transaction.atomic
 def complete_run(run_pk: int, worker: str, output, active_seconds: float) -> None:
-    run = locked_own_run(run_pk, worker)
-    finish(run, Run.Status.SUCCEEDED, output=output, active_seconds=active_seconds)
+    """The run succeeded: one statement, checked against our lease."""
+    now = timezone.now()
+    done = Run.objects.filter(pk=run_pk, lease_owner=worker, status=Run.Status.RUNNING).update(
+        status=Run.Status.SUCCEEDED,
+        output=output,
+        error="",
+        error_class="",
+        lease_owner="",
+        lease_expires_at=None,
+        active_seconds=active_seconds,
+        finished_at=now,
+        version=F("version") + 1,
+        updated_at=now,
+    )
+    if not done:
+        raise LeaseLost(f"run {run_pk} is no longer leased to {worker}")
+    announce_run(Run(pk=run_pk, status=Run.Status.SUCCEEDED))
 
 
 @transaction.atomic

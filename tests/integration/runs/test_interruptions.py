@@ -86,7 +86,7 @@ def test_a_run_interrupted_by_postgresql_goes_back_to_the_queue_and_then_finishe
 def test_postgresql_away_before_the_first_step_requeues_the_run_and_stops_its_heartbeat(
     defaults, in_process, monkeypatch
 ):
-    import threading
+    from agentops.runs.leases import keeper
 
     run = start("t-steps", {"steps": 1})
 
@@ -96,9 +96,8 @@ def test_postgresql_away_before_the_first_step_requeues_the_run_and_stops_its_he
     monkeypatch.setattr(lifecycle, "record_trace_id", trace_write_fails)
     assert execution.execute_run(run.pk) == "requeued"
     assert Run.objects.get(pk=run.pk).status == "queued"
-    # A heartbeat left running would renew the lease of a run nobody executes, and beat would never reclaim it.
-    time.sleep(0.1)
-    assert not [t for t in threading.enumerate() if t.name == f"heartbeat-run-{run.pk}" and t.is_alive()]
+    # A lease still kept would be renewed for a run nobody executes, and beat would never reclaim it.
+    assert not keeper.holds(run.pk)
 
 
 def test_a_claim_that_meets_postgresql_away_is_handed_to_the_task_retry(defaults, in_process, monkeypatch):
@@ -186,3 +185,38 @@ def test_a_page_answers_503_with_retry_after_when_postgresql_is_away(defaults, m
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert b"The database is unavailable" in response.content
+
+
+def test_a_step_still_in_flight_is_marked_begun_once_and_a_fast_one_only_written_at_its_end(defaults, in_process):
+    """The journal writes a step once, when it ends; the lease keeper marks begun (running on the timeline,
+    counted should its worker die) a step still in flight after leases.MARK_AFTER, and that step's end then
+    counts no second execution."""
+    import threading
+
+    from django.db import connection
+
+    run = start("t-steps", {"steps": 1, "pause": 0.9})
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # what a timeline would show as running meanwhile
+        try:
+            while not done.is_set():
+                seen.update(Step.objects.filter(run=run, status="running").values_list("name", flat=True))
+                time.sleep(0.05)
+        finally:
+            connection.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert execution.execute_run(run.pk) == "succeeded"
+    finally:
+        done.set()
+        watcher.join()
+    assert "t_sleep" in seen and "t_echo" not in seen
+    steps = Step.objects.filter(run=run).order_by("seq")
+    assert [(s.name, s.status, s.executions) for s in steps][1:] == [
+        ("t_sleep", "completed", 1),
+        ("t_echo", "completed", 1),
+    ]

@@ -4,6 +4,7 @@ and what goes back (see app.py for the threading). Failures become OpenAI-shaped
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -485,13 +486,26 @@ def _header_value(text: str) -> bytes:
 def overhead(started: float, result, mode: str) -> bytes:
     """Milliseconds from the request's arrival to its answer, upstream calls excluded (also observed)."""
     overhead = max((time.perf_counter() - started) * 1000.0 - result.upstream_ms, 0.0)
-    metrics.GATEWAY_OVERHEAD_SECONDS.labels(mode).observe(overhead / 1000.0)
+    _overhead_histogram(mode).observe(overhead / 1000.0)
     return f"{overhead:.3f}".encode()
 
 
+# The metrics' children by label values, looked up once: ``labels()`` validates and hashes its arguments
+# under a lock on every call, a cost each answer paid twice or three times (a handful of statuses and modes).
+@functools.cache
+def _overhead_histogram(mode: str):
+    return metrics.GATEWAY_OVERHEAD_SECONDS.labels(mode)
+
+
+@functools.cache
+def _counters(status: int, mode: str) -> tuple:
+    success = "true" if status < 400 else "false"
+    return metrics.GATEWAY_REQUESTS.labels(str(status), mode), metrics.REQUESTS.labels("gateway", success)
+
+
 def _count(status: int, mode: str) -> None:  # once per guarded call; an error answer is not a success
-    metrics.GATEWAY_REQUESTS.labels(str(status), mode).inc()
-    metrics.REQUESTS.labels(session_type="gateway", success="true" if status < 400 else "false").inc()
+    for counter in _counters(status, mode):
+        counter.inc()
 
 
 def body_of(result, request_id: str, *, keep_native: bool = False) -> dict[str, Any]:

@@ -105,6 +105,9 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_
 # prefork would be shared across processes.
 if env_bool("DB_POOL", False):
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django refuses both
+    # Django's pool check is an empty query per checkout (a round trip each gateway request pays); this backend
+    # looks at the socket and queries only when the server spoke (agentops/lib/pgpool).
+    DATABASES["default"]["ENGINE"] = "agentops.lib.pgpool"
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env_int("DB_POOL_MIN", 2, minimum=0),
         "max_size": env_int("DB_POOL_MAX", 20, minimum=1),

@@ -229,8 +229,14 @@ async def _messages(scope, receive, send, path: str, started: float, request_id:
 # --- HTTP plumbing -----------------------------------------------------------------------------------
 
 
+HEADERS = "agentops.headers"  # the request's headers decoded, kept in its scope: the key check and the job share them
+
+
 def _headers(scope) -> dict[str, str]:
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    headers = scope.get(HEADERS)
+    if headers is None:
+        headers = scope[HEADERS] = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    return headers
 
 
 def _refuse_known_bad_key(scope) -> None:

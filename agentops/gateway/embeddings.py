@@ -35,7 +35,6 @@ from agentops.gateway.handling import (
     authorize_model,
     database_unavailable,
     overhead,
-    rate_limit,
     session_of,
 )
 from agentops.gateway.wire import WireError, bad_request
@@ -211,8 +210,7 @@ def embeddings_job(raw: bytes, headers: dict[str, str], outbox, started: float, 
     after: list = []  # the settle and log line, run once the answer is on its way
     try:
         principal = authenticate(headers)
-        admit(principal, outbox)
-        rate_limit(principal)
+        admit(principal, outbox)  # its in-flight slot and a rate-limit token: one Redis call
         request = parse_embeddings_request(raw)
         outbox.seen = (principal.agent, session_of(headers, request.user))  # marked active at the slot's release
         authorize_model(principal, request.model)

@@ -4,6 +4,7 @@ and what goes back (see app.py for the threading). Failures become OpenAI-shaped
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,7 @@ from agentops.gateway.human_hold import Held
 from agentops.gateway.tool_review import ask_for_calls, calls_of
 from agentops.gateway.wire import ChatRequest, WireError
 from agentops.keys.tokens import lookup
-from agentops.lib.inflight import TooManyInFlight
-from agentops.lib.inflight import admit as take_slot
+from agentops.lib.inflight import TooManyInFlight, admit_within_rate
 from agentops.lib.inflight import release as release_slot
 from agentops.lib.ratelimit import RateLimited, take
 from agentops.observability import metrics
@@ -93,9 +93,12 @@ def database_unavailable() -> WireError:
 
 def admit(principal, outbox) -> None:
     """Take one of the key's in-flight slots for this request (released when the job ends, or by app._chat
-    when a held answer's hold ends; a stream's job ends with the stream); at the cap, 429 in OpenAI's shape."""
+    when a held answer's hold ends; a stream's job ends with the stream) and a token of its rate limit, in
+    one Redis call; at the cap, or without a token, 429 in OpenAI's shape."""
     try:
-        outbox.slot = take_slot(principal.key_id, principal.max_in_flight)
+        outbox.slot = admit_within_rate(principal.key_id, principal.max_in_flight, principal.rate_per_minute)
+    except RateLimited as exc:
+        raise rate_limited(exc) from None
     except TooManyInFlight as exc:
         raise WireError(
             429,
@@ -125,16 +128,21 @@ def authorize_model(principal, model: str) -> None:
 
 
 def rate_limit(principal) -> None:
+    """A token of the key's rate limit for a request that takes no in-flight slot (``admit`` takes both)."""
     try:
         take(principal.key_id, principal.rate_per_minute)
     except RateLimited as exc:
-        raise WireError(
-            429,
-            f"Rate limit reached for this API key; retry after {exc.retry_after:.2f} s.",
-            type_="requests",
-            code="rate_limit_exceeded",
-            retry_after=exc.retry_after,
-        ) from None
+        raise rate_limited(exc) from None
+
+
+def rate_limited(exc: RateLimited) -> WireError:
+    return WireError(
+        429,
+        f"Rate limit reached for this API key; retry after {exc.retry_after:.2f} s.",
+        type_="requests",
+        code="rate_limit_exceeded",
+        retry_after=exc.retry_after,
+    )
 
 
 # --- which models answer -----------------------------------------------------------------------------
@@ -249,14 +257,13 @@ def run_job(
     answer: Callable[..., None],
     render: Callable[[WireError], tuple[int, list[tuple[bytes, bytes]], bytes]] = openai_error,
 ) -> None:
-    """One gateway request on its thread: the key, its in-flight slot and rate limit, then
+    """One gateway request on its thread: the key, its in-flight slot and rate-limit token, then
     ``answer(principal, raw, headers, outbox, started, request_id, after)``; any failure answered through
     ``outbox`` as ``render`` shapes it (OpenAI's by default; /v1/messages passes Anthropic's)."""
 
     def work(after: list) -> None:
         principal = authenticate(headers)
-        admit(principal, outbox)
-        rate_limit(principal)
+        admit(principal, outbox)  # its in-flight slot and a rate-limit token: one Redis call
         answer(principal, raw, headers, outbox, started, request_id, after)
 
     _job(work, outbox, request_id, "stream" if b'"stream":true' in raw.replace(b" ", b"") else "json", render)
@@ -480,13 +487,26 @@ def _header_value(text: str) -> bytes:
 def overhead(started: float, result, mode: str) -> bytes:
     """Milliseconds from the request's arrival to its answer, upstream calls excluded (also observed)."""
     overhead = max((time.perf_counter() - started) * 1000.0 - result.upstream_ms, 0.0)
-    metrics.GATEWAY_OVERHEAD_SECONDS.labels(mode).observe(overhead / 1000.0)
+    _overhead_histogram(mode).observe(overhead / 1000.0)
     return f"{overhead:.3f}".encode()
 
 
+# The metrics' children by label values, looked up once: ``labels()`` validates and hashes its arguments
+# under a lock on every call, a cost each answer paid twice or three times (a handful of statuses and modes).
+@functools.cache
+def _overhead_histogram(mode: str):
+    return metrics.GATEWAY_OVERHEAD_SECONDS.labels(mode)
+
+
+@functools.cache
+def _counters(status: int, mode: str) -> tuple:
+    success = "true" if status < 400 else "false"
+    return metrics.GATEWAY_REQUESTS.labels(str(status), mode), metrics.REQUESTS.labels("gateway", success)
+
+
 def _count(status: int, mode: str) -> None:  # once per guarded call; an error answer is not a success
-    metrics.GATEWAY_REQUESTS.labels(str(status), mode).inc()
-    metrics.REQUESTS.labels(session_type="gateway", success="true" if status < 400 else "false").inc()
+    for counter in _counters(status, mode):
+        counter.inc()
 
 
 def body_of(result, request_id: str, *, keep_native: bool = False) -> dict[str, Any]:

@@ -15,22 +15,33 @@ from agentops.lib.redis import runtime_redis
 
 log = structlog.get_logger(__name__)
 
-# KEYS[1] bucket; ARGV: rate per second, burst, now (s). Returns {allowed, seconds until a token is back}.
-TAKE = """
-local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed = 0
-if tokens >= 1 then
-    tokens = tokens - 1
-    allowed = 1
+# The bucket as a Lua function, shared by TAKE and by the gateway's admission (agentops/lib/inflight.py), which
+# takes a token and an in-flight slot in one round trip. Returns allowed (1/0), seconds until a token is back.
+BUCKET = """
+local function take_token(key, rate, burst, now)
+    local state = redis.call('HMGET', key, 'tokens', 'at')
+    local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+    tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+    local allowed = 0
+    if tokens >= 1 then
+        tokens = tokens - 1
+        allowed = 1
+    end
+    redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+    redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
+    if allowed == 1 then return 1, 0 end
+    return 0, (1 - tokens) / rate
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-if allowed == 1 then return {1, '0'} end
-return {0, tostring((1 - tokens) / rate)}
 """
+
+# KEYS[1] bucket; ARGV: rate per second, burst, now (s). Returns {allowed, seconds until a token is back}.
+TAKE = (
+    BUCKET
+    + """
+local allowed, wait = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {allowed, tostring(wait)}
+"""
+)
 
 
 class RateLimited(Exception):
@@ -40,6 +51,15 @@ class RateLimited(Exception):
 
 
 _script = None
+
+
+def bucket_key(key_id: int) -> str:
+    return f"agentops:ratelimit:{key_id}"
+
+
+def now_arg() -> str:
+    """The bucket's clock (this process's), as the scripts take it."""
+    return f"{time.time():.6f}"
 
 
 def limits(per_minute: int | None = None) -> tuple[float, float]:
@@ -57,8 +77,8 @@ def take(key_id: int, per_minute: int | None = None) -> None:
         if _script is None:
             _script = runtime_redis().register_script(TAKE)
         allowed, wait = _script(
-            keys=[f"agentops:ratelimit:{key_id}"],
-            args=[rate, burst, f"{time.time():.6f}"],
+            keys=[bucket_key(key_id)],
+            args=[rate, burst, now_arg()],
         )
     except Exception as exc:  # Redis down: do not turn a limiter outage into an API outage
         log.warning("ratelimit.unavailable", error=repr(exc)[:200])

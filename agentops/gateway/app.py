@@ -33,16 +33,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentops.gateway import human_hold, messages_wire, responses, wire
+from agentops.gateway.admission import authenticate, bearer_key, database_unavailable, invalid_api_key
 from agentops.gateway.embeddings import embeddings_job
-from agentops.gateway.handling import (
-    authenticate,
-    bearer_key,
-    catalog,
-    chat_job,
-    database_unavailable,
-    held_job,
-    invalid_api_key,
-)
+from agentops.gateway.handling import catalog, chat_job, held_job
 from agentops.gateway.messages import count_tokens_job, messages_job, with_api_key
 from agentops.gateway.tool_review import apply_decisions, decided_by_position, decisions_for
 from agentops.gateway.wire import WireError

@@ -26,17 +26,8 @@ import structlog
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
-from agentops.gateway.handling import (
-    _count,
-    _exhausted,
-    _header_value,
-    admit,
-    authenticate,
-    authorize_model,
-    database_unavailable,
-    overhead,
-    session_of,
-)
+from agentops.gateway.admission import admit, authenticate, authorize_model, database_unavailable, session_of
+from agentops.gateway.handling import _count, _exhausted, _header_value, overhead
 from agentops.gateway.wire import WireError, bad_request
 from agentops.lib import jsonbody
 from agentops.lib.inflight import release as release_slot

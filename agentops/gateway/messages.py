@@ -21,16 +21,13 @@ import structlog
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import human_hold, messages_wire, wire
+from agentops.gateway.admission import authenticate, authorize_model, bearer_key, database_unavailable
 from agentops.gateway.handling import (
     DEFAULT_OPERATION,
     _count,
     _job,
     annotations,
-    authenticate,
-    authorize_model,
-    bearer_key,
     body_of,
-    database_unavailable,
     guarded_call,
     overhead,
     resolve,

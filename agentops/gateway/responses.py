@@ -23,7 +23,8 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
 from agentops.gateway.actions.responses import delete_response, find_response, save_response
-from agentops.gateway.handling import authenticate, chat_job, database_unavailable, rate_limit
+from agentops.gateway.admission import authenticate, database_unavailable, rate_limit
+from agentops.gateway.handling import chat_job
 from agentops.gateway.responses_stream import ResponsesEvents
 from agentops.gateway.responses_wire import (
     ResponsesRequest,

@@ -75,7 +75,31 @@ def cache_key(kind: str, request: Mapping[str, Any]) -> str:
     return f"{kind}:{digest}"
 
 
-class TwoLevelCache:
+class RedisBackoff:
+    """Redis as an optimisation: after an error it is left alone for ``_retry_interval`` seconds, so a dead
+    Redis does not add a connection attempt to every call (the subclass sets ``_redis``, ``_redis_failed_at``
+    and ``_retry_interval``, clears ``_redis_failed_at`` after a success, and says what an error means)."""
+
+    _redis = None
+    _redis_failed_at: float | None = None
+    _retry_interval: float = 1.0
+
+    def _redis_usable(self) -> bool:
+        if self._redis is None:
+            return False
+        failed = self._redis_failed_at
+        return failed is None or time.monotonic() - failed >= self._retry_interval
+
+    def _redis_failed(self, exc: Exception) -> None:
+        if self._redis_failed_at is None:
+            self._redis_warning(exc)
+        self._redis_failed_at = time.monotonic()
+
+    def _redis_warning(self, exc: Exception) -> None:
+        raise NotImplementedError
+
+
+class TwoLevelCache(RedisBackoff):
     """Memory LRU (thread-safe, ``spec.max_entries``) then Redis (``EX spec.ttl_seconds``).
 
     ``spec_source`` (optional) is asked for the current spec on every store and look-up, so an admin's change
@@ -272,13 +296,5 @@ class TwoLevelCache:
         self._redis_failed_at = None
         return raw, ttl_ms
 
-    def _redis_usable(self) -> bool:
-        if self._redis is None:
-            return False
-        failed = self._redis_failed_at
-        return failed is None or time.monotonic() - failed >= self._retry_interval
-
-    def _redis_failed(self, exc: Exception) -> None:
-        if self._redis_failed_at is None:
-            logger.warning("cache %s: Redis error (%s); memory only for now", self.spec.name, exc)
-        self._redis_failed_at = time.monotonic()
+    def _redis_warning(self, exc: Exception) -> None:
+        logger.warning("cache %s: Redis error (%s); memory only for now", self.spec.name, exc)

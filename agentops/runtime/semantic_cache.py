@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agentops.observability.metrics import SEMANTIC_CACHE, SEMANTIC_SIMILARITY
-from agentops.runtime.cache import REDIS_ERRORS
+from agentops.runtime.cache import REDIS_ERRORS, RedisBackoff
 from agentops.runtime.embeddings import guarded_embeddings
 from agentops.runtime.fallback import Hop
 from agentops.runtime.providers.base import EmbeddingsRequest, LLMRequest
@@ -164,7 +164,7 @@ def semantic_headers(result: GuardResult, use_cache: bool) -> list[tuple[bytes, 
     return [(b"x-agentops-cache", b"hit" if result.cache_hit else (b"miss" if use_cache else b"bypass"))]
 
 
-class SemanticCache:
+class SemanticCache(RedisBackoff):
     """Every route's semantic cache in this process (see the module)."""
 
     def __init__(
@@ -372,16 +372,8 @@ class SemanticCache:
     def _count(self, settings: SemanticSettings, result: str) -> None:
         SEMANTIC_CACHE.labels(route=settings.route, result=result).inc()
 
-    def _redis_usable(self) -> bool:
-        if self._redis is None:
-            return False
-        failed = self._redis_failed_at
-        return failed is None or time.monotonic() - failed >= self._retry_interval
-
-    def _redis_failed(self, exc: Exception) -> None:
-        if self._redis_failed_at is None:
-            logger.warning("semantic cache: Redis error (%s); this process's entries only for now", exc)
-        self._redis_failed_at = time.monotonic()
+    def _redis_warning(self, exc: Exception) -> None:
+        logger.warning("semantic cache: Redis error (%s); this process's entries only for now", exc)
 
     def clear_memory(self) -> None:
         with self._lock:

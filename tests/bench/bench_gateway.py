@@ -50,7 +50,7 @@ import openai
 import redis
 
 from tests.bench import litellm_proxy
-from tests.bench.common import bench_database, uvicorn_server
+from tests.bench.common import bench_database, stop_process, uvicorn_server
 from tests.bench.harness import Result, median_of_rounds, percentile
 from tests.fixtures.runtime import free_port, mock_openai_answers, run_mock_openai_in_background
 from tests.fixtures.waiting import wait_for, while_running
@@ -113,12 +113,7 @@ def mock_openai():
         wait_for(while_running(proc, lambda: mock_openai_answers(root), "the mock", log), timeout=15, interval=0.05)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 @contextmanager
@@ -137,12 +132,7 @@ def passthrough_server(mock_url: str):
         wait_for(while_running(proc, lambda: _healthy(root), "the bare passthrough", log), timeout=30, interval=0.05)
         yield root + "/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def _healthy(root: str) -> bool:

@@ -40,6 +40,7 @@ from agentops.runtime.guard import GuardDeps, guarded_llm, make_breaker_registry
 from agentops.runtime.providers import LLMRequest, OpenAICompatProvider
 from agentops.runtime.routing import Target
 from agentops.runtime.timeouts import AdaptiveTimeouts
+from tests.bench.common import stop_process
 from tests.bench.harness import Result, interleaved, median_of_rounds
 from tests.fixtures.runtime import fail_fast_redis, free_port, mock_openai_answers
 from tests.fixtures.waiting import wait_for, while_running
@@ -276,12 +277,7 @@ def _mock_openai() -> Iterator[str]:
         wait_for(while_running(proc, lambda: mock_openai_answers(root), "the mock", log), timeout=60, interval=0.05)
         yield root + "/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextmanager

@@ -103,6 +103,16 @@ def load(url: str, requests: int, concurrency: int, **kwargs) -> tuple[list[floa
 
 
 @contextmanager
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds: every process a bench starts ends this way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def bench_worker(name: str, queue: str, env: dict, *extra: str):
     """One Celery worker process (prefork, concurrency 1) consuming only the bench's private ``queue``, its log in
     .run/bench/worker-<name>.log; ``extra`` are more worker arguments (e.g. ``-I module``). Yields the process
@@ -129,9 +139,4 @@ def bench_worker(name: str, queue: str, env: dict, *extra: str):
         wait_for(while_running(proc, answered, f"the bench worker (see {log})", log), timeout=60, interval=0)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 20)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import Future
 
 import structlog
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from django.db import transaction
 
 from agentops.observability import metrics
@@ -23,6 +25,7 @@ from agentops.observability import metrics
 log = structlog.get_logger(__name__)
 
 SEND_TIMEOUT = 5.0
+BATCH = 256  # events taken off the queue at once: one membership round trip for all their groups
 
 
 def group_kind(group: str) -> str:
@@ -65,16 +68,24 @@ class _Sender:
     @staticmethod
     async def _drain(queue: asyncio.Queue) -> None:
         while True:
-            group, event, data, done = await queue.get()
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < BATCH:
+                batch.append(queue.get_nowait())
             try:
-                await _send(group, event, data)
-            except Exception as exc:
-                log.warning("live.send_failed", group=group, live_event=event, error=repr(exc))
-                if not done.done():
-                    done.set_exception(exc)
-            else:
-                if not done.done():
-                    done.set_result(None)
+                listened = await _listened(group for group, *_ in batch)
+            except Exception:  # the sends below meet the same error and log it per event
+                listened = None
+            for group, event, data, done in batch:
+                try:
+                    if listened is None or group in listened:
+                        await _send(group, event, data)
+                except Exception as exc:
+                    log.warning("live.send_failed", group=group, live_event=event, error=repr(exc))
+                    if not done.done():
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(None)
 
     def _enqueue(self, item) -> None:
         if self._queue.qsize() >= self.MAX_BACKLOG:
@@ -95,6 +106,29 @@ _sender = _Sender()
 
 def _layer():
     return get_channel_layer()
+
+
+async def _listened(groups) -> set[str] | None:
+    """Which of ``groups`` have a socket in them, asked in one pipelined round trip (None: the layer is not
+    channels-redis, so every event is sent). A group_send to a group nobody listens to still costs two
+    round trips (expire old members, read members); most run and step events have no listener."""
+    layer = _layer()
+    if not isinstance(layer, RedisChannelLayer):
+        return None
+    by_connection: dict[int, list[str]] = {}
+    for group in set(groups):
+        by_connection.setdefault(layer.consistent_hash(group), []).append(group)
+    expired = int(time.time()) - layer.group_expiry
+    listened: set[str] = set()
+    for index, names in by_connection.items():
+        pipe = layer.connection(index).pipeline(transaction=False)
+        for group in names:
+            key = layer._group_key(group)
+            pipe.zremrangebyscore(key, min=0, max=expired)
+            pipe.zcard(key)
+        counts = (await pipe.execute())[1::2]
+        listened.update(group for group, count in zip(names, counts, strict=True) if count)
+    return listened
 
 
 async def _send(group: str, event: str, data: dict) -> None:

@@ -89,16 +89,22 @@ class _Partition:
     ids: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
     matrix: np.ndarray | None = None
-
-    def set(self, items: list[tuple[str, dict[str, Any], np.ndarray]]) -> None:
-        self.ids = [item[0] for item in items]
-        self.entries = [item[1] for item in items]
-        self.matrix = np.vstack([item[2] for item in items]) if items else None
+    # Entries this process stored that Redis may not hold yet (their publish is deferred or failed): a re-read
+    # from Redis keeps them, so a paraphrase right after a fresh answer still finds it here.
+    pending: dict[str, tuple[dict[str, Any], np.ndarray]] = field(default_factory=dict)
 
     def add(self, entry_id: str, entry: dict[str, Any], vector: np.ndarray, max_entries: int) -> None:
         items = [*zip(self.ids, self.entries, list(self.matrix) if self.matrix is not None else [], strict=True)]
         items = [item for item in items if item[0] != entry_id][-(max_entries - 1) :] if max_entries > 1 else []
         self.set([*items, (entry_id, entry, vector)])
+        self.pending[entry_id] = (entry, vector)
+
+    def set(self, items: list[tuple[str, dict[str, Any], np.ndarray]]) -> None:
+        self.ids = [item[0] for item in items]
+        self.entries = [item[1] for item in items]
+        self.matrix = np.vstack([item[2] for item in items]) if items else None
+        kept = set(self.ids)  # an entry pushed out of the bounded partition is no longer pending either
+        self.pending = {i: pending for i, pending in self.pending.items() if i in kept}
 
 
 @dataclass
@@ -143,11 +149,14 @@ class Probe:
         """After a fresh answer: store it (``store``: a model answered; through ``defer`` when given) and
         return ``result`` with a near miss noted first among its hops (the run timeline shows it)."""
         if store:
-            entry = to_cache_entry(result)
-            if defer is not None:
-                defer(lambda: self.cache.store(self, entry))
-            else:
-                self.cache.store(self, entry)
+            # This process answers the next paraphrase at once (the very next request may come before deferred
+            # work runs); other processes see the entry once it is in Redis.
+            stored = self.cache.remember(self, to_cache_entry(result))
+            if stored is not None:
+                if defer is not None:
+                    defer(lambda: self.cache.publish(self, *stored))
+                else:
+                    self.cache.publish(self, *stored)
         if self.near_miss:
             reason = f"similarity {self.similarity:.3f} < {self.settings.threshold:.3f}"
             hop = Hop(SEMANTIC, "near_miss", target=self.settings.route, reason=reason)
@@ -257,6 +266,12 @@ class SemanticCache(RedisBackoff):
     # --- store -------------------------------------------------------------------------------------
     def store(self, probe: Probe, answer: dict[str, Any]) -> None:
         """``answer`` under the probe's vector, in this process at once and in Redis for every other."""
+        stored = self.remember(probe, answer)
+        if stored is not None:
+            self.publish(probe, *stored)
+
+    def remember(self, probe: Probe, answer: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """``answer`` in this process's copy of the partition; returns its entry (for ``publish``)."""
         try:
             entry = {
                 "signature": probe.signature,
@@ -264,36 +279,50 @@ class SemanticCache(RedisBackoff):
                 "expires": self._clock() + probe.settings.ttl,
             }
             entry_id = f"{int(self._clock() * 1e6):x}{id(entry) & 0xFFFF:04x}"
-            version = None
-            if self._redis_usable():
-                wire = {**entry, "vector": base64.b64encode(probe.vector.astype("<f4").tobytes()).decode("ascii")}
-                keys = self._keys(probe.partition)
-                try:
-                    version = int(
-                        self._script(
-                            keys=keys,
-                            args=[
-                                entry_id,
-                                json.dumps(wire, separators=(",", ":")),
-                                int(self._clock() * 1000),
-                                self.max_entries,
-                                max(1, int(probe.settings.ttl * 1000)),
-                            ],
-                        )
-                    )
-                    self._redis_failed_at = None
-                except REDIS_ERRORS as exc:
-                    self._redis_failed(exc)
             with self._lock:
                 part = self._partitions.get(probe.partition) or _Partition()
                 part.add(entry_id, entry, probe.vector, self.max_entries)
-                # Only this store since the last read: the local copy is current; else re-read on next look-up.
-                part.version = version if version is not None and version == part.version + 1 else part.version
-                if version is not None and version != part.version:
-                    part.checked_at = float("-inf")
                 self._remember(probe.partition, part)
         except Exception:
             logger.exception("semantic cache: storing an answer failed")
+            return None
+        return entry_id, entry
+
+    def publish(self, probe: Probe, entry_id: str, entry: dict[str, Any]) -> None:
+        """The entry ``remember`` kept, into Redis for every other process (Redis away: this process only)."""
+        if not self._redis_usable():
+            return
+        wire = {**entry, "vector": base64.b64encode(probe.vector.astype("<f4").tobytes()).decode("ascii")}
+        try:
+            version = int(
+                self._script(
+                    keys=self._keys(probe.partition),
+                    args=[
+                        entry_id,
+                        json.dumps(wire, separators=(",", ":")),
+                        int(self._clock() * 1000),
+                        self.max_entries,
+                        max(1, int(probe.settings.ttl * 1000)),
+                    ],
+                )
+            )
+            self._redis_failed_at = None
+        except REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return
+        except Exception:
+            logger.exception("semantic cache: storing an answer failed")
+            return
+        with self._lock:
+            part = self._partitions.get(probe.partition)
+            if part is None:
+                return
+            part.pending.pop(entry_id, None)
+            # Only this store since the last read: the local copy is current; else re-read on the next look-up.
+            if version == part.version + 1:
+                part.version = version
+            else:
+                part.checked_at = float("-inf")
 
     # --- internals ---------------------------------------------------------------------------------
     def _embed(
@@ -353,9 +382,13 @@ class SemanticCache(RedisBackoff):
             except (ValueError, KeyError, TypeError):
                 continue
             items.append((entry_id.decode() if isinstance(entry_id, bytes) else entry_id, data, vector))
-        items.sort(key=lambda item: item[0])
-        fresh.set(items[-self.max_entries :])
         with self._lock:
+            if part is not None:  # what this process stored and Redis does not hold yet stays
+                known = {item[0] for item in items}
+                fresh.pending = {i: kept for i, kept in part.pending.items() if i not in known}
+                items += [(i, entry, vector) for i, (entry, vector) in fresh.pending.items()]
+            items.sort(key=lambda item: item[0])
+            fresh.set(items[-self.max_entries :])
             self._remember(key, fresh)
         return fresh
 

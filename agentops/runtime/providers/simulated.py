@@ -80,22 +80,24 @@ SYNONYMS = {
 
 def simulated_embedding(model: str, item: Any, dimensions: int | None = None) -> list[float]:
     """A deterministic unit vector for ``item`` (a string or a list of token ids) on ``model``: float32
-    values (so its base64 form decodes to exactly these floats), ``dimensions`` taken as OpenAI's
-    text-embedding-3 models do (the first ``dimensions`` values, normalised again). A string behaves like a
-    real model's: its words (``SYNONYMS`` as one), word pairs and character trigrams hashed into the width
-    with the model as salt, so paraphrases are close and unrelated texts far apart; a token list is seeded
-    from a hash of it (random)."""
+    values (so its base64 form decodes to exactly these floats), ``dimensions`` wide when asked (as OpenAI's
+    text-embedding-3 models allow). A string behaves like a real model's: its words (``SYNONYMS`` as one),
+    word pairs and character trigrams hashed into the width with the model as salt, so paraphrases are
+    close and unrelated texts far apart; a token list is seeded from a hash of it (random) and cut to its
+    first ``dimensions`` values, normalised again."""
     width, _ = embedding_width(model)
     if isinstance(item, str):
         canonical = " ".join(SYNONYMS.get(word, word) for word in normalise(item).split())
-        vector = hashed_vector(features(canonical), width, salt=model.encode("utf-8"))
-        values = vector.tolist() if vector.any() else [1.0] + [0.0] * (width - 1)
+        # Hashed into the width asked for: a real model's vector is dense, so its first few values still
+        # tell texts apart; a sparse hashed one cut to them would be mostly (or all) zeros.
+        vector = hashed_vector(features(canonical), dimensions or width, salt=model.encode("utf-8"))
+        values = vector.tolist() if vector.any() else [1.0] + [0.0] * (len(vector) - 1)
     else:
         seed = hashlib.sha256(f"{model}\n{json.dumps(item, ensure_ascii=False)}".encode()).digest()
         raw = random.Random(seed).randbytes(4 * width)
         values = [n / 2147483648.0 - 1.0 for n in struct.unpack(f"<{width}I", raw)]
     if dimensions:
-        values = values[:dimensions]
+        values = values[:dimensions]  # a no-op for a string: it was hashed into that width
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     return float32([v / norm for v in values])
 

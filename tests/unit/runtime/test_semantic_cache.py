@@ -132,7 +132,7 @@ class Pipeline:
             semantic=semantic or SemanticCache(redis_client, refresh_seconds=0),
         )
 
-    def ask(self, text: str, *, agent="a", system="be brief", operation="classify", **kw):
+    def ask(self, text: str, *, agent="a", system="be brief", operation="classify", defer=None, **kw):
         messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
         request = LLMRequest(
             messages=messages,
@@ -141,7 +141,7 @@ class Pipeline:
             metadata={"agent": agent, "cache_scope": agent},
             **kw,
         )
-        return guarded_llm(request, deps=self.deps)
+        return guarded_llm(request, deps=self.deps, defer=defer)
 
 
 def counts(route="classify"):
@@ -207,3 +207,15 @@ def test_redis_away_is_a_miss_never_an_error(dead_redis_client, redis_client):
     assert (
         Pipeline(redis_client, SemanticCache(dead_redis_client)).ask("how can I reset my password").cache_hit is False
     )
+
+
+def test_a_fresh_answer_is_found_before_its_deferred_publish_reaches_redis(redis_client):
+    pipe = Pipeline(redis_client)  # refresh_seconds=0: every look-up asks Redis for the partition's version
+    later: list = []
+    pipe.ask("How do I reset my password?", defer=later.append)
+    assert later  # the Redis write waits for the gateway's after-answer work
+    assert pipe.ask("how can I reset my password").cache_hit and pipe.count == 1  # not dropped by the re-read
+    for work in later:
+        work()
+    other = Pipeline(redis_client)
+    assert other.ask("how can I reset my password").cache_hit and other.count == 0

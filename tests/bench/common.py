@@ -102,7 +102,6 @@ def load(url: str, requests: int, concurrency: int, **kwargs) -> tuple[list[floa
     return asyncio.run(_load(url, requests, concurrency, **kwargs))
 
 
-@contextmanager
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """SIGTERM, then SIGKILL after ``timeout`` seconds: every process a bench starts ends this way."""
     proc.terminate()
@@ -113,6 +112,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         proc.wait(5)
 
 
+@contextmanager
 def bench_worker(name: str, queue: str, env: dict, *extra: str):
     """One Celery worker process (prefork, concurrency 1) consuming only the bench's private ``queue``, its log in
     .run/bench/worker-<name>.log; ``extra`` are more worker arguments (e.g. ``-I module``). Yields the process

@@ -188,7 +188,9 @@ def ops_probe(request):
     form = ProbeForm(request.POST)
     if not form.is_valid():
         return render(request, "agentops/ops.html#probe-form", {"probe_form": form}, status=422)
-    task = queue.send_now("agentops.probe_route", form.cleaned_data["operation"], form.cleaned_data["prompt"])
+    task = queue.send_now(
+        "agentops.probe_route", form.cleaned_data["operation"], form.cleaned_data["prompt"], ignore_result=False
+    )  # its page polls for the result
     return render(
         request,
         "agentops/ops.html#probe-result",

@@ -28,6 +28,17 @@ def _bind_task_context(task_id=None, task=None, **kwargs):
     structlog.contextvars.bind_contextvars(task_id=task_id, task=task.name if task else None)
 
 
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _replace_unusable_connections(**kwargs):
+    """What Django does around each request: drop a connection past CONN_MAX_AGE, or broken (PostgreSQL
+    restarted), and health-check the next one before use. Celery no longer closes every connection around
+    every task (settings.CELERY_DB_REUSE_MAX says why)."""
+    from django.db import close_old_connections  # noqa: PLC0415  (after settings, as in _count_task)
+
+    close_old_connections()
+
+
 @signals.task_postrun.connect
 def _count_task(task=None, state=None, **kwargs):
     # Imported here, not at the top: a worker imports this module before Django's settings, and settings.py

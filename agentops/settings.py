@@ -163,6 +163,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One task at a time per process: runs are long and uneven, so prefetching more would park runs
 # behind a slow one while another worker sits idle.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes every database connection before and after EVERY task unless this is set,
+# so each task (a run's execution among them) opened a new PostgreSQL connection (~25 % of a short run's
+# time). Connections now live across tasks; agentops.celery replaces obsolete or broken ones before and
+# after each task, as Django does per request (close_old_connections: CONN_MAX_AGE and health checks).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=0)
 # With acks_late an unacknowledged task is redelivered after the visibility timeout. Runs hold a lease
 # with heartbeats (beat reclaims dead ones), so redelivery is only the last line of defence; it must be
 # longer than the longest run (request timeout 300 s) so a slow but live run is never duplicated.

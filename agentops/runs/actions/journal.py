@@ -94,11 +94,11 @@ def _json(value) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def step_begin(run_pk: int, worker: str, seq: int, kind: str, name: str, phase: str | None, arguments: dict) -> None:
-    """Journal: the step's work starts now (committed before the work, so a crash mid-step is visible and
-    counted). For phases, side-effecting tools and steps still in flight after a moment (execution.DbJournal);
-    one statement. Raises RunCancelled (nothing written) when the run was asked to stop."""
-    params = {
+def _step_params(
+    run_pk: int, worker: str, seq: int, kind: str, name: str, phase: str | None, arguments: dict | None
+) -> dict:
+    """What both journal statements bind: whose step it is, what it is, and its idempotency key."""
+    return {
         "run": run_pk,
         "worker": worker,
         "seq": seq,
@@ -107,8 +107,14 @@ def step_begin(run_pk: int, worker: str, seq: int, kind: str, name: str, phase: 
         "phase": phase or "",
         "arguments": json.dumps(arguments or {}),
         "key": f"run:{run_pk}:step:{seq}",
-        "now": timezone.now(),
     }
+
+
+def step_begin(run_pk: int, worker: str, seq: int, kind: str, name: str, phase: str | None, arguments: dict) -> None:
+    """Journal: the step's work starts now (committed before the work, so a crash mid-step is visible and
+    counted). For phases, side-effecting tools and steps still in flight after a moment (execution.DbJournal);
+    one statement. Raises RunCancelled (nothing written) when the run was asked to stop."""
+    params = {**_step_params(run_pk, worker, seq, kind, name, phase, arguments), "now": timezone.now()}
     with connection.cursor() as cursor:
         cursor.execute(_BEGIN, params)
         row = cursor.fetchone()
@@ -144,14 +150,8 @@ def step_finish(
     tokens = bool(meta is not None and (meta.input_tokens or meta.output_tokens))
     now = timezone.now()
     params = {
-        "run": run_pk,
-        "worker": worker,
-        "seq": seq,
-        "kind": kind,
-        "name": name,
-        "phase": phase or "",
+        **_step_params(run_pk, worker, seq, kind, name, phase, arguments),
         "status": status,
-        "arguments": json.dumps(arguments or {}),
         "result": _json(result),
         "attempts": meta.attempts if meta is not None else 0,
         "error_class": error_class or (meta.error_class if meta is not None and meta.error_class else ""),
@@ -163,7 +163,6 @@ def step_finish(
         "duration_ms": meta.duration_ms if meta is not None else 0.0,
         "input_tokens": meta.input_tokens if meta is not None else 0,
         "output_tokens": meta.output_tokens if meta is not None else 0,
-        "key": f"run:{run_pk}:step:{seq}",
         "end_seq": end_seq,
         "started_at": started_at or now,
         "now": now,

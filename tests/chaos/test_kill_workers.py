@@ -36,6 +36,7 @@ from tests.chaos.harness import (
     statuses,
     terminal_count,
 )
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +61,13 @@ def running_pids(stack) -> dict[int, str]:
 
 
 def kill_at_random(stack, rng, kind: str) -> dict:
-    """Kill a whole worker or one pool process that holds a run; returns what was killed and which runs it hit."""
-    holding = running_pids(stack)
+    """Kill a whole worker or one pool process that holds a run; returns what was killed and which runs it hit.
+    A moment with no run held (a replacement worker still starting, the other between two runs: runs take
+    a few tens of ms now) is waited out for up to 5 s, so a kill lands on a run in flight."""
+    try:
+        holding = wait_for(lambda: running_pids(stack), timeout=5, interval=0.01, message="a run held by a worker")
+    except AssertionError:  # none came: kill anyway (the assertions below then say the kill hit nothing)
+        holding = {}
     if kind == "worker":
         slot = holding[rng.choice(sorted(holding))] if holding else rng.choice(sorted(stack.workers))
         pids = stack.kill_worker(slot)

@@ -190,7 +190,8 @@ def test_restart_redis_then_postgres_under_load(stack, mocked_models, local_serv
         counter.spent_tokens,
         counter.spent_usd,
     ) == (ledger["tokens"], ledger["usd"]), "the budget counters do not match the ledger"
-    assert httpx.get(stack.web.extra["url"] + "/readyz", timeout=5).status_code == 200
+    ready = httpx.get(stack.web.extra["url"] + "/readyz", timeout=5)
+    assert ready.status_code == 200, ready.text
 
 
 def restart_under_load(stack, local_services, client, reviewer, outages: list[dict], scale) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
@@ -231,7 +231,6 @@ def claim(escalation_id: int, user) -> Escalation:
             state=Escalation.State.CLAIMED,
             claimed_by=user,
             claim_expires_at=now + timedelta(seconds=CLAIM_SECONDS),
-            version=F("version") + 1,
         )
     )
     escalation = Escalation.objects.select_related("claimed_by").get(pk=escalation_id)
@@ -243,15 +242,27 @@ def claim(escalation_id: int, user) -> Escalation:
 
 
 @transaction.atomic
-def release(escalation_id: int, user) -> Escalation:
-    updated = Escalation.objects.filter(pk=escalation_id, state=Escalation.State.CLAIMED, claimed_by=user).update(
-        state=Escalation.State.PENDING, claimed_by=None, claim_expires_at=None, version=F("version") + 1
-    )
+def release(escalation_id: int, user, *, lease: str | None = None) -> Escalation:
+    """Give the item back if ``user`` holds it; with ``lease`` (Escalation.lease, what a leaving page names)
+    only if that very claim still holds it, so a reload that claimed again meanwhile keeps it."""
+    query = Escalation.objects.filter(pk=escalation_id, state=Escalation.State.CLAIMED, claimed_by=user)
+    if lease is not None:
+        expires = _parsed_lease(lease)
+        query = query.filter(claim_expires_at=expires) if expires else query.none()
+    updated = query.update(state=Escalation.State.PENDING, claimed_by=None, claim_expires_at=None)
     escalation = Escalation.objects.get(pk=escalation_id)
     if updated:
         _audit(escalation, "released", user)
         _announce(escalation, "escalation.released")
     return escalation
+
+
+def _parsed_lease(lease: str) -> datetime | None:
+    try:
+        expires = datetime.fromisoformat(lease)
+    except ValueError:
+        return None
+    return expires if expires.tzinfo else None
 
 
 class AssignmentRefused(ValueError):
@@ -270,8 +281,8 @@ def may_be_assigned(escalation: Escalation, assignee) -> bool:
 def assign(escalation_id: int, user, assignee) -> Escalation:
     """Say whose item this is (``assignee`` a user, or None to unassign), audited as ``assigned`` (who assigned
     whom) and announced. An assignment is not a claim: it never expires, it holds nothing, and anyone who may
-    decide the item still can (a claim, which does bump the version, is what keeps two people apart).
-    The version is therefore left alone, so a form or a bulk selection someone holds stays valid.
+    decide the item still can (a claim is what keeps two people apart). Like a claim it leaves the version
+    alone (Escalation.version), so a form, a bulk selection or a mailed link someone holds stays valid.
     Raises DecisionConflict for an item no longer open, AssignmentRefused for an assignee it may not have."""
     escalation = Escalation.objects.select_for_update(of=("self",)).select_related("assigned_to").get(pk=escalation_id)
     if not escalation.is_open:

@@ -187,6 +187,10 @@ class Escalation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    # What the item says (state, queue, decision, arguments): a decision made from a form, a bulk selection,
+    # a mailed link or a chat button names the version it was shown and is refused if it moved on. Claims and
+    # releases do not move it: who is looking at an item is not a change of the item (claimed_by keeps two
+    # reviewers apart), so a reviewer's mail link still works after they opened the item in the browser.
     version = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The agent's team when the item was created: per-team queues route on it (ReviewerProfile.teams).
@@ -235,6 +239,12 @@ class Escalation(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state in self.OPEN_STATES
+
+    @property
+    def lease(self) -> str:
+        """Which claim holds the item (its expiry, to the microsecond: each claim or renewal sets a new one), so
+        a page that leaves releases only the claim it made, not the one a reload of the page made since."""
+        return self.claim_expires_at.isoformat() if self.claim_expires_at else ""
 
     @property
     def approvable(self) -> bool:

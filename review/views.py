@@ -122,7 +122,7 @@ def detail_live(request, pk: int):
 @require_POST
 def claim(request, pk: int):
     """Claim the item, or renew one's own lease (the page does that every four minutes). Answers the
-    status and, out of band, the form's new `version`."""
+    status and, out of band, the new `lease` the page's leaving beacon names."""
     escalation = _escalation_or_404(pk)
     _check_queue_access(request.user, escalation)
     status = 200
@@ -144,13 +144,12 @@ def claim(request, pk: int):
 @require_POST
 def release(request, pk: int):
     """Give the item back to the queue and go back there. The page also sends this as a beacon when the
-    reviewer leaves it (`beacon=1` with the version the page holds): then only a lease that nothing
+    reviewer leaves it (`beacon=1` with the lease the page holds): then only a claim that nothing
     renewed since is released, so a reload of the page, which claims again, keeps the item."""
     escalation = _escalation_or_404(pk)
     _check_queue_access(request.user, escalation)
     if request.POST.get("beacon"):
-        if request.POST.get("version") == str(escalation.version):
-            actions.release(pk, request.user)
+        actions.release(pk, request.user, lease=request.POST.get("lease", ""))
         return HttpResponse(status=204)
     escalation = actions.release(pk, request.user)
     if escalation.state == Escalation.State.PENDING:

@@ -294,11 +294,9 @@
 
     // leaving the page gives the item back unless the lease changed since (a reload claims it again)
     window.addEventListener("pagehide", function () {
-      var status = $("#escalation-status"), form = $("#beacon-release"), version = $("#id_version");
-      if (!status || !status.hasAttribute("data-mine") || !form || !version || !navigator.sendBeacon) { return; }
-      var data = new FormData(form);
-      data.append("version", version.value);
-      navigator.sendBeacon(form.getAttribute("action"), data);
+      var status = $("#escalation-status"), form = $("#beacon-release");
+      if (!status || !status.hasAttribute("data-mine") || !form || !navigator.sendBeacon) { return; }
+      navigator.sendBeacon(form.getAttribute("action"), new FormData(form)); // names the lease this page holds
     });
   }
 

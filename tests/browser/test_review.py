@@ -265,6 +265,39 @@ def test_second_reviewer_gets_the_conflict_and_keeps_what_they_typed(web, page, 
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+def test_leaving_the_screen_gives_the_item_back_and_a_reload_keeps_it(web, page, stack_ready):
+    """The page's leaving beacon names the claim it holds (its lease): a reload, which claims again, keeps the
+    item; going back to the queue releases it. Neither changes the item's version (a mailed link or a chat
+    button made before still decides)."""
+    base = web.extra["url"]
+    escalation = review.create_escalation(
+        operation="send_note",
+        reason="sensitive_operation",
+        priority="high",
+        deadline_seconds=600,
+        agent=agent_actions.ensure_agent("t-approval"),
+        arguments={"to": "ana@example.com"},
+    )
+    login(page, base, ALICE)
+    open_detail(page, base, escalation)
+    expect(page.locator("#claim-holder")).to_have_text("claimed by you")
+    page.reload()
+    page.wait_for_selector("#review-page[data-live='open']", timeout=10000)
+    expect(page.locator("#claim-holder")).to_have_text("claimed by you")
+    assert Escalation.objects.get(pk=escalation.pk).state == "claimed"
+
+    open_queue(page, base)
+    left = wait_for(
+        lambda: (row := Escalation.objects.get(pk=escalation.pk)).state == "pending" and row,
+        timeout=10,
+        message="the beacon to give the item back",
+    )
+    assert left.claimed_by is None and left.version == escalation.version
+    assert errors(page) == []
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
 def test_xss_corpus_in_every_agent_supplied_field_is_inert(web, worker, page, stack_ready):
     base = web.extra["url"]
     origin = urlparse(base).netloc

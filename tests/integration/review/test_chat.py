@@ -173,13 +173,20 @@ def test_reject_from_chat_and_a_second_press_says_it_was_already_decided(worker,
     assert escalation.decision == "rejected" and len(decided_events(escalation)) == 1
 
 
-def test_a_press_on_a_stale_version_decides_nothing_and_the_message_says_it_changed(worker, web, chat_on, alice, bob):
+def test_a_press_on_an_item_someone_holds_decides_nothing_and_the_message_says_it_changed(
+    worker, web, chat_on, alice, bob
+):
     slack = chat_on
     link(alice, ALICE_CHAT)
-    escalation = factories.make_escalation()
+    looked_at, escalation = factories.make_escalation(), factories.make_escalation()
+    # alice opened the first in the browser and left it: who looked at an item does not change it
+    review.claim(looked_at.pk, alice)
+    review.release(looked_at.pk, alice)
+    answer = slack.press(web.extra["url"], message_of(slack, looked_at), "approve", ALICE_CHAT)
+    assert answer.status_code == 200 and answer.json()["decision"] == "approved"
+
     message = message_of(slack, escalation)
-    review.claim(escalation.pk, alice)
-    review.release(escalation.pk, alice)  # open again, but no longer the version the message showed
+    review.claim(escalation.pk, bob)  # bob is working on the second one
 
     answer = slack.press(web.extra["url"], message, "approve", ALICE_CHAT)
     assert answer.status_code == 409 and "changed since this message" in answer.json()["text"]

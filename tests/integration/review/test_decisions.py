@@ -160,8 +160,9 @@ def test_a_claim_keeps_a_second_reviewer_out(people, agent):
     row = Escalation.objects.get(pk=escalation.pk)
     assert (row.state, row.claimed_by_id, row.decision, row.version) == ("claimed", alice.pk, "", claimed.version)
 
-    renewed = review.claim(escalation.pk, alice)  # renewing one's own claim
-    assert renewed.version == claimed.version + 1 and renewed.claim_expires_at >= claimed.claim_expires_at
+    renewed = review.claim(escalation.pk, alice)  # renewing one's own claim: a new lease, the same item
+    assert renewed.version == claimed.version == escalation.version
+    assert renewed.claim_expires_at > claimed.claim_expires_at
     decided = review.decide(escalation.pk, alice, "approved", version=renewed.version, comment="fine", confidence=90)
     assert (decided.state, decided.decision, decided.decided_by, decided.claimed_by) == (
         "decided",
@@ -198,17 +199,19 @@ def test_an_expired_claim_can_be_taken_or_decided_over(people, agent):
 
 
 def test_a_stale_version_is_refused_and_keeps_the_item_open(people, agent):
-    alice, bob, _ = people
+    _, bob, erin = people
     escalation = make_escalation(agent)
     seen = escalation.version
     review.claim(escalation.pk, bob)
-    review.release(escalation.pk, bob)  # the item changed after alice loaded it
+    review.release(escalation.pk, bob)  # bob looked at it: who looks is not a change of the item
+    assert Escalation.objects.get(pk=escalation.pk).version == seen
+    review.escalate_to_expert(escalation.pk, None, comment="deadline passed", system=True)  # this is a change
     with pytest.raises(DecisionConflict, match="changed meanwhile"):
-        review.decide(escalation.pk, alice, "approved", version=seen)
+        review.decide(escalation.pk, erin, "approved", version=seen)
     row = Escalation.objects.get(pk=escalation.pk)
-    assert row.state == "pending" and row.decision == "" and row.version == seen + 2
-    assert review.decide(escalation.pk, alice, "approved", version=row.version).decision == "approved"
-    with pytest.raises(DecisionConflict, match=r"Already decided \(approved\) by alice"):
+    assert row.state == "pending" and row.decision == "" and row.version == seen + 1
+    assert review.decide(escalation.pk, erin, "approved", version=row.version).decision == "approved"
+    with pytest.raises(DecisionConflict, match=r"Already decided \(approved\) by erin"):
         review.decide(escalation.pk, bob, "rejected", version=row.version + 1)
     with pytest.raises(DecisionConflict, match="Already decided"):
         review.claim(escalation.pk, bob)

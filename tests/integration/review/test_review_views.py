@@ -436,19 +436,30 @@ def test_conflict_after_someone_else_decided(alice, bob):
     assert fresh(escalation).decision == "approved"
 
 
-def test_stale_version_is_refused(alice):
+def test_stale_version_is_refused(db):
+    """Erin (an expert) opened the item while it was the reviewers'; the deadline moved it to the expert queue
+    meanwhile: what her form shows is not the item any more."""
+    erin = client_for(ERIN)
     escalation = make_escalation()
     stale = fresh(escalation).version
-    review.claim(escalation.pk, ALICE.user())
-    review.release(escalation.pk, ALICE.user())
-    response = alice.post(
+    review.escalate_to_expert(escalation.pk, None, comment="deadline passed", system=True)
+    response = erin.post(
         f"/review/{escalation.pk}/decide", {"action": "approve", "version": stale, "confidence": 50, "comment": "c"}
     )
     assert response.status_code == 409 and "changed meanwhile" in response.content.decode()
+    assert fresh(escalation).state == "pending"
+
+
+def test_a_claim_and_a_release_leave_a_form_valid(alice, bob):
+    """Bob looking at the item (claim, then leaving: release) is not a change of the item."""
+    escalation = make_escalation()
+    seen = fresh(escalation).version
+    bob.get(f"/review/{escalation.pk}/")
+    bob.post(f"/review/{escalation.pk}/release")
     response = alice.post(
-        f"/review/{escalation.pk}/decide", {"action": "escalate", "version": stale, "confidence": 50, "comment": "c"}
+        f"/review/{escalation.pk}/decide", {"action": "approve", "version": seen, "confidence": 50, "comment": "c"}
     )
-    assert response.status_code == 409 and fresh(escalation).queue == "reviewers"
+    assert response.status_code == 302 and fresh(escalation).decision == "approved"
 
 
 def test_quick_decisions_from_the_queue_answer_a_notice(alice, bob):
@@ -473,25 +484,32 @@ def test_quick_decisions_from_the_queue_answer_a_notice(alice, bob):
 
 
 # --- claim and release -------------------------------------------------------------------------
-def test_claim_renewal_answers_the_new_version_out_of_band(alice):
+def test_claim_renewal_answers_the_new_lease_out_of_band_and_leaves_the_version(alice):
     escalation = make_escalation()
-    alice.get(f"/review/{escalation.pk}/")
-    before = fresh(escalation).version
+    page = alice.get(f"/review/{escalation.pk}/").content.decode()
+    before = fresh(escalation)
+    assert f'<input type="hidden" name="lease" value="{before.lease}" id="beacon-lease">' in page
     response = alice.post(f"/review/{escalation.pk}/claim", headers={"HX-Request": "true"})
     fragment = response.content.decode()
-    assert response.status_code == 200 and fresh(escalation).version == before + 1
-    assert f'<input type="hidden" name="version" value="{before + 1}" id="id_version" hx-swap-oob="true">' in fragment
+    renewed = fresh(escalation)
+    assert response.status_code == 200 and renewed.version == before.version and renewed.lease > before.lease
+    assert (
+        f'<input type="hidden" name="lease" value="{renewed.lease}" id="beacon-lease" hx-swap-oob="true">' in fragment
+    )
 
 
 def test_release_gives_the_item_back_and_the_beacon_only_releases_an_unchanged_lease(alice):
     escalation = make_escalation()
     alice.get(f"/review/{escalation.pk}/")
-    version = fresh(escalation).version
+    lease = fresh(escalation).lease
     # a reload claimed again meanwhile: the old page's beacon leaves the item alone
     alice.get(f"/review/{escalation.pk}/")
-    response = alice.post(f"/review/{escalation.pk}/release", {"beacon": "1", "version": version})
+    response = alice.post(f"/review/{escalation.pk}/release", {"beacon": "1", "lease": lease})
     assert response.status_code == 204 and fresh(escalation).state == "claimed"
-    response = alice.post(f"/review/{escalation.pk}/release", {"beacon": "1", "version": fresh(escalation).version})
+    for odd in ({}, {"lease": ""}, {"lease": "yesterday"}, {"lease": "2026-01-01T00:00:00"}, {"lease": "\x00" * 9}):
+        response = alice.post(f"/review/{escalation.pk}/release", {"beacon": "1", **odd})
+        assert response.status_code == 204 and fresh(escalation).state == "claimed"  # a beacon names its lease
+    response = alice.post(f"/review/{escalation.pk}/release", {"beacon": "1", "lease": fresh(escalation).lease})
     assert response.status_code == 204 and fresh(escalation).state == "pending"
 
     alice.get(f"/review/{escalation.pk}/")

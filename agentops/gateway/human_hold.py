@@ -107,7 +107,7 @@ def hold(
         "agent_analysis": why,
         "messages": messages,
         "messages_total": len(request.messages),
-        "endpoint": "/v1/chat/completions",
+        "endpoint": request.endpoint,
         "request_id": request_id,
     }
     if hops:

@@ -154,6 +154,7 @@ def parse(raw: bytes, headers: Mapping[str, str], *, count_only: bool = False) -
         temperature=temperature,
         stream=stream,
         upstream=upstream,
+        endpoint="/v1/messages",
     )
     passed = {name: headers[name] for name in PASSED_HEADERS if headers.get(name)}
     native = NativeRequest({key: value for key, value in body.items() if key not in ("model", "stream")}, passed)

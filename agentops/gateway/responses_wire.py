@@ -298,6 +298,7 @@ def chat_request(request: ResponsesRequest, history: list[dict[str, Any]], nativ
         include_usage=True,  # the usage ends the stream as response.completed's usage
         upstream=upstream,
         native=_native(request, items) if native else None,
+        endpoint="/v1/responses",
     )
 
 

@@ -85,6 +85,7 @@ class ChatRequest:
     include_usage: bool = False
     upstream: dict[str, Any] = field(default_factory=dict)
     native: dict[str, Any] | None = None  # a /v1/responses body for a provider that speaks Responses
+    endpoint: str = "/v1/chat/completions"  # where the client sent it (another wire format translated here)
 
     @property
     def has_tools(self) -> bool:

@@ -485,6 +485,7 @@ def test_a_budget_block_held_for_the_human_is_approved_then_taken_over_in_anthro
     assert [block.text for block in message.content] == [ANSWER] and message.usage.output_tokens > 0
     first = Escalation.objects.filter(agent__name="msg-held").order_by("id").first()
     assert (first.reason, first.source, first.decision) == ("budget_exceeded", "gateway", "approved")
+    assert first.context["endpoint"] == "/v1/messages"  # what the approval screen says the agent called
     assert raw.headers["x-agentops-escalations"] == str(first.pk) and raw.headers["x-agentops-handler"] == "primary"
     [row] = wait_for(settled("msg-held", 1))
     assert row.reservation_id is None and row.output_tokens == message.usage.output_tokens

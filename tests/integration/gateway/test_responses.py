@@ -21,6 +21,8 @@ from agentops.gateway.actions.responses import save_response
 from agentops.gateway.models import StoredResponse
 from agentops.gateway.tasks import purge_responses
 from agentops.runs.models import Agent
+from budgets.actions import budgets as budget_actions
+from budgets.models import Budget
 from review import actions as review
 from review.models import Escalation
 from tests.fixtures.people import ALICE
@@ -246,6 +248,34 @@ def decide_when_pending(decision: str, **kwargs) -> threading.Thread:
     thread = threading.Thread(target=work)
     thread.start()
     return thread
+
+
+def test_a_budget_block_held_for_the_human_is_approved_and_answered_as_a_response(client, make_key, mock):
+    """``gateway_human = hold`` on /v1/responses: a budget set to escalate holds the call for a reviewer, the
+    approval screen names the endpoint the agent called, and once approved the call goes ahead once."""
+    key = make_key("rs-held")
+    Agent.objects.filter(name="rs-held").update(gateway_human="hold")
+    budget_actions.save_budget(
+        Budget(name="rs-held-tiny", scope="agent", scope_key="rs-held", limit_tokens=10, on_block="escalate")
+    )
+
+    def approve() -> None:
+        pending = Escalation.objects.filter(agent__name="rs-held", state="pending")
+        escalation = wait_for(pending.first, timeout=15, interval=0.05, message="the held call's escalation")
+        review.decide(escalation.pk, ALICE.user(), "approved")
+
+    reviewer = threading.Thread(target=approve)
+    reviewer.start()
+    raw = client(key, timeout=30).responses.with_raw_response.create(model=MOCK_A, input=QUESTION, max_output_tokens=50)
+    reviewer.join()
+    response = raw.parse()
+    assert response.output_text == ANSWER and response.status == "completed"
+    escalation = Escalation.objects.get(agent__name="rs-held")
+    assert (escalation.reason, escalation.decision) == ("budget_exceeded", "approved")
+    assert escalation.context["endpoint"] == "/v1/responses"
+    assert raw.headers["x-agentops-escalations"] == str(escalation.pk)
+    [row] = wait_for(settled("rs-held", 1))
+    assert row.reservation_id is None and row.output_tokens == response.usage.output_tokens
 
 
 def test_a_held_risky_call_is_released_with_the_reviewers_arguments(client, make_key, mock):

@@ -15,10 +15,11 @@ import django
 django.setup(set_prefix=False)
 
 from django.conf import settings  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+from agentops.lib.request_threads import ReusedThreadsASGIHandler  # noqa: E402
 
 
-class MachineASGIHandler(ASGIHandler):
+class MachineASGIHandler(ReusedThreadsASGIHandler):
     """The same URLconf and views, with settings.MACHINE_MIDDLEWARE instead of settings.MIDDLEWARE."""
 
     def load_middleware(self, is_async=False):
@@ -32,7 +33,7 @@ class MachineASGIHandler(ASGIHandler):
             settings.MIDDLEWARE = full
 
 
-browser_http = ASGIHandler()
+browser_http = ReusedThreadsASGIHandler()
 machine_http = MachineASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

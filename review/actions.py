@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
@@ -60,14 +60,6 @@ def _announce(escalation: Escalation, event: str) -> None:
         live.publish("review.experts", event, data)
 
 
-def _pending_gauge() -> None:
-    # One grouped count for every queue (it runs after every escalation change: one query, not one per queue).
-    open_items = Escalation.objects.filter(state__in=Escalation.OPEN_STATES).order_by()
-    counts = dict(open_items.values_list("queue").annotate(n=Count("pk")))
-    for queue in Escalation.Queue.values:
-        metrics.ESCALATIONS_PENDING.labels(queue=queue).set(counts.get(queue, 0))
-
-
 @transaction.atomic
 def create_escalation(
     *,
@@ -113,7 +105,6 @@ def create_escalation(
     # The channels beyond the browser (e-mail, chat) hear of it from a task, after commit (review.channels).
     enqueue_on_commit("review.notify", escalation.pk, NOTICE_NEW, robust=True)
     transaction.on_commit(lambda: metrics.ESCALATIONS.labels(reason=reason, priority=priority).inc())
-    transaction.on_commit(_pending_gauge)
     log.info("escalation.created", escalation=escalation.pk, reason=reason, priority=priority, operation=operation)
     return escalation
 
@@ -392,7 +383,6 @@ def decide(
     _announce(escalation, "escalation.decided")
     waited = (now - escalation.created_at).total_seconds()
     transaction.on_commit(lambda: metrics.DECISION_SECONDS.labels(decision=decision).observe(waited))
-    transaction.on_commit(_pending_gauge)
     return escalation
 
 
@@ -435,7 +425,6 @@ def close_unwaited(escalation_id: int, *, channel: str, waited: float, why: str 
     _audit(escalation, WAITER_GAVE_UP, None, channel=channel, waited_seconds=waited, why=why, decision=D.REJECTED)
     _resume(escalation)
     _announce(escalation, "escalation.expired")
-    transaction.on_commit(_pending_gauge)
     log.info("escalation.waiter_gave_up", escalation=escalation.pk, channel=channel, waited=waited)
     return escalation
 
@@ -469,7 +458,6 @@ def escalate_to_expert(escalation_id: int, user, *, comment: str = "", system: b
     _announce(escalation, "escalation.to_experts")
     if escalation.escalated_at == now:  # it just arrived in the expert queue: the experts' mail and chat hear of it
         enqueue_on_commit("review.notify", escalation.pk, NOTICE_NEW, robust=True)
-    transaction.on_commit(_pending_gauge)
     return escalation
 
 
@@ -544,8 +532,6 @@ def expire_overdue() -> dict:
             continue
         if outcome:
             outcomes[outcome].append(pk)
-    if outcomes["to_experts"] or outcomes["expired"]:
-        _pending_gauge()
     return outcomes
 
 
@@ -584,5 +570,4 @@ def withdraw_for_run(run_pk: int, *, why: str) -> int:
         _announce(escalation, "escalation.withdrawn")
         withdrawn += 1
     if withdrawn:
-        transaction.on_commit(_pending_gauge)
-    return withdrawn
+        return withdrawn

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import Count, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Left
 
 from agentops.runs.models import Agent
@@ -141,3 +141,10 @@ def query_string(filters: dict, **changes) -> str:
     if values.get("sort") == DEFAULT_SORT:
         values["sort"] = None
     return urlencode([(key, value) for key, value in values.items() if value not in (None, "")])
+
+
+def open_counts_by_queue() -> dict[str, int]:
+    """Open escalations per queue (every queue named, 0 when empty): one grouped count."""
+    open_items = Escalation.objects.filter(state__in=Escalation.OPEN_STATES).order_by()
+    counts = dict(open_items.values_list("queue").annotate(n=Count("pk")))
+    return {queue: counts.get(queue, 0) for queue in Escalation.Queue.values}

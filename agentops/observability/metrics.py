@@ -80,12 +80,6 @@ SEMANTIC_SIMILARITY = Histogram(
 ESCALATIONS = Counter(
     "agentops_escalations_total", "Escalations created by reason and priority", ["reason", "priority"]
 )
-ESCALATIONS_PENDING = Gauge(
-    "agentops_escalations_pending",
-    "Escalations waiting for a human",
-    ["queue"],
-    multiprocess_mode="mostrecent",
-)
 DECISION_SECONDS = Histogram(
     "agentops_decision_seconds",
     "Time from escalation to decision",
@@ -167,7 +161,10 @@ ACTIVE_SESSIONS = ScrapeGauge(
     "Agent sessions (agent and session id) with any traffic in the last 5 minutes: runs, gateway calls, usage reports",
 )
 QUEUE_DEPTH = ScrapeGauge("agent_queue_depth", "Messages waiting in each Celery queue (Redis LLEN)", ("queue",))
-SCRAPE_GAUGES = (ACTIVE_SESSIONS, QUEUE_DEPTH)
+# Counted at scrape time (one grouped count): exact whichever process answers, and nothing for an escalation's
+# creation or decision to pay (a count after each change was a tenth of POST /api/v1/actions' escalate path).
+ESCALATIONS_PENDING = ScrapeGauge("agentops_escalations_pending", "Escalations waiting for a human", ("queue",))
+SCRAPE_GAUGES = (ACTIVE_SESSIONS, QUEUE_DEPTH, ESCALATIONS_PENDING)
 
 Reader = Callable[[], Iterable[tuple[tuple[str, ...], float]] | None]
 

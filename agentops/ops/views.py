@@ -10,6 +10,7 @@ from celery.result import AsyncResult
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.db import DatabaseError
 from django.db.models import Count
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
@@ -30,6 +31,7 @@ from agentops.observability.process import update_memory_gauge
 from agentops.ops import actions as ops_actions
 from agentops.ops import health
 from agentops.runs.models import Run
+from review.queries import open_counts_by_queue
 
 log = structlog.get_logger(__name__)
 
@@ -92,8 +94,20 @@ def _queue_depths():
     return None if depths is None else [((name,), depth) for name, depth in depths.items()]
 
 
-# Gauges read from Redis at scrape time: the same number whichever process answers the scrape.
-SCRAPE_READERS = {metrics.ACTIVE_SESSIONS: _active_sessions, metrics.QUEUE_DEPTH: _queue_depths}
+def _escalations_pending():
+    try:
+        counts = open_counts_by_queue()
+    except DatabaseError:  # the database away: leave the gauge out of this scrape (ScrapeCollector)
+        return None
+    return [((queue,), count) for queue, count in counts.items()]
+
+
+# Gauges read at scrape time (Redis, PostgreSQL): the same number whichever process answers the scrape.
+SCRAPE_READERS = {
+    metrics.ACTIVE_SESSIONS: _active_sessions,
+    metrics.QUEUE_DEPTH: _queue_depths,
+    metrics.ESCALATIONS_PENDING: _escalations_pending,
+}
 
 
 @roles.section_required("ops")

@@ -78,7 +78,22 @@ def test_readyz_names_each_dependency_that_is_down(stack_env, logdir, tmp_path):
             redis.kill()
 
 
+@pytest.mark.django_db  # the pending-escalations gauge is counted at scrape time
 def test_metrics_exposes_the_seed_metrics(client):
     body = client.get("/metrics").content.decode()
     for name in ("agent_requests_total", "agent_response_seconds", "agent_active_sessions", "agent_memory_usage_bytes"):
         assert f"# HELP {name}" in body or f"# TYPE {name}" in body, name
+
+
+@pytest.mark.django_db
+def test_metrics_counts_the_open_escalations_per_queue_at_scrape_time(client):
+    from review import actions as review
+    from tests.fixtures.factories import make_escalation
+
+    waiting, with_experts, decided = make_escalation(), make_escalation(), make_escalation()
+    review.escalate_to_expert(with_experts.pk, None, comment="deadline passed", system=True)
+    review.decide(decided.pk, None, "approved")
+    body = client.get("/metrics").content.decode()
+    assert 'agentops_escalations_pending{queue="reviewers"} 1.0' in body
+    assert 'agentops_escalations_pending{queue="experts"} 1.0' in body
+    assert waiting.pk  # the one still with the reviewers

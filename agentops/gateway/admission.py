@@ -1,7 +1,10 @@
 """Who is asking a gateway request: the bearer key's principal, its scope and models, its in-flight slot and
-rate-limit token. Failures are OpenAI-shaped ``WireError``s (the gateway's error shape)."""
+rate-limit token. Failures are OpenAI-shaped ``WireError``s (the gateway's error shape), and each refusal the
+gateway answers is logged (``log_refused``)."""
 
 from __future__ import annotations
+
+import structlog
 
 from agentops.gateway.wire import WireError
 from agentops.keys.tokens import lookup
@@ -9,6 +12,23 @@ from agentops.lib.inflight import TooManyInFlight, admit_within_rate
 from agentops.lib.ratelimit import RateLimited, take
 
 SCOPE = "gateway"
+
+log = structlog.get_logger("agentops.gateway")
+
+
+def log_refused(error: WireError, request_id: str) -> None:
+    """One line per refusal (bad key, scope, model, rate, budget, body; an upstream error passed on): an
+    operator looking for a misbehaving agent finds its 401s and 429s, not only its answered calls. The
+    messages never carry the key."""
+    (log.warning if error.status >= 500 else log.info)(
+        "gateway.refused",
+        request_id=request_id,
+        status=error.status,
+        type=error.type,
+        code=error.code,
+        param=error.param,
+        message=error.message[:300],
+    )
 
 
 def bearer_key(headers: dict[str, str]) -> str:

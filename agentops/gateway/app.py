@@ -33,7 +33,13 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agentops.gateway import human_hold, messages_wire, responses, wire
-from agentops.gateway.admission import authenticate, bearer_key, database_unavailable, invalid_api_key
+from agentops.gateway.admission import (
+    authenticate,
+    bearer_key,
+    database_unavailable,
+    invalid_api_key,
+    log_refused,
+)
 from agentops.gateway.embeddings import embeddings_job
 from agentops.gateway.handling import catalog, chat_job, held_job
 from agentops.gateway.messages import count_tokens_job, messages_job, with_api_key
@@ -196,6 +202,7 @@ async def _serve(scope, receive, send) -> None:
         else:
             raise WireError(404, f"Unknown request URL: {method} {scope['path']}.", code="unknown_url")
     except WireError as error:
+        log_refused(error, request_id)
         await _respond(send, error.status, error.body(), own + error.headers()[1:])
 
 
@@ -208,6 +215,7 @@ async def _messages(scope, receive, send, path: str, started: float, request_id:
             raise invalid_api_key()
         raw = await _read_body(scope, receive)
     except WireError as error:
+        log_refused(error, request_id)
         status, headers, body = messages_wire.render_error(error)
         await _respond(send, status, body, own + headers)
         return

@@ -26,7 +26,14 @@ import structlog
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import wire
-from agentops.gateway.admission import admit, authenticate, authorize_model, database_unavailable, session_of
+from agentops.gateway.admission import (
+    admit,
+    authenticate,
+    authorize_model,
+    database_unavailable,
+    log_refused,
+    session_of,
+)
 from agentops.gateway.handling import _count, _exhausted, _header_value, overhead
 from agentops.gateway.wire import WireError, bad_request
 from agentops.lib import jsonbody
@@ -209,6 +216,7 @@ def embeddings_job(raw: bytes, headers: dict[str, str], outbox, started: float, 
         outbox.put("reply", status, info, body)
         _count(status, mode="json")
     except WireError as error:
+        log_refused(error, request_id)
         outbox.put("reply", error.status, error.headers()[1:], error.body())
         _count(error.status, mode="json")
     except (OperationalError, InterfaceError):  # PostgreSQL unreachable (a key not in the cache …)

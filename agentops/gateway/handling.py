@@ -15,7 +15,14 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from agentops.gateway import human_hold, wire
-from agentops.gateway.admission import admit, authenticate, authorize_model, database_unavailable, session_of
+from agentops.gateway.admission import (
+    admit,
+    authenticate,
+    authorize_model,
+    database_unavailable,
+    log_refused,
+    session_of,
+)
 from agentops.gateway.human_hold import Held
 from agentops.gateway.tool_review import ask_for_calls, calls_of
 from agentops.gateway.wire import ChatRequest, WireError
@@ -174,6 +181,7 @@ def _job(work: Callable[[list], None], outbox, request_id: str, mode: str, rende
     try:
         work(after)
     except WireError as error:
+        log_refused(error, request_id)
         fail(error)
     except (OperationalError, InterfaceError):  # PostgreSQL unreachable (a key not in the cache, a tool review …)
         # Only these mean "away": a DataError is a bug of ours, and a 503 would make the SDK retry it.

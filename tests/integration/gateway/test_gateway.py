@@ -132,12 +132,24 @@ def test_extra_fields_pass_to_the_upstream_unchanged(client, mock):
 # --- errors as the SDK knows them ----------------------------------------------------------------------
 
 
-def test_errors_raise_the_sdks_own_exception_classes(gateway, client, make_key, mock):
+def test_errors_raise_the_sdks_own_exception_classes(gateway_web, gateway, client, make_key, mock):
     with pytest.raises(openai.AuthenticationError) as bad_key:
         openai.OpenAI(base_url=gateway, api_key="ao_nothere_x", max_retries=0).chat.completions.create(
             model=MOCK_A, messages=ASK
         )
     assert bad_key.value.code == "invalid_api_key"
+    # the refusal leaves a log line (an operator finds an agent's 401s), which never repeats the key
+    refused = wait_for(
+        lambda: [
+            line
+            for line in gateway_web.tail(200_000).splitlines()
+            if '"gateway.refused"' in line and bad_key.value.request_id in line
+        ],
+        timeout=5,
+        message="the gateway's log line for the refused key",
+    )
+    assert '"status": 401' in refused[0] and '"code": "invalid_api_key"' in refused[0]
+    assert "ao_nothere_x" not in refused[0]
     with pytest.raises(openai.PermissionDeniedError):
         client(make_key("gw-noscope", scopes=["runs"])).chat.completions.create(model=MOCK_A, messages=ASK)
 

@@ -45,6 +45,7 @@ from agentops.runtime.cache import REDIS_ERRORS, RedisBackoff
 from agentops.runtime.embeddings import guarded_embeddings
 from agentops.runtime.fallback import Hop
 from agentops.runtime.providers.base import EmbeddingsRequest, LLMRequest
+from agentops.runtime.providers.responses_native import NATIVE_KEY
 from agentops.runtime.results import GuardResult, to_cache_entry
 from agentops.runtime.routing import Route, SemanticSettings, Target
 from agentops.runtime.semantic_text import (
@@ -224,7 +225,10 @@ class SemanticCache(RedisBackoff):
                 messages=request.messages,
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
-                extra=request.extra,
+                # A /v1/responses call carries its client's whole body for a provider that speaks Responses: the
+                # same conversation as the messages, question included, so it would give every paraphrase a
+                # partition of its own (/v1/responses never hit). The messages stand for it.
+                extra={key: value for key, value in request.extra.items() if key != NATIVE_KEY},
                 embedder=embedder,
             )
         except Exception:  # an unserialisable message, a refused embeddings budget, an upstream down: a miss

@@ -86,3 +86,22 @@ def test_a_route_naming_an_embeddings_model_compares_the_upstreams_vectors(seman
     assert raw.parse().choices[0].message.content == first.choices[0].message.content
     rows = wait_for(lambda: list(UsageRecord.objects.filter(agent="sem-emb", operation="semantic_cache")) or None)
     assert rows[0].model.startswith("text-embedding-3-small") and rows[0].input_tokens > 0
+
+
+def test_a_paraphrase_hits_on_the_responses_api_too(semantic, client, make_key, mock):
+    """/v1/responses carries its client's body along (for a provider that speaks Responses); the partition is
+    the conversation's, so a paraphrase there hits like on chat completions, and a look-alike does not."""
+    sdk = client(make_key("sem-r"))
+
+    def create(text):
+        return sdk.responses.with_raw_response.create(
+            model=ROUTE, temperature=0, max_output_tokens=60, instructions="Answer briefly.", input=text
+        )
+
+    first = create("How do I reset my password for order 1234?")
+    calls = upstream_calls(mock)
+    again = create("how can I reset my password for order 1234")
+    assert first.headers["x-agentops-cache"] == "miss" and again.headers["x-agentops-cache"] == "semantic-hit"
+    assert again.parse().output_text == first.parse().output_text and upstream_calls(mock) == calls
+    assert again.parse().id != first.parse().id  # a response of its own, stored for a follow-up
+    assert create("How do I reset my password for order 1235?").headers["x-agentops-cache"] == "miss"

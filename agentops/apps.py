@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy
 
 
 class AgentopsConfig(AppConfig):
     name = "agentops"
-    verbose_name = "Agent runs"
+    verbose_name = gettext_lazy("Agent runs")
 
     def ready(self) -> None:
         # ready() is where Django wants the wiring done: every process (web, Celery worker, management

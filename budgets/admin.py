@@ -3,6 +3,8 @@ announced live); the ledger, counters, reservations, rollups, alerts and deliver
 budgets.actions writes them)."""
 
 from django.contrib import admin, messages
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
 from budgets.actions import alerts, prices, webhooks
 from budgets.actions import budgets as budget_actions
@@ -57,7 +59,9 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         if not prices.delete_price(obj.pk):
-            messages.error(request, f"{obj} was charged for calls: it stays in the price history.")
+            messages.error(
+                request, _("%(price)s was charged for calls: it stays in the price history.") % {"price": obj}
+            )
 
     def delete_queryset(self, request, queryset):
         for obj in queryset:
@@ -117,10 +121,12 @@ class AlertAdmin(ReadOnlyAdmin):
     search_fields = ("message", "subject")
     actions = ["acknowledge"]
 
-    @admin.action(description="Acknowledge the selected alerts")
+    @admin.action(description=gettext_lazy("Acknowledge the selected alerts"))
     def acknowledge(self, request, queryset):
         done = sum(alerts.acknowledge_alert(pk, request.user) for pk in queryset.values_list("pk", flat=True))
-        self.message_user(request, f"Acknowledged {done} alert(s).")
+        self.message_user(
+            request, ngettext("Acknowledged %(n)s alert.", "Acknowledged %(n)s alerts.", done) % {"n": done}
+        )
 
     def has_change_permission(self, request, obj=None):
         return obj is None  # the list (for the action), never a form

@@ -20,6 +20,7 @@ from review.models import (
     PolicyChange,
     ReviewerProfile,
 )
+from review.presenters import EVENT_LABELS
 
 
 @admin.register(EscalationPolicy)
@@ -38,15 +39,15 @@ class EscalationPolicyAdmin(ThroughActionsAdmin):
     list_filter = ("enabled", "agent", "auto_decision")
     search_fields = ("operation", "agent__name")
     fieldsets = (
-        ("Scope", {"fields": ("agent", "operation", "enabled")}),
-        ("Decide at once", {"fields": ("auto_decision", "auto_approve_below")}),
+        (gettext_lazy("Scope"), {"fields": ("agent", "operation", "enabled")}),
+        (gettext_lazy("Decide at once"), {"fields": ("auto_decision", "auto_approve_below")}),
         (
-            "Rules",
+            gettext_lazy("Rules"),
             {"fields": ("low_confidence_below", "high_value_above", "max_retries", "sensitive_prefixes")},
         ),
-        ("Deadline", {"fields": ("deadline_seconds",)}),
+        (gettext_lazy("Deadline"), {"fields": ("deadline_seconds",)}),
         (
-            "Priorities by reason",
+            gettext_lazy("Priorities by reason"),
             {
                 "fields": (
                     "priority_sensitive_operation",
@@ -93,8 +94,13 @@ class EscalationAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("escalation", "event", "actor", "created_at")
+    list_display = ("escalation", "event_label", "actor", "created_at")
     list_filter = ("event",)
+
+    @admin.display(description=gettext_lazy("event"), ordering="event")
+    def event_label(self, obj: AuditEvent) -> str:
+        """The event in the reader's language, as the approval screen's audit log names it."""
+        return str(EVENT_LABELS.get(obj.event, obj.event))
 
 
 @admin.register(ReviewerProfile)

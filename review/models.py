@@ -10,7 +10,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Cast, Concat, Left, Upper
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from agentops.accounts import roles
 from agentops.lib import netguard
@@ -18,9 +19,9 @@ from agentops.runs.models import Agent, Run
 
 
 class Priority(models.TextChoices):
-    HIGH = "high", gettext_lazy("High")
-    MEDIUM = "medium", gettext_lazy("Medium")
-    LOW = "low", gettext_lazy("Low")
+    HIGH = "high", _("High")
+    MEDIUM = "medium", _("Medium")
+    LOW = "low", _("Low")
 
 
 PRIORITY_ORDER = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
@@ -29,20 +30,37 @@ OPEN_ITEMS = models.Q(state__in=("pending", "claimed"))  # Escalation.OPEN_STATE
 
 
 class Reason(models.TextChoices):
-    LOW_CONFIDENCE = "low_confidence", gettext_lazy("Low Confidence")
-    SENSITIVE_OPERATION = "sensitive_operation", gettext_lazy("Sensitive Operation")
-    HIGH_VALUE_DECISION = "high_value_decision", gettext_lazy("High Value Decision")
-    MAX_RETRIES_EXCEEDED = "max_retries_exceeded", gettext_lazy("Max Retries Exceeded")
-    ALL_FALLBACKS_FAILED = "all_fallbacks_failed", gettext_lazy("All Fallbacks Failed")
-    BUDGET_EXCEEDED = "budget_exceeded", gettext_lazy("Budget Exceeded")
+    LOW_CONFIDENCE = "low_confidence", _("Low Confidence")
+    SENSITIVE_OPERATION = "sensitive_operation", _("Sensitive Operation")
+    HIGH_VALUE_DECISION = "high_value_decision", _("High Value Decision")
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded", _("Max Retries Exceeded")
+    ALL_FALLBACKS_FAILED = "all_fallbacks_failed", _("All Fallbacks Failed")
+    BUDGET_EXCEEDED = "budget_exceeded", _("Budget Exceeded")
 
 
 class AutoDecision(models.TextChoices):
     """What a policy row decides at once, before (instead of) its escalation rules."""
 
-    NONE = "", gettext_lazy("none: the rules decide")
-    APPROVE = "approve", gettext_lazy("auto-approve")
-    REJECT = "reject", gettext_lazy("auto-reject")
+    NONE = "", _("none: the rules decide")
+    APPROVE = "approve", _("auto-approve")
+    REJECT = "reject", _("auto-reject")
+
+
+def priority_field(verbose_name, default: str) -> models.CharField:
+    """A policy's priority for the items of one reason."""
+    return models.CharField(verbose_name, max_length=10, choices=Priority.choices, default=default)
+
+
+def reviewer_link(verbose_name) -> models.ForeignKey:
+    """Who claimed, decided or was assigned an item: kept (as nobody) when the user is deleted."""
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=verbose_name,
+    )
 
 
 # ActionRequest.reason / the run step's verdict when a row's auto decision answered (no escalation is made).
@@ -55,75 +73,92 @@ class EscalationPolicy(models.Model):
     auto-approve (below ``auto_approve_below`` when set) or auto-reject, whatever rule would fire."""
 
     agent = models.ForeignKey(
-        Agent, null=True, blank=True, on_delete=models.CASCADE, help_text=gettext_lazy("blank = every agent")
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        help_text=_("blank = every agent"),
+        verbose_name=_("agent"),
     )
     operation = models.CharField(
-        max_length=100, blank=True, help_text=gettext_lazy("tool or operation name; blank = every one")
+        _("operation"),
+        max_length=100,
+        blank=True,
+        help_text=_("tool or operation name; blank = every one"),
     )
-    enabled = models.BooleanField(default=True)
-    low_confidence_below = models.FloatField(default=0.7, validators=[MinValueValidator(0), MaxValueValidator(1)])
-    high_value_above = models.FloatField(default=1000.0, validators=[MinValueValidator(0)])
-    max_retries = models.PositiveSmallIntegerField(default=3)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    low_confidence_below = models.FloatField(
+        _("low confidence below"),
+        default=0.7,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+    )
+    high_value_above = models.FloatField(_("high value above"), default=1000.0, validators=[MinValueValidator(0)])
+    max_retries = models.PositiveSmallIntegerField(_("max retries"), default=3)
     # The column keeps its first name; since issue 17 it lists words matched anywhere in the name (review.policy).
     sensitive_prefixes = models.CharField(
-        gettext_lazy("sensitive words"),
+        _("sensitive words"),
         max_length=300,
         default="delete,modify,send",
         blank=True,
-        help_text=gettext_lazy(
+        help_text=_(
             "Comma-separated words. An operation is sensitive when one of them is a word of its name, anywhere: "
             "the name is split on _ - . / and case changes (gmail_send_message, bulk_delete, sendEmail, "
             "files/delete all match; sender_lookup and undeleted_items do not)."
         ),
     )
     deadline_seconds = models.PositiveIntegerField(
+        _("deadline (s)"),
         null=True,
         blank=True,
         default=None,
         validators=[MinValueValidator(5)],
-        help_text=gettext_lazy(
+        help_text=_(
             "Seconds a reviewer has to decide; blank = the runtime settings' human timeout (600 s by default)."
         ),
     )
-    priority_sensitive_operation = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
-    priority_high_value_decision = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
-    priority_low_confidence = models.CharField(max_length=10, choices=Priority.choices, default=Priority.MEDIUM)
-    priority_max_retries_exceeded = models.CharField(max_length=10, choices=Priority.choices, default=Priority.LOW)
-    priority_all_fallbacks_failed = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
-    priority_budget_exceeded = models.CharField(max_length=10, choices=Priority.choices, default=Priority.HIGH)
+    priority_sensitive_operation = priority_field(_("sensitive operation"), Priority.HIGH)
+    priority_high_value_decision = priority_field(_("high value decision"), Priority.HIGH)
+    priority_low_confidence = priority_field(_("low confidence"), Priority.MEDIUM)
+    priority_max_retries_exceeded = priority_field(_("max retries exceeded"), Priority.LOW)
+    priority_all_fallbacks_failed = priority_field(_("all fallbacks failed"), Priority.HIGH)
+    priority_budget_exceeded = priority_field(_("budget exceeded"), Priority.HIGH)
     auto_decision = models.CharField(
-        gettext_lazy("auto decision"),
+        _("auto decision"),
         max_length=10,
         choices=AutoDecision.choices,
         blank=True,
         default=AutoDecision.NONE,
-        help_text=gettext_lazy(
+        help_text=_(
             "Decide at once instead of asking a reviewer: auto-approve (below the value limit, when one is set) "
             "or auto-reject. Failed model calls and blocked budgets still go to a reviewer."
         ),
     )
     auto_approve_below = models.FloatField(
-        gettext_lazy("auto-approve below value"),
+        _("auto-approve below value"),
         null=True,
         blank=True,
-        help_text=gettext_lazy(
+        help_text=_(
             "With auto-approve: only requests whose value is below this are approved at once; requests at or "
             "above it, or with no value, follow the rules. Blank = every request, whatever its value."
         ),
     )
 
     class Meta:
-        verbose_name_plural = gettext_lazy("escalation policies")
+        verbose_name = _("escalation policy")
+        verbose_name_plural = _("escalation policies")
         constraints = [
             models.UniqueConstraint(fields=["agent", "operation"], name="policy_scope", nulls_distinct=False)
         ]
 
     def __str__(self) -> str:
-        return f"policy for {self.agent or 'every agent'} / {self.operation or 'every operation'}"
+        return gettext("policy for %(agent)s / %(operation)s") % {
+            "agent": self.agent or gettext("every agent"),
+            "operation": self.operation or gettext("every operation"),
+        }
 
     def clean(self) -> None:
         if self.auto_approve_below is not None and self.auto_decision != AutoDecision.APPROVE:
-            raise ValidationError({"auto_approve_below": gettext_lazy("A value limit only applies to auto-approve.")})
+            raise ValidationError({"auto_approve_below": _("A value limit only applies to auto-approve.")})
 
 
 class EscalationQuerySet(models.QuerySet):
@@ -137,70 +172,83 @@ class EscalationQuerySet(models.QuerySet):
 
 class Escalation(models.Model):
     class State(models.TextChoices):
-        PENDING = "pending", gettext_lazy("Pending")
-        CLAIMED = "claimed", gettext_lazy("Claimed")
-        DECIDED = "decided", gettext_lazy("Decided")
-        EXPIRED = "expired", gettext_lazy("Expired")
+        PENDING = "pending", _("Pending")
+        CLAIMED = "claimed", _("Claimed")
+        DECIDED = "decided", _("Decided")
+        EXPIRED = "expired", _("Expired")
 
     class Queue(models.TextChoices):
-        REVIEWERS = "reviewers", gettext_lazy("Reviewers")
-        EXPERTS = "experts", gettext_lazy("Experts")
+        REVIEWERS = "reviewers", _("Reviewers")
+        EXPERTS = "experts", _("Experts")
 
     class Decision(models.TextChoices):
-        APPROVED = "approved", gettext_lazy("Approved")
-        MODIFIED = "modified", gettext_lazy("Modified")
-        TAKEN_OVER = "taken_over", gettext_lazy("Taken Over")
-        REJECTED = "rejected", gettext_lazy("Rejected")
+        APPROVED = "approved", _("Approved")
+        MODIFIED = "modified", _("Modified")
+        TAKEN_OVER = "taken_over", _("Taken Over")
+        REJECTED = "rejected", _("Rejected")
 
     OPEN_STATES = (State.PENDING, State.CLAIMED)
 
-    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="escalations")
-    step_seq = models.PositiveIntegerField(null=True, blank=True)
-    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="escalations")
-    session_id = models.CharField(max_length=200, blank=True)
-    source = models.CharField(max_length=20, default="run")  # run | api | budget | gateway
-    kind = models.CharField(max_length=10, default="tool")  # tool | llm
-    operation = models.CharField(max_length=100)
-    arguments = models.JSONField(default=dict, blank=True)
-    value = models.FloatField(null=True, blank=True)
-    confidence = models.FloatField(null=True, blank=True)
-    retry_count = models.PositiveIntegerField(default=0)
-    context = models.JSONField(default=dict, blank=True, help_text="user_input, agent_analysis, suggestions, ...")
-    reason = models.CharField(max_length=40, choices=Reason.choices)
-    rule = models.CharField(max_length=200, blank=True)
-    priority = models.CharField(max_length=10, choices=Priority.choices, db_index=True)
-    priority_rank = models.PositiveSmallIntegerField(default=1, db_index=True)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
-    queue = models.CharField(max_length=10, choices=Queue.choices, default=Queue.REVIEWERS, db_index=True)
-    deadline_at = models.DateTimeField()
-    escalated_at = models.DateTimeField(null=True, blank=True)
-    claimed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    run = models.ForeignKey(
+        Run, models.CASCADE, null=True, blank=True, related_name="escalations", verbose_name=_("run")
     )
-    claim_expires_at = models.DateTimeField(null=True, blank=True)
-    decision = models.CharField(max_length=12, choices=Decision.choices, blank=True)
-    final_arguments = models.JSONField(null=True, blank=True)
-    result = models.JSONField(null=True, blank=True)
-    comment = models.TextField(blank=True)
-    reviewer_confidence = models.PositiveSmallIntegerField(null=True, blank=True, validators=[MaxValueValidator(100)])
-    decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    step_seq = models.PositiveIntegerField(_("step"), null=True, blank=True)
+    agent = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="escalations",
+        verbose_name=_("agent"),
     )
-    decided_at = models.DateTimeField(null=True, blank=True)
+    session_id = models.CharField(_("session"), max_length=200, blank=True)
+    source = models.CharField(max_length=20, default="run", verbose_name=_("source"))  # run | api | budget | gateway
+    kind = models.CharField(max_length=10, default="tool", verbose_name=_("kind"))  # tool | llm
+    operation = models.CharField(_("operation"), max_length=100)
+    arguments = models.JSONField(_("arguments"), default=dict, blank=True)
+    value = models.FloatField(_("value"), null=True, blank=True)
+    confidence = models.FloatField(_("confidence"), null=True, blank=True)
+    retry_count = models.PositiveIntegerField(_("retries"), default=0)
+    context = models.JSONField(
+        _("context"),
+        default=dict,
+        blank=True,
+        help_text=_("user_input, agent_analysis, suggestions, ..."),
+    )
+    reason = models.CharField(_("reason"), max_length=40, choices=Reason.choices)
+    rule = models.CharField(_("rule"), max_length=200, blank=True)
+    priority = models.CharField(_("priority"), max_length=10, choices=Priority.choices, db_index=True)
+    priority_rank = models.PositiveSmallIntegerField(_("priority rank"), default=1, db_index=True)
+    state = models.CharField(_("state"), max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    queue = models.CharField(_("queue"), max_length=10, choices=Queue.choices, default=Queue.REVIEWERS, db_index=True)
+    deadline_at = models.DateTimeField(_("deadline"))
+    escalated_at = models.DateTimeField(_("escalated at"), null=True, blank=True)
+    claimed_by = reviewer_link(_("claimed by"))
+    claim_expires_at = models.DateTimeField(_("claim expires at"), null=True, blank=True)
+    decision = models.CharField(_("decision"), max_length=12, choices=Decision.choices, blank=True)
+    final_arguments = models.JSONField(_("final arguments"), null=True, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    comment = models.TextField(_("comment"), blank=True)
+    reviewer_confidence = models.PositiveSmallIntegerField(
+        _("reviewer confidence"),
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(100)],
+    )
+    decided_by = reviewer_link(_("decided by"))
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
     # What the item says (state, queue, decision, arguments): a decision made from a form, a bulk selection,
     # a mailed link or a chat button names the version it was shown and is refused if it moved on. Claims and
     # releases do not move it: who is looking at an item is not a change of the item (claimed_by keeps two
     # reviewers apart), so a reviewer's mail link still works after they opened the item in the browser.
-    version = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    version = models.PositiveIntegerField(_("version"), default=0)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
     # The agent's team when the item was created: per-team queues route on it (ReviewerProfile.teams).
-    team = models.SlugField(max_length=80, blank=True, db_index=True)
+    team = models.SlugField(_("team"), max_length=80, blank=True, db_index=True)
     # Who should decide it ("assign to me / to a reviewer"); unlike a claim, an assignment does not expire.
-    assigned_to = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    assigned_to = reviewer_link(_("assigned to"))
     # When the reminder before the deadline went out (once per item and queue; reset on escalation to experts).
-    reminded_at = models.DateTimeField(null=True, blank=True)
+    reminded_at = models.DateTimeField(_("reminded at"), null=True, blank=True)
     # What the queue's free-text search reads (besides the agent's name): the operation, the session and the
     # arguments as JSON text, kept by PostgreSQL itself. Cut at SEARCH_CHARS so one huge argument list does
     # not bloat the trigram index; the start of the arguments is what a reviewer searches for.
@@ -214,12 +262,15 @@ class Escalation(models.Model):
         ),
         output_field=models.TextField(),
         db_persist=True,
+        verbose_name=_("search text"),
     )
 
     objects = EscalationQuerySet.as_manager()
 
     class Meta:
         ordering = ["priority_rank", "created_at"]
+        verbose_name = _("escalation")
+        verbose_name_plural = _("escalations")
         indexes = [
             models.Index(fields=["state", "queue", "priority_rank", "created_at"], name="queue_order"),
             # The queue's sort orders over open items only (a small part of all items): a page is read in
@@ -234,7 +285,11 @@ class Escalation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"escalation {self.pk} ({self.reason}, {self.state})"
+        return gettext("escalation %(id)s (%(reason)s, %(state)s)") % {
+            "id": self.pk,
+            "reason": self.get_reason_display(),
+            "state": self.get_state_display(),
+        }
 
     @property
     def is_open(self) -> bool:
@@ -262,34 +317,39 @@ class Escalation(models.Model):
 class ReviewerProfile(models.Model):
     """How one reviewer wants to hear of escalations outside the browser, and which teams' queues are theirs."""
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviewer_profile")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="reviewer_profile",
+        verbose_name=_("user"),
+    )
     teams = models.CharField(
-        gettext_lazy("teams"),
+        _("teams"),
         max_length=300,
         blank=True,
-        help_text=gettext_lazy("Comma-separated team slugs whose escalations this reviewer works; blank = every team."),
+        help_text=_("Comma-separated team slugs whose escalations this reviewer works; blank = every team."),
     )
-    email_opt_in = models.BooleanField(gettext_lazy("e-mail me new escalations"), default=False)
+    email_opt_in = models.BooleanField(_("e-mail me new escalations"), default=False)
     email_priorities = models.CharField(
-        gettext_lazy("priorities to e-mail"),
+        _("priorities to e-mail"),
         max_length=30,
         blank=True,
         default="high,medium,low",
-        help_text=gettext_lazy("Comma-separated: high, medium, low."),
+        help_text=_("Comma-separated: high, medium, low."),
     )
-    email_reminders = models.BooleanField(gettext_lazy("e-mail me a reminder before a deadline"), default=True)
+    email_reminders = models.BooleanField(_("e-mail me a reminder before a deadline"), default=True)
     chat_user_id = models.CharField(
-        gettext_lazy("chat user id"),
+        _("chat user id"),
         max_length=64,
         blank=True,
-        help_text=gettext_lazy(
-            "Your Slack (or Slack-compatible) user id, e.g. U024BE7LH: buttons you press in chat act as you."
-        ),
+        help_text=_("Your Slack (or Slack-compatible) user id, e.g. U024BE7LH: buttons you press in chat act as you."),
     )
     # The language of the mail (and chat texts) this reviewer gets; blank = the deployment's LANGUAGE_CODE.
-    language = models.CharField(gettext_lazy("language"), max_length=10, blank=True, choices=settings.LANGUAGES)
+    language = models.CharField(_("language"), max_length=10, blank=True, choices=settings.LANGUAGES)
 
     class Meta:
+        verbose_name = _("reviewer profile")
+        verbose_name_plural = _("reviewer profiles")
         constraints = [
             models.UniqueConstraint(
                 fields=["chat_user_id"], condition=~models.Q(chat_user_id=""), name="reviewer_chat_user_once"
@@ -297,7 +357,7 @@ class ReviewerProfile(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"review profile of {self.user}"
+        return gettext("review profile of %(user)s") % {"user": self.user}
 
     def team_list(self) -> list[str]:
         return [team.strip() for team in self.teams.split(",") if team.strip()]
@@ -310,20 +370,30 @@ class MailDelivery(models.Model):
     """One mail about one escalation to one reviewer. A notice ("new", "reminder") goes to a reviewer once per
     queue the item is in: the row is written before the mail is sent, so a redelivered task never sends it twice."""
 
-    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="mailings")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    notice = models.CharField(max_length=10)
-    queue = models.CharField(max_length=10, choices=Escalation.Queue.choices)
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
+    escalation = models.ForeignKey(
+        Escalation, on_delete=models.CASCADE, related_name="mailings", verbose_name=_("escalation")
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", verbose_name=_("reviewer")
+    )
+    notice = models.CharField(_("notice"), max_length=10)
+    queue = models.CharField(_("queue"), max_length=10, choices=Escalation.Queue.choices)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("mail delivery")
+        verbose_name_plural = _("mail deliveries")
         constraints = [
             models.UniqueConstraint(fields=["escalation", "user", "notice", "queue"], name="mail_once_per_notice")
         ]
 
     def __str__(self) -> str:
-        return f"{self.notice} mail of escalation {self.escalation_id} to user {self.user_id}"
+        return gettext("%(notice)s mail of escalation %(escalation)s to user %(user)s") % {
+            "notice": self.notice,
+            "escalation": self.escalation_id,
+            "user": self.user_id,
+        }
 
 
 class UsedMailLink(models.Model):
@@ -363,36 +433,36 @@ class ChatSettings(models.Model):
     the environment win (a secret store). Chat is off while neither a webhook URL nor a secret is set."""
 
     webhook_url = models.URLField(
-        gettext_lazy("incoming webhook URL"),
+        _("incoming webhook URL"),
         max_length=500,
         blank=True,
-        help_text=gettext_lazy(
+        help_text=_(
             "The Slack app's incoming webhook (https://hooks.slack.com/services/…): one message per new "
             "escalation and per reminder is posted there. Blank = no messages."
         ),
     )
     signing_secret = models.CharField(
-        gettext_lazy("signing secret"),
+        _("signing secret"),
         max_length=200,
         blank=True,
-        help_text=gettext_lazy(
+        help_text=_(
             "The Slack app's signing secret (Basic Information › App Credentials): button presses are accepted "
             "only when signed with it. Blank = buttons are refused."
         ),
     )
     language = models.CharField(
-        gettext_lazy("language of chat messages"),
+        _("language of chat messages"),
         max_length=10,
         blank=True,
         choices=settings.LANGUAGES,
-        help_text=gettext_lazy("Blank = the deployment's default language."),
+        help_text=_("Blank = the deployment's default language."),
     )
 
     class Meta:
-        verbose_name = verbose_name_plural = gettext_lazy("chat settings")
+        verbose_name = verbose_name_plural = _("chat settings")
 
     def __str__(self) -> str:
-        return "chat settings"
+        return gettext("chat settings")
 
     def save(self, *args, **kwargs):
         self.pk = 1
@@ -417,7 +487,7 @@ class SavedFilter(models.Model):
     """A queue view a reviewer named: the query string of /review/ (filters and sort), listed as a link."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_filters")
-    name = models.CharField(gettext_lazy("name"), max_length=80)
+    name = models.CharField(_("name"), max_length=80)
     query = models.CharField(max_length=1000, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -432,17 +502,26 @@ class SavedFilter(models.Model):
 class AuditEvent(models.Model):
     """Append-only: every event of every escalation, with who and when."""
 
-    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="events")
-    event = models.CharField(max_length=30)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    data = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    escalation = models.ForeignKey(
+        Escalation, on_delete=models.CASCADE, related_name="events", verbose_name=_("escalation")
+    )
+    event = models.CharField(_("event"), max_length=30)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("actor")
+    )
+    data = models.JSONField(_("data"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
 
     def __str__(self) -> str:
-        return f"{self.event} on escalation {self.escalation_id}"
+        return gettext("%(event)s on escalation %(escalation)s") % {
+            "event": self.event,
+            "escalation": self.escalation_id,
+        }
 
 
 APPROVED_AT_ONCE = "approved at once: no escalation rule fired"
@@ -461,9 +540,9 @@ class ActionRequest(models.Model):
     Requests approved at once are kept too: the audit trail of what agents were allowed to do."""
 
     class Status(models.TextChoices):
-        APPROVED = "approved", gettext_lazy("Approved")
-        PENDING = "pending", gettext_lazy("Pending")
-        REJECTED = "rejected", gettext_lazy("Rejected")
+        APPROVED = "approved", _("Approved")
+        PENDING = "pending", _("Pending")
+        REJECTED = "rejected", _("Rejected")
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="action_requests")
     session_id = models.CharField(max_length=200, blank=True)
@@ -473,9 +552,7 @@ class ActionRequest(models.Model):
     confidence = models.FloatField(null=True, blank=True)
     retry_count = models.PositiveIntegerField(default=0)
     context = models.JSONField(default=dict, blank=True)
-    status = models.CharField(
-        max_length=10, choices=Status.choices, help_text=gettext_lazy("The verdict when it was asked")
-    )
+    status = models.CharField(max_length=10, choices=Status.choices, help_text=_("The verdict when it was asked"))
     reason = models.CharField(max_length=40, blank=True)
     priority = models.CharField(max_length=10, blank=True)
     rule = models.CharField(max_length=200, blank=True)
@@ -539,8 +616,8 @@ class ActionRequest(models.Model):
 class Suggestion(models.TextChoices):
     """The two suggestions decision history can make for an agent + operation (review.suggestions)."""
 
-    APPROVE = "approve", gettext_lazy("auto-approve")
-    REJECT = "reject", gettext_lazy("auto-reject")
+    APPROVE = "approve", _("auto-approve")
+    REJECT = "reject", _("auto-reject")
 
 
 class PolicyChange(models.Model):
@@ -548,29 +625,56 @@ class PolicyChange(models.Model):
     row's fields before and after (null: there was / is no row), and the evidence the suggestion showed."""
 
     class Kind(models.TextChoices):
-        APPLIED = "applied", gettext_lazy("applied")
-        UNDONE = "undone", gettext_lazy("undone")
+        APPLIED = "applied", _("applied")
+        UNDONE = "undone", _("undone")
 
-    kind = models.CharField(max_length=10, choices=Kind.choices)
-    suggestion = models.CharField(max_length=10, choices=Suggestion.choices)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    suggestion = models.CharField(_("suggestion"), max_length=10, choices=Suggestion.choices)
     # The row's scope is kept apart from the row itself: undoing a created row deletes it.
-    policy = models.ForeignKey(EscalationPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="+")
-    agent_name = models.CharField(max_length=100)
-    operation = models.CharField(max_length=100)
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
-    evidence = models.JSONField(default=dict, blank=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    policy = models.ForeignKey(
+        EscalationPolicy,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("policy"),
+    )
+    agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("agent"))
+    agent_name = models.CharField(_("agent name"), max_length=100)
+    operation = models.CharField(_("operation"), max_length=100)
+    before = models.JSONField(_("before"), null=True, blank=True)
+    after = models.JSONField(_("after"), null=True, blank=True)
+    evidence = models.JSONField(_("evidence"), default=dict, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("actor"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
     # An "undone" change points at the "applied" one it reversed (each applied change is undone at most once).
-    undoes = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="undone_by")
+    undoes = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="undone_by",
+        verbose_name=_("undoes"),
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = _("policy change")
+        verbose_name_plural = _("policy changes")
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.suggestion} for {self.agent_name}/{self.operation}"
+        return gettext("%(kind)s %(suggestion)s for %(agent)s/%(operation)s") % {
+            "kind": self.get_kind_display(),
+            "suggestion": self.get_suggestion_display(),
+            "agent": self.agent_name,
+            "operation": self.operation,
+        }
 
 
 class SuggestionDismissal(models.Model):

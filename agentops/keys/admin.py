@@ -5,26 +5,40 @@ from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
 from agentops.keys import actions as key_actions
 from agentops.keys.models import ApiKey
 
 
 class ApiKeyCreationForm(forms.Form):
-    agent = forms.SlugField(max_length=80, help_text="an existing agent, or a new name (the agent is created)")
-    name = forms.CharField(max_length=100, required=False, help_text="a label: where the key is used")
+    agent = forms.SlugField(
+        label=gettext_lazy("agent"),
+        max_length=80,
+        help_text=gettext_lazy("an existing agent, or a new name (the agent is created)"),
+    )
+    name = forms.CharField(
+        label=gettext_lazy("name"),
+        max_length=100,
+        required=False,
+        help_text=gettext_lazy("a label: where the key is used"),
+    )
     scopes = forms.MultipleChoiceField(
-        choices=ApiKey.Scope.choices,
+        label=gettext_lazy("scopes"),
+        # a scope is shown as the machine value the API and the key's holder name it (runs, budgets:read)
+        choices=[(scope, scope) for scope in ApiKey.Scope.values],
         initial=list(ApiKey.AGENT_SCOPES),
         widget=forms.CheckboxSelectMultiple,
-        help_text="admin lets a key manage budgets and prices as code",
+        help_text=gettext_lazy("admin lets a key manage budgets and prices as code"),
     )
     max_in_flight = forms.IntegerField(
+        label=gettext_lazy("requests in flight at most"),
         min_value=1,
         max_value=10_000,
         initial=16,
         required=False,
-        help_text="gateway requests in flight at once (all processes); empty: 16",
+        help_text=gettext_lazy("gateway requests in flight at once (all processes); empty: 16"),
     )
 
 
@@ -42,7 +56,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("agent", "name", "prefix", "scopes", "created_at", "created_by", "last_used_at", "revoked_at")
     exclude = ("secret_hash",)
 
-    @admin.display(description="scopes")
+    @admin.display(description=gettext_lazy("scopes"))
     def scope_list(self, obj):
         return ", ".join(obj.scopes)
 
@@ -63,17 +77,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 created_by=request.user.get_username(),
                 max_in_flight=form.cleaned_data["max_in_flight"],
             )
-            messages.warning(request, f"New key for {row.agent.name} — copy it now, it is not shown again: {key}")
+            messages.warning(
+                request,
+                _("New key for %(agent)s — copy it now, it is not shown again: %(key)s")
+                % {"agent": row.agent.name, "key": key},
+            )
             return redirect("admin:agentops_apikey_changelist")
         context = {
             **self.admin_site.each_context(request),
-            "title": "Create an API key",
+            "title": _("Create an API key"),
             "form": form,
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/agentops/apikey/add.html", context)
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description=gettext_lazy("Revoke the selected keys"))
     def revoke(self, request, queryset):
         revoked = sum(key_actions.revoke_api_key(pk) for pk in queryset.values_list("pk", flat=True))
-        self.message_user(request, f"Revoked {revoked} key(s).")
+        self.message_user(
+            request, ngettext("Revoked %(count)d key.", "Revoked %(count)d keys.", revoked) % {"count": revoked}
+        )

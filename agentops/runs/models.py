@@ -45,6 +45,8 @@ class Agent(models.Model):
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("agent")
+        verbose_name_plural = _("agents")
 
     def __str__(self) -> str:
         return self.name

@@ -167,7 +167,7 @@ def test_admin_creates_a_key_shown_once_and_revokes_it(tight, root, client):
     assert bad.status_code == 200 and ApiKey.objects.count() == 1  # the form re-rendered with its error
 
     response = client.post("/admin/agentops/apikey/", {"action": "revoke", "_selected_action": [row.pk]}, follow=True)
-    assert "Revoked 1 key(s)." in response.content.decode()
+    assert "Revoked 1 key." in response.content.decode()
     row.refresh_from_db()
     assert row.revoked_at is not None
     time.sleep(CACHE + 0.1)

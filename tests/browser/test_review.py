@@ -67,6 +67,19 @@ def open_detail(page, base: str, escalation: Escalation) -> None:
     page.wait_for_selector("#review-page[data-live='open']", timeout=10000)
 
 
+def note_escalation(**extra) -> Escalation:
+    """A high-priority ``send_note`` escalation waiting in the reviewers' queue."""
+    return review.create_escalation(
+        operation="send_note",
+        reason="sensitive_operation",
+        priority="high",
+        deadline_seconds=600,
+        agent=agent_actions.ensure_agent("t-approval"),
+        arguments={"to": "ana@example.com"},
+        **extra,
+    )
+
+
 def errors(page) -> list[str]:
     return [e for e in page.console_errors if not REFUSAL_CONSOLE.search(e)]
 
@@ -221,15 +234,7 @@ def test_modify_with_edited_arguments_and_take_over(web, worker, page, stack_rea
 @pytest.mark.django_db(transaction=True)
 def test_second_reviewer_gets_the_conflict_and_keeps_what_they_typed(web, page, second_page, stack_ready):
     base = web.extra["url"]
-    escalation = review.create_escalation(
-        operation="send_note",
-        reason="sensitive_operation",
-        priority="high",
-        deadline_seconds=600,
-        agent=agent_actions.ensure_agent("t-approval"),
-        arguments={"to": "ana@example.com"},
-        context={"user_input": "refund order 42"},
-    )
+    escalation = note_escalation(context={"user_input": "refund order 42"})
     login(page, base, ALICE)
     login(second_page, base, BOB)
     open_detail(page, base, escalation)
@@ -270,14 +275,7 @@ def test_leaving_the_screen_gives_the_item_back_and_a_reload_keeps_it(web, page,
     item; going back to the queue releases it. Neither changes the item's version (a mailed link or a chat
     button made before still decides)."""
     base = web.extra["url"]
-    escalation = review.create_escalation(
-        operation="send_note",
-        reason="sensitive_operation",
-        priority="high",
-        deadline_seconds=600,
-        agent=agent_actions.ensure_agent("t-approval"),
-        arguments={"to": "ana@example.com"},
-    )
+    escalation = note_escalation()
     login(page, base, ALICE)
     open_detail(page, base, escalation)
     expect(page.locator("#claim-holder")).to_have_text("claimed by you")
